@@ -1,0 +1,43 @@
+"""Writing change rows as immutable, deterministically named zstd Parquet files."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from changelog.layout import change_file_path, hour_partition
+from changelog.record import ChangeRow, rows_to_table
+from changelog.store import Store
+
+ROW_GROUP_ROWS = 64_000
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A zstd Parquet file of ``table`` as bytes (statistics on, so readers can prune row groups)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS, write_statistics=True)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def write_change_files(store: Store, rows: Sequence[ChangeRow]) -> list[str]:
+    """Write rows as one file per (table, hour partition); returns the paths written.
+
+    A batch that spans an hour boundary is split, so the ``dt``/``hour`` partitions bound the times
+    inside them exactly and readers may prune on both sides. Names derive from the rows alone,
+    so retrying the same batch rewrites the same objects. A failed write raises (StoreError).
+    """
+    groups: dict[tuple[str, str], list[ChangeRow]] = defaultdict(list)
+    for row in rows:
+        groups[(row.table_name, hour_partition(row.event_time_us))].append(row)
+    written = []
+    for (table_name, partition), group in sorted(groups.items()):
+        ordered = sorted(row.order() for row in group)
+        path = change_file_path(
+            table_name, partition, ordered[0][2], ordered[-1][2], (row.event_id for row in group)
+        )
+        store.write(path, parquet_bytes(rows_to_table(group)))
+        written.append(path)
+    return written

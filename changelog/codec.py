@@ -1,0 +1,424 @@
+"""Lossless AttributeValue codec: stream records in, change rows out.
+
+Three inputs share one core: Lambda DynamoDB Streams records, boto3 ``GetRecords`` records and
+Kinesis Data Streams for DynamoDB payloads. Images stay DynamoDB JSON: N keeps its text with all
+its digits, B/BS stay base64 text (boto3's bytes are re-encoded), sets stay sets. Every image is
+validated on the way in, so a record that would break a restore is refused here (and quarantined by
+the caller) instead of years later.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Context, Inexact, InvalidOperation, Rounded
+from typing import Any
+
+from changelog.errors import DecodeError, StreamConfigError, UsageError
+from changelog.record import ChangeRow
+from changelog.timefmt import to_micros
+
+SEQUENCE_WIDTH = 40
+_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_TTL_PRINCIPAL = "dynamodb.amazonaws.com"
+_EVENT_NAMES = frozenset(("INSERT", "MODIFY", "REMOVE"))
+# DynamoDB numbers: 38 significant digits, exponent -130..+125. Traps make any rounding an error.
+_NUMBER_CONTEXT = Context(prec=38, Emin=-128, Emax=126, traps=[InvalidOperation, Inexact, Rounded])
+_encode_str = json.encoder.encode_basestring
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON text, unicode kept as is; the one serialisation every stored image goes through."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def canonical_number(text: str) -> str:
+    """The canonical text of a DynamoDB number (``5.0`` and ``05`` give ``5``); refuses rounding.
+
+    Raises DecodeError when ``text`` is not a number DynamoDB could hold.
+    """
+    if not isinstance(text, str) or not _NUMBER.fullmatch(text):
+        raise DecodeError(f"not a DynamoDB number: {text!r}")
+    try:
+        value = _NUMBER_CONTEXT.create_decimal(text)
+        value = value.normalize(_NUMBER_CONTEXT)
+    except (InvalidOperation, Inexact, Rounded):
+        raise DecodeError(f"number {text!r} exceeds DynamoDB's 38 digits or range") from None
+    if value.is_zero():
+        return "0"
+    return f"{value:f}"
+
+
+def plain_json(item: Mapping[str, Any]) -> str:
+    """Validate a DynamoDB-JSON item and return its plain JSON (``{"status": "shipped", "n": 5}``).
+
+    Numbers are written as JSON number tokens with their exact text; binaries as base64 strings; sets
+    as arrays. Raises DecodeError on anything that is not a valid AttributeValue.
+    """
+    if not isinstance(item, dict):
+        raise DecodeError("an item image must be a map of attributes")
+    out: list[str] = []
+    _plain_map(item, out)
+    return "".join(out)
+
+
+def _plain_map(item: dict[str, Any], out: list[str]) -> None:
+    out.append("{")
+    first = True
+    for name, value in item.items():
+        if not isinstance(name, str):
+            raise DecodeError("attribute names must be strings")
+        if not first:
+            out.append(",")
+        first = False
+        out.append(_encode_str(name))
+        out.append(":")
+        _plain_value(value, out)
+    out.append("}")
+
+
+def _plain_value(value: Any, out: list[str]) -> None:
+    if not isinstance(value, dict) or len(value) != 1:
+        raise DecodeError("an AttributeValue must be a map with exactly one type tag")
+    ((tag, inner),) = value.items()
+    if tag == "S":
+        if not isinstance(inner, str):
+            raise DecodeError("S must hold a string")
+        out.append(_encode_str(inner))
+    elif tag == "N":
+        if not isinstance(inner, str) or not _NUMBER.fullmatch(inner):
+            raise DecodeError("N must hold a number as text")
+        out.append(_json_number(inner))
+    elif tag == "M":
+        if not isinstance(inner, dict):
+            raise DecodeError("M must hold a map")
+        _plain_map(inner, out)
+    elif tag == "L":
+        if not isinstance(inner, list):
+            raise DecodeError("L must hold a list")
+        out.append("[")
+        for index, element in enumerate(inner):
+            if index:
+                out.append(",")
+            _plain_value(element, out)
+        out.append("]")
+    elif tag == "B":
+        _check_base64(inner)
+        out.append(_encode_str(inner))
+    elif tag == "BOOL":
+        if not isinstance(inner, bool):
+            raise DecodeError("BOOL must hold true or false")
+        out.append("true" if inner else "false")
+    elif tag == "NULL":
+        if inner is not True:
+            raise DecodeError("NULL must hold true")
+        out.append("null")
+    elif tag in ("SS", "NS", "BS"):
+        if not isinstance(inner, list) or not inner:
+            raise DecodeError(f"{tag} must hold a non-empty list")
+        pieces = []
+        for element in inner:
+            if tag == "SS":
+                if not isinstance(element, str):
+                    raise DecodeError("SS must hold strings")
+                pieces.append(_encode_str(element))
+            elif tag == "NS":
+                if not isinstance(element, str) or not _NUMBER.fullmatch(element):
+                    raise DecodeError("NS must hold numbers as text")
+                pieces.append(_json_number(element))
+            else:
+                _check_base64(element)
+                pieces.append(_encode_str(element))
+        out.append("[" + ",".join(pieces) + "]")
+    else:
+        raise DecodeError(f"unknown AttributeValue type {tag!r}")
+
+
+def _json_number(text: str) -> str:
+    # JSON forbids "5.", ".5" and "05", which DynamoDB accepts; rare, so rebuild only those.
+    digits = text.lstrip("-")
+    if digits.endswith(".") or digits.startswith(".") or (digits[:1] == "0" and digits[1:2].isdigit()):
+        return canonical_number(text)
+    return text
+
+
+def _check_base64(value: Any) -> None:
+    if not isinstance(value, str) or len(value) % 4 or not _BASE64.fullmatch(value):
+        raise DecodeError("binary values must be base64 text")
+
+
+def item_key(keys: Any) -> str:
+    """Canonical text of an item's key: attribute names sorted, numbers normalised, compact JSON.
+
+    Equal keys give equal text whatever order the attributes came in (the stream and a backfill
+    may list them differently). Raises DecodeError when a key value is not S, N or B.
+    """
+    if not isinstance(keys, dict) or not keys:
+        raise DecodeError("a record must carry its key attributes")
+    parts = []
+    for name in sorted(keys):
+        value = keys[name]
+        if not isinstance(value, dict) or len(value) != 1:
+            raise DecodeError("a key attribute must be a map with one type tag")
+        ((tag, inner),) = value.items()
+        if tag == "S":
+            if not isinstance(inner, str):
+                raise DecodeError("S key must hold a string")
+            text = _encode_str(inner)
+        elif tag == "N":
+            text = _encode_str(canonical_number(inner))
+        elif tag == "B":
+            _check_base64(inner)
+            text = _encode_str(inner)
+        else:
+            raise DecodeError(f"key attributes must be S, N or B, not {tag!r}")
+        parts.append(f'{_encode_str(name)}:{{"{tag}":{text}}}')
+    return "{" + ",".join(parts) + "}"
+
+
+def parse_key(text: str, key_schema: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """Read a user KEY: DynamoDB JSON, or ``pk=a,sk=5`` typed from the table's key schema.
+
+    ``key_schema`` is a list of ``{"AttributeName", "AttributeType"}``. Raises UsageError naming
+    what is wrong and the forms accepted.
+    """
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            key = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"key is not valid JSON ({exc.msg}); use {{\"pk\":{{\"S\":\"a\"}}}} or pk=a") from None
+    else:
+        if not key_schema:
+            raise UsageError("a plain key (pk=a,sk=5) needs the table's key schema; give DynamoDB JSON instead")
+        types = {entry["AttributeName"]: entry["AttributeType"] for entry in key_schema}
+        key = {}
+        for part in filter(None, (p.strip() for p in stripped.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or name.strip() not in types:
+                raise UsageError(f"cannot read key part {part!r}: expected NAME=VALUE with NAME in {sorted(types)}")
+            key[name.strip()] = {types[name.strip()]: value.strip()}
+    try:
+        item_key(key)
+    except DecodeError as exc:
+        raise UsageError(f"malformed key: {exc}") from None
+    if key_schema is not None:
+        expected = {entry["AttributeName"]: entry["AttributeType"] for entry in key_schema}
+        got = {name: next(iter(value)) for name, value in key.items()}
+        if got != expected:
+            want = ", ".join(f"{n} ({t})" for n, t in sorted(expected.items()))
+            raise UsageError(f"key does not match the table's key schema: it needs exactly {want}")
+    return key
+
+
+def binaries_to_base64(value: Any) -> Any:
+    """Copy of a boto3 AttributeValue (or item) with every bytes value turned into base64 text."""
+    if isinstance(value, dict):
+        return {name: binaries_to_base64(inner) for name, inner in value.items()}
+    if isinstance(value, list):
+        return [binaries_to_base64(inner) for inner in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return value
+
+
+def base64_to_binaries(value: Any) -> Any:
+    """Copy of a DynamoDB-JSON item with B and BS values decoded to bytes, as boto3 writes them."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for name, inner in value.items():
+            if name == "B" and len(value) == 1 and isinstance(inner, str):
+                return {"B": base64.b64decode(inner)}
+            if name == "BS" and len(value) == 1 and isinstance(inner, list):
+                return {"BS": [base64.b64decode(element) for element in inner]}
+            out[name] = base64_to_binaries(inner)
+        return out
+    if isinstance(value, list):
+        return [base64_to_binaries(inner) for inner in value]
+    return value
+
+
+def pad_sequence(sequence: Any) -> str:
+    """Zero-pad a sequence number to 40 digits so text order is numeric order.
+
+    Longer numbers (Kinesis's run to 56 and more) are kept whole, never cut; readers order by
+    (length, text), which is numeric order for every width.
+    """
+    text = str(sequence)
+    if not text.isdigit():
+        raise DecodeError("a sequence number must be digits")
+    return text.zfill(SEQUENCE_WIDTH)
+
+
+def table_from_arn(arn: str) -> str:
+    """The table name inside a DynamoDB stream or table ARN."""
+    marker = ":table/"
+    start = arn.find(marker)
+    if start < 0:
+        raise DecodeError("eventSourceARN names no DynamoDB table")
+    return arn[start + len(marker):].split("/", 1)[0]
+
+
+def _is_ttl(event_name: str, identity: Any) -> bool:
+    return (
+        event_name == "REMOVE"
+        and isinstance(identity, dict)
+        and identity.get("type") == "Service"
+        and identity.get("principalId") == _TTL_PRINCIPAL
+    )
+
+
+def build_row(
+    *,
+    table_name: str,
+    event_id: Any,
+    event_name: Any,
+    body: Any,
+    event_time_us: int,
+    sequence: str,
+    shard_id: str | None,
+    identity: Any,
+) -> ChangeRow:
+    """Validate the ``dynamodb`` body of a stream record and make its change row.
+
+    Raises StreamConfigError for a stream that carries no images (a whole-stream problem, not a
+    bad record) and DecodeError for a record that cannot be decoded.
+    """
+    if not isinstance(body, dict):
+        raise DecodeError("record has no 'dynamodb' body")
+    if not isinstance(event_id, str) or not event_id:
+        raise DecodeError("record has no eventID")
+    if event_name not in _EVENT_NAMES:
+        raise DecodeError(f"unknown eventName {event_name!r}")
+    view = body.get("StreamViewType")
+    if view in ("KEYS_ONLY", "OLD_IMAGE"):
+        raise StreamConfigError(
+            f"stream view type {view} carries no new images, so nothing could be restored: "
+            "set the table's stream to NEW_AND_OLD_IMAGES (or NEW_IMAGE)"
+        )
+    keys = body.get("Keys")
+    key_text = item_key(keys)
+    new_image = body.get("NewImage")
+    old_image = body.get("OldImage")
+    if event_name != "REMOVE" and new_image is None:
+        raise DecodeError(f"{event_name} record carries no NewImage")
+    new_doc = plain_json(new_image) if new_image is not None else None
+    old_doc = plain_json(old_image) if old_image is not None else None
+    size = body.get("SizeBytes", 0)
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise DecodeError("SizeBytes must be an integer")
+    return ChangeRow(
+        table_name=table_name,
+        event_id=event_id,
+        event_name=event_name,
+        event_time_us=event_time_us,
+        sequence_number=sequence,
+        shard_id=shard_id,
+        item_key=key_text,
+        keys=dump_json(keys),
+        new_image=dump_json(new_image) if new_image is not None else None,
+        old_image=dump_json(old_image) if old_image is not None else None,
+        new_doc=new_doc,
+        old_doc=old_doc,
+        is_ttl_delete=_is_ttl(event_name, identity),
+        size_bytes=size,
+    )
+
+
+def _seconds_to_micros(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DecodeError("ApproximateCreationDateTime must be epoch seconds")
+    return round(value * 1_000_000)
+
+
+def decode_lambda_record(record: Mapping[str, Any]) -> ChangeRow:
+    """Decode one record of a Lambda DynamoDB Streams event (times in epoch seconds, B as base64)."""
+    if not isinstance(record, dict):
+        raise DecodeError("record is not a JSON object")
+    body = record.get("dynamodb")
+    if not isinstance(body, dict):
+        raise DecodeError("record has no 'dynamodb' body")
+    return build_row(
+        table_name=table_from_arn(str(record.get("eventSourceARN", ""))),
+        event_id=record.get("eventID"),
+        event_name=record.get("eventName"),
+        body=body,
+        event_time_us=_seconds_to_micros(body.get("ApproximateCreationDateTime")),
+        sequence=pad_sequence(body.get("SequenceNumber", "")),
+        shard_id=None,
+        identity=record.get("userIdentity"),
+    )
+
+
+def decode_getrecords_record(record: Mapping[str, Any], table_name: str, shard_id: str) -> ChangeRow:
+    """Decode one record as boto3's ``GetRecords`` returns it (datetimes, bytes for binaries)."""
+    body = record.get("dynamodb")
+    if not isinstance(body, dict):
+        raise DecodeError("record has no 'dynamodb' body")
+    created = body.get("ApproximateCreationDateTime")
+    micros = to_micros(created) if isinstance(created, datetime) else _seconds_to_micros(created)
+    body = binaries_to_base64(body)
+    return build_row(
+        table_name=table_name,
+        event_id=record.get("eventID"),
+        event_name=record.get("eventName"),
+        body=body,
+        event_time_us=micros,
+        sequence=pad_sequence(body.get("SequenceNumber", "")),
+        shard_id=shard_id,
+        identity=record.get("userIdentity"),
+    )
+
+
+def _kinesis_micros(value: Any, precision: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DecodeError("ApproximateCreationDateTime must be an epoch number")
+    if precision == "MICROSECOND" or (precision is None and value > 1e14):
+        return int(value)
+    if precision == "MILLISECOND" or (precision is None and value > 1e11):
+        return round(value * 1000)
+    return round(value * 1_000_000)
+
+
+def decode_kinesis_record(record: Mapping[str, Any]) -> ChangeRow:
+    """Decode one record of a Lambda Kinesis event carrying a DynamoDB change (payload base64 JSON).
+
+    Ordering comes from the payload's millisecond or microsecond time, then the Kinesis sequence
+    number; the DynamoDB ``eventID`` inside the payload is what duplicates share.
+    """
+    if not isinstance(record, dict):
+        raise DecodeError("record is not a JSON object")
+    kinesis = record.get("kinesis")
+    if not isinstance(kinesis, dict):
+        raise DecodeError("record has no 'kinesis' body")
+    try:
+        payload = json.loads(base64.b64decode(kinesis.get("data", ""), validate=True))
+    except (binascii.Error, ValueError, TypeError):
+        raise DecodeError("Kinesis data is not base64-encoded JSON") from None
+    if not isinstance(payload, dict):
+        raise DecodeError("Kinesis payload is not a JSON object")
+    body = payload.get("dynamodb")
+    if not isinstance(body, dict):
+        raise DecodeError("Kinesis payload has no 'dynamodb' body")
+    table = payload.get("tableName")
+    if not isinstance(table, str) or not table:
+        raise DecodeError("Kinesis payload names no table")
+    shard = str(record.get("eventID", "")).split(":", 1)[0] or None
+    return build_row(
+        table_name=table,
+        event_id=payload.get("eventID"),
+        event_name=payload.get("eventName"),
+        body=body,
+        event_time_us=_kinesis_micros(
+            body.get("ApproximateCreationDateTime"), body.get("ApproximateCreationDateTimePrecision")
+        ),
+        sequence=pad_sequence(kinesis.get("sequenceNumber", "")),
+        shard_id=shard,
+        identity=payload.get("userIdentity"),
+    )
+

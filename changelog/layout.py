@@ -1,0 +1,79 @@
+"""Where things live in a store. Every path a writer or reader uses is built here, nowhere else.
+
+    tables/<table>/meta.json
+    tables/<table>/changes/dt=YYYY-MM-DD/hour=HH/<first seq>-<last seq>-<digest>.parquet
+    tables/<table>/snapshots/<YYYYMMDDTHHMMSSZ>/part-NNNNN.parquet + manifest.json
+    tables/<table>/quarantine/dt=YYYY-MM-DD/<digest>.json
+    tables/<table>/checkpoints/<shard id>.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime
+
+from changelog.timefmt import from_micros
+
+TABLES = "tables"
+
+
+def table_root(table: str) -> str:
+    """Prefix of everything stored for one table."""
+    return f"{TABLES}/{table}"
+
+
+def meta_path(table: str) -> str:
+    """The table's meta.json (key schema and description)."""
+    return f"{table_root(table)}/meta.json"
+
+
+def changes_root(table: str) -> str:
+    """Prefix of the table's change files."""
+    return f"{table_root(table)}/changes"
+
+
+def hour_partition(event_time_us: int) -> str:
+    """The Hive partition (``dt=YYYY-MM-DD/hour=HH``) a change of that time belongs to."""
+    moment = from_micros(event_time_us)
+    return f"dt={moment:%Y-%m-%d}/hour={moment:%H}"
+
+
+def digest(parts: Iterable[str]) -> str:
+    """A short, stable digest of a set of ids (order does not matter)."""
+    hasher = hashlib.sha256()
+    for part in sorted(parts):
+        hasher.update(part.encode("utf-8"))
+        hasher.update(b"\0")
+    return hasher.hexdigest()[:16]
+
+
+def change_file_path(table: str, partition: str, first_seq: str, last_seq: str, event_ids: Iterable[str]) -> str:
+    """Deterministic name of a change file: a retried batch rewrites the same object."""
+    return f"{changes_root(table)}/{partition}/{first_seq}-{last_seq}-{digest(event_ids)}.parquet"
+
+
+def snapshots_root(table: str) -> str:
+    """Prefix of the table's snapshots."""
+    return f"{table_root(table)}/snapshots"
+
+
+def snapshot_dir(table: str, at: datetime) -> str:
+    """Directory of the snapshot taken at ``at``."""
+    return f"{snapshots_root(table)}/{at:%Y%m%dT%H%M%SZ}"
+
+
+def quarantine_path(table: str, day: str, record_digest: str) -> str:
+    """Where a record that could not be decoded is kept whole."""
+    return f"{table_root(table)}/quarantine/dt={day}/{record_digest}.json"
+
+
+def checkpoint_path(table: str, shard_id: str) -> str:
+    """The poller's checkpoint for one shard."""
+    return f"{table_root(table)}/checkpoints/{shard_id}.json"
+
+
+def table_names(paths: Iterable[str]) -> list[str]:
+    """Table names found in a listing of the store's ``tables/`` prefix."""
+    names = {path.split("/")[1] for path in paths if path.startswith(TABLES + "/") and path.count("/") >= 2}
+    return sorted(names)

@@ -1,0 +1,41 @@
+"""Parquet files of a store as DuckDB relations, for local and s3:// stores alike.
+
+Local stores are read by DuckDB directly. ``s3://`` stores go through pyarrow's S3 filesystem
+(shipped in the pyarrow wheel) and are handed to DuckDB as Arrow datasets, so no DuckDB extension
+is ever downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from changelog.store import Store
+
+
+def _sql_list(paths: list[str]) -> str:
+    return "[" + ",".join("'" + path.replace("'", "''") + "'" for path in paths) + "]"
+
+
+def register_parquet(
+    con: duckdb.DuckDBPyConnection, name: str, store: Store, paths: list[str], schema: pa.Schema
+) -> None:
+    """Create (or replace) view ``name`` over the given store-relative Parquet files.
+
+    No files gives an empty view with ``schema``'s columns, so queries over an empty store work.
+    """
+    if not paths:
+        con.register(f"{name}__empty", schema.empty_table())
+        con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM "{name}__empty"')
+        return
+    root = store.local_root()
+    if root is not None:
+        files = _sql_list([str(root / path) for path in paths])
+        con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM read_parquet({files}, union_by_name=true)')
+        return
+    filesystem, base = store.arrow()
+    dataset = pads.dataset([f"{base}/{path}" for path in paths], filesystem=filesystem, format="parquet",
+                           schema=schema)
+    con.register(f"{name}__arrow", dataset)
+    con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM "{name}__arrow"')

@@ -1,0 +1,205 @@
+"""The table at a moment: which snapshot and change files to read, and the one query that merges them.
+
+State at T, for each item key, is the version with the greatest (event_time, sequence number)
+among the chosen snapshot's rows and every change with ``event_time <= T``; the item exists unless
+that version is a REMOVE. Reading a change that the snapshot already folded in cannot change the
+answer (its version is not newer), so the plan only has to make sure nothing newer is left out:
+every change file in an hour partition at or after the snapshot's, plus every file the snapshot's
+manifest did not consume (a late file), whatever its hour.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+
+from changelog.errors import TableNotFound, TimeOutOfRange
+from changelog.layout import changes_root, checkpoint_path, hour_partition, snapshots_root, table_root
+from changelog.record import SCHEMA
+from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests
+from changelog.source import register_parquet
+from changelog.store import ObjectMissing, Store
+from changelog.timefmt import format_time, from_micros
+
+RETENTION = "retention.json"
+
+
+def change_files(store: Store, table: str) -> list[str]:
+    """All change files of a table (relative paths), sorted."""
+    return [path for path in store.list(changes_root(table) + "/") if path.endswith(".parquet")]
+
+
+def _partition_of(path: str) -> str:
+    parts = path.split("/")
+    return f"{parts[-3]}/{parts[-2]}"
+
+
+@dataclass(frozen=True)
+class StatePlan:
+    """What to read for the state of ``table`` at ``at_us``."""
+
+    table: str
+    at_us: int
+    snapshot_path: str | None
+    snapshot: Manifest | None
+    change_files: tuple[str, ...]
+
+
+def plan_state(store: Store, table: str, at_us: int, *, use_snapshots: bool = True) -> StatePlan:
+    """Choose the latest snapshot at or before ``at_us`` and the change files that may be newer."""
+    files = change_files(store, table)
+    manifests = list_manifests(store, table) if use_snapshots else []
+    chosen = [(path, m) for path, m in manifests if m.snapshot_time_us <= at_us]
+    upper = hour_partition(at_us)
+    if not chosen:
+        return StatePlan(table, at_us, None, None, tuple(p for p in files if _partition_of(p) <= upper))
+    path, manifest = chosen[-1]
+    lower = hour_partition(manifest.snapshot_time_us)
+    consumed = set(manifest.consumed_files)
+    wanted = tuple(
+        p for p in files if _partition_of(p) <= upper and (_partition_of(p) >= lower or p not in consumed)
+    )
+    return StatePlan(table, at_us, path, manifest, wanted)
+
+
+def _timestamp(at_us: int) -> str:
+    return f"TIMESTAMPTZ '{from_micros(at_us).isoformat()}'"
+
+
+def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *, name: str = "state",
+               tombstones: bool = False) -> None:
+    """Create view ``name``: one row per item key as of the plan's moment.
+
+    Columns: table_name, item_key, keys, event_name, event_time, sequence_number, image (DynamoDB
+    JSON) and doc (plain JSON). With ``tombstones`` keys whose last change is a REMOVE stay, with
+    event_name REMOVE and no image (what a snapshot keeps).
+    """
+    con.execute("SET TimeZone = 'UTC'")
+    register_parquet(con, f"{name}__changes", store, list(plan.change_files), SCHEMA)
+    parts = []
+    if plan.snapshot is not None and plan.snapshot_path is not None:
+        base = plan.snapshot_path.rsplit("/", 1)[0]
+        parts = [f"{base}/{part}" for part in plan.snapshot.parts]
+    register_parquet(con, f"{name}__snapshot", store, parts, SNAPSHOT_SCHEMA)
+    table_literal = plan.table.replace("'", "''")
+    live_only = "" if tombstones else " AND event_name <> 'REMOVE'"
+    con.execute(
+        f"""
+        CREATE OR REPLACE VIEW "{name}" AS
+        SELECT table_name, item_key, keys, event_name, event_time, sequence_number, image, doc FROM (
+            SELECT table_name, item_key, keys, event_name, event_time, sequence_number,
+                   new_image AS image, new_doc AS doc
+            FROM "{name}__changes"
+            WHERE table_name = '{table_literal}' AND event_time <= {_timestamp(plan.at_us)}
+            UNION ALL
+            SELECT table_name, item_key, keys, event_name, event_time, sequence_number, image, doc
+            FROM "{name}__snapshot"
+        )
+        QUALIFY row_number() OVER (
+            PARTITION BY item_key
+            ORDER BY event_time DESC, length(sequence_number) DESC, sequence_number DESC
+        ) = 1{live_only}
+        """
+    )
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a table's backup covers, like PITR's describe-continuous-backups."""
+
+    table: str
+    earliest_us: int | None
+    latest_us: int | None
+    changes: int
+    change_files: int
+    snapshots: int
+    quarantined: int
+    bytes_stored: int
+
+
+def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = None) -> Coverage:
+    """Earliest and latest restorable times and counts for one table.
+
+    Earliest: when the first bootstrap became consistent, else the first captured change; never
+    before the floor left by ``expire``. Latest (the watermark): with poller checkpoints, the oldest
+    point every open shard is known complete to; otherwise the newest captured change.
+    """
+    listing = store.list(table_root(table) + "/")
+    if not listing:
+        raise TableNotFound(f"the store {store.uri} holds no table {table!r}: run 'ddb-rewind status' to list tables")
+    files = [p for p in listing if p.startswith(changes_root(table) + "/") and p.endswith(".parquet")]
+    manifests = list_manifests(store, table)
+    con = con or duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    register_parquet(con, "coverage__changes", store, files, SCHEMA)
+    count, first, last = con.execute(
+        "SELECT count(DISTINCT event_id), epoch_us(min(event_time)), epoch_us(max(event_time)) FROM coverage__changes"
+    ).fetchone() or (0, None, None)
+    bootstraps = [m.restorable_from_us for _, m in manifests if m.restorable_from_us is not None]
+    earliest = min(bootstraps) if bootstraps else first
+    if earliest is None and manifests:
+        earliest = manifests[0][1].snapshot_time_us
+    floor = _retention_floor(store, table)
+    if floor is not None and earliest is not None:
+        earliest = max(earliest, floor)
+    latest = _watermark(store, table, listing)
+    if latest is None:
+        latest = last
+    if manifests:
+        newest_snapshot = manifests[-1][1].snapshot_time_us
+        latest = newest_snapshot if latest is None else max(latest, newest_snapshot)
+    sizes = sum(store.sizes(table_root(table) + "/").values())
+    return Coverage(
+        table=table,
+        earliest_us=earliest,
+        latest_us=latest,
+        changes=int(count or 0),
+        change_files=len(files),
+        snapshots=len(manifests),
+        quarantined=sum(1 for p in listing if "/quarantine/" in p),
+        bytes_stored=sizes,
+    )
+
+
+def _retention_floor(store: Store, table: str) -> int | None:
+    try:
+        body = json.loads(store.read(f"{table_root(table)}/{RETENTION}"))
+    except ObjectMissing:
+        return None
+    value = body.get("restorable_from_us")
+    return int(value) if value is not None else None
+
+
+def _watermark(store: Store, table: str, listing: list[str]) -> int | None:
+    marks = []
+    prefix = checkpoint_path(table, "")
+    for path in listing:
+        if path.startswith(prefix) and path.endswith(".json"):
+            body = json.loads(store.read(path))
+            if not body.get("closed") and body.get("watermark_us") is not None:
+                marks.append(int(body["watermark_us"]))
+    return min(marks) if marks else None
+
+
+def check_restorable(cov: Coverage, at: datetime, at_us: int) -> None:
+    """Refuse a moment outside the table's coverage with one line naming the bounds."""
+    if cov.earliest_us is None or cov.latest_us is None:
+        raise TimeOutOfRange(f"table {cov.table!r} has nothing captured yet: nothing to restore")
+    if at_us < cov.earliest_us:
+        raise TimeOutOfRange(
+            f"{format_time(at)} is before the earliest restorable time of {cov.table!r}, "
+            f"{format_time(from_micros(cov.earliest_us))}"
+        )
+    if at_us > cov.latest_us:
+        raise TimeOutOfRange(
+            f"{format_time(at)} is after the latest restorable time of {cov.table!r}, "
+            f"{format_time(from_micros(cov.latest_us))} (changes after it may not be captured yet)"
+        )
+
+
+def snapshot_dirs(store: Store, table: str) -> list[str]:
+    """Every snapshot directory that has files, published or not (for clean-up)."""
+    return sorted({p.rsplit("/", 1)[0] for p in store.list(snapshots_root(table) + "/")})

@@ -1,0 +1,220 @@
+"""The store: a local directory or ``s3://bucket/prefix``, with atomic and conditional writes.
+
+Every object is written whole (a temporary file renamed into place locally; one PutObject on S3),
+so readers never see half a file. ``write(..., if_absent=True)`` is the race guard that manifests
+and checkpoints rely on: S3's ``If-None-Match: *`` and, locally, a hard link that fails if the name
+exists.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pyarrow.fs as pafs
+from botocore.exceptions import BotoCoreError, ClientError
+
+from changelog.errors import ConflictError, StoreError, StoreNotFound
+
+
+class ObjectMissing(StoreError):
+    """The object asked for is not in the store."""
+
+
+class Store:
+    """Common interface of the two store kinds; paths are relative, '/'-separated."""
+
+    uri: str
+
+    def read(self, path: str) -> bytes:
+        """The object's bytes; raises ObjectMissing."""
+        raise NotImplementedError
+
+    def write(self, path: str, data: bytes, *, if_absent: bool = False) -> None:
+        """Write the whole object atomically; with ``if_absent`` raise ConflictError if it exists."""
+        raise NotImplementedError
+
+    def list(self, prefix: str) -> list[str]:
+        """Relative paths of all objects under ``prefix`` (recursive), sorted."""
+        raise NotImplementedError
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Sizes in bytes of all objects under ``prefix``."""
+        raise NotImplementedError
+
+    def delete(self, path: str) -> None:
+        """Remove one object; a missing object is not an error."""
+        raise NotImplementedError
+
+    def exists(self, path: str) -> bool:
+        """Whether the object exists."""
+        try:
+            self.read(path)
+        except ObjectMissing:
+            return False
+        return True
+
+    def arrow(self) -> tuple[pafs.FileSystem, str]:
+        """A pyarrow filesystem and the root path inside it, for Parquet readers and writers."""
+        raise NotImplementedError
+
+    def local_root(self) -> Path | None:
+        """The directory of a local store (DuckDB reads it directly), None for S3."""
+        return None
+
+
+class LocalStore(Store):
+    """A directory on this machine."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.uri = str(self.root)
+
+    def _path(self, path: str) -> Path:
+        return self.root / path
+
+    def read(self, path: str) -> bytes:
+        try:
+            return self._path(path).read_bytes()
+        except FileNotFoundError:
+            raise ObjectMissing(f"{path} is not in the store {self.uri}") from None
+
+    def write(self, path: str, data: bytes, *, if_absent: bool = False) -> None:
+        target = self._path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.parent / f".tmp-{uuid.uuid4().hex}"
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            if if_absent:
+                try:
+                    os.link(temp, target)
+                except FileExistsError:
+                    raise ConflictError(f"{path} was written by another writer first") from None
+            else:
+                os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if base.is_file():
+            return [prefix]
+        if not base.is_dir():
+            return []
+        found = []
+        for directory, _subdirs, files in os.walk(base):
+            for name in files:
+                if not name.startswith(".tmp-"):
+                    found.append(str(Path(directory, name).relative_to(self.root)).replace(os.sep, "/"))
+        return sorted(found)
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        return {path: self._path(path).stat().st_size for path in self.list(prefix)}
+
+    def delete(self, path: str) -> None:
+        self._path(path).unlink(missing_ok=True)
+
+    def exists(self, path: str) -> bool:
+        return self._path(path).is_file()
+
+    def arrow(self) -> tuple[pafs.FileSystem, str]:
+        return pafs.LocalFileSystem(), str(self.root)
+
+    def local_root(self) -> Path | None:
+        return self.root
+
+
+class S3Store(Store):
+    """``s3://bucket/prefix`` through boto3 (endpoints from the usual AWS_* settings)."""
+
+    def __init__(self, bucket: str, prefix: str, client: Any = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.client = client or boto3.client("s3")
+
+    def _key(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    def read(self, path: str) -> bytes:
+        try:
+            return bytes(self.client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read())
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                raise ObjectMissing(f"{path} is not in the store {self.uri}") from None
+            raise StoreError(f"cannot read {path} from {self.uri}: {exc}") from None
+
+    def write(self, path: str, data: bytes, *, if_absent: bool = False) -> None:
+        extra = {"IfNoneMatch": "*"} if if_absent else {}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(path), Body=data, **extra)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise ConflictError(f"{path} was written by another writer first") from None
+            raise StoreError(f"cannot write {path} to {self.uri}: {exc}") from None
+        except BotoCoreError as exc:
+            raise StoreError(f"cannot write {path} to {self.uri}: {exc}") from None
+
+    def list(self, prefix: str) -> list[str]:
+        return sorted(self.sizes(prefix))
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                found.update((entry["Key"][cut:], int(entry["Size"])) for entry in page.get("Contents", []))
+        except ClientError as exc:
+            raise StoreError(f"cannot list {self.uri}: {exc}") from None
+        return found
+
+    def delete(self, path: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(path))
+
+    def arrow(self) -> tuple[pafs.FileSystem, str]:
+        session = boto3.Session()
+        creds = session.get_credentials()
+        frozen = creds.get_frozen_credentials() if creds else None
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        options: dict[str, Any] = {"region": session.region_name or "us-east-1"}
+        if frozen:
+            options.update(access_key=frozen.access_key, secret_key=frozen.secret_key,
+                           session_token=frozen.token)
+        if endpoint:
+            scheme, _, host = endpoint.partition("://")
+            options.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+        root = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+        return pafs.S3FileSystem(**options), root
+
+
+def open_store(uri: str, *, create: bool = False) -> Store:
+    """Open a store by URI; raises StoreNotFound (one clear line) unless ``create`` for a local path.
+
+    S3 buckets are never created here: the deployable stack owns the bucket and its policies.
+    """
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[5:].partition("/")
+        if not bucket:
+            raise StoreNotFound(f"store {uri!r} names no bucket: use s3://bucket/prefix")
+        store = S3Store(bucket, prefix)
+        try:
+            store.client.head_bucket(Bucket=bucket)
+        except ClientError:
+            raise StoreNotFound(f"store {uri}: bucket {bucket!r} does not exist or is not reachable") from None
+        except BotoCoreError as exc:
+            raise StoreNotFound(f"store {uri}: cannot reach S3 ({exc})") from None
+        return store
+    root = Path(uri).expanduser()
+    if not root.is_dir():
+        if create and not root.exists():
+            root.mkdir(parents=True)
+        else:
+            raise StoreNotFound(f"store {uri!r} does not exist: give an existing directory or s3://bucket/prefix")
+    return LocalStore(root)

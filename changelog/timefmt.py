@@ -1,0 +1,55 @@
+"""Parsing and printing of the TIME arguments: ISO 8601 (offsets allowed) or epoch seconds, always UTC inside."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from changelog.errors import UsageError
+
+_EPOCH = re.compile(r"^-?\d+(\.\d+)?$")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse a user TIME (ISO 8601 or epoch seconds) into an aware UTC datetime.
+
+    A naive ISO time is taken as UTC. Raises UsageError with the accepted forms on anything else.
+    """
+    value = text.strip()
+    if _EPOCH.match(value):
+        try:
+            return datetime.fromtimestamp(float(value), tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise UsageError(f"time {text!r} is out of range: {exc}") from None
+    iso = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        parsed = datetime.fromisoformat(iso)
+    except ValueError:
+        raise UsageError(
+            f"cannot read time {text!r}: use ISO 8601 such as 2025-06-29T23:59:00Z "
+            "(an offset like +02:00 is allowed) or epoch seconds such as 1751241540"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_time(moment: datetime | None) -> str:
+    """Format an aware datetime as ISO 8601 UTC with a Z (microseconds only when present); None as '-'."""
+    if moment is None:
+        return "-"
+    moment = moment.astimezone(UTC)
+    spec = "%Y-%m-%dT%H:%M:%S.%fZ" if moment.microsecond else "%Y-%m-%dT%H:%M:%SZ"
+    return moment.strftime(spec)
+
+
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the epoch for an aware datetime (the unit the change files store)."""
+    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """Aware UTC datetime from microseconds since the epoch."""
+    seconds, rest = divmod(micros, 1_000_000)
+    return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest)

@@ -1,0 +1,9 @@
+"""One module per subcommand; each has ``register(subparsers)`` that sets ``run`` as the default."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from ddb_rewind.commands import sql
+
+COMMANDS: list[ModuleType] = [sql]

@@ -1,0 +1,73 @@
+"""``ddb-rewind sql``: DuckDB over the store, one query or an interactive shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import duckdb
+
+from changelog.errors import UsageError
+from changelog.store import open_store
+from ddb_rewind.args import add_store
+from ddb_rewind.output import print_rows
+from replayer.views import open_sql
+
+_HELP = """Views: changes, snapshots, snapshot_rows; macros: state_at(TIME), history(KEY), <table>_at(TIME).
+End a query with ';'. Type .quit to leave."""
+
+
+def register(subparsers: Any) -> None:
+    """Add the subcommand."""
+    parser = subparsers.add_parser("sql", help="query the whole history with SQL (DuckDB)",
+                                   description=_HELP)
+    add_store(parser)
+    parser.add_argument("query", nargs="?", help="SQL to run; without it, an interactive shell")
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.set_defaults(run=run)
+
+
+def _run_query(con: duckdb.DuckDBPyConnection, query: str, fmt: str) -> None:
+    try:
+        relation = con.sql(query)
+    except duckdb.Error as exc:
+        raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
+    if relation is None:
+        return
+    try:
+        rows = relation.fetchall()
+    except duckdb.Error as exc:
+        raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
+    print_rows(relation.columns, rows, fmt)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one query, or a shell reading queries from stdin."""
+    con = open_sql(open_store(args.store))
+    if args.query:
+        _run_query(con, args.query, args.format)
+        return 0
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(_HELP)
+    buffer: list[str] = []
+    while True:
+        try:
+            line = input("rewind> " if not buffer else "   ...> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            break
+        if not interactive and line == "":
+            break
+        if line.strip() in (".quit", ".exit"):
+            break
+        buffer.append(line)
+        if line.rstrip().endswith(";"):
+            try:
+                _run_query(con, "\n".join(buffer), args.format)
+            except UsageError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+            buffer = []
+    if buffer and "".join(buffer).strip():
+        _run_query(con, "\n".join(buffer), args.format)
+    return 0

@@ -1,0 +1,122 @@
+"""The SQL surface over a store: ``changes``, ``snapshots``, ``state_at(TIME)``, ``history(KEY)``.
+
+A user never needs the file layout: every view reads through the store (local or s3://).
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from changelog.codec import item_key, parse_key
+from changelog.layout import TABLES, table_names
+from changelog.plain import plain_select, quote_ident
+from changelog.record import SCHEMA
+from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests
+from changelog.source import register_parquet
+from changelog.state import change_files
+from changelog.store import Store
+from changelog.timefmt import from_micros
+
+_ORDER = "event_time, length(sequence_number), sequence_number"
+
+
+def _canonical_key(text: str) -> str:
+    return item_key(parse_key(text))
+
+
+def open_sql(store: Store, *, plain_tables: bool = True) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the store's views and macros.
+
+    - ``changes``: every captured change, de-duplicated on event_id, with ``new_doc``/``old_doc`` JSON;
+    - ``snapshots``: one row per published snapshot;
+    - ``state_at(TIME)``: every live item of every table at TIME (table_name, item_key, keys, item, doc);
+    - ``history(KEY)``: every change of the item with that DynamoDB-JSON key, in order;
+    - with ``plain_tables``, per table ``<table>_at(TIME)``: its items at TIME with one typed column
+      per attribute (``WHERE status = 'shipped'``).
+    """
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    tables = table_names(store.list(TABLES + "/"))
+    files = [path for table in tables for path in change_files(store, table)]
+    register_parquet(con, "changes__raw", store, files, SCHEMA)
+    con.execute(
+        """CREATE VIEW changes AS
+           SELECT * EXCLUDE (new_doc, old_doc), new_doc::JSON AS new_doc, old_doc::JSON AS old_doc
+           FROM (SELECT DISTINCT ON (table_name, event_id) * FROM changes__raw)"""
+    )
+    con.execute(
+        "CREATE TABLE snapshots (table_name VARCHAR, snapshot_time TIMESTAMPTZ, kind VARCHAR, items BIGINT,"
+        " tombstones BIGINT, manifest VARCHAR)"
+    )
+    selects: list[str] = []
+    for table in tables:
+        for index, (path, manifest) in enumerate(list_manifests(store, table)):
+            con.execute(
+                "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?)",
+                [table, from_micros(manifest.snapshot_time_us), manifest.kind, manifest.items,
+                 manifest.tombstones, path],
+            )
+            base = path.rsplit("/", 1)[0]
+            name = f"snapshot__{len(selects)}_{index}"
+            register_parquet(con, name, store, [f"{base}/{p}" for p in manifest.parts], SNAPSHOT_SCHEMA)
+            selects.append(
+                f"SELECT *, TIMESTAMPTZ '{from_micros(manifest.snapshot_time_us).isoformat()}' AS snapshot_time"
+                f" FROM {name}"
+            )
+    if selects:
+        con.execute("CREATE VIEW snapshot_rows AS " + " UNION ALL ".join(selects))
+    else:
+        register_parquet(con, "snapshot_rows__empty", store, [], SNAPSHOT_SCHEMA)
+        con.execute(
+            "CREATE VIEW snapshot_rows AS SELECT *, NULL::TIMESTAMPTZ AS snapshot_time FROM snapshot_rows__empty"
+        )
+    con.execute(
+        """
+        CREATE MACRO state_at(t) AS TABLE
+        WITH chosen AS (
+            SELECT table_name, max(snapshot_time) AS snapshot_time FROM snapshots
+            WHERE snapshot_time <= t::TIMESTAMPTZ GROUP BY table_name
+        )
+        SELECT table_name, item_key, keys::JSON AS keys, image::JSON AS item, doc::JSON AS doc,
+               event_time, sequence_number
+        FROM (
+            SELECT table_name, item_key, keys, event_name, event_time, sequence_number,
+                   new_image AS image, new_doc::VARCHAR AS doc
+            FROM changes WHERE event_time <= t::TIMESTAMPTZ
+            UNION ALL
+            SELECT r.table_name, r.item_key, r.keys, r.event_name, r.event_time, r.sequence_number, r.image, r.doc
+            FROM snapshot_rows r JOIN chosen c ON r.table_name = c.table_name AND r.snapshot_time = c.snapshot_time
+        )
+        QUALIFY row_number() OVER (
+            PARTITION BY table_name, item_key
+            ORDER BY event_time DESC, length(sequence_number) DESC, sequence_number DESC
+        ) = 1 AND event_name <> 'REMOVE'
+        """
+    )
+    con.create_function("rewind_key", _canonical_key, ["VARCHAR"], "VARCHAR")
+    con.execute(
+        f"""CREATE MACRO history(k) AS TABLE
+            SELECT table_name, event_time, event_name, sequence_number, is_ttl_delete,
+                   old_image::JSON AS old_image, new_image::JSON AS new_image, event_id
+            FROM changes WHERE item_key = rewind_key(k) ORDER BY table_name, {_ORDER}"""
+    )
+    if plain_tables:
+        for table in tables:
+            _plain_table_macro(con, table)
+    return con
+
+
+def _plain_table_macro(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    literal = table.replace("'", "''")
+    con.execute(
+        f"""CREATE TEMP VIEW plain__docs AS
+            SELECT new_doc AS doc FROM changes WHERE table_name = '{literal}'
+            UNION ALL SELECT doc::JSON FROM snapshot_rows WHERE table_name = '{literal}'"""
+    )
+    columns = plain_select(con, "plain__docs", reserved=frozenset({"item_key", "item", "keys"}))
+    con.execute("DROP VIEW plain__docs")
+    extra = f", {columns}" if columns else ""
+    con.execute(
+        f"""CREATE MACRO {quote_ident(table + '_at')}(t) AS TABLE
+            SELECT item_key, keys, item{extra} FROM state_at(t) WHERE table_name = '{literal}'"""
+    )

@@ -1,0 +1,114 @@
+"""One batch of stream records in, change files and quarantined records out; shared by Lambda and poller."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from changelog.changefile import write_change_files
+from changelog.codec import table_from_arn
+from changelog.errors import DecodeError
+from changelog.layout import digest, quarantine_path
+from changelog.record import ChangeRow
+from changelog.store import Store
+
+Decoder = Callable[[Any], ChangeRow]
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    """What one batch became. ``records`` = ``captured`` + ``quarantined``, always."""
+
+    records: int
+    captured: int
+    quarantined: int
+    size_bytes: int
+    files: tuple[str, ...]
+    oldest_event_us: int | None
+    newest_event_us: int | None
+    sample_key: tuple[str, str] | None  # (table, keys JSON) of one captured row, to describe the table
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key): _jsonable(inner) for key, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(inner) for inner in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"__bytes_base64__": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
+
+
+def _table_of(raw: Any, fallback: str | None) -> str:
+    if isinstance(raw, dict):
+        arn = raw.get("eventSourceARN")
+        if isinstance(arn, str) and ":table/" in arn:
+            return table_from_arn(arn)
+    return fallback or "_unknown"
+
+
+def quarantine(store: Store, raw: Any, reason: str, source: str, table_hint: str | None) -> str:
+    """Keep a record that could not be decoded, whole, under its table's quarantine; returns the path.
+
+    The name is a digest of the record, so a retried batch rewrites the same object.
+    """
+    body = _jsonable(raw)
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False)
+    now = datetime.now(UTC)
+    path = quarantine_path(_table_of(raw, table_hint), f"{now:%Y-%m-%d}", digest([text]))
+    document = {"reason": reason, "source": source, "quarantined_at": now.isoformat(), "record": body}
+    store.write(path, json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8"))
+    return path
+
+
+def capture_batch(
+    store: Store,
+    raw_records: Sequence[Any],
+    decode: Decoder,
+    *,
+    source: str,
+    table_hint: str | None = None,
+) -> CaptureResult:
+    """Decode a batch and store it: change files first, then quarantine; any failed write raises.
+
+    A record that cannot be decoded is quarantined whole and counted; the rest goes on. A
+    StreamConfigError (no images on the stream) is not a bad record and propagates to fail loudly.
+    """
+    rows: list[ChangeRow] = []
+    rejected: list[tuple[Any, str]] = []
+    for raw in raw_records:
+        try:
+            rows.append(decode(raw))
+        except DecodeError as exc:
+            rejected.append((raw, str(exc)))
+    hint = table_hint or (rows[0].table_name if rows else None)
+    files = write_change_files(store, rows) if rows else []
+    for raw, reason in rejected:
+        quarantine(store, raw, reason, source, hint)
+    times = [row.event_time_us for row in rows]
+    return CaptureResult(
+        records=len(raw_records),
+        captured=len(rows),
+        quarantined=len(rejected),
+        size_bytes=sum(row.size_bytes for row in rows),
+        files=tuple(files),
+        oldest_event_us=min(times) if times else None,
+        newest_event_us=max(times) if times else None,
+        sample_key=(rows[0].table_name, rows[0].keys) if rows else None,
+    )
+
+
+def lag_seconds(result: CaptureResult, now: float | None = None) -> float | None:
+    """Seconds between now and the oldest change of the batch (how far capture runs behind)."""
+    if result.oldest_event_us is None:
+        return None
+    return max(0.0, (now if now is not None else time.time()) - result.oldest_event_us / 1_000_000)

@@ -1,0 +1,114 @@
+"""Lambda entry point for DynamoDB Streams and Kinesis Data Streams for DynamoDB events.
+
+The store comes from ``REWIND_STORE``. One batch becomes one zstd Parquet file per hour it spans.
+Records that cannot be decoded are quarantined whole and counted; a failed store write reports the
+whole batch as failed (``ReportBatchItemFailures`` from its first record) so Lambda retries it, and
+the retry rewrites the same objects. Logs carry counts and paths, never item contents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import BotoCoreError, ClientError
+
+from changelog.codec import decode_kinesis_record, decode_lambda_record, table_from_arn
+from changelog.errors import StoreError
+from changelog.layout import meta_path
+from changelog.meta import meta_from_description, meta_from_keys, write_meta
+from changelog.store import Store, open_store
+from stream_consumer.capture import Decoder, capture_batch, lag_seconds
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ddb-rewind"))
+metrics = Metrics(
+    namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ddb-rewind"),
+    service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ddb-rewind"),
+)
+
+_stores: dict[str, Store] = {}
+_known_meta: set[tuple[str, str]] = set()
+
+
+def _store() -> Store:
+    uri = os.environ.get("REWIND_STORE")
+    if not uri:
+        raise StoreError("REWIND_STORE is not set: point it at s3://bucket/prefix")
+    if uri not in _stores:
+        _stores[uri] = open_store(uri)
+    return _stores[uri]
+
+
+def _source(records: list[dict[str, Any]]) -> tuple[str, Decoder, str]:
+    """Event kind, decoder, and the field Lambda's partial-batch response names a record by."""
+    first = records[0] if records else {}
+    if isinstance(first, dict) and first.get("eventSource") == "aws:kinesis":
+        return "lambda-kinesis", decode_kinesis_record, "kinesis.sequenceNumber"
+    return "lambda-dynamodb", decode_lambda_record, "dynamodb.SequenceNumber"
+
+
+def _identifier(record: Any, field: str) -> str:
+    outer, inner = field.split(".")
+    try:
+        return str(record[outer][inner])
+    except (KeyError, TypeError):
+        return ""
+
+
+def ensure_meta(store: Store, table: str, keys: dict[str, Any]) -> None:
+    """Write the table's meta.json once: from DescribeTable when allowed, else from a record's key."""
+    if (store.uri, table) in _known_meta:
+        return
+    if not store.exists(meta_path(table)):
+        try:
+            description = boto3.client("dynamodb").describe_table(TableName=table)["Table"]
+            write_meta(store, meta_from_description(description))
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("describe_table failed; meta.json from a key", extra={"error": type(exc).__name__})
+            write_meta(store, meta_from_keys(table, keys))
+    _known_meta.add((store.uri, table))
+
+
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Capture one Lambda batch; returns the partial batch response Lambda expects."""
+    records = list(event.get("Records") or [])
+    if not records:
+        return {"batchItemFailures": []}
+    source, decode, id_field = _source(records)
+    table_hint = os.environ.get("REWIND_TABLE")
+    if source == "lambda-dynamodb":
+        arn = records[0].get("eventSourceARN") if isinstance(records[0], dict) else None
+        if isinstance(arn, str) and ":table/" in arn:
+            table_hint = table_from_arn(arn)
+    try:
+        store = _store()
+        result = capture_batch(store, records, decode, source=source, table_hint=table_hint)
+        if result.sample_key:
+            table, keys = result.sample_key
+            ensure_meta(store, table, json.loads(keys))
+    except StoreError as exc:
+        logger.error("store write failed; the whole batch is reported for retry", extra={"error": str(exc)})
+        metrics.add_metric(name="FailedBatches", unit=MetricUnit.Count, value=1)
+        return {"batchItemFailures": [{"itemIdentifier": _identifier(records[0], id_field)}]}
+    metrics.add_metric(name="ChangeRecords", unit=MetricUnit.Count, value=result.captured)
+    metrics.add_metric(name="ChangeBytes", unit=MetricUnit.Bytes, value=result.size_bytes)
+    metrics.add_metric(name="QuarantinedRecords", unit=MetricUnit.Count, value=result.quarantined)
+    lag = lag_seconds(result)
+    if lag is not None:
+        metrics.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=lag)
+    logger.info(
+        "batch captured",
+        extra={
+            "source": source,
+            "records": result.records,
+            "captured": result.captured,
+            "quarantined": result.quarantined,
+            "files": list(result.files),
+        },
+    )
+    return {"batchItemFailures": []}

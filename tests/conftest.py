@@ -1,0 +1,48 @@
+"""Shared fixtures: an isolated AWS environment (moto), a local store and an S3 store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from changelog.store import LocalStore, S3Store, Store
+
+for _name, _value in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+    "POWERTOOLS_METRICS_NAMESPACE": "ddb-rewind-tests",
+}.items():
+    os.environ[_name] = _value
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_PROFILE", None)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    """An empty local store."""
+    root = tmp_path / "store"
+    root.mkdir()
+    return LocalStore(root)
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    """Every boto3 call inside goes to moto's in-process AWS."""
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def s3_store(aws: None) -> Store:
+    """An empty store in a moto bucket."""
+    boto3.client("s3").create_bucket(Bucket="rewind-store")
+    return S3Store("rewind-store", "backups")

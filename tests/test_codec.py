@@ -1,0 +1,118 @@
+"""The codec keeps every AttributeValue exactly and gives one canonical key per item."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from changelog.codec import canonical_number, decode_lambda_record, item_key, parse_key, plain_json
+from changelog.errors import DecodeError, StreamConfigError, UsageError
+from tests.events import TTL_IDENTITY, lambda_record
+
+B64 = base64.b64encode(bytes(range(256))).decode()
+EVERY_TYPE = {
+    "pk": {"S": "ключ-🔑"},
+    "s": {"S": "naïve \"quoted\" \\ line\nbreak"},
+    "n": {"N": "-12345678901234567890.123456789012345678"},
+    "big": {"N": "99999999999999999999999999999999999999"},
+    "tiny": {"N": "1E-130"},
+    "b": {"B": B64},
+    "ss": {"SS": ["a", "b", "ü"]},
+    "ns": {"NS": ["1", "2.5", "-3e10"]},
+    "bs": {"BS": [B64, base64.b64encode(b"\x00").decode()]},
+    "m": {"M": {"inner": {"L": [{"S": "x"}, {"N": "1"}, {"NULL": True}, {"BOOL": False}]}}},
+    "l": {"L": [{"M": {"deep": {"SS": ["y"]}}}, {"B": B64}]},
+    "null": {"NULL": True},
+    "t": {"BOOL": True},
+}
+
+
+def test_every_attribute_type_round_trips_to_the_exact_dynamodb_json() -> None:
+    row = decode_lambda_record(lambda_record("t", "INSERT", {"pk": EVERY_TYPE["pk"]}, 1.0, 1, new=EVERY_TYPE))
+    assert row.new_image is not None
+    assert json.loads(row.new_image) == EVERY_TYPE
+    assert list(json.loads(row.new_image)) == list(EVERY_TYPE)
+
+
+def test_numbers_keep_all_38_digits_in_the_plain_doc() -> None:
+    doc = plain_json({"big": {"N": "12345678901234567890123456789012345678"}})
+    assert doc == '{"big":12345678901234567890123456789012345678}'
+
+
+def test_a_400_kb_item_is_kept_whole() -> None:
+    item = {"pk": {"S": "big"}, "blob": {"S": "x" * 400_000}}
+    row = decode_lambda_record(lambda_record("t", "INSERT", {"pk": {"S": "big"}}, 1.0, 1, new=item))
+    assert row.new_image is not None and json.loads(row.new_image) == item
+
+
+def test_binary_keys_keep_their_base64_text() -> None:
+    keys = {"pk": {"B": B64}}
+    row = decode_lambda_record(lambda_record("t", "REMOVE", keys, 1.0, 1, old=keys))
+    assert json.loads(row.keys) == keys
+    assert json.loads(row.item_key) == keys
+
+
+def test_key_attribute_order_does_not_change_the_item_key() -> None:
+    one = {"pk": {"S": "a"}, "sk": {"N": "5"}}
+    other = {"sk": {"N": "5.0"}, "pk": {"S": "a"}}
+    assert item_key(one) == item_key(other) == '{"pk":{"S":"a"},"sk":{"N":"5"}}'
+
+
+def test_unicode_keys_are_canonical_and_readable() -> None:
+    assert item_key({"pk": {"S": "ключ"}}) == '{"pk":{"S":"ключ"}}'
+
+
+def test_ttl_deletes_are_flagged() -> None:
+    keys = {"pk": {"S": "a"}}
+    row = decode_lambda_record(lambda_record("t", "REMOVE", keys, 1.0, 1, old=keys, identity=TTL_IDENTITY))
+    assert row.is_ttl_delete
+
+
+def test_user_deletes_are_not_ttl_deletes() -> None:
+    keys = {"pk": {"S": "a"}}
+    assert not decode_lambda_record(lambda_record("t", "REMOVE", keys, 1.0, 1, old=keys)).is_ttl_delete
+
+
+def test_sequence_numbers_are_padded_to_40_digits() -> None:
+    row = decode_lambda_record(lambda_record("t", "INSERT", {"pk": {"S": "a"}}, 1.0, 123, new={"pk": {"S": "a"}}))
+    assert row.sequence_number == "0" * 37 + "123"
+
+
+def test_keys_only_streams_fail_loudly() -> None:
+    record = lambda_record("t", "INSERT", {"pk": {"S": "a"}}, 1.0, 1, view="KEYS_ONLY")
+    with pytest.raises(StreamConfigError, match="NEW_AND_OLD_IMAGES"):
+        decode_lambda_record(record)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"x": {"Q": "1"}},
+        {"x": {"N": "abc"}},
+        {"x": {"B": "not base64!"}},
+        {"x": {"SS": []}},
+        {"x": {"S": "a", "N": "1"}},
+        {"x": {"NULL": False}},
+    ],
+)
+def test_invalid_attribute_values_are_refused(bad: dict) -> None:
+    with pytest.raises(DecodeError):
+        plain_json(bad)
+
+
+def test_numbers_beyond_38_digits_are_refused_not_rounded() -> None:
+    with pytest.raises(DecodeError):
+        canonical_number("1234567890123456789012345678901234567890")
+
+
+def test_plain_keys_are_typed_from_the_key_schema() -> None:
+    schema = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "N"}]
+    assert parse_key("pk=a,sk=5", schema) == {"pk": {"S": "a"}, "sk": {"N": "5"}}
+
+
+def test_a_key_of_the_wrong_shape_is_a_usage_error() -> None:
+    schema = [{"AttributeName": "pk", "AttributeType": "S"}]
+    with pytest.raises(UsageError, match="key schema"):
+        parse_key('{"id":{"S":"a"}}', schema)

@@ -1,0 +1,58 @@
+"""``ddb-rewind history``: every version of one item, with the attribute paths each change touched."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from changelog.codec import dump_json
+from changelog.store import open_store
+from changelog.timefmt import format_time
+from ddb_rewind.args import add_format, add_store, add_table
+from replayer.attrdiff import PathChange
+from replayer.history import item_history
+
+
+def register(subparsers: Any) -> None:
+    """Add the subcommand."""
+    parser = subparsers.add_parser("history", help="every version of one item, in order",
+                                   description="Every change of one item: time, event, sequence number, "
+                                               "and the attribute paths added, removed or changed.")
+    add_table(parser)
+    add_store(parser)
+    parser.add_argument("--key", required=True, metavar="KEY",
+                        help='DynamoDB JSON ({"pk":{"S":"a"}}) or pk=a,sk=5 typed from the key schema')
+    add_format(parser)
+    parser.set_defaults(run=run)
+
+
+def _describe(change: PathChange) -> str:
+    if change.kind == "added":
+        return f"+ {change.path} = {dump_json(change.new)}"
+    if change.kind == "removed":
+        return f"- {change.path} (was {dump_json(change.old)})"
+    return f"~ {change.path}: {dump_json(change.old)} -> {dump_json(change.new)}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the item's versions as a readable list or a JSON array."""
+    versions = item_history(open_store(args.store), args.table, args.key)
+    if args.format == "json":
+        json.dump([v.as_json() for v in versions], sys.stdout, ensure_ascii=False, indent=1)
+        sys.stdout.write("\n")
+    if not versions:
+        # Most often a mistyped key: say so, and exit non-zero so scripts notice.
+        print(f"ddb-rewind: no changes recorded for key {args.key} in table {args.table}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        return 0
+    for version in versions:
+        label = "REMOVE (TTL)" if version.is_ttl_delete else version.event_name
+        sequence = version.sequence_number.lstrip("0") or "0"
+        print(f"{format_time(version.event_time)}  {label:<12}  seq {sequence}")
+        for change in version.changes:
+            print(f"    {_describe(change)}")
+    print(f"({len(versions)} change{'s' if len(versions) != 1 else ''})")
+    return 0

@@ -1,0 +1,125 @@
+"""Every version of one item, in order, with what changed at each step.
+
+The look-up filters on ``item_key`` alone, a constant the Parquet reader compares with each row
+group's min/max statistics; change files are written sorted by item_key, so on a big store almost
+every row group is skipped without being read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from changelog.codec import item_key, parse_key
+from changelog.errors import TableNotFound
+from changelog.meta import key_attribute_schema, read_meta
+from changelog.record import SCHEMA
+from changelog.source import register_parquet
+from changelog.state import change_files
+from changelog.store import Store
+from changelog.timefmt import format_time, from_micros
+from replayer.attrdiff import PathChange, diff_items
+
+ORDER = "event_time, length(sequence_number), sequence_number"
+
+
+@dataclass(frozen=True)
+class Version:
+    """One change of an item: when, what kind, the images around it and the paths it changed."""
+
+    event_time_us: int
+    event_name: str
+    sequence_number: str
+    event_id: str
+    is_ttl_delete: bool
+    old_image: dict[str, Any] | None
+    new_image: dict[str, Any] | None
+    changes: tuple[PathChange, ...]
+
+    @property
+    def event_time(self) -> datetime:
+        """The change's time as an aware UTC datetime."""
+        return from_micros(self.event_time_us)
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (time as ISO 8601 UTC, images as DynamoDB JSON objects)."""
+        return {
+            "event_time": format_time(self.event_time),
+            "event_name": self.event_name,
+            "sequence_number": self.sequence_number.lstrip("0") or "0",
+            "event_id": self.event_id,
+            "ttl_delete": self.is_ttl_delete,
+            "old_image": self.old_image,
+            "new_image": self.new_image,
+            "changes": [change.as_json() for change in self.changes],
+        }
+
+
+def resolve_key(store: Store, table: str, text: str) -> tuple[dict[str, Any], str]:
+    """Read a user KEY for ``table`` (DynamoDB JSON or ``pk=a,sk=5``); returns (key, canonical item_key).
+
+    The key is checked against the stored key schema when meta.json has one. Raises UsageError for
+    a malformed key or one of the wrong shape, TableNotFound when the store has no such table.
+    """
+    try:
+        schema: list[dict[str, str]] | None = key_attribute_schema(read_meta(store, table)) or None
+    except TableNotFound:
+        if not change_files(store, table):
+            raise
+        schema = None
+    key = parse_key(text, schema)
+    return key, item_key(key)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def item_history(store: Store, table: str, key_text: str,
+                 con: duckdb.DuckDBPyConnection | None = None) -> list[Version]:
+    """Every change of the item with key ``key_text``, ordered by time then sequence number.
+
+    Duplicates (the same event_id captured twice) appear once. The changes of a version are taken
+    between its old image and new image; where the stream gave no old image (NEW_IMAGE streams),
+    between the previous version's new image and this one's.
+    """
+    _key, canonical = resolve_key(store, table, key_text)
+    con = con or duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    register_parquet(con, "history__changes", store, change_files(store, table), SCHEMA)
+    # A literal, not a parameter, so the filter reaches the Parquet scan as a prunable constant.
+    rows = con.execute(
+        f"""
+        SELECT epoch_us(event_time), event_name, sequence_number, event_id, is_ttl_delete,
+               old_image, new_image
+        FROM (
+            SELECT DISTINCT ON (event_id) *
+            FROM history__changes
+            WHERE item_key = {_literal(canonical)} AND table_name = {_literal(table)}
+        )
+        ORDER BY {ORDER}, event_id
+        """
+    ).fetchall()
+    versions: list[Version] = []
+    previous: dict[str, Any] | None = None
+    for micros, name, sequence, event_id, ttl, old_text, new_text in rows:
+        old = json.loads(old_text) if old_text is not None else None
+        new = json.loads(new_text) if new_text is not None else None
+        before = old if old is not None else previous
+        after = None if name == "REMOVE" else new
+        versions.append(Version(
+            event_time_us=int(micros),
+            event_name=name,
+            sequence_number=sequence,
+            event_id=event_id,
+            is_ttl_delete=bool(ttl),
+            old_image=old,
+            new_image=new,
+            changes=tuple(diff_items(before, after)),
+        ))
+        previous = after
+    return versions

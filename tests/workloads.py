@@ -1,0 +1,186 @@
+"""A workload generator for forensics tests: one sequence of writes, seen three ways.
+
+Each write becomes (1) a Lambda-shaped stream record (``tests.events.lambda_record``) with a time in
+seconds and an increasing sequence number, (2) a step of a plain Python model of the table (the
+independent answer tests compare with) and, when a moto client is given, (3) the same write on a
+live DynamoDB table, so the live table matches what the records describe.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from changelog.codec import base64_to_binaries, decode_lambda_record, item_key
+from changelog.meta import meta_from_description, write_meta
+from changelog.store import Store
+from stream_consumer.capture import capture_batch
+from tests.events import TTL_IDENTITY, lambda_record
+
+BASE = 1_750_000_000  # 2025-06-15T15:06:40Z
+
+
+@dataclass(frozen=True)
+class Step:
+    """One write as the model saw it: the item before and after (None = absent)."""
+
+    seconds: int
+    sequence: int
+    event_name: str
+    key: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    ttl: bool = False
+
+
+@dataclass
+class Workload:
+    """Writes to one table, recorded as stream records, model steps and (optionally) live writes."""
+
+    table: str = "orders"
+    key_names: tuple[str, ...] = ("pk",)
+    key_types: tuple[str, ...] = ("S",)
+    client: Any = None
+    sequence: int = 1000
+    records: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    live: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def description(self) -> dict[str, Any]:
+        """A DescribeTable-like description of the table (key schema and attribute types)."""
+        roles = ("HASH", "RANGE")
+        return {
+            "TableName": self.table,
+            "KeySchema": [{"AttributeName": n, "KeyType": r} for n, r in zip(self.key_names, roles, strict=False)],
+            "AttributeDefinitions": [
+                {"AttributeName": n, "AttributeType": t} for n, t in zip(self.key_names, self.key_types, strict=True)
+            ],
+        }
+
+    def create_live_table(self) -> None:
+        """Create the table on the moto client (on-demand)."""
+        d = self.description()
+        self.client.create_table(TableName=self.table, KeySchema=d["KeySchema"],
+                                 AttributeDefinitions=d["AttributeDefinitions"], BillingMode="PAY_PER_REQUEST")
+
+    def key_of(self, item: dict[str, Any]) -> dict[str, Any]:
+        """The key attributes of an item."""
+        return {name: item[name] for name in self.key_names}
+
+    def _record(self, seconds: int, event_name: str, keys: dict[str, Any], new: Any, old: Any,
+                ttl: bool = False) -> None:
+        self.sequence += 1
+        self.records.append(lambda_record(
+            self.table, event_name, keys, seconds, self.sequence, new=new, old=old,
+            event_id=f"{self.table}-{self.sequence}", identity=TTL_IDENTITY if ttl else None,
+        ))
+        self.steps.append(Step(seconds, self.sequence, event_name, item_key(keys), old, new, ttl))
+
+    def put(self, item: dict[str, Any], seconds: int) -> None:
+        """PutItem: an INSERT, or a MODIFY carrying the old image."""
+        item = copy.deepcopy(item)
+        keys = self.key_of(item)
+        text = item_key(keys)
+        old = self.live.get(text)
+        self._record(seconds, "MODIFY" if old is not None else "INSERT", keys, item, old)
+        self.live[text] = item
+        if self.client is not None:
+            self.client.put_item(TableName=self.table, Item=base64_to_binaries(item))
+
+    def delete(self, keys: dict[str, Any], seconds: int, ttl: bool = False) -> None:
+        """DeleteItem (or a TTL expiry); deleting an absent item writes nothing, as in DynamoDB."""
+        text = item_key(keys)
+        old = self.live.pop(text, None)
+        if old is None:
+            return
+        self._record(seconds, "REMOVE", keys, None, old, ttl=ttl)
+        if self.client is not None:
+            self.client.delete_item(TableName=self.table, Key=base64_to_binaries(keys))
+
+    def capture(self, store: Store, batch: int = 40, duplicates: bool = False) -> None:
+        """Write meta.json and feed the records through capture_batch in batches.
+
+        With ``duplicates`` every other batch is delivered twice, split differently, as Lambda
+        retries do.
+        """
+        write_meta(store, meta_from_description(self.description()))
+        for start in range(0, len(self.records), batch):
+            chunk = self.records[start:start + batch]
+            capture_batch(store, chunk, decode_lambda_record, source="test")
+            if duplicates and (start // batch) % 2:
+                capture_batch(store, chunk[1:] + chunk[:1], decode_lambda_record, source="test")
+
+    def state_at(self, seconds: int) -> dict[str, dict[str, Any]]:
+        """The model's table at a second: the last step at or before it, per key."""
+        state: dict[str, dict[str, Any]] = {}
+        for step in sorted(self.steps, key=lambda s: (s.seconds, s.sequence)):
+            if step.seconds > seconds:
+                break
+            if step.after is None:
+                state.pop(step.key, None)
+            else:
+                state[step.key] = step.after
+        return state
+
+    def history_of(self, key: str) -> list[Step]:
+        """The model's steps of one item, in order."""
+        return [s for s in sorted(self.steps, key=lambda s: (s.seconds, s.sequence)) if s.key == key]
+
+
+def run_cli(argv: list[str]) -> int:
+    """Exit code of ``ddb-rewind argv``, whether the command returns it or argparse exits with it."""
+    from ddb_rewind.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def random_value(rng: random.Random, depth: int = 0) -> dict[str, Any]:
+    """A random AttributeValue: every type, nesting up to two levels."""
+    kinds = ["S", "N", "BOOL", "NULL", "SS", "NS", "B"] + (["M", "L"] if depth < 2 else [])
+    kind = rng.choice(kinds)
+    if kind == "S":
+        return {"S": rng.choice(["a", "b", "ü", "shipped", "new"])}
+    if kind == "N":
+        return {"N": rng.choice(["1", "2", "5.5", "-3", "12345678901234567890123456789012345678"])}
+    if kind == "BOOL":
+        return {"BOOL": rng.random() < 0.5}
+    if kind == "NULL":
+        return {"NULL": True}
+    if kind == "SS":
+        return {"SS": rng.sample(["x", "y", "z"], rng.randint(1, 3))}
+    if kind == "NS":
+        return {"NS": rng.sample(["1", "2", "3.5"], rng.randint(1, 3))}
+    if kind == "B":
+        return {"B": rng.choice(["AAE=", "/w==", "aGk="])}
+    if kind == "M":
+        names = rng.sample(["city", "zip", "n"], rng.randint(0, 3))
+        return {"M": {name: random_value(rng, depth + 1) for name in names}}
+    return {"L": [random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]}
+
+
+def random_item(rng: random.Random, key: dict[str, Any]) -> dict[str, Any]:
+    """A random item with the given key and a few attributes drawn from a small pool of names."""
+    item = dict(key)
+    for name in rng.sample(["status", "total", "address", "tags", "flag", "blob"], rng.randint(1, 4)):
+        item[name] = random_value(rng)
+    return item
+
+
+def random_workload(seed: int, keys: int = 6, writes: int = 30, table: str = "orders") -> Workload:
+    """A random mix of puts and deletes (some by TTL) over a few keys, several per second."""
+    rng = random.Random(seed)
+    work = Workload(table=table)
+    seconds = BASE
+    for _ in range(writes):
+        seconds += rng.choice([0, 0, 1, 2])
+        key = {"pk": {"S": f"k{rng.randrange(keys)}"}}
+        if rng.random() < 0.25:
+            work.delete(key, seconds, ttl=rng.random() < 0.3)
+        else:
+            work.put(random_item(rng, key), seconds)
+    return work

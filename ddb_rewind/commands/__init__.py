@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ddb_rewind.commands import history, sql, timeline
+from ddb_rewind.commands import diff, history, sql, timeline
 
-COMMANDS: list[ModuleType] = [sql, history, timeline]
+COMMANDS: list[ModuleType] = [sql, history, timeline, diff]

@@ -1,0 +1,176 @@
+"""What changed in a table between two moments: items added, removed and changed, with attribute paths.
+
+Both sides come from the one state query (``plan_state`` + ``open_state``), so a diff always agrees
+with a restore at either moment. DuckDB narrows the candidates to keys whose version differs; Python
+then compares the two images as DynamoDB does, so a write that changed nothing (or a value changed
+and changed back) is not reported.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from changelog.codec import dump_json
+from changelog.errors import UsageError
+from changelog.plain import plain_select
+from changelog.state import check_restorable, coverage, open_state, plan_state
+from changelog.store import Store
+from changelog.timefmt import format_time, from_micros
+from replayer.attrdiff import PathChange, diff_items
+
+
+@dataclass(frozen=True)
+class ItemChange:
+    """One item that differs: ``kind`` is ``added``, ``removed`` or ``changed``.
+
+    ``before``/``after`` are the DynamoDB-JSON items at the two moments (None = absent).
+    """
+
+    kind: str
+    item_key: str
+    key: dict[str, Any]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    paths: tuple[PathChange, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON form: ``key`` + ``item`` for added/removed; ``key``, ``before``, ``after``, ``paths``."""
+        if self.kind == "added":
+            return {"key": self.key, "item": self.after}
+        if self.kind == "removed":
+            return {"key": self.key, "item": self.before}
+        return {"key": self.key, "before": self.before, "after": self.after,
+                "paths": [p.as_json() for p in self.paths]}
+
+
+@dataclass(frozen=True)
+class StateDiff:
+    """Items added, removed and changed from ``from_us`` to ``to_us``, each list ordered by key."""
+
+    table: str
+    from_us: int
+    to_us: int
+    added: tuple[ItemChange, ...]
+    removed: tuple[ItemChange, ...]
+    changed: tuple[ItemChange, ...]
+
+    def all(self) -> tuple[ItemChange, ...]:
+        """Every item change, ordered by key."""
+        return tuple(sorted(self.added + self.removed + self.changed, key=lambda c: c.item_key))
+
+    def as_json(self) -> dict[str, Any]:
+        """``{"from", "to", "added": [...], "removed": [...], "changed": [...]}``."""
+        return {
+            "from": format_time(from_micros(self.from_us)),
+            "to": format_time(from_micros(self.to_us)),
+            "added": [c.as_json() for c in self.added],
+            "removed": [c.as_json() for c in self.removed],
+            "changed": [c.as_json() for c in self.changed],
+        }
+
+
+def check_window(store: Store, table: str, from_us: int, to_us: int,
+                 con: duckdb.DuckDBPyConnection | None = None) -> None:
+    """Refuse an inverted window (UsageError) or a moment outside coverage (TimeOutOfRange)."""
+    if from_us > to_us:
+        raise UsageError(
+            f"--from {format_time(from_micros(from_us))} is after --to {format_time(from_micros(to_us))}: "
+            "give the earlier time first"
+        )
+    cov = coverage(store, table, con)
+    for moment in (from_us, to_us):
+        check_restorable(cov, from_micros(moment), moment)
+
+
+def _filter_sql(con: duckdb.DuckDBPyConnection, where: str) -> str:
+    """A condition on ``item_key`` keeping keys whose item matches ``where`` on either side."""
+    con.execute("CREATE OR REPLACE TEMP VIEW diff__docs AS "
+                "SELECT doc FROM diff_from UNION ALL SELECT doc FROM diff_to")
+    columns = plain_select(con, "diff__docs", reserved=frozenset({"item_key"}))
+    extra = f", {columns}" if columns else ""
+    for side in ("from", "to"):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW diff_{side}_plain AS SELECT item_key{extra} FROM diff_{side}")
+    matching = "SELECT item_key FROM diff_{side}_plain WHERE ({where})"
+    condition = " OR ".join(
+        f"key IN ({matching.format(side=side, where=where)})" for side in ("from", "to")
+    )
+    try:
+        con.execute(f"SELECT count(*) FROM (SELECT item_key AS key FROM diff_to) WHERE {condition}").fetchone()
+    except duckdb.Error as exc:
+        raise UsageError(f"--where {where!r} failed: {str(exc).splitlines()[0]}") from None
+    return condition
+
+
+def diff_states(store: Store, table: str, from_us: int, to_us: int, where: str | None = None,
+                con: duckdb.DuckDBPyConnection | None = None) -> StateDiff:
+    """The difference between the table's state at ``from_us`` and at ``to_us``.
+
+    ``where`` is a SQL predicate over plain attribute names (``status = 'shipped'``); an item is
+    kept when it matches on either side. Raises UsageError for an inverted window or a bad
+    predicate, TimeOutOfRange for a moment outside coverage.
+    """
+    con = con or duckdb.connect()
+    check_window(store, table, from_us, to_us, con)
+    open_state(con, store, plan_state(store, table, from_us), name="diff_from")
+    open_state(con, store, plan_state(store, table, to_us), name="diff_to")
+    condition = _filter_sql(con, where) if where else "TRUE"
+    rows = con.execute(
+        f"""
+        SELECT key, keys, before, after FROM (
+            SELECT coalesce(t.item_key, f.item_key) AS key, coalesce(t.keys, f.keys) AS keys,
+                   f.image AS before, t.image AS after
+            FROM diff_from f FULL OUTER JOIN diff_to t ON f.item_key = t.item_key
+            WHERE f.item_key IS NULL OR t.item_key IS NULL
+               OR f.event_time <> t.event_time OR f.sequence_number <> t.sequence_number
+        ) WHERE {condition}
+        ORDER BY key
+        """
+    ).fetchall()
+    added: list[ItemChange] = []
+    removed: list[ItemChange] = []
+    changed: list[ItemChange] = []
+    for key_text, keys, before_text, after_text in rows:
+        before = json.loads(before_text) if before_text is not None else None
+        after = json.loads(after_text) if after_text is not None else None
+        paths = tuple(diff_items(before, after))
+        if not paths and before is not None and after is not None:
+            continue
+        kind = "added" if before is None else "removed" if after is None else "changed"
+        change = ItemChange(kind, key_text, json.loads(keys), before, after, paths)
+        {"added": added, "removed": removed, "changed": changed}[kind].append(change)
+    return StateDiff(table, from_us, to_us, tuple(added), tuple(removed), tuple(changed))
+
+
+DIFF_SCHEMA = pa.schema([
+    pa.field("change", pa.string(), nullable=False),
+    pa.field("item_key", pa.string(), nullable=False),
+    pa.field("keys", pa.string(), nullable=False),
+    pa.field("before", pa.string()),
+    pa.field("after", pa.string()),
+    pa.field("paths", pa.string(), nullable=False),
+])
+
+
+def write_diff_parquet(diff: StateDiff, path: str) -> int:
+    """Write one row per item change (images and paths as JSON text) to a Parquet file; returns rows."""
+    changes = diff.all()
+    columns = {
+        "change": [c.kind for c in changes],
+        "item_key": [c.item_key for c in changes],
+        "keys": [dump_json(c.key) for c in changes],
+        "before": [dump_json(c.before) if c.before is not None else None for c in changes],
+        "after": [dump_json(c.after) if c.after is not None else None for c in changes],
+        "paths": [dump_json([p.as_json() for p in c.paths]) for c in changes],
+    }
+    table = pa.Table.from_arrays([pa.array(columns[f.name], type=f.type) for f in DIFF_SCHEMA], schema=DIFF_SCHEMA)
+    try:
+        pq.write_table(table, path, compression="zstd")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc}") from None
+    return len(changes)

@@ -1,0 +1,108 @@
+"""Building base snapshots: the previous snapshot plus the changes since, written parts-first.
+
+Publish order: part files (named by a writer id, so two compactors never write the same object),
+then the manifest with a conditional write. A crash before the manifest leaves only unlisted parts
+that no reader looks at; of two compactors racing for the same moment exactly one publishes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import duckdb
+import pyarrow as pa
+
+from changelog.changefile import parquet_bytes
+from changelog.errors import ConflictError, TimeOutOfRange
+from changelog.layout import snapshot_dir
+from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest
+from changelog.state import coverage, open_state, plan_state
+from changelog.store import Store
+from changelog.timefmt import format_time, from_micros
+
+PART_ROWS = 250_000
+
+
+def default_snapshot_time(store: Store, table: str) -> int:
+    """The watermark (latest restorable time) cut to the whole second, in µs."""
+    cov = coverage(store, table)
+    if cov.latest_us is None:
+        raise TimeOutOfRange(f"table {table!r} has nothing captured yet: nothing to compact")
+    return cov.latest_us - cov.latest_us % 1_000_000
+
+
+def build_snapshot(store: Store, table: str, at_us: int, *, writer_id: str | None = None,
+                   part_rows: int = PART_ROWS, publish: bool = True) -> Manifest:
+    """Write the snapshot of ``table`` at ``at_us`` and publish its manifest; returns the manifest.
+
+    Raises ConflictError when a snapshot at that moment is already published (or another writer
+    publishes first). ``publish=False`` writes the parts only (used to test crashes).
+    """
+    directory = snapshot_dir(table, from_micros(at_us))
+    manifest_path = f"{directory}/{MANIFEST}"
+    if store.exists(manifest_path):
+        raise ConflictError(f"a snapshot of {table!r} at {format_time(from_micros(at_us))} already exists")
+    writer = writer_id or uuid.uuid4().hex[:12]
+    plan = plan_state(store, table, at_us)
+    con = duckdb.connect()
+    open_state(con, store, plan, name="snap", tombstones=True)
+    reader = con.sql(
+        """SELECT table_name, item_key, keys, event_name, event_time, sequence_number, image, doc
+            FROM snap ORDER BY item_key"""
+    ).to_arrow_reader(part_rows)
+    parts: list[str] = []
+    items = tombstones = 0
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_rows
+        if not pending:
+            return
+        table_part = pa.Table.from_batches(pending).cast(SNAPSHOT_SCHEMA)
+        name = f"part-{writer}-{len(parts):05d}.parquet"
+        store.write(f"{directory}/{name}", parquet_bytes(table_part))
+        parts.append(name)
+        pending, pending_rows = [], 0
+
+    for batch in reader:
+        names = batch.column("event_name").to_pylist()
+        removed = sum(1 for name in names if name == "REMOVE")
+        tombstones += removed
+        items += len(names) - removed
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        if pending_rows >= part_rows:
+            flush()
+    flush()
+    consumed = set(plan.change_files)
+    if plan.snapshot is not None:
+        consumed.update(plan.snapshot.consumed_files)
+    manifest = Manifest(
+        table_name=table,
+        snapshot_time_us=at_us,
+        kind="compaction",
+        parts=tuple(parts),
+        consumed_files=tuple(sorted(consumed)),
+        items=items,
+        tombstones=tombstones,
+        base_snapshot=plan.snapshot_path,
+        restorable_from_us=None,
+        created_at=datetime.now(UTC).isoformat(),
+        extra={"writer": writer},
+    )
+    if publish:
+        publish_manifest(store, f"{directory}/{MANIFEST}", manifest)
+    return manifest
+
+
+def publish_manifest(store: Store, path: str, manifest: Manifest) -> None:
+    """Make a snapshot visible: one conditional write; losing a race raises ConflictError."""
+    try:
+        store.write(path, manifest.to_json(), if_absent=True)
+    except ConflictError:
+        raise ConflictError(
+            f"another compactor published the snapshot of {manifest.table_name!r} at "
+            f"{format_time(manifest.snapshot_time)} first; this run's parts are left unlisted"
+        ) from None

@@ -1,0 +1,41 @@
+"""``ddb-rewind status``: what each table's backup covers."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from changelog.layout import TABLES, table_names
+from changelog.state import coverage
+from changelog.store import open_store
+from changelog.timefmt import format_time, from_micros
+from ddb_rewind.args import add_store, add_table
+from ddb_rewind.output import print_rows
+
+
+def register(subparsers: Any) -> None:
+    """Add the subcommand."""
+    parser = subparsers.add_parser("status", help="earliest and latest restorable times per table")
+    add_store(parser)
+    add_table(parser, required=False)
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print one row per table."""
+    store = open_store(args.store)
+    tables = [args.table] if args.table else table_names(store.list(TABLES + "/"))
+    columns = ["table", "earliest_restorable", "latest_restorable", "changes", "change_files", "snapshots",
+               "quarantined", "bytes_stored"]
+    rows = []
+    for table in tables:
+        cov = coverage(store, table)
+        rows.append([
+            table,
+            format_time(from_micros(cov.earliest_us)) if cov.earliest_us is not None else None,
+            format_time(from_micros(cov.latest_us)) if cov.latest_us is not None else None,
+            cov.changes, cov.change_files, cov.snapshots, cov.quarantined, cov.bytes_stored,
+        ])
+    print_rows(columns, rows, args.format)
+    return 0

@@ -1,0 +1,132 @@
+"""Writing restored items to files: DynamoDB-JSON lines, Parquet, or Avro that keeps DynamoDB's types."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from changelog.errors import UsageError
+
+FORMATS = (".jsonl", ".json", ".parquet", ".avro")
+
+# One named, recursive record per AttributeValue: exactly one field is set, as in DynamoDB JSON.
+AVRO_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "Item",
+    "namespace": "ddb_rewind",
+    "doc": "One DynamoDB item; each attribute keeps its DynamoDB type (N stays decimal text).",
+    "fields": [
+        {
+            "name": "Item",
+            "type": {
+                "type": "map",
+                "values": {
+                    "type": "record",
+                    "name": "AttributeValue",
+                    "fields": [
+                        {"name": "S", "type": ["null", "string"], "default": None},
+                        {"name": "N", "type": ["null", "string"], "default": None},
+                        {"name": "B", "type": ["null", "bytes"], "default": None},
+                        {"name": "SS", "type": ["null", {"type": "array", "items": "string"}], "default": None},
+                        {"name": "NS", "type": ["null", {"type": "array", "items": "string"}], "default": None},
+                        {"name": "BS", "type": ["null", {"type": "array", "items": "bytes"}], "default": None},
+                        {"name": "M", "type": ["null", {"type": "map", "values": "AttributeValue"}], "default": None},
+                        {"name": "L", "type": ["null", {"type": "array", "items": "AttributeValue"}],
+                         "default": None},
+                        {"name": "NULL", "type": ["null", "boolean"], "default": None},
+                        {"name": "BOOL", "type": ["null", "boolean"], "default": None},
+                    ],
+                },
+            },
+        }
+    ],
+}
+
+
+def check_format(path: str) -> str:
+    """The file kind from its extension; raises UsageError naming the accepted ones."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise UsageError(f"cannot write {path!r}: use a file ending in .jsonl, .parquet or .avro")
+    return ".jsonl" if suffix == ".json" else suffix
+
+
+def to_avro_value(value: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB-JSON AttributeValue as an Avro AttributeValue record (binaries decoded)."""
+    ((tag, inner),) = value.items()
+    if tag == "B":
+        return {"B": base64.b64decode(inner)}
+    if tag == "BS":
+        return {"BS": [base64.b64decode(v) for v in inner]}
+    if tag == "M":
+        return {"M": {k: to_avro_value(v) for k, v in inner.items()}}
+    if tag == "L":
+        return {"L": [to_avro_value(v) for v in inner]}
+    return {tag: inner}
+
+
+def from_avro_value(value: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of to_avro_value: back to DynamoDB JSON with base64 binaries."""
+    for tag, inner in value.items():
+        if inner is None:
+            continue
+        if tag == "B":
+            return {"B": base64.b64encode(inner).decode("ascii")}
+        if tag == "BS":
+            return {"BS": [base64.b64encode(v).decode("ascii") for v in inner]}
+        if tag == "M":
+            return {"M": {k: from_avro_value(v) for k, v in inner.items()}}
+        if tag == "L":
+            return {"L": [from_avro_value(v) for v in inner]}
+        return {tag: inner}
+    raise ValueError("an Avro AttributeValue with no field set")
+
+
+def write_jsonl(path: Path, images: Iterable[str]) -> int:
+    """One ``{"Item": ...}`` line per item, as DynamoDB's native export writes; the image text as stored."""
+    count = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        for image in images:
+            handle.write('{"Item":')
+            handle.write(image)
+            handle.write("}\n")
+            count += 1
+    return count
+
+
+def write_avro(path: Path, images: Iterable[str]) -> int:
+    """An Avro container file of Item records (schema AVRO_SCHEMA)."""
+    counter = [0]
+
+    def records() -> Iterator[dict[str, Any]]:
+        for image in images:
+            counter[0] += 1
+            yield {"Item": {name: to_avro_value(value) for name, value in json.loads(image).items()}}
+
+    parsed = fastavro.parse_schema(AVRO_SCHEMA)
+    with open(path, "wb") as handle:
+        fastavro.writer(handle, parsed, records(), codec="deflate")
+    return counter[0]
+
+
+PARQUET_SCHEMA = pa.schema(
+    [pa.field("item_key", pa.string()), pa.field("keys", pa.string()), pa.field("item", pa.string()),
+     pa.field("doc", pa.string())]
+)
+
+
+def write_parquet(path: Path, batches: Iterable[pa.RecordBatch]) -> int:
+    """A zstd Parquet file with item_key, keys, item (DynamoDB JSON) and doc (plain JSON)."""
+    count = 0
+    with pq.ParquetWriter(path, PARQUET_SCHEMA, compression="zstd") as writer:
+        for batch in batches:
+            writer.write_table(pa.Table.from_batches([batch]).cast(PARQUET_SCHEMA))
+            count += batch.num_rows
+    return count

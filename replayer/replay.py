@@ -1,0 +1,123 @@
+"""Replay: the table as it was at a moment, filtered, into a file or a DynamoDB table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from changelog.codec import base64_to_binaries
+from changelog.errors import UsageError
+from changelog.plain import plain_select
+from changelog.progress import Progress
+from changelog.state import check_restorable, coverage, open_state, plan_state
+from changelog.store import Store
+from changelog.timefmt import to_micros
+from replayer.export import check_format, write_avro, write_jsonl, write_parquet
+from replayer.target import scan_keys
+from replayer.writer import WriteReport, WriteSettings, write_requests
+
+BATCH_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The items chosen for a replay: how many, and their DynamoDB-JSON size in bytes."""
+
+    items: int
+    image_bytes: int
+
+
+def open_items(store: Store, table: str, at: datetime, *, where: str | None = None,
+               use_snapshots: bool = True) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with view ``items`` (item_key, keys, image, doc): the table at ``at``.
+
+    Refuses a moment outside the table's coverage. ``where`` is a SQL predicate over plain
+    attribute names (``status = 'shipped' AND total > 100``).
+    """
+    at_us = to_micros(at)
+    check_restorable(coverage(store, table), at, at_us)
+    con = duckdb.connect()
+    open_state(con, store, plan_state(store, table, at_us, use_snapshots=use_snapshots), name="state")
+    if not where:
+        con.execute("CREATE VIEW items AS SELECT item_key, keys, image, doc FROM state")
+        return con
+    columns = plain_select(con, "state")
+    extra = f", {columns}" if columns else ""
+    con.execute(
+        f"""CREATE VIEW items AS
+            SELECT __rewind_key AS item_key, __rewind_keys AS keys, __rewind_image AS image, __rewind_doc AS doc
+            FROM (SELECT item_key AS __rewind_key, keys AS __rewind_keys, image AS __rewind_image,
+                         doc AS __rewind_doc{extra} FROM state)
+            WHERE ({where})"""
+    )
+    try:
+        con.execute("SELECT count(*) FROM items").fetchone()
+    except duckdb.Error as exc:
+        raise UsageError(f"--where cannot be applied: {str(exc).splitlines()[0]}") from None
+    return con
+
+
+def select_counts(con: duckdb.DuckDBPyConnection) -> Selection:
+    """How many items and bytes of DynamoDB JSON the ``items`` view holds."""
+    row = con.execute("SELECT count(*), coalesce(sum(strlen(image)), 0) FROM items").fetchone()
+    assert row is not None
+    return Selection(int(row[0]), int(row[1]))
+
+
+def _batches(con: duckdb.DuckDBPyConnection, columns: str) -> Iterator[pa.RecordBatch]:
+    yield from con.sql(f"SELECT {columns} FROM items ORDER BY item_key").to_arrow_reader(BATCH_ROWS)
+
+
+def _images(con: duckdb.DuckDBPyConnection, progress: Progress) -> Iterator[str]:
+    for batch in _batches(con, "image"):
+        images = batch.column(0).to_pylist()
+        yield from images
+        progress.advance(len(images))
+
+
+def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int) -> int:
+    """Write the ``items`` view to ``path`` (.jsonl, .parquet or .avro); returns items written."""
+    kind = check_format(path)
+    target = Path(path)
+    if not target.parent.exists():
+        raise UsageError(f"cannot write {path!r}: directory {str(target.parent)!r} does not exist")
+    progress = Progress("replay", total=total)
+    if kind == ".jsonl":
+        count = write_jsonl(target, _images(con, progress))
+    elif kind == ".avro":
+        count = write_avro(target, _images(con, progress))
+    else:
+        count = write_parquet(target, _batches(con, "item_key, keys, image AS item, doc"))
+        progress.advance(count)
+    progress.close()
+    return count
+
+
+def _put_requests(con: duckdb.DuckDBPyConnection) -> Iterator[dict[str, Any]]:
+    for batch in _batches(con, "image"):
+        for image in batch.column(0).to_pylist():
+            yield {"PutRequest": {"Item": base64_to_binaries(json.loads(image))}}
+
+
+def clear_table(client: Any, name: str, settings: WriteSettings) -> WriteReport:
+    """Delete every item of a live table (for ``--clear-first``)."""
+    requests = ({"DeleteRequest": {"Key": key}} for key in scan_keys(client, name))
+    report, errors = write_requests(client, name, requests, settings=settings,
+                                    progress=Progress("clearing", unit="items"))
+    if report.failed:
+        raise UsageError(f"could not clear {name!r}: {'; '.join(errors)}")
+    return report
+
+
+def replay_to_table(con: duckdb.DuckDBPyConnection, client: Any, name: str, total: int,
+                    settings: WriteSettings) -> tuple[WriteReport, list[str]]:
+    """BatchWriteItem every item of the ``items`` view into table ``name``."""
+    progress = Progress("replay", total=total)
+    return write_requests(client, name, _put_requests(con), settings=settings, progress=progress)

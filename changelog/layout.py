@@ -5,6 +5,7 @@
     tables/<table>/snapshots/<YYYYMMDDTHHMMSSZ>/part-NNNNN.parquet + manifest.json
     tables/<table>/quarantine/dt=YYYY-MM-DD/<digest>.json
     tables/<table>/checkpoints/<shard id>.json
+    tables/<table>/gaps/<shard id>-<last sequence or "start">.json
 """
 
 from __future__ import annotations
@@ -68,9 +69,19 @@ def quarantine_path(table: str, day: str, record_digest: str) -> str:
     return f"{table_root(table)}/quarantine/dt={day}/{record_digest}.json"
 
 
+def checkpoints_root(table: str) -> str:
+    """Prefix of the poller's checkpoints (ends with '/', for listing)."""
+    return f"{table_root(table)}/checkpoints/"
+
+
 def checkpoint_path(table: str, shard_id: str) -> str:
     """The poller's checkpoint for one shard."""
-    return f"{table_root(table)}/checkpoints/{shard_id}.json"
+    return f"{checkpoints_root(table)}{shard_id}.json"
+
+
+def gap_path(table: str, shard_id: str, after_sequence: str | None) -> str:
+    """Record of stream records lost (trimmed before they were read) in one shard after a sequence."""
+    return f"{table_root(table)}/gaps/{shard_id}-{after_sequence or 'start'}.json"
 
 
 def table_names(paths: Iterable[str]) -> list[str]:

@@ -17,7 +17,7 @@ from datetime import datetime
 import duckdb
 
 from changelog.errors import TableNotFound, TimeOutOfRange
-from changelog.layout import changes_root, checkpoint_path, hour_partition, snapshots_root, table_root
+from changelog.layout import changes_root, checkpoints_root, hour_partition, snapshots_root, table_root
 from changelog.record import SCHEMA
 from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests
 from changelog.source import register_parquet
@@ -175,7 +175,7 @@ def _retention_floor(store: Store, table: str) -> int | None:
 
 def _watermark(store: Store, table: str, listing: list[str]) -> int | None:
     marks = []
-    prefix = checkpoint_path(table, "")
+    prefix = checkpoints_root(table)
     for path in listing:
         if path.startswith(prefix) and path.endswith(".json"):
             body = json.loads(store.read(path))

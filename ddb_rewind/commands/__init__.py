@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ddb_rewind.commands import diff, history, sql, timeline
+from ddb_rewind.commands import compact, consume, diff, history, replay, sql, status, timeline
 
-COMMANDS: list[ModuleType] = [sql, history, timeline, diff]
+COMMANDS: list[ModuleType] = [consume, sql, history, timeline, diff, compact, replay, status]

@@ -1,0 +1,58 @@
+"""``ddb-rewind consume``: poll the table's DynamoDB stream and write change files to the store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from changelog.errors import UsageError
+from changelog.progress import Progress
+from changelog.store import open_store
+from ddb_rewind.args import add_store, add_table
+from stream_consumer.poller import poll
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add the subcommand."""
+    parser = subparsers.add_parser(
+        "consume", help="poll the table's DynamoDB stream into the store (the capture, without Lambda)",
+        description="Read the table's DynamoDB stream, parents before children, resuming from the "
+                    "checkpoints in the store; records trimmed before they were read are reported as gaps.",
+    )
+    add_table(parser)
+    add_store(parser)
+    parser.add_argument("--once", action="store_true", help="drain what the stream holds now, then exit")
+    parser.add_argument("--poll-interval", type=_seconds, default=1.0, metavar="SECONDS",
+                        help="pause after a round that found nothing (default 1)")
+    parser.add_argument("--max-seconds", type=_seconds, default=None, metavar="N",
+                        help="stop after about N seconds (default: until Ctrl-C, or the end with --once)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Poll, then print one summary line."""
+    if not args.table:
+        raise UsageError("--table must name a table")
+    store = open_store(args.store, create=True)
+    progress = Progress(f"consume {args.table}", stream=sys.stderr, unit="records")
+    summary = poll(store, args.table, once=args.once, poll_interval=args.poll_interval,
+                   max_seconds=args.max_seconds, progress=progress)
+    shards = "shard" if summary.shards == 1 else "shards"
+    gaps = "gap" if summary.gaps == 1 else "gaps"
+    print(
+        f"consume {summary.table}: {summary.captured} records captured, {summary.quarantined} quarantined, "
+        f"{summary.files} files, {summary.shards} {shards}, {summary.gaps} {gaps}"
+        + (" (interrupted)" if summary.interrupted else "")
+    )
+    return 1 if summary.gaps else 0

@@ -58,8 +58,8 @@ def plain_select(con: duckdb.DuckDBPyConnection, relation: str, doc: str = "doc"
 
 def _numbers_fit(con: duckdb.DuckDBPyConnection, relation: str, doc: str, path: str) -> bool:
     pattern = _FITS_DECIMAL.pattern
-    misfits = con.execute(
+    ((misfits,),) = con.execute(
         f"""SELECT count(*) FROM {relation}
             WHERE {doc}->>{path} IS NOT NULL AND NOT regexp_full_match({doc}->>{path}, '{pattern}')"""
-    ).fetchone()
-    return bool(misfits is not None and misfits[0] == 0)
+    ).fetchall()
+    return bool(misfits == 0)

@@ -135,9 +135,9 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
     con = con or duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     register_parquet(con, "coverage__changes", store, files, SCHEMA)
-    count, first, last = con.execute(
+    ((count, first, last),) = con.execute(
         "SELECT count(DISTINCT event_id), epoch_us(min(event_time)), epoch_us(max(event_time)) FROM coverage__changes"
-    ).fetchone() or (0, None, None)
+    ).fetchall()
     bootstraps = [m.restorable_from_us for _, m in manifests if m.restorable_from_us is not None]
     earliest = min(bootstraps) if bootstraps else first
     if earliest is None and manifests:

@@ -58,7 +58,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | None = No
             WHERE ({where})"""
     )
     try:
-        con.execute("SELECT count(*) FROM items").fetchone()
+        con.execute("SELECT count(*) FROM items").fetchall()
     except duckdb.Error as exc:
         raise UsageError(f"--where cannot be applied: {str(exc).splitlines()[0]}") from None
     return con
@@ -66,8 +66,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | None = No
 
 def select_counts(con: duckdb.DuckDBPyConnection) -> Selection:
     """How many items and bytes of DynamoDB JSON the ``items`` view holds."""
-    row = con.execute("SELECT count(*), coalesce(sum(strlen(image)), 0) FROM items").fetchone()
-    assert row is not None
+    (row,) = con.execute("SELECT count(*), coalesce(sum(strlen(image)), 0) FROM items").fetchall()
     return Selection(int(row[0]), int(row[1]))
 
 

@@ -28,7 +28,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "consume", help="poll the table's DynamoDB stream into the store (the capture, without Lambda)",
         description="Read the table's DynamoDB stream, parents before children, resuming from the "
-                    "checkpoints in the store; records trimmed before they were read are reported as gaps.",
+                    "checkpoints in the store. Records trimmed from the stream before they were read are "
+                    "reported as gaps (stderr, tables/<T>/gaps/) and make the exit code 1.",
     )
     add_table(parser)
     add_store(parser)

@@ -102,6 +102,9 @@ pip_target=(
     --only-binary=:all:
 )
 "${pip_target[@]}" --no-deps "${project_wheel}"
+# Console scripts carry the host interpreter's shebang and Lambda never runs them; removing the
+# project's bin/ now also keeps the second install from tripping over an existing bin/.
+rm -rf "${artifact:?}/bin"
 "${pip_target[@]}" --requirement "${out}/requirements.txt"
 
 echo "==> pruning"
@@ -109,7 +112,6 @@ for dist in "${excluded[@]}"; do
     # Defensive: a transitive dependency might still have pulled one in.
     rm -rf "${artifact:?}/${dist}" "${artifact:?}/${dist}"-*.dist-info
 done
-# Console scripts carry the host interpreter's shebang; Lambda never runs them.
 rm -rf "${artifact:?}/bin"
 # Test suites, bytecode compiled by the host interpreter, C/Cython sources and headers.
 find "${artifact}" -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +

@@ -1,0 +1,763 @@
+"""Checks of the deployable stack, infra/template.yaml (AWS SAM).
+
+Nothing here touches the network or needs AWS credentials:
+
+- cfn-lint (through its Python API) validates the template as written, and again after a small
+  local stand-in for the SAM transform has turned the two ``AWS::Serverless::Function`` resources
+  into plain CloudFormation, so that the Lambda and event-source-mapping properties are checked
+  against the full CloudFormation schemas too;
+- the YAML is read with a loader that understands the short intrinsic tags (``!Ref``, ``!Sub``, ...)
+  and each test checks one behaviour the backup relies on;
+- the expanded template is deployed into moto's CloudFormation. moto cannot run the SAM transform
+  itself (it ignores ``Transform`` and skips ``AWS::Serverless::*`` resources), hence the stand-in.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+INFRA = Path(__file__).resolve().parent.parent / "infra"
+TEMPLATE_PATH = INFRA / "template.yaml"
+
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+# Statements allowed to use Resource "*", keyed by (logical id of the resource holding the
+# policy, statement Sid). Keep this list short and explain every entry.
+RESOURCE_STAR_ALLOWLIST = {
+    # In a KMS key policy, Resource "*" means "this key" and nothing else: a key policy cannot
+    # name its own ARN. The statement delegates the key to IAM in the same account.
+    ("StoreKey", "AccountAdministersKeyThroughIam"),
+}
+
+# Deny statements allowed to use a wildcard action. A wildcard in a Deny only takes
+# permissions away, and a TLS-only policy must cover every action of the service, including
+# ones added after the template was written.
+WILDCARD_DENY_ALLOWLIST = {
+    ("StoreBucketPolicy", "DenyRequestsWithoutTls"),
+    ("FailureQueuePolicy", "DenyRequestsWithoutTls"),
+}
+
+CHANGE_RECORD_COLUMNS = [
+    ("table_name", "string"),
+    ("event_id", "string"),
+    ("event_name", "string"),
+    ("event_time", "timestamp"),
+    ("sequence_number", "string"),
+    ("shard_id", "string"),
+    ("item_key", "string"),
+    ("keys", "string"),
+    ("new_image", "string"),
+    ("old_image", "string"),
+    ("new_doc", "string"),
+    ("old_doc", "string"),
+    ("is_ttl_delete", "boolean"),
+    ("size_bytes", "bigint"),
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------------
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """SafeLoader that turns CloudFormation short tags into their long JSON form."""
+
+
+def _construct_intrinsic(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_intrinsic)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    with TEMPLATE_PATH.open(encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=_CfnLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"]
+
+
+def _function(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    """Properties of a SAM function with the template's Globals merged in (as SAM does)."""
+    resource = template["Resources"][logical_id]
+    assert resource["Type"] == "AWS::Serverless::Function"
+    merged = dict(template.get("Globals", {}).get("Function", {}))
+    merged.update(resource["Properties"])
+    return merged
+
+
+def _stream_event(template: dict[str, Any]) -> dict[str, Any]:
+    events = _function(template, "ConsumerFunction")["Events"]
+    streams = [e["Properties"] for e in events.values() if e["Type"] == "DynamoDB"]
+    assert len(streams) == 1, "the consumer must have exactly one DynamoDB stream trigger"
+    return streams[0]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _if_branches(value: Any) -> list[Any]:
+    """Both outcomes of an Fn::If (minus AWS::NoValue), or the value itself."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        _, when_true, when_false = value["Fn::If"]
+        return [b for b in (*_if_branches(when_true), *_if_branches(when_false)) if b != NO_VALUE]
+    return [value]
+
+
+def _policy_statements(node: Any, owner: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every policy statement anywhere under ``node`` (both branches of any Fn::If)."""
+    if isinstance(node, dict):
+        if "Statement" in node and isinstance(node["Statement"], list):
+            for item in node["Statement"]:
+                for statement in _if_branches(item):
+                    yield owner, statement
+        for value in node.values():
+            yield from _policy_statements(value, owner)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _policy_statements(value, owner)
+
+
+def _all_statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    for logical_id, resource in template["Resources"].items():
+        found.extend(_policy_statements(resource.get("Properties", {}), logical_id))
+    assert found, "the template has no policy statements at all?"
+    return found
+
+
+def _role_actions(resources: dict[str, Any], role: str) -> set[str]:
+    actions: set[str] = set()
+    for policy in resources[role]["Properties"]["Policies"]:
+        for _, statement in _policy_statements(policy["PolicyDocument"], role):
+            actions.update(_as_list(statement["Action"]))
+    return actions
+
+
+def _statement(resources: dict[str, Any], owner: str, sid: str) -> dict[str, Any]:
+    for _, statement in _policy_statements(resources[owner]["Properties"], owner):
+        if statement.get("Sid") == sid:
+            return statement
+    raise AssertionError(f"{owner} has no statement {sid}")
+
+
+def _alarms(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+
+
+def _find_alarm(resources: dict[str, Any], metric: str, dimension_value: Any) -> dict[str, Any]:
+    matches = [
+        a
+        for a in _alarms(resources).values()
+        if a["MetricName"] == metric and any(d["Value"] == dimension_value for d in a.get("Dimensions", []))
+    ]
+    assert len(matches) == 1, f"expected one alarm on {metric} for {dimension_value}, found {len(matches)}"
+    return matches[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# A local stand-in for the SAM transform (only what this template uses)
+# ------------------------------------------------------------------------------------------------
+
+# SAM function properties that are also AWS::Lambda::Function properties, copied as they are.
+_PASSTHROUGH = {
+    "Architectures",
+    "Description",
+    "Environment",
+    "EphemeralStorage",
+    "Handler",
+    "LoggingConfig",
+    "MemorySize",
+    "Role",
+    "Runtime",
+    "Timeout",
+}
+_PLACEHOLDER_CODE = "def lambda_handler(event, context):\n    return None\n"
+
+
+def expand_sam(template: dict[str, Any]) -> dict[str, Any]:
+    """Expand the SAM functions the way the SAM transform does, for this template's features only.
+
+    Anything this stand-in does not know raises, so that a new SAM feature in the template is
+    noticed here instead of being silently dropped.
+    """
+    expanded = copy.deepcopy(template)
+    expanded.pop("Transform")
+    defaults = expanded.pop("Globals", {}).get("Function", {})
+    resources: dict[str, Any] = {}
+    for logical_id, resource in expanded["Resources"].items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            resources[logical_id] = resource
+            continue
+        props = {**defaults, **resource["Properties"]}
+        events = props.pop("Events", {})
+        invoke_config = props.pop("EventInvokeConfig", None)
+        props.pop("CodeUri")
+        unknown = set(props) - _PASSTHROUGH
+        assert not unknown, f"expand_sam does not know SAM properties {unknown}"
+        function = {k: props[k] for k in sorted(props)}
+        function["Code"] = {"ZipFile": _PLACEHOLDER_CODE}
+        resources[logical_id] = {"Type": "AWS::Lambda::Function", "Properties": function}
+        for event_id, event in events.items():
+            ev = dict(event["Properties"])
+            if event["Type"] == "DynamoDB":
+                mapping = {"EventSourceArn": ev.pop("Stream"), "FunctionName": {"Ref": logical_id}}
+                destination = ev.pop("DestinationConfig", None)
+                if destination:
+                    mapping["DestinationConfig"] = {
+                        "OnFailure": {"Destination": destination["OnFailure"]["Destination"]}
+                    }
+                mapping.update(ev)
+                resources[f"{logical_id}{event_id}"] = {
+                    "Type": "AWS::Lambda::EventSourceMapping",
+                    "Properties": mapping,
+                }
+            elif event["Type"] == "Schedule":
+                rule_id = f"{logical_id}{event_id}"
+                resources[rule_id] = {
+                    "Type": "AWS::Events::Rule",
+                    "Properties": {
+                        "ScheduleExpression": ev.pop("Schedule"),
+                        "Description": ev.pop("Description"),
+                        "State": "ENABLED" if ev.pop("Enabled", True) else "DISABLED",
+                        "Targets": [{"Arn": {"Fn::GetAtt": [logical_id, "Arn"]}, "Id": f"{rule_id}Target"}],
+                    },
+                }
+                assert not ev, f"expand_sam does not know Schedule properties {set(ev)}"
+                resources[f"{rule_id}Permission"] = {
+                    "Type": "AWS::Lambda::Permission",
+                    "Properties": {
+                        "Action": "lambda:InvokeFunction",
+                        "FunctionName": {"Ref": logical_id},
+                        "Principal": "events.amazonaws.com",
+                        "SourceArn": {"Fn::GetAtt": [rule_id, "Arn"]},
+                    },
+                }
+            else:
+                raise AssertionError(f"expand_sam does not know event type {event['Type']}")
+        if invoke_config:
+            resources[f"{logical_id}EventInvokeConfig"] = {
+                "Type": "AWS::Lambda::EventInvokeConfig",
+                "Properties": {"FunctionName": {"Ref": logical_id}, "Qualifier": "$LATEST", **invoke_config},
+            }
+    expanded["Resources"] = resources
+    return expanded
+
+
+# ------------------------------------------------------------------------------------------------
+# cfn-lint
+# ------------------------------------------------------------------------------------------------
+
+
+def _blocking(matches: list[Any]) -> list[str]:
+    """Errors and warnings; informational matches are reported by the CLI but never block."""
+    return [f"{m.rule.id} {m.message} ({m.filename}:{m.linenumber})" for m in matches if m.rule.id[0] in "EW"]
+
+
+def test_template_passes_cfn_lint_without_errors_or_warnings() -> None:
+    from cfnlint.api import ManualArgs, lint_file
+
+    matches = lint_file(TEMPLATE_PATH, config=ManualArgs(regions=["us-east-1", "eu-west-1"]))
+    assert _blocking(matches) == []
+
+
+def test_expanded_template_passes_cfn_lint(template: dict[str, Any]) -> None:
+    # Checks the Lambda function and event source mapping properties (enums, types, runtimes)
+    # against the plain CloudFormation schemas, which cfn-lint does not apply to SAM resources.
+    from cfnlint.api import ManualArgs, lint
+
+    matches = lint(json.dumps(expand_sam(template)), config=ManualArgs(regions=["us-east-1"]))
+    assert _blocking(matches) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# Stream trigger
+# ------------------------------------------------------------------------------------------------
+
+
+def test_stream_trigger_starts_at_trim_horizon(template: dict[str, Any]) -> None:
+    assert _stream_event(template)["StartingPosition"] == "TRIM_HORIZON"
+
+
+def test_stream_trigger_reports_batch_item_failures(template: dict[str, Any]) -> None:
+    assert _stream_event(template)["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_stream_trigger_bisects_failing_batches(template: dict[str, Any]) -> None:
+    assert _stream_event(template)["BisectBatchOnFunctionError"] is True
+
+
+def test_stream_trigger_retries_are_bounded(template: dict[str, Any]) -> None:
+    retries = _stream_event(template)["MaximumRetryAttempts"]
+    assert isinstance(retries, dict) and "Ref" in retries, "retries should be a parameter"
+    parameter = template["Parameters"][retries["Ref"]]
+    # -1 means "retry until the record expires"; the bounds must exclude it.
+    assert parameter["Type"] == "Number"
+    assert 0 <= parameter["MinValue"] <= parameter["Default"] <= parameter["MaxValue"] <= 10000
+
+
+def test_stream_trigger_sends_exhausted_batches_to_an_encrypted_queue(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    on_failure = _stream_event(template)["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS"
+    queue_id, attribute = on_failure["Destination"]["Fn::GetAtt"]
+    assert attribute == "Arn"
+    queue = resources[queue_id]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"].get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue["Properties"]
+
+
+def test_stream_trigger_batch_size_and_window_are_parameters(template: dict[str, Any]) -> None:
+    event = _stream_event(template)
+    for prop in ("BatchSize", "MaximumBatchingWindowInSeconds"):
+        assert event[prop]["Ref"] in template["Parameters"], prop
+
+
+def test_stream_trigger_reads_the_table_stream_parameter(template: dict[str, Any]) -> None:
+    assert _stream_event(template)["Stream"] == {"Ref": "TableStreamArn"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Functions
+# ------------------------------------------------------------------------------------------------
+
+
+def test_consumer_handler_is_stream_consumer_lambda_handler(template: dict[str, Any]) -> None:
+    assert _function(template, "ConsumerFunction")["Handler"] == "stream_consumer.handler.lambda_handler"
+
+
+def test_compactor_handler_is_compactor_lambda_handler(template: dict[str, Any]) -> None:
+    assert _function(template, "CompactorFunction")["Handler"] == "compactor.handler.lambda_handler"
+
+
+@pytest.mark.parametrize("function", ["ConsumerFunction", "CompactorFunction"])
+def test_functions_run_python_3_12_or_newer_on_arm64(template: dict[str, Any], function: str) -> None:
+    props = _function(template, function)
+    match = re.fullmatch(r"python3\.(\d+)", props["Runtime"])
+    assert match and int(match.group(1)) >= 12, props["Runtime"]
+    assert props["Architectures"] == ["arm64"]
+
+
+@pytest.mark.parametrize("function", ["ConsumerFunction", "CompactorFunction"])
+def test_functions_get_the_store_uri_and_powertools_settings(template: dict[str, Any], function: str) -> None:
+    env = _function(template, function)["Environment"]["Variables"]
+    assert env["REWIND_STORE"] == {"Fn::Sub": "s3://${StoreBucket}/${StorePrefix}"}
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
+    assert "POWERTOOLS_SERVICE_NAME" in env
+
+
+def test_compactor_runs_on_a_schedule_for_its_table(template: dict[str, Any]) -> None:
+    props = _function(template, "CompactorFunction")
+    assert props["Environment"]["Variables"]["REWIND_TABLE"] == {"Ref": "TableName"}
+    schedules = [e["Properties"] for e in props["Events"].values() if e["Type"] in ("Schedule", "ScheduleV2")]
+    assert len(schedules) == 1
+    assert schedules[0]["Schedule"] == {"Ref": "CompactionSchedule"}
+
+
+@pytest.mark.parametrize("function", ["ConsumerFunction", "CompactorFunction"])
+def test_functions_are_built_from_the_build_script_artifact(resources: dict[str, Any], function: str) -> None:
+    # sam build runs infra/Makefile (BuildMethod: makefile), which copies infra/.build/artifact.
+    assert resources[function]["Metadata"]["BuildMethod"] == "makefile"
+    assert resources[function]["Properties"]["CodeUri"] == "."
+    makefile = (INFRA / "Makefile").read_text(encoding="utf-8")
+    assert re.search(rf"^(\S+ )*build-{function}( \S+)*:", makefile, re.MULTILINE)
+    assert ".build/artifact" in makefile
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_build_script_is_valid_bash_in_strict_mode() -> None:
+    script = INFRA / "build.sh"
+    assert "set -euo pipefail" in script.read_text(encoding="utf-8")
+    subprocess.run(["bash", "-n", str(script)], check=True)  # parse only: never run it here
+
+
+# ------------------------------------------------------------------------------------------------
+# Store bucket
+# ------------------------------------------------------------------------------------------------
+
+
+def test_bucket_is_encrypted_by_default(resources: dict[str, Any]) -> None:
+    rules = resources["StoreBucket"]["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert len(rules) == 1
+    choices = _if_branches(rules[0]["ServerSideEncryptionByDefault"])
+    assert {c["SSEAlgorithm"] for c in choices} <= {"aws:kms", "AES256"}
+    assert choices, "no default encryption"
+    for choice in choices:
+        if choice["SSEAlgorithm"] == "aws:kms":
+            assert choice["KMSMasterKeyID"] == {"Fn::GetAtt": ["StoreKey", "Arn"]}
+
+
+def test_bucket_is_versioned(resources: dict[str, Any]) -> None:
+    assert resources["StoreBucket"]["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}
+
+
+def test_bucket_blocks_all_public_access(resources: dict[str, Any]) -> None:
+    props = resources["StoreBucket"]["Properties"]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+
+
+def test_bucket_and_key_outlive_the_stack(resources: dict[str, Any]) -> None:
+    for logical_id in ("StoreBucket", "StoreKey"):
+        assert resources[logical_id]["DeletionPolicy"] == "Retain", logical_id
+        assert resources[logical_id]["UpdateReplacePolicy"] == "Retain", logical_id
+
+
+def test_bucket_policy_denies_requests_without_tls(resources: dict[str, Any]) -> None:
+    policy = resources["StoreBucketPolicy"]["Properties"]
+    assert policy["Bucket"] == {"Ref": "StoreBucket"}
+    statement = _statement(resources, "StoreBucketPolicy", "DenyRequestsWithoutTls")
+    assert statement["Effect"] == "Deny"
+    assert statement["Principal"] == "*"
+    assert statement["Action"] == "s3:*"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert statement["Resource"] == [
+        {"Fn::GetAtt": ["StoreBucket", "Arn"]},
+        {"Fn::Sub": "${StoreBucket.Arn}/*"},
+    ]
+
+
+def test_change_files_move_to_standard_ia_then_glacier_ir(resources: dict[str, Any]) -> None:
+    rules = resources["StoreBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    # Lifecycle prefixes are literal (no wildcards): one stack, one table, one exact prefix.
+    tiering = [r for r in rules if r.get("Prefix") == {"Fn::Sub": "${StorePrefix}/tables/${TableName}/changes/"}]
+    assert len(tiering) == 1
+    transitions = {t["StorageClass"]: t["TransitionInDays"] for t in tiering[0]["Transitions"]}
+    assert transitions == {
+        "STANDARD_IA": {"Ref": "ChangesToStandardIaDays"},
+        "GLACIER_IR": {"Ref": "ChangesToGlacierIrDays"},
+    }
+
+
+def test_lifecycle_expires_noncurrent_versions_and_aborts_uploads(resources: dict[str, Any]) -> None:
+    rules = resources["StoreBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    bucket_wide = [r for r in rules if "Prefix" not in r and r["Status"] == "Enabled"]
+    assert any(r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") for r in bucket_wide)
+    assert any(r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation") for r in bucket_wide)
+
+
+def test_object_lock_is_off_by_default(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    mode = template["Parameters"]["ObjectLockMode"]
+    assert mode["Default"] == "NONE"
+    assert set(mode["AllowedValues"]) == {"NONE", "GOVERNANCE", "COMPLIANCE"}
+    assert template["Conditions"]["UseObjectLock"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ObjectLockMode"}, "NONE"]}]}
+    props = resources["StoreBucket"]["Properties"]
+    for prop in ("ObjectLockEnabled", "ObjectLockConfiguration"):
+        condition, _, when_off = props[prop]["Fn::If"]
+        assert condition == "UseObjectLock"
+        assert when_off == NO_VALUE
+
+
+# ------------------------------------------------------------------------------------------------
+# IAM
+# ------------------------------------------------------------------------------------------------
+
+
+def test_no_allow_statement_uses_a_wildcard_action(template: dict[str, Any]) -> None:
+    offenders = []
+    for owner, statement in _all_statements(template):
+        assert "NotAction" not in statement and "NotResource" not in statement, (owner, statement)
+        wildcard = [a for a in _as_list(statement["Action"]) if isinstance(a, str) and "*" in a]
+        if not wildcard:
+            continue
+        if statement["Effect"] == "Deny" and (owner, statement.get("Sid")) in WILDCARD_DENY_ALLOWLIST:
+            continue
+        offenders.append((owner, statement.get("Sid"), wildcard))
+    assert offenders == []
+
+
+def test_resource_star_only_in_the_allowlist(template: dict[str, Any]) -> None:
+    found = {
+        (owner, statement.get("Sid"))
+        for owner, statement in _all_statements(template)
+        if "*" in _as_list(statement.get("Resource", []))
+    }
+    assert found <= RESOURCE_STAR_ALLOWLIST
+
+
+def test_functions_use_explicit_roles_without_sam_policies(template: dict[str, Any]) -> None:
+    # SAM policy templates and managed policies would bypass the statement checks above.
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            props = _function(template, logical_id)
+            assert "Policies" not in props, logical_id
+            role_id, attribute = props["Role"]["Fn::GetAtt"]
+            assert attribute == "Arn"
+            assert template["Resources"][role_id]["Type"] == "AWS::IAM::Role"
+        if resource["Type"] == "AWS::IAM::Role":
+            assert "ManagedPolicyArns" not in resource["Properties"], logical_id
+
+
+def test_stream_read_is_scoped_to_the_stream_arn(resources: dict[str, Any]) -> None:
+    statement = _statement(resources, "ConsumerRole", "ReadTableStream")
+    assert set(statement["Action"]) == {
+        "dynamodb:DescribeStream",
+        "dynamodb:GetRecords",
+        "dynamodb:GetShardIterator",
+    }
+    assert statement["Resource"] == {"Ref": "TableStreamArn"}
+    describe = _statement(resources, "ConsumerRole", "DescribeSourceTable")
+    assert describe["Action"] == "dynamodb:DescribeTable"
+    assert "table/${TableName}" in describe["Resource"]["Fn::Sub"]
+
+
+def test_only_the_compactor_may_delete_objects(resources: dict[str, Any]) -> None:
+    assert "s3:DeleteObject" not in _role_actions(resources, "ConsumerRole")
+    assert "s3:DeleteObject" in _role_actions(resources, "CompactorRole")
+
+
+@pytest.mark.parametrize("role", ["ConsumerRole", "CompactorRole"])
+def test_object_access_is_limited_to_the_store_prefix(resources: dict[str, Any], role: str) -> None:
+    for _, statement in _policy_statements(resources[role]["Properties"], role):
+        actions = _as_list(statement["Action"])
+        if any(a.startswith("s3:") for a in actions):
+            if actions == ["s3:ListBucket"]:
+                assert statement["Resource"] == {"Fn::GetAtt": ["StoreBucket", "Arn"]}
+                ((operator, condition),) = statement["Condition"].items()
+                # IfExists on purpose: HeadBucket (open_store) and the 404 answer for a missing
+                # key need s3:ListBucket and carry no s3:prefix; StringLike alone would deny them.
+                assert operator == "StringLikeIfExists"
+                assert condition == {"s3:prefix": [{"Ref": "StorePrefix"}, {"Fn::Sub": "${StorePrefix}/*"}]}
+            else:
+                assert statement["Resource"] == {"Fn::Sub": "${StoreBucket.Arn}/${StorePrefix}/*"}
+
+
+def test_consumer_may_send_only_to_its_failure_queue(resources: dict[str, Any]) -> None:
+    statement = _statement(resources, "ConsumerRole", "SendFailedBatchMetadata")
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
+
+
+@pytest.mark.parametrize(
+    ("role", "log_group"), [("ConsumerRole", "ConsumerLogGroup"), ("CompactorRole", "CompactorLogGroup")]
+)
+def test_functions_log_only_to_their_own_log_group(
+    template: dict[str, Any], resources: dict[str, Any], role: str, log_group: str
+) -> None:
+    statement = _statement(resources, role, "WriteOwnLogs")
+    assert set(statement["Action"]) == {"logs:CreateLogStream", "logs:PutLogEvents"}
+    assert statement["Resource"] == {"Fn::GetAtt": [log_group, "Arn"]}
+    function = role.replace("Role", "Function")
+    assert _function(template, function)["LoggingConfig"] == {"LogGroup": {"Ref": log_group}}
+
+
+# ------------------------------------------------------------------------------------------------
+# Alarms
+# ------------------------------------------------------------------------------------------------
+
+
+def test_alarm_on_consumer_iterator_age(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    alarm = _find_alarm(resources, "IteratorAge", {"Ref": "ConsumerFunction"})
+    assert alarm["Namespace"] == "AWS/Lambda"
+    assert alarm["Statistic"] == "Maximum"
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["Threshold"]["Ref"] in template["Parameters"]
+
+
+@pytest.mark.parametrize("function", ["ConsumerFunction", "CompactorFunction"])
+def test_alarm_on_function_errors(resources: dict[str, Any], function: str) -> None:
+    alarm = _find_alarm(resources, "Errors", {"Ref": function})
+    assert alarm["Namespace"] == "AWS/Lambda"
+    assert (alarm["Statistic"], alarm["ComparisonOperator"], alarm["Threshold"]) == ("Sum", "GreaterThanThreshold", 0)
+
+
+def test_alarm_on_messages_in_the_failure_queue(resources: dict[str, Any]) -> None:
+    alarm = _find_alarm(resources, "ApproximateNumberOfMessagesVisible", {"Fn::GetAtt": ["FailureQueue", "QueueName"]})
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+
+
+def test_alarm_on_failed_store_writes_matches_the_powertools_metric(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    # A failed store write is returned as batchItemFailures, not raised: Errors never sees it.
+    env = _function(template, "ConsumerFunction")["Environment"]["Variables"]
+    alarm = _find_alarm(resources, "FailedBatches", env["POWERTOOLS_SERVICE_NAME"])
+    assert alarm["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+
+
+def test_alarm_on_quarantined_records_matches_the_powertools_metric(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    env = _function(template, "ConsumerFunction")["Environment"]["Variables"]
+    alarm = _find_alarm(resources, "QuarantinedRecords", env["POWERTOOLS_SERVICE_NAME"])
+    # Powertools Metrics publishes (as EMF) under POWERTOOLS_METRICS_NAMESPACE with one
+    # dimension, "service" = POWERTOOLS_SERVICE_NAME: the alarm must name exactly that metric.
+    assert alarm["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+
+
+def test_every_alarm_notifies_the_stack_topic(resources: dict[str, Any]) -> None:
+    alarms = _alarms(resources)
+    assert len(alarms) >= 6
+    for name, alarm in alarms.items():
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+    assert resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+
+
+def test_alarm_email_subscription_is_optional(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    subscription = resources["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+    assert template["Conditions"]["HasAlarmEmail"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}
+
+
+# ------------------------------------------------------------------------------------------------
+# Glue and Athena
+# ------------------------------------------------------------------------------------------------
+
+
+def test_glue_table_uses_partition_projection(resources: dict[str, Any]) -> None:
+    table = resources["ChangesTable"]["Properties"]["TableInput"]
+    params = table["Parameters"]
+    assert params["projection.enabled"] == "true"
+    assert params["projection.dt.type"] == "date"
+    assert params["projection.dt.format"] == "yyyy-MM-dd"
+    assert params["projection.dt.range"]["Fn::Sub"].endswith(",NOW")
+    assert params["projection.hour.type"] == "integer"
+    assert params["projection.hour.range"] == "0,23"
+    assert params["projection.hour.digits"] == "2"
+    # ${!dt} is how Fn::Sub writes a literal ${dt}: Athena fills it in, not CloudFormation.
+    assert params["storage.location.template"] == {
+        "Fn::Sub": "s3://${StoreBucket}/${StorePrefix}/tables/${TableName}/changes/dt=${!dt}/hour=${!hour}/"
+    }
+    assert [(k["Name"], k["Type"]) for k in table["PartitionKeys"]] == [("dt", "string"), ("hour", "string")]
+
+
+def test_glue_table_reads_the_change_files_as_parquet(resources: dict[str, Any]) -> None:
+    storage = resources["ChangesTable"]["Properties"]["TableInput"]["StorageDescriptor"]
+    assert storage["Location"] == {"Fn::Sub": "s3://${StoreBucket}/${StorePrefix}/tables/${TableName}/changes/"}
+    assert storage["SerdeInfo"]["SerializationLibrary"] == "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+    assert storage["InputFormat"] == "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
+    assert [(c["Name"], c["Type"]) for c in storage["Columns"]] == CHANGE_RECORD_COLUMNS
+
+
+def test_athena_workgroup_enforces_encrypted_results_in_the_bucket(resources: dict[str, Any]) -> None:
+    config = resources["AthenaWorkGroup"]["Properties"]["WorkGroupConfiguration"]
+    assert config["EnforceWorkGroupConfiguration"] is True
+    results = config["ResultConfiguration"]
+    assert results["OutputLocation"] == {"Fn::Sub": "s3://${StoreBucket}/athena-results/"}
+    choices = _if_branches(results["EncryptionConfiguration"])
+    assert {c["EncryptionOption"] for c in choices} == {"SSE_KMS", "SSE_S3"}
+
+
+def test_outputs_name_what_operators_need(template: dict[str, Any]) -> None:
+    assert {
+        "StoreBucketName",
+        "StoreUri",
+        "ConsumerFunctionName",
+        "CompactorFunctionName",
+        "AlarmTopicArn",
+        "GlueDatabaseName",
+        "AthenaWorkGroupName",
+    } <= set(template["Outputs"])
+
+
+# ------------------------------------------------------------------------------------------------
+# moto
+# ------------------------------------------------------------------------------------------------
+
+
+# moto skips (with a warning) the resource types it does not model.
+@pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
+def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wiring (Ref, GetAtt, Sub, Conditions, Outputs) resolves and moto builds what it models.
+
+    moto models the bucket, key, queue, topic, roles, log groups, functions, the event source
+    mapping and the schedule rule; it skips (with a warning) bucket and queue policies, alarms,
+    EventInvokeConfig, Glue and Athena, which the template checks above cover instead.
+    """
+    boto3 = pytest.importorskip("boto3")
+    moto = pytest.importorskip("moto")
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+    body = json.dumps(expand_sam(template))
+    with moto.mock_aws():
+        dynamodb = boto3.client("dynamodb")
+        table = dynamodb.create_table(
+            TableName="orders",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )["TableDescription"]
+        cloudformation = boto3.client("cloudformation")
+        cloudformation.create_stack(
+            StackName="rewind-orders",
+            TemplateBody=body,
+            Parameters=[
+                {"ParameterKey": "TableName", "ParameterValue": "orders"},
+                {"ParameterKey": "TableStreamArn", "ParameterValue": table["LatestStreamArn"]},
+                {"ParameterKey": "GlueDatabaseName", "ParameterValue": "rewind_orders"},
+            ],
+            Capabilities=["CAPABILITY_IAM"],
+        )
+        stack = cloudformation.describe_stacks(StackName="rewind-orders")["Stacks"][0]
+        assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+        bucket = outputs["StoreBucketName"]
+        assert outputs["StoreUri"] == f"s3://{bucket}/rewind"
+        # moto's CloudFormation applies only BucketEncryption and Tags to a bucket (versioning,
+        # public access block etc. are checked on the template above).
+        encryption = boto3.client("s3").get_bucket_encryption(Bucket=bucket)
+        (rule,) = encryption["ServerSideEncryptionConfiguration"]["Rules"]
+        assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+        assert rule["ApplyServerSideEncryptionByDefault"]["KMSMasterKeyID"] == outputs["StoreKeyArn"]
+
+        awslambda = boto3.client("lambda")
+        consumer = awslambda.get_function_configuration(FunctionName=outputs["ConsumerFunctionName"])
+        assert consumer["Handler"] == "stream_consumer.handler.lambda_handler"
+        assert consumer["Environment"]["Variables"]["REWIND_STORE"] == outputs["StoreUri"]
+        mappings = awslambda.list_event_source_mappings(FunctionName=outputs["ConsumerFunctionName"])
+        (mapping,) = mappings["EventSourceMappings"]
+        assert mapping["EventSourceArn"] == table["LatestStreamArn"]
+        assert mapping["StartingPosition"] == "TRIM_HORIZON"
+        compactor = awslambda.get_function_configuration(FunctionName=outputs["CompactorFunctionName"])
+        assert compactor["Handler"] == "compactor.handler.lambda_handler"
+        assert compactor["Environment"]["Variables"]["REWIND_TABLE"] == "orders"

@@ -8,6 +8,7 @@ changed (``S`` to ``N``, a map replaced by a list) is reported once, at the path
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -124,3 +125,26 @@ def diff_items(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[P
     out: list[PathChange] = []
     _diff_maps("", old or {}, new or {}, out)
     return out
+
+
+def _canonical(value: Any) -> Any:
+    if not isinstance(value, dict) or len(value) != 1:
+        return value
+    ((tag, inner),) = value.items()
+    if tag == "N":
+        return {"N": _number(inner)}
+    if tag == "NS":
+        return {"NS": sorted({_number(v) for v in inner})}
+    if tag in ("SS", "BS"):
+        return {tag: sorted(set(inner))}
+    if tag == "M":
+        return {"M": {name: _canonical(v) for name, v in sorted(inner.items())}}
+    if tag == "L":
+        return {"L": [_canonical(v) for v in inner]}
+    return value
+
+
+def canonical_text(item: dict[str, Any]) -> str:
+    """One text per DynamoDB-equal item (sorted names and sets, canonical numbers), for checksums."""
+    return json.dumps({name: _canonical(v) for name, v in sorted(item.items())}, ensure_ascii=False,
+                      separators=(",", ":"), sort_keys=True)

@@ -184,3 +184,72 @@ def random_workload(seed: int, keys: int = 6, writes: int = 30, table: str = "or
         else:
             work.put(random_item(rng, key), seconds)
     return work
+
+
+@dataclass(frozen=True)
+class BadDeploy:
+    """A table's story: normal traffic, a bad deploy in (``from_s``, ``to_s``], legitimate writes after it."""
+
+    work: Workload
+    from_s: int
+    to_s: int
+    corrupted: tuple[str, ...]
+    deleted: tuple[str, ...]
+    junk: tuple[str, ...]
+    later: tuple[str, ...]  # damaged items written again legitimately after the deploy
+    untouched_later: tuple[str, ...]  # items the deploy did not touch, written after it
+
+
+def bad_deploy(client: Any = None, seed: int = 7, items: int = 40) -> BadDeploy:
+    """Normal traffic, then a deploy that corrupts 15% of items, deletes some and adds junk, then legit writes.
+
+    With a moto ``client`` the same writes go to a live table named ``orders``, so the live table
+    matches what the stream records describe.
+    """
+    rng = random.Random(seed)
+    work = Workload(client=client)
+    if client is not None:
+        work.create_live_table()
+    keys = [{"pk": {"S": f"order-{n:03d}"}} for n in range(items)]
+    for n, key in enumerate(keys):
+        work.put(random_item(rng, key) | {
+            "total": {"N": f"{n}.50"},
+            "bin": {"BS": ["AAE=", "/w=="]},
+            "labels": {"SS": ["b", "a"]},
+            "prefs": {"M": {"lang": {"S": "nb"}, "lines": {"L": [{"N": "1"}, {"M": {"x": {"NULL": True}}}]}}},
+        }, BASE + n)
+    for key in rng.sample(keys, items // 4):
+        work.put(work.live[item_key(key)] | random_item(rng, key), BASE + items + 1)
+    from_s = BASE + 100
+    victims = rng.sample(keys, round(items * 0.15) + 3)
+    corrupted, deleted = victims[: round(items * 0.15)], victims[round(items * 0.15):]
+    for n, key in enumerate(corrupted):
+        item = dict(work.live[item_key(key)])
+        item["status"] = {"S": "CORRUPT"}
+        item.pop("address", None)
+        item["total"] = {"N": "-1"}
+        work.put(item, from_s + 1 + n % 3)
+    for key in deleted:
+        work.delete(key, from_s + 4)
+    junk = [{"pk": {"S": f"junk-{n}"}, "status": {"S": "CORRUPT"}} for n in range(2)]
+    for item in junk:
+        work.put(item, from_s + 5)
+    to_s = from_s + 5
+    later_at = to_s + 100
+    work.put(dict(work.live[item_key(corrupted[0])]) | {"note": {"S": "customer fixed it"}}, later_at)
+    work.put(dict(work.live[item_key(corrupted[1])]) | {"total": {"N": "99"}}, later_at)
+    work.put({**deleted[0], "status": {"S": "re-ordered"}}, later_at)
+    work.delete(work.key_of(junk[0]), later_at)
+    untouched = next(k for k in keys if k not in victims)
+    work.put(dict(work.live[item_key(untouched)]) | {"status": {"S": "later"}}, later_at + 1)
+    work.put({"pk": {"S": "order-new"}, "status": {"S": "new"}}, later_at + 2)
+    return BadDeploy(
+        work=work,
+        from_s=from_s,
+        to_s=to_s,
+        corrupted=tuple(item_key(k) for k in corrupted),
+        deleted=tuple(item_key(k) for k in deleted),
+        junk=tuple(item_key(work.key_of(j)) for j in junk),
+        later=tuple(item_key(k) for k in (corrupted[0], corrupted[1], deleted[0], work.key_of(junk[0]))),
+        untouched_later=(item_key(untouched), item_key({"pk": {"S": "order-new"}})),
+    )

@@ -1,0 +1,186 @@
+"""Surgical repair: put every item changed in (from, to] back to its state at ``from``, nothing else.
+
+The plan is the diff between the state at ``from`` and the state at ``to``: items created in the
+window are deleted, items deleted are re-created, items modified are put back. A later legitimate
+write must never be clobbered, so by default each write is guarded twice: a consistent read skips
+items that no longer equal their state at ``to``, and the write itself carries a condition that
+the item still equals that state (every attribute ``=`` its value, ``attribute_not_exists`` for
+attributes it must not have, or ``attribute_not_exists(<partition key>)`` for an item that must be
+absent), which closes the race between the read and the write. A failed condition is a skip, not
+an error. ``force`` writes unconditionally.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from changelog.codec import base64_to_binaries, binaries_to_base64
+from changelog.store import Store
+from replayer.attrdiff import items_equal
+from replayer.diff import diff_states
+from replayer.verify import key_names
+
+RETRYABLE = frozenset({
+    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+    "InternalServerError", "ServiceUnavailable", "LimitExceededException", "TransactionConflictException",
+})
+# DynamoDB refuses condition expressions over 4 KB; beyond it the consistent read is the only guard.
+MAX_EXPRESSION = 4000
+ACTIONS = ("recreate", "delete", "restore")
+
+
+@dataclass(frozen=True)
+class RepairAction:
+    """One item to put back: ``restore`` is its state at ``from`` (None: delete it), ``expected`` at ``to``.
+
+    ``action`` is ``recreate`` (deleted in the window), ``delete`` (created in the window) or
+    ``restore`` (modified in the window).
+    """
+
+    item_key: str
+    key: dict[str, Any]
+    action: str
+    restore: dict[str, Any] | None
+    expected: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    """Every repair action for one window, ordered by key."""
+
+    table: str
+    from_us: int
+    to_us: int
+    actions: tuple[RepairAction, ...]
+
+    def counts(self) -> dict[str, int]:
+        """Number of actions of each kind."""
+        return {name: sum(1 for a in self.actions if a.action == name) for name in ACTIONS}
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    """What a repair did: keys repaired, skipped (with why) and failed (with the error)."""
+
+    repaired: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]
+    failed: tuple[tuple[str, str], ...]
+
+
+def plan_repair(store: Store, table: str, from_us: int, to_us: int) -> RepairPlan:
+    """The actions that put every item changed in (from, to] back to its state at ``from``.
+
+    Raises UsageError for an inverted window and TimeOutOfRange outside coverage (as ``diff``).
+    """
+    diff = diff_states(store, table, from_us, to_us)
+    actions = []
+    for change in diff.all():
+        kind = {"added": "delete", "removed": "recreate", "changed": "restore"}[change.kind]
+        actions.append(RepairAction(change.item_key, change.key, kind, change.before, change.after))
+    return RepairPlan(table, from_us, to_us, tuple(actions))
+
+
+def condition_for(action: RepairAction, partition_key: str) -> dict[str, Any]:
+    """ConditionExpression and its names/values: the live item still equals ``action.expected``.
+
+    Returns ``{}`` when the expression would exceed DynamoDB's size limit.
+    """
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    if action.expected is None:
+        names["#k"] = partition_key
+        return {"ConditionExpression": "attribute_not_exists(#k)", "ExpressionAttributeNames": names}
+    clauses = []
+    for index, (name, value) in enumerate(action.expected.items()):
+        names[f"#a{index}"] = name
+        values[f":v{index}"] = base64_to_binaries(value)
+        clauses.append(f"#a{index} = :v{index}")
+    absent = sorted(set(action.restore or {}) - set(action.expected))
+    for index, name in enumerate(absent):
+        names[f"#x{index}"] = name
+        clauses.append(f"attribute_not_exists(#x{index})")
+    expression = " AND ".join(clauses)
+    if len(expression) > MAX_EXPRESSION:
+        return {}
+    out: dict[str, Any] = {"ConditionExpression": expression, "ExpressionAttributeNames": names}
+    if values:
+        out["ExpressionAttributeValues"] = values
+    return out
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+
+
+def _with_retries(call: Callable[[], Any], attempts: int, sleep: Callable[[float], None]) -> Any:
+    """Run ``call``, retrying throttling and transient errors with exponential backoff and full jitter."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except ClientError as exc:
+            if _error_code(exc) not in RETRYABLE or attempt == attempts - 1:
+                raise
+            sleep(random.uniform(0, min(5.0, 0.05 * 2**attempt)))
+    raise AssertionError("unreachable")
+
+
+def apply_action(client: Any, target: str, action: RepairAction, partition_key: str, *, force: bool = False,
+                 attempts: int = 8, sleep: Callable[[float], None] = time.sleep,
+                 precheck: bool = True) -> str | None:
+    """Write one action to ``target``; returns None when written, else why it was skipped.
+
+    Raises ClientError for a failure other than a failed condition (after retries).
+    """
+    if not force and precheck:
+        live = _with_retries(
+            lambda: client.get_item(TableName=target, Key=base64_to_binaries(action.key), ConsistentRead=True),
+            attempts, sleep,
+        ).get("Item")
+        if not items_equal(binaries_to_base64(live) if live is not None else None, action.expected):
+            return "changed after the window (live item differs from its state at --to)"
+    guard = {} if force else condition_for(action, partition_key)
+    if action.restore is None:
+        request = {"TableName": target, "Key": base64_to_binaries(action.key), **guard}
+        call: Callable[[], Any] = lambda: client.delete_item(**request)  # noqa: E731
+    else:
+        request = {"TableName": target, "Item": base64_to_binaries(action.restore), **guard}
+        call = lambda: client.put_item(**request)  # noqa: E731
+    try:
+        _with_retries(call, attempts, sleep)
+    except ClientError as exc:
+        if _error_code(exc) == "ConditionalCheckFailedException":
+            return "changed after the window (condition failed at write time)"
+        raise
+    return None
+
+
+def execute_repair(plan: RepairPlan, client: Any, target: str, *, force: bool = False, workers: int = 8,
+                   attempts: int = 8, sleep: Callable[[float], None] = time.sleep) -> RepairResult:
+    """Apply every action of ``plan`` to live table ``target`` in a thread pool.
+
+    Raises TargetError when the target does not exist. Never raises for one item: each ends
+    repaired, skipped or failed.
+    """
+    partition_key = key_names(client, target)[0]
+
+    def one(action: RepairAction) -> tuple[str, str, str]:
+        try:
+            reason = apply_action(client, target, action, partition_key, force=force, attempts=attempts, sleep=sleep)
+        except ClientError as exc:
+            return (action.item_key, "failed", _error_code(exc))
+        return (action.item_key, "skipped", reason) if reason else (action.item_key, "repaired", "")
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        outcomes = list(pool.map(one, plan.actions))
+    return RepairResult(
+        repaired=tuple(k for k, status, _ in outcomes if status == "repaired"),
+        skipped=tuple((k, why) for k, status, why in outcomes if status == "skipped"),
+        failed=tuple((k, why) for k, status, why in outcomes if status == "failed"),
+    )

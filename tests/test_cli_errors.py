@@ -1,0 +1,96 @@
+"""Every user mistake on the command line is one line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from changelog.store import Store
+from ddb_rewind.args import time_arg
+from ddb_rewind.cli import build_parser, main
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Exit code and stderr of one command line (argparse mistakes exit through SystemExit)."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+def assert_one_error_line(code: int, err: str) -> None:
+    assert code != 0
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert err.startswith("ddb-rewind: error: "), err
+    assert "Traceback" not in err
+
+
+def _time_options() -> list[tuple[str, str]]:
+    """(subcommand, option) for every option that takes a TIME, across all registered subcommands."""
+    found = []
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += [(name, opt.option_strings[0]) for opt in sub._actions
+                          if opt.type is time_arg and opt.option_strings]
+    return sorted(found)
+
+
+def test_a_missing_store_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(["sql", "--store", str(tmp_path / "missing"), "SELECT 1"], capsys)
+    assert_one_error_line(code, err)
+    assert "does not exist" in err
+
+
+def test_an_s3_store_whose_bucket_is_missing(aws: None, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(["sql", "--store", "s3://no-such-bucket/backups", "SELECT 1"], capsys)
+    assert_one_error_line(code, err)
+    assert "no-such-bucket" in err
+
+
+def test_a_malformed_sql_query(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(["sql", "--store", store.uri, "SELEC nonsense FROM"], capsys)
+    assert_one_error_line(code, err)
+    assert "query failed" in err
+
+
+def test_a_query_naming_an_unknown_column(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(["sql", "--store", store.uri, "SELECT no_such_column FROM changes"], capsys)
+    assert_one_error_line(code, err)
+
+
+def test_an_unknown_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(["rewind-everything"], capsys)
+    assert_one_error_line(code, err)
+    assert "rewind-everything" in err
+
+
+def test_no_subcommand_at_all(capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_error_line(*run([], capsys))
+
+
+def test_a_missing_required_option(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(["sql", "SELECT 1"], capsys)
+    assert_one_error_line(code, err)
+    assert "--store" in err
+
+
+def test_an_unknown_option(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(["sql", "--store", store.uri, "--colour", "red"], capsys)
+    assert_one_error_line(code, err)
+
+
+def test_a_bad_choice_of_format(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(["sql", "--store", store.uri, "--format", "xml", "SELECT 1"], capsys)
+    assert_one_error_line(code, err)
+    assert "xml" in err
+
+
+@pytest.mark.parametrize(("command", "option"), _time_options())
+def test_a_malformed_time(command: str, option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run([command, option, "next tuesday"], capsys)
+    assert_one_error_line(code, err)
+    assert "next tuesday" in err

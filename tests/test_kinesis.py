@@ -1,0 +1,119 @@
+"""Kinesis Data Streams for DynamoDB: double base64, ms/µs times, duplicates and reordering are handled."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import duckdb
+import pytest
+
+from changelog.state import open_state, plan_state
+from changelog.store import Store
+from replayer.views import open_sql
+from stream_consumer import handler
+from tests.events import event, kinesis_record
+
+TABLE = "sensors"
+KEY = {"id": {"S": "s-1"}}
+MS = 1_750_000_000_123  # 2025-06-15T15:06:40.123Z
+US = 1_750_000_000_123_456  # 2025-06-15T15:06:40.123456Z
+LONG_SEQ = "49590338271490256608559692538361571095921575989136588898"  # 56 digits, as Kinesis gives them
+
+
+@pytest.fixture
+def local(store: Store, aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """The handler, with fresh caches, writes Kinesis batches into the local test store."""
+    monkeypatch.setattr(handler, "_stores", {})
+    monkeypatch.setattr(handler, "_known_meta", set())
+    monkeypatch.setenv("REWIND_STORE", store.uri)
+    monkeypatch.setenv("REWIND_TABLE", TABLE)
+    yield store
+
+
+def version(n: int, created: int, sequence: str, precision: str | None = "MILLISECOND",
+            event_id: str | None = None) -> dict[str, Any]:
+    """A MODIFY of the one item, carrying ``n`` as its version."""
+    return kinesis_record(TABLE, "MODIFY", KEY, created, sequence, new={**KEY, "v": {"N": str(n)}},
+                          event_id=event_id or f"ddb-{n}", precision=precision)
+
+
+def invoke(records: list[dict[str, Any]]) -> None:
+    assert handler.lambda_handler(event(records), None) == {"batchItemFailures": []}
+
+
+def query(store: Store, sql: str) -> list[tuple[Any, ...]]:
+    return open_sql(store, plain_tables=False).execute(sql).fetchall()
+
+
+def latest(store: Store) -> dict[str, Any]:
+    """The item as the state query sees it after everything captured."""
+    con = duckdb.connect()
+    open_state(con, store, plan_state(store, TABLE, 2_000_000_000_000_000))
+    rows = con.execute("SELECT image FROM state").fetchall()
+    assert len(rows) == 1
+    return dict(json.loads(rows[0][0]))
+
+
+def test_binaries_base64_inside_the_base64_payload_stay_base64_text(local: Store) -> None:
+    blob = base64.b64encode(b"\x00\xff binary \x10").decode()
+    new = {**KEY, "blob": {"B": blob}, "set": {"BS": [blob]}}
+    invoke([kinesis_record(TABLE, "INSERT", KEY, MS, "1", new=new)])
+    (image,) = query(local, "SELECT new_image FROM changes")[0]
+    assert json.loads(image) == new
+
+
+@pytest.mark.parametrize(
+    ("created", "precision", "expected"),
+    [
+        (MS, "MILLISECOND", "2025-06-15 15:06:40.123+00"),
+        (MS, None, "2025-06-15 15:06:40.123+00"),
+        (US, "MICROSECOND", "2025-06-15 15:06:40.123456+00"),
+        (US, None, "2025-06-15 15:06:40.123456+00"),
+    ],
+)
+def test_event_time_keeps_milliseconds_and_microseconds(
+    local: Store, created: int, precision: str | None, expected: str
+) -> None:
+    invoke([version(1, created, "1", precision=precision)])
+    assert query(local, "SELECT event_time::VARCHAR FROM changes") == [(expected,)]
+
+
+def test_the_kinesis_shard_and_whole_sequence_number_are_kept(local: Store) -> None:
+    invoke([version(1, MS, LONG_SEQ)])
+    assert query(local, "SELECT shard_id, sequence_number FROM changes") == [("shardId-000000000001", LONG_SEQ)]
+
+
+def test_a_payload_delivered_twice_in_one_batch_is_one_change(local: Store) -> None:
+    # Kinesis producers retry: the same DynamoDB eventID comes back under a new Kinesis sequence number.
+    invoke([version(1, MS, "100"), version(1, MS, "101")])
+    assert query(local, "SELECT event_id FROM changes") == [("ddb-1",)]
+
+
+def test_a_payload_delivered_again_in_a_later_batch_is_one_change(local: Store) -> None:
+    invoke([version(1, MS, "100"), version(2, MS + 5, "102")])
+    invoke([version(1, MS, "103")])
+    assert query(local, "SELECT event_id FROM changes ORDER BY event_id") == [("ddb-1",), ("ddb-2",)]
+    assert latest(local)["v"] == {"N": "2"}
+
+
+def test_records_arriving_out_of_order_give_the_latest_version_by_event_time(local: Store) -> None:
+    invoke([version(3, MS + 20, "300")])
+    invoke([version(1, MS, "100"), version(2, MS + 10, "200")])
+    assert latest(local)["v"] == {"N": "3"}
+
+
+def test_within_one_millisecond_the_kinesis_sequence_number_orders_numerically(local: Store) -> None:
+    # The older change has the longer-looking text start ("9..."), the newer one has one digit more.
+    older, newer = "9" + "0" * 55, "1" + "0" * 56
+    invoke([version(2, MS, newer), version(1, MS, older)])
+    assert latest(local)["v"] == {"N": "2"}
+    lengths = query(local, "SELECT length(sequence_number) FROM changes ORDER BY 1")
+    assert lengths == [(56,), (57,)]
+
+
+def test_microsecond_times_order_changes_within_a_millisecond(local: Store) -> None:
+    invoke([version(2, US + 2, "1", precision="MICROSECOND"), version(1, US + 1, "2", precision="MICROSECOND")])
+    assert latest(local)["v"] == {"N": "2"}

@@ -1,0 +1,147 @@
+"""Both stores keep whole objects, refuse to overwrite on request, and serve Parquet to pyarrow and DuckDB."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+from moto.server import ThreadedMotoServer
+
+from changelog.codec import decode_lambda_record
+from changelog.errors import ConflictError, StoreNotFound
+from changelog.record import SCHEMA
+from changelog.source import register_parquet
+from changelog.state import change_files
+from changelog.store import ObjectMissing, S3Store, Store, open_store
+from replayer.views import open_sql
+from stream_consumer.capture import capture_batch
+from tests.events import lambda_record
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_store(request: pytest.FixtureRequest) -> Store:
+    """Each test runs against a local directory and a moto bucket."""
+    fixture = "store" if request.param == "local" else "s3_store"
+    return request.getfixturevalue(fixture)
+
+
+def test_an_object_written_is_read_back_whole(any_store: Store) -> None:
+    any_store.write("a/b/c.bin", b"\x00\x01 bytes")
+    assert any_store.read("a/b/c.bin") == b"\x00\x01 bytes"
+    assert any_store.exists("a/b/c.bin")
+
+
+def test_a_write_replaces_the_object(any_store: Store) -> None:
+    any_store.write("x", b"old")
+    any_store.write("x", b"new")
+    assert any_store.read("x") == b"new"
+
+
+def test_reading_a_missing_object_raises_object_missing(any_store: Store) -> None:
+    with pytest.raises(ObjectMissing):
+        any_store.read("nothing/here")
+    assert not any_store.exists("nothing/here")
+
+
+def test_list_is_recursive_sorted_and_relative(any_store: Store) -> None:
+    for path in ("t/b/2", "t/a/1", "t/a/0", "other/x"):
+        any_store.write(path, b"-")
+    assert any_store.list("t/") == ["t/a/0", "t/a/1", "t/b/2"]
+    assert any_store.list("none/") == []
+
+
+def test_sizes_are_in_bytes(any_store: Store) -> None:
+    any_store.write("s/one", b"1")
+    any_store.write("s/three", b"333")
+    assert any_store.sizes("s/") == {"s/one": 1, "s/three": 3}
+
+
+def test_delete_removes_and_tolerates_a_missing_object(any_store: Store) -> None:
+    any_store.write("d/x", b"-")
+    any_store.delete("d/x")
+    any_store.delete("d/x")
+    assert any_store.list("d/") == []
+
+
+def test_a_second_write_if_absent_is_a_conflict(any_store: Store) -> None:
+    any_store.write("m/manifest.json", b"first", if_absent=True)
+    with pytest.raises(ConflictError):
+        any_store.write("m/manifest.json", b"second", if_absent=True)
+    assert any_store.read("m/manifest.json") == b"first"
+
+
+def test_opening_a_missing_directory_is_store_not_found(tmp_path: Path) -> None:
+    with pytest.raises(StoreNotFound, match="does not exist"):
+        open_store(str(tmp_path / "missing"))
+
+
+def test_create_makes_a_missing_local_store(tmp_path: Path) -> None:
+    assert open_store(str(tmp_path / "new"), create=True).list("") == []
+
+
+def test_opening_a_missing_bucket_is_store_not_found(aws: None) -> None:
+    with pytest.raises(StoreNotFound, match="no-such-bucket"):
+        open_store("s3://no-such-bucket/prefix")
+
+
+def test_an_existing_bucket_opens_with_its_prefix(s3_store: Store) -> None:
+    opened = open_store("s3://rewind-store/backups")
+    assert isinstance(opened, S3Store) and opened.uri == s3_store.uri
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def s3_over_http(monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """A store in a bucket of a moto server on 127.0.0.1, reached over HTTP like real S3."""
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    try:
+        boto3.client("s3").create_bucket(Bucket="http-store")
+        yield open_store("s3://http-store/backups")
+    finally:
+        server.stop()
+
+
+def _capture_two_changes(store: Store) -> None:
+    key = {"pk": {"S": "a"}}
+    records = [
+        lambda_record("orders", "INSERT", key, 1_750_000_000, 1, new={**key, "n": {"N": "1"}}),
+        lambda_record("orders", "MODIFY", key, 1_750_000_001, 2, new={**key, "n": {"N": "2"}}),
+    ]
+    capture_batch(store, records, decode_lambda_record, source="test")
+
+
+def test_pyarrow_reads_parquet_from_the_s3_store_over_http(s3_over_http: Store) -> None:
+    _capture_two_changes(s3_over_http)
+    (path,) = change_files(s3_over_http, "orders")
+    filesystem, root = s3_over_http.arrow()
+    table = pq.read_table(f"{root}/{path}", filesystem=filesystem)
+    assert table.schema.equals(SCHEMA)
+    assert table.column("event_id").to_pylist() == ["evt-1", "evt-2"]
+
+
+def test_duckdb_queries_an_s3_store_without_any_extension(s3_over_http: Store) -> None:
+    _capture_two_changes(s3_over_http)
+    con = duckdb.connect()
+    register_parquet(con, "c", s3_over_http, change_files(s3_over_http, "orders"), SCHEMA)
+    assert con.execute("SELECT count(*), max(sequence_number) FROM c").fetchall() == [(2, "2".zfill(40))]
+    loaded = con.execute("SELECT count(*) FROM duckdb_extensions() WHERE loaded AND extension_name = 'httpfs'")
+    assert loaded.fetchall() == [(0,)]
+
+
+def test_the_sql_views_work_over_an_s3_store(s3_over_http: Store) -> None:
+    _capture_two_changes(s3_over_http)
+    rows = open_sql(s3_over_http).execute("SELECT new_doc->>'$.n' FROM changes ORDER BY event_id").fetchall()
+    assert rows == [("1",), ("2",)]

@@ -20,7 +20,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage mistake as one line, like every other error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        # Subcommand parsers are named "ddb-rewind sql"; every error line keeps the one prefix scripts match on.
+        self.exit(2, f"ddb-rewind: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     # Current botocore routes DynamoDB calls to account-based endpoints that local AWS does not serve.
     os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its one line (or --help)
+        return int(exc.code or 0)
     try:
         return int(args.run(args) or 0)
     except RewindError as exc:

@@ -50,14 +50,15 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | None = No
         return con
     columns = plain_select(con, "state")
     extra = f", {columns}" if columns else ""
-    con.execute(
-        f"""CREATE VIEW items AS
-            SELECT __rewind_key AS item_key, __rewind_keys AS keys, __rewind_image AS image, __rewind_doc AS doc
-            FROM (SELECT item_key AS __rewind_key, keys AS __rewind_keys, image AS __rewind_image,
-                         doc AS __rewind_doc{extra} FROM state)
-            WHERE ({where})"""
-    )
     try:
+        con.execute(
+            f"""CREATE VIEW items AS
+                SELECT __rewind_key AS item_key, __rewind_keys AS keys, __rewind_image AS image,
+                       __rewind_doc AS doc
+                FROM (SELECT item_key AS __rewind_key, keys AS __rewind_keys, image AS __rewind_image,
+                             doc AS __rewind_doc{extra} FROM state)
+                WHERE ({where})"""
+        )
         con.execute("SELECT count(*) FROM items").fetchall()
     except duckdb.Error as exc:
         raise UsageError(f"--where cannot be applied: {str(exc).splitlines()[0]}") from None

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ddb_rewind.commands import compact, consume, diff, history, repair, replay, sql, status, timeline, verify
+from ddb_rewind.commands import compact, consume, demo, diff, history, repair, replay, sql, status, timeline, verify
 
-COMMANDS: list[ModuleType] = [consume, sql, history, timeline, diff, compact, replay, status, verify, repair]
+COMMANDS: list[ModuleType] = [demo, consume, sql, history, timeline, diff, verify, repair, compact, replay, status]

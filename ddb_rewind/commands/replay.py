@@ -38,7 +38,6 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Replay and print a summary."""
     store = open_store(args.store)
-    meta = read_meta(store, args.table)
     con = open_items(store, args.table, args.at, where=args.where)
     selection = select_counts(con)
     what = f"{selection.items:,} items ({selection.image_bytes:,} bytes of DynamoDB JSON) as of {format_time(args.at)}"
@@ -50,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {count:,} items as of {format_time(args.at)} to {args.to_file}")
         return 0
     client = boto3.client("dynamodb")
-    action = prepare_target(client, args.to_table, meta, create=args.create_table,
+    action = prepare_target(client, args.to_table, read_meta(store, args.table), create=args.create_table,
                             into_existing=args.into_existing, dry_run=args.dry_run)
     if args.dry_run:
         verb = "create and fill" if action == "created" else "write into existing"

@@ -112,21 +112,10 @@ def _wait_for_next_second() -> int:
     return boundary * 1_000_000
 
 
-def _normalised(item: dict[str, Any]) -> str:
-    # Sets have no order in DynamoDB: compare them as sets.
-    def norm(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: sorted(v) if k in ("SS", "NS", "BS") else norm(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [norm(v) for v in value]
-        return value
-
-    return json.dumps(norm(item), sort_keys=True)
-
-
 def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 300) -> bool:
     """Run the whole demo against ``store_dir``; returns True when the restore matched exactly."""
     from compactor.compaction import compact
+    from replayer.attrdiff import items_equal
     from replayer.diff import diff_states
     from replayer.replay import open_items, replay_to_table, select_counts
     from replayer.target import prepare_target
@@ -215,11 +204,11 @@ def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 
             f"retried {report.retried}, failed {report.failed}")
 
         restored = _scan(client, RESTORED)
-        same = {k for k in before if k in restored and _normalised(before[k]) == _normalised(restored[k])}
+        same = {k for k in before if items_equal(before[k], restored.get(k))}
         matched = len(same) == len(before) == len(restored)
         say(f"9. Check: {len(same)} of {len(before)} items identical to the live table at {moment}; "
             f"{len(restored) - len(same)} unexpected; live table now differs in "
-            f"{sum(1 for k in before if _normalised(before[k]) != _normalised(after.get(k, {})))} items")
+            f"{sum(1 for k in before if not items_equal(before[k], after.get(k)))} items")
         say(f"   {'MATCH' if matched else 'MISMATCH'}: the restore equals the table as it was "
             f"({time.monotonic() - started:.1f}s). Explore it: ddb-rewind sql --store {store_dir} "
             f"\"SELECT * FROM orders_at('{moment}') LIMIT 5\"")

@@ -1,0 +1,408 @@
+"""Bootstrap: a base snapshot for a table that held items before its stream was captured.
+
+Two sources, one result: a snapshot (kind ``export`` or ``scan``) whose rows carry a version older
+than every change the stream captured after the copy began, and whose manifest says from when the
+copy is consistent (``restorable_from_us``). Replay then works unchanged: for each key the newer of
+(bootstrap row, captured changes) wins, which is exactly the table once the copy is consistent.
+
+Why the row version is the start of the copy's second minus 1 µs, not the copy's exact moment:
+DynamoDB Streams rounds ``ApproximateCreationDateTime`` down to the second, so a change made 300 ms
+after the copy's moment carries a time up to a second before it. Giving the copied rows a version
+just below the whole second makes every change of that second win. A change of that second that in
+fact came before the copy wins too, which is harmless: it carries the full image (or is a REMOVE)
+the copy already holds, and any later change of the item outranks it again.
+
+Both sources require that the stream was already being captured (completely) from before the copy
+began; the store cannot check that, the operator must (``status`` shows the first captured change).
+
+Publishing follows the snapshot rule: parts first (named by writer), the manifest last with a
+conditional write, so a failed or refused bootstrap leaves nothing visible. Compaction snapshots
+newer than the bootstrap that do not descend from a bootstrap were built from changes alone (the
+pre-stream items missing): they are withdrawn (manifest first), because a reader would prefer them.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import boto3
+import pyarrow as pa
+from botocore.exceptions import BotoCoreError, ClientError
+
+from changelog.changefile import parquet_bytes
+from changelog.codec import SEQUENCE_WIDTH, dump_json, item_key, plain_json
+from changelog.errors import ConflictError, DecodeError, RewindError, StreamConfigError, TableNotFound, UsageError
+from changelog.layout import hour_partition, snapshot_dir
+from changelog.meta import meta_from_description, read_meta, write_meta
+from changelog.progress import Progress
+from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest, list_manifests
+from changelog.state import change_files
+from changelog.store import Store
+from changelog.timefmt import format_time, from_micros
+from compactor.export_reader import ExportInvalid, open_export, read_data_files, read_items, read_summary
+from compactor.retention import delete_snapshot, read_floor
+from compactor.scan import parallel_scan
+from compactor.snapshots import PART_ROWS, publish_manifest
+
+BOOTSTRAP_KINDS = ("export", "scan")
+ZERO_SEQUENCE = "0" * SEQUENCE_WIDTH
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """A published bootstrap snapshot and what it replaced."""
+
+    manifest: Manifest
+    manifest_path: str
+    withdrawn: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def row_version_us(copy_started_us: int) -> int:
+    """The version (µs) of a copied row: 1 µs before the whole second in which the copy began."""
+    return copy_started_us - copy_started_us % 1_000_000 - 1
+
+
+def key_names(store: Store, table: str, client: Any = None) -> list[str]:
+    """The table's key attribute names: from meta.json, else from DescribeTable (then saved as meta.json).
+
+    Raises TableNotFound when neither is available.
+    """
+    try:
+        meta = read_meta(store, table)
+    except TableNotFound:
+        meta = None
+    if meta is not None:
+        names = [k["AttributeName"] for k in meta.get("key_schema", []) if k.get("AttributeName")]
+        if names:
+            return names
+    description = describe_table(table, client)
+    meta = meta_from_description(description)
+    write_meta(store, meta)
+    return [k["AttributeName"] for k in meta["key_schema"]]
+
+
+def describe_table(table: str, client: Any = None) -> dict[str, Any]:
+    """DescribeTable's ``Table``; raises TableNotFound with one line when it cannot be had."""
+    client = client or boto3.client("dynamodb")
+    try:
+        return dict(client.describe_table(TableName=table)["Table"])
+    except ClientError as exc:
+        raise TableNotFound(
+            f"the store has no meta.json for {table!r} and DescribeTable failed "
+            f"({exc.response['Error']['Code']}): allow dynamodb:DescribeTable or capture one change first"
+        ) from None
+    except BotoCoreError as exc:
+        raise TableNotFound(f"the store has no meta.json for {table!r} and DynamoDB is unreachable: {exc}") from None
+
+
+class SnapshotWriter:
+    """Rows of a bootstrap snapshot, buffered and written as Parquet parts (state: buffer, parts, counts).
+
+    ``add`` is thread-safe (a parallel scan feeds it from several threads).
+    """
+
+    def __init__(self, store: Store, table: str, snapshot_time_us: int, version_us: int, keys: list[str],
+                 part_rows: int = PART_ROWS) -> None:
+        self.store = store
+        self.table = table
+        self.directory = snapshot_dir(table, from_micros(snapshot_time_us))
+        self.version_us = version_us
+        self.keys = keys
+        self.part_rows = part_rows
+        self.writer = uuid.uuid4().hex[:12]
+        self.spool: Path | None = None
+        self.parts: list[str] = []
+        self.items = 0
+        self._rows: list[tuple[str, str, str, str]] = []
+        self._lock = threading.Lock()
+
+    def row(self, item: dict[str, Any]) -> tuple[str, str, str, str]:
+        """(item_key, keys, image, doc) of one item; raises DecodeError on an invalid item."""
+        missing = [name for name in self.keys if name not in item]
+        if missing:
+            raise DecodeError(f"an item lacks the key attribute(s) {', '.join(missing)}")
+        keys = {name: item[name] for name in self.keys}
+        doc = plain_json(item)
+        return item_key(keys), dump_json(keys), dump_json(item), doc
+
+    def add(self, items: Iterable[dict[str, Any]]) -> None:
+        """Validate and buffer items; writes a part whenever enough rows are buffered."""
+        rows = [self.row(item) for item in items]
+        with self._lock:
+            self._rows.extend(rows)
+            self.items += len(rows)
+            if len(self._rows) >= self.part_rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        rows = sorted(self._rows)
+        self._rows = []
+        count = len(rows)
+        part = pa.Table.from_pydict(
+            {
+                "table_name": [self.table] * count,
+                "item_key": [r[0] for r in rows],
+                "keys": [r[1] for r in rows],
+                "event_name": ["INSERT"] * count,
+                "event_time": pa.array([self.version_us] * count, pa.timestamp("us", tz="UTC")),
+                "sequence_number": [ZERO_SEQUENCE] * count,
+                "image": [r[2] for r in rows],
+                "doc": [r[3] for r in rows],
+            },
+            schema=SNAPSHOT_SCHEMA,
+        )
+        name = f"part-{self.writer}-{len(self.parts):05d}.parquet"
+        if self.spool is not None:
+            (self.spool / name).write_bytes(parquet_bytes(part))
+        else:
+            self.store.write(f"{self.directory}/{name}", parquet_bytes(part))
+        self.parts.append(name)
+
+    def finish(self) -> None:
+        """Write the last buffered rows."""
+        with self._lock:
+            self._flush()
+
+    def upload(self, directory: str) -> None:
+        """Move spooled parts (local files) into ``directory`` of the store."""
+        self.directory = directory
+        if self.spool is not None:
+            for name in self.parts:
+                self.store.write(f"{directory}/{name}", (self.spool / name).read_bytes())
+                (self.spool / name).unlink()
+            self.spool = None
+
+    def abort(self) -> None:
+        """Remove the parts written so far (they were never listed by a manifest)."""
+        for name in self.parts:
+            if self.spool is not None:
+                (self.spool / name).unlink(missing_ok=True)
+            else:
+                self.store.delete(f"{self.directory}/{name}")
+
+
+def _descends_from_bootstrap(path: str, by_path: dict[str, Manifest]) -> bool:
+    seen = set()
+    current: str | None = path
+    while current is not None and current in by_path and current not in seen:
+        seen.add(current)
+        manifest = by_path[current]
+        if manifest.kind in BOOTSTRAP_KINDS:
+            return True
+        current = manifest.base_snapshot
+    return False
+
+
+def _check_can_bootstrap(store: Store, table: str, version_us: int, snapshot_time_us: int | None) -> None:
+    floor = read_floor(store, table)
+    if floor is not None and floor > version_us:
+        raise UsageError(
+            f"changes of {table!r} before {format_time(from_micros(floor))} were expired, so a copy from "
+            f"{format_time(from_micros(version_us + 1))} cannot be completed: bootstrap from a newer copy"
+        )
+    for _, manifest in list_manifests(store, table):
+        if manifest.kind in BOOTSTRAP_KINDS and manifest.snapshot_time_us >= version_us:
+            raise ConflictError(
+                f"{table!r} already has a {manifest.kind} bootstrap at {format_time(manifest.snapshot_time)}, "
+                "not older than this one: nothing to do"
+            )
+    if snapshot_time_us is None:
+        return
+    path = f"{snapshot_dir(table, from_micros(snapshot_time_us))}/{MANIFEST}"
+    if store.exists(path):
+        raise ConflictError(f"a snapshot of {table!r} at {format_time(from_micros(snapshot_time_us))} already exists")
+
+
+def withdraw_stale_snapshots(store: Store, table: str, after_us: int) -> list[str]:
+    """Withdraw snapshots newer than ``after_us`` built from changes alone (no bootstrap beneath them).
+
+    They lack the items that existed before the stream; a reader would prefer them to the bootstrap.
+    Returns the manifest paths withdrawn (manifest first, then parts: never a visible half snapshot).
+    """
+    manifests = list_manifests(store, table)
+    by_path = dict(manifests)
+    withdrawn = []
+    for path, manifest in manifests:
+        if manifest.snapshot_time_us > after_us and not _descends_from_bootstrap(path, by_path):
+            delete_snapshot(store, path, manifest)
+            withdrawn.append(path)
+    return withdrawn
+
+
+def _publish(store: Store, writer: SnapshotWriter, manifest: Manifest, warnings: list[str]) -> BootstrapResult:
+    withdrawn = withdraw_stale_snapshots(store, writer.table, writer.version_us)
+    path = f"{writer.directory}/{MANIFEST}"
+    try:
+        publish_manifest(store, path, manifest)
+    except ConflictError:
+        writer.abort()
+        raise
+    # A compactor racing this run may have published one more snapshot from changes alone.
+    withdrawn += withdraw_stale_snapshots(store, writer.table, writer.version_us)
+    return BootstrapResult(manifest, path, tuple(withdrawn), tuple(warnings))
+
+
+def _consumed_before(store: Store, table: str, version_us: int) -> tuple[str, ...]:
+    # Every change in an hour wholly before the copied rows' version is superseded by the copy.
+    upper = hour_partition(version_us)
+    return tuple(p for p in change_files(store, table)
+                 if "/".join(p.split("/")[-3:-1]) < upper)
+
+
+def _coverage_warnings(store: Store, table: str, copy_started_us: int) -> list[str]:
+    files = change_files(store, table)
+    if not files:
+        return [f"no change of {table!r} is captured yet: the bootstrap is only consistent if the stream "
+                "has been captured since before the copy began"]
+    first = "/".join(files[0].split("/")[-3:-1])
+    if first > hour_partition(copy_started_us):
+        return [f"the first captured change of {table!r} ({first}) is after the copy began: "
+                "changes in between may be missing"]
+    return []
+
+
+def _table_of_arn(arn: str) -> str:
+    marker = ":table/"
+    start = arn.find(marker)
+    return arn[start + len(marker):].split("/", 1)[0] if start >= 0 else ""
+
+
+def bootstrap_from_export(store: Store, table: str, uri: str, *, client: Any = None,
+                          progress_stream: TextIO | None = None) -> BootstrapResult:
+    """Import a native DYNAMODB_JSON full export at ``uri`` as the base snapshot of ``table``.
+
+    The snapshot is at the export time and restorable from it. Every data file's MD5 and item
+    count is verified and every item validated; any mismatch raises ExportInvalid (one line naming
+    the file) and nothing is published.
+    """
+    source = open_export(uri)
+    summary = read_summary(source)
+    exported = _table_of_arn(summary.table_arn)
+    if exported and exported != table:
+        raise UsageError(f"the export is of table {exported!r}, not {table!r}")
+    files = read_data_files(source, summary)
+    version = row_version_us(summary.export_time_us)
+    _check_can_bootstrap(store, table, version, summary.export_time_us)
+    writer = SnapshotWriter(store, table, summary.export_time_us, version, key_names(store, table, client))
+    progress = Progress("export items", total=summary.item_count, stream=progress_stream)
+    try:
+        for data_file in files:
+            try:
+                writer.add(read_items(source, data_file))
+            except ExportInvalid:
+                raise
+            except DecodeError as exc:
+                raise ExportInvalid(f"export data file {data_file.path} holds an invalid item: {exc}") from None
+            progress.advance(data_file.item_count)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        progress.close()
+    manifest = Manifest(
+        table_name=table,
+        snapshot_time_us=summary.export_time_us,
+        kind="export",
+        parts=tuple(writer.parts),
+        consumed_files=_consumed_before(store, table, version),
+        items=writer.items,
+        restorable_from_us=summary.export_time_us,
+        created_at=datetime.now(UTC).isoformat(),
+        extra={"writer": writer.writer, "export_arn": summary.export_arn, "table_arn": summary.table_arn,
+               "source": uri, "row_version_us": version},
+    )
+    return _publish(store, writer, manifest, _coverage_warnings(store, table, summary.export_time_us))
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def check_stream(description: dict[str, Any], table: str) -> None:
+    """Refuse a scan bootstrap of a table whose stream is off or carries no new images."""
+    spec = description.get("StreamSpecification") or {}
+    if not spec.get("StreamEnabled"):
+        raise StreamConfigError(
+            f"table {table!r} has no stream: enable it (NEW_AND_OLD_IMAGES) and start capturing before a "
+            "scan bootstrap, or changes made during the scan are lost"
+        )
+    view = spec.get("StreamViewType")
+    if view not in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES"):
+        raise StreamConfigError(f"stream view type {view} of {table!r} carries no new images: "
+                                "set it to NEW_AND_OLD_IMAGES")
+
+
+def bootstrap_from_scan(store: Store, table: str, *, segments: int = 4, client: Any = None,
+                        clock: Callable[[], int] = _now_us, progress_stream: TextIO | None = None,
+                        page_size: int | None = None) -> BootstrapResult:
+    """Copy ``table`` with a parallel Scan taken while its stream is already being captured.
+
+    A scan is no snapshot of one moment: each item is read at some instant between the scan's
+    start S and end E. Every change to the table from S on reaches the stream, and is a full new
+    image or a REMOVE, so giving scanned rows a version just below S's second makes each such change
+    win over the scanned copy whether it happened before or after the item was read. For every
+    moment T >= E the state (scanned rows + captured changes up to T) is therefore exact, and
+    before E it is not (an item not yet read is missing). Hence ``restorable_from_us`` and the
+    snapshot time are E (rounded up to the whole second); the latest restorable time only passes E
+    once the captured stream covers the whole scan window (the watermark).
+    """
+    client = client or boto3.client("dynamodb")
+    description = describe_table(table, client)
+    check_stream(description, table)
+    keys = key_names(store, table, client)
+    started = clock()
+    version = row_version_us(started)
+    _check_can_bootstrap(store, table, version, None)
+    writer = SnapshotWriter(store, table, started, version, keys)
+    progress = Progress("scanned items", total=int(description.get("ItemCount") or 0) or None,
+                        stream=progress_stream)
+
+    def sink(items: list[dict[str, Any]]) -> None:
+        try:
+            writer.add(items)
+        except DecodeError as exc:
+            raise RewindError(f"the scan of {table!r} returned an item that cannot be stored: {exc}") from None
+        progress.advance(len(items))
+
+    # The snapshot's directory is named by its time, the scan's end: parts wait in a local spool until then.
+    with tempfile.TemporaryDirectory(prefix="ddb-rewind-scan-") as spool:
+        writer.spool = Path(spool)
+        try:
+            parallel_scan(client, table, segments, sink, page_size=page_size)
+            writer.finish()
+        finally:
+            progress.close()
+        ended = clock()
+        snapshot_time = math.ceil(ended / 1_000_000) * 1_000_000
+        _check_can_bootstrap(store, table, version, snapshot_time)
+        try:
+            writer.upload(snapshot_dir(table, from_micros(snapshot_time)))
+        except BaseException:
+            writer.abort()
+            raise
+    manifest = Manifest(
+        table_name=table,
+        snapshot_time_us=snapshot_time,
+        kind="scan",
+        parts=tuple(writer.parts),
+        consumed_files=_consumed_before(store, table, version),
+        items=writer.items,
+        restorable_from_us=snapshot_time,
+        created_at=datetime.now(UTC).isoformat(),
+        extra={"writer": writer.writer, "segments": segments, "scan_started_us": started,
+               "scan_ended_us": ended, "row_version_us": version},
+    )
+    return _publish(store, writer, manifest, _coverage_warnings(store, table, started))

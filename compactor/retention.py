@@ -1,0 +1,295 @@
+"""Retention: dropping old change files and snapshots without ever losing a restore point that is kept.
+
+Policy grammar (``--keep``), entries separated by commas, each at most once::
+
+    daily=<N>d        keep the newest snapshot of each of the last N UTC days       (default 0)
+    monthly=<N>m      keep the newest snapshot of each of the last N UTC months     (default 0)
+    changes=<N><unit> keep every change of the last N units; unit h, d, w, m (calendar months) or y
+                      (required: deleting history is never implied)
+
+Example: ``daily=35d,monthly=24m,changes=400d``.
+
+What stays restorable: every moment from the new floor to the watermark ("now"), where the floor is
+the time of the base snapshot S0, the newest snapshot at or before the change horizon
+H = now - changes (or at or before the existing floor, if an earlier run went further). Then:
+
+- a change file is deleted only if S0's manifest lists it as consumed (S0's set accumulates every
+  file its ancestors consumed) and every row in it is at or before S0's time: S0 already holds the
+  effect of each such row, and no restore at or after S0 reads them. Every other file stays.
+- snapshots before S0 are deleted: no kept moment can use them. Snapshots after S0 are a cache for
+  kept moments: the daily/monthly policy chooses which of them stay, plus always S0, the newest
+  snapshot and every bootstrap (export/scan) snapshot after S0 (the base for the moments after it).
+- Daily or monthly snapshots older than S0 are NOT kept as "archived" exact-moment restore points:
+  with the change files gone, their exactness at their own moment would depend on late files, and
+  no reader can ask for a moment before the floor. To keep monthly restore points for two years,
+  keep changes for two years (``changes=24m``): files compress well, and every second stays restorable.
+- ``tables/<t>/retention.json`` (the floor ``status`` reports) is written before anything is deleted,
+  so no reader is promised a moment whose files are going. The floor never moves backwards.
+- a snapshot is deleted manifest first, then its parts: a crash leaves an invisible directory, never
+  a visible half snapshot. Directories without a manifest whose newest object is older than an hour
+  (a crashed or losing writer) are removed too.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pyarrow.parquet as pq
+
+from changelog.errors import UsageError
+from changelog.layout import table_root
+from changelog.snapshot import MANIFEST, Manifest, list_manifests
+from changelog.state import RETENTION, change_files, coverage, snapshot_dirs
+from changelog.store import LocalStore, ObjectMissing, S3Store, Store
+from changelog.timefmt import from_micros, to_micros
+
+BOOTSTRAP_KINDS = ("export", "scan")
+ORPHAN_AGE_SECONDS = 3600
+_ENTRY = re.compile(r"^(daily|monthly|changes)=(\d+)([a-z]?)$")
+_CHANGE_UNITS = {"h": "hours", "d": "days", "w": "weeks", "m": "months", "y": "years"}
+_GRAMMAR = "use e.g. daily=35d,monthly=24m,changes=400d (changes units: h, d, w, m, y)"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A parsed ``--keep`` policy."""
+
+    daily: int
+    monthly: int
+    changes: int
+    changes_unit: str
+    text: str
+
+
+def parse_policy(text: str) -> Policy:
+    """Parse ``daily=35d,monthly=24m,changes=400d``; raises UsageError with one line on any mistake."""
+    seen: dict[str, tuple[int, str]] = {}
+    for raw in text.split(","):
+        entry = raw.strip().lower()
+        match = _ENTRY.match(entry)
+        if not match:
+            raise UsageError(f"cannot read retention entry {raw.strip()!r}: {_GRAMMAR}")
+        name, count, unit = match.group(1), int(match.group(2)), match.group(3)
+        if name in seen:
+            raise UsageError(f"retention entry {name!r} is given twice")
+        expected = {"daily": ("d", ""), "monthly": ("m", "")}.get(name)
+        if expected is not None and unit not in expected:
+            raise UsageError(f"{name} counts {'days' if name == 'daily' else 'months'}: write {name}={count}"
+                             f"{expected[0]}")
+        if name == "changes":
+            if unit not in _CHANGE_UNITS:
+                raise UsageError(f"changes={count}{unit} needs a unit of h, d, w, m or y, as in changes=400d")
+            if count < 1:
+                raise UsageError("changes must keep at least 1 unit of history")
+        seen[name] = (count, unit)
+    if "changes" not in seen:
+        raise UsageError(f"the policy must say how long changes are kept (changes=...): {_GRAMMAR}")
+    return Policy(
+        daily=seen.get("daily", (0, ""))[0],
+        monthly=seen.get("monthly", (0, ""))[0],
+        changes=seen["changes"][0],
+        changes_unit=seen["changes"][1],
+        text=",".join(f"{name}={count}{unit}" for name, (count, unit) in seen.items()),
+    )
+
+
+def _minus_months(moment: datetime, months: int) -> datetime:
+    index = moment.year * 12 + moment.month - 1 - months
+    year, month = divmod(index, 12)
+    month += 1
+    following = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
+    last_day = (following - timedelta(days=1)).day
+    return moment.replace(year=year, month=month, day=min(moment.day, last_day))
+
+
+def horizon_us(now_us: int, policy: Policy) -> int:
+    """The change horizon: ``now`` minus the policy's ``changes`` duration (calendar months and years)."""
+    now = from_micros(now_us)
+    unit, count = policy.changes_unit, policy.changes
+    if unit == "m":
+        return to_micros(_minus_months(now, count))
+    if unit == "y":
+        return to_micros(_minus_months(now, 12 * count))
+    return to_micros(now - timedelta(**{_CHANGE_UNITS[unit]: count}))
+
+
+def selected_by_policy(manifests: list[tuple[str, Manifest]], now_us: int, policy: Policy) -> set[str]:
+    """Manifest paths the daily/monthly rules keep: the newest snapshot of each recent day and month."""
+    now = from_micros(now_us)
+    today = now.date().toordinal()
+    this_month = now.year * 12 + now.month - 1
+    newest_of: dict[tuple[str, int], str] = {}
+    for path, manifest in manifests:  # oldest first, so the last one seen per period is the newest
+        moment = manifest.snapshot_time
+        if manifest.snapshot_time_us > now_us:
+            continue
+        day = moment.date().toordinal()
+        month = moment.year * 12 + moment.month - 1
+        if today - day < policy.daily:
+            newest_of[("day", day)] = path
+        if this_month - month < policy.monthly:
+            newest_of[("month", month)] = path
+    return set(newest_of.values())
+
+
+@dataclass(frozen=True)
+class ExpirePlan:
+    """Everything one expire run would do; ``apply_expire`` carries it out."""
+
+    table: str
+    policy: Policy
+    now_us: int | None
+    horizon_us: int | None
+    base_snapshot: str | None
+    floor_us: int | None
+    previous_floor_us: int | None
+    keep_snapshots: tuple[str, ...]
+    drop_snapshots: tuple[str, ...]
+    drop_changes: tuple[str, ...]
+    drop_orphans: tuple[str, ...]
+    sizes: dict[str, int]
+
+    def bytes_of(self, paths: tuple[str, ...]) -> int:
+        """Total size of the given objects."""
+        return sum(self.sizes.get(path, 0) for path in paths)
+
+    def snapshot_files(self) -> tuple[str, ...]:
+        """Every object of the snapshots to drop (manifests and parts)."""
+        prefixes = tuple(path.rsplit("/", 1)[0] + "/" for path in self.drop_snapshots)
+        return tuple(p for p in self.sizes if p.startswith(prefixes)) if prefixes else ()
+
+
+def _max_event_us(store: Store, path: str) -> int | None:
+    table = pq.read_table(io.BytesIO(store.read(path)), columns=["event_time"])
+    if table.num_rows == 0:
+        return None
+    latest = max(table.column("event_time").to_pylist())
+    return to_micros(latest)
+
+
+def _partition_end_us(path: str) -> int:
+    day, hour = path.split("/")[-3:-1]
+    start = datetime.strptime(f"{day[3:]} {hour[5:]}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+    return to_micros(start + timedelta(hours=1)) - 1
+
+
+def deletable_changes(store: Store, table: str, base: Manifest) -> list[str]:
+    """Change files that ``base`` consumed and whose every row is at or before its time."""
+    consumed = set(base.consumed_files)
+    found = []
+    for path in change_files(store, table):
+        if path not in consumed:
+            continue
+        if _partition_end_us(path) <= base.snapshot_time_us:
+            found.append(path)
+            continue
+        latest = _max_event_us(store, path)
+        if latest is None or latest <= base.snapshot_time_us:
+            found.append(path)
+    return found
+
+
+def modified_times(store: Store, prefix: str) -> dict[str, float]:
+    """Last-modified epoch seconds of the objects under ``prefix`` (empty for an unknown store kind)."""
+    if isinstance(store, LocalStore):
+        return {path: os.stat(store.root / path).st_mtime for path in store.list(prefix)}
+    if isinstance(store, S3Store):
+        found: dict[str, float] = {}
+        cut = len(store.prefix) + 1 if store.prefix else 0
+        key = f"{store.prefix}/{prefix}" if store.prefix else prefix
+        for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=key):
+            for entry in page.get("Contents", []):
+                found[entry["Key"][cut:]] = entry["LastModified"].timestamp()
+        return found
+    return {}
+
+
+def orphan_files(store: Store, table: str, *, older_than_s: float = ORPHAN_AGE_SECONDS,
+                 clock: Callable[[], float] = time.time) -> list[str]:
+    """Objects of snapshot directories without a manifest, untouched for ``older_than_s`` seconds."""
+    found: list[str] = []
+    for directory in snapshot_dirs(store, table):
+        times = modified_times(store, directory + "/")
+        if not times or f"{directory}/{MANIFEST}" in times:
+            continue
+        if clock() - max(times.values()) >= older_than_s:
+            found.extend(sorted(times))
+    return found
+
+
+def plan_expire(store: Store, table: str, policy: Policy, *, now_us: int | None = None,
+                clock: Callable[[], float] = time.time) -> ExpirePlan:
+    """Work out what ``policy`` deletes; ``now_us`` defaults to the watermark (latest restorable time)."""
+    if now_us is None:
+        now_us = coverage(store, table).latest_us
+    previous_floor = read_floor(store, table)
+    sizes = store.sizes(table_root(table) + "/")
+    orphans = tuple(orphan_files(store, table, clock=clock))
+    manifests = list_manifests(store, table)
+    if now_us is None:
+        return ExpirePlan(table, policy, None, None, None, previous_floor, previous_floor,
+                          tuple(p for p, _ in manifests), (), (), orphans, sizes)
+    horizon = horizon_us(now_us, policy)
+    limit = max(horizon, previous_floor) if previous_floor is not None else horizon
+    candidates = [(path, m) for path, m in manifests if m.snapshot_time_us <= limit]
+    base_path, base = candidates[-1] if candidates else (None, None)
+    chosen = selected_by_policy(manifests, now_us, policy)
+    keep, drop = [], []
+    for index, (path, manifest) in enumerate(manifests):
+        if base is not None and manifest.snapshot_time_us < base.snapshot_time_us:
+            drop.append(path)
+        elif (path == base_path or manifest.kind in BOOTSTRAP_KINDS or path in chosen
+              or index == len(manifests) - 1):
+            keep.append(path)
+        else:
+            drop.append(path)
+    changes = tuple(deletable_changes(store, table, base)) if base is not None else ()
+    floor = previous_floor
+    if base is not None:
+        floor = base.snapshot_time_us if floor is None else max(floor, base.snapshot_time_us)
+    return ExpirePlan(table, policy, now_us, horizon, base_path, floor, previous_floor, tuple(keep), tuple(drop),
+                      changes, orphans, sizes)
+
+
+def delete_snapshot(store: Store, manifest_path: str, manifest: Manifest) -> None:
+    """Delete one published snapshot: the manifest first (it disappears at once), then its parts."""
+    directory = manifest_path.rsplit("/", 1)[0]
+    store.delete(manifest_path)
+    for part in manifest.parts:
+        store.delete(f"{directory}/{part}")
+
+
+def read_floor(store: Store, table: str) -> int | None:
+    """The floor an earlier expire left (µs), or None."""
+    try:
+        body = json.loads(store.read(f"{table_root(table)}/{RETENTION}"))
+    except ObjectMissing:
+        return None
+    value = body.get("restorable_from_us")
+    return int(value) if value is not None else None
+
+
+def write_floor(store: Store, table: str, floor_us: int | None, policy: Policy) -> None:
+    """Write ``retention.json``: the earliest restorable time ``status`` reports from now on."""
+    body = {"restorable_from_us": floor_us, "policy": policy.text, "updated_at": datetime.now(UTC).isoformat()}
+    store.write(f"{table_root(table)}/{RETENTION}", json.dumps(body, indent=1).encode("utf-8"))
+
+
+def apply_expire(store: Store, plan: ExpirePlan) -> None:
+    """Carry out a plan: the floor first, then snapshots (manifest first), change files, orphans."""
+    write_floor(store, plan.table, plan.floor_us, plan.policy)
+    manifests = dict(list_manifests(store, plan.table))
+    for path in plan.drop_snapshots:
+        if path in manifests:
+            delete_snapshot(store, path, manifests[path])
+    for path in plan.drop_changes:
+        store.delete(path)
+    for path in plan.drop_orphans:
+        store.delete(path)

@@ -1,0 +1,228 @@
+"""Bootstrap: a native export or a parallel Scan becomes the base, and captured changes after it win."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from changelog.codec import decode_lambda_record, item_key
+from changelog.errors import StreamConfigError, TimeOutOfRange, UsageError
+from changelog.meta import meta_from_description, read_meta, write_meta
+from changelog.snapshot import list_manifests
+from changelog.state import coverage
+from changelog.store import Store
+from compactor.bootstrap import bootstrap_from_export, bootstrap_from_scan
+from compactor.export_reader import ExportInvalid
+from compactor.snapshots import build_snapshot
+from ddb_rewind.cli import main
+from replayer.replay import open_items
+from stream_consumer.capture import capture_batch
+from tests.events import lambda_record
+from tests.exports import data_files, upload_export, write_export
+
+TABLE = "orders"
+EXPORT_SECOND = 1_700_000_000  # 2023-11-14T22:13:20Z
+EXPORT_TIME = "2023-11-14T22:13:20.500Z"
+DESCRIPTION: dict[str, Any] = {
+    "TableName": TABLE,
+    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
+                             {"AttributeName": "sk", "AttributeType": "N"}],
+}
+
+
+def _item(pk: str, sk: int, **extra: Any) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"N": str(sk)}, **extra}
+
+
+def _key(item: dict[str, Any]) -> dict[str, Any]:
+    return {"pk": item["pk"], "sk": item["sk"]}
+
+
+EXPORTED = [_item(f"user#{i}", i, status={"S": "old"}, blob={"B": "AAE="}, big={"N": "1" * 38})
+            for i in range(7)]
+
+
+def _at(second: float) -> datetime:
+    return datetime.fromtimestamp(second, tz=UTC)
+
+
+def _state(store: Store, second: float) -> dict[str, Any]:
+    con = open_items(store, TABLE, _at(second))
+    return {key: json.loads(image) for key, image in con.execute("SELECT item_key, image FROM items").fetchall()}
+
+
+def _expected(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {item_key(_key(item)): item for item in items}
+
+
+def _export(tmp_path: Path, items: list[dict[str, Any]] = EXPORTED, files: int = 3) -> Path:
+    return write_export(tmp_path / "bucket", TABLE, items, EXPORT_TIME, files=files)
+
+
+def _changes_after_export() -> list[dict[str, Any]]:
+    changed = _item("user#1", 1, status={"S": "new"})
+    added = _item("user#99", 99, status={"S": "added"})
+    return [
+        # Same second as the export (stream times are cut to the second), made after it: must win.
+        lambda_record(TABLE, "MODIFY", _key(changed), EXPORT_SECOND, 200, new=changed, old=EXPORTED[1]),
+        lambda_record(TABLE, "REMOVE", _key(EXPORTED[2]), EXPORT_SECOND + 10, 201, old=EXPORTED[2]),
+        lambda_record(TABLE, "INSERT", _key(added), EXPORT_SECOND + 20, 202, new=added),
+    ]
+
+
+@pytest.fixture
+def described(store: Store) -> Store:
+    """A store that already holds the table's meta.json."""
+    write_meta(store, meta_from_description(DESCRIPTION))
+    return store
+
+
+def test_replay_after_an_export_is_the_export_overridden_by_later_changes(described: Store, tmp_path: Path) -> None:
+    # A change captured long before the export (the export already holds its effect) must lose.
+    stale = _item("user#3", 3, status={"S": "ancient"})
+    capture_batch(described, [lambda_record(TABLE, "MODIFY", _key(stale), EXPORT_SECOND - 3600, 100, new=stale)],
+                  decode_lambda_record, source="test")
+    bootstrap_from_export(described, TABLE, str(_export(tmp_path)))
+    capture_batch(described, _changes_after_export(), decode_lambda_record, source="test")
+    after_first = _expected([*EXPORTED[:1], _item("user#1", 1, status={"S": "new"}), *EXPORTED[2:]])
+    assert _state(described, EXPORT_SECOND + 0.5) == after_first
+    assert _state(described, EXPORT_SECOND + 5) == after_first
+    final = _expected([EXPORTED[0], _item("user#1", 1, status={"S": "new"}), *EXPORTED[3:],
+                       _item("user#99", 99, status={"S": "added"})])
+    assert _state(described, EXPORT_SECOND + 20) == final
+
+
+def test_a_compaction_after_the_export_gives_the_same_answer(described: Store, tmp_path: Path) -> None:
+    bootstrap_from_export(described, TABLE, str(_export(tmp_path)))
+    capture_batch(described, _changes_after_export(), decode_lambda_record, source="test")
+    before = _state(described, EXPORT_SECOND + 20)
+    build_snapshot(described, TABLE, (EXPORT_SECOND + 15) * 1_000_000)
+    assert _state(described, EXPORT_SECOND + 20) == before
+
+
+def test_a_time_before_the_export_is_refused_naming_the_earliest(described: Store, tmp_path: Path) -> None:
+    bootstrap_from_export(described, TABLE, str(_export(tmp_path)))
+    capture_batch(described, _changes_after_export(), decode_lambda_record, source="test")
+    with pytest.raises(TimeOutOfRange, match=r"earliest restorable time of 'orders', 2023-11-14T22:13:20.500000Z"):
+        open_items(described, TABLE, _at(EXPORT_SECOND))
+
+
+def test_status_reports_the_export_time_as_earliest(described: Store, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    bootstrap_from_export(described, TABLE, str(_export(tmp_path)))
+    capture_batch(described, _changes_after_export(), decode_lambda_record, source="test")
+    assert main(["status", "--store", described.uri, "--table", TABLE, "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert "2023-11-14T22:13:20.500000Z" in out
+    assert coverage(described, TABLE).earliest_us == EXPORT_SECOND * 1_000_000 + 500_000
+
+
+def test_a_checksum_mismatch_is_refused_and_publishes_nothing(described: Store, tmp_path: Path) -> None:
+    folder = _export(tmp_path)
+    victim = data_files(folder)[-1]
+    body = gzip.decompress(victim.read_bytes()).replace(b'"old"', b'"evil"')
+    victim.write_bytes(gzip.compress(body))
+    with pytest.raises(ExportInvalid, match=rf"data/{victim.name} fails its MD5 check"):
+        bootstrap_from_export(described, TABLE, str(folder))
+    assert list_manifests(described, TABLE) == []
+    assert described.list(f"tables/{TABLE}/snapshots/") == []
+
+
+def test_an_item_count_that_disagrees_with_the_summary_is_refused(described: Store, tmp_path: Path) -> None:
+    folder = _export(tmp_path)
+    summary = json.loads((folder / "manifest-summary.json").read_text())
+    summary["itemCount"] += 1
+    (folder / "manifest-summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ExportInvalid, match="the export is incomplete"):
+        bootstrap_from_export(described, TABLE, str(folder))
+    assert list_manifests(described, TABLE) == []
+
+
+def test_an_invalid_item_is_refused_naming_its_file(described: Store, tmp_path: Path) -> None:
+    folder = _export(tmp_path, [*EXPORTED, _item("user#bad", 8, price={"N": "not a number"})], files=1)
+    with pytest.raises(ExportInvalid, match=r"data/\w+\.json\.gz holds an invalid item"):
+        bootstrap_from_export(described, TABLE, str(folder))
+    assert described.list(f"tables/{TABLE}/snapshots/") == []
+
+
+def test_the_cli_reports_a_bad_export_in_one_line(described: Store, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _export(tmp_path)
+    data_files(folder)[0].write_bytes(b"garbage")
+    code = main(["bootstrap", "--table", TABLE, "--store", described.uri, "--from-export", str(folder)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "fails its MD5 check" in err
+
+
+def test_an_export_of_another_table_is_refused(described: Store, tmp_path: Path) -> None:
+    folder = write_export(tmp_path / "bucket", "customers", EXPORTED, EXPORT_TIME)
+    with pytest.raises(UsageError, match="export is of table 'customers'"):
+        bootstrap_from_export(described, TABLE, str(folder))
+
+
+def test_compaction_snapshots_built_from_changes_alone_are_withdrawn(described: Store, tmp_path: Path) -> None:
+    capture_batch(described, _changes_after_export(), decode_lambda_record, source="test")
+    build_snapshot(described, TABLE, (EXPORT_SECOND + 15) * 1_000_000)  # knows nothing of the exported items
+    result = bootstrap_from_export(described, TABLE, str(_export(tmp_path)))
+    assert len(result.withdrawn) == 1
+    assert [m.kind for _, m in list_manifests(described, TABLE)] == ["export"]
+    assert item_key(_key(EXPORTED[0])) in _state(described, EXPORT_SECOND + 16)
+
+
+def test_an_export_in_s3_is_read_and_the_key_schema_comes_from_describe_table(aws: None, s3_store: Store) -> None:
+    client = boto3.client("dynamodb")
+    client.create_table(BillingMode="PAY_PER_REQUEST", **DESCRIPTION)
+    boto3.client("s3").create_bucket(Bucket="export-bucket")
+    uri = upload_export(boto3.client("s3"), "export-bucket", TABLE, EXPORTED, EXPORT_TIME)
+    result = bootstrap_from_export(s3_store, TABLE, uri)
+    assert result.manifest.items == len(EXPORTED)
+    assert [k["AttributeName"] for k in read_meta(s3_store, TABLE)["key_schema"]] == ["pk", "sk"]
+
+
+def _stream_table(client: Any) -> None:
+    client.create_table(BillingMode="PAY_PER_REQUEST", StreamSpecification={
+        "StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}, **DESCRIPTION)
+
+
+def test_a_scan_bootstrap_plus_captured_changes_is_the_table(aws: None, store: Store) -> None:
+    client = boto3.client("dynamodb")
+    _stream_table(client)
+    for item in EXPORTED:
+        client.put_item(TableName=TABLE, Item={**item, "blob": {"B": b"\x00\x01"}})
+    started, ended = EXPORT_SECOND * 1_000_000 + 300_000, (EXPORT_SECOND + 2) * 1_000_000 + 100_000
+    ticks = iter([started, ended])
+    result = bootstrap_from_scan(store, TABLE, segments=3, client=client, clock=lambda: next(ticks), page_size=2)
+    assert result.manifest.kind == "scan"
+    assert result.manifest.restorable_from_us == (EXPORT_SECOND + 3) * 1_000_000  # the scan's end, next second
+    # Changes captured from the scan's start on win over what the scan read, whenever it read it.
+    capture_batch(store, _changes_after_export(), decode_lambda_record, source="test")
+    final = _expected([EXPORTED[0], _item("user#1", 1, status={"S": "new"}), *EXPORTED[3:],
+                       _item("user#99", 99, status={"S": "added"})])
+    assert _state(store, EXPORT_SECOND + 20) == final
+    assert _state(store, EXPORT_SECOND + 3)[item_key(_key(EXPORTED[0]))]["blob"] == {"B": "AAE="}
+    with pytest.raises(TimeOutOfRange, match="2023-11-14T22:13:23Z"):
+        open_items(store, TABLE, _at(EXPORT_SECOND + 2))
+
+
+def test_a_scan_of_a_table_without_a_stream_is_refused(aws: None, store: Store) -> None:
+    client = boto3.client("dynamodb")
+    client.create_table(BillingMode="PAY_PER_REQUEST", **DESCRIPTION)
+    with pytest.raises(StreamConfigError, match="has no stream"):
+        bootstrap_from_scan(store, TABLE, client=client)
+
+
+def test_the_cli_scans_with_segments(aws: None, store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    client = boto3.client("dynamodb")
+    _stream_table(client)
+    for item in EXPORTED:
+        client.put_item(TableName=TABLE, Item=item)
+    assert main(["bootstrap", "--table", TABLE, "--store", store.uri, "--scan", "--segments", "2"]) == 0
+    assert "scan bootstrap of orders: 7 items" in capsys.readouterr().out

@@ -4,6 +4,22 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ddb_rewind.commands import compact, consume, demo, diff, history, repair, replay, sql, status, timeline, verify
+from ddb_rewind.commands import (
+    bootstrap,
+    compact,
+    consume,
+    demo,
+    diff,
+    expire,
+    history,
+    repair,
+    replay,
+    sql,
+    status,
+    timeline,
+    verify,
+)
 
-COMMANDS: list[ModuleType] = [demo, consume, sql, history, timeline, diff, verify, repair, compact, replay, status]
+COMMANDS: list[ModuleType] = [
+    demo, consume, sql, history, timeline, diff, verify, repair, compact, bootstrap, expire, replay, status,
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +39,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def meta_from_description(description: dict[str, Any]) -> dict[str, Any]:
+def meta_from_description(description: Mapping[str, Any]) -> dict[str, Any]:
     """meta.json content from a DescribeTable ``Table`` description."""
     kept = {key: _plain(description[key]) for key in _KEEP if key in description}
     types = {d["AttributeName"]: d["AttributeType"] for d in description.get("AttributeDefinitions", [])}

@@ -137,7 +137,7 @@ class S3Store(Store):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self.client = client or boto3.client("s3")
+        self.client: Any = client or boto3.client("s3")
 
     def _key(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path

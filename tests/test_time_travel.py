@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime
 from typing import Any
 
+import boto3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from moto import mock_aws
 
-from changelog.codec import decode_lambda_record
+from changelog.codec import binaries_to_base64, decode_lambda_record, item_key
 from changelog.errors import TimeOutOfRange
 from changelog.store import LocalStore
 from compactor.snapshots import build_snapshot
-from replayer.replay import open_items
+from replayer.replay import open_items, replay_to_table
+from replayer.writer import WriteSettings
 from stream_consumer.capture import capture_batch
 from tests.model import Op, model_state, operations, stream_records
 
@@ -90,3 +94,38 @@ def test_a_time_before_the_earliest_restorable_time_is_refused(store: LocalStore
     capture_batch(store, stream_records(TABLE, ops), decode_lambda_record, source="test")
     with pytest.raises(TimeOutOfRange, match="earliest restorable time of 'orders', 2023-11-14T22:13:20Z"):
         open_items(store, TABLE, datetime.fromtimestamp(1_699_999_999, tz=UTC))
+
+
+def _normal(value: Any) -> Any:
+    """Sets compared as sets: DynamoDB does not keep their order."""
+    if isinstance(value, dict):
+        return {k: sorted(v) if k in ("SS", "NS", "BS") else _normal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    return value
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=operations(max_ops=12), pick=st.floats(0, 1))
+def test_replay_into_a_table_equals_the_model(tmp_path_factory: pytest.TempPathFactory, ops: list[Op],
+                                              pick: float) -> None:
+    records = stream_records(TABLE, ops)
+    if not records:
+        return
+    store = _fresh(tmp_path_factory)
+    capture_batch(store, records, decode_lambda_record, source="test")
+    moments = _moments(records)
+    second = moments[int(pick * (len(moments) - 1))]
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        client.create_table(TableName="restored", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                            BillingMode="PAY_PER_REQUEST")
+        con = open_items(store, TABLE, datetime.fromtimestamp(second, tz=UTC))
+        report, errors = replay_to_table(con, client, "restored", 0, WriteSettings(workers=2))
+        assert (report.failed, errors) == (0, [])
+        scanned = [binaries_to_base64(item) for item in client.scan(TableName="restored")["Items"]]
+    got = {item_key({"pk": item["pk"]}): _normal(item) for item in scanned}
+    want = {key: _normal(json.loads(image)) for key, image in model_state(ops, second).items()}
+    assert got == want

@@ -1,18 +1,16 @@
-"""Plain attribute columns over item docs, so SQL says ``status = 'shipped'``, not JSON paths.
+"""Plain attribute columns over items, so SQL says ``status = 'shipped'``, not JSON paths.
 
-Each top-level attribute becomes a column typed from what the data holds: text for strings,
-BOOLEAN for booleans, DECIMAL(38,9) for numbers that fit it exactly, JSON for the rest (maps, lists,
-sets, mixed types, numbers DECIMAL(38,9) cannot hold). The DynamoDB-JSON image stays the truth
-that restores are written from; these columns are for reading and filtering only.
+Each top-level attribute becomes a column typed from its DynamoDB type tags in the images: text
+for S, BOOLEAN for BOOL, DECIMAL(38,9) for N when every value fits it exactly, JSON for the rest
+(maps, lists, sets, binaries, mixed types, numbers DECIMAL(38,9) cannot hold). Values are read
+from the DynamoDB-JSON image, where N is text, so no number ever passes through a float.
 """
 
 from __future__ import annotations
 
-import re
-
 import duckdb
 
-_FITS_DECIMAL = re.compile(r"-?\d{1,29}(\.\d{1,9})?")
+_FITS_DECIMAL = r"-?\d{1,29}(\.\d{1,9})?"
 
 
 def quote_ident(name: str) -> str:
@@ -20,46 +18,44 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _path(name: str) -> str:
+def _path(name: str, tag: str | None = None) -> str:
     escaped = name.replace("\\", "\\\\").replace('"', '\\"').replace("'", "''")
-    return f"'$.\"{escaped}\"'"
+    return f"'$.\"{escaped}\"" + (f".{tag}'" if tag else "'")
 
 
-def plain_select(con: duckdb.DuckDBPyConnection, relation: str, doc: str = "doc",
+def plain_select(con: duckdb.DuckDBPyConnection, relation: str, image: str = "image",
                  reserved: frozenset[str] = frozenset()) -> str:
-    """Select-list of typed plain columns for every attribute found in ``relation``'s ``doc`` column.
+    """Select-list of typed plain columns for every attribute of ``relation``'s ``image`` column.
 
-    Attribute names that clash with ``reserved`` columns are left out (they stay reachable in doc).
+    ``image`` holds DynamoDB JSON (text or JSON). Attribute names in ``reserved`` are left out
+    (they stay reachable through the image).
     """
     rows = con.execute(
         f"""
-        SELECT name, list(DISTINCT json_type(json_extract({doc}, '$."' || replace(name, '"', '\\"') || '"')))
-        FROM (SELECT {doc}, unnest(json_keys({doc})) AS name FROM {relation} WHERE {doc} IS NOT NULL)
+        SELECT name, list(DISTINCT tag),
+               bool_and(tag <> 'N' OR regexp_full_match(json_extract_string(value, '$.N'), '{_FITS_DECIMAL}'))
+        FROM (
+            SELECT name, value, json_keys(value)[1] AS tag
+            FROM (
+                SELECT name, json_extract({image}, '$."' || replace(name, '"', '\\"') || '"') AS value
+                FROM (SELECT {image}, unnest(json_keys({image})) AS name FROM {relation} WHERE {image} IS NOT NULL)
+            )
+        )
         GROUP BY name ORDER BY name
         """
     ).fetchall()
     columns = []
-    for name, types in rows:
+    for name, tags, numbers_fit in rows:
         if name in reserved:
             continue
-        kinds = set(types) - {"NULL"}
-        path = _path(name)
-        if kinds == {"VARCHAR"}:
-            expr = f"{doc}->>{path}"
-        elif kinds == {"BOOLEAN"}:
-            expr = f"CAST({doc}->>{path} AS BOOLEAN)"
-        elif kinds and kinds <= {"BIGINT", "UBIGINT", "DOUBLE", "HUGEINT"} and _numbers_fit(con, relation, doc, path):
-            expr = f"CAST({doc}->>{path} AS DECIMAL(38,9))"
+        kinds = set(tags) - {"NULL"}
+        if kinds == {"S"}:
+            expr = f"json_extract_string({image}, {_path(name, 'S')})"
+        elif kinds == {"BOOL"}:
+            expr = f"CAST(json_extract_string({image}, {_path(name, 'BOOL')}) AS BOOLEAN)"
+        elif kinds == {"N"} and numbers_fit:
+            expr = f"CAST(json_extract_string({image}, {_path(name, 'N')}) AS DECIMAL(38,9))"
         else:
-            expr = f"{doc}->{path}"
+            expr = f"json_extract({image}, {_path(name)})"
         columns.append(f"{expr} AS {quote_ident(name)}")
     return ", ".join(columns)
-
-
-def _numbers_fit(con: duckdb.DuckDBPyConnection, relation: str, doc: str, path: str) -> bool:
-    pattern = _FITS_DECIMAL.pattern
-    ((misfits,),) = con.execute(
-        f"""SELECT count(*) FROM {relation}
-            WHERE {doc}->>{path} IS NOT NULL AND NOT regexp_full_match({doc}->>{path}, '{pattern}')"""
-    ).fetchall()
-    return bool(misfits == 0)

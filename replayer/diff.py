@@ -91,7 +91,7 @@ def check_window(store: Store, table: str, from_us: int, to_us: int,
 def _filter_sql(con: duckdb.DuckDBPyConnection, where: str) -> str:
     """A condition on ``item_key`` keeping keys whose item matches ``where`` on either side."""
     con.execute("CREATE OR REPLACE TEMP VIEW diff__docs AS "
-                "SELECT doc FROM diff_from UNION ALL SELECT doc FROM diff_to")
+                "SELECT image FROM diff_from UNION ALL SELECT image FROM diff_to")
     columns = plain_select(con, "diff__docs", reserved=frozenset({"item_key"}))
     extra = f", {columns}" if columns else ""
     for side in ("from", "to"):
@@ -101,7 +101,7 @@ def _filter_sql(con: duckdb.DuckDBPyConnection, where: str) -> str:
         f"key IN ({matching.format(side=side, where=where)})" for side in ("from", "to")
     )
     try:
-        con.execute(f"SELECT count(*) FROM (SELECT item_key AS key FROM diff_to) WHERE {condition}").fetchone()
+        con.execute(f"SELECT count(*) FROM (SELECT item_key AS key FROM diff_to) WHERE {condition}").fetchall()
     except duckdb.Error as exc:
         raise UsageError(f"--where {where!r} failed: {str(exc).splitlines()[0]}") from None
     return condition

@@ -110,10 +110,10 @@ def _plain_table_macro(con: duckdb.DuckDBPyConnection, table: str) -> None:
     literal = table.replace("'", "''")
     con.execute(
         f"""CREATE TEMP VIEW plain__docs AS
-            SELECT new_doc AS doc FROM changes WHERE table_name = '{literal}'
-            UNION ALL SELECT doc::JSON FROM snapshot_rows WHERE table_name = '{literal}'"""
+            SELECT new_image AS item FROM changes WHERE table_name = '{literal}'
+            UNION ALL SELECT image FROM snapshot_rows WHERE table_name = '{literal}'"""
     )
-    columns = plain_select(con, "plain__docs", reserved=frozenset({"item_key", "item", "keys"}))
+    columns = plain_select(con, "plain__docs", image="item", reserved=frozenset({"item_key", "item", "keys"}))
     con.execute("DROP VIEW plain__docs")
     extra = f", {columns}" if columns else ""
     con.execute(

@@ -1,0 +1,75 @@
+"""`ddb-rewind sql`: the views over a store, one query or statements read from standard input."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from changelog.codec import decode_lambda_record
+from changelog.store import Store
+from ddb_rewind.cli import main
+from stream_consumer.capture import capture_batch
+from tests.model import Op, stream_records
+
+T0 = 1_700_000_000
+OPS = [
+    Op(0, {"pk": {"S": "a"}, "status": {"S": "active"}, "total": {"N": "12345678901234567890.5"}}, T0),
+    Op(1, {"pk": {"S": "b"}, "status": {"S": "active"}, "total": {"N": "3"}}, T0),
+    Op(1, {"pk": {"S": "b"}, "status": {"S": "closed"}, "total": {"N": "3"}}, T0 + 60),
+    Op(0, None, T0 + 120),
+]
+
+
+@pytest.fixture
+def filled(store: Store) -> Store:
+    capture_batch(store, stream_records("users", OPS), decode_lambda_record, source="test")
+    capture_batch(store, stream_records("users", OPS), decode_lambda_record, source="retry")
+    return store
+
+
+def _json(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict]:
+    assert main(["sql", *args, "--format", "json"]) == 0
+    return list(json.loads(capsys.readouterr().out))
+
+
+def test_changes_holds_each_change_once_despite_redelivery(filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _json(capsys, "--store", filled.uri, "SELECT count(*) AS n FROM changes")
+    assert rows == [{"n": 4}]
+
+
+def test_plain_attribute_names_filter_the_state_at_a_moment(filled: Store,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _json(capsys, "--store", filled.uri,
+                 "SELECT pk, total FROM users_at('2023-11-14T22:13:30Z') WHERE status = 'active' ORDER BY pk")
+    assert rows == [{"pk": "a", "total": "12345678901234567890.500000000"}, {"pk": "b", "total": "3.000000000"}]
+
+
+def test_state_at_sees_deletes(filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _json(capsys, "--store", filled.uri, "SELECT doc->>'pk' AS pk FROM state_at('2023-11-14T22:15:20Z')")
+    assert rows == [{"pk": "b"}]
+
+
+def test_history_lists_an_items_changes_in_order(filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _json(capsys, "--store", filled.uri,
+                 """SELECT event_name FROM history('{"pk":{"S":"b"}}')""")
+    assert [row["event_name"] for row in rows] == ["INSERT", "MODIFY"]
+
+
+def test_csv_output_has_a_header(filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sql", "--store", filled.uri, "SELECT 1 AS one", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["one", "1"]
+
+
+def test_without_a_query_statements_are_read_from_stdin(filled: Store, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("SELECT count(*) AS n\nFROM changes;\nSELECT 2 AS two;\n"))
+    assert main(["sql", "--store", filled.uri, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["n", "4", "two", "2"]
+
+
+def test_a_malformed_query_is_one_clear_line(filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sql", "--store", filled.uri, "SELEC nonsense"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ddb-rewind: error: query failed")

@@ -24,17 +24,22 @@ from changelog.timefmt import to_micros
 
 SEQUENCE_WIDTH = 40
 _NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+# Integers that are already canonical (no sign on zero, no leading zeros, at most 38 digits).
+_CANONICAL_INTEGER = re.compile(r"0|-?[1-9]\d{0,37}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 _EVENT_NAMES = frozenset(("INSERT", "MODIFY", "REMOVE"))
 # DynamoDB numbers: 38 significant digits, exponent -130..+125. Traps make any rounding an error.
 _NUMBER_CONTEXT = Context(prec=38, Emin=-128, Emax=126, traps=[InvalidOperation, Inexact, Rounded])
 _encode_str = json.encoder.encode_basestring
+# Built once: json.dumps with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def dump_json(value: Any) -> str:
     """Compact JSON text, unicode kept as is; the one serialisation every stored image goes through."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def canonical_number(text: str) -> str:
@@ -60,91 +65,84 @@ def plain_json(item: Mapping[str, Any]) -> str:
     Numbers are written as JSON number tokens with their exact text; binaries as base64 strings; sets
     as arrays. Raises DecodeError on anything that is not a valid AttributeValue.
     """
-    if not isinstance(item, dict):
+    if type(item) is not dict:
         raise DecodeError("an item image must be a map of attributes")
-    out: list[str] = []
-    _plain_map(item, out)
-    return "".join(out)
+    try:
+        return _plain_map(item)
+    except TypeError:
+        # Every value's type is checked before it is encoded; only a name can still be of the wrong type.
+        raise DecodeError("attribute names must be strings") from None
 
 
-def _plain_map(item: dict[str, Any], out: list[str]) -> None:
-    out.append("{")
-    first = True
-    for name, value in item.items():
-        if not isinstance(name, str):
-            raise DecodeError("attribute names must be strings")
-        if not first:
-            out.append(",")
-        first = False
-        out.append(_encode_str(name))
-        out.append(":")
-        _plain_value(value, out)
-    out.append("}")
+# The capture hot path: one pass per attribute that validates and writes in the same step, the
+# common tags tested first, and strings joined once per map instead of appended piece by piece.
+def _plain_map(item: dict[str, Any]) -> str:
+    return "{" + ",".join([_encode_str(name) + ":" + _plain_value(value) for name, value in item.items()]) + "}"
 
 
-def _plain_value(value: Any, out: list[str]) -> None:
-    if not isinstance(value, dict) or len(value) != 1:
+def _plain_value(value: Any) -> str:
+    if type(value) is not dict or len(value) != 1:
         raise DecodeError("an AttributeValue must be a map with exactly one type tag")
-    ((tag, inner),) = value.items()
-    if tag == "S":
-        if not isinstance(inner, str):
-            raise DecodeError("S must hold a string")
-        out.append(_encode_str(inner))
-    elif tag == "N":
-        if not isinstance(inner, str) or not _NUMBER.fullmatch(inner):
-            raise DecodeError("N must hold a number as text")
-        out.append(_json_number(inner))
-    elif tag == "M":
-        if not isinstance(inner, dict):
-            raise DecodeError("M must hold a map")
-        _plain_map(inner, out)
-    elif tag == "L":
-        if not isinstance(inner, list):
-            raise DecodeError("L must hold a list")
-        out.append("[")
-        for index, element in enumerate(inner):
-            if index:
-                out.append(",")
-            _plain_value(element, out)
-        out.append("]")
-    elif tag == "B":
-        _check_base64(inner)
-        out.append(_encode_str(inner))
-    elif tag == "BOOL":
-        if not isinstance(inner, bool):
+    for tag, inner in value.items():
+        if tag == "S":
+            if type(inner) is not str:
+                raise DecodeError("S must hold a string")
+            return _encode_str(inner)
+        if tag == "N":
+            return _plain_number(inner, "N must hold a number as text")
+        if tag == "M":
+            if type(inner) is not dict:
+                raise DecodeError("M must hold a map")
+            return _plain_map(inner)
+        if tag == "L":
+            if type(inner) is not list:
+                raise DecodeError("L must hold a list")
+            return "[" + ",".join([_plain_value(element) for element in inner]) + "]"
+        if tag == "BOOL":
+            if inner is True:
+                return "true"
+            if inner is False:
+                return "false"
             raise DecodeError("BOOL must hold true or false")
-        out.append("true" if inner else "false")
-    elif tag == "NULL":
-        if inner is not True:
-            raise DecodeError("NULL must hold true")
-        out.append("null")
-    elif tag in ("SS", "NS", "BS"):
-        if not isinstance(inner, list) or not inner:
-            raise DecodeError(f"{tag} must hold a non-empty list")
-        pieces = []
-        for element in inner:
-            if tag == "SS":
-                if not isinstance(element, str):
-                    raise DecodeError("SS must hold strings")
-                pieces.append(_encode_str(element))
-            elif tag == "NS":
-                if not isinstance(element, str) or not _NUMBER.fullmatch(element):
-                    raise DecodeError("NS must hold numbers as text")
-                pieces.append(_json_number(element))
-            else:
-                _check_base64(element)
-                pieces.append(_encode_str(element))
-        out.append("[" + ",".join(pieces) + "]")
-    else:
+        if tag == "NULL":
+            if inner is not True:
+                raise DecodeError("NULL must hold true")
+            return "null"
+        if tag == "B":
+            _check_base64(inner)
+            return '"' + inner + '"'  # base64 text never needs escaping
+        if tag in ("SS", "NS", "BS"):
+            return _plain_set(tag, inner)
         raise DecodeError(f"unknown AttributeValue type {tag!r}")
+    raise AssertionError("unreachable: the map has exactly one entry")
 
 
-def _json_number(text: str) -> str:
+def _plain_set(tag: str, inner: Any) -> str:
+    if type(inner) is not list or not inner:
+        raise DecodeError(f"{tag} must hold a non-empty list")
+    if tag == "SS":
+        if not all(type(element) is str for element in inner):
+            raise DecodeError("SS must hold strings")
+        pieces = [_encode_str(element) for element in inner]
+    elif tag == "NS":
+        pieces = [_plain_number(element, "NS must hold numbers as text") for element in inner]
+    else:
+        for element in inner:
+            _check_base64(element)
+        pieces = ['"' + element + '"' for element in inner]
+    return "[" + ",".join(pieces) + "]"
+
+
+def _plain_number(text: Any, problem: str) -> str:
+    """A DynamoDB number as a JSON number token, keeping its text whenever JSON allows it."""
+    if type(text) is not str:
+        raise DecodeError(problem)
+    if _JSON_NUMBER.fullmatch(text):
+        return text
     # JSON forbids "5.", ".5" and "05", which DynamoDB accepts; rare, so rebuild only those.
-    digits = text.lstrip("-")
-    if digits.endswith(".") or digits.startswith(".") or (digits[:1] == "0" and digits[1:2].isdigit()):
+    if _NUMBER.fullmatch(text):
         return canonical_number(text)
-    return text
+    raise DecodeError(problem)
 
 
 def _check_base64(value: Any) -> None:
@@ -171,7 +169,8 @@ def item_key(keys: Any) -> str:
                 raise DecodeError("S key must hold a string")
             text = _encode_str(inner)
         elif tag == "N":
-            text = _encode_str(canonical_number(inner))
+            canonical = inner if type(inner) is str and _CANONICAL_INTEGER.fullmatch(inner) else canonical_number(inner)
+            text = '"' + canonical + '"'  # digits, a sign and a dot never need escaping
         elif tag == "B":
             _check_base64(inner)
             text = _encode_str(inner)

@@ -65,7 +65,7 @@ def plain_json(item: Mapping[str, Any]) -> str:
     Numbers are written as JSON number tokens with their exact text; binaries as base64 strings; sets
     as arrays. Raises DecodeError on anything that is not a valid AttributeValue.
     """
-    if type(item) is not dict:
+    if not isinstance(item, dict):
         raise DecodeError("an item image must be a map of attributes")
     try:
         return _plain_map(item)
@@ -81,21 +81,21 @@ def _plain_map(item: dict[str, Any]) -> str:
 
 
 def _plain_value(value: Any) -> str:
-    if type(value) is not dict or len(value) != 1:
+    if not isinstance(value, dict) or len(value) != 1:
         raise DecodeError("an AttributeValue must be a map with exactly one type tag")
     for tag, inner in value.items():
         if tag == "S":
-            if type(inner) is not str:
+            if not isinstance(inner, str):
                 raise DecodeError("S must hold a string")
             return _encode_str(inner)
         if tag == "N":
             return _plain_number(inner, "N must hold a number as text")
         if tag == "M":
-            if type(inner) is not dict:
+            if not isinstance(inner, dict):
                 raise DecodeError("M must hold a map")
             return _plain_map(inner)
         if tag == "L":
-            if type(inner) is not list:
+            if not isinstance(inner, list):
                 raise DecodeError("L must hold a list")
             return "[" + ",".join([_plain_value(element) for element in inner]) + "]"
         if tag == "BOOL":
@@ -118,10 +118,10 @@ def _plain_value(value: Any) -> str:
 
 
 def _plain_set(tag: str, inner: Any) -> str:
-    if type(inner) is not list or not inner:
+    if not isinstance(inner, list) or not inner:
         raise DecodeError(f"{tag} must hold a non-empty list")
     if tag == "SS":
-        if not all(type(element) is str for element in inner):
+        if not all(isinstance(element, str) for element in inner):
             raise DecodeError("SS must hold strings")
         pieces = [_encode_str(element) for element in inner]
     elif tag == "NS":
@@ -135,7 +135,7 @@ def _plain_set(tag: str, inner: Any) -> str:
 
 def _plain_number(text: Any, problem: str) -> str:
     """A DynamoDB number as a JSON number token, keeping its text whenever JSON allows it."""
-    if type(text) is not str:
+    if not isinstance(text, str):
         raise DecodeError(problem)
     if _JSON_NUMBER.fullmatch(text):
         return text
@@ -169,7 +169,8 @@ def item_key(keys: Any) -> str:
                 raise DecodeError("S key must hold a string")
             text = _encode_str(inner)
         elif tag == "N":
-            canonical = inner if type(inner) is str and _CANONICAL_INTEGER.fullmatch(inner) else canonical_number(inner)
+            fast = isinstance(inner, str) and _CANONICAL_INTEGER.fullmatch(inner)
+            canonical = inner if fast else canonical_number(inner)
             text = '"' + canonical + '"'  # digits, a sign and a dot never need escaping
         elif tag == "B":
             _check_base64(inner)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
+import pyarrow as pa
 
 from changelog.errors import TableNotFound, TimeOutOfRange
 from changelog.layout import changes_root, checkpoints_root, hour_partition, snapshots_root, table_root
@@ -69,6 +70,18 @@ def _timestamp(at_us: int) -> str:
     return f"TIMESTAMPTZ '{from_micros(at_us).isoformat()}'"
 
 
+def _source(con: duckdb.DuckDBPyConnection, store: Store, name: str, paths: list[str], schema: pa.Schema,
+            local: bool) -> str:
+    """A relation over ``paths`` that has row locators (``__f``, ``__r``) when the store is local."""
+    register_parquet(con, name, store, paths, schema)
+    root = store.local_root()
+    if not local or root is None or not paths:
+        return f'(SELECT *, NULL::BIGINT AS __f, NULL::BIGINT AS __r FROM "{name}")'
+    files = "[" + ",".join("'" + str(root / path).replace("'", "''") + "'" for path in paths) + "]"
+    return (f"(SELECT *, file_index::BIGINT AS __f, file_row_number AS __r "
+            f"FROM read_parquet({files}, union_by_name=true, file_row_number=true))")
+
+
 def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *, name: str = "state",
                tombstones: bool = False) -> None:
     """Create view ``name``: one row per item key as of the plan's moment.
@@ -78,30 +91,50 @@ def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *,
     event_name REMOVE and no image (what a snapshot keeps).
     """
     con.execute("SET TimeZone = 'UTC'")
-    register_parquet(con, f"{name}__changes", store, list(plan.change_files), SCHEMA)
     parts = []
     if plan.snapshot is not None and plan.snapshot_path is not None:
         base = plan.snapshot_path.rsplit("/", 1)[0]
         parts = [f"{base}/{part}" for part in plan.snapshot.parts]
-    register_parquet(con, f"{name}__snapshot", store, parts, SNAPSHOT_SCHEMA)
+    # Two passes: pick each key's winning version from the light columns (key, time, sequence), then
+    # fetch images for the winners only. Sorting whole images to rank versions costs twice the time
+    # and four times the memory. Local files give an exact row locator (file, row), so a duplicated
+    # change (a retried batch in two files) is fetched once; Arrow datasets (s3://) have none, so the
+    # winners are matched on their version and duplicates dropped afterwards.
+    local = store.local_root() is not None
+    changes = _source(con, store, f"{name}__changes", list(plan.change_files), SCHEMA, local)
+    snapshot = _source(con, store, f"{name}__snapshot", parts, SNAPSHOT_SCHEMA, local)
     table_literal = plan.table.replace("'", "''")
+    changes_filter = f"table_name = '{table_literal}' AND event_time <= {_timestamp(plan.at_us)}"
     live_only = "" if tombstones else " AND event_name <> 'REMOVE'"
+    dedup = "" if local else "QUALIFY row_number() OVER (PARTITION BY v.item_key) = 1"
     con.execute(
         f"""
         CREATE OR REPLACE VIEW "{name}" AS
-        SELECT table_name, item_key, keys, event_name, event_time, sequence_number, image, doc FROM (
-            SELECT table_name, item_key, keys, event_name, event_time, sequence_number,
-                   new_image AS image, new_doc AS doc
-            FROM "{name}__changes"
-            WHERE table_name = '{table_literal}' AND event_time <= {_timestamp(plan.at_us)}
-            UNION ALL
-            SELECT table_name, item_key, keys, event_name, event_time, sequence_number, image, doc
-            FROM "{name}__snapshot"
+        WITH winners AS (
+            SELECT src, item_key, event_time, sequence_number, __f, __r FROM (
+                SELECT 0 AS src, item_key, event_name, event_time, sequence_number, __f, __r
+                FROM {changes} WHERE {changes_filter}
+                UNION ALL
+                SELECT 1 AS src, item_key, event_name, event_time, sequence_number, __f, __r FROM {snapshot}
+            )
+            QUALIFY row_number() OVER (
+                PARTITION BY item_key
+                ORDER BY event_time DESC, length(sequence_number) DESC, sequence_number DESC
+            ) = 1{live_only}
         )
-        QUALIFY row_number() OVER (
-            PARTITION BY item_key
-            ORDER BY event_time DESC, length(sequence_number) DESC, sequence_number DESC
-        ) = 1{live_only}
+        SELECT v.table_name, v.item_key, v.keys, v.event_name, v.event_time, v.sequence_number, v.image, v.doc
+        FROM (
+            SELECT 0 AS src, table_name, item_key, keys, event_name, event_time, sequence_number,
+                   new_image AS image, new_doc AS doc, __f, __r
+            FROM {changes} WHERE {changes_filter}
+            UNION ALL
+            SELECT 1 AS src, table_name, item_key, keys, event_name, event_time, sequence_number, image, doc, __f, __r
+            FROM {snapshot}
+        ) AS v
+        JOIN winners AS w ON v.src = w.src AND v.item_key = w.item_key AND v.event_time = w.event_time
+            AND v.sequence_number = w.sequence_number AND v.__f IS NOT DISTINCT FROM w.__f
+            AND v.__r IS NOT DISTINCT FROM w.__r
+        {dedup}
         """
     )
 
@@ -113,19 +146,22 @@ class Coverage:
     table: str
     earliest_us: int | None
     latest_us: int | None
-    changes: int
+    changes: int | None
     change_files: int
     snapshots: int
     quarantined: int
     bytes_stored: int
 
 
-def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = None) -> Coverage:
+def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = None, *,
+             count_changes: bool = True) -> Coverage:
     """Earliest and latest restorable times and counts for one table.
 
     Earliest: when the first bootstrap became consistent, else the first captured change; never
     before the floor left by ``expire``. Latest (the watermark): with poller checkpoints, the oldest
     point every open shard is known complete to; otherwise the newest captured change.
+    ``count_changes=False`` skips counting distinct changes (a scan of every file's event ids):
+    ``changes`` is then None; the times read only the first and last hour partitions.
     """
     listing = store.list(table_root(table) + "/")
     if not listing:
@@ -134,10 +170,11 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
     manifests = list_manifests(store, table)
     con = con or duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    register_parquet(con, "coverage__changes", store, files, SCHEMA)
-    ((count, first, last),) = con.execute(
-        "SELECT count(DISTINCT event_id), epoch_us(min(event_time)), epoch_us(max(event_time)) FROM coverage__changes"
-    ).fetchall()
+    first, last = _time_bounds(con, store, files)
+    count: int | None = None
+    if count_changes:
+        register_parquet(con, "coverage__changes", store, files, SCHEMA)
+        ((count,),) = con.execute("SELECT count(DISTINCT event_id) FROM coverage__changes").fetchall()
     bootstraps = [m.restorable_from_us for _, m in manifests if m.restorable_from_us is not None]
     earliest = min(bootstraps) if bootstraps else first
     if earliest is None and manifests:
@@ -156,12 +193,26 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         table=table,
         earliest_us=earliest,
         latest_us=latest,
-        changes=int(count or 0),
+        changes=None if count is None else int(count or 0),
         change_files=len(files),
         snapshots=len(manifests),
         quarantined=sum(1 for p in listing if "/quarantine/" in p),
         bytes_stored=sizes,
     )
+
+
+def _time_bounds(con: duckdb.DuckDBPyConnection, store: Store, files: list[str]) -> tuple[int | None, int | None]:
+    """First and last change time (µs): partitions bound their files' times, so only the edge ones are read."""
+    if not files:
+        return None, None
+    partitions = [_partition_of(p) for p in files]
+    low, high = min(partitions), max(partitions)
+    edges = [p for p, part in zip(files, partitions, strict=True) if part in (low, high)]
+    register_parquet(con, "coverage__edges", store, edges, SCHEMA)
+    ((first, last),) = con.execute(
+        "SELECT epoch_us(min(event_time)), epoch_us(max(event_time)) FROM coverage__edges"
+    ).fetchall()
+    return first, last
 
 
 def _retention_floor(store: Store, table: str) -> int | None:

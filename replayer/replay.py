@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,9 +43,14 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | None = No
     attribute names (``status = 'shipped' AND total > 100``).
     """
     at_us = to_micros(at)
-    check_restorable(coverage(store, table), at, at_us)
-    con = duckdb.connect()
-    open_state(con, store, plan_state(store, table, at_us, use_snapshots=use_snapshots), name="state")
+    # Spill next to other temporary files, not into the caller's working directory (DuckDB's default).
+    con = duckdb.connect(config={"temp_directory": str(Path(tempfile.gettempdir()) / "ddb-rewind-duckdb")})
+    check_restorable(coverage(store, table, con, count_changes=False), at, at_us)
+    open_state(con, store, plan_state(store, table, at_us, use_snapshots=use_snapshots), name="state__view")
+    # Computed once, kept in key order: counting, --where discovery and writing then scan rows
+    # instead of recomputing the state each time, and reads keep that order without sorting again
+    # (preserve_insertion_order). DuckDB spills the table to a temporary file if memory runs short.
+    con.execute("CREATE TEMP TABLE state AS SELECT * FROM state__view ORDER BY item_key")
     if not where:
         con.execute("CREATE VIEW items AS SELECT item_key, keys, image, doc FROM state")
         return con
@@ -72,7 +78,8 @@ def select_counts(con: duckdb.DuckDBPyConnection) -> Selection:
 
 
 def _batches(con: duckdb.DuckDBPyConnection, columns: str) -> Iterator[pa.RecordBatch]:
-    yield from con.sql(f"SELECT {columns} FROM items ORDER BY item_key").to_arrow_reader(BATCH_ROWS)
+    # items is a filter over a table written in key order: no ORDER BY needed (see open_items).
+    yield from con.sql(f"SELECT {columns} FROM items").to_arrow_reader(BATCH_ROWS)
 
 
 def _images(con: duckdb.DuckDBPyConnection, progress: Progress) -> Iterator[str]:
@@ -94,7 +101,7 @@ def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int) -> int
     elif kind == ".avro":
         count = write_avro(target, _images(con, progress))
     else:
-        count = write_parquet(target, _batches(con, "item_key, keys, image AS item, doc"))
+        count = write_parquet(con, target, "SELECT item_key, keys, image AS item, doc FROM items")
         progress.advance(count)
     progress.close()
     return count

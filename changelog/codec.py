@@ -60,10 +60,11 @@ def canonical_number(text: str) -> str:
 
 
 def plain_json(item: Mapping[str, Any]) -> str:
-    """Validate a DynamoDB-JSON item and return its plain JSON (``{"status": "shipped", "n": 5}``).
+    """Validate a DynamoDB-JSON item and return its plain JSON (``{"status": "shipped", "n": "5"}``).
 
-    Numbers are written as JSON number tokens with their exact text; binaries as base64 strings; sets
-    as arrays. Raises DecodeError on anything that is not a valid AttributeValue.
+    Numbers are written as JSON strings holding their exact text as DynamoDB sent it (JSON readers
+    turn a number token into a double and lose digits); binaries as base64 strings; sets as arrays.
+    Raises DecodeError on anything that is not a valid AttributeValue.
     """
     if not isinstance(item, dict):
         raise DecodeError("an item image must be a map of attributes")
@@ -134,14 +135,15 @@ def _plain_set(tag: str, inner: Any) -> str:
 
 
 def _plain_number(text: Any, problem: str) -> str:
-    """A DynamoDB number as a JSON number token, keeping its text whenever JSON allows it."""
+    """A DynamoDB number as a JSON string holding its exact text (a number token would become a double)."""
     if not isinstance(text, str):
         raise DecodeError(problem)
     if _JSON_NUMBER.fullmatch(text):
-        return text
-    # JSON forbids "5.", ".5" and "05", which DynamoDB accepts; rare, so rebuild only those.
+        return '"' + text + '"'  # digits, a sign, a dot and an exponent never need escaping
+    # "5.", ".5" and "05" are DynamoDB numbers too; rare, so only those pay for the full check.
     if _NUMBER.fullmatch(text):
-        return canonical_number(text)
+        canonical_number(text)
+        return '"' + text + '"'
     raise DecodeError(problem)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
+import duckdb
 import pytest
 
 from changelog.codec import canonical_number, decode_lambda_record, item_key, parse_key, plain_json
@@ -38,7 +39,18 @@ def test_every_attribute_type_round_trips_to_the_exact_dynamodb_json() -> None:
 
 def test_numbers_keep_all_38_digits_in_the_plain_doc() -> None:
     doc = plain_json({"big": {"N": "12345678901234567890123456789012345678"}})
-    assert doc == '{"big":12345678901234567890123456789012345678}'
+    assert doc == '{"big":"12345678901234567890123456789012345678"}'
+
+
+def test_plain_doc_numbers_are_strings_holding_the_text_dynamodb_sent() -> None:
+    doc = plain_json({"total": {"N": "12.50"}, "ns": {"NS": ["1", "2.5"]}, "odd": {"N": "05"}})
+    assert doc == '{"total":"12.50","ns":["1","2.5"],"odd":"05"}'
+
+
+def test_duckdb_reads_a_plain_doc_number_back_with_every_digit() -> None:
+    doc = plain_json({"total": {"N": "12345678901234567890.5"}})
+    value = duckdb.connect().execute("SELECT ?::JSON->>'total'", [doc]).fetchone()
+    assert value == ("12345678901234567890.5",)
 
 
 def test_a_400_kb_item_is_kept_whole() -> None:

@@ -110,8 +110,8 @@ def _images(key: np.ndarray, version: np.ndarray) -> tuple[pa.Array, pa.Array]:
         '"},"blob":{"B":"', blob, '"}}',
     )
     doc = _join(
-        '{"pk":"', pk, '","sk":', sk, ',"status":"', status, '","total":', total, ',"version":', ver,
-        ',"tags":["', tag_a, '","', tag_b, '"],"address":{"city":"', city, '","zip":"', zip_code,
+        '{"pk":"', pk, '","sk":"', sk, '","status":"', status, '","total":"', total, '","version":"', ver,
+        '","tags":["', tag_a, '","', tag_b, '"],"address":{"city":"', city, '","zip":"', zip_code,
         '"},"gift":', gift, ',"note":"', note, '","blob":"', blob, '"}',
     )
     return image, doc

@@ -157,9 +157,10 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
              count_changes: bool = True) -> Coverage:
     """Earliest and latest restorable times and counts for one table.
 
-    Earliest: when the first bootstrap became consistent, else the first captured change; never
-    before the floor left by ``expire``. Latest (the watermark): with poller checkpoints, the oldest
-    point every open shard is known complete to; otherwise the newest captured change.
+    Earliest: when the first bootstrap became consistent, else the first captured change; once
+    ``expire`` has run, the floor it left (a kept snapshot's moment), or a later bootstrap.
+    Latest (the watermark): with poller checkpoints, the oldest point every open shard is known
+    complete to; otherwise the newest captured change.
     ``count_changes=False`` skips counting distinct changes (a scan of every file's event ids):
     ``changes`` is then None; the times read only the first and last hour partitions.
     """
@@ -180,8 +181,9 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
     if earliest is None and manifests:
         earliest = manifests[0][1].snapshot_time_us
     floor = _retention_floor(store, table)
-    if floor is not None and earliest is not None:
-        earliest = max(earliest, floor)
+    if floor is not None:
+        # The floor is a kept snapshot's moment: restorable even when no change of that time is left.
+        earliest = max(floor, min(bootstraps)) if bootstraps else floor
     latest = _watermark(store, table, listing)
     if latest is None:
         latest = last

@@ -53,6 +53,35 @@ def test_duckdb_reads_a_plain_doc_number_back_with_every_digit() -> None:
     assert value == ("12345678901234567890.5",)
 
 
+TRICKY_TEXT = "".join(chr(c) for c in range(0x20)) + '"\\/\x7f\u2028\u2029\ufeff\uffff é ключ 🎁 \U0010ffff'
+
+
+def test_images_are_written_byte_for_byte_as_the_stdlib_json_writes_them() -> None:
+    image = {TRICKY_TEXT: {"M": {"s": {"S": TRICKY_TEXT}, "ss": {"SS": [TRICKY_TEXT, "a"]}}}, "pk": {"S": "a"}}
+    row = decode_lambda_record(lambda_record("t", "INSERT", {"pk": {"S": "a"}}, 1.0, 1, new=image))
+    assert row.new_image == json.dumps(image, ensure_ascii=False, separators=(",", ":"))
+    assert row.new_doc == json.dumps({TRICKY_TEXT: {"s": TRICKY_TEXT, "ss": [TRICKY_TEXT, "a"]}, "pk": "a"},
+                                     ensure_ascii=False, separators=(",", ":"))
+
+
+def test_text_that_is_not_valid_unicode_is_refused() -> None:
+    with pytest.raises(DecodeError):
+        plain_json({"s": {"S": "lone \ud800 surrogate"}})
+
+
+@pytest.mark.parametrize("bad", ["٣", "1²", "1" * 39, "1e200", "-", ""])
+def test_numbers_dynamodb_could_not_hold_are_refused_in_images(bad: str) -> None:
+    with pytest.raises(DecodeError):
+        plain_json({"n": {"N": bad}})
+    with pytest.raises(DecodeError):
+        plain_json({"ns": {"NS": ["1", bad]}})
+
+
+def test_attribute_names_must_be_strings() -> None:
+    with pytest.raises(DecodeError):
+        plain_json({1: {"S": "a"}})  # type: ignore[dict-item]
+
+
 def test_a_400_kb_item_is_kept_whole() -> None:
     item = {"pk": {"S": "big"}, "blob": {"S": "x" * 400_000}}
     row = decode_lambda_record(lambda_record("t", "INSERT", {"pk": {"S": "big"}}, 1.0, 1, new=item))

@@ -62,12 +62,23 @@ def quarantine(store: Store, raw: Any, reason: str, source: str, table_hint: str
     The name is a digest of the record, so a retried batch rewrites the same object.
     """
     body = _jsonable(raw)
-    text = json.dumps(body, sort_keys=True, ensure_ascii=False)
+    # Text that is not valid Unicode (a lone surrogate) cannot be UTF-8: such a record is kept with
+    # \u escapes instead of failing the whole batch.
+    readable = _encodable(body)
+    text = json.dumps(body, sort_keys=True, ensure_ascii=not readable)
     now = datetime.now(UTC)
     path = quarantine_path(_table_of(raw, table_hint), f"{now:%Y-%m-%d}", digest([text]))
     document = {"reason": reason, "source": source, "quarantined_at": now.isoformat(), "record": body}
-    store.write(path, json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8"))
+    store.write(path, json.dumps(document, ensure_ascii=not readable, indent=1).encode("utf-8"))
     return path
+
+
+def _encodable(body: Any) -> bool:
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def capture_batch(

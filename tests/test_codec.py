@@ -10,6 +10,8 @@ import pytest
 
 from changelog.codec import canonical_number, decode_lambda_record, item_key, parse_key, plain_json
 from changelog.errors import DecodeError, StreamConfigError, UsageError
+from changelog.store import LocalStore
+from stream_consumer.capture import capture_batch
 from tests.events import TTL_IDENTITY, lambda_record
 
 B64 = base64.b64encode(bytes(range(256))).decode()
@@ -75,6 +77,13 @@ def test_numbers_dynamodb_could_not_hold_are_refused_in_images(bad: str) -> None
         plain_json({"n": {"N": bad}})
     with pytest.raises(DecodeError):
         plain_json({"ns": {"NS": ["1", bad]}})
+
+
+def test_a_record_with_text_that_is_not_unicode_is_quarantined_not_a_failed_batch(store: LocalStore) -> None:
+    good = lambda_record("t", "INSERT", {"pk": {"S": "a"}}, 1.0, 1, new={"pk": {"S": "a"}})
+    bad = lambda_record("t", "INSERT", {"pk": {"S": "b"}}, 1.0, 2, new={"pk": {"S": "b"}, "s": {"S": "\ud800"}})
+    result = capture_batch(store, [good, bad], decode_lambda_record, source="test")
+    assert (result.captured, result.quarantined) == (1, 1)
 
 
 def test_attribute_names_must_be_strings() -> None:

@@ -5,6 +5,7 @@
     tables/<table>/snapshots/<YYYYMMDDTHHMMSSZ>/part-NNNNN.parquet + manifest.json
     tables/<table>/quarantine/dt=YYYY-MM-DD/<digest>.json
     tables/<table>/checkpoints/<shard id>.json
+    tables/<table>/retention.json
     tables/<table>/gaps/<shard id>-<last sequence or "start">.json
 """
 
@@ -67,6 +68,11 @@ def snapshot_dir(table: str, at: datetime) -> str:
 def quarantine_path(table: str, day: str, record_digest: str) -> str:
     """Where a record that could not be decoded is kept whole."""
     return f"{table_root(table)}/quarantine/dt={day}/{record_digest}.json"
+
+
+def retention_path(table: str) -> str:
+    """The floor ``expire`` left: no restore before it (``{"restorable_from_us": ...}``)."""
+    return f"{table_root(table)}/retention.json"
 
 
 def checkpoints_root(table: str) -> str:

@@ -18,14 +18,19 @@ import duckdb
 import pyarrow as pa
 
 from changelog.errors import TableNotFound, TimeOutOfRange
-from changelog.layout import changes_root, checkpoints_root, hour_partition, snapshots_root, table_root
+from changelog.layout import (
+    changes_root,
+    checkpoints_root,
+    hour_partition,
+    retention_path,
+    snapshots_root,
+    table_root,
+)
 from changelog.record import SCHEMA
 from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests
 from changelog.source import register_parquet
 from changelog.store import ObjectMissing, Store
 from changelog.timefmt import format_time, from_micros
-
-RETENTION = "retention.json"
 
 
 def change_files(store: Store, table: str) -> list[str]:
@@ -180,7 +185,7 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
     earliest = min(bootstraps) if bootstraps else first
     if earliest is None and manifests:
         earliest = manifests[0][1].snapshot_time_us
-    floor = _retention_floor(store, table)
+    floor = retention_floor(store, table)
     if floor is not None:
         # The floor is a kept snapshot's moment: restorable even when no change of that time is left.
         earliest = max(floor, min(bootstraps)) if bootstraps else floor
@@ -217,9 +222,10 @@ def _time_bounds(con: duckdb.DuckDBPyConnection, store: Store, files: list[str])
     return first, last
 
 
-def _retention_floor(store: Store, table: str) -> int | None:
+def retention_floor(store: Store, table: str) -> int | None:
+    """The floor an earlier ``expire`` left (µs), or None."""
     try:
-        body = json.loads(store.read(f"{table_root(table)}/{RETENTION}"))
+        body = json.loads(store.read(retention_path(table)))
     except ObjectMissing:
         return None
     value = body.get("restorable_from_us")

@@ -45,11 +45,11 @@ from changelog.layout import hour_partition, snapshot_dir
 from changelog.meta import meta_from_description, read_meta, write_meta
 from changelog.progress import Progress
 from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest, list_manifests
-from changelog.state import change_files
+from changelog.state import change_files, retention_floor
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from compactor.export_reader import ExportInvalid, open_export, read_data_files, read_items, read_summary
-from compactor.retention import delete_snapshot, read_floor
+from compactor.retention import delete_snapshot
 from compactor.scan import parallel_scan
 from compactor.snapshots import PART_ROWS, publish_manifest
 
@@ -206,7 +206,7 @@ def _descends_from_bootstrap(path: str, by_path: dict[str, Manifest]) -> bool:
 
 
 def _check_can_bootstrap(store: Store, table: str, version_us: int, snapshot_time_us: int | None) -> None:
-    floor = read_floor(store, table)
+    floor = retention_floor(store, table)
     if floor is not None and floor > version_us:
         raise UsageError(
             f"changes of {table!r} before {format_time(from_micros(floor))} were expired, so a copy from "

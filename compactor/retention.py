@@ -44,10 +44,10 @@ from datetime import UTC, datetime, timedelta
 import pyarrow.parquet as pq
 
 from changelog.errors import UsageError
-from changelog.layout import table_root
+from changelog.layout import retention_path, table_root
 from changelog.snapshot import MANIFEST, Manifest, list_manifests
-from changelog.state import RETENTION, change_files, coverage, snapshot_dirs
-from changelog.store import LocalStore, ObjectMissing, S3Store, Store
+from changelog.state import change_files, coverage, retention_floor, snapshot_dirs
+from changelog.store import LocalStore, S3Store, Store
 from changelog.timefmt import from_micros, to_micros
 
 BOOTSTRAP_KINDS = ("export", "scan")
@@ -229,7 +229,7 @@ def plan_expire(store: Store, table: str, policy: Policy, *, now_us: int | None 
     """Work out what ``policy`` deletes; ``now_us`` defaults to the watermark (latest restorable time)."""
     if now_us is None:
         now_us = coverage(store, table).latest_us
-    previous_floor = read_floor(store, table)
+    previous_floor = retention_floor(store, table)
     sizes = store.sizes(table_root(table) + "/")
     orphans = tuple(orphan_files(store, table, clock=clock))
     manifests = list_manifests(store, table)
@@ -266,20 +266,10 @@ def delete_snapshot(store: Store, manifest_path: str, manifest: Manifest) -> Non
         store.delete(f"{directory}/{part}")
 
 
-def read_floor(store: Store, table: str) -> int | None:
-    """The floor an earlier expire left (µs), or None."""
-    try:
-        body = json.loads(store.read(f"{table_root(table)}/{RETENTION}"))
-    except ObjectMissing:
-        return None
-    value = body.get("restorable_from_us")
-    return int(value) if value is not None else None
-
-
 def write_floor(store: Store, table: str, floor_us: int | None, policy: Policy) -> None:
     """Write ``retention.json``: the earliest restorable time ``status`` reports from now on."""
     body = {"restorable_from_us": floor_us, "policy": policy.text, "updated_at": datetime.now(UTC).isoformat()}
-    store.write(f"{table_root(table)}/{RETENTION}", json.dumps(body, indent=1).encode("utf-8"))
+    store.write(retention_path(table), json.dumps(body, indent=1).encode("utf-8"))
 
 
 def apply_expire(store: Store, plan: ExpirePlan) -> None:

@@ -8,11 +8,11 @@ and changed back) is not reported.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -83,7 +83,7 @@ def check_window(store: Store, table: str, from_us: int, to_us: int,
             f"--from {format_time(from_micros(from_us))} is after --to {format_time(from_micros(to_us))}: "
             "give the earlier time first"
         )
-    cov = coverage(store, table, con)
+    cov = coverage(store, table, con, count_changes=False)
     for moment in (from_us, to_us):
         check_restorable(cov, from_micros(moment), moment)
 
@@ -136,13 +136,13 @@ def diff_states(store: Store, table: str, from_us: int, to_us: int, where: str |
     removed: list[ItemChange] = []
     changed: list[ItemChange] = []
     for key_text, keys, before_text, after_text in rows:
-        before = json.loads(before_text) if before_text is not None else None
-        after = json.loads(after_text) if after_text is not None else None
+        before = orjson.loads(before_text) if before_text is not None else None
+        after = orjson.loads(after_text) if after_text is not None else None
         paths = tuple(diff_items(before, after))
         if not paths and before is not None and after is not None:
             continue
         kind = "added" if before is None else "removed" if after is None else "changed"
-        change = ItemChange(kind, key_text, json.loads(keys), before, after, paths)
+        change = ItemChange(kind, key_text, orjson.loads(keys), before, after, paths)
         {"added": added, "removed": removed, "changed": changed}[kind].append(change)
     return StateDiff(table, from_us, to_us, tuple(added), tuple(removed), tuple(changed))
 

@@ -41,6 +41,12 @@ def hour_partition(event_time_us: int) -> str:
     return f"dt={moment:%Y-%m-%d}/hour={moment:%H}"
 
 
+def partition_of(path: str) -> str:
+    """The ``dt=.../hour=...`` partition of a change file's path."""
+    parts = path.split("/")
+    return f"{parts[-3]}/{parts[-2]}"
+
+
 def digest(parts: Iterable[str]) -> str:
     """A short, stable digest of a set of ids (order does not matter)."""
     hasher = hashlib.sha256()

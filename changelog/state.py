@@ -22,6 +22,7 @@ from changelog.layout import (
     changes_root,
     checkpoints_root,
     hour_partition,
+    partition_of,
     retention_path,
     snapshots_root,
     table_root,
@@ -36,11 +37,6 @@ from changelog.timefmt import format_time, from_micros
 def change_files(store: Store, table: str) -> list[str]:
     """All change files of a table (relative paths), sorted."""
     return [path for path in store.list(changes_root(table) + "/") if path.endswith(".parquet")]
-
-
-def _partition_of(path: str) -> str:
-    parts = path.split("/")
-    return f"{parts[-3]}/{parts[-2]}"
 
 
 @dataclass(frozen=True)
@@ -61,12 +57,12 @@ def plan_state(store: Store, table: str, at_us: int, *, use_snapshots: bool = Tr
     chosen = [(path, m) for path, m in manifests if m.snapshot_time_us <= at_us]
     upper = hour_partition(at_us)
     if not chosen:
-        return StatePlan(table, at_us, None, None, tuple(p for p in files if _partition_of(p) <= upper))
+        return StatePlan(table, at_us, None, None, tuple(p for p in files if partition_of(p) <= upper))
     path, manifest = chosen[-1]
     lower = hour_partition(manifest.snapshot_time_us)
     consumed = set(manifest.consumed_files)
     wanted = tuple(
-        p for p in files if _partition_of(p) <= upper and (_partition_of(p) >= lower or p not in consumed)
+        p for p in files if partition_of(p) <= upper and (partition_of(p) >= lower or p not in consumed)
     )
     return StatePlan(table, at_us, path, manifest, wanted)
 
@@ -88,12 +84,13 @@ def _source(con: duckdb.DuckDBPyConnection, store: Store, name: str, paths: list
 
 
 def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *, name: str = "state",
-               tombstones: bool = False) -> None:
+               tombstones: bool = False, only_keys: str | None = None) -> None:
     """Create view ``name``: one row per item key as of the plan's moment.
 
     Columns: table_name, item_key, keys, event_name, event_time, sequence_number, image (DynamoDB
     JSON) and doc (plain JSON). With ``tombstones`` keys whose last change is a REMOVE stay, with
-    event_name REMOVE and no image (what a snapshot keeps).
+    event_name REMOVE and no image (what a snapshot keeps). ``only_keys`` names a relation with an
+    ``item_key`` column: the state is computed for those keys alone (a diff's window).
     """
     con.execute("SET TimeZone = 'UTC'")
     parts = []
@@ -111,6 +108,7 @@ def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *,
     table_literal = plan.table.replace("'", "''")
     changes_filter = f"table_name = '{table_literal}' AND event_time <= {_timestamp(plan.at_us)}"
     live_only = "" if tombstones else " AND event_name <> 'REMOVE'"
+    key_filter = f" AND item_key IN (SELECT item_key FROM {only_keys})" if only_keys else ""
     dedup = "" if local else "QUALIFY row_number() OVER (PARTITION BY v.item_key) = 1"
     con.execute(
         f"""
@@ -118,9 +116,10 @@ def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *,
         WITH winners AS (
             SELECT src, item_key, event_time, sequence_number, __f, __r FROM (
                 SELECT 0 AS src, item_key, event_name, event_time, sequence_number, __f, __r
-                FROM {changes} WHERE {changes_filter}
+                FROM {changes} WHERE {changes_filter}{key_filter}
                 UNION ALL
-                SELECT 1 AS src, item_key, event_name, event_time, sequence_number, __f, __r FROM {snapshot}
+                SELECT 1 AS src, item_key, event_name, event_time, sequence_number, __f, __r
+                FROM {snapshot} WHERE TRUE{key_filter}
             )
             QUALIFY row_number() OVER (
                 PARTITION BY item_key
@@ -212,7 +211,7 @@ def _time_bounds(con: duckdb.DuckDBPyConnection, store: Store, files: list[str])
     """First and last change time (µs): partitions bound their files' times, so only the edge ones are read."""
     if not files:
         return None, None
-    partitions = [_partition_of(p) for p in files]
+    partitions = [partition_of(p) for p in files]
     low, high = min(partitions), max(partitions)
     edges = [p for p, part in zip(files, partitions, strict=True) if part in (low, high)]
     register_parquet(con, "coverage__edges", store, edges, SCHEMA)

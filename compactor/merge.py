@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import duckdb
 
 from changelog.changefile import parquet_bytes
-from changelog.layout import change_file_path, hour_partition
+from changelog.layout import change_file_path, hour_partition, partition_of
 from changelog.record import SCHEMA
 from changelog.source import register_parquet
 from changelog.state import change_files
@@ -60,8 +60,7 @@ def merge_small_files(store: Store, table: str, before_us: int, *, min_files: in
     """
     groups: dict[str, list[str]] = defaultdict(list)
     for path in change_files(store, table):
-        parts = path.split("/")
-        groups[f"{parts[-3]}/{parts[-2]}"].append(path)
+        groups[partition_of(path)].append(path)
     open_hour = hour_partition(before_us)
     partitions = files_in = files_out = records = 0
     for partition, files in sorted(groups.items()):

@@ -18,8 +18,11 @@ import pyarrow.parquet as pq
 
 from changelog.codec import dump_json
 from changelog.errors import UsageError
+from changelog.layout import hour_partition, partition_of
 from changelog.plain import plain_select
-from changelog.state import check_restorable, coverage, open_state, plan_state
+from changelog.record import SCHEMA
+from changelog.source import register_parquet
+from changelog.state import change_files, check_restorable, coverage, open_state, plan_state
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from replayer.attrdiff import PathChange, diff_items
@@ -117,8 +120,18 @@ def diff_states(store: Store, table: str, from_us: int, to_us: int, where: str |
     """
     con = con or duckdb.connect()
     check_window(store, table, from_us, to_us, con)
-    open_state(con, store, plan_state(store, table, from_us), name="diff_from")
-    open_state(con, store, plan_state(store, table, to_us), name="diff_to")
+    # Only an item with a change in (from, to] can differ: compute both states for those keys alone.
+    # Files never span an hour partition, so the window's partitions hold every such change.
+    low, high = hour_partition(from_us), hour_partition(to_us)
+    window_files = [p for p in change_files(store, table) if low <= partition_of(p) <= high]
+    register_parquet(con, "diff__window", store, window_files, SCHEMA)
+    con.execute(
+        f"""CREATE TEMP TABLE diff__keys AS SELECT DISTINCT item_key FROM diff__window
+            WHERE event_time > TIMESTAMPTZ '{from_micros(from_us).isoformat()}'
+              AND event_time <= TIMESTAMPTZ '{from_micros(to_us).isoformat()}'"""
+    )
+    open_state(con, store, plan_state(store, table, from_us), name="diff_from", only_keys="diff__keys")
+    open_state(con, store, plan_state(store, table, to_us), name="diff_to", only_keys="diff__keys")
     condition = _filter_sql(con, where) if where else "TRUE"
     rows = con.execute(
         f"""

@@ -1,7 +1,8 @@
 """Plain attribute columns over items, so SQL says ``status = 'shipped'``, not JSON paths.
 
 Each top-level attribute becomes a column typed from its DynamoDB type tags in the images: text
-for S, BOOLEAN for BOOL, DECIMAL(38,9) for N when every value fits it exactly, JSON for the rest
+for S, BOOLEAN for BOOL, DECIMAL(38,s) for N when every value fits DECIMAL(38,9) exactly (s the
+largest scale seen), JSON for the rest
 (maps, lists, sets, binaries, mixed types, numbers DECIMAL(38,9) cannot hold). Values are read
 from the DynamoDB-JSON image, where N is text, so no number ever passes through a float.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import duckdb
 
 _FITS_DECIMAL = r"-?\d{1,29}(\.\d{1,9})?"
+_SCALE = r"\.(\d+)$"
 
 
 def quote_ident(name: str) -> str:
@@ -33,7 +35,9 @@ def plain_select(con: duckdb.DuckDBPyConnection, relation: str, image: str = "im
     rows = con.execute(
         f"""
         SELECT name, list(DISTINCT tag),
-               bool_and(tag <> 'N' OR regexp_full_match(json_extract_string(value, '$.N'), '{_FITS_DECIMAL}'))
+               bool_and(tag <> 'N' OR regexp_full_match(json_extract_string(value, '$.N'), '{_FITS_DECIMAL}')),
+               max(CASE WHEN tag = 'N' THEN length(regexp_extract(json_extract_string(value, '$.N'), '{_SCALE}', 1))
+                   END)
         FROM (
             SELECT name, value, json_keys(value)[1] AS tag
             FROM (
@@ -45,7 +49,7 @@ def plain_select(con: duckdb.DuckDBPyConnection, relation: str, image: str = "im
         """
     ).fetchall()
     columns = []
-    for name, tags, numbers_fit in rows:
+    for name, tags, numbers_fit, scale in rows:
         if name in reserved:
             continue
         kinds = set(tags) - {"NULL"}
@@ -54,7 +58,8 @@ def plain_select(con: duckdb.DuckDBPyConnection, relation: str, image: str = "im
         elif kinds == {"BOOL"}:
             expr = f"CAST(json_extract_string({image}, {_path(name, 'BOOL')}) AS BOOLEAN)"
         elif kinds == {"N"} and numbers_fit:
-            expr = f"CAST(json_extract_string({image}, {_path(name, 'N')}) AS DECIMAL(38,9))"
+            # The smallest scale that holds every value exactly: 5 reads as 5, 12.50 as 12.50.
+            expr = f"CAST(json_extract_string({image}, {_path(name, 'N')}) AS DECIMAL(38,{scale or 0}))"
         else:
             expr = f"json_extract({image}, {_path(name)})"
         columns.append(f"{expr} AS {quote_ident(name)}")

@@ -44,13 +44,13 @@ from changelog.errors import ConflictError, DecodeError, RewindError, StreamConf
 from changelog.layout import hour_partition, snapshot_dir
 from changelog.meta import meta_from_description, read_meta, write_meta
 from changelog.progress import Progress
+from changelog.scan import parallel_scan
 from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest, list_manifests
 from changelog.state import change_files, retention_floor
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from compactor.export_reader import ExportInvalid, open_export, read_data_files, read_items, read_summary
 from compactor.retention import delete_snapshot
-from compactor.scan import parallel_scan
 from compactor.snapshots import PART_ROWS, publish_manifest
 
 BOOTSTRAP_KINDS = ("export", "scan")

@@ -25,7 +25,7 @@ from changelog.codec import base64_to_binaries, binaries_to_base64
 from changelog.store import Store
 from replayer.attrdiff import items_equal
 from replayer.diff import diff_states
-from replayer.verify import key_names
+from replayer.target import key_names
 
 RETRYABLE = frozenset({
     "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",

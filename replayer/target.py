@@ -88,8 +88,14 @@ def prepare_target(client: Any, name: str, meta: dict[str, Any], *, create: bool
 
 
 def key_names(client: Any, name: str) -> list[str]:
-    """The key attribute names of a live table."""
-    return [k["AttributeName"] for k in client.describe_table(TableName=name)["Table"]["KeySchema"]]
+    """The key attribute names of a live table; raises TargetError when it does not exist."""
+    try:
+        description = client.describe_table(TableName=name)["Table"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            raise TargetError(f"DynamoDB table {name!r} does not exist (check the name and region)") from None
+        raise TargetError(f"cannot describe DynamoDB table {name!r}: {exc}") from None
+    return [k["AttributeName"] for k in description["KeySchema"]]
 
 
 def scan_keys(client: Any, name: str) -> list[dict[str, Any]]:

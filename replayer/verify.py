@@ -12,20 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-from botocore.exceptions import ClientError
 
-from changelog.codec import binaries_to_base64, item_key
-from changelog.errors import TableNotFound, TargetError, UsageError
+from changelog.codec import item_key
+from changelog.errors import TableNotFound
+from changelog.scan import parallel_scan
 from changelog.state import check_restorable, coverage, open_state, plan_state
 from changelog.store import Store
 from changelog.timefmt import from_micros
 from replayer.attrdiff import canonical_text, items_equal
+from replayer.target import key_names
 
 
 @dataclass(frozen=True)
@@ -47,40 +48,22 @@ class VerifyReport:
         return not (self.missing or self.extra or self.different)
 
 
-def key_names(client: Any, table: str) -> list[str]:
-    """The key attribute names of a live table; raises TargetError when it does not exist."""
-    try:
-        description = client.describe_table(TableName=table)["Table"]
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            raise TargetError(f"DynamoDB table {table!r} does not exist (check the name and region)") from None
-        raise TargetError(f"cannot describe DynamoDB table {table!r}: {exc}") from None
-    return [k["AttributeName"] for k in description["KeySchema"]]
-
-
-def _scan_segment(client: Any, table: str, segment: int, total: int) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    request: dict[str, Any] = {"TableName": table, "Segment": segment, "TotalSegments": total, "ConsistentRead": True}
-    while True:
-        page = client.scan(**request)
-        items.extend(binaries_to_base64(item) for item in page.get("Items", []))
-        if "LastEvaluatedKey" not in page:
-            return items
-        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
 def scan_table(client: Any, table: str, segments: int = 4) -> dict[str, dict[str, Any]]:
     """Every item of a live table as DynamoDB JSON (binaries as base64), by canonical item_key.
 
-    Scans ``segments`` segments in parallel threads (one low-level client is thread-safe),
-    each paginated to its end.
+    Scans ``segments`` segments in parallel threads, each paginated to its end.
     """
-    if segments < 1:
-        raise UsageError("--segments must be at least 1")
     names = key_names(client, table)
-    with ThreadPoolExecutor(max_workers=segments) as pool:
-        parts = list(pool.map(lambda s: _scan_segment(client, table, s, segments), range(segments)))
-    return {item_key({n: item[n] for n in names}): item for part in parts for item in part}
+    found: dict[str, dict[str, Any]] = {}
+    lock = threading.Lock()
+
+    def keep(items: list[dict[str, Any]]) -> None:
+        keyed = {item_key({n: item[n] for n in names}): item for item in items}
+        with lock:
+            found.update(keyed)
+
+    parallel_scan(client, table, segments, keep)
+    return found
 
 
 def stored_state(store: Store, table: str, at_us: int, *, use_snapshots: bool = True,

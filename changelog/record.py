@@ -27,6 +27,13 @@ SCHEMA = pa.schema(
 )
 
 
+# The order of versions of an item (DESIGN.md, semantics 1): time, then the sequence number as a
+# number. Sequence numbers are zero-padded to 40 digits but longer ones are kept whole, so comparing
+# (length, text) is numeric order for every width. Every SQL that orders versions uses these.
+VERSION_ORDER = "event_time, length(sequence_number), sequence_number"
+LATEST_FIRST = "event_time DESC, length(sequence_number) DESC, sequence_number DESC"
+
+
 @dataclass(frozen=True, slots=True)
 class ChangeRow:
     """One decoded stream record. Images are DynamoDB JSON text; ``*_doc`` are their plain JSON."""

@@ -27,7 +27,7 @@ from changelog.layout import (
     snapshots_root,
     table_root,
 )
-from changelog.record import SCHEMA
+from changelog.record import LATEST_FIRST, SCHEMA
 from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests
 from changelog.source import register_parquet
 from changelog.store import ObjectMissing, Store
@@ -123,7 +123,7 @@ def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *,
             )
             QUALIFY row_number() OVER (
                 PARTITION BY item_key
-                ORDER BY event_time DESC, length(sequence_number) DESC, sequence_number DESC
+                ORDER BY {LATEST_FIRST}
             ) = 1{live_only}
         )
         SELECT v.table_name, v.item_key, v.keys, v.event_name, v.event_time, v.sequence_number, v.image, v.doc

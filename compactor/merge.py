@@ -15,7 +15,7 @@ import duckdb
 
 from changelog.changefile import parquet_bytes
 from changelog.layout import change_file_path, hour_partition, partition_of
-from changelog.record import SCHEMA
+from changelog.record import SCHEMA, VERSION_ORDER
 from changelog.source import register_parquet
 from changelog.state import change_files
 from changelog.store import Store
@@ -39,10 +39,10 @@ def merge_partition(store: Store, table: str, partition: str, files: list[str]) 
     columns = ", ".join(field.name for field in SCHEMA)
     merged = con.sql(
         f"""SELECT {columns} FROM (SELECT DISTINCT ON (event_id) {columns} FROM merge_in)
-            ORDER BY item_key, event_time, length(sequence_number), sequence_number"""
+            ORDER BY item_key, {VERSION_ORDER}"""
     ).to_arrow_table().cast(SCHEMA)
     sequences = con.execute(
-        "SELECT sequence_number FROM merge_in ORDER BY event_time, length(sequence_number), sequence_number"
+        f"SELECT sequence_number FROM merge_in ORDER BY {VERSION_ORDER}"
     ).fetchall()
     event_ids = merged.column("event_id").to_pylist()
     path = change_file_path(table, partition, sequences[0][0], sequences[-1][0], event_ids)

@@ -17,14 +17,12 @@ import duckdb
 from changelog.codec import item_key, parse_key
 from changelog.errors import TableNotFound
 from changelog.meta import key_attribute_schema, read_meta
-from changelog.record import SCHEMA
+from changelog.record import SCHEMA, VERSION_ORDER
 from changelog.source import register_parquet
 from changelog.state import change_files
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from replayer.attrdiff import PathChange, diff_items
-
-ORDER = "event_time, length(sequence_number), sequence_number"
 
 
 @dataclass(frozen=True)
@@ -101,7 +99,7 @@ def item_history(store: Store, table: str, key_text: str,
             FROM history__changes
             WHERE item_key = {_literal(canonical)} AND table_name = {_literal(table)}
         )
-        ORDER BY {ORDER}, event_id
+        ORDER BY {VERSION_ORDER}, event_id
         """
     ).fetchall()
     versions: list[Version] = []

@@ -10,14 +10,12 @@ import duckdb
 from changelog.codec import item_key, parse_key
 from changelog.layout import TABLES, table_names
 from changelog.plain import plain_select, quote_ident
-from changelog.record import SCHEMA
+from changelog.record import LATEST_FIRST, SCHEMA, VERSION_ORDER
 from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests
 from changelog.source import register_parquet
 from changelog.state import change_files
 from changelog.store import Store
 from changelog.timefmt import from_micros
-
-_ORDER = "event_time, length(sequence_number), sequence_number"
 
 
 def _canonical_key(text: str) -> str:
@@ -71,7 +69,7 @@ def open_sql(store: Store, *, plain_tables: bool = True) -> duckdb.DuckDBPyConne
             "CREATE VIEW snapshot_rows AS SELECT *, NULL::TIMESTAMPTZ AS snapshot_time FROM snapshot_rows__empty"
         )
     con.execute(
-        """
+        f"""
         CREATE MACRO state_at(t) AS TABLE
         WITH chosen AS (
             SELECT table_name, max(snapshot_time) AS snapshot_time FROM snapshots
@@ -89,7 +87,7 @@ def open_sql(store: Store, *, plain_tables: bool = True) -> duckdb.DuckDBPyConne
         )
         QUALIFY row_number() OVER (
             PARTITION BY table_name, item_key
-            ORDER BY event_time DESC, length(sequence_number) DESC, sequence_number DESC
+            ORDER BY {LATEST_FIRST}
         ) = 1 AND event_name <> 'REMOVE'
         """
     )
@@ -98,7 +96,7 @@ def open_sql(store: Store, *, plain_tables: bool = True) -> duckdb.DuckDBPyConne
         f"""CREATE MACRO history(k) AS TABLE
             SELECT table_name, event_time, event_name, sequence_number, is_ttl_delete,
                    old_image::JSON AS old_image, new_image::JSON AS new_image, event_id
-            FROM changes WHERE item_key = rewind_key(k) ORDER BY table_name, {_ORDER}"""
+            FROM changes WHERE item_key = rewind_key(k) ORDER BY table_name, {VERSION_ORDER}"""
     )
     if plain_tables:
         for table in tables:

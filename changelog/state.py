@@ -67,7 +67,8 @@ def plan_state(store: Store, table: str, at_us: int, *, use_snapshots: bool = Tr
     return StatePlan(table, at_us, path, manifest, wanted)
 
 
-def _timestamp(at_us: int) -> str:
+def timestamp_literal(at_us: int) -> str:
+    """A DuckDB TIMESTAMPTZ literal for a moment in µs (exact, whatever the session's time zone)."""
     return f"TIMESTAMPTZ '{from_micros(at_us).isoformat()}'"
 
 
@@ -106,7 +107,7 @@ def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *,
     changes = _source(con, store, f"{name}__changes", list(plan.change_files), SCHEMA, local)
     snapshot = _source(con, store, f"{name}__snapshot", parts, SNAPSHOT_SCHEMA, local)
     table_literal = plan.table.replace("'", "''")
-    changes_filter = f"table_name = '{table_literal}' AND event_time <= {_timestamp(plan.at_us)}"
+    changes_filter = f"table_name = '{table_literal}' AND event_time <= {timestamp_literal(plan.at_us)}"
     live_only = "" if tombstones else " AND event_name <> 'REMOVE'"
     key_filter = f" AND item_key IN (SELECT item_key FROM {only_keys})" if only_keys else ""
     dedup = "" if local else "QUALIFY row_number() OVER (PARTITION BY v.item_key) = 1"

@@ -22,7 +22,7 @@ from changelog.layout import hour_partition, partition_of
 from changelog.plain import plain_select
 from changelog.record import SCHEMA
 from changelog.source import register_parquet
-from changelog.state import change_files, check_restorable, coverage, open_state, plan_state
+from changelog.state import change_files, check_restorable, coverage, open_state, plan_state, timestamp_literal
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from replayer.attrdiff import PathChange, diff_items
@@ -127,8 +127,7 @@ def diff_states(store: Store, table: str, from_us: int, to_us: int, where: str |
     register_parquet(con, "diff__window", store, window_files, SCHEMA)
     con.execute(
         f"""CREATE TEMP TABLE diff__keys AS SELECT DISTINCT item_key FROM diff__window
-            WHERE event_time > TIMESTAMPTZ '{from_micros(from_us).isoformat()}'
-              AND event_time <= TIMESTAMPTZ '{from_micros(to_us).isoformat()}'"""
+            WHERE event_time > {timestamp_literal(from_us)} AND event_time <= {timestamp_literal(to_us)}"""
     )
     open_state(con, store, plan_state(store, table, from_us), name="diff_from", only_keys="diff__keys")
     open_state(con, store, plan_state(store, table, to_us), name="diff_to", only_keys="diff__keys")

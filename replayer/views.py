@@ -13,7 +13,7 @@ from changelog.plain import plain_select, quote_ident
 from changelog.record import LATEST_FIRST, SCHEMA, VERSION_ORDER
 from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests
 from changelog.source import register_parquet
-from changelog.state import change_files
+from changelog.state import change_files, timestamp_literal
 from changelog.store import Store
 from changelog.timefmt import from_micros
 
@@ -58,7 +58,7 @@ def open_sql(store: Store, *, plain_tables: bool = True) -> duckdb.DuckDBPyConne
             name = f"snapshot__{len(selects)}_{index}"
             register_parquet(con, name, store, [f"{base}/{p}" for p in manifest.parts], SNAPSHOT_SCHEMA)
             selects.append(
-                f"SELECT *, TIMESTAMPTZ '{from_micros(manifest.snapshot_time_us).isoformat()}' AS snapshot_time"
+                f"SELECT *, {timestamp_literal(manifest.snapshot_time_us)} AS snapshot_time"
                 f" FROM {name}"
             )
     if selects:

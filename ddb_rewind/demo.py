@@ -178,7 +178,7 @@ def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 
             say(f"5. Compacted: snapshot at {format_time(result.snapshot.snapshot_time)} with "
                 f"{result.snapshot.items} items")
 
-        con = open_sql(store)
+        con = open_sql(store, plain_tables=True)
         say("6. SQL over the whole history (orders per status before and after the deploy):")
         moment = format_time(from_micros(good_us))
         latest = _latest_us(store)

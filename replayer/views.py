@@ -22,19 +22,24 @@ def _canonical_key(text: str) -> str:
     return item_key(parse_key(text))
 
 
-def open_sql(store: Store, *, plain_tables: bool = True) -> duckdb.DuckDBPyConnection:
+def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the store's views and macros.
 
     - ``changes``: every captured change, de-duplicated on event_id, with ``new_doc``/``old_doc`` JSON;
+    - ``tables``: the tables the store holds;
     - ``snapshots``: one row per published snapshot;
     - ``state_at(TIME)``: every live item of every table at TIME (table_name, item_key, keys, item, doc);
     - ``history(KEY)``: every change of the item with that DynamoDB-JSON key, in order;
-    - with ``plain_tables``, per table ``<table>_at(TIME)``: its items at TIME with one typed column
-      per attribute (``WHERE status = 'shipped'``).
+    - per table ``<table>_at(TIME)``: its items at TIME with one typed column per attribute
+      (``WHERE status = 'shipped'``). Finding the attributes reads every image of the table, so
+      these are made on demand by ``ensure_plain_macros``; ``plain_tables`` makes them all now.
     """
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     tables = table_names(store.list(TABLES + "/"))
+    con.execute("CREATE TABLE tables (table_name VARCHAR)")
+    for table in tables:
+        con.execute("INSERT INTO tables VALUES (?)", [table])
     files = [path for table in tables for path in change_files(store, table)]
     register_parquet(con, "changes__raw", store, files, SCHEMA)
     con.execute(
@@ -100,11 +105,28 @@ def open_sql(store: Store, *, plain_tables: bool = True) -> duckdb.DuckDBPyConne
     )
     if plain_tables:
         for table in tables:
-            _plain_table_macro(con, table)
+            plain_table_macro(con, table)
     return con
 
 
-def _plain_table_macro(con: duckdb.DuckDBPyConnection, table: str) -> None:
+def ensure_plain_macros(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Create the ``<table>_at`` macros that ``sql`` mentions and the connection does not have yet."""
+    lowered = sql.lower()
+    tables = [name for (name,) in con.execute("SELECT table_name FROM tables").fetchall()]
+    existing = {
+        name.lower()
+        for (name,) in con.execute(
+            "SELECT function_name FROM duckdb_functions() WHERE function_type = 'table_macro'"
+        ).fetchall()
+    }
+    for table in tables:
+        macro = f"{table}_at".lower()
+        if macro in lowered and macro not in existing:
+            plain_table_macro(con, table)
+
+
+def plain_table_macro(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Create ``<table>_at(TIME)``: the table's items at TIME with one typed column per attribute."""
     literal = table.replace("'", "''")
     con.execute(
         f"""CREATE TEMP VIEW plain__docs AS

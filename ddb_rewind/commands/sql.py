@@ -12,9 +12,9 @@ from changelog.errors import UsageError
 from changelog.store import open_store
 from ddb_rewind.args import add_store
 from ddb_rewind.output import print_rows
-from replayer.views import open_sql
+from replayer.views import ensure_plain_macros, open_sql
 
-_HELP = """Views: changes, snapshots, snapshot_rows; macros: state_at(TIME), history(KEY), <table>_at(TIME).
+_HELP = """Views: changes, tables, snapshots, snapshot_rows; macros: state_at(TIME), history(KEY), <table>_at(TIME).
 End a query with ';'. Type .quit to leave."""
 
 
@@ -30,6 +30,7 @@ def register(subparsers: Any) -> None:
 
 def _run_query(con: duckdb.DuckDBPyConnection, query: str, fmt: str) -> None:
     try:
+        ensure_plain_macros(con, query)
         relation = con.sql(query)
     except duckdb.Error as exc:
         raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None

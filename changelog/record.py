@@ -34,6 +34,21 @@ VERSION_ORDER = "event_time, length(sequence_number), sequence_number"
 LATEST_FIRST = "event_time DESC, length(sequence_number) DESC, sequence_number DESC"
 
 
+def first_copies(source: str, columns: str = "*", where: str = "TRUE") -> str:
+    """SQL selecting one row per stream record from ``source``: of its copies, the earliest version.
+
+    The one de-duplication rule of every reader (state, snapshots, merge, views, history, diff).
+    A record can be stored more than once: a retried or re-split Lambda batch, the poller and Lambda
+    both, a Kinesis producer's re-send. Copies share the event id and event time; only a Kinesis
+    re-send differs, in its (later) Kinesis sequence number. Keeping the earliest copy puts the
+    record where it first appeared, so a re-send can never overtake a later change of the same item.
+    De-duplication happens before versions are ranked, never after. Copies share their event time
+    and so their hour partition: a reader that reads partitions whole sees every copy.
+    """
+    return (f"SELECT {columns} FROM {source} WHERE {where} "
+            f"QUALIFY row_number() OVER (PARTITION BY table_name, event_id ORDER BY {VERSION_ORDER}) = 1")
+
+
 @dataclass(frozen=True, slots=True)
 class ChangeRow:
     """One decoded stream record. Images are DynamoDB JSON text; ``*_doc`` are their plain JSON."""

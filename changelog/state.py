@@ -1,11 +1,12 @@
 """The table at a moment: which snapshot and change files to read, and the one query that merges them.
 
 State at T, for each item key, is the version with the greatest (event_time, sequence number)
-among the chosen snapshot's rows and every change with ``event_time <= T``; the item exists unless
-that version is a REMOVE. Reading a change that the snapshot already folded in cannot change the
-answer (its version is not newer), so the plan only has to make sure nothing newer is left out:
-every change file in an hour partition at or after the snapshot's, plus every file the snapshot's
-manifest did not consume (a late file), whatever its hour.
+among the chosen snapshot's rows and every change with ``event_time <= T`` (each record counted
+once, at its earliest copy: ``record.first_copies``); the item exists unless that version is a
+REMOVE. Reading a change that the snapshot already folded in cannot change the answer (its version
+is not newer), so the plan only has to make sure nothing newer is left out: every change file in an
+hour partition at or after the snapshot's, plus every partition holding a file the snapshot's
+manifest did not consume (a late file), read whole so that every copy of a late record is seen.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from changelog.layout import (
     snapshots_root,
     table_root,
 )
-from changelog.record import LATEST_FIRST, SCHEMA
+from changelog.record import LATEST_FIRST, SCHEMA, first_copies
 from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests
 from changelog.source import register_parquet
 from changelog.store import ObjectMissing, Store
@@ -61,8 +62,11 @@ def plan_state(store: Store, table: str, at_us: int, *, use_snapshots: bool = Tr
     path, manifest = chosen[-1]
     lower = hour_partition(manifest.snapshot_time_us)
     consumed = set(manifest.consumed_files)
+    # A late file's partition is read whole: copies of one record share an hour partition, and only
+    # with all of them in view does de-duplication keep the earliest (see record.first_copies).
+    late = {partition_of(p) for p in files if p not in consumed}
     wanted = tuple(
-        p for p in files if partition_of(p) <= upper and (partition_of(p) >= lower or p not in consumed)
+        p for p in files if partition_of(p) <= upper and (partition_of(p) >= lower or partition_of(p) in late)
     )
     return StatePlan(table, at_us, path, manifest, wanted)
 
@@ -110,6 +114,7 @@ def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *,
     changes_filter = f"table_name = '{table_literal}' AND event_time <= {timestamp_literal(plan.at_us)}"
     live_only = "" if tombstones else " AND event_name <> 'REMOVE'"
     key_filter = f" AND item_key IN (SELECT item_key FROM {only_keys})" if only_keys else ""
+    light = "item_key, event_name, event_time, sequence_number, __f, __r"
     dedup = "" if local else "QUALIFY row_number() OVER (PARTITION BY v.item_key) = 1"
     con.execute(
         f"""
@@ -117,7 +122,7 @@ def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *,
         WITH winners AS (
             SELECT src, item_key, event_time, sequence_number, __f, __r FROM (
                 SELECT 0 AS src, item_key, event_name, event_time, sequence_number, __f, __r
-                FROM {changes} WHERE {changes_filter}{key_filter}
+                FROM ({first_copies(changes, light, changes_filter + key_filter)})
                 UNION ALL
                 SELECT 1 AS src, item_key, event_name, event_time, sequence_number, __f, __r
                 FROM {snapshot} WHERE TRUE{key_filter}

@@ -15,7 +15,7 @@ import duckdb
 
 from changelog.changefile import parquet_bytes
 from changelog.layout import change_file_path, hour_partition, partition_of
-from changelog.record import SCHEMA, VERSION_ORDER
+from changelog.record import SCHEMA, VERSION_ORDER, first_copies
 from changelog.source import register_parquet
 from changelog.state import change_files
 from changelog.store import Store
@@ -38,7 +38,7 @@ def merge_partition(store: Store, table: str, partition: str, files: list[str]) 
     register_parquet(con, "merge_in", store, files, SCHEMA)
     columns = ", ".join(field.name for field in SCHEMA)
     merged = con.sql(
-        f"""SELECT {columns} FROM (SELECT DISTINCT ON (event_id) {columns} FROM merge_in)
+        f"""SELECT {columns} FROM ({first_copies("merge_in", columns)})
             ORDER BY item_key, {VERSION_ORDER}"""
     ).to_arrow_table().cast(SCHEMA)
     sequences = con.execute(

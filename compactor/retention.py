@@ -44,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow.parquet as pq
 
 from changelog.errors import UsageError
-from changelog.layout import retention_path, table_root
+from changelog.layout import partition_of, retention_path, table_root
 from changelog.snapshot import MANIFEST, Manifest, list_manifests
 from changelog.state import change_files, coverage, retention_floor, snapshot_dirs
 from changelog.store import LocalStore, S3Store, Store
@@ -181,19 +181,27 @@ def _partition_end_us(path: str) -> int:
 
 
 def deletable_changes(store: Store, table: str, base: Manifest) -> list[str]:
-    """Change files that ``base`` consumed and whose every row is at or before its time."""
+    """Change files of hour partitions whose every file ``base`` consumed, every row at or before its time.
+
+    A partition goes whole or not at all: a late file kept in it may hold a copy of a record whose
+    first copy sits in a consumed file, and readers keep the first copy (``record.first_copies``).
+    """
     consumed = set(base.consumed_files)
-    found = []
+    partitions: dict[str, list[str]] = {}
     for path in change_files(store, table):
-        if path not in consumed:
+        partitions.setdefault(partition_of(path), []).append(path)
+    found = []
+    for paths in partitions.values():
+        if any(path not in consumed for path in paths):
             continue
-        if _partition_end_us(path) <= base.snapshot_time_us:
-            found.append(path)
-            continue
-        latest = _max_event_us(store, path)
-        if latest is None or latest <= base.snapshot_time_us:
-            found.append(path)
+        if all(_partition_end_us(path) <= base.snapshot_time_us or _covered(store, path, base) for path in paths):
+            found.extend(paths)
     return found
+
+
+def _covered(store: Store, path: str, base: Manifest) -> bool:
+    latest = _max_event_us(store, path)
+    return latest is None or latest <= base.snapshot_time_us
 
 
 def modified_times(store: Store, prefix: str) -> dict[str, float]:

@@ -17,7 +17,7 @@ import duckdb
 from changelog.codec import item_key, parse_key
 from changelog.errors import TableNotFound
 from changelog.meta import key_attribute_schema, read_meta
-from changelog.record import SCHEMA, VERSION_ORDER
+from changelog.record import SCHEMA, VERSION_ORDER, first_copies
 from changelog.source import register_parquet
 from changelog.state import change_files
 from changelog.store import Store
@@ -94,11 +94,8 @@ def item_history(store: Store, table: str, key_text: str,
         f"""
         SELECT epoch_us(event_time), event_name, sequence_number, event_id, is_ttl_delete,
                old_image, new_image
-        FROM (
-            SELECT DISTINCT ON (event_id) *
-            FROM history__changes
-            WHERE item_key = {_literal(canonical)} AND table_name = {_literal(table)}
-        )
+        FROM ({first_copies("history__changes", "*",
+                            f"item_key = {_literal(canonical)} AND table_name = {_literal(table)}")})
         ORDER BY {VERSION_ORDER}, event_id
         """
     ).fetchall()

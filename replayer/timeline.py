@@ -8,7 +8,7 @@ from typing import Any
 import duckdb
 
 from changelog.errors import TableNotFound, UsageError
-from changelog.record import SCHEMA
+from changelog.record import SCHEMA, first_copies
 from changelog.source import register_parquet
 from changelog.state import change_files
 from changelog.store import Store
@@ -76,8 +76,7 @@ def timeline(store: Store, table: str, bucket: str = "hour", from_us: int | None
                count(*) FILTER (WHERE event_name = 'MODIFY'),
                count(*) FILTER (WHERE event_name = 'REMOVE' AND NOT is_ttl_delete),
                count(*) FILTER (WHERE event_name = 'REMOVE' AND is_ttl_delete)
-        FROM (SELECT DISTINCT ON (event_id) event_time, event_name, is_ttl_delete
-              FROM timeline__changes WHERE {' AND '.join(where)})
+        FROM ({first_copies("timeline__changes", "event_time, event_name, is_ttl_delete", " AND ".join(where))})
         GROUP BY start ORDER BY start
         """,
         params,

@@ -10,7 +10,7 @@ import duckdb
 from changelog.codec import item_key, parse_key
 from changelog.layout import TABLES, table_names
 from changelog.plain import plain_select, quote_ident
-from changelog.record import LATEST_FIRST, SCHEMA, VERSION_ORDER
+from changelog.record import LATEST_FIRST, SCHEMA, VERSION_ORDER, first_copies
 from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests
 from changelog.source import register_parquet
 from changelog.state import change_files, timestamp_literal
@@ -43,9 +43,9 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
     files = [path for table in tables for path in change_files(store, table)]
     register_parquet(con, "changes__raw", store, files, SCHEMA)
     con.execute(
-        """CREATE VIEW changes AS
+        f"""CREATE VIEW changes AS
            SELECT * EXCLUDE (new_doc, old_doc), new_doc::JSON AS new_doc, old_doc::JSON AS old_doc
-           FROM (SELECT DISTINCT ON (table_name, event_id) * FROM changes__raw)"""
+           FROM ({first_copies("changes__raw")})"""
     )
     con.execute(
         "CREATE TABLE snapshots (table_name VARCHAR, snapshot_time TIMESTAMPTZ, kind VARCHAR, items BIGINT,"

@@ -5,17 +5,20 @@ A user never needs the file layout: every view reads through the store (local or
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import duckdb
 
 from changelog.codec import item_key, parse_key
+from changelog.errors import TimeOutOfRange
 from changelog.layout import TABLES, table_names
 from changelog.plain import plain_select, quote_ident
 from changelog.record import LATEST_FIRST, SCHEMA, VERSION_ORDER, first_copies
 from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests
 from changelog.source import register_parquet
-from changelog.state import change_files, timestamp_literal
+from changelog.state import Coverage, change_files, check_restorable, coverage, timestamp_literal
 from changelog.store import Store
-from changelog.timefmt import from_micros
+from changelog.timefmt import from_micros, to_micros
 
 
 def _canonical_key(text: str) -> str:
@@ -73,19 +76,22 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
         con.execute(
             "CREATE VIEW snapshot_rows AS SELECT *, NULL::TIMESTAMPTZ AS snapshot_time FROM snapshot_rows__empty"
         )
+    _coverage_guard(con, store)
     con.execute(
         f"""
-        CREATE MACRO state_at(t) AS TABLE
+        CREATE MACRO state_at(t, only_table := NULL) AS TABLE
         WITH chosen AS (
             SELECT table_name, max(snapshot_time) AS snapshot_time FROM snapshots
-            WHERE snapshot_time <= t::TIMESTAMPTZ GROUP BY table_name
+            WHERE snapshot_time <= t::TIMESTAMPTZ AND (only_table IS NULL OR table_name = only_table)
+            GROUP BY table_name
         )
         SELECT table_name, item_key, keys::JSON AS keys, image::JSON AS item, doc::JSON AS doc,
                event_time, sequence_number
-        FROM (
+        -- The guard is a relation of its own, so a refusal is raised even when no row would come back.
+        FROM (SELECT 1 WHERE rewind_restorable(t::TIMESTAMPTZ, only_table)) AS guard, (
             SELECT table_name, item_key, keys, event_name, event_time, sequence_number,
                    new_image AS image, new_doc::VARCHAR AS doc
-            FROM changes WHERE event_time <= t::TIMESTAMPTZ
+            FROM changes WHERE event_time <= t::TIMESTAMPTZ AND (only_table IS NULL OR table_name = only_table)
             UNION ALL
             SELECT r.table_name, r.item_key, r.keys, r.event_name, r.event_time, r.sequence_number, r.image, r.doc
             FROM snapshot_rows r JOIN chosen c ON r.table_name = c.table_name AND r.snapshot_time = c.snapshot_time
@@ -107,6 +113,41 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
         for table in tables:
             plain_table_macro(con, table)
     return con
+
+
+REFUSED = "outside coverage: "
+
+
+def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store) -> None:
+    """Macro ``rewind_restorable(t, only_table)``: TRUE, or an error naming the table and its bounds.
+
+    The SQL macros answer only what ``replay`` would answer: the one coverage rule
+    (``changelog.state.check_restorable``) decides, per table, whether a moment can be proven.
+    ``state_at(t)`` spans every table, so it refuses when any table cannot answer for t;
+    ``state_at(t, only_table := 'orders')`` and ``orders_at(t)`` ask for one table only.
+    """
+    known: dict[str, Coverage] = {}
+
+    def refusal(table: str, at: datetime) -> str:
+        if table not in known:
+            known[table] = coverage(store, table, count_changes=False)
+        try:
+            check_restorable(known[table], at, to_micros(at))
+        except TimeOutOfRange as exc:
+            return str(exc)
+        return ""  # a DuckDB Python function may not return NULL
+
+    con.create_function("rewind_refusal", refusal, ["VARCHAR", "TIMESTAMPTZ"], "VARCHAR",
+                        side_effects=False)
+    con.execute(
+        f"""CREATE MACRO rewind_restorable(t, only_table) AS (
+            SELECT CASE WHEN count(*) > 0
+                        THEN error('{REFUSED}' || string_agg(reason, '; ' ORDER BY table_name))
+                        ELSE TRUE END
+            FROM (SELECT table_name, rewind_refusal(table_name, t) AS reason FROM tables
+                  WHERE only_table IS NULL OR table_name = only_table)
+            WHERE reason <> '')"""
+    )
 
 
 def ensure_plain_macros(con: duckdb.DuckDBPyConnection, sql: str) -> None:
@@ -138,5 +179,5 @@ def plain_table_macro(con: duckdb.DuckDBPyConnection, table: str) -> None:
     extra = f", {columns}" if columns else ""
     con.execute(
         f"""CREATE MACRO {quote_ident(table + '_at')}(t) AS TABLE
-            SELECT item_key, keys, item{extra} FROM state_at(t) WHERE table_name = '{literal}'"""
+            SELECT item_key, keys, item{extra} FROM state_at(t, only_table := '{literal}')"""
     )

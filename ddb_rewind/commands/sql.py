@@ -8,11 +8,11 @@ from typing import Any
 
 import duckdb
 
-from changelog.errors import UsageError
+from changelog.errors import RewindError, TimeOutOfRange, UsageError
 from changelog.store import open_store
 from ddb_rewind.args import add_store
 from ddb_rewind.output import print_rows
-from replayer.views import ensure_plain_macros, open_sql
+from replayer.views import REFUSED, ensure_plain_macros, open_sql
 
 _HELP = """Views: changes, tables, snapshots, snapshot_rows; macros: state_at(TIME), history(KEY), <table>_at(TIME).
 End a query with ';'. Type .quit to leave."""
@@ -28,18 +28,26 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def _query_error(exc: duckdb.Error) -> RewindError:
+    message = str(exc).splitlines()[0]
+    if REFUSED in message:
+        # The coverage guard of state_at / <table>_at: the same refusal (and exit code) as replay.
+        return TimeOutOfRange(message[message.index(REFUSED) + len(REFUSED):])
+    return UsageError(f"query failed: {message}")
+
+
 def _run_query(con: duckdb.DuckDBPyConnection, query: str, fmt: str) -> None:
     try:
         ensure_plain_macros(con, query)
         relation = con.sql(query)
     except duckdb.Error as exc:
-        raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
+        raise _query_error(exc) from None
     if relation is None:
         return
     try:
         rows = relation.fetchall()
     except duckdb.Error as exc:
-        raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
+        raise _query_error(exc) from None
     print_rows(relation.columns, rows, fmt)
 
 
@@ -66,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if line.rstrip().endswith(";"):
             try:
                 _run_query(con, "\n".join(buffer), args.format)
-            except UsageError as exc:
+            except RewindError as exc:
                 print(f"error: {exc}", file=sys.stderr)
             buffer = []
     if buffer and "".join(buffer).strip():

@@ -197,9 +197,15 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
     latest = _watermark(store, table, listing)
     if latest is None:
         latest = last
-    if manifests:
-        newest_snapshot = manifests[-1][1].snapshot_time_us
-        latest = newest_snapshot if latest is None else max(latest, newest_snapshot)
+    # A snapshot proves its moment only if it says it was inside coverage when it was built: a
+    # bootstrap (the copy was consistent then), or a compaction that recorded the watermark it was
+    # checked against. Capture only moves forward, so that moment stays covered even after expire
+    # deleted the changes that showed it. Any other manifest (hand-made, or dated by a typo) claims
+    # nothing.
+    proven = [m.snapshot_time_us for _, m in manifests
+              if m.restorable_from_us is not None or m.snapshot_time_us <= int(m.extra.get("watermark_us", -1))]
+    if proven:
+        latest = max(proven) if latest is None else max(latest, max(proven))
     sizes = sum(store.sizes(table_root(table) + "/").values())
     return Coverage(
         table=table,

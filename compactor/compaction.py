@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from changelog.errors import UsageError
 from changelog.snapshot import Manifest, list_manifests
+from changelog.state import check_restorable, coverage
 from changelog.store import Store
+from changelog.timefmt import format_time, from_micros
 from compactor.merge import MergeResult, merge_small_files
 from compactor.snapshots import build_snapshot, default_snapshot_time
 
@@ -22,13 +24,24 @@ class CompactionResult:
 def compact(store: Store, table: str, at_us: int | None = None, *, merge: bool = True) -> CompactionResult:
     """Merge closed hours' small files, then snapshot at ``at_us`` (default: the watermark).
 
-    With the default moment, no snapshot is taken when the newest one is already at the watermark.
+    ``at_us`` must lie inside the table's coverage (the one rule replay uses): a snapshot dated after
+    the watermark would claim changes that were never captured, and one before the earliest
+    restorable time would be built from partial history. With the default moment, no snapshot is
+    taken when the newest one is already at or after the watermark; late files merged meanwhile are
+    still read by every replay (they are not in any manifest's consumed list) until the next one.
     """
-    target = at_us if at_us is not None else default_snapshot_time(store, table)
+    cov = coverage(store, table, count_changes=False)
+    target: int | None = at_us
+    if at_us is not None:
+        check_restorable(cov, from_micros(at_us), at_us)  # before merging anything
+    else:
+        target = default_snapshot_time(cov)
     manifests = list_manifests(store, table)
-    if at_us is not None and manifests and any(m.snapshot_time_us == at_us for _, m in manifests):
-        raise UsageError("a snapshot at that moment already exists")
+    if at_us is not None and any(m.snapshot_time_us == at_us for _, m in manifests):
+        raise UsageError(f"a snapshot of {table!r} at {format_time(from_micros(at_us))} already exists")
+    if target is None:
+        return CompactionResult(MergeResult(0, 0, 0, 0), None)
     merged = merge_small_files(store, table, target) if merge else MergeResult(0, 0, 0, 0)
-    if at_us is None and manifests and manifests[-1][1].snapshot_time_us >= target and merged.files_in == 0:
+    if at_us is None and manifests and manifests[-1][1].snapshot_time_us >= target:
         return CompactionResult(merged, None)
     return CompactionResult(merged, build_snapshot(store, table, target))

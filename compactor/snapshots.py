@@ -17,28 +17,36 @@ from changelog.changefile import parquet_bytes
 from changelog.errors import ConflictError, TimeOutOfRange
 from changelog.layout import snapshot_dir
 from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest
-from changelog.state import coverage, open_state, plan_state
+from changelog.state import Coverage, check_restorable, coverage, open_state, plan_state
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 
 PART_ROWS = 250_000
 
 
-def default_snapshot_time(store: Store, table: str) -> int:
-    """The watermark (latest restorable time) cut to the whole second, in µs."""
-    cov = coverage(store, table)
-    if cov.latest_us is None:
-        raise TimeOutOfRange(f"table {table!r} has nothing captured yet: nothing to compact")
-    return cov.latest_us - cov.latest_us % 1_000_000
+def default_snapshot_time(cov: Coverage) -> int | None:
+    """The watermark (latest restorable time) cut to the whole second, in µs.
+
+    None when that second lies before the earliest restorable time (a bootstrap consistent only
+    from a later fraction of the second): there is nothing a snapshot could hold yet.
+    """
+    if cov.latest_us is None or cov.earliest_us is None:
+        raise TimeOutOfRange(f"table {cov.table!r} has nothing captured yet: nothing to compact")
+    moment = cov.latest_us - cov.latest_us % 1_000_000
+    return moment if moment >= cov.earliest_us else None
 
 
 def build_snapshot(store: Store, table: str, at_us: int, *, writer_id: str | None = None,
                    part_rows: int = PART_ROWS, publish: bool = True) -> Manifest:
     """Write the snapshot of ``table`` at ``at_us`` and publish its manifest; returns the manifest.
 
+    ``at_us`` must lie inside the table's coverage (TimeOutOfRange otherwise).
+
     Raises ConflictError when a snapshot at that moment is already published (or another writer
     publishes first). ``publish=False`` writes the parts only (used to test crashes).
     """
+    cov = coverage(store, table, count_changes=False)
+    check_restorable(cov, from_micros(at_us), at_us)
     directory = snapshot_dir(table, from_micros(at_us))
     manifest_path = f"{directory}/{MANIFEST}"
     if store.exists(manifest_path):
@@ -90,7 +98,8 @@ def build_snapshot(store: Store, table: str, at_us: int, *, writer_id: str | Non
         base_snapshot=plan.snapshot_path,
         restorable_from_us=None,
         created_at=datetime.now(UTC).isoformat(),
-        extra={"writer": writer},
+        # Checked against this watermark: coverage may trust the snapshot's moment (changelog.state).
+        extra={"writer": writer, "watermark_us": cov.latest_us},
     )
     if publish:
         publish_manifest(store, f"{directory}/{MANIFEST}", manifest)

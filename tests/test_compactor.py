@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from changelog.codec import decode_lambda_record
-from changelog.errors import ConflictError
+from changelog.errors import ConflictError, TimeOutOfRange
 from changelog.layout import snapshot_dir
 from changelog.snapshot import list_manifests
-from changelog.state import change_files
+from changelog.state import change_files, coverage
 from changelog.store import Store
 from compactor.compaction import compact
 from compactor.handler import lambda_handler
 from compactor.merge import merge_small_files
+from compactor.retention import parse_policy, plan_expire
 from compactor.snapshots import build_snapshot, publish_manifest
 from replayer.replay import open_items
 from replayer.views import open_sql
@@ -124,3 +126,52 @@ def test_the_scheduled_lambda_compacts_the_table(captured: Store, monkeypatch: p
     summary = lambda_handler({}, None)
     assert summary["snapshot"] is not None
     assert len(list_manifests(captured, TABLE)) == 1
+
+
+def test_compact_at_a_moment_after_the_watermark_is_refused(captured: Store) -> None:
+    # A typo (2036 for 2026) must not publish a snapshot claiming changes that were never captured.
+    latest = OPS[-1].second
+    with pytest.raises(TimeOutOfRange, match="after the latest restorable time"):
+        compact(captured, TABLE, (latest + 10 * 365 * 86_400) * 1_000_000)
+    assert list_manifests(captured, TABLE) == []
+
+
+def test_compact_at_a_moment_before_the_earliest_restorable_time_is_refused(captured: Store) -> None:
+    with pytest.raises(TimeOutOfRange, match="before the earliest restorable time"):
+        compact(captured, TABLE, (T0 - 3600) * 1_000_000)
+    assert list_manifests(captured, TABLE) == []
+
+
+def test_a_compaction_snapshot_never_moves_the_latest_restorable_time(captured: Store) -> None:
+    # One dated after the watermark (written before compact checked its moment) claims nothing.
+    before = coverage(captured, TABLE).latest_us
+    future_manifest(captured)
+    assert coverage(captured, TABLE).latest_us == before
+
+
+def future_manifest(store: Store) -> None:
+    """A snapshot dated ten years after the watermark, as an older version's `compact --at` typo left it."""
+    build_snapshot(store, TABLE, END * 1_000_000)
+    ((path, manifest),) = list_manifests(store, TABLE)
+    future = replace(manifest, snapshot_time_us=(END + 10 * 365 * 86_400) * 1_000_000, extra={})
+    store.write(path, future.to_json())
+
+
+def test_the_compaction_after_a_late_file_succeeds_without_a_new_snapshot(store: Store) -> None:
+    late = RECORDS[5]
+    capture_batch(store, [r for r in RECORDS if r is not late], decode_lambda_record, source="test")
+    first = compact(store, TABLE)
+    assert first.snapshot is not None
+    capture_batch(store, [late], decode_lambda_record, source="test")
+    again = compact(store, TABLE)
+    assert again.merge.files_in >= 2 and again.snapshot is None
+    assert len(list_manifests(store, TABLE)) == 1
+    assert _state(store, END) == model_state(OPS, END)
+
+
+def test_expire_measures_its_horizon_from_the_watermark_not_from_a_future_snapshot(captured: Store) -> None:
+    future_manifest(captured)
+    plan = plan_expire(captured, TABLE, parse_policy("changes=1h"))
+    assert plan.now_us == END * 1_000_000
+    kept_window = [p for p in change_files(captured, TABLE) if p not in plan.drop_changes]
+    assert kept_window, "the last hour of changes must stay"

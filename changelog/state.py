@@ -18,6 +18,7 @@ from datetime import datetime
 import duckdb
 import pyarrow as pa
 
+from changelog.consistent import read_consistently
 from changelog.errors import TableNotFound, TimeOutOfRange
 from changelog.layout import (
     changes_root,
@@ -177,15 +178,20 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
     listing = store.list(table_root(table) + "/")
     if not listing:
         raise TableNotFound(f"the store {store.uri} holds no table {table!r}: run 'ddb-rewind status' to list tables")
-    files = [p for p in listing if p.startswith(changes_root(table) + "/") and p.endswith(".parquet")]
     manifests = list_manifests(store, table)
-    con = con or duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    first, last = _time_bounds(con, store, files)
-    count: int | None = None
-    if count_changes:
-        register_parquet(con, "coverage__changes", store, files, SCHEMA)
-        ((count,),) = con.execute("SELECT count(DISTINCT event_id) FROM coverage__changes").fetchall()
+    connection = con or duckdb.connect()
+    connection.execute("SET TimeZone = 'UTC'")
+
+    def read() -> tuple[int | None, int | None, int | None, int]:
+        current = change_files(store, table)
+        first, last = _time_bounds(connection, store, current)
+        count: int | None = None
+        if count_changes:
+            register_parquet(connection, "coverage__changes", store, current, SCHEMA)
+            ((count,),) = connection.execute("SELECT count(DISTINCT event_id) FROM coverage__changes").fetchall()
+        return first, last, count, len(current)
+
+    first, last, count, files = read_consistently(store, (changes_root(table) + "/",), read)
     bootstraps = [m.restorable_from_us for _, m in manifests if m.restorable_from_us is not None]
     earliest = min(bootstraps) if bootstraps else first
     if earliest is None and manifests:
@@ -212,7 +218,7 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         earliest_us=earliest,
         latest_us=latest,
         changes=None if count is None else int(count or 0),
-        change_files=len(files),
+        change_files=files,
         snapshots=len(manifests),
         quarantined=sum(1 for p in listing if "/quarantine/" in p),
         bytes_stored=sizes,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import duckdb
 
 from changelog.changefile import parquet_bytes
-from changelog.layout import change_file_path, hour_partition, partition_of
+from changelog.consistent import read_consistently
+from changelog.layout import change_file_path, changes_root, hour_partition, partition_of
 from changelog.record import SCHEMA, VERSION_ORDER, first_copies
 from changelog.source import register_parquet
 from changelog.state import change_files
@@ -66,9 +67,20 @@ def merge_small_files(store: Store, table: str, before_us: int, *, min_files: in
     for partition, files in sorted(groups.items()):
         if partition >= open_hour or len(files) < min_files:
             continue
-        _, count = merge_partition(store, table, partition, files)
+
+        def merge_current(partition: str = partition) -> tuple[int, int] | None:
+            # Listed afresh on every attempt: another compactor may have merged this hour meanwhile
+            # (then its originals are gone and one merged file is left: nothing to do).
+            current = [p for p in change_files(store, table) if partition_of(p) == partition]
+            if len(current) < min_files:
+                return None
+            return len(current), merge_partition(store, table, partition, current)[1]
+
+        done = read_consistently(store, (changes_root(table) + "/",), merge_current)
+        if done is None:
+            continue
         partitions += 1
-        files_in += len(files)
+        files_in += done[0]
         files_out += 1
-        records += count
+        records += done[1]
     return MergeResult(partitions, files_in, files_out, records)

@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from changelog.changefile import parquet_bytes
+from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import ConflictError, TimeOutOfRange
 from changelog.layout import snapshot_dir
 from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest
@@ -52,6 +53,13 @@ def build_snapshot(store: Store, table: str, at_us: int, *, writer_id: str | Non
     if store.exists(manifest_path):
         raise ConflictError(f"a snapshot of {table!r} at {format_time(from_micros(at_us))} already exists")
     writer = writer_id or uuid.uuid4().hex[:12]
+    # A merge may replace change files while they are read: plan and write the parts again then.
+    return read_consistently(store, table_prefixes(table), lambda: _write_snapshot(
+        store, table, at_us, cov, directory, writer, part_rows, publish))
+
+
+def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directory: str, writer: str,
+                    part_rows: int, publish: bool) -> Manifest:
     plan = plan_state(store, table, at_us)
     con = duckdb.connect()
     open_state(con, store, plan, name="snap", tombstones=True)

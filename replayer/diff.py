@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from changelog.codec import dump_json
+from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import UsageError
 from changelog.layout import hour_partition, partition_of
 from changelog.plain import plain_select
@@ -110,16 +111,10 @@ def _filter_sql(con: duckdb.DuckDBPyConnection, where: str) -> str:
     return condition
 
 
-def diff_states(store: Store, table: str, from_us: int, to_us: int, where: str | None = None,
-                con: duckdb.DuckDBPyConnection | None = None) -> StateDiff:
-    """The difference between the table's state at ``from_us`` and at ``to_us``.
-
-    ``where`` is a SQL predicate over plain attribute names (``status = 'shipped'``); an item is
-    kept when it matches on either side. Raises UsageError for an inverted window or a bad
-    predicate, TimeOutOfRange for a moment outside coverage.
-    """
-    con = con or duckdb.connect()
-    check_window(store, table, from_us, to_us, con)
+def _differing_rows(store: Store, table: str, from_us: int, to_us: int,
+                    where: str | None) -> list[tuple[Any, ...]]:
+    """(key, keys, image before, image after) of every key whose version differs, by key."""
+    con = duckdb.connect()
     # Only an item with a change in (from, to] can differ: compute both states for those keys alone.
     # Files never span an hour partition, so the window's partitions hold every such change.
     low, high = hour_partition(from_us), hour_partition(to_us)
@@ -132,7 +127,7 @@ def diff_states(store: Store, table: str, from_us: int, to_us: int, where: str |
     open_state(con, store, plan_state(store, table, from_us), name="diff_from", only_keys="diff__keys")
     open_state(con, store, plan_state(store, table, to_us), name="diff_to", only_keys="diff__keys")
     condition = _filter_sql(con, where) if where else "TRUE"
-    rows = con.execute(
+    rows: list[tuple[Any, ...]] = con.execute(
         f"""
         SELECT key, keys, before, after FROM (
             SELECT coalesce(t.item_key, f.item_key) AS key, coalesce(t.keys, f.keys) AS keys,
@@ -144,6 +139,19 @@ def diff_states(store: Store, table: str, from_us: int, to_us: int, where: str |
         ORDER BY key
         """
     ).fetchall()
+    return rows
+
+
+def diff_states(store: Store, table: str, from_us: int, to_us: int, where: str | None = None) -> StateDiff:
+    """The difference between the table's state at ``from_us`` and at ``to_us``.
+
+    ``where`` is a SQL predicate over plain attribute names (``status = 'shipped'``); an item is
+    kept when it matches on either side. Raises UsageError for an inverted window or a bad
+    predicate, TimeOutOfRange for a moment outside coverage.
+    """
+    check_window(store, table, from_us, to_us)
+    rows = read_consistently(store, table_prefixes(table),
+                             lambda: _differing_rows(store, table, from_us, to_us, where))
     added: list[ItemChange] = []
     removed: list[ItemChange] = []
     changed: list[ItemChange] = []

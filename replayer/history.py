@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 
 from changelog.codec import item_key, parse_key
+from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import TableNotFound
 from changelog.meta import key_attribute_schema, read_meta
 from changelog.record import SCHEMA, VERSION_ORDER, first_copies
@@ -86,19 +87,24 @@ def item_history(store: Store, table: str, key_text: str,
     between the previous version's new image and this one's.
     """
     _key, canonical = resolve_key(store, table, key_text)
-    con = con or duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    register_parquet(con, "history__changes", store, change_files(store, table), SCHEMA)
-    # A literal, not a parameter, so the filter reaches the Parquet scan as a prunable constant.
-    rows = con.execute(
-        f"""
-        SELECT epoch_us(event_time), event_name, sequence_number, event_id, is_ttl_delete,
-               old_image, new_image
-        FROM ({first_copies("history__changes", "*",
-                            f"item_key = {_literal(canonical)} AND table_name = {_literal(table)}")})
-        ORDER BY {VERSION_ORDER}, event_id
-        """
-    ).fetchall()
+
+    def read() -> list[tuple[Any, ...]]:
+        connection = con or duckdb.connect()
+        connection.execute("SET TimeZone = 'UTC'")
+        register_parquet(connection, "history__changes", store, change_files(store, table), SCHEMA)
+        # A literal, not a parameter, so the filter reaches the Parquet scan as a prunable constant.
+        found: list[tuple[Any, ...]] = connection.execute(
+            f"""
+            SELECT epoch_us(event_time), event_name, sequence_number, event_id, is_ttl_delete,
+                   old_image, new_image
+            FROM ({first_copies("history__changes", "*",
+                                f"item_key = {_literal(canonical)} AND table_name = {_literal(table)}")})
+            ORDER BY {VERSION_ORDER}, event_id
+            """
+        ).fetchall()
+        return found
+
+    rows = read_consistently(store, table_prefixes(table), read)
     versions: list[Version] = []
     previous: dict[str, Any] | None = None
     for micros, name, sequence, event_id, ttl, old_text, new_text in rows:

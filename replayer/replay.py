@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from changelog.codec import base64_to_binaries
+from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import UsageError
 from changelog.plain import plain_select
 from changelog.progress import Progress
@@ -43,14 +44,20 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | None = No
     attribute names (``status = 'shipped' AND total > 100``).
     """
     at_us = to_micros(at)
-    # Spill next to other temporary files, not into the caller's working directory (DuckDB's default).
-    con = duckdb.connect(config={"temp_directory": str(Path(tempfile.gettempdir()) / "ddb-rewind-duckdb")})
-    check_restorable(coverage(store, table, con, count_changes=False), at, at_us)
-    open_state(con, store, plan_state(store, table, at_us, use_snapshots=use_snapshots), name="state__view")
-    # Computed once, kept in key order: counting, --where discovery and writing then scan rows
-    # instead of recomputing the state each time, and reads keep that order without sorting again
-    # (preserve_insertion_order). DuckDB spills the table to a temporary file if memory runs short.
-    con.execute("CREATE TEMP TABLE state AS SELECT * FROM state__view ORDER BY item_key")
+
+    def materialise() -> duckdb.DuckDBPyConnection:
+        # Spill next to other temporary files, not into the caller's working directory (DuckDB's default).
+        con = duckdb.connect(config={"temp_directory": str(Path(tempfile.gettempdir()) / "ddb-rewind-duckdb")})
+        check_restorable(coverage(store, table, con, count_changes=False), at, at_us)
+        open_state(con, store, plan_state(store, table, at_us, use_snapshots=use_snapshots), name="state__view")
+        # Computed once, kept in key order: counting, --where discovery and writing then scan rows
+        # instead of recomputing the state each time, and reads keep that order without sorting again
+        # (preserve_insertion_order). DuckDB spills the table to a temporary file if memory runs short.
+        con.execute("CREATE TEMP TABLE state AS SELECT * FROM state__view ORDER BY item_key")
+        return con
+
+    # Everything after this reads the materialised table, never the store's files again.
+    con = read_consistently(store, table_prefixes(table), materialise)
     if not where:
         con.execute("CREATE VIEW items AS SELECT item_key, keys, image, doc FROM state")
         return con

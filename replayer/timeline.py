@@ -7,7 +7,9 @@ from typing import Any
 
 import duckdb
 
+from changelog.consistent import read_consistently
 from changelog.errors import TableNotFound, UsageError
+from changelog.layout import changes_root
 from changelog.record import SCHEMA, first_copies
 from changelog.source import register_parquet
 from changelog.state import change_files
@@ -55,32 +57,38 @@ def timeline(store: Store, table: str, bucket: str = "hour", from_us: int | None
         raise UsageError(f"unknown bucket {bucket!r}: use one of {', '.join(BUCKETS)}")
     if from_us is not None and to_us is not None and from_us > to_us:
         raise UsageError("--from is after --to: give the earlier time first")
-    files = change_files(store, table)
-    if not files:
-        raise TableNotFound(f"the store {store.uri} holds no changes of table {table!r}")
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    register_parquet(con, "timeline__changes", store, files, SCHEMA)
-    where = ["table_name = ?"]
-    params: list[Any] = [table]
-    if from_us is not None:
-        where.append("event_time >= make_timestamptz(?::BIGINT)")
-        params.append(from_us)
-    if to_us is not None:
-        where.append("event_time <= make_timestamptz(?::BIGINT)")
-        params.append(to_us)
-    rows = con.execute(
-        f"""
-        SELECT epoch_us(date_trunc('{bucket}', event_time)) AS start,
-               count(*) FILTER (WHERE event_name = 'INSERT'),
-               count(*) FILTER (WHERE event_name = 'MODIFY'),
-               count(*) FILTER (WHERE event_name = 'REMOVE' AND NOT is_ttl_delete),
-               count(*) FILTER (WHERE event_name = 'REMOVE' AND is_ttl_delete)
-        FROM ({first_copies("timeline__changes", "event_time, event_name, is_ttl_delete", " AND ".join(where))})
-        GROUP BY start ORDER BY start
-        """,
-        params,
-    ).fetchall()
+
+    def read() -> list[tuple[Any, ...]]:
+        files = change_files(store, table)
+        if not files:
+            raise TableNotFound(f"the store {store.uri} holds no changes of table {table!r}")
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        register_parquet(con, "timeline__changes", store, files, SCHEMA)
+        where = ["table_name = ?"]
+        params: list[Any] = [table]
+        if from_us is not None:
+            where.append("event_time >= make_timestamptz(?::BIGINT)")
+            params.append(from_us)
+        if to_us is not None:
+            where.append("event_time <= make_timestamptz(?::BIGINT)")
+            params.append(to_us)
+        rows: list[tuple[Any, ...]] = con.execute(
+            f"""
+            SELECT epoch_us(date_trunc('{bucket}', event_time)) AS start,
+                   count(*) FILTER (WHERE event_name = 'INSERT'),
+                   count(*) FILTER (WHERE event_name = 'MODIFY'),
+                   count(*) FILTER (WHERE event_name = 'REMOVE' AND NOT is_ttl_delete),
+                   count(*) FILTER (WHERE event_name = 'REMOVE' AND is_ttl_delete)
+            FROM ({first_copies("timeline__changes", "event_time, event_name, is_ttl_delete",
+                                " AND ".join(where))})
+            GROUP BY start ORDER BY start
+            """,
+            params,
+        ).fetchall()
+        return rows
+
+    rows = read_consistently(store, (changes_root(table) + "/",), read)
     return [Bucket(int(start), int(i), int(m), int(r), int(t)) for start, i, m, r, t in rows]
 
 

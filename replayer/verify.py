@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 
 from changelog.codec import item_key
+from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import TableNotFound
 from changelog.scan import parallel_scan
 from changelog.state import check_restorable, coverage, open_state, plan_state
@@ -69,9 +70,15 @@ def scan_table(client: Any, table: str, segments: int = 4) -> dict[str, dict[str
 def stored_state(store: Store, table: str, at_us: int, *, use_snapshots: bool = True,
                  con: duckdb.DuckDBPyConnection | None = None) -> dict[str, dict[str, Any]]:
     """The stored items at ``at_us`` (the shared state query), by item_key."""
-    con = con or duckdb.connect()
-    open_state(con, store, plan_state(store, table, at_us, use_snapshots=use_snapshots), name="verify_state")
-    rows = con.execute("SELECT item_key, image FROM verify_state").fetchall()
+
+    def read() -> list[tuple[str, str]]:
+        connection = con or duckdb.connect()
+        open_state(connection, store, plan_state(store, table, at_us, use_snapshots=use_snapshots),
+                   name="verify_state")
+        found: list[tuple[str, str]] = connection.execute("SELECT item_key, image FROM verify_state").fetchall()
+        return found
+
+    rows = read_consistently(store, table_prefixes(table), read)
     return {key: json.loads(image) for key, image in rows}
 
 

@@ -6,10 +6,12 @@ A user never needs the file layout: every view reads through the store (local or
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import duckdb
 
 from changelog.codec import item_key, parse_key
+from changelog.consistent import listing, read_consistently
 from changelog.errors import TimeOutOfRange
 from changelog.layout import TABLES, table_names
 from changelog.plain import plain_select, quote_ident
@@ -148,6 +150,37 @@ def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store) -> None:
                   WHERE only_table IS NULL OR table_name = only_table)
             WHERE reason <> '')"""
     )
+
+
+class SqlSession:
+    """The SQL surface of one store, opened again when a merge or expire replaced files a query read.
+
+    The views read the store's files when a query runs, not when they are made; a file listed when
+    the session opened may be gone by then (``changelog.consistent``).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.listed = listing(store, (TABLES + "/",))
+        self.con = read_consistently(store, (TABLES + "/",), lambda: open_sql(store), listed=self.listed)
+
+    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]] | None:
+        """Run ``sql``: its column names and rows, or None for a statement without a result."""
+        attempts = 0
+
+        def run() -> tuple[list[str], list[tuple[Any, ...]]] | None:
+            nonlocal attempts
+            if attempts:
+                self.listed = listing(self.store, (TABLES + "/",))
+                self.con = open_sql(self.store)
+            attempts += 1
+            ensure_plain_macros(self.con, sql)
+            relation = self.con.sql(sql)
+            if relation is None:
+                return None
+            return list(relation.columns), relation.fetchall()
+
+        return read_consistently(self.store, (TABLES + "/",), run, listed=self.listed)
 
 
 def ensure_plain_macros(con: duckdb.DuckDBPyConnection, sql: str) -> None:

@@ -12,7 +12,7 @@ from changelog.errors import RewindError, TimeOutOfRange, UsageError
 from changelog.store import open_store
 from ddb_rewind.args import add_store
 from ddb_rewind.output import print_rows
-from replayer.views import REFUSED, ensure_plain_macros, open_sql
+from replayer.views import REFUSED, SqlSession
 
 _HELP = """Views: changes, tables, snapshots, snapshot_rows; macros: state_at(TIME), history(KEY), <table>_at(TIME).
 End a query with ';'. Type .quit to leave."""
@@ -36,24 +36,18 @@ def _query_error(exc: duckdb.Error) -> RewindError:
     return UsageError(f"query failed: {message}")
 
 
-def _run_query(con: duckdb.DuckDBPyConnection, query: str, fmt: str) -> None:
+def _run_query(session: SqlSession, query: str, fmt: str) -> None:
     try:
-        ensure_plain_macros(con, query)
-        relation = con.sql(query)
+        result = session.query(query)
     except duckdb.Error as exc:
         raise _query_error(exc) from None
-    if relation is None:
-        return
-    try:
-        rows = relation.fetchall()
-    except duckdb.Error as exc:
-        raise _query_error(exc) from None
-    print_rows(relation.columns, rows, fmt)
+    if result is not None:
+        print_rows(result[0], result[1], fmt)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run one query, or a shell reading queries from stdin."""
-    con = open_sql(open_store(args.store))
+    con = SqlSession(open_store(args.store))
     if args.query:
         _run_query(con, args.query, args.format)
         return 0

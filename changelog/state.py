@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from changelog.errors import TableNotFound, TimeOutOfRange
+from changelog.gaps import Gap, blocking_gap, read_gaps
 from changelog.layout import (
     changes_root,
     checkpoints_root,
@@ -161,6 +162,8 @@ class Coverage:
     snapshots: int
     quarantined: int
     bytes_stored: int
+    gaps: tuple[Gap, ...] = ()  # stream records lost for good (changelog.gaps)
+    bootstraps_us: tuple[int, ...] = ()  # when each bootstrap became consistent: moments after a gap
 
 
 def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = None, *,
@@ -210,6 +213,8 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         snapshots=len(manifests),
         quarantined=sum(1 for p in listing if "/quarantine/" in p),
         bytes_stored=sizes,
+        gaps=read_gaps(store, table, listing),
+        bootstraps_us=tuple(sorted(bootstraps)),
     )
 
 
@@ -261,6 +266,12 @@ def check_restorable(cov: Coverage, at: datetime, at_us: int) -> None:
         raise TimeOutOfRange(
             f"{format_time(at)} is after the latest restorable time of {cov.table!r}, "
             f"{format_time(from_micros(cov.latest_us))} (changes after it may not be captured yet)"
+        )
+    gap = blocking_gap(cov.gaps, cov.bootstraps_us, at_us)
+    if gap is not None:
+        raise TimeOutOfRange(
+            f"{format_time(at)} is at or after a gap in the backup of {cov.table!r}: {gap.describe()}; "
+            "bootstrap a new base with 'ddb-rewind bootstrap --scan' or '--from-export' to restore moments after it"
         )
 
 

@@ -28,6 +28,7 @@ from changelog.state import coverage
 from changelog.store import Store
 from compactor.bootstrap import bootstrap_from_scan
 from ddb_rewind.cli import main
+from replayer.views import open_sql
 from stream_consumer import recover
 from stream_consumer.capture import capture_batch
 from stream_consumer.recover import parse_failure_message, recover_queue
@@ -364,6 +365,20 @@ def test_a_bootstrap_after_the_gap_makes_later_moments_restorable(
     assert replay(store, T0 + 40, tmp_path / "state.jsonl") == (0, scenario.expected(T0 + 40))
     assert replay(store, T0 + 32, tmp_path / "state.jsonl") == (0, scenario.expected(T0 + 32))
     assert replay(store, T0 + 20, tmp_path / "state.jsonl")[0] == 5  # between gap and bootstrap: still refused
+
+
+def test_sql_state_at_after_the_bootstrap_agrees_with_replay(
+    scenario: Scenario, store: Store, queue: str, trimmed: None
+) -> None:
+    send(queue, scenario.failure_message())
+    run_recover(store, queue)
+    ticks = iter([(T0 + 30) * SECOND, (T0 + 31) * SECOND + 200_000])
+    bootstrap_from_scan(store, TABLE, client=scenario.client, clock=lambda: next(ticks))
+
+    at = datetime.fromtimestamp(T0 + 32, tz=UTC).isoformat()
+    rows = open_sql(store).sql(f"SELECT item_key, item FROM state_at('{at}')").fetchall()
+
+    assert {key: json.loads(item) for key, item in rows} == scenario.expected(T0 + 32)
 
 
 def test_dry_run_of_a_trimmed_batch_records_no_gap(

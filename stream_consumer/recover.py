@@ -194,11 +194,11 @@ def read_range(streams: Any, batch: FailedBatch, *, limit: int = GETRECORDS_LIMI
             page = response.get("Records") or []
             for record in page:
                 sequence = _sequence_of(record)
-                if sequence > end:
-                    return records, _incomplete(batch, records)
                 if last_seen is None and sequence > start:
                     # AT_SEQUENCE_NUMBER answered with a later record: the first ones are gone.
                     raise _Lost("the first records of the batch are no longer in the stream")
+                if sequence > end:
+                    return records, _incomplete(batch, records)
                 if sequence >= start or sequence < 0:
                     records.append(record)
                 if sequence >= 0:

@@ -457,3 +457,21 @@ def test_the_lambda_entry_emits_permanent_gaps_for_a_trimmed_batch(
     emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert any(doc.get("PermanentGaps") == [1.0] or doc.get("PermanentGaps") == 1.0 for doc in emitted)
     assert len(read_gaps(store, TABLE)) == 1
+
+
+def test_a_range_whose_first_records_are_gone_is_a_gap_even_without_a_batch_size() -> None:
+    # DynamoDB Streams answers AT_SEQUENCE_NUMBER with the oldest record it still holds once the
+    # first ones are trimmed; moto cannot trim, so this stream is built by hand (as in test_poller).
+    batch = recover.FailedBatch(table=TABLE, stream_arn="arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/x",
+                                shard_id="s1", start_sequence="100", end_sequence="100", first_arrival_us=None,
+                                last_arrival_us=None, failed_at_us=None, batch_size=None)
+
+    class TrimmedStreams:
+        def get_shard_iterator(self, **request: Any) -> dict[str, str]:
+            return {"ShardIterator": "i"}
+
+        def get_records(self, **request: Any) -> dict[str, Any]:
+            return {"Records": [{"dynamodb": {"SequenceNumber": "101"}}], "NextShardIterator": "j"}
+
+    assert recover.read_range(TrimmedStreams(), batch) == (
+        [], "the first records of the batch are no longer in the stream")

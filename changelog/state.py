@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from changelog.consistent import read_consistently
 from changelog.errors import TableNotFound, TimeOutOfRange
+from changelog.gaps import Gap, blocking_gap, read_gaps
 from changelog.layout import (
     changes_root,
     checkpoints_root,
@@ -50,6 +51,22 @@ class StatePlan:
     snapshot_path: str | None
     snapshot: Manifest | None
     change_files: tuple[str, ...]
+    # Changes stamped before this are superseded by the bootstrap beneath the snapshot (see copy_floor_us).
+    changes_from_us: int | None = None
+
+
+def copy_floor_us(manifest: Manifest) -> int | None:
+    """For a bootstrap, the first stream time its copy does not already hold; None for other snapshots.
+
+    A bootstrap is a whole copy: an item absent from it did not exist then, so a change stamped
+    before the copy must not bring it back. That matters only when a change after it was lost (a gap,
+    which is why the table was bootstrapped again): the lost REMOVE is not there to bury the item.
+    Copied rows are versioned just below the whole second the copy began (compactor.bootstrap).
+    """
+    started = manifest.extra.get("scan_started_us") if manifest.kind == "scan" else None
+    if manifest.kind == "export":
+        started = manifest.snapshot_time_us
+    return None if started is None else int(started) - int(started) % 1_000_000
 
 
 def plan_state(store: Store, table: str, at_us: int, *, use_snapshots: bool = True) -> StatePlan:
@@ -69,7 +86,9 @@ def plan_state(store: Store, table: str, at_us: int, *, use_snapshots: bool = Tr
     wanted = tuple(
         p for p in files if partition_of(p) <= upper and (partition_of(p) >= lower or partition_of(p) in late)
     )
-    return StatePlan(table, at_us, path, manifest, wanted)
+    floors = [copy_floor_us(m) for _, m in chosen]
+    known = [floor for floor in floors if floor is not None]
+    return StatePlan(table, at_us, path, manifest, wanted, max(known) if known else None)
 
 
 def timestamp_literal(at_us: int) -> str:
@@ -113,6 +132,8 @@ def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *,
     snapshot = _source(con, store, f"{name}__snapshot", parts, SNAPSHOT_SCHEMA, local)
     table_literal = plan.table.replace("'", "''")
     changes_filter = f"table_name = '{table_literal}' AND event_time <= {timestamp_literal(plan.at_us)}"
+    if plan.changes_from_us is not None:
+        changes_filter += f" AND event_time >= {timestamp_literal(plan.changes_from_us)}"
     live_only = "" if tombstones else " AND event_name <> 'REMOVE'"
     key_filter = f" AND item_key IN (SELECT item_key FROM {only_keys})" if only_keys else ""
     light = "item_key, event_name, event_time, sequence_number, __f, __r"
@@ -162,6 +183,8 @@ class Coverage:
     snapshots: int
     quarantined: int
     bytes_stored: int
+    gaps: tuple[Gap, ...] = ()  # stream records lost for good (changelog.gaps)
+    bootstraps_us: tuple[int, ...] = ()  # when each bootstrap became consistent: moments after a gap
 
 
 def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = None, *,
@@ -222,6 +245,8 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         snapshots=len(manifests),
         quarantined=sum(1 for p in listing if "/quarantine/" in p),
         bytes_stored=sizes,
+        gaps=read_gaps(store, table, listing),
+        bootstraps_us=tuple(sorted(bootstraps)),
     )
 
 
@@ -273,6 +298,12 @@ def check_restorable(cov: Coverage, at: datetime, at_us: int) -> None:
         raise TimeOutOfRange(
             f"{format_time(at)} is after the latest restorable time of {cov.table!r}, "
             f"{format_time(from_micros(cov.latest_us))} (changes after it may not be captured yet)"
+        )
+    gap = blocking_gap(cov.gaps, cov.bootstraps_us, at_us)
+    if gap is not None:
+        raise TimeOutOfRange(
+            f"{format_time(at)} is at or after a gap in the backup of {cov.table!r}: {gap.describe()}; "
+            "bootstrap a new base with 'ddb-rewind bootstrap --scan' or '--from-export' to restore moments after it"
         )
 
 

@@ -18,7 +18,7 @@ from changelog.plain import plain_select, quote_ident
 from changelog.record import LATEST_FIRST, SCHEMA, VERSION_ORDER, first_copies
 from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests
 from changelog.source import register_parquet
-from changelog.state import Coverage, change_files, check_restorable, coverage, timestamp_literal
+from changelog.state import Coverage, change_files, check_restorable, copy_floor_us, coverage, timestamp_literal
 from changelog.store import Store
 from changelog.timefmt import from_micros, to_micros
 
@@ -54,15 +54,16 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
     )
     con.execute(
         "CREATE TABLE snapshots (table_name VARCHAR, snapshot_time TIMESTAMPTZ, kind VARCHAR, items BIGINT,"
-        " tombstones BIGINT, manifest VARCHAR)"
+        " tombstones BIGINT, manifest VARCHAR, changes_from TIMESTAMPTZ)"
     )
     selects: list[str] = []
     for table in tables:
         for index, (path, manifest) in enumerate(list_manifests(store, table)):
+            floor = copy_floor_us(manifest)  # a bootstrap supersedes every older change (as in replay)
             con.execute(
-                "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [table, from_micros(manifest.snapshot_time_us), manifest.kind, manifest.items,
-                 manifest.tombstones, path],
+                 manifest.tombstones, path, from_micros(floor) if floor is not None else None],
             )
             base = path.rsplit("/", 1)[0]
             name = f"snapshot__{len(selects)}_{index}"
@@ -94,6 +95,9 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
             SELECT table_name, item_key, keys, event_name, event_time, sequence_number,
                    new_image AS image, new_doc::VARCHAR AS doc
             FROM changes WHERE event_time <= t::TIMESTAMPTZ AND (only_table IS NULL OR table_name = only_table)
+                AND event_time >= coalesce((SELECT max(s.changes_from) FROM snapshots s
+                                            WHERE s.table_name = changes.table_name
+                                              AND s.snapshot_time <= t::TIMESTAMPTZ), '-infinity'::TIMESTAMPTZ)
             UNION ALL
             SELECT r.table_name, r.item_key, r.keys, r.event_name, r.event_time, r.sequence_number, r.image, r.doc
             FROM snapshot_rows r JOIN chosen c ON r.table_name = c.table_name AND r.snapshot_time = c.snapshot_time

@@ -1,9 +1,10 @@
-"""The poller's per-shard checkpoints and gap records (the store is the poller's only memory).
+"""The poller's per-shard checkpoints (the store is the poller's only memory).
 
 A checkpoint is written after the change files of the batch it covers (write-first, publish-last):
 a crash between the two re-reads that batch, which rewrites the same objects, and readers
 de-duplicate on event_id anyway. ``changelog.state.coverage`` reads ``closed`` and ``watermark_us``
-to compute the latest restorable time, so those keys are part of the store's format.
+to compute the latest restorable time, so those keys are part of the store's format. The gaps a
+checkpoint lists are also written as their own records (``changelog.gaps``), which coverage reads.
 """
 
 from __future__ import annotations
@@ -12,19 +13,9 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from changelog.layout import checkpoint_path, checkpoints_root, gap_path
+from changelog.gaps import Gap, gap_from_json
+from changelog.layout import checkpoint_path, checkpoints_root
 from changelog.store import Store
-from changelog.timefmt import format_time, from_micros
-
-
-@dataclass(frozen=True)
-class Gap:
-    """Stream records of one shard that were trimmed before the poller read them: lost for good."""
-
-    shard_id: str
-    after_sequence_number: str | None  # last sequence captured before the gap; None: from the shard's start
-    detected_at_us: int
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -62,7 +53,7 @@ def _from_json(body: dict[str, Any]) -> Checkpoint:
         sequence_number=body.get("sequence_number"),
         closed=bool(body.get("closed", False)),
         watermark_us=int(watermark) if watermark is not None else None,
-        gaps=tuple(Gap(**gap) for gap in body.get("gaps", [])),
+        gaps=tuple(gap_from_json(gap) for gap in body.get("gaps", [])),
     )
 
 
@@ -81,13 +72,3 @@ def write_checkpoint(store: Store, table: str, checkpoint: Checkpoint) -> None:
     data = json.dumps(_to_json(checkpoint), indent=1, sort_keys=True).encode("utf-8")
     store.write(checkpoint_path(table, checkpoint.shard_id), data)
 
-
-def write_gap(store: Store, table: str, gap: Gap) -> str:
-    """Record a gap as its own object under ``tables/<table>/gaps/``; returns its path.
-
-    The name derives from shard and sequence, so detecting the same gap twice rewrites one object.
-    """
-    path = gap_path(table, gap.shard_id, gap.after_sequence_number)
-    body = {"table": table, **asdict(gap), "detected_at": format_time(from_micros(gap.detected_at_us))}
-    store.write(path, json.dumps(body, indent=1, sort_keys=True).encode("utf-8"))
-    return path

@@ -22,13 +22,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from changelog.codec import decode_getrecords_record
 from changelog.errors import RewindError, StreamConfigError, TableNotFound
+from changelog.gaps import STREAM_TIME_MARGIN_US, Gap, floor_second, write_gap
 from changelog.layout import meta_path
 from changelog.meta import meta_from_description, write_meta
 from changelog.progress import Progress
 from changelog.store import Store
 from changelog.timefmt import to_micros
 from stream_consumer.capture import capture_batch
-from stream_consumer.checkpoint import Checkpoint, Gap, read_checkpoints, write_checkpoint, write_gap
+from stream_consumer.checkpoint import Checkpoint, read_checkpoints, write_checkpoint
 
 IMAGE_VIEWS = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
 GETRECORDS_LIMIT = 1000  # the service maximum: fewer calls per shard, which is rate limited to 5/s
@@ -69,6 +70,17 @@ def _code(exc: ClientError) -> str:
 
 def _now_us() -> int:
     return to_micros(datetime.now(UTC))
+
+
+def caught_up_watermark(asked_us: int) -> int:
+    """The watermark of a shard that had nothing more to read when asked at wall-clock ``asked_us``.
+
+    Stream times are rounded down to the second and a record becomes readable a little after it was
+    created, by a clock that is not ours: an empty answer at ``asked_us`` proves only that records
+    stamped before ``asked_us - STREAM_TIME_MARGIN_US`` are all read. Everything up to the end of the
+    last whole second before that is complete.
+    """
+    return floor_second(asked_us - STREAM_TIME_MARGIN_US) - 1
 
 
 def _warn(line: str) -> None:
@@ -172,7 +184,9 @@ class _Session:
             f"sequence {after or '(shard start)'} may be lost ({reason}); continuing from what is left"
         )
         self.gaps += 1
-        gap = Gap(checkpoint.shard_id, after, _now_us(), reason)
+        # Unread records of this shard are newer than its watermark; without one, any moment may be hit.
+        start = checkpoint.watermark_us + 1 if checkpoint.watermark_us is not None else None
+        gap = Gap(checkpoint.shard_id, _now_us(), reason, start_us=start, after_sequence_number=after)
         write_gap(self.store, self.table, gap)
         known = any(g.after_sequence_number == after for g in checkpoint.gaps)
         updated = checkpoint if known else checkpoint.with_gap(gap)
@@ -248,8 +262,9 @@ class _Session:
             elif following is None:
                 self.save(replace(checkpoint, closed=True))
             else:
-                # Caught up: everything this shard held when we asked is stored.
-                self.save(replace(checkpoint, watermark_us=max(checkpoint.watermark_us or 0, asked_us)))
+                # Caught up: everything this shard held when we asked is stored (less a safety margin).
+                watermark = max(checkpoint.watermark_us or 0, caught_up_watermark(asked_us))
+                self.save(replace(checkpoint, watermark_us=watermark))
                 self.iterators[shard.shard_id] = following
                 return seen
             iterator = following

@@ -3,7 +3,7 @@
 Nothing here touches the network or needs AWS credentials:
 
 - cfn-lint (through its Python API) validates the template as written, and again after a small
-  local stand-in for the SAM transform has turned the two ``AWS::Serverless::Function`` resources
+  local stand-in for the SAM transform has turned the ``AWS::Serverless::Function`` resources
   into plain CloudFormation, so that the Lambda and event-source-mapping properties are checked
   against the full CloudFormation schemas too;
 - the YAML is read with a loader that understands the short intrinsic tags (``!Ref``, ``!Sub``, ...)
@@ -239,6 +239,13 @@ def expand_sam(template: dict[str, Any]) -> dict[str, Any]:
                     "Type": "AWS::Lambda::EventSourceMapping",
                     "Properties": mapping,
                 }
+            elif event["Type"] == "SQS":
+                mapping = {"EventSourceArn": ev.pop("Queue"), "FunctionName": {"Ref": logical_id}}
+                mapping.update(ev)
+                resources[f"{logical_id}{event_id}"] = {
+                    "Type": "AWS::Lambda::EventSourceMapping",
+                    "Properties": mapping,
+                }
             elif event["Type"] == "Schedule":
                 rule_id = f"{logical_id}{event_id}"
                 resources[rule_id] = {
@@ -358,7 +365,10 @@ def test_compactor_handler_is_compactor_lambda_handler(template: dict[str, Any])
     assert _function(template, "CompactorFunction")["Handler"] == "compactor.handler.lambda_handler"
 
 
-@pytest.mark.parametrize("function", ["ConsumerFunction", "CompactorFunction"])
+FUNCTIONS = ["ConsumerFunction", "CompactorFunction", "RecoverFunction"]
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
 def test_functions_run_python_3_12_or_newer_on_arm64(template: dict[str, Any], function: str) -> None:
     props = _function(template, function)
     match = re.fullmatch(r"python3\.(\d+)", props["Runtime"])
@@ -366,12 +376,32 @@ def test_functions_run_python_3_12_or_newer_on_arm64(template: dict[str, Any], f
     assert props["Architectures"] == ["arm64"]
 
 
-@pytest.mark.parametrize("function", ["ConsumerFunction", "CompactorFunction"])
+@pytest.mark.parametrize("function", FUNCTIONS)
 def test_functions_get_the_store_uri_and_powertools_settings(template: dict[str, Any], function: str) -> None:
     env = _function(template, function)["Environment"]["Variables"]
     assert env["REWIND_STORE"] == {"Fn::Sub": "s3://${StoreBucket}/${StorePrefix}"}
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
     assert "POWERTOOLS_SERVICE_NAME" in env
+
+
+def test_recover_handler_is_stream_consumer_recover_lambda_handler(template: dict[str, Any]) -> None:
+    assert _function(template, "RecoverFunction")["Handler"] == "stream_consumer.recover.lambda_handler"
+
+
+def test_recover_is_triggered_by_the_failure_queue_one_batch_at_a_time(template: dict[str, Any]) -> None:
+    events = _function(template, "RecoverFunction")["Events"]
+    (trigger,) = [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
+    assert trigger["Queue"] == _stream_event(template)["DestinationConfig"]["OnFailure"]["Destination"]
+    assert trigger["BatchSize"] == 1
+    # A message is deleted only when the function does not list it: recovered or recorded as a gap.
+    assert trigger["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_failure_queue_hides_a_message_longer_than_the_recover_function_runs(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    timeout = _function(template, "RecoverFunction")["Timeout"]
+    assert resources["FailureQueue"]["Properties"]["VisibilityTimeout"] >= 6 * timeout
 
 
 def test_compactor_runs_on_a_schedule_for_its_table(template: dict[str, Any]) -> None:
@@ -382,7 +412,7 @@ def test_compactor_runs_on_a_schedule_for_its_table(template: dict[str, Any]) ->
     assert schedules[0]["Schedule"] == {"Ref": "CompactionSchedule"}
 
 
-@pytest.mark.parametrize("function", ["ConsumerFunction", "CompactorFunction"])
+@pytest.mark.parametrize("function", FUNCTIONS)
 def test_functions_are_built_from_the_build_script_artifact(resources: dict[str, Any], function: str) -> None:
     # sam build runs infra/Makefile (BuildMethod: makefile), which copies infra/.build/artifact.
     assert resources[function]["Metadata"]["BuildMethod"] == "makefile"
@@ -536,10 +566,11 @@ def test_stream_read_is_scoped_to_the_stream_arn(resources: dict[str, Any]) -> N
 
 def test_only_the_compactor_may_delete_objects(resources: dict[str, Any]) -> None:
     assert "s3:DeleteObject" not in _role_actions(resources, "ConsumerRole")
+    assert "s3:DeleteObject" not in _role_actions(resources, "RecoverRole")
     assert "s3:DeleteObject" in _role_actions(resources, "CompactorRole")
 
 
-@pytest.mark.parametrize("role", ["ConsumerRole", "CompactorRole"])
+@pytest.mark.parametrize("role", ["ConsumerRole", "CompactorRole", "RecoverRole"])
 def test_object_access_is_limited_to_the_store_prefix(resources: dict[str, Any], role: str) -> None:
     for _, statement in _policy_statements(resources[role]["Properties"], role):
         actions = _as_list(statement["Action"])
@@ -561,8 +592,20 @@ def test_consumer_may_send_only_to_its_failure_queue(resources: dict[str, Any]) 
     assert statement["Resource"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
 
 
+def test_recover_reads_only_its_queue_and_the_table_stream(resources: dict[str, Any]) -> None:
+    queue = _statement(resources, "RecoverRole", "ConsumeFailureQueue")
+    assert set(queue["Action"]) == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+    assert queue["Resource"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
+    stream = _statement(resources, "RecoverRole", "ReReadTableStream")
+    assert set(stream["Action"]) == {"dynamodb:GetShardIterator", "dynamodb:GetRecords"}
+    assert stream["Resource"] == {"Ref": "TableStreamArn"}
+    assert {a for a in _role_actions(resources, "RecoverRole") if a.startswith(("sqs:", "dynamodb:"))} == {
+        *queue["Action"], *stream["Action"]}
+
+
 @pytest.mark.parametrize(
-    ("role", "log_group"), [("ConsumerRole", "ConsumerLogGroup"), ("CompactorRole", "CompactorLogGroup")]
+    ("role", "log_group"),
+    [("ConsumerRole", "ConsumerLogGroup"), ("CompactorRole", "CompactorLogGroup"), ("RecoverRole", "RecoverLogGroup")],
 )
 def test_functions_log_only_to_their_own_log_group(
     template: dict[str, Any], resources: dict[str, Any], role: str, log_group: str
@@ -587,17 +630,30 @@ def test_alarm_on_consumer_iterator_age(template: dict[str, Any], resources: dic
     assert alarm["Threshold"]["Ref"] in template["Parameters"]
 
 
-@pytest.mark.parametrize("function", ["ConsumerFunction", "CompactorFunction"])
+@pytest.mark.parametrize("function", FUNCTIONS)
 def test_alarm_on_function_errors(resources: dict[str, Any], function: str) -> None:
     alarm = _find_alarm(resources, "Errors", {"Ref": function})
     assert alarm["Namespace"] == "AWS/Lambda"
     assert (alarm["Statistic"], alarm["ComparisonOperator"], alarm["Threshold"]) == ("Sum", "GreaterThanThreshold", 0)
 
 
-def test_alarm_on_messages_in_the_failure_queue(resources: dict[str, Any]) -> None:
-    alarm = _find_alarm(resources, "ApproximateNumberOfMessagesVisible", {"Fn::GetAtt": ["FailureQueue", "QueueName"]})
+def test_alarm_on_a_failed_batch_left_unrecovered_in_the_queue(resources: dict[str, Any]) -> None:
+    # The recover function empties the queue within minutes; a message an hour old means it fails,
+    # with most of the stream's 24 hours still left to fix it.
+    alarm = _find_alarm(resources, "ApproximateAgeOfOldestMessage", {"Fn::GetAtt": ["FailureQueue", "QueueName"]})
     assert alarm["Namespace"] == "AWS/SQS"
-    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert 0 < alarm["Threshold"] <= 3600
+
+
+def test_alarm_on_permanent_gaps_matches_the_powertools_metric(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    env = _function(template, "RecoverFunction")["Environment"]["Variables"]
+    alarm = _find_alarm(resources, "PermanentGaps", env["POWERTOOLS_SERVICE_NAME"])
+    assert alarm["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+    assert (alarm["Statistic"], alarm["ComparisonOperator"], alarm["Threshold"]) == ("Sum", "GreaterThanThreshold", 0)
 
 
 def test_alarm_on_failed_store_writes_matches_the_powertools_metric(
@@ -682,6 +738,8 @@ def test_outputs_name_what_operators_need(template: dict[str, Any]) -> None:
         "StoreUri",
         "ConsumerFunctionName",
         "CompactorFunctionName",
+        "RecoverFunctionName",
+        "FailureQueueUrl",
         "AlarmTopicArn",
         "GlueDatabaseName",
         "AthenaWorkGroupName",
@@ -761,3 +819,10 @@ def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypat
         compactor = awslambda.get_function_configuration(FunctionName=outputs["CompactorFunctionName"])
         assert compactor["Handler"] == "compactor.handler.lambda_handler"
         assert compactor["Environment"]["Variables"]["REWIND_TABLE"] == "orders"
+        recover = awslambda.get_function_configuration(FunctionName=outputs["RecoverFunctionName"])
+        assert recover["Handler"] == "stream_consumer.recover.lambda_handler"
+        (trigger,) = awslambda.list_event_source_mappings(FunctionName=outputs["RecoverFunctionName"])[
+            "EventSourceMappings"]
+        queue_arn = boto3.client("sqs").get_queue_attributes(
+            QueueUrl=outputs["FailureQueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        assert trigger["EventSourceArn"] == queue_arn

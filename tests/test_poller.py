@@ -12,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from changelog.errors import StreamConfigError, TableNotFound
+from changelog.gaps import STREAM_TIME_MARGIN_US, read_gaps
 from changelog.layout import changes_root, checkpoint_path, checkpoints_root, meta_path, table_root
 from changelog.state import coverage
 from changelog.store import Store
@@ -387,3 +388,30 @@ def test_a_closed_drained_shard_is_not_read_again(store: Store) -> None:
     fake = FakeStreams(shards)
     poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
     assert read_order(fake) == []
+
+
+def test_a_caught_up_shard_sets_its_watermark_a_margin_before_the_wall_clock(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Asked at 12.345678 s past a second: records stamped up to 7 s past are surely readable
+    # (5 s margin), so the shard is complete up to the end of second 6.
+    asked = 1_700_000_012_345_678
+    monkeypatch.setattr("stream_consumer.poller._now_us", lambda: asked)
+    fake = FakeStreams({"s1": (None, [], False)})
+
+    poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+
+    checkpoint = json.loads(store.read(checkpoint_path(TABLE, "s1")))
+    assert checkpoint["watermark_us"] == 1_700_000_007_000_000 - 1
+    assert asked - checkpoint["watermark_us"] > STREAM_TIME_MARGIN_US
+
+
+def test_a_poller_gap_starts_just_after_the_shard_watermark(store: Store) -> None:
+    write_checkpoint(store, TABLE, Checkpoint("s1", None, "105", False, 1_700_000_000_999_999))
+    fake = FakeStreams({"s1": (None, [getrecords_record(8, "h")], False)}, trimmed={"105"})
+
+    poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+
+    (gap,) = read_gaps(store, TABLE)
+    assert (gap.start_us, gap.after_sequence_number, gap.source) == (1_700_000_001_000_000, "105", "poller")
+    assert coverage(store, TABLE).gaps == (gap,)

@@ -12,6 +12,7 @@ from ddb_rewind.commands import (
     diff,
     expire,
     history,
+    recover,
     repair,
     replay,
     sql,
@@ -21,5 +22,5 @@ from ddb_rewind.commands import (
 )
 
 COMMANDS: list[ModuleType] = [
-    demo, consume, sql, history, timeline, diff, verify, repair, compact, bootstrap, expire, replay, status,
+    demo, consume, sql, history, timeline, diff, verify, repair, compact, bootstrap, expire, replay, status, recover,
 ]

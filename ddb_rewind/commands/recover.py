@@ -1,0 +1,63 @@
+"""``ddb-rewind recover``: re-capture the batches Lambda gave up on, from the stack's on-failure queue."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import boto3
+
+from changelog.store import open_store
+from changelog.timefmt import format_time, from_micros
+from ddb_rewind.args import add_store
+from stream_consumer.recover import Outcome, recover_queue, streams_client
+
+
+def register(subparsers: Any) -> None:
+    """Add the subcommand."""
+    parser = subparsers.add_parser(
+        "recover", help="re-capture failed stream batches from the on-failure queue; record lost ones as gaps",
+        description="Read Lambda's on-failure records from the queue, read each batch's records again from "
+                    "the stream and store them; a batch the stream no longer holds is recorded as a gap "
+                    "(tables/<T>/gaps/), which status shows and replay refuses to cross. A message is "
+                    "deleted only after its records or its gap are stored. Exit 1 when a gap was recorded "
+                    "or a message could not be read.",
+    )
+    parser.add_argument("--queue-url", required=True, metavar="URL",
+                        help="the on-failure queue (the stack's FailureQueueUrl output)")
+    add_store(parser)
+    parser.add_argument("--table", metavar="T", default=None,
+                        help="only this table's batches (others stay in the queue)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="read the stream and report; write nothing and delete no message")
+    parser.set_defaults(run=run)
+
+
+def _line(outcome: Outcome, dry_run: bool) -> str:
+    batch = outcome.batch
+    where = f"{batch.table} shard {batch.shard_id} sequence {batch.start_sequence} to {batch.end_sequence}"
+    if outcome.gap is None:
+        verb = "would recover" if dry_run else "recovered"
+        files = "" if dry_run else f", {len(outcome.files)} files"
+        return f"{verb} {where}: {outcome.records} records{files}"
+    start = format_time(from_micros(outcome.gap.start_us)) if outcome.gap.start_us is not None else "unknown"
+    recorded = "would be recorded" if dry_run else f"recorded in {outcome.gap_path}"
+    return (f"GAP {where}: {outcome.gap.reason}; {outcome.records} records read back; moments from "
+            f"{start} on need a new bootstrap; gap {recorded}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Drain the queue, one line per batch and one summary line."""
+    store = open_store(args.store)
+    summary = recover_queue(
+        store, boto3.client("sqs"), streams_client(), args.queue_url, table=args.table, dry_run=args.dry_run,
+        report=lambda outcome: print(_line(outcome, args.dry_run), flush=True),
+        warn=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(
+        f"recover: {summary.recovered} batches recovered, {summary.gaps} gaps, {summary.records} records, "
+        f"{summary.files} files, {summary.skipped} left for other tables, {summary.unreadable} unreadable"
+        + (" (dry run: nothing written, no message deleted)" if summary.dry_run else "")
+    )
+    return 1 if summary.gaps or summary.unreadable else 0

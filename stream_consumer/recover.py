@@ -1,0 +1,425 @@
+"""Re-capture the batches Lambda gave up on, from the stack's on-failure queue; record what is gone as gaps.
+
+When a stream batch exhausts its retries, Lambda sends its metadata (``DDBStreamBatchInfo``: shard,
+first and last sequence number, arrival times) to the on-failure queue and moves on: the records are
+not in the store. For each such message this module reads exactly that range again from the stream
+(GetShardIterator AT_SEQUENCE_NUMBER, GetRecords until past the last sequence number) and stores it
+through the same ``capture_batch`` as the handler and the poller. File names derive from the records,
+so a re-run, or an overlap with a Lambda retry, rewrites the same objects or adds duplicates that
+readers drop on ``event_id``.
+
+A range that cannot be read any more (trimmed after 24 hours, shard or stream gone) becomes a gap
+(``changelog.gaps``), which ``status`` shows and every restore refuses to cross. The message is
+deleted only after its records or its gap are stored (write first, acknowledge last); anything
+transient (the store, throttling, the network) leaves it in the queue to be tried again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from changelog.codec import decode_getrecords_record, table_from_arn
+from changelog.errors import DecodeError, RewindError, StoreError, UsageError
+from changelog.gaps import STREAM_TIME_MARGIN_US, Gap, floor_second, write_gap
+from changelog.layout import meta_path
+from changelog.meta import meta_from_keys, write_meta
+from changelog.store import Store, open_store
+from changelog.timefmt import to_micros
+from stream_consumer.capture import capture_batch
+
+GETRECORDS_LIMIT = 1000
+# An open shard may answer GetRecords with no records although more follow; this many empty answers
+# in a row before the end sequence means "not readable now": the message stays and is tried again.
+MAX_EMPTY_READS = 20
+_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 10})
+_GONE = {
+    "TrimmedDataAccessException": "trimmed from the stream (older than its 24-hour retention) before it was re-read",
+    "ResourceNotFoundException": "the shard or the stream is gone",
+}
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ddb-rewind-recover"))
+metrics = Metrics(
+    namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ddb-rewind"),
+    service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ddb-rewind-recover"),
+)
+
+
+class BadFailureMessage(UsageError):
+    """A queue message that is not Lambda's on-failure record of a DynamoDB stream batch."""
+
+
+class RecoverReadError(RewindError):
+    """Reading the stream failed for a reason that may pass (throttling, network): try again later."""
+
+    exit_code = 7
+
+
+@dataclass(frozen=True)
+class FailedBatch:
+    """One on-failure record: which records of which shard Lambda could not deliver."""
+
+    table: str
+    stream_arn: str
+    shard_id: str
+    start_sequence: str
+    end_sequence: str
+    first_arrival_us: int | None
+    last_arrival_us: int | None
+    failed_at_us: int | None  # the record's own timestamp: when Lambda gave up
+    batch_size: int | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one failed batch."""
+
+    batch: FailedBatch
+    kind: Literal["recovered", "gap"]
+    records: int  # records read back from the stream
+    files: tuple[str, ...]  # change files written (none in a dry run)
+    gap: Gap | None
+    gap_path: str | None
+
+
+def _arrival(value: Any) -> int | None:
+    if not isinstance(value, str) or not value:
+        return None
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return to_micros(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+def _sequence(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit():
+        raise BadFailureMessage(f"{name} is not a sequence number: {value!r}")
+    return value
+
+
+def parse_failure_message(body: str | bytes) -> FailedBatch:
+    """Read Lambda's on-failure record (the SQS message body) for a DynamoDB stream batch."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise BadFailureMessage("the message is not JSON") from None
+    info = document.get("DDBStreamBatchInfo") if isinstance(document, dict) else None
+    if not isinstance(info, dict):
+        raise BadFailureMessage("the message has no DDBStreamBatchInfo (not a DynamoDB stream on-failure record)")
+    arn = info.get("streamArn")
+    shard = info.get("shardId")
+    if not isinstance(arn, str) or ":table/" not in arn or "/stream/" not in arn:
+        raise BadFailureMessage(f"streamArn is not a DynamoDB stream ARN: {arn!r}")
+    if not isinstance(shard, str) or not shard:
+        raise BadFailureMessage("shardId is missing")
+    start = _sequence(info.get("startSequenceNumber"), "startSequenceNumber")
+    end = _sequence(info.get("endSequenceNumber"), "endSequenceNumber")
+    if int(end) < int(start):
+        raise BadFailureMessage(f"endSequenceNumber {end} is before startSequenceNumber {start}")
+    size = info.get("batchSize")
+    try:
+        table = table_from_arn(arn)
+    except DecodeError as exc:
+        raise BadFailureMessage(str(exc)) from None
+    return FailedBatch(
+        table=table,
+        stream_arn=arn,
+        shard_id=shard,
+        start_sequence=start,
+        end_sequence=end,
+        first_arrival_us=_arrival(info.get("approximateArrivalOfFirstRecord")),
+        last_arrival_us=_arrival(info.get("approximateArrivalOfLastRecord")),
+        failed_at_us=_arrival(document.get("timestamp")),
+        batch_size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+    )
+
+
+class _Lost(Exception):
+    """The range (or part of it) cannot be read from the stream any more."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _sequence_of(record: Any) -> int:
+    body = record.get("dynamodb") if isinstance(record, dict) else None
+    sequence = body.get("SequenceNumber") if isinstance(body, dict) else None
+    if not isinstance(sequence, str) or not sequence.isdigit():
+        return -1  # undecodable: kept and quarantined by capture_batch, never used to stop the read
+    return int(sequence)
+
+
+def read_range(streams: Any, batch: FailedBatch, *, limit: int = GETRECORDS_LIMIT,
+               sleep: Callable[[float], None] = time.sleep) -> tuple[list[Any], str | None]:
+    """The batch's records, read again: (records, None), or (what could be read, why the rest is lost).
+
+    Raises RecoverReadError when the stream could not be read for a reason that may pass.
+    """
+    start, end = int(batch.start_sequence), int(batch.end_sequence)
+    records: list[Any] = []
+    last_seen: int | None = None
+    try:
+        iterator = _iterator(streams, batch, "AT_SEQUENCE_NUMBER", batch.start_sequence)
+        empty = 0
+        while True:
+            try:
+                response = streams.get_records(ShardIterator=iterator, Limit=limit)
+            except ClientError as exc:
+                if _code(exc) != "ExpiredIteratorException":
+                    raise
+                # Resume just after the last record read, or at the start again.
+                position = ("AFTER_SEQUENCE_NUMBER", str(last_seen)) if last_seen is not None \
+                    else ("AT_SEQUENCE_NUMBER", batch.start_sequence)
+                iterator = _iterator(streams, batch, *position)
+                continue
+            page = response.get("Records") or []
+            for record in page:
+                sequence = _sequence_of(record)
+                if last_seen is None and sequence > start:
+                    # AT_SEQUENCE_NUMBER answered with a later record: the first ones are gone.
+                    raise _Lost("the first records of the batch are no longer in the stream")
+                if sequence > end:
+                    return records, _incomplete(batch, records)
+                if sequence >= start or sequence < 0:
+                    records.append(record)
+                if sequence >= 0:
+                    last_seen = sequence
+                if sequence == end:
+                    return records, _incomplete(batch, records)
+            following = response.get("NextShardIterator")
+            if following is None:
+                return records, "the shard ended before the batch's last sequence number"
+            empty = 0 if page else empty + 1
+            if empty >= MAX_EMPTY_READS:
+                raise RecoverReadError(
+                    f"the stream returned nothing up to sequence {batch.end_sequence} of shard {batch.shard_id} "
+                    "yet: the message stays in the queue; try again later"
+                )
+            if not page:
+                sleep(0.2)
+            iterator = str(following)
+    except _Lost as lost:
+        return records, lost.reason
+    except ClientError as exc:
+        code = _code(exc)
+        if code in _GONE:
+            return records, _GONE[code]
+        raise RecoverReadError(f"reading shard {batch.shard_id} of {batch.stream_arn} failed: {code}") from None
+    except BotoCoreError as exc:
+        raise RecoverReadError(f"cannot reach DynamoDB Streams: {exc}") from None
+
+
+def _iterator(streams: Any, batch: FailedBatch, kind: str, sequence: str) -> str:
+    response = streams.get_shard_iterator(StreamArn=batch.stream_arn, ShardId=batch.shard_id,
+                                          ShardIteratorType=kind, SequenceNumber=sequence)
+    return str(response["ShardIterator"])
+
+
+def _incomplete(batch: FailedBatch, records: list[Any]) -> str | None:
+    """Why the range read is short of the batch Lambda reported, or None when it is whole."""
+    if batch.batch_size is not None and len(records) < batch.batch_size:
+        return f"the stream holds {len(records)} of the batch's {batch.batch_size} records"
+    return None
+
+
+def gap_of(batch: FailedBatch, reason: str, detected_at_us: int) -> Gap:
+    """The gap a lost batch leaves, with time bounds from the arrival times Lambda reported.
+
+    A record's stream time is its creation time rounded down to the second, and it arrives a moment
+    after it is created: the first lost change is no older than the first arrival less the margin,
+    and none is newer than the last arrival (rounded down, as stream times are).
+    """
+    first = batch.first_arrival_us
+    last = batch.last_arrival_us if batch.last_arrival_us is not None else batch.failed_at_us
+    return Gap(
+        shard_id=batch.shard_id,
+        detected_at_us=detected_at_us,
+        reason=reason,
+        start_us=floor_second(first - STREAM_TIME_MARGIN_US) if first is not None else None,
+        end_us=floor_second(last) if last is not None else None,
+        first_sequence_number=batch.start_sequence,
+        last_sequence_number=batch.end_sequence,
+        source="recover",
+    )
+
+
+def recover_batch(store: Store, streams: Any, batch: FailedBatch, *, dry_run: bool = False,
+                  now_us: Callable[[], int] | None = None) -> Outcome:
+    """Re-capture one failed batch into the store, or record it as a gap; nothing written when ``dry_run``."""
+    records, lost = read_range(streams, batch)
+    files: tuple[str, ...] = ()
+    if records and not dry_run:
+        result = capture_batch(
+            store, records, lambda r: decode_getrecords_record(r, batch.table, batch.shard_id),
+            source="recover", table_hint=batch.table,
+        )
+        files = result.files
+        if result.sample_key and not store.exists(meta_path(batch.table)):
+            write_meta(store, meta_from_keys(batch.table, json.loads(result.sample_key[1])))
+    if lost is None:
+        return Outcome(batch, "recovered", len(records), files, None, None)
+    clock = now_us or (lambda: to_micros(datetime.now(UTC)))
+    gap = gap_of(batch, lost, clock())
+    path = None if dry_run else write_gap(store, batch.table, gap)
+    return Outcome(batch, "gap", len(records), files, gap, path)
+
+
+def streams_client() -> Any:
+    """A DynamoDB Streams client that retries throttling and transient faults."""
+    return boto3.client("dynamodbstreams", config=_CLIENT_CONFIG)
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    """What one ``recover_queue`` run did."""
+
+    recovered: int  # batches stored whole
+    gaps: int  # batches (partly) lost: gap recorded
+    records: int  # records read back from the stream
+    files: int
+    skipped: int  # messages of other tables, left in the queue
+    unreadable: int  # messages that are not on-failure records, left in the queue
+    dry_run: bool
+
+
+class QueueNotFound(RewindError):
+    """The queue URL names no queue."""
+
+    exit_code = 4
+
+
+def _sqs_error(exc: ClientError | BotoCoreError, queue_url: str) -> RewindError:
+    if isinstance(exc, ClientError) and _code(exc) in ("AWS.SimpleQueueService.NonExistentQueue",
+                                                      "QueueDoesNotExist"):
+        return QueueNotFound(f"no SQS queue {queue_url}: pass the stack's FailureQueueUrl output as --queue-url")
+    return RecoverReadError(f"the on-failure queue {queue_url} could not be read or updated: {exc}")
+
+
+def recover_queue(store: Store, sqs: Any, streams: Any, queue_url: str, *, table: str | None = None,
+                  dry_run: bool = False, wait_seconds: int = 1, hold_seconds: int = 900,
+                  report: Callable[[Outcome], None] | None = None,
+                  warn: Callable[[str], None] | None = None) -> QueueSummary:
+    """Recover every message in the on-failure queue; each is deleted once its records or gap are stored.
+
+    Messages of other tables (with ``table``), unreadable ones, and all of them in a ``dry_run``
+    stay in the queue: they are held invisible while this runs (so each is seen once) and made
+    visible again at the end. A transient failure raises after releasing what it holds; what was
+    already recovered stays recovered.
+    """
+    held: list[str] = []
+    recovered = gaps = records = files = skipped = unreadable = 0
+    try:
+        while True:
+            try:
+                response = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                               WaitTimeSeconds=wait_seconds, VisibilityTimeout=hold_seconds)
+            except (ClientError, BotoCoreError) as exc:
+                raise _sqs_error(exc, queue_url) from None
+            messages = response.get("Messages") or []
+            if not messages:
+                break
+            for message in messages:
+                handle = str(message["ReceiptHandle"])
+                held.append(handle)
+                try:
+                    batch = parse_failure_message(message.get("Body", ""))
+                except BadFailureMessage as exc:
+                    unreadable += 1
+                    if warn is not None:
+                        warn(f"ddb-rewind: warning: message {message.get('MessageId')} left in the queue: {exc}")
+                    continue
+                if table is not None and batch.table != table:
+                    skipped += 1
+                    continue
+                outcome = recover_batch(store, streams, batch, dry_run=dry_run)
+                if not dry_run:
+                    try:
+                        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=handle)
+                    except (ClientError, BotoCoreError) as exc:
+                        raise _sqs_error(exc, queue_url) from None
+                    held.remove(handle)
+                recovered += outcome.kind == "recovered"
+                gaps += outcome.kind == "gap"
+                records += outcome.records
+                files += len(outcome.files)
+                if report is not None:
+                    report(outcome)
+    finally:
+        for handle in held:
+            # A failed release is harmless: the message becomes visible again by itself when the hold ends.
+            with contextlib.suppress(ClientError, BotoCoreError):
+                sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=handle, VisibilityTimeout=0)
+    return QueueSummary(recovered, gaps, records, files, skipped, unreadable, dry_run)
+
+
+# --- Lambda ------------------------------------------------------------------------------------
+
+_stores: dict[str, Store] = {}
+
+
+def _store() -> Store:
+    uri = os.environ.get("REWIND_STORE")
+    if not uri:
+        raise StoreError("REWIND_STORE is not set: point it at s3://bucket/prefix")
+    if uri not in _stores:
+        _stores[uri] = open_store(uri)
+    return _stores[uri]
+
+
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """SQS trigger on the on-failure queue: recover each message; failed ones are reported for a retry.
+
+    Lambda deletes the messages not listed in ``batchItemFailures`` after this returns, that is
+    after their records or gap are stored.
+    """
+    failures: list[dict[str, str]] = []
+    streams = streams_client()
+    for message in event.get("Records") or []:
+        message_id = str(message.get("messageId", ""))
+        try:
+            batch = parse_failure_message(message.get("body", ""))
+            outcome = recover_batch(_store(), streams, batch)
+        except BadFailureMessage as exc:
+            # Not a batch record: nothing can be recovered from it; it stays for an operator
+            # (the failure queue alarm keeps firing) instead of being deleted silently.
+            logger.error("unreadable on-failure message", extra={"messageId": message_id, "error": str(exc)})
+            metrics.add_metric(name="UnreadableFailureMessages", unit=MetricUnit.Count, value=1)
+            failures.append({"itemIdentifier": message_id})
+            continue
+        except (RewindError, ClientError, BotoCoreError) as exc:
+            logger.warning("recovery failed; the message is retried", extra={"messageId": message_id,
+                                                                            "error": str(exc)})
+            failures.append({"itemIdentifier": message_id})
+            continue
+        metrics.add_metric(name="RecoveredRecords", unit=MetricUnit.Count, value=outcome.records)
+        details = {"messageId": message_id, "table": batch.table, "shard": batch.shard_id,
+                   "start": batch.start_sequence, "end": batch.end_sequence, "records": outcome.records,
+                   "files": list(outcome.files)}
+        if outcome.gap is not None:
+            metrics.add_metric(name="PermanentGaps", unit=MetricUnit.Count, value=1)
+            logger.error("batch lost for good: gap recorded",
+                         extra={**details, "reason": outcome.gap.reason, "gap": outcome.gap_path})
+        else:
+            metrics.add_metric(name="RecoveredBatches", unit=MetricUnit.Count, value=1)
+            logger.info("batch recovered", extra=details)
+    return {"batchItemFailures": failures}

@@ -141,10 +141,16 @@ def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *,
     con.execute(
         f"""
         CREATE OR REPLACE VIEW "{name}" AS
-        WITH winners AS (
+        WITH latest_second AS (
+            -- Copies of a record share its event time, so only an item's newest time can hold its
+            -- winner, and de-duplicating those few rows is as exact as de-duplicating them all.
+            SELECT table_name, event_id, {light} FROM {changes} WHERE {changes_filter}{key_filter}
+            QUALIFY event_time = max(event_time) OVER (PARTITION BY item_key)
+        ),
+        winners AS (
             SELECT src, item_key, event_time, sequence_number, __f, __r FROM (
                 SELECT 0 AS src, item_key, event_name, event_time, sequence_number, __f, __r
-                FROM ({first_copies(changes, light, changes_filter + key_filter)})
+                FROM ({first_copies("latest_second", light)})
                 UNION ALL
                 SELECT 1 AS src, item_key, event_name, event_time, sequence_number, __f, __r
                 FROM {snapshot} WHERE TRUE{key_filter}

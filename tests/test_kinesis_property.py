@@ -1,0 +1,108 @@
+"""Property: Kinesis re-sends, arriving anywhere later in any batches, never change a replay.
+
+Operations share milliseconds; each becomes one Kinesis record with a rising Kinesis sequence
+number. Any of them may be re-sent later (same DynamoDB eventID, a new, larger Kinesis sequence
+number), interleaved with later records, in batches cut anywhere, with a snapshot and a merge
+taken part-way. Replay at every moment equals the independent model (tests/model.py) applying the
+operations once each, in their original order.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from changelog.codec import decode_kinesis_record
+from changelog.store import LocalStore
+from compactor.merge import merge_small_files
+from compactor.snapshots import build_snapshot
+from replayer.replay import open_items
+from stream_consumer.capture import capture_batch
+from tests.events import kinesis_record
+from tests.model import KEYS, Op, operations
+
+TABLE = "sensors"
+PROPERTY = settings(max_examples=30, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def _records(ops: list[Op]) -> list[tuple[int, dict[str, Any]]]:
+    """(operation index, Kinesis record) per change real DynamoDB would emit; times in whole seconds as ms."""
+    current: dict[int, dict[str, Any]] = {}
+    found = []
+    for index, op in enumerate(ops):
+        old = current.get(op.key_index)
+        key = KEYS[op.key_index]
+        if op.item is None:
+            if old is None:
+                continue
+            del current[op.key_index]
+            name, new = "REMOVE", None
+        else:
+            current[op.key_index] = op.item
+            name, new = ("MODIFY" if old is not None else "INSERT"), op.item
+        found.append((index, kinesis_record(TABLE, name, key, op.second * 1000, "0", new=new, old=old,
+                                            event_id=f"ddb-{index}")))
+    return found
+
+
+def _with_sequence(record: dict[str, Any], sequence: int) -> dict[str, Any]:
+    copy = json.loads(json.dumps(record))
+    copy["kinesis"]["sequenceNumber"] = str(sequence)
+    return copy
+
+
+def _model(ops: list[Op], at_second: int) -> dict[str, str]:
+    table: dict[int, dict[str, Any]] = {}
+    for op in ops:
+        if op.second > at_second:
+            break
+        if op.item is None:
+            table.pop(op.key_index, None)
+        else:
+            table[op.key_index] = op.item
+    return {json.dumps(KEYS[i], separators=(",", ":"), ensure_ascii=False):
+            json.dumps(item, separators=(",", ":"), ensure_ascii=False) for i, item in table.items()}
+
+
+@PROPERTY
+@given(ops=operations(), resends=st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), max_size=6),
+       cuts=st.lists(st.integers(0, 200), max_size=4), compact_at=st.integers(0, 200))
+def test_kinesis_re_sends_never_change_a_replay(tmp_path_factory: pytest.TempPathFactory, ops: list[Op],
+                                                resends: list[tuple[int, int]], cuts: list[int],
+                                                compact_at: int) -> None:
+    emitted = _records(ops)
+    if not emitted:
+        return
+    # Kinesis sequence numbers rise in delivery order; a re-send gets the next one where it lands.
+    delivery: list[dict[str, Any]] = [record for _, record in emitted]
+    for which, after in sorted(resends, key=lambda r: r[1]):
+        original = emitted[which % len(emitted)][1]
+        position = max(after % (len(delivery) + 1), delivery.index(original) + 1)
+        delivery.insert(position, original)
+    delivery = [_with_sequence(record, 10**20 + n) for n, record in enumerate(delivery)]
+    store = LocalStore(tmp_path_factory.mktemp("store"))
+    points = sorted({0, len(delivery), *(c % (len(delivery) + 1) for c in cuts)})
+    seconds = sorted({ops[i].second for i, _ in emitted})
+    snapshot_after = points[1 + compact_at % (len(points) - 1)] if len(points) > 1 else len(delivery)
+    for start, end in itertools.pairwise(points):
+        capture_batch(store, delivery[start:end], decode_kinesis_record, source="test")
+        if end == snapshot_after and end < len(delivery):
+            captured = sorted({json.loads(_payload(r))["dynamodb"]["ApproximateCreationDateTime"] // 1000
+                               for r in delivery[:end]})
+            build_snapshot(store, TABLE, captured[-1] * 1_000_000)
+            merge_small_files(store, TABLE, (captured[-1] + 7200) * 1_000_000)
+    for second in seconds:
+        con = open_items(store, TABLE, datetime.fromtimestamp(second, tz=UTC))
+        assert dict(con.execute("SELECT item_key, image FROM items").fetchall()) == _model(ops, second)
+
+
+def _payload(record: dict[str, Any]) -> str:
+    return base64.b64decode(record["kinesis"]["data"]).decode()

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from changelog.errors import UsageError
 from changelog.layout import partition_of, retention_path, table_root
-from changelog.snapshot import MANIFEST, Manifest, list_manifests
+from changelog.snapshot import MANIFEST, Manifest, list_manifests, write_removal
 from changelog.state import change_files, coverage, retention_floor, snapshot_dirs
 from changelog.store import LocalStore, S3Store, Store
 from changelog.timefmt import from_micros, to_micros
@@ -266,9 +266,14 @@ def plan_expire(store: Store, table: str, policy: Policy, *, now_us: int | None 
                       changes, orphans, sizes)
 
 
-def delete_snapshot(store: Store, manifest_path: str, manifest: Manifest) -> None:
-    """Delete one published snapshot: the manifest first (it disappears at once), then its parts."""
+def delete_snapshot(store: Store, manifest_path: str, manifest: Manifest, *, reason: str) -> None:
+    """Delete one published snapshot: the manifest first (it disappears at once), then its parts.
+
+    A removal record (the manifest's digest and ``reason``) is written before anything is deleted,
+    so the manifest chain stays verifiable and only a removal by hand reads as tampering.
+    """
     directory = manifest_path.rsplit("/", 1)[0]
+    write_removal(store, manifest.table_name, manifest_path, reason)
     store.delete(manifest_path)
     for part in manifest.parts:
         store.delete(f"{directory}/{part}")
@@ -286,7 +291,7 @@ def apply_expire(store: Store, plan: ExpirePlan) -> None:
     manifests = dict(list_manifests(store, plan.table))
     for path in plan.drop_snapshots:
         if path in manifests:
-            delete_snapshot(store, path, manifests[path])
+            delete_snapshot(store, path, manifests[path], reason=f"expired by policy {plan.policy.text}")
     for path in plan.drop_changes:
         store.delete(path)
     for path in plan.drop_orphans:

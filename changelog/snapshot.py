@@ -90,7 +90,11 @@ class Manifest:
         return next((entry for entry in self.part_sums if entry.name == name), None)
 
     def to_json(self) -> bytes:
-        """The manifest's stored form."""
+        """The manifest's stored form: canonical JSON carrying the sha256 of its own content.
+
+        Canonical (sorted keys, fixed layout, ASCII) so a reader can tell that not one byte changed,
+        even in the newest manifest, which no successor vouches for yet.
+        """
         sums = {entry.name: entry for entry in self.part_sums}
         body = {
             "table_name": self.table_name,
@@ -111,12 +115,17 @@ class Manifest:
             "created_at": self.created_at,
             "extra": self.extra,
         }
-        return json.dumps(body, indent=1).encode("utf-8")
+        return _canonical({**body, "self_sha256": sha256_hex(_canonical(body))})
 
     @staticmethod
     def from_json(data: bytes) -> Manifest:
         """Parse a stored manifest; ValueError (or KeyError, TypeError) when it is not a sound one."""
         body = json.loads(data)
+        claimed = body.pop("self_sha256")
+        if sha256_hex(_canonical(body)) != claimed:
+            raise ValueError("its content does not match its own sha256: it was altered")
+        if _canonical({**body, "self_sha256": claimed}) != data:
+            raise ValueError("its bytes are not the canonical form it was written in: it was altered")
         sums = tuple(
             PartSum(str(entry["name"]), int(entry["size"]), str(entry["sha256"]), int(entry["rows"]))
             for entry in body["parts"]
@@ -155,6 +164,10 @@ class Manifest:
         if rows != self.items + self.tombstones:
             raise ValueError(f"its parts hold {rows} rows but it counts {self.items} items and "
                              f"{self.tombstones} tombstones")
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, indent=1, ensure_ascii=True).encode("ascii")
 
 
 def part_sum_of(name: str, data: bytes, rows: int) -> PartSum:
@@ -217,6 +230,10 @@ def read_manifest(store: Store, path: str) -> StoredManifest:
         if isinstance(exc, KeyError):
             problem = f"is not a sound snapshot manifest (it lacks {exc}; written by an older version?)"
         raise damaged(store, path, problem) from None
+    parts = path.split("/")
+    if parts[1:2] != [manifest.table_name] or parts[-2:-1] != [f"{manifest.snapshot_time:%Y%m%dT%H%M%SZ}"]:
+        raise damaged(store, path, f"describes a snapshot of {manifest.table_name!r} at "
+                      f"{manifest.snapshot_time.isoformat()}, not the one its place in the store says: moved")
     return StoredManifest(path, manifest, sha256_hex(data))
 
 
@@ -288,11 +305,23 @@ def chain_problems(manifests: list[StoredManifest], removals: list[Removal]) -> 
 def read_manifests(store: Store, table: str) -> list[StoredManifest]:
     """Published snapshots of a table, oldest first, after checking every manifest and the chain.
 
-    Raises DamagedStore naming the first unsound manifest or chain break. Directories without a
-    manifest (a crashed or losing writer) are invisible here.
+    Checks each manifest (canonical bytes, own checksum, counts, that it belongs where it lies), the
+    chain, and that every part it lists is present with its recorded size (one listing, no reads:
+    a missing or truncated part is refused even by ``status``). Raises DamagedStore naming the first
+    problem. Directories without a manifest (a crashed or losing writer) are invisible here.
     """
-    found = [read_manifest(store, path) for path in store.list(snapshots_root(table) + "/")
-             if path.endswith("/" + MANIFEST)]
+    sizes = store.sizes(snapshots_root(table) + "/")
+    found = [read_manifest(store, path) for path in sorted(sizes) if path.endswith("/" + MANIFEST)]
+    for stored in found:
+        directory = stored.path.rsplit("/", 1)[0]
+        manifest = stored.manifest
+        for entry in manifest.part_sums:
+            size = sizes.get(f"{directory}/{entry.name}")
+            if size is None:
+                raise damaged(store, f"{directory}/{entry.name}", "is listed by its snapshot's manifest but missing")
+            if size != entry.size:
+                raise damaged(store, f"{directory}/{entry.name}",
+                              f"has {size} bytes, its manifest records {entry.size}: truncated or swapped")
     problems = chain_problems(found, read_removals(store, table))
     if problems:
         raise damaged(store, problems[0].path, problems[0].problem)

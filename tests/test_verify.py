@@ -133,3 +133,17 @@ def test_the_checksum_ignores_order_and_layout() -> None:
     one = {"a": {"x": {"N": "5.0"}, "s": {"SS": ["q", "p"]}}, "b": {"y": {"S": "t"}}}
     two = {"b": {"y": {"S": "t"}}, "a": {"s": {"SS": ["p", "q"]}, "x": {"N": "5"}}}
     assert state_checksum(one) == state_checksum(two) != state_checksum({"a": one["a"]})
+
+
+def test_a_random_drill_starts_from_the_newest_snapshot(store: Store, story: BadDeploy) -> None:
+    # The snapshot lies late in the history: a moment drawn from the whole coverage would mostly fall
+    # before it and compare the changes with themselves.
+    _write_snapshot(store, story.to_s)
+    for seed in range(5):
+        result = restore_drill(store, "orders", seed=seed)
+        assert result.snapshot_path is not None and result.at_us >= story.to_s * US and result.matches
+
+
+def test_a_random_drill_catches_a_faulty_snapshot(store: Store, story: BadDeploy) -> None:
+    _write_snapshot(store, story.to_s, corrupt=True)
+    assert not restore_drill(store, "orders", seed=1).matches

@@ -44,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow.parquet as pq
 
 from changelog.errors import UsageError
+from changelog.integrity import verify_for_read
 from changelog.layout import partition_of, retention_path, table_root
 from changelog.snapshot import MANIFEST, Manifest, list_manifests, write_removal
 from changelog.state import change_files, coverage, retention_floor, snapshot_dirs
@@ -167,6 +168,7 @@ class ExpirePlan:
 
 
 def _max_event_us(store: Store, path: str) -> int | None:
+    verify_for_read(store, [path])  # what expire deletes must not be decided from a damaged file
     table = pq.read_table(io.BytesIO(store.read(path)), columns=["event_time"])
     if table.num_rows == 0:
         return None

@@ -157,6 +157,7 @@ def _published(root: Path) -> list[str]:
     return sorted(found)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(file_choice=st.integers(0, 10_000), offset_choice=st.integers(0, 10**9), mask=st.integers(1, 255))
 def test_any_single_byte_flip_is_detected_and_never_changes_a_replay(

@@ -84,15 +84,18 @@ def test_every_reader_refuses_a_damaged_local_store_in_one_line(
 
 
 @pytest.mark.parametrize("damage", DAMAGES, ids=[d.name for d in DAMAGES])
-def test_replay_from_s3_refuses_a_damaged_store(s3_over_http: Store, damage: Damage,  # noqa: F811
-                                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_reader_refuses_a_damaged_s3_store_in_one_line(
+        s3_over_http: Store, damage: Damage, tmp_path: Path,  # noqa: F811
+        capsys: pytest.CaptureFixture[str]) -> None:
     store = fresh_s3_store(s3_over_http, tmp_path)
     build_store(store)
     named = damage.apply(store)
     out = tmp_path / "restore.jsonl"
-    assert run_cli(_commands(store, damage, out)["replay"]) == 6
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and named in err
+    for command, argv in _commands(store, damage, out).items():
+        capsys.readouterr()
+        assert run_cli(argv) == 6, command
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and named in err, (command, err)
     assert not out.exists()
 
 

@@ -172,8 +172,11 @@ def _check_manifests(store: Store, table: str, sizes: dict[str, int], read_data:
             problem = inspect_file(store, expected, sizes.get(part), read_data)
             if problem:
                 found.append(Finding(table, part, problem, _snapshot_window(manifests, index)))
+    parsed = {stored.path.rsplit("/", 1)[0] for stored in manifests}
+    unreadable = {p.rsplit("/", 1)[0] for p in sizes if p.endswith("/" + MANIFEST)} - parsed
     for path in sorted(p for p in sizes if p.startswith(snapshots_root(table) + "/")):
-        if path not in listed and not path.endswith("/" + MANIFEST):
+        # Parts of a snapshot whose manifest is unreadable are covered by that manifest's problem.
+        if path not in listed and not path.endswith("/" + MANIFEST) and path.rsplit("/", 1)[0] not in unreadable:
             found.append(Finding(table, path, "is an orphan: no manifest lists it (a crashed or losing writer)",
                                  "no restore point (expire removes it)", is_problem=False))
     return manifests, found, parts

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from changelog.changefile import parquet_bytes
-from changelog.layout import change_file_path, hour_partition
+from changelog.changefile import publish_change_file
+from changelog.layout import hour_partition
 from changelog.meta import meta_from_description, write_meta
 from changelog.record import SCHEMA
 from changelog.store import LocalStore, Store
@@ -73,8 +73,7 @@ def build_store(store: Store, changes: int, keys: int, files: int) -> None:
         }
         table = pa.Table.from_arrays([pa.array(columns[fl.name], type=fl.type) for fl in SCHEMA], schema=SCHEMA)
         table = table.sort_by([("item_key", "ascending"), ("event_time", "ascending")])
-        path = change_file_path(TABLE, hour_partition(hour_us), sequences[0], sequences[-1], [str(f)])
-        store.write(path, parquet_bytes(table))
+        publish_change_file(store, TABLE, hour_partition(hour_us), sequences[0], sequences[-1], table)
 
 
 def main() -> None:

@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from changelog.changefile import ROW_GROUP_ROWS
-from changelog.layout import change_file_path, hour_partition
+from changelog.changefile import publish_change_file
+from changelog.layout import hour_partition
 from changelog.meta import meta_from_keys, write_meta
 from changelog.record import SCHEMA
 from changelog.store import LocalStore
@@ -208,9 +207,6 @@ def _write_file(store: LocalStore, table: str, rng: np.random.Generator, names: 
     data = pa.Table.from_arrays([columns[f.name] for f in SCHEMA], schema=SCHEMA)
     data = data.sort_by([("item_key", "ascending"), ("event_time", "ascending"), ("sequence_number", "ascending")])
     first_us = int(seconds[lo]) * 1_000_000
-    path = change_file_path(table, hour_partition(first_us), sequence[0].as_py(), sequence[count - 1].as_py(),
-                            event_ids.to_pylist())
-    target = store.root / path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(data, target, compression="zstd", row_group_size=ROW_GROUP_ROWS, write_statistics=True)
-    return target.stat().st_size
+    path = publish_change_file(store, table, hour_partition(first_us), sequence[0].as_py(),
+                               sequence[count - 1].as_py(), data)
+    return (store.root / path).stat().st_size

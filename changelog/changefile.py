@@ -21,13 +21,31 @@ _JSON_TEXT = frozenset(("keys", "new_image", "old_image", "new_doc", "old_doc", 
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
-    """A zstd Parquet file of ``table`` as bytes (statistics on, so readers can prune row groups)."""
+    """A zstd Parquet file of ``table`` as bytes (statistics on, so readers can prune row groups).
+
+    Deterministic: the same table gives the same bytes (file names carry their digest). Every page
+    carries a CRC32 (``write_page_checksum``) that pyarrow verifies on read.
+    """
     sink = pa.BufferOutputStream()
     names = table.column_names
     pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS,
                    use_dictionary=[name for name in names if name in _REPEATING],
-                   write_statistics=[name for name in names if name not in _JSON_TEXT])
+                   write_statistics=[name for name in names if name not in _JSON_TEXT],
+                   write_page_checksum=True)
     return bytes(sink.getvalue().to_pybytes())
+
+
+def publish_change_file(store: Store, table_name: str, partition: str, first_seq: str, last_seq: str,
+                        rows: pa.Table) -> str:
+    """Write one change file named by its sequence range and the digest of its bytes; returns its path.
+
+    Every writer of change files (capture, poller, merge, bench) goes through here, so names and
+    checksums are made in one place.
+    """
+    data = parquet_bytes(rows)
+    path = change_file_path(table_name, partition, first_seq, last_seq, data)
+    store.write(path, data)
+    return path
 
 
 def write_change_files(store: Store, rows: Sequence[ChangeRow]) -> list[str]:
@@ -43,10 +61,9 @@ def write_change_files(store: Store, rows: Sequence[ChangeRow]) -> list[str]:
     written = []
     for (table_name, hour), group in sorted(groups.items()):
         partition = hour_partition(hour * HOUR_US)
-        ordered = sorted(row.order() for row in group)
-        path = change_file_path(
-            table_name, partition, ordered[0][2], ordered[-1][2], (row.event_id for row in group)
-        )
-        store.write(path, parquet_bytes(rows_to_table(group)))
-        written.append(path)
+        # Rows in one fixed order: the same rows, however a retry delivers them, give the same bytes.
+        group.sort(key=lambda row: (row.order(), row.event_id))
+        ordered = [row.order() for row in group]
+        written.append(publish_change_file(store, table_name, partition, ordered[0][2], ordered[-1][2],
+                                           rows_to_table(group)))
     return written

@@ -1,8 +1,9 @@
 """Where things live in a store. Every path a writer or reader uses is built here, nowhere else.
 
     tables/<table>/meta.json
-    tables/<table>/changes/dt=YYYY-MM-DD/hour=HH/<first seq>-<last seq>-<digest>.parquet
-    tables/<table>/snapshots/<YYYYMMDDTHHMMSSZ>/part-NNNNN.parquet + manifest.json
+    tables/<table>/changes/dt=YYYY-MM-DD/hour=HH/<first seq>-<last seq>-<sha256 of the bytes, 32 hex>.parquet
+    tables/<table>/snapshots/<YYYYMMDDTHHMMSSZ>/part-<writer>-NNNNN.parquet + manifest.json
+    tables/<table>/snapshot-removals/<YYYYMMDDTHHMMSSZ>-<manifest sha256, 16 hex>.json
     tables/<table>/quarantine/dt=YYYY-MM-DD/<digest>.json
     tables/<table>/checkpoints/<shard id>.json
     tables/<table>/retention.json
@@ -12,7 +13,9 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from changelog.timefmt import from_micros
@@ -56,9 +59,39 @@ def digest(parts: Iterable[str]) -> str:
     return hasher.hexdigest()[:16]
 
 
-def change_file_path(table: str, partition: str, first_seq: str, last_seq: str, event_ids: Iterable[str]) -> str:
-    """Deterministic name of a change file: a retried batch rewrites the same object."""
-    return f"{changes_root(table)}/{partition}/{first_seq}-{last_seq}-{digest(event_ids)}.parquet"
+CHANGE_DIGEST_HEX = 32
+_CHANGE_NAME = re.compile(r"^(\d+)-(\d+)-([0-9a-f]{" + str(CHANGE_DIGEST_HEX) + r"})\.parquet$")
+
+
+def content_digest(data: bytes) -> str:
+    """The digest a change file's name carries: sha256 of its bytes, first 32 hex digits (128 bits)."""
+    return hashlib.sha256(data).hexdigest()[:CHANGE_DIGEST_HEX]
+
+
+def change_file_path(table: str, partition: str, first_seq: str, last_seq: str, data: bytes) -> str:
+    """Deterministic name of a change file, carrying the digest of its bytes.
+
+    The same rows give the same bytes (changefile.parquet_bytes is deterministic), so a retried
+    batch rewrites the same object; and any reader can check the bytes against the name.
+    """
+    return f"{changes_root(table)}/{partition}/{first_seq}-{last_seq}-{content_digest(data)}.parquet"
+
+
+@dataclass(frozen=True)
+class ChangeFileName:
+    """What a change file's name says about it."""
+
+    first_seq: str
+    last_seq: str
+    digest: str
+
+
+def parse_change_file_name(path: str) -> ChangeFileName | None:
+    """The parts of a change file's name, or None when the name is not one this product writes."""
+    match = _CHANGE_NAME.match(path.rsplit("/", 1)[-1])
+    if match is None:
+        return None
+    return ChangeFileName(match.group(1), match.group(2), match.group(3))
 
 
 def snapshots_root(table: str) -> str:
@@ -69,6 +102,16 @@ def snapshots_root(table: str) -> str:
 def snapshot_dir(table: str, at: datetime) -> str:
     """Directory of the snapshot taken at ``at``."""
     return f"{snapshots_root(table)}/{at:%Y%m%dT%H%M%SZ}"
+
+
+def snapshot_removals_root(table: str) -> str:
+    """Prefix of the records a deliberate snapshot removal leaves (ends with '/', for listing)."""
+    return f"{table_root(table)}/snapshot-removals/"
+
+
+def snapshot_removal_path(table: str, at: datetime, manifest_sha256: str) -> str:
+    """The record written before a published manifest is deleted on purpose (expire, bootstrap)."""
+    return f"{snapshot_removals_root(table)}{at:%Y%m%dT%H%M%SZ}-{manifest_sha256[:16]}.json"
 
 
 def quarantine_path(table: str, day: str, record_digest: str) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from changelog.damage import read_json_object
 from changelog.errors import TableNotFound
 from changelog.layout import meta_path
 from changelog.store import ObjectMissing, Store
@@ -74,9 +75,9 @@ def write_meta(store: Store, meta: dict[str, Any]) -> None:
 
 
 def read_meta(store: Store, table: str) -> dict[str, Any]:
-    """Read a table's meta.json; raises TableNotFound naming the store when there is none."""
+    """Read a table's meta.json; TableNotFound naming the store when there is none, DamagedStore when garbage."""
     try:
-        return dict(json.loads(store.read(meta_path(table))))
+        return read_json_object(store, meta_path(table))
     except ObjectMissing:
         raise TableNotFound(
             f"the store {store.uri} holds no table {table!r}: run 'ddb-rewind status' to list its tables"

@@ -3,6 +3,10 @@
 Local stores are read by DuckDB directly. ``s3://`` stores go through pyarrow's S3 filesystem
 (shipped in the pyarrow wheel) and are handed to DuckDB as Arrow datasets, so no DuckDB extension
 is ever downloaded at run time.
+
+Every file is checked against its recorded checksum (``changelog.integrity``) before a view over it
+exists: a damaged, swapped, truncated or foreign file is refused, never read into an answer. The
+s3:// path also verifies Parquet page checksums as pyarrow decodes.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from changelog.integrity import verify_for_read
 from changelog.store import Store
 
 
@@ -24,18 +29,22 @@ def register_parquet(
     """Create (or replace) view ``name`` over the given store-relative Parquet files.
 
     No files gives an empty view with ``schema``'s columns, so queries over an empty store work.
+    Raises DamagedStore (one line naming the file) when a file fails its checksum.
     """
     if not paths:
         con.register(f"{name}__empty", schema.empty_table())
         con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM "{name}__empty"')
         return
+    verify_for_read(store, paths)
     root = store.local_root()
     if root is not None:
         files = _sql_list([str(root / path) for path in paths])
         con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM read_parquet({files}, union_by_name=true)')
         return
     filesystem, base = store.arrow()
-    dataset = pads.dataset([f"{base}/{path}" for path in paths], filesystem=filesystem, format="parquet",
+    parquet = pads.ParquetFileFormat(
+        default_fragment_scan_options=pads.ParquetFragmentScanOptions(page_checksum_verification=True))
+    dataset = pads.dataset([f"{base}/{path}" for path in paths], filesystem=filesystem, format=parquet,
                            schema=schema)
     con.register(f"{name}__arrow", dataset)
     con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM "{name}__arrow"')

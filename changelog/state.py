@@ -11,7 +11,6 @@ manifest did not consume (a late file), read whole so that every copy of a late 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from changelog.consistent import read_consistently
+from changelog.damage import damaged, read_json_object
 from changelog.errors import TableNotFound, TimeOutOfRange
 from changelog.gaps import Gap, blocking_gap, read_gaps
 from changelog.layout import (
@@ -273,11 +273,14 @@ def _time_bounds(con: duckdb.DuckDBPyConnection, store: Store, files: list[str])
 def retention_floor(store: Store, table: str) -> int | None:
     """The floor an earlier ``expire`` left (µs), or None."""
     try:
-        body = json.loads(store.read(retention_path(table)))
+        body = read_json_object(store, retention_path(table))
     except ObjectMissing:
         return None
     value = body.get("restorable_from_us")
-    return int(value) if value is not None else None
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        raise damaged(store, retention_path(table), "holds no valid restorable_from_us") from None
 
 
 def _watermark(store: Store, table: str, listing: list[str]) -> int | None:
@@ -285,9 +288,12 @@ def _watermark(store: Store, table: str, listing: list[str]) -> int | None:
     prefix = checkpoints_root(table)
     for path in listing:
         if path.startswith(prefix) and path.endswith(".json"):
-            body = json.loads(store.read(path))
+            body = read_json_object(store, path)
             if not body.get("closed") and body.get("watermark_us") is not None:
-                marks.append(int(body["watermark_us"]))
+                try:
+                    marks.append(int(body["watermark_us"]))
+                except (TypeError, ValueError):
+                    raise damaged(store, path, "holds no valid watermark_us") from None
     return min(marks) if marks else None
 
 

@@ -45,7 +45,7 @@ from changelog.layout import hour_partition, snapshot_dir
 from changelog.meta import meta_from_description, read_meta, write_meta
 from changelog.progress import Progress
 from changelog.scan import parallel_scan
-from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest, list_manifests
+from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest, PartSum, list_manifests, part_sum_of
 from changelog.state import change_files, retention_floor
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
@@ -122,6 +122,7 @@ class SnapshotWriter:
         self.writer = uuid.uuid4().hex[:12]
         self.spool: Path | None = None
         self.parts: list[str] = []
+        self.part_sums: list[PartSum] = []
         self.items = 0
         self._rows: list[tuple[str, str, str, str]] = []
         self._lock = threading.Lock()
@@ -164,11 +165,13 @@ class SnapshotWriter:
             schema=SNAPSHOT_SCHEMA,
         )
         name = f"part-{self.writer}-{len(self.parts):05d}.parquet"
+        data = parquet_bytes(part)
         if self.spool is not None:
-            (self.spool / name).write_bytes(parquet_bytes(part))
+            (self.spool / name).write_bytes(data)
         else:
-            self.store.write(f"{self.directory}/{name}", parquet_bytes(part))
+            self.store.write(f"{self.directory}/{name}", data)
         self.parts.append(name)
+        self.part_sums.append(part_sum_of(name, data, count))
 
     def finish(self) -> None:
         """Write the last buffered rows."""
@@ -236,7 +239,7 @@ def withdraw_stale_snapshots(store: Store, table: str, after_us: int) -> list[st
     withdrawn = []
     for path, manifest in manifests:
         if manifest.snapshot_time_us > after_us and not _descends_from_bootstrap(path, by_path):
-            delete_snapshot(store, path, manifest)
+            delete_snapshot(store, path, manifest, reason="withdrawn by a bootstrap: built from changes alone")
             withdrawn.append(path)
     return withdrawn
 
@@ -245,7 +248,7 @@ def _publish(store: Store, writer: SnapshotWriter, manifest: Manifest, warnings:
     withdrawn = withdraw_stale_snapshots(store, writer.table, writer.version_us)
     path = f"{writer.directory}/{MANIFEST}"
     try:
-        publish_manifest(store, path, manifest)
+        manifest = publish_manifest(store, path, manifest)
     except ConflictError:
         writer.abort()
         raise
@@ -317,6 +320,7 @@ def bootstrap_from_export(store: Store, table: str, uri: str, *, client: Any = N
         snapshot_time_us=summary.export_time_us,
         kind="export",
         parts=tuple(writer.parts),
+        part_sums=tuple(writer.part_sums),
         consumed_files=_consumed_before(store, table, version),
         items=writer.items,
         restorable_from_us=summary.export_time_us,
@@ -398,6 +402,7 @@ def bootstrap_from_scan(store: Store, table: str, *, segments: int = 4, client: 
         snapshot_time_us=snapshot_time,
         kind="scan",
         parts=tuple(writer.parts),
+        part_sums=tuple(writer.part_sums),
         consumed_files=_consumed_before(store, table, version),
         items=writer.items,
         restorable_from_us=snapshot_time,

@@ -2,7 +2,7 @@
 
 Write-first, delete-last: the merged file is written before any original is removed, so a crash
 in between leaves duplicates (which readers drop on event_id), never a gap. The merged file is
-named like any change file (sequence range plus a digest of its event ids): merging again is a no-op.
+named like any change file (sequence range plus the digest of its bytes): merging again is a no-op.
 Merged rows are sorted by item_key, so one item's history sits in few row groups.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import duckdb
 
-from changelog.changefile import parquet_bytes
+from changelog.changefile import publish_change_file
 from changelog.consistent import read_consistently
-from changelog.layout import change_file_path, changes_root, hour_partition, partition_of
+from changelog.layout import changes_root, hour_partition, partition_of
 from changelog.record import SCHEMA, VERSION_ORDER, first_copies
 from changelog.source import register_parquet
 from changelog.state import change_files
@@ -45,9 +45,7 @@ def merge_partition(store: Store, table: str, partition: str, files: list[str]) 
     sequences = con.execute(
         f"SELECT sequence_number FROM merge_in ORDER BY {VERSION_ORDER}"
     ).fetchall()
-    event_ids = merged.column("event_id").to_pylist()
-    path = change_file_path(table, partition, sequences[0][0], sequences[-1][0], event_ids)
-    store.write(path, parquet_bytes(merged))
+    path = publish_change_file(store, table, partition, sequences[0][0], sequences[-1][0], merged)
     for original in files:
         if original != path:
             store.delete(original)

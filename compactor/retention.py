@@ -44,8 +44,9 @@ from datetime import UTC, datetime, timedelta
 import pyarrow.parquet as pq
 
 from changelog.errors import UsageError
+from changelog.integrity import verify_for_read
 from changelog.layout import partition_of, retention_path, table_root
-from changelog.snapshot import MANIFEST, Manifest, list_manifests
+from changelog.snapshot import MANIFEST, Manifest, list_manifests, write_removal
 from changelog.state import change_files, coverage, retention_floor, snapshot_dirs
 from changelog.store import LocalStore, S3Store, Store
 from changelog.timefmt import from_micros, to_micros
@@ -167,6 +168,7 @@ class ExpirePlan:
 
 
 def _max_event_us(store: Store, path: str) -> int | None:
+    verify_for_read(store, [path])  # what expire deletes must not be decided from a damaged file
     table = pq.read_table(io.BytesIO(store.read(path)), columns=["event_time"])
     if table.num_rows == 0:
         return None
@@ -266,9 +268,14 @@ def plan_expire(store: Store, table: str, policy: Policy, *, now_us: int | None 
                       changes, orphans, sizes)
 
 
-def delete_snapshot(store: Store, manifest_path: str, manifest: Manifest) -> None:
-    """Delete one published snapshot: the manifest first (it disappears at once), then its parts."""
+def delete_snapshot(store: Store, manifest_path: str, manifest: Manifest, *, reason: str) -> None:
+    """Delete one published snapshot: the manifest first (it disappears at once), then its parts.
+
+    A removal record (the manifest's digest and ``reason``) is written before anything is deleted,
+    so the manifest chain stays verifiable and only a removal by hand reads as tampering.
+    """
     directory = manifest_path.rsplit("/", 1)[0]
+    write_removal(store, manifest.table_name, manifest_path, reason)
     store.delete(manifest_path)
     for part in manifest.parts:
         store.delete(f"{directory}/{part}")
@@ -286,7 +293,7 @@ def apply_expire(store: Store, plan: ExpirePlan) -> None:
     manifests = dict(list_manifests(store, plan.table))
     for path in plan.drop_snapshots:
         if path in manifests:
-            delete_snapshot(store, path, manifests[path])
+            delete_snapshot(store, path, manifests[path], reason=f"expired by policy {plan.policy.text}")
     for path in plan.drop_changes:
         store.delete(path)
     for path in plan.drop_orphans:

@@ -3,11 +3,14 @@
 Publish order: part files (named by a writer id, so two compactors never write the same object),
 then the manifest with a conditional write. A crash before the manifest leaves only unlisted parts
 that no reader looks at; of two compactors racing for the same moment exactly one publishes.
+The manifest lists every part's size, sha256 and rows, and chains to the manifest published before
+it (``publish_manifest``), so readers can check both the parts and the history.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import duckdb
@@ -17,7 +20,7 @@ from changelog.changefile import parquet_bytes
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import ConflictError, TimeOutOfRange
 from changelog.layout import snapshot_dir
-from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest
+from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest, PartSum, chain_head, part_sum_of
 from changelog.state import Coverage, check_restorable, coverage, open_state, plan_state
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
@@ -67,7 +70,7 @@ def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directo
         """SELECT table_name, item_key, keys, event_name, event_time, sequence_number, image, doc
             FROM snap ORDER BY item_key"""
     ).to_arrow_reader(part_rows)
-    parts: list[str] = []
+    parts: list[PartSum] = []
     items = tombstones = 0
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
@@ -78,8 +81,9 @@ def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directo
             return
         table_part = pa.Table.from_batches(pending).cast(SNAPSHOT_SCHEMA)
         name = f"part-{writer}-{len(parts):05d}.parquet"
-        store.write(f"{directory}/{name}", parquet_bytes(table_part))
-        parts.append(name)
+        data = parquet_bytes(table_part)
+        store.write(f"{directory}/{name}", data)
+        parts.append(part_sum_of(name, data, table_part.num_rows))
         pending, pending_rows = [], 0
 
     for batch in reader:
@@ -99,7 +103,8 @@ def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directo
         table_name=table,
         snapshot_time_us=at_us,
         kind="compaction",
-        parts=tuple(parts),
+        parts=tuple(part.name for part in parts),
+        part_sums=tuple(parts),
         consumed_files=tuple(sorted(consumed)),
         items=items,
         tombstones=tombstones,
@@ -110,12 +115,20 @@ def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directo
         extra={"writer": writer, "watermark_us": cov.latest_us},
     )
     if publish:
-        publish_manifest(store, f"{directory}/{MANIFEST}", manifest)
+        manifest = publish_manifest(store, f"{directory}/{MANIFEST}", manifest)
     return manifest
 
 
-def publish_manifest(store: Store, path: str, manifest: Manifest) -> None:
-    """Make a snapshot visible: one conditional write; losing a race raises ConflictError."""
+def publish_manifest(store: Store, path: str, manifest: Manifest) -> Manifest:
+    """Make a snapshot visible: one conditional write; losing a race raises ConflictError.
+
+    The manifest is chained to the newest link (by generation) of the table's manifest history,
+    removed ones included; returns it as published. Two writers racing may extend the same link
+    (a fork), which readers accept.
+    """
+    head = chain_head(store, manifest.table_name)
+    manifest = replace(manifest, generation=head[0] + 1 if head else 1, previous_sha256=head[1] if head else None)
+    manifest.check_counts()
     try:
         store.write(path, manifest.to_json(), if_absent=True)
     except ConflictError:
@@ -123,3 +136,4 @@ def publish_manifest(store: Store, path: str, manifest: Manifest) -> None:
             f"another compactor published the snapshot of {manifest.table_name!r} at "
             f"{format_time(manifest.snapshot_time)} first; this run's parts are left unlisted"
         ) from None
+    return manifest

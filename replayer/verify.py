@@ -3,8 +3,9 @@
 ``verify_table`` scans a live table in parallel segments and compares every item with the stored
 state at a moment (the watermark by default): items missing from the table, extra in it, and
 different (compared as DynamoDB compares: numbers by value, sets as sets). ``restore_drill`` proves
-that snapshots are only a cache: the state at a random moment computed from the latest snapshot plus
-later changes must equal the state computed from the changes alone, item for item.
+that snapshots are only a cache: the state at a random moment at or after the newest snapshot,
+computed from that snapshot plus later changes, must equal the state computed from the changes
+alone, item for item.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from changelog.codec import item_key
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import TableNotFound
 from changelog.scan import parallel_scan
+from changelog.snapshot import list_manifests
 from changelog.state import check_restorable, coverage, open_state, plan_state
 from changelog.store import Store
 from changelog.timefmt import from_micros
@@ -147,14 +149,21 @@ def state_checksum(state: dict[str, dict[str, Any]]) -> str:
 
 
 def drill_moment(store: Store, table: str, seed: int | None = None) -> int:
-    """A random whole second within the table's coverage (``seed`` makes it repeatable)."""
+    """A random whole second within the table's coverage (``seed`` makes it repeatable).
+
+    When the table has a snapshot the moment is at or after the newest one, so the replay with
+    snapshots really starts from a snapshot and the drill compares it with the changes alone (a
+    moment before every snapshot would compare the changes with themselves and prove nothing).
+    """
     cov = coverage(store, table)
     if cov.earliest_us is None or cov.latest_us is None:
         raise TableNotFound(f"table {table!r} has nothing captured yet: nothing to drill")
-    low = -(-cov.earliest_us // 1_000_000)
+    manifests = list_manifests(store, table)
+    floor = max(cov.earliest_us, manifests[-1][1].snapshot_time_us) if manifests else cov.earliest_us
+    low = -(-floor // 1_000_000)
     high = cov.latest_us // 1_000_000
     if low > high:
-        return cov.earliest_us
+        return floor
     return random.Random(seed).randint(low, high) * 1_000_000
 
 

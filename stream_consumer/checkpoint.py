@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from changelog.damage import damaged, read_json_object
 from changelog.gaps import Gap, gap_from_json
 from changelog.layout import checkpoint_path, checkpoints_root
 from changelog.store import Store
@@ -62,7 +63,11 @@ def read_checkpoints(store: Store, table: str) -> dict[str, Checkpoint]:
     found = {}
     for path in store.list(checkpoints_root(table)):
         if path.endswith(".json"):
-            checkpoint = _from_json(json.loads(store.read(path)))
+            body = read_json_object(store, path)
+            try:
+                checkpoint = _from_json(body)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise damaged(store, path, f"is not a sound checkpoint ({exc})") from None
             found[checkpoint.shard_id] = checkpoint
     return found
 

@@ -226,3 +226,29 @@ def test_the_cli_scans_with_segments(aws: None, store: Store, capsys: pytest.Cap
         client.put_item(TableName=TABLE, Item=item)
     assert main(["bootstrap", "--table", TABLE, "--store", store.uri, "--scan", "--segments", "2"]) == 0
     assert "scan bootstrap of orders: 7 items" in capsys.readouterr().out
+
+
+def test_a_withdrawal_is_recorded_so_the_manifest_chain_stays_sound(described: Store, tmp_path: Path) -> None:
+    from changelog.snapshot import read_removals
+    from replayer.check import check_store
+
+    capture_batch(described, _changes_after_export(), decode_lambda_record, source="test")
+    withdrawn = build_snapshot(described, TABLE, (EXPORT_SECOND + 15) * 1_000_000)
+    result = bootstrap_from_export(described, TABLE, str(_export(tmp_path)))
+    (removal,) = read_removals(described, TABLE)
+    assert removal.generation == withdrawn.generation == 1 and "bootstrap" in removal.reason
+    assert (result.manifest.generation, result.manifest.previous_sha256) == (2, removal.sha256)
+    assert check_store(described, read_data=True).sound
+
+
+def test_a_scan_bootstrap_lists_its_parts_with_checksums(aws: None, store: Store) -> None:
+    from replayer.check import check_store
+
+    client = boto3.client("dynamodb")
+    _stream_table(client)
+    for item in EXPORTED:
+        client.put_item(TableName=TABLE, Item=item)
+    ticks = iter([EXPORT_SECOND * 1_000_000, (EXPORT_SECOND + 1) * 1_000_000])
+    result = bootstrap_from_scan(store, TABLE, segments=2, client=client, clock=lambda: next(ticks))
+    assert [entry.rows for entry in result.manifest.part_sums] == [len(EXPORTED)]
+    assert check_store(store, read_data=True).sound

@@ -12,9 +12,10 @@ import pytest
 from changelog.codec import decode_lambda_record
 from changelog.errors import ConflictError, TimeOutOfRange
 from changelog.layout import snapshot_dir
-from changelog.snapshot import list_manifests
+from changelog.snapshot import MANIFEST, list_manifests
 from changelog.state import change_files, coverage
 from changelog.store import Store
+from changelog.timefmt import from_micros
 from compactor.compaction import compact
 from compactor.handler import lambda_handler
 from compactor.merge import merge_small_files
@@ -153,8 +154,11 @@ def future_manifest(store: Store) -> None:
     """A snapshot dated ten years after the watermark, as an older version's `compact --at` typo left it."""
     build_snapshot(store, TABLE, END * 1_000_000)
     ((path, manifest),) = list_manifests(store, TABLE)
-    future = replace(manifest, snapshot_time_us=(END + 10 * 365 * 86_400) * 1_000_000, extra={})
-    store.write(path, future.to_json())
+    moment = (END + 10 * 365 * 86_400) * 1_000_000
+    directory = snapshot_dir(TABLE, from_micros(moment))  # a manifest lies in its own moment's directory
+    for part in manifest.parts:
+        store.write(f"{directory}/{part}", store.read(f"{path.rsplit('/', 1)[0]}/{part}"))
+    publish_manifest(store, f"{directory}/{MANIFEST}", replace(manifest, snapshot_time_us=moment, extra={}))
 
 
 def test_the_compaction_after_a_late_file_succeeds_without_a_new_snapshot(store: Store) -> None:

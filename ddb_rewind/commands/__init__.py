@@ -6,6 +6,7 @@ from types import ModuleType
 
 from ddb_rewind.commands import (
     bootstrap,
+    check,
     compact,
     consume,
     demo,
@@ -23,4 +24,5 @@ from ddb_rewind.commands import (
 
 COMMANDS: list[ModuleType] = [
     demo, consume, sql, history, timeline, diff, verify, repair, compact, bootstrap, expire, replay, status, recover,
+    check,
 ]

@@ -1,0 +1,230 @@
+"""``ddb-rewind check``: every file of a store against its recorded checksum, like ``restic check``.
+
+Lives in ``replayer/`` because it is a read-only audit of what restores depend on (as ``verify`` is),
+built from the same readers' pieces: manifests and the chain (``changelog.snapshot``), recorded
+checksums (``changelog.integrity``) and the state plan's rule for which files a moment reads.
+
+Per table it checks: meta.json, retention.json and checkpoints parse; every manifest parses, its
+counts add up and the chain of manifests and removal records is unbroken; every listed part is
+present with its recorded size; every change file carries a checksum in its name. With
+``read_data`` every part and change file is read whole, hashed and fully decoded (page checksums
+verified). It names orphans (parts no manifest lists, ``.tmp-*`` leftovers of a crashed write) as
+notes: they affect no restore. Each problem says which restore points it affects.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from changelog.damage import read_json_object
+from changelog.errors import DamagedStore, TableNotFound
+from changelog.integrity import Expected, expectations, inspect_file
+from changelog.layout import (
+    TABLES,
+    changes_root,
+    checkpoints_root,
+    hour_partition,
+    meta_path,
+    parse_change_file_name,
+    partition_of,
+    retention_path,
+    snapshots_root,
+    table_names,
+    table_root,
+)
+from changelog.snapshot import (
+    MANIFEST,
+    Removal,
+    StoredManifest,
+    chain_problems,
+    read_manifest,
+    read_removals,
+)
+from changelog.store import Store
+from changelog.timefmt import format_time, from_micros
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing ``check`` found. ``problem`` findings make the store unsound; notes do not."""
+
+    table: str
+    path: str
+    problem: str
+    affects: str
+    is_problem: bool = True
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What ``check`` looked at and found."""
+
+    tables: tuple[str, ...]
+    manifests: int
+    parts: int
+    change_files: int
+    read_data: bool
+    findings: tuple[Finding, ...]
+
+    @property
+    def problems(self) -> tuple[Finding, ...]:
+        """Findings that make the store unsound."""
+        return tuple(f for f in self.findings if f.is_problem)
+
+    @property
+    def sound(self) -> bool:
+        """True when nothing a restore depends on is damaged."""
+        return not self.problems
+
+
+def _at(us: int) -> str:
+    return format_time(from_micros(us))
+
+
+def _snapshot_window(manifests: list[StoredManifest], index: int) -> str:
+    """Which restore points read snapshot ``index`` (of time-ordered manifests)."""
+    at = manifests[index].manifest.snapshot_time_us
+    later = [m.manifest.snapshot_time_us for m in manifests[index + 1:] if m.manifest.snapshot_time_us > at]
+    until = f" until {_at(min(later))}" if later else " on"
+    return f"snapshot {_at(at)} unusable; moments from {_at(at)}{until} affected"
+
+
+def _change_window(path: str, manifests: list[StoredManifest]) -> str:
+    """Which restore points read a change file: from its hour until a later snapshot consumed it."""
+    partition = partition_of(path)
+    day, hour = partition.split("/")
+    start = f"{day[3:]}T{hour[5:]}:00:00Z"
+    for stored in manifests:  # oldest first
+        manifest = stored.manifest
+        if hour_partition(manifest.snapshot_time_us) > partition and path in manifest.consumed_files:
+            return f"moments from {start} until {_at(manifest.snapshot_time_us)} affected (and sql, history, status)"
+    return f"moments from {start} on affected (and sql, history, status)"
+
+
+def _tmp_leftovers(store: Store, table: str) -> list[str]:
+    """``.tmp-*`` files a crashed local write left (S3 writes are atomic and leave none)."""
+    root = store.local_root()
+    if root is None or not (root / table_root(table)).is_dir():
+        return []
+    found: list[str] = []
+    for directory, _subdirs, files in os.walk(root / table_root(table)):
+        found.extend(os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/")
+                     for name in files if name.startswith(".tmp-"))
+    return sorted(found)
+
+
+def _check_json(store: Store, table: str, sizes: dict[str, int]) -> list[Finding]:
+    found: list[Finding] = []
+    documents = [(meta_path(table), "every restore of the table (meta.json holds its key schema)"),
+                 (retention_path(table), "the earliest restorable time (every reader refuses the table)")]
+    documents += [(p, "the latest restorable time (every reader refuses the table)")
+                  for p in sorted(sizes) if p.startswith(checkpoints_root(table)) and p.endswith(".json")]
+    for path, affects in documents:
+        if path not in sizes:
+            continue
+        try:
+            read_json_object(store, path)
+        except DamagedStore as exc:
+            found.append(Finding(table, path, _short(exc, path), affects))
+        except OSError as exc:
+            found.append(Finding(table, path, f"cannot be read ({exc})", affects))
+    return found
+
+
+def _short(exc: Exception, path: str) -> str:
+    """The problem part of a DamagedStore message (after the path, before what to do)."""
+    text = str(exc)
+    text = text.split(f"/{path} ", 1)[-1]
+    return text.split(": restore it from", 1)[0]
+
+
+def _check_manifests(store: Store, table: str, sizes: dict[str, int], read_data: bool,
+                     ) -> tuple[list[StoredManifest], list[Finding], int]:
+    found: list[Finding] = []
+    manifests: list[StoredManifest] = []
+    for path in sorted(p for p in sizes if p.startswith(snapshots_root(table) + "/") and p.endswith("/" + MANIFEST)):
+        try:
+            manifests.append(read_manifest(store, path))
+        except DamagedStore as exc:
+            moment = path.split("/")[-2]
+            found.append(Finding(table, path, _short(exc, path),
+                                 f"snapshot {moment} unusable; every reader refuses the table until it is restored"))
+    manifests.sort(key=lambda m: m.manifest.snapshot_time_us)
+    removals: list[Removal] = []
+    try:
+        removals = read_removals(store, table)
+    except DamagedStore as exc:
+        found.append(Finding(table, "snapshot-removals", str(exc), "every reader refuses the table"))
+    for broken in chain_problems(manifests, removals):
+        when = f" (snapshot {_at(broken.snapshot_time_us)})" if broken.snapshot_time_us is not None else ""
+        found.append(Finding(table, broken.path, broken.problem + when,
+                             "the snapshot history is not trustworthy; every reader refuses the table"))
+    parts = 0
+    listed: set[str] = set()
+    for index, stored in enumerate(manifests):
+        directory = stored.path.rsplit("/", 1)[0]
+        for entry in stored.manifest.part_sums:
+            part = f"{directory}/{entry.name}"
+            listed.add(part)
+            parts += 1
+            expected = Expected(part, "snapshot part", entry.sha256, entry.size, entry.rows)
+            problem = inspect_file(store, expected, sizes.get(part), read_data)
+            if problem:
+                found.append(Finding(table, part, problem, _snapshot_window(manifests, index)))
+    parsed = {stored.path.rsplit("/", 1)[0] for stored in manifests}
+    unreadable = {p.rsplit("/", 1)[0] for p in sizes if p.endswith("/" + MANIFEST)} - parsed
+    for path in sorted(p for p in sizes if p.startswith(snapshots_root(table) + "/")):
+        # Parts of a snapshot whose manifest is unreadable are covered by that manifest's problem.
+        if path not in listed and not path.endswith("/" + MANIFEST) and path.rsplit("/", 1)[0] not in unreadable:
+            found.append(Finding(table, path, "is an orphan: no manifest lists it (a crashed or losing writer)",
+                                 "no restore point (expire removes it)", is_problem=False))
+    return manifests, found, parts
+
+
+def _check_changes(store: Store, table: str, sizes: dict[str, int], manifests: list[StoredManifest],
+                   read_data: bool) -> tuple[list[Finding], int]:
+    found = []
+    files = sorted(p for p in sizes if p.startswith(changes_root(table) + "/"))
+    for path in files:
+        if not path.endswith(".parquet") or parse_change_file_name(path) is None:
+            found.append(Finding(table, path, "is a foreign file: its name carries no checksum ddb-rewind wrote",
+                                 "every reader of the table refuses it (sql, history, status, replays of its hour)"))
+            continue
+        (expected,) = expectations(store, [path]).values()
+        problem = inspect_file(store, expected, sizes.get(path), read_data)
+        if problem:
+            found.append(Finding(table, path, problem, _change_window(path, manifests)))
+    return found, len(files)
+
+
+def check_table(store: Store, table: str, read_data: bool) -> tuple[int, int, int, list[Finding]]:
+    """(manifests, parts, change files, findings) of one table."""
+    sizes = store.sizes(table_root(table) + "/")
+    if not sizes:
+        raise TableNotFound(f"the store {store.uri} holds no table {table!r}: run 'ddb-rewind status' to list tables")
+    findings = _check_json(store, table, sizes)
+    manifests, manifest_findings, parts = _check_manifests(store, table, sizes, read_data)
+    findings += manifest_findings
+    change_findings, change_count = _check_changes(store, table, sizes, manifests, read_data)
+    findings += change_findings
+    findings += [Finding(table, path, "is a leftover of an interrupted write", "no restore point (safe to delete)",
+                         is_problem=False) for path in _tmp_leftovers(store, table)]
+    if meta_path(table) not in sizes:
+        findings.append(Finding(table, meta_path(table), "is missing",
+                                "restores into a new table (--create-table) cannot read the key schema",
+                                is_problem=False))
+    return len(manifests), parts, change_count, findings
+
+
+def check_store(store: Store, table: str | None = None, *, read_data: bool = False) -> CheckReport:
+    """Check every table of the store (or one)."""
+    tables = [table] if table else table_names(store.list(TABLES + "/"))
+    manifests = parts = changes = 0
+    findings: list[Finding] = []
+    for name in tables:
+        m, p, c, f = check_table(store, name, read_data)
+        manifests, parts, changes = manifests + m, parts + p, changes + c
+        findings += f
+    return CheckReport(tuple(tables), manifests, parts, changes, read_data, tuple(findings))
+

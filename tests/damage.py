@@ -1,0 +1,177 @@
+"""A small store with three chained snapshots, and the ways a store gets damaged (shared by the integrity tests).
+
+The history: 12 writes of 5 keys, one every 15 minutes over three hours; snapshots at the 2nd, 5th
+and 8th writes (so a moment can fall before, between or after them); the last four writes are
+captured after the last snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from changelog.codec import decode_lambda_record
+from changelog.layout import changes_root
+from changelog.snapshot import list_manifests
+from changelog.state import change_files
+from changelog.store import Store, open_store
+from changelog.timefmt import format_time, from_micros
+from compactor.snapshots import build_snapshot
+from stream_consumer.capture import capture_batch
+from tests.model import KEYS, Op, stream_records
+
+TABLE = "orders"
+T0 = 1_700_000_400  # 2023-11-14T22:20:00Z
+STEP = 900
+OPS = [Op(i % len(KEYS), {**KEYS[i % len(KEYS)], "n": {"N": str(i)}, "pad": {"S": "x" * (40 + i)}}, T0 + STEP * i)
+       for i in range(12)]
+SNAPSHOT_SECONDS = (T0 + STEP * 2, T0 + STEP * 5, T0 + STEP * 8)
+LAST_SECOND = T0 + STEP * 11
+US = 1_000_000
+
+
+def at(second: int) -> str:
+    """TIME argument for a second."""
+    return format_time(from_micros(second * US))
+
+
+def build_store(store: Store) -> None:
+    """Capture the history in batches and publish the three snapshots between them."""
+    records = stream_records(TABLE, OPS)
+    captured = 0
+    for snapshot in SNAPSHOT_SECONDS:
+        upto = sum(1 for op in OPS if op.second <= snapshot)
+        capture_batch(store, records[captured:upto], decode_lambda_record, source="test")
+        captured = upto
+        build_snapshot(store, TABLE, snapshot * US)
+    capture_batch(store, records[captured:10], decode_lambda_record, source="test")
+    capture_batch(store, records[10:], decode_lambda_record, source="test")
+
+
+def fresh_s3_store(s3_over_http: Store, tmp_path: Path) -> Store:
+    """A store under a prefix of its own in the HTTP moto bucket (moto keeps objects across servers)."""
+    return open_store(f"{s3_over_http.uri}/{tmp_path.name}")
+
+
+def manifest_paths(store: Store) -> list[str]:
+    """Manifest paths, oldest snapshot first."""
+    return [path for path, _ in list_manifests(store, TABLE)]
+
+
+def part_paths(store: Store) -> list[str]:
+    """Every snapshot part, oldest snapshot first."""
+    return [f"{path.rsplit('/', 1)[0]}/{part}" for path, m in list_manifests(store, TABLE) for part in m.parts]
+
+
+def flip(data: bytes, offset: int, mask: int = 0x01) -> bytes:
+    """``data`` with the byte at ``offset`` XOR ``mask``."""
+    changed = bytearray(data)
+    changed[offset] ^= mask
+    return bytes(changed)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One way to damage the store: ``apply`` damages it and returns the path a refusal must name."""
+
+    name: str
+    apply: Callable[[Store], str]
+    by_structure: bool  # found by `check` without --read-data (a listing and the manifests suffice)
+    in_changes: bool  # a change file: sql, history and status read every one
+
+
+def _swap_part(store: Store) -> str:
+    # A valid Parquet file from another snapshot in place of the middle snapshot's part.
+    parts = part_paths(store)
+    store.write(parts[1], store.read(parts[0]))
+    return parts[1]
+
+
+def _truncate_part(store: Store) -> str:
+    part = part_paths(store)[-1]
+    data = store.read(part)
+    store.write(part, data[: len(data) // 2])
+    return part
+
+
+def _flip_part(store: Store) -> str:
+    part = part_paths(store)[-1]
+    data = store.read(part)
+    store.write(part, flip(data, len(data) // 3))
+    return part
+
+
+def _missing_part(store: Store) -> str:
+    part = part_paths(store)[-1]
+    store.delete(part)
+    return part
+
+
+def _last_change_file(store: Store) -> str:
+    return change_files(store, TABLE)[-1]
+
+
+def _empty_change_file(store: Store) -> str:
+    path = _last_change_file(store)
+    store.write(path, b"")
+    return path
+
+
+def _flip_change_file(store: Store) -> str:
+    path = _last_change_file(store)
+    data = store.read(path)
+    store.write(path, flip(data, len(data) // 2))
+    return path
+
+
+def _foreign_file(store: Store) -> str:
+    # A valid change file of this very table, under a name this product never writes.
+    source = _last_change_file(store)
+    path = f"{source.rsplit('/', 1)[0]}/export-from-elsewhere.parquet"
+    store.write(path, store.read(source))
+    return path
+
+
+def _delete_manifest_mid_chain(store: Store) -> str:
+    _first, middle, last = manifest_paths(store)
+    store.delete(middle)
+    return last  # the successor that names it
+
+
+def _rewrite_manifest_mid_chain(store: Store) -> str:
+    middle = manifest_paths(store)[1]
+    text = store.read(middle).decode()
+    store.write(middle, text.replace('"kind": "compaction"', '"kind": "export"').encode())
+    return middle
+
+
+def _forge_manifest_mid_chain(store: Store) -> str:
+    # Rewritten with a valid own checksum (a careful forger): only the chain tells.
+    from dataclasses import replace
+
+    from changelog.snapshot import Manifest
+
+    middle = manifest_paths(store)[1]
+    manifest = Manifest.from_json(store.read(middle))
+    store.write(middle, replace(manifest, created_at="2000-01-01T00:00:00+00:00").to_json())
+    return middle
+
+
+DAMAGES = [
+    Damage("swapped part", _swap_part, by_structure=True, in_changes=False),
+    Damage("truncated part", _truncate_part, by_structure=True, in_changes=False),
+    Damage("bit flip in a part", _flip_part, by_structure=False, in_changes=False),
+    Damage("missing part", _missing_part, by_structure=True, in_changes=False),
+    Damage("zero-byte change file", _empty_change_file, by_structure=True, in_changes=True),
+    Damage("bit flip in a change file", _flip_change_file, by_structure=False, in_changes=True),
+    Damage("foreign file", _foreign_file, by_structure=True, in_changes=True),
+    Damage("manifest deleted mid-chain", _delete_manifest_mid_chain, by_structure=True, in_changes=False),
+    Damage("manifest rewritten mid-chain", _rewrite_manifest_mid_chain, by_structure=True, in_changes=False),
+    Damage("manifest forged mid-chain", _forge_manifest_mid_chain, by_structure=True, in_changes=False),
+]
+
+
+def changes_prefix() -> str:
+    """Prefix of the table's change files."""
+    return changes_root(TABLE) + "/"

@@ -1,0 +1,180 @@
+"""``ddb-rewind check``: names every damaged file and the restore points it affects; exit 0 only when sound."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from changelog.errors import RewindError
+from changelog.store import LocalStore, Store
+from compactor.snapshots import build_snapshot
+from replayer.check import check_store
+from replayer.verify import stored_state
+from tests.damage import (
+    DAMAGES,
+    LAST_SECOND,
+    OPS,
+    SNAPSHOT_SECONDS,
+    TABLE,
+    US,
+    Damage,
+    at,
+    build_store,
+    flip,
+    fresh_s3_store,
+    part_paths,
+)
+from tests.model import model_state
+from tests.test_store import s3_over_http  # noqa: F401  (the fixture)
+from tests.workloads import run_cli
+
+
+@pytest.fixture
+def built(store: Store) -> Store:
+    build_store(store)
+    return store
+
+
+def _check(store: Store, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict[str, object]]:
+    capsys.readouterr()
+    code = run_cli(["check", "--store", store.uri, "--format", "json", *extra])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_a_sound_store_passes_check(built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = _check(built, capsys, "--read-data")
+    assert code == 0 and report["sound"] is True and report["problems"] == []
+    assert report["checked"] == {"manifests": 3, "parts": 3, "change_files": 7}
+
+
+def test_a_sound_s3_store_passes_check(s3_over_http: Store, tmp_path: Path,  # noqa: F811
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    store = fresh_s3_store(s3_over_http, tmp_path)
+    build_store(store)
+    code, report = _check(store, capsys, "--read-data")
+    assert code == 0 and report["sound"] is True
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=[d.name for d in DAMAGES])
+def test_check_read_data_names_each_damaged_file_and_what_it_affects(
+        built: Store, damage: Damage, capsys: pytest.CaptureFixture[str]) -> None:
+    named = damage.apply(built)
+    code, report = _check(built, capsys, "--read-data")
+    assert code == 6 and report["sound"] is False
+    problems = report["problems"]
+    assert isinstance(problems, list)
+    hit = [p for p in problems if p["file"] == named or named in p["problem"]]
+    assert hit, problems
+    assert all(p["affects"] for p in hit)
+
+
+@pytest.mark.parametrize("damage", [d for d in DAMAGES if d.by_structure], ids=[d.name for d in DAMAGES
+                                                                                 if d.by_structure])
+def test_check_without_read_data_finds_structural_damage(built: Store, damage: Damage,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    damage.apply(built)
+    code, _ = _check(built, capsys)
+    assert code == 6
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=[d.name for d in DAMAGES])
+def test_check_finds_damage_in_an_s3_store(s3_over_http: Store, tmp_path: Path, damage: Damage,  # noqa: F811
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    store = fresh_s3_store(s3_over_http, tmp_path)
+    build_store(store)
+    named = damage.apply(store)
+    code, report = _check(store, capsys, "--read-data")
+    assert code == 6 and named in json.dumps(report["problems"])
+
+
+def test_a_damaged_snapshot_part_names_the_snapshot_and_the_moments_it_serves(
+        built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    part = part_paths(built)[1]
+    data = built.read(part)
+    built.write(part, flip(data, len(data) // 2))
+    _, report = _check(built, capsys, "--read-data")
+    (problem,) = report["problems"]  # type: ignore[misc]
+    assert problem["file"] == part
+    assert problem["affects"] == (f"snapshot {at(SNAPSHOT_SECONDS[1])} unusable; moments from "
+                                  f"{at(SNAPSHOT_SECONDS[1])} until {at(SNAPSHOT_SECONDS[2])} affected")
+
+
+def test_a_damaged_change_file_names_the_moments_from_its_hour(built: Store,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    damage = next(d for d in DAMAGES if d.name == "bit flip in a change file")
+    damage.apply(built)
+    _, report = _check(built, capsys, "--read-data")
+    (problem,) = report["problems"]  # type: ignore[misc]
+    assert problem["affects"].startswith("moments from 2023-11-15T01:00:00Z on")
+
+
+def test_orphans_are_notes_not_problems(built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    build_snapshot(built, TABLE, LAST_SECOND * US, publish=False)  # a crashed compactor's parts
+    root = built.local_root()
+    assert root is not None
+    (root / f"tables/{TABLE}/changes/.tmp-0123").write_bytes(b"half")
+    code, report = _check(built, capsys)
+    notes = report["notes"]
+    assert code == 0 and isinstance(notes, list)
+    kinds = {n["note"].split(":")[0] for n in notes if "/snapshots/" in n["file"] or ".tmp-" in n["file"]}
+    assert kinds == {"is an orphan", "is a leftover of an interrupted write"}
+
+
+def test_check_of_a_table_that_is_not_there_is_not_found(built: Store) -> None:
+    assert run_cli(["check", "--store", built.uri, "--table", "nope"]) == 4
+
+
+def test_check_prints_a_summary(built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    part = part_paths(built)[-1]
+    built.delete(part)
+    assert run_cli(["check", "--store", built.uri]) == 6
+    out = capsys.readouterr().out
+    assert f"PROBLEM: {part} is missing" in out and "1 problem(s) found" in out
+
+
+@lru_cache(maxsize=1)
+def _pristine() -> Path:
+    """One built store per test session, copied for each example."""
+    root = Path(tempfile.mkdtemp(prefix="ddb-rewind-pristine-")) / "store"
+    root.mkdir()
+    build_store(LocalStore(root))
+    return root
+
+
+def _published(root: Path) -> list[str]:
+    found = []
+    for directory, _subdirs, files in os.walk(root / "tables"):
+        found.extend(os.path.relpath(os.path.join(directory, name), root) for name in files
+                     if name.endswith((".parquet", "manifest.json")))
+    return sorted(found)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(file_choice=st.integers(0, 10_000), offset_choice=st.integers(0, 10**9), mask=st.integers(1, 255))
+def test_any_single_byte_flip_is_detected_and_never_changes_a_replay(
+        tmp_path: Path, file_choice: int, offset_choice: int, mask: int) -> None:
+    target = Path(tempfile.mkdtemp(dir=tmp_path)) / "store"
+    shutil.copytree(_pristine(), target)
+    files = _published(target)
+    victim = target / files[file_choice % len(files)]
+    data = victim.read_bytes()
+    victim.write_bytes(flip(data, offset_choice % len(data), mask))
+    store = LocalStore(target)
+    assert not check_store(store, read_data=True).sound, victim
+    for second in (SNAPSHOT_SECONDS[1] + 60, LAST_SECOND):
+        try:
+            state = stored_state(store, TABLE, second * US)
+        except RewindError as exc:
+            assert exc.exit_code == 6, exc
+            continue
+        assert {k: json.dumps(v, separators=(",", ":"), ensure_ascii=False) for k, v in state.items()} \
+            == model_state(OPS, second)

@@ -1,0 +1,207 @@
+"""Every read that a restore, a diff or an answer depends on refuses a damaged store, in one line.
+
+Each kind of damage (tests/damage.py) is applied to a store of three chained snapshots; the
+commands that read the damaged file must exit 6 with one line naming it, and write nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from changelog.changefile import parquet_bytes, write_change_files
+from changelog.codec import decode_lambda_record
+from changelog.errors import DamagedStore
+from changelog.layout import meta_path, parse_change_file_name
+from changelog.record import rows_to_table
+from changelog.snapshot import list_manifests
+from changelog.state import change_files, coverage, retention_floor
+from changelog.store import Store
+from compactor.retention import apply_expire, parse_policy, plan_expire
+from compactor.snapshots import build_snapshot
+from replayer.verify import stored_state
+from stream_consumer.checkpoint import read_checkpoints
+from tests.damage import (
+    DAMAGES,
+    LAST_SECOND,
+    OPS,
+    SNAPSHOT_SECONDS,
+    TABLE,
+    US,
+    Damage,
+    at,
+    build_store,
+    flip,
+    fresh_s3_store,
+    manifest_paths,
+)
+from tests.model import model_state, stream_records
+from tests.test_store import s3_over_http  # noqa: F401  (the fixture)
+from tests.workloads import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _commands(store: Store, damage: Damage, out: Path) -> dict[str, list[str]]:
+    """The commands whose answer depends on the damaged file."""
+    commands = {
+        "replay": ["replay", "--table", TABLE, "--store", store.uri, "--at", at(LAST_SECOND), "--to-file", str(out)],
+        "diff": ["diff", "--table", TABLE, "--store", store.uri, "--from", at(SNAPSHOT_SECONDS[0] + 1),
+                 "--to", at(LAST_SECOND)],
+        "sql": ["sql", "--store", store.uri, "SELECT count(*) FROM changes"],
+    }
+    if damage.by_structure or damage.in_changes:
+        commands["status"] = ["status", "--store", store.uri]
+    if damage.in_changes:
+        commands["history"] = ["history", "--table", TABLE, "--store", store.uri, "--key", '{"pk":{"S":"b"}}']
+    return commands
+
+
+@pytest.fixture
+def built(store: Store) -> Store:
+    build_store(store)
+    return store
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=[d.name for d in DAMAGES])
+def test_every_reader_refuses_a_damaged_local_store_in_one_line(
+        built: Store, damage: Damage, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    named = damage.apply(built)
+    out = tmp_path / "restore.jsonl"
+    for command, argv in _commands(built, damage, out).items():
+        capsys.readouterr()
+        assert run_cli(argv) == 6, command
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("ddb-rewind: error: damaged store: "), (command, err)
+        assert named in err and "ddb-rewind check --store" in err, (command, err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=[d.name for d in DAMAGES])
+def test_every_reader_refuses_a_damaged_s3_store_in_one_line(
+        s3_over_http: Store, damage: Damage, tmp_path: Path,  # noqa: F811
+        capsys: pytest.CaptureFixture[str]) -> None:
+    store = fresh_s3_store(s3_over_http, tmp_path)
+    build_store(store)
+    named = damage.apply(store)
+    out = tmp_path / "restore.jsonl"
+    for command, argv in _commands(store, damage, out).items():
+        capsys.readouterr()
+        assert run_cli(argv) == 6, command
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and named in err, (command, err)
+    assert not out.exists()
+
+
+def test_a_sound_store_replays_the_model_from_every_snapshot(built: Store) -> None:
+    for second in (*SNAPSHOT_SECONDS, LAST_SECOND):
+        state = stored_state(built, TABLE, second * US)
+        assert {k: json.dumps(v, separators=(",", ":"), ensure_ascii=False) for k, v in state.items()} \
+            == model_state(OPS, second)
+
+
+def test_a_damaged_store_is_refused_by_a_real_process_without_a_traceback(built: Store, tmp_path: Path) -> None:
+    named = DAMAGES[0].apply(built)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "ddb_rewind", "replay", "--table", TABLE, "--store", built.uri,
+                             "--at", at(LAST_SECOND), "--to-file", str(tmp_path / "x.jsonl")],
+                            capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 6
+    assert result.stderr.count("\n") == 1 and named in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_same_rows_give_the_same_change_file_whatever_their_order(store: Store) -> None:
+    rows = [decode_lambda_record(r) for r in stream_records(TABLE, OPS[:5])]
+    first = write_change_files(store, rows)
+    again = write_change_files(store, list(reversed(rows)))
+    assert first == again and len(change_files(store, TABLE)) == len(first)
+    assert parquet_bytes(rows_to_table(rows)) == parquet_bytes(rows_to_table(rows))
+
+
+def test_a_change_file_name_carries_the_sha256_of_its_bytes(built: Store) -> None:
+    import hashlib
+
+    for path in change_files(built, TABLE):
+        name = parse_change_file_name(path)
+        assert name is not None and hashlib.sha256(built.read(path)).hexdigest().startswith(name.digest)
+
+
+def test_published_parquet_files_carry_page_checksums(built: Store) -> None:
+    import io
+
+    import pyarrow.parquet as pq
+
+    data = built.read(change_files(built, TABLE)[-1])
+    # A flip inside the first data page is caught by pyarrow's page checksum verification.
+    with pytest.raises((OSError, pa.ArrowException)):
+        offset = 4 + 40  # past the magic and the page header, inside the first page's data
+        pq.read_table(io.BytesIO(flip(data, offset, 0xFF)), page_checksum_verification=True)
+
+
+def test_a_manifest_lists_its_parts_with_size_sha256_and_rows(built: Store) -> None:
+    import hashlib
+
+    for path, manifest in list_manifests(built, TABLE):
+        base = path.rsplit("/", 1)[0]
+        assert [entry.name for entry in manifest.part_sums] == list(manifest.parts)
+        for entry in manifest.part_sums:
+            data = built.read(f"{base}/{entry.name}")
+            assert (entry.size, entry.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+        assert sum(entry.rows for entry in manifest.part_sums) == manifest.items + manifest.tombstones
+
+
+def test_manifests_are_chained_in_publication_order_not_snapshot_time(store: Store) -> None:
+    build_store(store)
+    # An older moment published later takes the next generation and names the newest link.
+    older = build_snapshot(store, TABLE, (SNAPSHOT_SECONDS[0] + 60) * US)
+    generations = {m.snapshot_time_us: m.generation for _, m in list_manifests(store, TABLE)}
+    assert older.generation == 4 and sorted(generations.values()) == [1, 2, 3, 4]
+
+
+def test_expire_leaves_a_removal_record_so_the_chain_stays_verifiable(built: Store) -> None:
+    plan = plan_expire(built, TABLE, parse_policy("changes=1h"), now_us=LAST_SECOND * US)
+    assert plan.drop_snapshots
+    apply_expire(built, plan)
+    assert list_manifests(built, TABLE)  # no DamagedStore: the removals were recorded
+    assert built.list(f"tables/{TABLE}/snapshot-removals/")
+    build_snapshot(built, TABLE, LAST_SECOND * US)
+    assert [m.generation for _, m in list_manifests(built, TABLE)][-1] == 4
+
+
+def test_a_manifest_deleted_by_hand_after_expire_is_still_detected(built: Store) -> None:
+    first = manifest_paths(built)[0]
+    built.delete(first)  # generation 1, deleted without a removal record
+    with pytest.raises(DamagedStore, match="deleted by hand"):
+        list_manifests(built, TABLE)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage{", b"[1, 2]"], ids=["empty", "garbage", "not an object"])
+def test_garbage_json_documents_are_a_damaged_store(built: Store, content: bytes) -> None:
+    built.write(meta_path(TABLE), content)
+    with pytest.raises(DamagedStore, match=r"meta\.json"):
+        from changelog.meta import read_meta
+
+        read_meta(built, TABLE)
+    built.write(f"tables/{TABLE}/retention.json", content)
+    with pytest.raises(DamagedStore, match=r"retention\.json"):
+        retention_floor(built, TABLE)
+    built.write(f"tables/{TABLE}/checkpoints/shard-1.json", content)
+    with pytest.raises(DamagedStore, match=r"shard-1\.json"):
+        read_checkpoints(built, TABLE)
+    with pytest.raises(DamagedStore):
+        coverage(built, TABLE)
+
+
+def test_a_garbage_manifest_is_refused_by_status_in_one_line(built: Store,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = next(path for path, _ in list_manifests(built, TABLE))
+    built.write(path, b"\x00\x01not json")
+    assert run_cli(["status", "--store", built.uri]) == 6
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and path in err

@@ -32,6 +32,12 @@ def plain_select(con: duckdb.DuckDBPyConnection, relation: str, image: str = "im
     ``image`` holds DynamoDB JSON (text or JSON). Attribute names in ``reserved`` are left out
     (they stay reachable through the image).
     """
+    return ", ".join(f"{expr} AS {quote_ident(name)}" for name, expr in plain_columns(con, relation, image, reserved))
+
+
+def plain_columns(con: duckdb.DuckDBPyConnection, relation: str, image: str = "image",
+                  reserved: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """(attribute name, SQL expression) of each plain column ``plain_select`` lists, by name."""
     rows = con.execute(
         f"""
         SELECT name, list(DISTINCT tag),
@@ -48,7 +54,7 @@ def plain_select(con: duckdb.DuckDBPyConnection, relation: str, image: str = "im
         GROUP BY name ORDER BY name
         """
     ).fetchall()
-    columns = []
+    columns: list[tuple[str, str]] = []
     for name, tags, numbers_fit, scale in rows:
         if name in reserved:
             continue
@@ -62,5 +68,5 @@ def plain_select(con: duckdb.DuckDBPyConnection, relation: str, image: str = "im
             expr = f"CAST(json_extract_string({image}, {_path(name, 'N')}) AS DECIMAL(38,{scale or 0}))"
         else:
             expr = f"json_extract({image}, {_path(name)})"
-        columns.append(f"{expr} AS {quote_ident(name)}")
-    return ", ".join(columns)
+        columns.append((name, expr))
+    return columns

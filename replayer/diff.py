@@ -20,13 +20,15 @@ from changelog.codec import dump_json
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import UsageError
 from changelog.layout import hour_partition, partition_of
-from changelog.plain import plain_select
+from changelog.plain import plain_columns, quote_ident
+from changelog.predicate import Predicate, lock_down, parse_predicate
 from changelog.record import SCHEMA
 from changelog.source import register_parquet
 from changelog.state import change_files, check_restorable, coverage, open_state, plan_state, timestamp_literal
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from replayer.attrdiff import PathChange, diff_items
+from replayer.outfile import output_file
 
 
 @dataclass(frozen=True)
@@ -92,27 +94,38 @@ def check_window(store: Store, table: str, from_us: int, to_us: int,
         check_restorable(cov, from_micros(moment), moment)
 
 
-def _filter_sql(con: duckdb.DuckDBPyConnection, where: str) -> str:
-    """A condition on ``item_key`` keeping keys whose item matches ``where`` on either side."""
+def _filter_sql(con: duckdb.DuckDBPyConnection, predicate: Predicate) -> str:
+    """A condition on ``key`` keeping keys whose item matches ``predicate`` on either side.
+
+    The predicate runs in a second connection that holds only the two sides' plain columns (as
+    Arrow) and is locked before it runs: it can read nothing else, on disk or on the network.
+    """
     con.execute("CREATE OR REPLACE TEMP VIEW diff__docs AS "
                 "SELECT image FROM diff_from UNION ALL SELECT image FROM diff_to")
-    columns = plain_select(con, "diff__docs", reserved=frozenset({"item_key"}))
-    extra = f", {columns}" if columns else ""
-    for side in ("from", "to"):
-        con.execute(f"CREATE OR REPLACE TEMP VIEW diff_{side}_plain AS SELECT item_key{extra} FROM diff_{side}")
-    matching = "SELECT item_key FROM diff_{side}_plain WHERE ({where})"
-    condition = " OR ".join(
-        f"key IN ({matching.format(side=side, where=where)})" for side in ("from", "to")
-    )
+    columns = plain_columns(con, "diff__docs", reserved=frozenset({"item_key"}))
+    where_sql = predicate.bind(name for name, _ in columns)
+    named = {name.lower() for name in predicate.columns}
+    extra = "".join(f", {expr} AS {quote_ident(name)}" for name, expr in columns if name.lower() in named)
+    sides = {side: con.sql(f"SELECT item_key{extra} FROM diff_{side}").to_arrow_table() for side in ("from", "to")}
+    judge = duckdb.connect()
+    for side, rows in sides.items():
+        judge.register(f"diff_{side}_plain", rows)
+    lock_down(judge)
     try:
-        con.execute(f"SELECT count(*) FROM (SELECT item_key AS key FROM diff_to) WHERE {condition}").fetchall()
+        matching = judge.sql(
+            f"SELECT item_key FROM diff_from_plain WHERE ({where_sql}) "
+            f"UNION SELECT item_key FROM diff_to_plain WHERE ({where_sql})"
+        ).to_arrow_table()
     except duckdb.Error as exc:
-        raise UsageError(f"--where {where!r} failed: {str(exc).splitlines()[0]}") from None
-    return condition
+        raise UsageError(f"--where {predicate.text!r} failed: {str(exc).splitlines()[0]}") from None
+    finally:
+        judge.close()
+    con.register("diff__matching", matching)
+    return "key IN (SELECT item_key FROM diff__matching)"
 
 
 def _differing_rows(store: Store, table: str, from_us: int, to_us: int,
-                    where: str | None) -> list[tuple[Any, ...]]:
+                    predicate: Predicate | None) -> list[tuple[Any, ...]]:
     """(key, keys, image before, image after) of every key whose version differs, by key."""
     con = duckdb.connect()
     # Only an item with a change in (from, to] can differ: compute both states for those keys alone.
@@ -126,7 +139,7 @@ def _differing_rows(store: Store, table: str, from_us: int, to_us: int,
     )
     open_state(con, store, plan_state(store, table, from_us), name="diff_from", only_keys="diff__keys")
     open_state(con, store, plan_state(store, table, to_us), name="diff_to", only_keys="diff__keys")
-    condition = _filter_sql(con, where) if where else "TRUE"
+    condition = _filter_sql(con, predicate) if predicate is not None else "TRUE"
     rows: list[tuple[Any, ...]] = con.execute(
         f"""
         SELECT key, keys, before, after FROM (
@@ -142,16 +155,18 @@ def _differing_rows(store: Store, table: str, from_us: int, to_us: int,
     return rows
 
 
-def diff_states(store: Store, table: str, from_us: int, to_us: int, where: str | None = None) -> StateDiff:
+def diff_states(store: Store, table: str, from_us: int, to_us: int,
+                where: str | Predicate | None = None) -> StateDiff:
     """The difference between the table's state at ``from_us`` and at ``to_us``.
 
-    ``where`` is a SQL predicate over plain attribute names (``status = 'shipped'``); an item is
-    kept when it matches on either side. Raises UsageError for an inverted window or a bad
-    predicate, TimeOutOfRange for a moment outside coverage.
+    ``where`` is a predicate over plain attribute names (``status = 'shipped'``; see
+    changelog.predicate); an item is kept when it matches on either side. Raises UsageError for an
+    inverted window or a bad predicate, TimeOutOfRange for a moment outside coverage.
     """
+    predicate = parse_predicate(where) if isinstance(where, str) else where
     check_window(store, table, from_us, to_us)
     rows = read_consistently(store, table_prefixes(table),
-                             lambda: _differing_rows(store, table, from_us, to_us, where))
+                             lambda: _differing_rows(store, table, from_us, to_us, predicate))
     added: list[ItemChange] = []
     removed: list[ItemChange] = []
     changed: list[ItemChange] = []
@@ -177,8 +192,12 @@ DIFF_SCHEMA = pa.schema([
 ])
 
 
-def write_diff_parquet(diff: StateDiff, path: str) -> int:
-    """Write one row per item change (images and paths as JSON text) to a Parquet file; returns rows."""
+def write_diff_parquet(diff: StateDiff, path: str, *, overwrite: bool = False) -> int:
+    """Write one row per item change (images and paths as JSON text) to a Parquet file; returns rows.
+
+    The file appears only when complete (replayer.outfile); an existing one is replaced only with
+    ``overwrite``.
+    """
     changes = diff.all()
     columns = {
         "change": [c.kind for c in changes],
@@ -189,8 +208,6 @@ def write_diff_parquet(diff: StateDiff, path: str) -> int:
         "paths": [dump_json([p.as_json() for p in c.paths]) for c in changes],
     }
     table = pa.Table.from_arrays([pa.array(columns[f.name], type=f.type) for f in DIFF_SCHEMA], schema=DIFF_SCHEMA)
-    try:
-        pq.write_table(table, path, compression="zstd")
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc}") from None
+    with output_file(path, overwrite) as partial:
+        pq.write_table(table, partial, compression="zstd")
     return len(changes)

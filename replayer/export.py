@@ -8,9 +8,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import fastavro
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from changelog.errors import UsageError
 
@@ -122,14 +122,16 @@ PARQUET_SCHEMA = pa.schema(
 )
 
 
-def write_parquet(con: duckdb.DuckDBPyConnection, path: Path, query: str) -> int:
-    """A zstd Parquet file with item_key, keys, item (DynamoDB JSON) and doc (plain JSON) from ``query``.
+def write_parquet(batches: Iterable[pa.RecordBatch], path: Path) -> int:
+    """A zstd Parquet file with item_key, keys, item (DynamoDB JSON) and doc (plain JSON), in order.
 
-    DuckDB's COPY writes it, in the query's order, without handing rows to Python.
+    pyarrow writes it from Arrow batches, not DuckDB's COPY: the replay connection has no file
+    access by then (see changelog.predicate.lock_down).
     """
-    names = ", ".join(field.name for field in PARQUET_SCHEMA)
-    target = str(path).replace("'", "''")
-    ((count,),) = con.execute(
-        f"COPY (SELECT {names} FROM ({query})) TO '{target}' (FORMAT parquet, COMPRESSION zstd)"
-    ).fetchall()
-    return int(count)
+    count = 0
+    with pq.ParquetWriter(path, PARQUET_SCHEMA, compression="zstd") as writer:
+        for batch in batches:
+            table = pa.Table.from_batches([batch]).rename_columns(PARQUET_SCHEMA.names).cast(PARQUET_SCHEMA)
+            writer.write_table(table)
+            count += batch.num_rows
+    return count

@@ -16,12 +16,14 @@ import pyarrow as pa
 from changelog.codec import base64_to_binaries
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import UsageError
-from changelog.plain import plain_select
+from changelog.plain import plain_columns, quote_ident
+from changelog.predicate import Predicate, lock_down, parse_predicate
 from changelog.progress import Progress
 from changelog.state import check_restorable, coverage, open_state, plan_state
 from changelog.store import Store
 from changelog.timefmt import to_micros
 from replayer.export import check_format, write_avro, write_jsonl, write_parquet
+from replayer.outfile import check_output, output_file
 from replayer.target import scan_keys
 from replayer.writer import WriteReport, WriteSettings, write_requests
 
@@ -36,13 +38,15 @@ class Selection:
     image_bytes: int
 
 
-def open_items(store: Store, table: str, at: datetime, *, where: str | None = None,
+def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate | None = None,
                use_snapshots: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with view ``items`` (item_key, keys, image, doc): the table at ``at``.
 
-    Refuses a moment outside the table's coverage. ``where`` is a SQL predicate over plain
-    attribute names (``status = 'shipped' AND total > 100``).
+    Refuses a moment outside the table's coverage. ``where`` is a predicate over plain attribute
+    names (``status = 'shipped' AND total > 100``; see changelog.predicate). Once the state is
+    read the connection is locked: no file, network or extension access from then on.
     """
+    predicate = parse_predicate(where) if isinstance(where, str) else where
     at_us = to_micros(at)
 
     def materialise() -> duckdb.DuckDBPyConnection:
@@ -58,11 +62,15 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | None = No
 
     # Everything after this reads the materialised table, never the store's files again.
     con = read_consistently(store, table_prefixes(table), materialise)
-    if not where:
+    if predicate is None:
+        lock_down(con)
         con.execute("CREATE VIEW items AS SELECT item_key, keys, image, doc FROM state")
         return con
-    columns = plain_select(con, "state")
-    extra = f", {columns}" if columns else ""
+    columns = plain_columns(con, "state")
+    where_sql = predicate.bind(name for name, _ in columns)
+    named = {name.lower() for name in predicate.columns}
+    extra = "".join(f", {expr} AS {quote_ident(name)}" for name, expr in columns if name.lower() in named)
+    lock_down(con)
     try:
         con.execute(
             f"""CREATE VIEW items AS
@@ -70,7 +78,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | None = No
                        __rewind_doc AS doc
                 FROM (SELECT item_key AS __rewind_key, keys AS __rewind_keys, image AS __rewind_image,
                              doc AS __rewind_doc{extra} FROM state)
-                WHERE ({where})"""
+                WHERE ({where_sql})"""
         )
         con.execute("SELECT count(*) FROM items").fetchall()
     except duckdb.Error as exc:
@@ -96,22 +104,35 @@ def _images(con: duckdb.DuckDBPyConnection, progress: Progress) -> Iterator[str]
         progress.advance(len(images))
 
 
-def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int) -> int:
-    """Write the ``items`` view to ``path`` (.jsonl, .parquet or .avro); returns items written."""
+def check_file_target(path: str, overwrite: bool) -> None:
+    """Refuse, before any work, an output file that could not be written (format, directory, existing)."""
+    check_format(path)
+    check_output(path, overwrite)
+
+
+def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, overwrite: bool = False) -> int:
+    """Write the ``items`` view to ``path`` (.jsonl, .parquet or .avro); returns items written.
+
+    The file appears only when complete (replayer.outfile); an existing one is replaced only with
+    ``overwrite``.
+    """
     kind = check_format(path)
-    target = Path(path)
-    if not target.parent.exists():
-        raise UsageError(f"cannot write {path!r}: directory {str(target.parent)!r} does not exist")
     progress = Progress("replay", total=total)
-    if kind == ".jsonl":
-        count = write_jsonl(target, _images(con, progress))
-    elif kind == ".avro":
-        count = write_avro(target, _images(con, progress))
-    else:
-        count = write_parquet(con, target, "SELECT item_key, keys, image AS item, doc FROM items")
-        progress.advance(count)
+    with output_file(path, overwrite) as partial:
+        if kind == ".jsonl":
+            count = write_jsonl(partial, _images(con, progress))
+        elif kind == ".avro":
+            count = write_avro(partial, _images(con, progress))
+        else:
+            count = write_parquet(_counted(_batches(con, "item_key, keys, image, doc"), progress), partial)
     progress.close()
     return count
+
+
+def _counted(batches: Iterator[pa.RecordBatch], progress: Progress) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        yield batch
+        progress.advance(batch.num_rows)
 
 
 def _put_requests(con: duckdb.DuckDBPyConnection) -> Iterator[dict[str, Any]]:

@@ -156,7 +156,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
         (["--at", "yesterday"], "cannot read time"),
         (["--at", _at(T0), "--to-file", "x.csv"], "use a file ending in .jsonl, .parquet or .avro"),
         (["--at", _at(T0), "--to-file", "/no/such/dir/x.jsonl"], "does not exist"),
-        (["--at", _at(T0), "--to-file", "x.jsonl", "--where", "nosuchcolumn = 1"], "--where cannot be applied"),
+        (["--at", _at(T0), "--to-file", "x.jsonl", "--where", "nosuchcolumn = 1"], "unknown attribute 'nosuchcolumn'"),
     ],
 )
 def test_replay_mistakes_are_one_clear_line(filled: Store, capsys: pytest.CaptureFixture[str], args: list[str],

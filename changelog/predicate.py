@@ -1,0 +1,176 @@
+"""``--where``: one boolean expression over attribute names, parsed, whitelisted and re-generated.
+
+A predicate is user text that ends up inside a DuckDB query, so it is never pasted in. SQLGlot
+parses it (DuckDB dialect) into an AST; every node must be of a whitelisted kind (columns,
+literals, comparisons, AND/OR/NOT, IN lists, BETWEEN, LIKE, IS NULL, arithmetic, casts to plain
+types, a few pure scalar functions); every column must be a known attribute; and DuckDB receives
+the SQL re-generated from that AST, with every identifier quoted. A second statement, a subquery,
+a table function, ``read_csv``, ``COPY`` or ``INSTALL`` cannot survive the whitelist.
+
+Defence in depth: the connection that evaluates a predicate is locked first (``lock_down``), so even
+a parser bug could not reach a file, the network or an extension.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.tokens import TokenType
+
+from changelog.errors import UsageError
+
+MAX_LENGTH = 10_000
+KNOWN_LISTED = 8
+# Far beyond any real filter; keeps generation and DuckDB's own parser clear of their recursion limits.
+MAX_DEPTH = 256
+
+# Structure: boolean logic, comparisons and arithmetic over columns and literals.
+_NODES: tuple[type[exp.Expression], ...] = (
+    exp.Column, exp.Identifier, exp.Literal, exp.Null, exp.Boolean, exp.Paren,
+    exp.And, exp.Or, exp.Not,
+    exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ,
+    exp.In, exp.Between, exp.Like, exp.ILike, exp.Escape, exp.Is,
+    exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod, exp.Neg, exp.DPipe,
+    exp.Cast, exp.TryCast, exp.DataType, exp.DataTypeParam,
+)
+
+# Pure scalar functions: no state, no I/O, one value in, one value out.
+_FUNCTIONS: tuple[type[exp.Expression], ...] = (
+    exp.Lower, exp.Upper, exp.Length, exp.Trim, exp.Substring, exp.Concat,
+    exp.StartsWith, exp.EndsWith, exp.Contains,
+    exp.Abs, exp.Round, exp.Floor, exp.Ceil, exp.Coalesce, exp.Nullif, exp.Least, exp.Greatest,
+)
+
+# CAST targets: plain scalar types only (no STRUCT, no user-defined type names).
+_TYPES = frozenset({
+    exp.DataType.Type.BOOLEAN,
+    exp.DataType.Type.TINYINT, exp.DataType.Type.SMALLINT, exp.DataType.Type.INT, exp.DataType.Type.BIGINT,
+    exp.DataType.Type.INT128, exp.DataType.Type.UTINYINT, exp.DataType.Type.USMALLINT, exp.DataType.Type.UINT,
+    exp.DataType.Type.UBIGINT, exp.DataType.Type.DECIMAL, exp.DataType.Type.FLOAT, exp.DataType.Type.DOUBLE,
+    exp.DataType.Type.VARCHAR, exp.DataType.Type.TEXT, exp.DataType.Type.CHAR,
+    exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ,
+})
+
+_ALLOWED = _NODES + _FUNCTIONS
+
+_HINT = "use one condition over attribute names, e.g. \"status = 'shipped' AND total > 100\""
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """A parsed ``--where``: the user's text, and the columns it names."""
+
+    text: str
+    tree: exp.Expr
+    columns: tuple[str, ...]
+
+    def bind(self, attributes: Iterable[str]) -> str:
+        """SQL for DuckDB, re-generated from the AST; refuses a column that is not an attribute.
+
+        A name matches an attribute exactly, or else case-insensitively when that is unambiguous
+        (DuckDB itself resolves identifiers case-insensitively).
+        """
+        known = sorted(set(attributes))
+        folded: dict[str, list[str]] = {}
+        for name in known:
+            folded.setdefault(name.lower(), []).append(name)
+        tree = self.tree.copy()
+        for column in tree.find_all(exp.Column):
+            name = column.name
+            if name in known:
+                continue
+            candidates = folded.get(name.lower(), [])
+            if len(candidates) != 1:
+                raise UsageError(_unknown(name, known))
+            column.set("this", exp.to_identifier(candidates[0], quoted=True))
+        return tree.sql(dialect="duckdb", identify=True, comments=False)
+
+
+def _unknown(name: str, known: list[str]) -> str:
+    if not known:
+        return f"--where names attribute {name!r}, but the selected items have no attributes to filter on"
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    listed = ", ".join(known[:KNOWN_LISTED]) + (f", ... ({len(known)} in all)" if len(known) > KNOWN_LISTED else "")
+    return f"--where names unknown attribute {name!r}{hint}; known attributes: {listed}"
+
+
+def _refuse(what: str) -> UsageError:
+    return UsageError(f"--where cannot contain {what}: {_HINT}")
+
+
+def _describe(node: exp.Expr) -> str:
+    if isinstance(node, exp.Func):
+        name = node.sql_name() if not isinstance(node, exp.Anonymous) else str(node.name)
+        return f"function {name.lower()}()"
+    if isinstance(node, exp.Query | exp.Subquery):
+        return "a subquery"
+    return f"{type(node).__name__} ({node.sql(dialect='duckdb')[:40]})"
+
+
+def _check(node: exp.Expr) -> None:
+    if not isinstance(node, _ALLOWED):
+        raise _refuse(_describe(node))
+    if isinstance(node, exp.Column):
+        if node.table or node.args.get("db") or node.args.get("catalog"):
+            raise _refuse(f"a qualified name ({node.sql(dialect='duckdb')}); name attributes alone")
+        if not isinstance(node.this, exp.Identifier):
+            raise _refuse(_describe(node.this))
+    if isinstance(node, exp.In) and (node.args.get("query") or node.args.get("unnest") or node.args.get("field")):
+        raise _refuse("a subquery")
+    if isinstance(node, exp.DataType):
+        if node.this not in _TYPES:
+            raise _refuse(f"a cast to {node.sql(dialect='duckdb')}")
+        for param in node.expressions:
+            if not isinstance(param, exp.DataTypeParam) or not isinstance(param.this, exp.Literal):
+                raise _refuse(f"a cast to {node.sql(dialect='duckdb')}")
+
+
+def parse_predicate(text: str) -> Predicate:
+    """Parse and whitelist a ``--where``; raises UsageError naming what is not allowed."""
+    if not text.strip():
+        raise UsageError(f"--where is empty: {_HINT}")
+    if len(text) > MAX_LENGTH:
+        raise UsageError(f"--where is longer than {MAX_LENGTH:,} characters")
+    try:
+        tokens = sqlglot.tokenize(text, read="duckdb")
+        if any(token.token_type == TokenType.SEMICOLON for token in tokens):
+            raise _refuse("';' (a second statement)")
+        trees = sqlglot.parse(text, read="duckdb")
+    except SqlglotError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"--where is not a valid condition ({first}): {_HINT}") from None
+    except RecursionError:
+        raise UsageError(f"--where is nested too deeply: {_HINT}") from None
+    statements = [tree for tree in trees if tree is not None]
+    if not statements:
+        raise UsageError(f"--where holds no condition: {_HINT}")
+    if len(statements) != 1:
+        raise _refuse("more than one statement")
+    (tree,) = statements
+    depth = {id(tree): 0}
+    for node in tree.walk():
+        _check(node)
+        level = depth[id(node)] + 1
+        if level > MAX_DEPTH:
+            raise UsageError(f"--where is nested more than {MAX_DEPTH} levels deep: {_HINT}")
+        for child in node.iter_expressions():
+            depth[id(child)] = level
+    columns = tuple(dict.fromkeys(column.name for column in tree.find_all(exp.Column)))
+    return Predicate(text, tree, columns)
+
+
+def lock_down(con: duckdb.DuckDBPyConnection) -> None:
+    """No more files, network or extensions on ``con``, and no setting can undo that.
+
+    Called once a connection has read what it needs from the store; from then on it can only
+    compute over what it holds (temporary tables spilled to disk still read back).
+    """
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Context, Inexact, InvalidOperation, Rounded
@@ -33,6 +35,15 @@ _SHORT_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _CANONICAL_INTEGER = re.compile(r"0|-?[1-9]\d{0,37}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _TTL_PRINCIPAL = "dynamodb.amazonaws.com"
+# DynamoDB allows 32 levels of nested maps and lists; deeper cannot come from DynamoDB.
+MAX_NESTING = 32
+# DynamoDB's table names: 3 to 255 of letters, digits, '_', '-' and '.'. They become directory names
+# in the store, so '.' and '..' (valid characters, but path steps) are refused too.
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+# Change times a stream can carry: DynamoDB Streams began in 2014 (anything before 2012 is a
+# unit or sign mistake), and nothing is written in the future (a day's slack for clock skew).
+EARLIEST_EVENT_US = 1_325_376_000 * 1_000_000  # 2012-01-01T00:00:00Z
+FUTURE_SLACK_US = 86_400 * 1_000_000
 _EVENT_NAMES = frozenset(("INSERT", "MODIFY", "REMOVE"))
 # DynamoDB numbers: 38 significant digits, exponent -130..+125. Traps make any rounding an error.
 _NUMBER_CONTEXT = Context(prec=38, Emin=-128, Emax=126, traps=[InvalidOperation, Inexact, Rounded])
@@ -100,11 +111,15 @@ def _dumps(value: Any) -> bytes:
 
 # The capture hot path: one pass per attribute that validates and builds the plain doc, with S and N
 # (most values) tested first and inline; orjson writes the result once.
-def _plain_map(item: dict[str, Any]) -> dict[str, Any]:
-    return {name: _plain_value(value) for name, value in item.items()}
+def _plain_map(item: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+    return {name: _plain_value(value, depth) for name, value in item.items()}
 
 
-def _plain_value(value: Any) -> Any:
+def _too_deep() -> DecodeError:
+    return DecodeError(f"attributes nested more than {MAX_NESTING} levels deep (DynamoDB's own limit)")
+
+
+def _plain_value(value: Any, depth: int = 0) -> Any:
     if not isinstance(value, dict) or len(value) != 1:
         raise DecodeError("an AttributeValue must be a map with exactly one type tag")
     for tag, inner in value.items():
@@ -119,12 +134,16 @@ def _plain_value(value: Any) -> Any:
                 return inner
             return _checked_number(inner, "N must hold a number as text")
         if tag == "M":
+            if depth >= MAX_NESTING:
+                raise _too_deep()
             if isinstance(inner, dict):
-                return _plain_map(inner)
+                return _plain_map(inner, depth + 1)
             raise DecodeError("M must hold a map")
         if tag == "L":
+            if depth >= MAX_NESTING:
+                raise _too_deep()
             if isinstance(inner, list):
-                return [_plain_value(element) for element in inner]
+                return [_plain_value(element, depth + 1) for element in inner]
             raise DecodeError("L must hold a list")
         if tag == "BOOL":
             if inner is True or inner is False:
@@ -287,13 +306,41 @@ def pad_sequence(sequence: Any) -> str:
     return text.zfill(SEQUENCE_WIDTH)
 
 
+def table_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a DynamoDB table name (None when it is one)."""
+    if not _TABLE_NAME.fullmatch(name) or name in (".", ".."):
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        return (f"{shown!r} is not a DynamoDB table name (3 to 255 characters of letters, digits, "
+                "'_', '-' and '.')")
+    return None
+
+
 def table_from_arn(arn: str) -> str:
-    """The table name inside a DynamoDB stream or table ARN."""
+    """The table name inside a DynamoDB stream or table ARN; DecodeError unless it is a valid name."""
     marker = ":table/"
     start = arn.find(marker)
     if start < 0:
         raise DecodeError("eventSourceARN names no DynamoDB table")
-    return arn[start + len(marker):].split("/", 1)[0]
+    name = arn[start + len(marker):].split("/", 1)[0]
+    problem = table_name_problem(name)
+    if problem:
+        raise DecodeError(f"eventSourceARN: {problem}")
+    return name
+
+
+def checked_event_time(micros: int) -> int:
+    """``micros`` when it is a possible change time, else DecodeError saying what is wrong with it."""
+    if micros < EARLIEST_EVENT_US:
+        raise DecodeError(f"ApproximateCreationDateTime {_shown(micros)} is before 2012: not a stream time "
+                          "(negative, or in the wrong unit)")
+    if micros > time.time_ns() // 1000 + FUTURE_SLACK_US:
+        raise DecodeError(f"ApproximateCreationDateTime {_shown(micros)} lies in the future (milliseconds "
+                          "where seconds are expected?)")
+    return micros
+
+
+def _shown(micros: int) -> str:
+    return f"{micros / 1_000_000:.6g} s"
 
 
 def _is_ttl(event_name: str, identity: Any) -> bool:
@@ -364,9 +411,11 @@ def build_row(
 
 
 def _seconds_to_micros(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise DecodeError("ApproximateCreationDateTime must be epoch seconds")
-    return round(value * 1_000_000)
+    if abs(value) > 1e15:  # far beyond any time; keeps the product below exact for the range check
+        raise DecodeError(f"ApproximateCreationDateTime {value:.6g} is not a time in epoch seconds")
+    return checked_event_time(round(value * 1_000_000))
 
 
 def decode_lambda_record(record: Mapping[str, Any]) -> ChangeRow:
@@ -394,7 +443,7 @@ def decode_getrecords_record(record: Mapping[str, Any], table_name: str, shard_i
     if not isinstance(body, dict):
         raise DecodeError("record has no 'dynamodb' body")
     created = body.get("ApproximateCreationDateTime")
-    micros = to_micros(created) if isinstance(created, datetime) else _seconds_to_micros(created)
+    micros = checked_event_time(to_micros(created)) if isinstance(created, datetime) else _seconds_to_micros(created)
     body = binaries_to_base64(body)
     return build_row(
         table_name=table_name,
@@ -409,13 +458,15 @@ def decode_getrecords_record(record: Mapping[str, Any], table_name: str, shard_i
 
 
 def _kinesis_micros(value: Any, precision: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise DecodeError("ApproximateCreationDateTime must be an epoch number")
+    if abs(value) > 1e18:
+        raise DecodeError(f"ApproximateCreationDateTime {value:.6g} is not an epoch time")
     if precision == "MICROSECOND" or (precision is None and value > 1e14):
-        return int(value)
+        return checked_event_time(int(value))
     if precision == "MILLISECOND" or (precision is None and value > 1e11):
-        return round(value * 1000)
-    return round(value * 1_000_000)
+        return checked_event_time(round(value * 1000))
+    return checked_event_time(round(value * 1_000_000))
 
 
 def decode_kinesis_record(record: Mapping[str, Any]) -> ChangeRow:
@@ -441,6 +492,9 @@ def decode_kinesis_record(record: Mapping[str, Any]) -> ChangeRow:
     table = payload.get("tableName")
     if not isinstance(table, str) or not table:
         raise DecodeError("Kinesis payload names no table")
+    problem = table_name_problem(table)
+    if problem:
+        raise DecodeError(f"Kinesis payload tableName: {problem}")
     shard = str(record.get("eventID", "")).split(":", 1)[0] or None
     return build_row(
         table_name=table,

@@ -104,3 +104,9 @@ class WriteFailed(RewindError):
     """Writing items to a table failed after retries; nothing is reported as written that was not."""
 
     exit_code = EXIT_WRITE_FAILED
+
+
+class Interrupted(RewindError):
+    """Ctrl-C (or SIGINT): what was done so far is reported, and whether re-running is safe."""
+
+    exit_code = EXIT_INTERRUPTED

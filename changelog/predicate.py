@@ -14,6 +14,7 @@ a parser bug could not reach a file, the network or an extension.
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -58,6 +59,10 @@ _TYPES = frozenset({
 })
 
 _ALLOWED = _NODES + _FUNCTIONS
+
+# SQLGlot logs a warning when it falls back to parsing a statement as an opaque command; that
+# statement is refused anyway, and the refusal is the one line the user sees.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 _HINT = "use one condition over attribute names, e.g. \"status = 'shipped' AND total > 100\""
 

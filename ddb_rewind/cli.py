@@ -1,19 +1,39 @@
 """The ``ddb-rewind`` command line: parsing and printing only; the work lives in the packages.
 
-Every RewindError (a user mistake, a missing store, a time out of range) becomes one line on
-stderr and a non-zero exit; tracebacks are for bugs only.
+This is the one place where an expected failure becomes one line on stderr and its documented
+exit code (changelog/errors.py, docs/reliability.md): a RewindError as it is; and what escapes the
+libraries as someone else's exception (AWS, DuckDB, the operating system, Ctrl-C) by ``_as_error``.
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn
 
-from changelog.errors import RewindError
+import duckdb
+import pyarrow as pa
+from botocore.exceptions import BotoCoreError, ClientError
+
+from changelog.aws import translate
+from changelog.errors import (
+    EXIT_INTERRUPTED,
+    DamagedStore,
+    Interrupted,
+    RewindError,
+    StoreError,
+    StoreNotFound,
+    UsageError,
+    WriteFailed,
+)
 from ddb_rewind.commands import COMMANDS
+
+MAX_MESSAGE = 400
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,17 +41,74 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         # Subcommand parsers are named "ddb-rewind sql"; every error line keeps the one prefix scripts match on.
-        self.exit(2, f"ddb-rewind: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"ddb-rewind: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
+def _version() -> str:
+    try:
+        return version("ddb-rewind")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser: one subcommand per module in ``ddb_rewind.commands``."""
     parser = _Parser(prog="ddb-rewind", description="Continuous, queryable backup for DynamoDB.")
+    parser.add_argument("--version", action="version", version=f"ddb-rewind {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for module in COMMANDS:
         module.register(subparsers)
     return parser
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 1] + "…"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _os_error(exc: OSError) -> RewindError:
+    where = f" {exc.filename!r}" if exc.filename else ""
+    reason = exc.strerror or _first_line(exc)
+    if isinstance(exc, PermissionError):
+        return StoreError(f"permission denied on{where}: {reason}; check the file's owner and mode")
+    if isinstance(exc, IsADirectoryError | NotADirectoryError):
+        return UsageError(f"{reason}:{where}; name a file, not a directory")
+    if isinstance(exc, FileNotFoundError):
+        return StoreNotFound(f"not found:{where} ({reason})")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return WriteFailed(f"no space left on the device{where}; free some space and run the command again")
+    return StoreError(f"{reason}{where}")
+
+
+def _as_error(exc: BaseException) -> RewindError | None:
+    """The typed error for an expected failure from outside our packages; None for a bug."""
+    if isinstance(exc, RewindError):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted("interrupted (Ctrl-C)")
+    if isinstance(exc, duckdb.InterruptException) or (
+        isinstance(exc, duckdb.Error | RuntimeError) and "interrupted" in str(exc).lower()
+    ):
+        return Interrupted("interrupted (Ctrl-C)")
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return UsageError(f"DuckDB ran out of memory ({_first_line(exc)}); free memory or narrow the question")
+    if isinstance(exc, duckdb.IOException | duckdb.InvalidInputException | duckdb.SerializationException):
+        return DamagedStore(f"a store file cannot be read ({_first_line(exc)}); the store may be damaged")
+    if isinstance(exc, duckdb.Error):
+        return DamagedStore(f"reading the store failed ({_first_line(exc)})")
+    if isinstance(exc, BotoCoreError | ClientError):
+        return translate(exc, "AWS call failed")
+    if isinstance(exc, pa.ArrowInvalid):
+        return DamagedStore(f"a store file cannot be read ({_first_line(exc)}); the store may be damaged")
+    if isinstance(exc, OSError):
+        return _os_error(exc)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,21 +117,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse has printed its one line (or --help)
+    except SystemExit as exc:  # argparse has printed its one line (or --help, --version)
         return int(exc.code or 0)
     try:
         return int(args.run(args) or 0)
-    except RewindError as exc:
-        print(f"ddb-rewind: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("ddb-rewind: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         # A reader such as `head` closed the pipe: not an error of ours.
         sys.stderr.close()
         return 0
+    except BaseException as exc:  # sorted by _as_error; a bug is re-raised with its traceback
+        error = _as_error(exc)
+        if error is None:
+            raise
+        try:
+            print(f"ddb-rewind: error: {_one_line(str(error))}", file=sys.stderr)
+        except KeyboardInterrupt:  # a second Ctrl-C while reporting the first
+            return EXIT_INTERRUPTED
+        return error.exit_code
 
-
-if __name__ == "__main__":
-    sys.exit(main())

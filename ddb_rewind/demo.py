@@ -23,12 +23,16 @@ from typing import Any
 import boto3
 
 from changelog.codec import binaries_to_base64, item_key
+from changelog.errors import ConflictError
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros
 
 TABLE = "orders"
 RESTORED = "orders-restored"
-MARKER = ".ddb-rewind-demo"
+MARKER = ".ddb-rewind-demo-store"
+_MARKER_TEXT = "created by 'ddb-rewind demo' in an empty directory; the demo may empty it again\n"
+# What a demo run writes at the top of its store: the marker and its one table.
+_DEMO_ENTRIES = frozenset({MARKER, "tables"})
 STATUSES = ("new", "paid", "packed", "shipped", "delivered")
 
 
@@ -69,6 +73,40 @@ _ENV = {
     "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
     "AWS_ENDPOINT_URL": "",
 }
+
+
+def claim_store(store_dir: Path) -> None:
+    """Make ``store_dir`` an empty store of the demo's own, or refuse (ConflictError) without touching it.
+
+    The demo only ever writes into a new or empty directory, where it first writes its marker; a
+    re-run may empty a directory that holds that marker and nothing but what the demo writes (its
+    one table). Any other content means the directory is not the demo's: it is refused, never
+    deleted. A marker in an unexpected place (an older demo planted one in real stores) is not
+    proof enough, which is why the marker has a new name and the contents are checked too.
+    """
+    if store_dir.is_symlink() or (store_dir.exists() and not store_dir.is_dir()):
+        raise ConflictError(f"demo store {str(store_dir)!r} is not a directory: choose another --store")
+    if not store_dir.exists():
+        store_dir.mkdir(parents=True)
+    entries = {entry.name for entry in store_dir.iterdir()}
+    if not entries:
+        (store_dir / MARKER).write_text(_MARKER_TEXT)
+        return
+    foreign = entries - _DEMO_ENTRIES
+    tables = store_dir / "tables"
+    if tables.is_dir() and not tables.is_symlink():
+        foreign |= {f"tables/{entry.name}" for entry in tables.iterdir() if entry.name != TABLE}
+    if MARKER not in entries or (store_dir / MARKER).read_text() != _MARKER_TEXT or foreign:
+        why = "holds " + ", ".join(sorted(foreign)[:3]) if foreign and MARKER in entries else "is not empty"
+        raise ConflictError(f"demo store {str(store_dir)!r} {why} and was not created by the demo: "
+                            "the demo only uses a new or empty directory; choose another --store")
+    # Ours: remove what the demo wrote (its table's files), then start again from the marker alone.
+    for name in sorted(entries - {MARKER}):
+        path = store_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _order(rng: random.Random, number: int) -> dict[str, Any]:
@@ -124,10 +162,7 @@ def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 
     from stream_consumer.poller import poll
 
     started = time.monotonic()
-    if store_dir.exists() and (store_dir / MARKER).exists():
-        shutil.rmtree(store_dir)
-    store_dir.mkdir(parents=True, exist_ok=True)
-    (store_dir / MARKER).write_text("created by ddb-rewind demo; safe to delete\n")
+    claim_store(store_dir)
     rng = random.Random(7)
     with local_aws() as endpoint:
         say(f"1. Local AWS (moto) at {endpoint}; store {store_dir}")

@@ -34,6 +34,7 @@ RETRYABLE = frozenset({
 # DynamoDB refuses condition expressions over 4 KB; beyond it the consistent read is the only guard.
 MAX_EXPRESSION = 4000
 ACTIONS = ("recreate", "delete", "restore")
+SKIP_CHANGED = "changed after the window (live item differs from its state at --to)"
 
 
 @dataclass(frozen=True)
@@ -133,18 +134,22 @@ def _with_retries(call: Callable[[], Any], attempts: int, sleep: Callable[[float
 
 def apply_action(client: Any, target: str, action: RepairAction, partition_key: str, *, force: bool = False,
                  attempts: int = 8, sleep: Callable[[float], None] = time.sleep,
-                 precheck: bool = True) -> str | None:
+                 precheck: bool = True, dry_run: bool = False) -> str | None:
     """Write one action to ``target``; returns None when written, else why it was skipped.
 
-    Raises ClientError for a failure other than a failed condition (after retries).
+    ``dry_run`` makes the same read and applies the same skip rule, and stops short of the write:
+    its None means "would be written". Raises ClientError for a failure other than a failed
+    condition (after retries).
     """
-    if not force and precheck:
+    if not force and (precheck or dry_run):
         live = _with_retries(
             lambda: client.get_item(TableName=target, Key=base64_to_binaries(action.key), ConsistentRead=True),
             attempts, sleep,
         ).get("Item")
         if not items_equal(binaries_to_base64(live) if live is not None else None, action.expected):
-            return "changed after the window (live item differs from its state at --to)"
+            return SKIP_CHANGED
+    if dry_run:
+        return None
     guard = {} if force else condition_for(action, partition_key)
     if action.restore is None:
         request = {"TableName": target, "Key": base64_to_binaries(action.key), **guard}
@@ -162,17 +167,20 @@ def apply_action(client: Any, target: str, action: RepairAction, partition_key: 
 
 
 def execute_repair(plan: RepairPlan, client: Any, target: str, *, force: bool = False, workers: int = 8,
-                   attempts: int = 8, sleep: Callable[[float], None] = time.sleep) -> RepairResult:
+                   attempts: int = 8, sleep: Callable[[float], None] = time.sleep,
+                   dry_run: bool = False) -> RepairResult:
     """Apply every action of ``plan`` to live table ``target`` in a thread pool.
 
     Raises TargetError when the target does not exist. Never raises for one item: each ends
-    repaired, skipped or failed.
+    repaired, skipped or failed. ``dry_run`` runs the same checks (target, consistent read of every
+    item, skip rule) and writes nothing: its result is the real run's, barring writes in between.
     """
     partition_key = key_names(client, target)[0]
 
     def one(action: RepairAction) -> tuple[str, str, str]:
         try:
-            reason = apply_action(client, target, action, partition_key, force=force, attempts=attempts, sleep=sleep)
+            reason = apply_action(client, target, action, partition_key, force=force, attempts=attempts, sleep=sleep,
+                                  dry_run=dry_run)
         except ClientError as exc:
             return (action.item_key, "failed", _error_code(exc))
         return (action.item_key, "skipped", reason) if reason else (action.item_key, "repaired", "")

@@ -152,7 +152,10 @@ def clear_table(client: Any, name: str, settings: WriteSettings) -> WriteReport:
 
 
 def replay_to_table(con: duckdb.DuckDBPyConnection, client: Any, name: str, total: int,
-                    settings: WriteSettings) -> tuple[WriteReport, list[str]]:
-    """BatchWriteItem every item of the ``items`` view into table ``name``."""
-    progress = Progress("replay", total=total)
+                    settings: WriteSettings, progress: Progress | None = None) -> tuple[WriteReport, list[str]]:
+    """BatchWriteItem every item of the ``items`` view into table ``name``.
+
+    ``progress.done`` counts the items written so far, also after an interruption.
+    """
+    progress = progress or Progress("replay", total=total)
     return write_requests(client, name, _put_requests(con), settings=settings, progress=progress)

@@ -52,7 +52,10 @@ def _table_of(raw: Any, fallback: str | None) -> str:
     if isinstance(raw, dict):
         arn = raw.get("eventSourceARN")
         if isinstance(arn, str) and ":table/" in arn:
-            return table_from_arn(arn)
+            try:
+                return table_from_arn(arn)
+            except DecodeError:  # not a valid table name: never a path in the store
+                pass
     return fallback or "_unknown"
 
 

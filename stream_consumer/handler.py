@@ -8,6 +8,7 @@ the retry rewrites the same objects. Logs carry counts and paths, never item con
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any
@@ -18,7 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from changelog.codec import decode_kinesis_record, decode_lambda_record, table_from_arn
-from changelog.errors import StoreError
+from changelog.errors import DecodeError, StoreError
 from changelog.layout import meta_path
 from changelog.meta import meta_from_description, meta_from_keys, write_meta
 from changelog.store import Store, open_store
@@ -84,7 +85,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if source == "lambda-dynamodb":
         arn = records[0].get("eventSourceARN") if isinstance(records[0], dict) else None
         if isinstance(arn, str) and ":table/" in arn:
-            table_hint = table_from_arn(arn)
+            # An invalid name is the record's problem (it is quarantined), not the batch's.
+            with contextlib.suppress(DecodeError):
+                table_hint = table_from_arn(arn)
     try:
         store = _store()
         result = capture_batch(store, records, decode, source=source, table_hint=table_hint)

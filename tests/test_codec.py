@@ -15,6 +15,9 @@ from stream_consumer.capture import capture_batch
 from tests.events import TTL_IDENTITY, lambda_record
 
 B64 = base64.b64encode(bytes(range(256))).decode()
+# A possible stream time (2023-11-14): the codec refuses times before 2012 or in the future.
+T = 1_700_000_000.0
+
 EVERY_TYPE = {
     "pk": {"S": "ключ-🔑"},
     "s": {"S": "naïve \"quoted\" \\ line\nbreak"},
@@ -33,7 +36,7 @@ EVERY_TYPE = {
 
 
 def test_every_attribute_type_round_trips_to_the_exact_dynamodb_json() -> None:
-    row = decode_lambda_record(lambda_record("t", "INSERT", {"pk": EVERY_TYPE["pk"]}, 1.0, 1, new=EVERY_TYPE))
+    row = decode_lambda_record(lambda_record("tbl", "INSERT", {"pk": EVERY_TYPE["pk"]}, T, 1, new=EVERY_TYPE))
     assert row.new_image is not None
     assert json.loads(row.new_image) == EVERY_TYPE
     assert list(json.loads(row.new_image)) == list(EVERY_TYPE)
@@ -60,7 +63,7 @@ TRICKY_TEXT = "".join(chr(c) for c in range(0x20)) + '"\\/\x7f\u2028\u2029\ufeff
 
 def test_images_are_written_byte_for_byte_as_the_stdlib_json_writes_them() -> None:
     image = {TRICKY_TEXT: {"M": {"s": {"S": TRICKY_TEXT}, "ss": {"SS": [TRICKY_TEXT, "a"]}}}, "pk": {"S": "a"}}
-    row = decode_lambda_record(lambda_record("t", "INSERT", {"pk": {"S": "a"}}, 1.0, 1, new=image))
+    row = decode_lambda_record(lambda_record("tbl", "INSERT", {"pk": {"S": "a"}}, T, 1, new=image))
     assert row.new_image == json.dumps(image, ensure_ascii=False, separators=(",", ":"))
     assert row.new_doc == json.dumps({TRICKY_TEXT: {"s": TRICKY_TEXT, "ss": [TRICKY_TEXT, "a"]}, "pk": "a"},
                                      ensure_ascii=False, separators=(",", ":"))
@@ -80,8 +83,8 @@ def test_numbers_dynamodb_could_not_hold_are_refused_in_images(bad: str) -> None
 
 
 def test_a_record_with_text_that_is_not_unicode_is_quarantined_not_a_failed_batch(store: LocalStore) -> None:
-    good = lambda_record("t", "INSERT", {"pk": {"S": "a"}}, 1.0, 1, new={"pk": {"S": "a"}})
-    bad = lambda_record("t", "INSERT", {"pk": {"S": "b"}}, 1.0, 2, new={"pk": {"S": "b"}, "s": {"S": "\ud800"}})
+    good = lambda_record("tbl", "INSERT", {"pk": {"S": "a"}}, T, 1, new={"pk": {"S": "a"}})
+    bad = lambda_record("tbl", "INSERT", {"pk": {"S": "b"}}, T, 2, new={"pk": {"S": "b"}, "s": {"S": "\ud800"}})
     result = capture_batch(store, [good, bad], decode_lambda_record, source="test")
     assert (result.captured, result.quarantined) == (1, 1)
 
@@ -93,13 +96,13 @@ def test_attribute_names_must_be_strings() -> None:
 
 def test_a_400_kb_item_is_kept_whole() -> None:
     item = {"pk": {"S": "big"}, "blob": {"S": "x" * 400_000}}
-    row = decode_lambda_record(lambda_record("t", "INSERT", {"pk": {"S": "big"}}, 1.0, 1, new=item))
+    row = decode_lambda_record(lambda_record("tbl", "INSERT", {"pk": {"S": "big"}}, T, 1, new=item))
     assert row.new_image is not None and json.loads(row.new_image) == item
 
 
 def test_binary_keys_keep_their_base64_text() -> None:
     keys = {"pk": {"B": B64}}
-    row = decode_lambda_record(lambda_record("t", "REMOVE", keys, 1.0, 1, old=keys))
+    row = decode_lambda_record(lambda_record("tbl", "REMOVE", keys, T, 1, old=keys))
     assert json.loads(row.keys) == keys
     assert json.loads(row.item_key) == keys
 
@@ -116,22 +119,22 @@ def test_unicode_keys_are_canonical_and_readable() -> None:
 
 def test_ttl_deletes_are_flagged() -> None:
     keys = {"pk": {"S": "a"}}
-    row = decode_lambda_record(lambda_record("t", "REMOVE", keys, 1.0, 1, old=keys, identity=TTL_IDENTITY))
+    row = decode_lambda_record(lambda_record("tbl", "REMOVE", keys, T, 1, old=keys, identity=TTL_IDENTITY))
     assert row.is_ttl_delete
 
 
 def test_user_deletes_are_not_ttl_deletes() -> None:
     keys = {"pk": {"S": "a"}}
-    assert not decode_lambda_record(lambda_record("t", "REMOVE", keys, 1.0, 1, old=keys)).is_ttl_delete
+    assert not decode_lambda_record(lambda_record("tbl", "REMOVE", keys, T, 1, old=keys)).is_ttl_delete
 
 
 def test_sequence_numbers_are_padded_to_40_digits() -> None:
-    row = decode_lambda_record(lambda_record("t", "INSERT", {"pk": {"S": "a"}}, 1.0, 123, new={"pk": {"S": "a"}}))
+    row = decode_lambda_record(lambda_record("tbl", "INSERT", {"pk": {"S": "a"}}, T, 123, new={"pk": {"S": "a"}}))
     assert row.sequence_number == "0" * 37 + "123"
 
 
 def test_keys_only_streams_fail_loudly() -> None:
-    record = lambda_record("t", "INSERT", {"pk": {"S": "a"}}, 1.0, 1, view="KEYS_ONLY")
+    record = lambda_record("tbl", "INSERT", {"pk": {"S": "a"}}, T, 1, view="KEYS_ONLY")
     with pytest.raises(StreamConfigError, match="NEW_AND_OLD_IMAGES"):
         decode_lambda_record(record)
 

@@ -4,10 +4,74 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ddb_rewind.demo import run_demo
+import pytest
+
+from changelog.errors import ConflictError
+from ddb_rewind.cli import main
+from ddb_rewind.demo import MARKER, claim_store, run_demo
 
 
 def test_the_demo_restores_the_table_as_it_was_before_the_bad_deploy(tmp_path: Path) -> None:
     lines: list[str] = []
     assert run_demo(tmp_path / "store", say=lines.append, orders=60)
     assert any(line.strip().startswith("MATCH") for line in lines)
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == [MARKER, "tables"]
+    assert [p.name for p in (tmp_path / "store" / "tables").iterdir()] == ["orders"]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_demo_claims_a_new_directory_with_its_marker(tmp_path: Path) -> None:
+    claim_store(tmp_path / "new")
+    assert [p.name for p in (tmp_path / "new").iterdir()] == [MARKER]
+
+
+def test_the_demo_refuses_a_non_empty_directory_it_did_not_create(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    (real / "tables" / "orders" / "changes").mkdir(parents=True)
+    (real / "tables" / "orders" / "changes" / "x.parquet").write_bytes(b"precious")
+    before = _tree(real)
+    with pytest.raises(ConflictError, match="not created by the demo"):
+        claim_store(real)
+    assert _tree(real) == before
+
+
+def test_the_demo_refuses_its_own_store_once_it_holds_another_table(tmp_path: Path) -> None:
+    claim_store(tmp_path / "s")
+    (tmp_path / "s" / "tables" / "payments").mkdir(parents=True)
+    (tmp_path / "s" / "tables" / "payments" / "meta.json").write_text("{}")
+    before = _tree(tmp_path / "s")
+    with pytest.raises(ConflictError, match="tables/payments"):
+        claim_store(tmp_path / "s")
+    assert _tree(tmp_path / "s") == before
+
+
+def test_a_marker_from_an_older_demo_is_not_proof_of_ownership(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    (store / "tables" / "orders").mkdir(parents=True)
+    (store / "tables" / "orders" / "meta.json").write_text("{}")
+    (store / ".ddb-rewind-demo").write_text("created by ddb-rewind demo; safe to delete\n")
+    (store / MARKER).write_text("planted\n")
+    before = _tree(store)
+    with pytest.raises(ConflictError):
+        claim_store(store)
+    assert _tree(store) == before
+
+
+def test_the_demo_empties_only_a_store_it_created(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    claim_store(store)
+    (store / "tables" / "orders").mkdir(parents=True)
+    (store / "tables" / "orders" / "meta.json").write_text("{}")
+    claim_store(store)
+    assert [p.name for p in store.iterdir()] == [MARKER]
+
+
+def test_the_cli_refuses_a_foreign_store_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["demo", "--store", str(tmp_path), "--orders", "5"]) == 8
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "choose another --store" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

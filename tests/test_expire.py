@@ -132,7 +132,8 @@ def test_dry_run_deletes_nothing(history: Store, capsys: pytest.CaptureFixture[s
 
 
 def test_the_cli_expires_and_status_follows(history: Store, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["expire", "--table", TABLE, "--store", history.uri, "--keep", "daily=2d,changes=3d"]) == 0
+    assert main(["expire", "--table", TABLE, "--store", history.uri, "--keep", "daily=2d,changes=3d",
+                 "--yes"]) == 0
     assert "change files deleted: " in capsys.readouterr().out
     assert main(["status", "--store", history.uri, "--table", TABLE, "--format", "json"]) == 0
     assert "2023-11-15" not in capsys.readouterr().out

@@ -126,7 +126,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(store: Store, story: BadDepl
 def test_the_cli_reports_repaired_and_skipped_keys(store: Store, story: BadDeploy,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["repair", "--table", "orders", "--store", store.uri, "--from", str(story.from_s),
-                 "--to", str(story.to_s), "--target", "orders"]) == 0
+                 "--to", str(story.to_s), "--target", "orders", "--yes"]) == 0
     out = capsys.readouterr().out
     assert "repaired 7, skipped 4, failed 0" in out
     assert all(key in out for key in story.later)
@@ -146,5 +146,42 @@ def test_an_inverted_window_is_refused(store: Store, story: BadDeploy) -> None:
 def test_an_inverted_window_gets_one_line_from_the_cli(store: Store, story: BadDeploy,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(["repair", "--table", "orders", "--store", store.uri, "--from", str(story.to_s),
-                    "--to", str(story.from_s), "--target", "orders"]) != 0
+                    "--to", str(story.from_s), "--target", "orders", "--yes"]) != 0
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_dry_run_predicts_the_real_result_exactly(store: Store, story: BadDeploy) -> None:
+    plan = plan_repair(store, "orders", story.from_s * US, story.to_s * US)
+    client = boto3.client("dynamodb")
+    before = scan_table(client, "orders")
+    predicted = execute_repair(plan, client, "orders", dry_run=True, sleep=lambda _: None)
+    assert scan_table(client, "orders") == before
+    actual = execute_repair(plan, client, "orders", sleep=lambda _: None)
+    assert predicted == actual
+    assert predicted.skipped  # the story has later writes: the dry run saw them too
+
+
+def test_the_cli_dry_run_lists_what_the_real_run_will_skip(store: Store, story: BadDeploy,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["repair", "--table", "orders", "--store", store.uri, "--from", str(story.from_s),
+            "--to", str(story.to_s), "--target", "orders"]
+    assert main([*args, "--dry-run"]) == 0
+    assert "dry run: would repair 7, skip 4, fail 0; nothing written" in capsys.readouterr().out
+    assert main([*args, "--yes"]) == 0
+    assert "repaired 7, skipped 4, failed 0" in capsys.readouterr().out
+
+
+def test_a_repair_without_a_terminal_needs_yes(store: Store, story: BadDeploy,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    before = scan_table(boto3.client("dynamodb"), "orders")
+    assert main(["repair", "--table", "orders", "--store", store.uri, "--from", str(story.from_s),
+                 "--to", str(story.to_s), "--target", "orders"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "add --yes" in err
+    assert scan_table(boto3.client("dynamodb"), "orders") == before
+
+
+def test_a_dry_run_of_a_missing_target_is_refused_as_the_real_run_is(store: Store, story: BadDeploy) -> None:
+    plan = plan_repair(store, "orders", story.from_s * US, story.to_s * US)
+    with pytest.raises(TargetError, match="does not exist"):
+        execute_repair(plan, boto3.client("dynamodb"), "no-such-table", dry_run=True)

@@ -129,7 +129,7 @@ def test_replay_can_clear_an_existing_table_first(filled: Store, aws: None) -> N
     _cli("replay", "--table", TABLE, "--store", filled.uri, "--at", _at(T0 + 1), "--to-table", "restored",
          "--create-table")
     assert _cli("replay", "--table", TABLE, "--store", filled.uri, "--at", _at(T0 + 3), "--to-table", "restored",
-                "--into-existing", "--clear-first") == 0
+                "--into-existing", "--clear-first", "--yes") == 0
     assert _normal(_scan("restored")) == _normal(model_state(OPS, T0 + 3))
 
 

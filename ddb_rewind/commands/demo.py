@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ddb_rewind.args import int_range
 from ddb_rewind.demo import run_demo
 
 
@@ -14,7 +15,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("demo", help="end to end on an embedded local AWS (moto): no account needed")
     parser.add_argument("--store", default="rewind-demo", metavar="DIR",
                         help="local directory for the demo's store (default: ./rewind-demo)")
-    parser.add_argument("--orders", type=int, default=300, help="orders in the workload")
+    parser.add_argument("--orders", type=int_range("--orders", 1, 100_000), default=300,
+                        help="orders in the workload (1 to 100000)")
     parser.set_defaults(run=run)
 
 

@@ -11,8 +11,9 @@ from changelog.codec import dump_json
 from changelog.errors import UsageError
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros, to_micros
-from ddb_rewind.args import add_store, add_table, time_arg
+from ddb_rewind.args import add_store, add_table, add_where, time_arg
 from replayer.diff import diff_states, write_diff_parquet
+from replayer.outfile import check_output
 
 
 def register(subparsers: Any) -> None:
@@ -23,9 +24,10 @@ def register(subparsers: Any) -> None:
     add_store(parser)
     parser.add_argument("--from", dest="start", type=time_arg, required=True, metavar="TIME")
     parser.add_argument("--to", dest="end", type=time_arg, required=True, metavar="TIME")
-    parser.add_argument("--where", metavar="SQL", help="predicate over plain attribute names, either side")
+    add_where(parser, "one condition over plain attribute names; an item matching on either side is kept")
     parser.add_argument("--format", choices=("table", "json", "parquet"), default="table")
     parser.add_argument("--output", metavar="PATH", help="file for --format parquet")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     parser.set_defaults(run=run)
 
 
@@ -33,9 +35,13 @@ def run(args: argparse.Namespace) -> int:
     """Print counts first, then each item change."""
     if args.format == "parquet" and not args.output:
         raise UsageError("--format parquet needs --output PATH")
+    if args.output and args.format != "parquet":
+        raise UsageError("--output is for --format parquet; the other formats print to stdout")
+    if args.output:
+        check_output(args.output, args.overwrite)
     diff = diff_states(open_store(args.store), args.table, to_micros(args.start), to_micros(args.end), args.where)
     if args.format == "parquet":
-        rows = write_diff_parquet(diff, args.output)
+        rows = write_diff_parquet(diff, args.output, overwrite=args.overwrite)
         print(f"wrote {rows} item changes to {args.output}")
         return 0
     if args.format == "json":

@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import boto3
-
+from changelog.aws import aws_boundary, client
 from changelog.codec import dump_json
+from changelog.errors import WriteFailed
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros, to_micros
-from ddb_rewind.args import add_store, add_table, time_arg
-from replayer.repair import execute_repair, plan_repair
+from ddb_rewind.args import (
+    add_store,
+    add_table,
+    add_yes,
+    check_can_confirm,
+    confirm,
+    int_range,
+    table_arg,
+    time_arg,
+)
+from replayer.repair import RepairResult, execute_repair, plan_repair
 
 
 def register(subparsers: Any) -> None:
@@ -19,35 +28,56 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "repair", help="undo the changes of a window, item by item",
         description="Put every item changed in (--from, --to] back to its state at --from, skipping items "
-                    "written again after --to (unless --force).")
+                    "written again after --to (unless --force). --dry-run reads every item and predicts "
+                    "exactly what the real run would repair and skip.")
     add_table(parser)
     add_store(parser)
     parser.add_argument("--from", dest="start", type=time_arg, required=True, metavar="TIME")
     parser.add_argument("--to", dest="end", type=time_arg, required=True, metavar="TIME")
-    parser.add_argument("--target", required=True, metavar="NAME", help="live DynamoDB table to repair")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    parser.add_argument("--target", required=True, type=table_arg, metavar="NAME",
+                        help="live DynamoDB table to repair")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="read and check every item as the real run would, write nothing")
+    add_yes(parser)
     parser.add_argument("--force", action="store_true", help="write even over items changed after --to")
-    parser.add_argument("--workers", type=int, default=8, metavar="N", help="parallel writers")
-    parser.add_argument("--sample", type=int, default=10, metavar="N", help="keys listed in the plan")
+    parser.add_argument("--workers", type=int_range("--workers", 1, 256), default=8, metavar="N",
+                        help="parallel writers (1 to 256)")
+    parser.add_argument("--sample", type=int_range("--sample", 0, 1_000_000), default=10, metavar="N",
+                        help="keys listed in the plan")
     parser.set_defaults(run=run)
 
 
+def _print_result(result: RepairResult, dry_run: bool) -> None:
+    if dry_run:
+        print(f"dry run: would repair {len(result.repaired)}, skip {len(result.skipped)}, "
+              f"fail {len(result.failed)}; nothing written")
+    else:
+        print(f"repaired {len(result.repaired)}, skipped {len(result.skipped)}, failed {len(result.failed)}")
+    for key, why in result.skipped:
+        print(f"  skipped {key}: {why}")
+    for key, why in result.failed:
+        print(f"  failed  {key}: {why}")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the plan, then (unless --dry-run) what was repaired, skipped and failed."""
+    """Print the plan, then (unless --dry-run, which predicts it) what was repaired, skipped and failed."""
+    if not args.dry_run:
+        check_can_confirm(args.yes, f"repair (writes to live table {args.target})")
     plan = plan_repair(open_store(args.store), args.table, to_micros(args.start), to_micros(args.end))
     counts = plan.counts()
     print(f"repair {args.target} from {args.table}: undo {format_time(from_micros(plan.from_us))} -> "
           f"{format_time(from_micros(plan.to_us))}")
     print("plan: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
-    if args.dry_run:
-        for action in plan.actions[: max(0, args.sample)]:
-            print(f"  {action.action:<8} {dump_json(action.key)}")
-        print("dry run: nothing written")
-        return 0
-    result = execute_repair(plan, boto3.client("dynamodb"), args.target, force=args.force, workers=args.workers)
-    print(f"repaired {len(result.repaired)}, skipped {len(result.skipped)}, failed {len(result.failed)}")
-    for key, why in result.skipped:
-        print(f"  skipped {key}: {why}")
-    for key, why in result.failed:
-        print(f"  failed  {key}: {why}")
-    return 1 if result.failed else 0
+    for action in plan.actions[: args.sample] if args.dry_run else ():
+        print(f"  {action.action:<8} {dump_json(action.key)}")
+    with aws_boundary(f"repair of table {args.target!r}"):
+        dynamodb = client("dynamodb")
+        if not args.dry_run and plan.actions:
+            confirm(args.yes, f"write {len(plan.actions)} items to live table {args.target!r}?")
+        result = execute_repair(plan, dynamodb, args.target, force=args.force, workers=args.workers,
+                                dry_run=args.dry_run)
+    _print_result(result, args.dry_run)
+    if result.failed and not args.dry_run:
+        raise WriteFailed(f"{len(result.failed)} of {len(plan.actions)} items could not be written to "
+                          f"{args.target} ({len(result.repaired)} were); see the list above")
+    return 0

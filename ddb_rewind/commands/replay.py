@@ -5,15 +5,38 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 
+from changelog.aws import aws_boundary, client, translate
+from changelog.errors import Interrupted, WriteFailed
 from changelog.meta import read_meta
+from changelog.progress import Progress
 from changelog.store import open_store
 from changelog.timefmt import format_time
-from ddb_rewind.args import add_store, add_table, time_arg
-from replayer.replay import clear_table, open_items, replay_to_file, replay_to_table, select_counts
+from ddb_rewind.args import (
+    add_store,
+    add_table,
+    add_where,
+    add_yes,
+    check_can_confirm,
+    confirm,
+    int_range,
+    positive_float,
+    table_arg,
+    time_arg,
+)
+from replayer.replay import (
+    check_file_target,
+    clear_table,
+    open_items,
+    replay_to_file,
+    replay_to_table,
+    select_counts,
+)
 from replayer.target import prepare_target
-from replayer.writer import WriteSettings
+from replayer.writer import WriteReport, WriteSettings
+
+RERUN = "re-running with --into-existing is safe (puts are idempotent)"
 
 
 def register(subparsers: Any) -> None:
@@ -23,20 +46,30 @@ def register(subparsers: Any) -> None:
     add_store(parser)
     parser.add_argument("--at", required=True, type=time_arg, metavar="TIME", help="ISO 8601 or epoch seconds")
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--to-table", metavar="NAME", help="DynamoDB table to write the items into")
+    target.add_argument("--to-table", type=table_arg, metavar="NAME", help="DynamoDB table to write the items into")
     target.add_argument("--to-file", metavar="PATH", help="file to write: .jsonl, .parquet or .avro")
+    parser.add_argument("--overwrite", action="store_true", help="replace --to-file if it exists")
     parser.add_argument("--create-table", action="store_true", help="create --to-table from meta.json")
     parser.add_argument("--into-existing", action="store_true", help="write into an existing --to-table")
-    parser.add_argument("--clear-first", action="store_true", help="delete every item of the target first")
-    parser.add_argument("--where", metavar="SQL", help="predicate over plain attribute names")
+    parser.add_argument("--clear-first", action="store_true",
+                        help="delete every item of the target first (asks first; --yes to skip)")
+    add_where(parser, "one condition over plain attribute names, e.g. \"status = 'shipped' AND total > 100\"")
     parser.add_argument("--dry-run", action="store_true", help="report items and bytes; write nothing")
-    parser.add_argument("--workers", type=int, default=8, help="parallel BatchWriteItem workers")
-    parser.add_argument("--max-rate", type=float, default=None, metavar="ITEMS_PER_S", help="write-rate cap")
+    add_yes(parser)
+    parser.add_argument("--workers", type=int_range("--workers", 1, 256), default=8,
+                        help="parallel BatchWriteItem workers (1 to 256)")
+    parser.add_argument("--max-rate", type=positive_float("--max-rate"), default=None, metavar="ITEMS_PER_S",
+                        help="write-rate cap")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Replay and print a summary."""
+    # Every refusal that needs no data comes first: a typo costs nothing.
+    if args.to_file:
+        check_file_target(args.to_file, args.overwrite)
+    elif args.clear_first and not args.dry_run:
+        check_can_confirm(args.yes, f"--clear-first (deletes every item of {args.to_table})")
     store = open_store(args.store)
     con = open_items(store, args.table, args.at, where=args.where)
     selection = select_counts(con)
@@ -45,25 +78,46 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             print(f"dry run: would write {what} to {args.to_file}")
             return 0
-        count = replay_to_file(con, args.to_file, selection.items)
+        count = replay_to_file(con, args.to_file, selection.items, overwrite=args.overwrite)
         print(f"wrote {count:,} items as of {format_time(args.at)} to {args.to_file}")
         return 0
-    client = boto3.client("dynamodb")
-    action = prepare_target(client, args.to_table, read_meta(store, args.table), create=args.create_table,
-                            into_existing=args.into_existing, dry_run=args.dry_run)
-    if args.dry_run:
-        verb = "create and fill" if action == "created" else "write into existing"
-        clear = " after clearing it" if args.clear_first else ""
-        print(f"dry run: would {verb} table {args.to_table}{clear}: {what}")
-        return 0
-    settings = WriteSettings(workers=args.workers, max_rate=args.max_rate)
-    if args.clear_first:
-        cleared = clear_table(client, args.to_table, settings)
-        print(f"cleared {cleared.written:,} items from {args.to_table}")
-    report, errors = replay_to_table(con, client, args.to_table, selection.items, settings)
+    with aws_boundary(f"replay into table {args.to_table!r}"):
+        dynamodb = client("dynamodb")
+        action = prepare_target(dynamodb, args.to_table, read_meta(store, args.table), create=args.create_table,
+                                into_existing=args.into_existing, dry_run=args.dry_run)
+        if args.dry_run:
+            verb = "create and fill" if action == "created" else "write into existing"
+            clear = " after clearing it" if args.clear_first else ""
+            print(f"dry run: would {verb} table {args.to_table}{clear}: {what}")
+            return 0
+        settings = WriteSettings(workers=args.workers, max_rate=args.max_rate)
+        if args.clear_first:
+            confirm(args.yes, f"delete every item of table {args.to_table!r} before writing {what}?")
+            cleared = clear_table(dynamodb, args.to_table, settings)
+            print(f"cleared {cleared.written:,} items from {args.to_table}")
+        report, errors = _restore(con, dynamodb, args.to_table, selection.items, settings)
     rate = report.written / report.seconds if report.seconds else 0.0
     print(f"replayed {what} into {args.to_table}: written {report.written:,}, retried {report.retried:,}, "
           f"failed {report.failed:,} in {report.seconds:.1f}s ({rate:,.0f} items/s)")
     for error in errors:
         print(f"  error: {error}")
-    return 0 if report.failed == 0 else 3
+    if report.failed:
+        raise WriteFailed(f"{report.failed:,} of {selection.items:,} items could not be written into "
+                          f"{args.to_table} ({report.written:,} were); {RERUN}")
+    return 0
+
+
+def _restore(con: Any, dynamodb: Any, name: str, total: int,
+             settings: WriteSettings) -> tuple[WriteReport, list[str]]:
+    """replay_to_table, saying on Ctrl-C or a failure how far it got and that running it again is safe."""
+    progress = Progress("replay", total=total)
+    try:
+        return replay_to_table(con, dynamodb, name, total, settings, progress=progress)
+    except KeyboardInterrupt:
+        progress.close()
+        raise Interrupted(f"interrupted after writing {progress.done:,} of {total:,} items into {name}; "
+                          f"{RERUN}") from None
+    except (BotoCoreError, ClientError) as exc:
+        progress.close()
+        raise translate(exc, f"writing into {name} stopped after {progress.done:,} of {total:,} items "
+                             f"({RERUN})") from None

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import boto3
-
+from changelog.aws import aws_boundary, client
 from changelog.errors import UsageError
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros, to_micros
-from ddb_rewind.args import add_store, add_table, time_arg
+from ddb_rewind.args import add_store, add_table, int_range, table_arg, time_arg
 from replayer.verify import restore_drill, verify_table
 
 
@@ -22,10 +21,12 @@ def register(subparsers: Any) -> None:
                     "--drill checks that snapshot replay equals replay from changes alone.")
     add_table(parser)
     add_store(parser)
-    parser.add_argument("--against", metavar="NAME", help="live DynamoDB table to compare")
+    parser.add_argument("--against", type=table_arg, metavar="NAME", help="live DynamoDB table to compare")
     parser.add_argument("--at", type=time_arg, metavar="TIME", help="stored state to compare with (default: watermark)")
-    parser.add_argument("--segments", type=int, default=4, metavar="N", help="parallel scan segments")
-    parser.add_argument("--sample", type=int, default=10, metavar="N", help="keys listed per kind of drift")
+    parser.add_argument("--segments", type=int_range("--segments", 1, 1_000_000), default=4, metavar="N",
+                        help="parallel scan segments")
+    parser.add_argument("--sample", type=int_range("--sample", 0, 1_000_000), default=10, metavar="N",
+                        help="keys listed per kind of drift")
     parser.add_argument("--drill", action="store_true", help="restore drill at a random moment within coverage")
     parser.add_argument("--drill-at", type=time_arg, metavar="TIME", help="restore drill at this moment")
     parser.add_argument("--seed", type=int, help="seed for the drill's random moment")
@@ -51,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give --against NAME (a live table to compare) or --drill")
     ok = True
     if args.against:
-        report = verify_table(open_store(args.store), args.table, boto3.client("dynamodb"), args.against,
-                              to_micros(args.at) if args.at else None, args.segments)
+        store = open_store(args.store)
+        with aws_boundary(f"reading table {args.against!r}"):
+            report = verify_table(store, args.table, client("dynamodb"), args.against,
+                                  to_micros(args.at) if args.at else None, args.segments)
         print(f"{args.against} vs {args.table} at {format_time(from_micros(report.at_us))}: "
               f"stored {report.stored}, live {report.live}")
         for label, keys in (("missing", report.missing), ("extra", report.extra), ("different", report.different)):

@@ -1,0 +1,131 @@
+"""``--where`` is one whitelisted boolean expression over attribute names; it can do nothing but filter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from changelog.codec import decode_lambda_record
+from changelog.errors import UsageError
+from changelog.predicate import lock_down, parse_predicate
+from changelog.store import Store
+from replayer.diff import diff_states
+from replayer.replay import open_items, select_counts
+from stream_consumer.capture import capture_batch
+from tests.model import Op, model_state, stream_records
+
+TABLE = "orders"
+T0 = 1_700_000_000
+OPS = [
+    Op(0, {"pk": {"S": "a"}, "status": {"S": "new"}, "total": {"N": "12.50"}, "select": {"S": "kw"}}, T0),
+    Op(1, {"pk": {"S": "b"}, "status": {"S": "shipped"}, "total": {"N": "250.5"}}, T0),
+    Op(2, {"pk": {"S": "ключ"}, "status": {"S": "shipped"}, "total": {"N": "99"}}, T0 + 1),
+    Op(1, {"pk": {"S": "b"}, "status": {"S": "lost"}, "total": {"N": "250.5"}}, T0 + 2),
+]
+ATTRIBUTES = ["pk", "status", "total", "select"]
+
+HOSTILE = [
+    ("1=1); COPY (SELECT 1) TO '/tmp/x.csv'; SELECT (1", "second statement"),
+    ("status = 'x'; DROP TABLE state", "second statement"),
+    ("status = 'x';", "second statement"),
+    ("read_csv('/etc/passwd') IS NULL", "read_csv"),
+    ("EXISTS (SELECT * FROM read_text('/etc/passwd'))", "cannot contain"),
+    ("status IN (SELECT content FROM read_text('/etc/passwd'))", "subquery"),
+    ("status = (SELECT 1)", "subquery"),
+    ("getenv('HOME') = 'x'", "getenv"),
+    ("INSTALL httpfs", "cannot contain"),
+    ("LOAD httpfs", "cannot contain"),
+    ("ATTACH '/tmp/x.db'", "cannot contain"),
+    ("status = 'x' UNION SELECT 1", "cannot contain"),
+    ("state.status = 'x'", "qualified name"),
+    ("CAST(status AS STRUCT(a INT)) IS NULL", "cast to"),
+    ("CAST(status AS my_type) IS NULL", "cast to"),
+    ("$1 = 1", "cannot contain"),
+    ("*", "cannot contain"),
+    ("status = (", "not a valid condition"),
+    ("", "empty"),
+    ("-- nothing", "no condition"),
+    ("(" * 300 + "status" + ")" * 300, "nested"),
+]
+
+
+def _at(second: int) -> datetime:
+    return datetime.fromtimestamp(second, tz=UTC)
+
+
+@pytest.fixture
+def filled(store: Store) -> Store:
+    capture_batch(store, stream_records(TABLE, OPS), decode_lambda_record, source="test")
+    return store
+
+
+@pytest.mark.parametrize(("text", "message"), HOSTILE)
+def test_a_hostile_or_malformed_where_is_refused_before_it_reaches_duckdb(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match="--where") as raised:
+        parse_predicate(text).bind(ATTRIBUTES)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("text", [
+    "status = 'shipped' AND total > 100",
+    "status IN ('new', 'lost') OR NOT (total BETWEEN 1 AND 50)",
+    "status LIKE 'sh%' OR status ILIKE 'NEW' OR pk IS NULL OR pk IS NOT NULL",
+    "CAST(total AS DECIMAL(10,2)) * 2 - 1 >= 24 OR lower(status) = 'lost' OR length(pk) % 2 = 1",
+    "coalesce(status, 'none') <> 'none' AND starts_with(pk, 'a') IS NOT DISTINCT FROM TRUE",
+    "\"select\" = 'kw'",
+])
+def test_an_ordinary_filter_is_accepted(text: str) -> None:
+    assert parse_predicate(text).bind(ATTRIBUTES)
+
+
+def test_duckdb_gets_sql_regenerated_from_the_tree_not_the_users_text() -> None:
+    # A comment could otherwise hide anything from a reader of the text; it is dropped, and names are quoted.
+    sql = parse_predicate("status = 'x' -- */ ; COPY (SELECT 1) TO 'y'").bind(ATTRIBUTES)
+    assert sql == "\"status\" = 'x'"
+
+
+def test_an_unknown_attribute_is_named_with_a_suggestion_and_the_known_ones() -> None:
+    with pytest.raises(UsageError) as raised:
+        parse_predicate("stauts = 'new'").bind(ATTRIBUTES)
+    message = str(raised.value)
+    assert "unknown attribute 'stauts'" in message and "did you mean 'status'" in message
+    assert "known attributes: pk, select, status, total" in message
+
+
+def test_an_attribute_name_matches_regardless_of_case_when_unambiguous() -> None:
+    assert parse_predicate("STATUS = 'x'").bind(ATTRIBUTES) == "\"status\" = 'x'"
+
+
+def test_a_locked_connection_reads_no_file_and_cannot_be_unlocked(tmp_path: Path) -> None:
+    con = duckdb.connect()
+    lock_down(con)
+    with pytest.raises(duckdb.PermissionException):
+        con.execute("SELECT * FROM read_text('/etc/hostname')")
+    with pytest.raises(duckdb.Error, match="locked"):
+        con.execute("SET enable_external_access = true")
+
+
+def test_the_replay_connection_is_locked_once_the_state_is_read(filled: Store) -> None:
+    con = open_items(filled, TABLE, _at(T0 + 2))
+    assert select_counts(con).items == 3
+    with pytest.raises(duckdb.PermissionException):
+        con.execute(f"SELECT * FROM read_parquet('{filled.uri}/**/*.parquet')")
+
+
+def test_replay_where_filters_exactly(filled: Store) -> None:
+    con = open_items(filled, TABLE, _at(T0 + 2), where="status = 'shipped' OR total < 13")
+    keys = {row[0] for row in con.execute("SELECT item_key FROM items").fetchall()}
+    assert keys == {k for k in model_state(OPS, T0 + 2) if k != '{"pk":{"S":"b"}}'}
+
+
+def test_diff_where_keeps_items_matching_on_either_side(filled: Store) -> None:
+    diff = diff_states(filled, TABLE, T0 * 1_000_000, (T0 + 2) * 1_000_000, where="status = 'shipped'")
+    assert {c.item_key for c in diff.all()} == {'{"pk":{"S":"b"}}', '{"pk":{"S":"ключ"}}'}
+
+
+def test_diff_where_naming_an_unknown_attribute_is_refused(filled: Store) -> None:
+    with pytest.raises(UsageError, match="unknown attribute 'nope'"):
+        diff_states(filled, TABLE, T0 * 1_000_000, (T0 + 2) * 1_000_000, where="nope = 1")

@@ -110,3 +110,11 @@ class Interrupted(RewindError):
     """Ctrl-C (or SIGINT): what was done so far is reported, and whether re-running is safe."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class TargetMissing(TargetError, TableNotFound):
+    """The restore or repair target table does not exist (exit 4, not found)."""
+
+
+class TargetExists(TargetError, ConflictError):
+    """The restore target exists where a new table was asked for (exit 8, conflict)."""

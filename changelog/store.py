@@ -209,7 +209,7 @@ def open_store(uri: str, *, create: bool = False) -> Store:
         except ClientError:
             raise StoreNotFound(f"store {uri}: bucket {bucket!r} does not exist or is not reachable") from None
         except BotoCoreError as exc:
-            raise StoreNotFound(f"store {uri}: cannot reach S3 ({exc})") from None
+            raise StoreError(f"store {uri}: cannot reach S3 ({exc})") from None
         return store
     root = Path(uri).expanduser()
     if not root.is_dir():

@@ -6,7 +6,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from changelog.errors import TargetError
+from changelog.aws import translate
+from changelog.errors import TargetError, TargetExists, TargetMissing
 
 _INDEX_KEEP = ("IndexName", "KeySchema", "Projection")
 
@@ -17,7 +18,7 @@ def _exists(client: Any, name: str) -> bool:
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ResourceNotFoundException":
             return False
-        raise TargetError(f"cannot describe table {name!r}: {exc.response['Error'].get('Message', exc)}") from None
+        raise translate(exc, f"describing table {name!r}") from None
     return True
 
 
@@ -72,13 +73,13 @@ def prepare_target(client: Any, name: str, meta: dict[str, Any], *, create: bool
     """
     exists = _exists(client, name)
     if exists and create:
-        raise TargetError(f"target table {name!r} already exists: pick a new name, or drop --create-table "
+        raise TargetExists(f"target table {name!r} already exists: pick a new name, or drop --create-table "
                           "and pass --into-existing to write into it")
     if exists and not into_existing:
-        raise TargetError(f"target table {name!r} already exists: pass --into-existing to write into it "
+        raise TargetExists(f"target table {name!r} already exists: pass --into-existing to write into it "
                           "(add --clear-first to empty it before)")
     if not exists and not create:
-        raise TargetError(f"target table {name!r} does not exist: pass --create-table to create it from meta.json")
+        raise TargetMissing(f"target table {name!r} does not exist: pass --create-table to create it from meta.json")
     if exists:
         return "existing"
     if not dry_run:
@@ -93,8 +94,8 @@ def key_names(client: Any, name: str) -> list[str]:
         description = client.describe_table(TableName=name)["Table"]
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            raise TargetError(f"DynamoDB table {name!r} does not exist (check the name and region)") from None
-        raise TargetError(f"cannot describe DynamoDB table {name!r}: {exc}") from None
+            raise TargetMissing(f"DynamoDB table {name!r} does not exist (check the name and region)") from None
+        raise translate(exc, f"describing DynamoDB table {name!r}") from None
     return [k["AttributeName"] for k in description["KeySchema"]]
 
 

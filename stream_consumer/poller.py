@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from changelog.codec import decode_getrecords_record
-from changelog.errors import RewindError, StreamConfigError, TableNotFound
+from changelog.errors import EXIT_UNREACHABLE, RewindError, StreamConfigError, TableNotFound
 from changelog.gaps import STREAM_TIME_MARGIN_US, Gap, floor_second, write_gap
 from changelog.layout import meta_path
 from changelog.meta import meta_from_description, write_meta
@@ -39,6 +39,8 @@ _CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 10})
 
 class StreamReadError(RewindError):
     """A DynamoDB or DynamoDB Streams call failed for a reason other than a user's table settings."""
+
+    exit_code = EXIT_UNREACHABLE
 
 
 @dataclass(frozen=True)

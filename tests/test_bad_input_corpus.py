@@ -268,6 +268,11 @@ def _aws_cases() -> list[Case]:
         c("consume-no-region", 7, "consume", "--table", TABLE, "--store", "{S}", "--once", env=no_region),
         c("bootstrap-scan-unreachable", 4, "bootstrap", "--table", TABLE, "--store", "{S}", "--scan",
           env=UNREACHABLE),
+        c("recover-unreachable", 7, "recover", "--queue-url", "http://127.0.0.1:9/q", "--store", "{S}", "--dry-run",
+          env=UNREACHABLE),
+        c("recover-no-region", 7, "recover", "--queue-url", "http://127.0.0.1:9/q", "--store", "{S}", "--dry-run",
+          env=no_region, says="region"),
+        c("recover-missing-store", 4, "recover", "--queue-url", "http://127.0.0.1:9/q", "--store", "{D}/nowhere"),
         c("bootstrap-missing-export", 4, "bootstrap", "--table", TABLE, "--store", "{S}", "--from-export",
           "{D}/no-export"),
     ]

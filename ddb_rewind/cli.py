@@ -33,8 +33,6 @@ from changelog.errors import (
 )
 from ddb_rewind.commands import COMMANDS
 
-MAX_MESSAGE = 400
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage mistake as one line, like every other error."""
@@ -63,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(text: str) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 1] + "…"
+    # Whole, however long: a message names the file and ends with what to do; only newlines go.
+    return " ".join(str(text).split())
 
 
 def _first_line(exc: BaseException) -> str:

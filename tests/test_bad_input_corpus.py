@@ -75,6 +75,7 @@ def _table_cases() -> list[Case]:
         "compact": (),
         "expire": ("--keep", "changes=1d", "--dry-run"),
         "status": (),
+        "check": (),
     }
     cases = []
     for command, rest in commands.items():
@@ -241,6 +242,8 @@ def _store_cases() -> list[Case]:
         c("history-unknown-key", 1, "history", "--table", TABLE, "--store", "{S}", "--key", "pk=zzz",
           says="no changes recorded"),
         c("s3-store-unreachable", 7, "status", "--store", "s3://bucket/prefix", env=UNREACHABLE),
+        c("check-missing-store", 4, "check", "--store", "{D}/nowhere"),
+        c("check-format-bad", 2, "check", "--store", "{S}", "--format", "xml"),
         c("no-command", 2),
         c("unknown-command", 2, "restore"),
         c("unknown-option", 2, "status", "--store", "{S}", "--colour"),

@@ -4,7 +4,7 @@
     tables/<table>/changes/dt=YYYY-MM-DD/hour=HH/<first seq>-<last seq>-<sha256 of the bytes, 32 hex>.parquet
     tables/<table>/snapshots/<YYYYMMDDTHHMMSSZ>/part-<writer>-NNNNN.parquet + manifest.json
     tables/<table>/snapshot-removals/<YYYYMMDDTHHMMSSZ>-<manifest sha256, 16 hex>.json
-    tables/<table>/quarantine/dt=YYYY-MM-DD/<digest>.json
+    tables/<table>/quarantine/<digest>.json
     tables/<table>/checkpoints/<shard id>.json
     tables/<table>/retention.json
     tables/<table>/gaps/<shard id>-<last sequence or "start">.json
@@ -114,9 +114,13 @@ def snapshot_removal_path(table: str, at: datetime, manifest_sha256: str) -> str
     return f"{snapshot_removals_root(table)}{at:%Y%m%dT%H%M%SZ}-{manifest_sha256[:16]}.json"
 
 
-def quarantine_path(table: str, day: str, record_digest: str) -> str:
-    """Where a record that could not be decoded is kept whole."""
-    return f"{table_root(table)}/quarantine/dt={day}/{record_digest}.json"
+def quarantine_path(table: str, record_digest: str) -> str:
+    """Where a record that could not be decoded is kept whole.
+
+    Named by the record alone (no date), so a batch retried at any later time, even across
+    midnight, rewrites the same object instead of quarantining the record twice.
+    """
+    return f"{table_root(table)}/quarantine/{record_digest}.json"
 
 
 def retention_path(table: str) -> str:

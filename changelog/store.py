@@ -3,13 +3,20 @@
 Every object is written whole (a temporary file renamed into place locally; one PutObject on S3),
 so readers never see half a file. ``write(..., if_absent=True)`` is the race guard that manifests
 and checkpoints rely on: S3's ``If-None-Match: *`` and, locally, a hard link that fails if the name
-exists.
+exists. A conditional write that finds the object already there reads it back: the same bytes are
+our own earlier attempt (an answer lost on the way back and retried), not a lost race, because
+every conditionally written object carries its writer's id and time.
+
+Every failure of the store itself (an S3 error answer, a dropped connection, a timeout, a local
+I/O error) is a StoreError with one line; a missing object is ObjectMissing.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +64,24 @@ class Store:
             return False
         return True
 
+    def modified_times(self, prefix: str) -> dict[str, float]:
+        """Last-modified epoch seconds of all objects under ``prefix``."""
+        raise NotImplementedError
+
+    def _settle_conflict(self, path: str, data: bytes) -> None:
+        """A conditional write found ``path`` taken: fine if it holds our bytes, else ConflictError.
+
+        Our own earlier attempt may have been applied with its answer lost (a dropped connection,
+        then a retry that meets the precondition): equal bytes mean it was ours, since every
+        conditionally written object names its writer and time.
+        """
+        try:
+            if self.read(path) == data:
+                return
+        except ObjectMissing:
+            pass
+        raise ConflictError(f"{path} was written by another writer first")
+
     def arrow(self) -> tuple[pafs.FileSystem, str]:
         """A pyarrow filesystem and the root path inside it, for Parquet readers and writers."""
         raise NotImplementedError
@@ -76,30 +101,45 @@ class LocalStore(Store):
     def _path(self, path: str) -> Path:
         return self.root / path
 
-    def read(self, path: str) -> bytes:
+    @contextmanager
+    def _io(self, action: str, path: str) -> Iterator[None]:
+        """Local I/O failures (permissions, a full disk) as one StoreError line."""
         try:
-            return self._path(path).read_bytes()
-        except FileNotFoundError:
-            raise ObjectMissing(f"{path} is not in the store {self.uri}") from None
+            yield
+        except (ObjectMissing, ConflictError):
+            raise
+        except OSError as exc:
+            raise StoreError(f"cannot {action} {path} in the store {self.uri}: {exc.strerror or exc}") from None
+
+    def read(self, path: str) -> bytes:
+        with self._io("read", path):
+            try:
+                return self._path(path).read_bytes()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                raise ObjectMissing(f"{path} is not in the store {self.uri}") from None
 
     def write(self, path: str, data: bytes, *, if_absent: bool = False) -> None:
         target = self._path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.parent / f".tmp-{uuid.uuid4().hex}"
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            if if_absent:
-                try:
-                    os.link(temp, target)
-                except FileExistsError:
-                    raise ConflictError(f"{path} was written by another writer first") from None
-            else:
-                os.replace(temp, target)
-        finally:
-            temp.unlink(missing_ok=True)
+        with self._io("write", path):
+            _make_dirs(target.parent)
+            temp = target.parent / f".tmp-{uuid.uuid4().hex}"
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                if if_absent:
+                    try:
+                        os.link(temp, target)
+                    except FileExistsError:
+                        self._settle_conflict(path, data)
+                else:
+                    os.replace(temp, target)
+            finally:
+                temp.unlink(missing_ok=True)
+            # The new name lives in the directory: without this a power loss can keep a later
+            # object (a checkpoint) while losing this one (the change file it covers).
+            _fsync_dir(target.parent)
 
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix)
@@ -115,10 +155,24 @@ class LocalStore(Store):
         return sorted(found)
 
     def sizes(self, prefix: str) -> dict[str, int]:
-        return {path: self._path(path).stat().st_size for path in self.list(prefix)}
+        return {path: stat.st_size for path, stat in self._stats(prefix).items()}
+
+    def modified_times(self, prefix: str) -> dict[str, float]:
+        return {path: stat.st_mtime for path, stat in self._stats(prefix).items()}
+
+    def _stats(self, prefix: str) -> dict[str, os.stat_result]:
+        found = {}
+        with self._io("list", prefix):
+            for path in self.list(prefix):
+                try:
+                    found[path] = self._path(path).stat()
+                except FileNotFoundError:  # deleted since it was listed: not there any more
+                    continue
+        return found
 
     def delete(self, path: str) -> None:
-        self._path(path).unlink(missing_ok=True)
+        with self._io("delete", path):
+            self._path(path).unlink(missing_ok=True)
 
     def exists(self, path: str) -> bool:
         return self._path(path).is_file()
@@ -142,41 +196,64 @@ class S3Store(Store):
     def _key(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path
 
-    def read(self, path: str) -> bytes:
+    @contextmanager
+    def _calls(self, action: str, path: str) -> Iterator[None]:
+        """Every S3 failure (an error answer, a dropped connection, a timeout) as one StoreError line."""
         try:
-            return bytes(self.client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read())
+            yield
+        except (ObjectMissing, ConflictError):
+            raise
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
                 raise ObjectMissing(f"{path} is not in the store {self.uri}") from None
-            raise StoreError(f"cannot read {path} from {self.uri}: {exc}") from None
+            raise StoreError(f"cannot {action} {path} in {self.uri}: {_one_line(exc)}; "
+                             "re-running is safe once S3 answers") from None
+        except BotoCoreError as exc:
+            raise StoreError(f"cannot {action} {path} in {self.uri}: {_one_line(exc)}; "
+                             "check the network or endpoint, then re-run") from None
+
+    def read(self, path: str) -> bytes:
+        with self._calls("read", path):
+            return bytes(self.client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read())
 
     def write(self, path: str, data: bytes, *, if_absent: bool = False) -> None:
         extra = {"IfNoneMatch": "*"} if if_absent else {}
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(path), Body=data, **extra)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise ConflictError(f"{path} was written by another writer first") from None
-            raise StoreError(f"cannot write {path} to {self.uri}: {exc}") from None
-        except BotoCoreError as exc:
-            raise StoreError(f"cannot write {path} to {self.uri}: {exc}") from None
+        with self._calls("write", path):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(path), Body=data, **extra)
+            except ClientError as exc:
+                if not if_absent or exc.response.get("Error", {}).get("Code") not in _TAKEN:
+                    raise
+                self._settle_conflict(path, data)
 
     def list(self, prefix: str) -> list[str]:
         return sorted(self.sizes(prefix))
 
-    def sizes(self, prefix: str) -> dict[str, int]:
-        found: dict[str, int] = {}
+    def _entries(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         cut = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_objects_v2")
-        try:
+        with self._calls("list", prefix or "/"):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-                found.update((entry["Key"][cut:], int(entry["Size"])) for entry in page.get("Contents", []))
-        except ClientError as exc:
-            raise StoreError(f"cannot list {self.uri}: {exc}") from None
-        return found
+                for entry in page.get("Contents", []):
+                    yield entry["Key"][cut:], entry
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        return {path: int(entry["Size"]) for path, entry in self._entries(prefix)}
+
+    def modified_times(self, prefix: str) -> dict[str, float]:
+        return {path: entry["LastModified"].timestamp() for path, entry in self._entries(prefix)}
 
     def delete(self, path: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(path))
+        with self._calls("delete", path):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(path))
+
+    def exists(self, path: str) -> bool:
+        try:
+            with self._calls("look up", path):
+                self.client.head_object(Bucket=self.bucket, Key=self._key(path))
+        except ObjectMissing:
+            return False
+        return True
 
     def arrow(self) -> tuple[pafs.FileSystem, str]:
         session = boto3.Session()
@@ -192,6 +269,38 @@ class S3Store(Store):
             options.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
         root = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
         return pafs.S3FileSystem(**options), root
+
+
+_MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
+# 412: the object exists; 409: another conditional write of it is in flight.
+_TAKEN = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each made durable in its parent."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir()
+        except FileExistsError:
+            continue
+        _fsync_dir(created.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the directory's entries (a rename, a link, a new subdirectory) survive a power loss."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def open_store(uri: str, *, create: bool = False) -> Store:

@@ -26,15 +26,15 @@ H = now - changes (or at or before the existing floor, if an earlier run went fu
 - ``tables/<t>/retention.json`` (the floor ``status`` reports) is written before anything is deleted,
   so no reader is promised a moment whose files are going. The floor never moves backwards.
 - a snapshot is deleted manifest first, then its parts: a crash leaves an invisible directory, never
-  a visible half snapshot. Directories without a manifest whose newest object is older than an hour
-  (a crashed or losing writer) are removed too.
+  a visible half snapshot. Objects of snapshot directories that no manifest lists and that are older
+  than an hour (a crashed or losing writer's parts, with or without a manifest beside them) are
+  removed too.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import time
 from collections.abc import Callable
@@ -48,7 +48,7 @@ from changelog.integrity import verify_for_read
 from changelog.layout import partition_of, retention_path, table_root
 from changelog.snapshot import MANIFEST, Manifest, list_manifests, write_removal
 from changelog.state import change_files, coverage, retention_floor, snapshot_dirs
-from changelog.store import LocalStore, S3Store, Store
+from changelog.store import ObjectMissing, Store
 from changelog.timefmt import from_micros, to_micros
 
 BOOTSTRAP_KINDS = ("export", "scan")
@@ -206,31 +206,29 @@ def _covered(store: Store, path: str, base: Manifest) -> bool:
     return latest is None or latest <= base.snapshot_time_us
 
 
-def modified_times(store: Store, prefix: str) -> dict[str, float]:
-    """Last-modified epoch seconds of the objects under ``prefix`` (empty for an unknown store kind)."""
-    if isinstance(store, LocalStore):
-        return {path: os.stat(store.root / path).st_mtime for path in store.list(prefix)}
-    if isinstance(store, S3Store):
-        found: dict[str, float] = {}
-        cut = len(store.prefix) + 1 if store.prefix else 0
-        key = f"{store.prefix}/{prefix}" if store.prefix else prefix
-        for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=key):
-            for entry in page.get("Contents", []):
-                found[entry["Key"][cut:]] = entry["LastModified"].timestamp()
-        return found
-    return {}
-
-
 def orphan_files(store: Store, table: str, *, older_than_s: float = ORPHAN_AGE_SECONDS,
                  clock: Callable[[], float] = time.time) -> list[str]:
-    """Objects of snapshot directories without a manifest, untouched for ``older_than_s`` seconds."""
+    """Objects of snapshot directories that no manifest lists, untouched for ``older_than_s`` seconds.
+
+    Two kinds: every object of a directory without a manifest (a crashed writer), and, in a
+    directory with one, the parts its manifest does not list (a killed or losing compactor that
+    wrote parts for the same moment). Nothing younger than the age is touched: a live compactor
+    may still be writing, and it checks its parts are all there right before it publishes.
+    """
     found: list[str] = []
+    now = clock()
     for directory in snapshot_dirs(store, table):
-        times = modified_times(store, directory + "/")
-        if not times or f"{directory}/{MANIFEST}" in times:
-            continue
-        if clock() - max(times.values()) >= older_than_s:
-            found.extend(sorted(times))
+        times = store.modified_times(directory + "/")
+        manifest_path = f"{directory}/{MANIFEST}"
+        listed: set[str] = set()
+        if manifest_path in times:
+            try:
+                manifest = Manifest.from_json(store.read(manifest_path))
+            except ObjectMissing:  # withdrawn since the listing: judge the directory next time
+                continue
+            listed = {manifest_path} | {f"{directory}/{part}" for part in manifest.parts}
+        found.extend(path for path, modified in sorted(times.items())
+                     if path not in listed and now - modified >= older_than_s)
     return found
 
 

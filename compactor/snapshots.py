@@ -125,7 +125,12 @@ def publish_manifest(store: Store, path: str, manifest: Manifest) -> Manifest:
     The manifest is chained to the newest link (by generation) of the table's manifest history,
     removed ones included; returns it as published. Two writers racing may extend the same link
     (a fork), which readers accept.
+
+    Right before publishing, every part must still be there with the size the manifest records:
+    a compactor stalled past the orphan age may have had its parts removed by ``expire``, and a
+    manifest over missing parts would be a damaged snapshot (ConflictError, nothing published).
     """
+    _check_parts_present(store, path.rsplit("/", 1)[0], manifest)
     head = chain_head(store, manifest.table_name)
     manifest = replace(manifest, generation=head[0] + 1 if head else 1, previous_sha256=head[1] if head else None)
     manifest.check_counts()
@@ -137,3 +142,16 @@ def publish_manifest(store: Store, path: str, manifest: Manifest) -> Manifest:
             f"{format_time(manifest.snapshot_time)} first; this run's parts are left unlisted"
         ) from None
     return manifest
+
+
+def _check_parts_present(store: Store, directory: str, manifest: Manifest) -> None:
+    present = store.sizes(directory + "/")
+    for part in manifest.parts:
+        size = present.get(f"{directory}/{part}")
+        recorded = manifest.part_sum(part)
+        if size is None or (recorded is not None and size != recorded.size):
+            raise ConflictError(
+                f"part {part} of the snapshot of {manifest.table_name!r} at {format_time(manifest.snapshot_time)} "
+                "is gone or changed since it was written (this run stalled past the orphan age and expire "
+                "removed it): nothing was published; run compact again"
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -99,14 +100,21 @@ def key_names(client: Any, name: str) -> list[str]:
     return [k["AttributeName"] for k in description["KeySchema"]]
 
 
-def scan_keys(client: Any, name: str) -> list[dict[str, Any]]:
-    """Every key of a live table (for clearing it before a restore)."""
+def scan_keys(client: Any, name: str, *, page_size: int | None = None) -> Iterator[dict[str, Any]]:
+    """Every key of a live table (for clearing it before a restore), one Scan page at a time.
+
+    The table is checked at once (a missing one raises TargetError here); keys are then yielded as
+    pages arrive, so clearing a table of any size holds only the pages in flight, never every key.
+    """
     names = key_names(client, name)
     projection = ", ".join(f"#k{i}" for i in range(len(names)))
     aliases = {f"#k{i}": n for i, n in enumerate(names)}
-    keys: list[dict[str, Any]] = []
-    paginator = client.get_paginator("scan")
-    for page in paginator.paginate(TableName=name, ProjectionExpression=projection,
-                                   ExpressionAttributeNames=aliases):
-        keys.extend(page.get("Items", []))
-    return keys
+    paging = {"PageSize": page_size} if page_size else {}
+
+    def pages() -> Iterator[dict[str, Any]]:
+        paginator = client.get_paginator("scan")
+        for page in paginator.paginate(TableName=name, ProjectionExpression=projection,
+                                       ExpressionAttributeNames=aliases, PaginationConfig=paging):
+            yield from page.get("Items", [])
+
+    return pages()

@@ -1,7 +1,7 @@
 """The batch writer: BatchWriteItem in parallel workers, losing nothing.
 
-Requests go 25 at a time (or fewer, to stay under 16 MB a call). ``UnprocessedItems`` and throttling
-errors are retried with exponential backoff and full jitter; a batch that still fails after the
+Requests go 25 at a time (or fewer, to stay under 16 MB a call). ``UnprocessedItems``, throttling
+and transaction conflicts are retried with exponential backoff and full jitter; a batch that still fails after the
 last attempt is counted as failed, never dropped silently. An optional rate cap (items/s) is
 shared by all workers.
 """
@@ -31,6 +31,8 @@ _RETRYABLE = frozenset(
         "InternalServerError",
         "ServiceUnavailable",
         "LimitExceededException",
+        # An item of the batch is in an ongoing transaction: transient, like throttling.
+        "TransactionConflictException",
     }
 )
 

@@ -62,7 +62,8 @@ def _table_of(raw: Any, fallback: str | None) -> str:
 def quarantine(store: Store, raw: Any, reason: str, source: str, table_hint: str | None) -> str:
     """Keep a record that could not be decoded, whole, under its table's quarantine; returns the path.
 
-    The name is a digest of the record, so a retried batch rewrites the same object.
+    The name is a digest of the record only, so a retried batch rewrites the same object whenever
+    it is retried.
     """
     body = _jsonable(raw)
     # Text that is not valid Unicode (a lone surrogate) cannot be UTF-8: such a record is kept with
@@ -70,7 +71,7 @@ def quarantine(store: Store, raw: Any, reason: str, source: str, table_hint: str
     readable = _encodable(body)
     text = json.dumps(body, sort_keys=True, ensure_ascii=not readable)
     now = datetime.now(UTC)
-    path = quarantine_path(_table_of(raw, table_hint), f"{now:%Y-%m-%d}", digest([text]))
+    path = quarantine_path(_table_of(raw, table_hint), digest([text]))
     document = {"reason": reason, "source": source, "quarantined_at": now.isoformat(), "record": body}
     store.write(path, json.dumps(document, ensure_ascii=not readable, indent=1).encode("utf-8"))
     return path

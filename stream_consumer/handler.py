@@ -1,9 +1,12 @@
 """Lambda entry point for DynamoDB Streams and Kinesis Data Streams for DynamoDB events.
 
 The store comes from ``REWIND_STORE``. One batch becomes one zstd Parquet file per hour it spans.
-Records that cannot be decoded are quarantined whole and counted; a failed store write reports the
-whole batch as failed (``ReportBatchItemFailures`` from its first record) so Lambda retries it, and
-the retry rewrites the same objects. Logs carry counts and paths, never item contents.
+Records that cannot be decoded are quarantined whole and counted. Any other failure of the batch
+(a store write, a dropped connection reading meta.json, a bug) reports the whole batch as failed
+(``ReportBatchItemFailures`` from its first record) so Lambda retries it whole, and the retry
+rewrites the same objects; raising instead would make Lambda bisect the batch into more, smaller
+files. The one exception is a stream without images (StreamConfigError): it raises, so the
+function's error alarm fires. Logs carry counts, paths and error kinds, never item contents.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from changelog.codec import decode_kinesis_record, decode_lambda_record, table_from_arn
-from changelog.errors import DecodeError, StoreError
+from changelog.errors import DecodeError, RewindError, StoreError, StreamConfigError
 from changelog.layout import meta_path
 from changelog.meta import meta_from_description, meta_from_keys, write_meta
 from changelog.store import Store, open_store
@@ -81,21 +84,29 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if not records:
         return {"batchItemFailures": []}
     source, decode, id_field = _source(records)
-    table_hint = os.environ.get("REWIND_TABLE")
-    if source == "lambda-dynamodb":
-        arn = records[0].get("eventSourceARN") if isinstance(records[0], dict) else None
-        if isinstance(arn, str) and ":table/" in arn:
-            # An invalid name is the record's problem (it is quarantined), not the batch's.
-            with contextlib.suppress(DecodeError):
-                table_hint = table_from_arn(arn)
     try:
+        table_hint = os.environ.get("REWIND_TABLE")
+        if source == "lambda-dynamodb":
+            arn = records[0].get("eventSourceARN") if isinstance(records[0], dict) else None
+            if isinstance(arn, str) and ":table/" in arn:
+                # An invalid name is the record's problem (it is quarantined), not the batch's.
+                with contextlib.suppress(DecodeError):
+                    table_hint = table_from_arn(arn)
         store = _store()
         result = capture_batch(store, records, decode, source=source, table_hint=table_hint)
         if result.sample_key:
             table, keys = result.sample_key
             ensure_meta(store, table, json.loads(keys))
-    except StoreError as exc:
-        logger.error("store write failed; the whole batch is reported for retry", extra={"error": str(exc)})
+    except StreamConfigError:
+        raise
+    except Exception as exc:  # any failure: retry the batch whole, never bisect it
+        # Store errors are our own one-line messages; anything else is named by its kind only,
+        # since an unexpected exception's text may quote item contents.
+        stored = isinstance(exc, StoreError)
+        detail = str(exc) if stored else type(exc).__name__
+        logger.error(f"{'store write' if stored else 'batch'} failed; the whole batch is reported for retry",
+                     extra={"error": detail, "error_kind": type(exc).__name__,
+                            "expected": isinstance(exc, RewindError)})
         metrics.add_metric(name="FailedBatches", unit=MetricUnit.Count, value=1)
         return {"batchItemFailures": [{"itemIdentifier": _identifier(records[0], id_field)}]}
     metrics.add_metric(name="ChangeRecords", unit=MetricUnit.Count, value=result.captured)

@@ -117,3 +117,28 @@ def assert_every_replay_equals_the_model(store: Store, work: Any, seconds: list[
     """Replay at each chosen second (default: four spread over the changes) equals the workload's model."""
     for second in seconds or spread(moments(work)[:-1]):
         assert replayed(store, work.table, second) == work.state_at(second), f"at {second}"
+
+
+def hours_workload(seed: int, writes: int = 48, keys: int = 8, step_s: int = 450) -> Any:
+    """A random workload spread over several hours (so merges have closed hours to work on)."""
+    import random
+
+    from tests.workloads import BASE, Workload, random_item
+
+    rng = random.Random(seed)
+    work = Workload()
+    for n in range(writes):
+        key = {"pk": {"S": f"k{rng.randrange(keys)}"}}
+        seconds = BASE + n * step_s + rng.choice([0, 0, 1])
+        if rng.random() < 0.2:
+            work.delete(key, seconds)
+        else:
+            work.put(random_item(rng, key), seconds)
+    return work
+
+
+def cli(*argv: str) -> int:
+    """Exit code of ``ddb-rewind argv`` run in this process."""
+    from tests.workloads import run_cli
+
+    return run_cli(list(argv))

@@ -10,8 +10,8 @@ rule matches it; each rule fires a bounded number of times (``count``), after ``
 - ``unprocessed``: BatchWriteItem only: forward the first ``keep`` requests of each table and
   answer the rest as ``UnprocessedItems``, as DynamoDB does under load;
 - ``block``: hold the request (``applied``: after moto applied it) until released, so a test can
-  SIGKILL the process that sent it at that exact store operation; once released the request
-  is dropped.
+  SIGKILL the process that sent it at that exact store operation, or run something else in
+  between; once released the request is dropped (``then="forward"``: answered as usual).
 
 Every request is logged (method, service, path, operation) so tests can assert what was sent.
 """
@@ -57,6 +57,7 @@ class Rule:
     code: str = "InternalError"
     keep: int = 1  # for "unprocessed": requests per table that are applied
     applied: bool = False  # for "block": hold after moto applied the request
+    then: str = "drop"  # for "block": what happens on release, "drop" or "forward"
     hits: int = 0
     seen: int = 0
     blocked: threading.Event = field(default_factory=threading.Event)
@@ -178,11 +179,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if action == "block":
             assert rule is not None
-            if rule.applied:
-                self._forward(body)
+            answer = self._forward(body) if rule.applied else None
             rule.blocked.set()
             rule.release.wait(timeout=60)
-            self._drop()
+            if rule.then == "forward":
+                self._reply(*(answer or self._forward(body)))
+            else:
+                self._drop()
             return
         if action == "unprocessed":
             assert rule is not None
@@ -194,7 +197,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._reply(status, headers, answer)
 
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+    def _serve(self) -> None:
+        try:
+            self._handle()
+        except (BrokenPipeError, ConnectionResetError):  # the client went away (killed, or timed out)
+            self.close_connection = True
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _serve
 
     def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         connection = http.client.HTTPConnection(*self.owner.upstream, timeout=60)

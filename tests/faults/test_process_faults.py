@@ -84,7 +84,7 @@ def _assert_one_published(fault_store: Store, work: Any, outcomes: list[tuple[st
 def test_two_compactors_started_together_publish_exactly_one_snapshot(
         fault_store: Store, proxy: FaultProxy, work: Any) -> None:
     first, second = _compact(fault_store, work, proxy), _compact(fault_store, work, proxy)
-    outcomes = [process.communicate(timeout=120) + (process.returncode,) for process in (first, second)]
+    outcomes = [(*process.communicate(timeout=120), process.returncode) for process in (first, second)]
     _assert_one_published(fault_store, work, outcomes)
 
 
@@ -144,3 +144,38 @@ def test_a_replay_whose_files_a_merge_deleted_meanwhile_equals_the_model_or_refu
         assert file_state(out) == work.state_at(second)
     else:
         one_error_line(err)
+
+
+def test_a_consumer_killed_at_its_checkpoint_then_rerun_equals_the_live_table(
+        fault_store: Store, proxy: FaultProxy, direct: Any) -> None:
+    import random
+
+    from changelog.codec import binaries_to_base64, item_key
+    from changelog.state import coverage
+    from tests.faults.harness import replayed
+    from tests.workloads import random_item
+
+    s3_only(fault_store)
+    dynamodb = direct("dynamodb")
+    dynamodb.create_table(TableName="live", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                          BillingMode="PAY_PER_REQUEST",
+                          StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+    rng = random.Random(3)
+    for _ in range(40):
+        key = {"pk": {"S": f"k{rng.randrange(8)}"}}
+        if rng.random() < 0.2:
+            dynamodb.delete_item(TableName="live", Key=key)
+        else:
+            from changelog.codec import base64_to_binaries
+
+            dynamodb.put_item(TableName="live", Item=base64_to_binaries(random_item(rng, key)))
+    held = proxy.add("block", method="PUT", service="s3", path=r"/checkpoints/")
+    args = ("consume", "--table", "live", "--store", fault_store.uri, "--once")
+    kill_when_blocked(start_rewind(*args, proxy=proxy), held)
+    rerun = run_rewind(*args, proxy=proxy)
+    assert rerun.returncode == 0, rerun.stderr
+    latest = coverage(fault_store, "live").latest_us
+    assert latest is not None
+    live = {item_key({"pk": i["pk"]}): binaries_to_base64(i) for i in dynamodb.scan(TableName="live")["Items"]}
+    assert replayed(fault_store, "live", latest // 1_000_000) == live

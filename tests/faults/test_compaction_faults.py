@@ -18,7 +18,7 @@ from tests.workloads import BASE
 def work(fault_store: Store) -> Any:
     """Several hours of changes in many small files, as a busy Lambda leaves them."""
     workload = hours_workload(seed=8)
-    workload.capture(fault_store, batch=5)
+    workload.capture(fault_store, batch=6)
     return workload
 
 

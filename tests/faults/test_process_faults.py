@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from changelog.layout import hour_partition
 from changelog.snapshot import list_manifests
 from changelog.store import Store
 from tests.faults.harness import (
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.slow
 def work(fault_store: Store) -> Any:
     """Several hours of changes in many small files."""
     workload = hours_workload(seed=9)
-    workload.capture(fault_store, batch=5)
+    workload.capture(fault_store, batch=6)
     return workload
 
 
@@ -130,9 +131,11 @@ def test_a_replay_whose_files_a_merge_deleted_meanwhile_equals_the_model_or_refu
     s3_only(fault_store)
     second = work.steps[-1].seconds
     out = tmp_path / "replay.jsonl"
-    # The replay has listed the files and is about to read the first change file when it is held;
-    # a whole compaction (merge: originals deleted, snapshot) runs meanwhile; then the replay goes on.
-    held = proxy.add("block", method="GET", service="s3", path=r"/changes/.*\.parquet", then="forward")
+    # The replay has listed the files and is about to read one of the first, closed hour when it is
+    # held; a whole compaction (merge: that hour's originals deleted, snapshot) runs meanwhile; then
+    # the replay goes on.
+    first_hour = hour_partition(work.steps[0].seconds * 1_000_000)
+    held = proxy.add("block", method="GET", service="s3", path=f"/changes/{first_hour}/", then="forward")
     replay = start_rewind("replay", "--table", work.table, "--store", fault_store.uri, "--at", str(second),
                           "--to-file", str(out), proxy=proxy)
     assert held.blocked.wait(60)

@@ -46,9 +46,20 @@ def run_rewind(*args: str, proxy: FaultProxy | None = None, timeout: float = 120
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def wait_blocked(rule: Rule, timeout: float = 60) -> None:
+    """Wait until the proxy holds a request of ``rule``.
+
+    A RuntimeError, not an assertion: a scenario that never reaches its interleaving is a broken
+    test, and must not pass for an expected failure (``xfail(raises=AssertionError)``).
+    """
+    if not rule.blocked.wait(timeout):
+        raise RuntimeError(f"no request matched {rule.method} {rule.path} {rule.operation}: the scenario never "
+                           "reached its store operation")
+
+
 def kill_when_blocked(process: subprocess.Popen[str], rule: Rule, timeout: float = 60) -> None:
     """SIGKILL ``process`` while the proxy holds the request ``rule`` blocks, then let the proxy go on."""
-    assert rule.blocked.wait(timeout), "the process never reached the chosen store operation"
+    wait_blocked(rule, timeout)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout)
     rule.release.set()

@@ -24,6 +24,7 @@ import json
 import re
 import socket
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -49,7 +50,7 @@ class Rule:
     action: str
     method: str | None = None
     service: str | None = None  # "s3", "dynamodb", "dynamodb-streams" ... from the signature
-    path: str | None = None  # regex searched in the path (with query string)
+    path: str | None = None  # regex searched in the URL-decoded path (with query string)
     operation: str | None = None  # X-Amz-Target operation, e.g. "BatchWriteItem"
     count: int = 1
     skip: int = 0
@@ -167,7 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
         target = self.headers.get("X-Amz-Target", "")
         found = _SERVICE.search(self.headers.get("Authorization", ""))
         service = found.group(1) if found else ("dynamodb" if target.startswith("DynamoDB_") else "s3")
-        request = Request(self.command, service, self.path, target.rpartition(".")[2])
+        # Matched decoded: pyarrow's client sends "dt%3D2025-06-15", boto3 "dt=2025-06-15".
+        request = Request(self.command, service, urllib.parse.unquote(self.path), target.rpartition(".")[2])
         rule = self.owner._choose(request)
         action = rule.action if rule else "forward"
         if action == "drop":

@@ -24,6 +24,7 @@ from tests.faults.harness import (
     run_rewind,
     s3_only,
     start_rewind,
+    wait_blocked,
 )
 from tests.faults.proxy import FaultProxy
 
@@ -80,8 +81,9 @@ def _assert_one_published(fault_store: Store, work: Any, outcomes: list[tuple[st
     assert_every_replay_equals_the_model(fault_store, work)
 
 
-@pytest.mark.xfail(strict=False, reason="item 5 (lead): the loser of a merge race can die with a traceback; "
-                                        "timing-dependent, so not strict")
+@pytest.mark.xfail(strict=False, raises=AssertionError,
+                   reason="item 5 (lead): the loser of a merge race can die with a traceback; timing-dependent, "
+                          "so not strict")
 def test_two_compactors_started_together_publish_exactly_one_snapshot(
         fault_store: Store, proxy: FaultProxy, work: Any) -> None:
     first, second = _compact(fault_store, work, proxy), _compact(fault_store, work, proxy)
@@ -92,8 +94,8 @@ def test_two_compactors_started_together_publish_exactly_one_snapshot(
 @pytest.mark.parametrize("held_at", [
     pytest.param(r"manifest\.json", id="publish"),
     pytest.param(r"/changes/", id="merge", marks=pytest.mark.xfail(
-        strict=True, reason="items 4/5 (lead): a compactor whose listed change files a merge deleted dies "
-                            "with a traceback")),
+        strict=True, raises=AssertionError,
+        reason="items 4/5 (lead): a compactor whose listed change files a merge deleted dies with a traceback")),
 ])
 def test_a_compactor_overtaken_by_another_publishes_nothing_and_says_so_in_one_line(
         fault_store: Store, proxy: FaultProxy, work: Any, held_at: str) -> None:
@@ -101,7 +103,7 @@ def test_a_compactor_overtaken_by_another_publishes_nothing_and_says_so_in_one_l
     method = "PUT" if "manifest" in held_at else "DELETE"
     held = proxy.add("block", method=method, service="s3", path=held_at, then="forward")
     first = _compact(fault_store, work, proxy)
-    assert held.blocked.wait(60)
+    wait_blocked(held)
     second = run_rewind("compact", "--table", work.table, "--store", fault_store.uri, proxy=proxy)
     held.release.set()
     out, err = first.communicate(timeout=120)
@@ -125,7 +127,8 @@ def test_a_replay_killed_while_writing_then_rerun_equals_the_model(
     assert {item_key({"pk": i["pk"]}): binaries_to_base64(i) for i in items} == work.state_at(second)
 
 
-@pytest.mark.xfail(strict=True, reason="item 4 (lead): readers do not re-plan when a merge deletes files they listed")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="item 4 (lead): readers do not re-plan when a merge deletes files they listed")
 def test_a_replay_whose_files_a_merge_deleted_meanwhile_equals_the_model_or_refuses_in_one_line(
         fault_store: Store, proxy: FaultProxy, work: Any, tmp_path: Path) -> None:
     s3_only(fault_store)
@@ -138,7 +141,7 @@ def test_a_replay_whose_files_a_merge_deleted_meanwhile_equals_the_model_or_refu
     held = proxy.add("block", method="GET", service="s3", path=f"/changes/{first_hour}/", then="forward")
     replay = start_rewind("replay", "--table", work.table, "--store", fault_store.uri, "--at", str(second),
                           "--to-file", str(out), proxy=proxy)
-    assert held.blocked.wait(60)
+    wait_blocked(held)
     merged = run_rewind("compact", "--table", work.table, "--store", fault_store.uri)
     assert merged.returncode == 0, merged.stderr
     held.release.set()

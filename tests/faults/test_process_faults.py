@@ -181,3 +181,15 @@ def test_a_consumer_killed_at_its_checkpoint_then_rerun_equals_the_live_table(
     assert latest is not None
     live = {item_key({"pk": i["pk"]}): binaries_to_base64(i) for i in dynamodb.scan(TableName="live")["Items"]}
     assert replayed(fault_store, "live", latest // 1_000_000) == live
+
+
+@pytest.mark.parametrize("fault", ["error", "drop"])
+def test_a_replay_during_an_s3_outage_refuses_in_one_line(
+        fault_store: Store, proxy: FaultProxy, work: Any, tmp_path: Path, fault: str) -> None:
+    s3_only(fault_store)
+    proxy.add(fault, method="GET", service="s3", path=r"/changes/.*\.parquet", count=10_000)
+    replay = run_rewind("replay", "--table", work.table, "--store", fault_store.uri, "--at",
+                        str(work.steps[-1].seconds), "--to-file", str(tmp_path / "out.jsonl"), proxy=proxy)
+    assert replay.returncode == 7
+    assert "s3://faults/backups" in one_error_line(replay.stderr)
+    assert not (tmp_path / "out.jsonl").exists()

@@ -63,11 +63,11 @@ def test_delete_failures_during_expire_are_one_line_and_a_rerun_completes(
     assert cli("compact", "--table", work.table, "--store", fault_store.uri, "--at", str(middle)) == 0
     kept = [s for s in sorted({step.seconds for step in work.steps}) if s >= middle]
     proxy.add("drop", method="DELETE", service="s3", count=1000)
-    assert cli("expire", "--table", work.table, "--store", fault_store.uri, "--keep", "changes=1h") == 7
+    assert cli("expire", "--table", work.table, "--store", fault_store.uri, "--keep", "changes=1h", "--yes") == 7
     assert "cannot delete" in _one_line(capsys)
     assert_every_replay_equals_the_model(fault_store, work, [kept[0], kept[-1]])
     proxy.clear()
     files = len(change_files(fault_store, work.table))
-    assert cli("expire", "--table", work.table, "--store", fault_store.uri, "--keep", "changes=1h") == 0
+    assert cli("expire", "--table", work.table, "--store", fault_store.uri, "--keep", "changes=1h", "--yes") == 0
     assert len(change_files(fault_store, work.table)) < files
     assert_every_replay_equals_the_model(fault_store, work, [kept[0], kept[len(kept) // 2], kept[-1]])

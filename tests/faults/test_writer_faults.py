@@ -58,7 +58,7 @@ def test_a_replay_into_a_throttling_table_with_partial_unprocessed_items_equals_
     partial = proxy.add("unprocessed", operation="BatchWriteItem", keep=3, count=12)
     second = work.steps[-1].seconds
     assert run_cli(["replay", "--table", work.table, "--store", str(store), "--at", str(second),
-                    "--to-table", "restored", "--into-existing", "--clear-first", "--workers", "2"]) == 0
+                    "--to-table", "restored", "--into-existing", "--clear-first", "--yes", "--workers", "2"]) == 0
     assert throttled.exhausted and partial.exhausted
     assert _table_items(direct, "restored") == work.state_at(second)
 

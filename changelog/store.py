@@ -327,3 +327,13 @@ def open_store(uri: str, *, create: bool = False) -> Store:
         else:
             raise StoreNotFound(f"store {uri!r} does not exist: give an existing directory or s3://bucket/prefix")
     return LocalStore(root)
+
+
+def environment_store(cache: dict[str, Store]) -> Store:
+    """The store a Lambda function names in ``REWIND_STORE``, opened once per warm container (``cache``)."""
+    uri = os.environ.get("REWIND_STORE")
+    if not uri:
+        raise StoreError("REWIND_STORE is not set: point it at s3://bucket/prefix")
+    if uri not in cache:
+        cache[uri] = open_store(uri)
+    return cache[uri]

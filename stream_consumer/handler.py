@@ -25,7 +25,7 @@ from changelog.codec import decode_kinesis_record, decode_lambda_record, table_f
 from changelog.errors import DecodeError, RewindError, StoreError, StreamConfigError
 from changelog.layout import meta_path
 from changelog.meta import meta_from_description, meta_from_keys, write_meta
-from changelog.store import Store, open_store
+from changelog.store import Store, environment_store
 from stream_consumer.capture import Decoder, capture_batch, lag_seconds
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ddb-rewind"))
@@ -39,12 +39,7 @@ _known_meta: set[tuple[str, str]] = set()
 
 
 def _store() -> Store:
-    uri = os.environ.get("REWIND_STORE")
-    if not uri:
-        raise StoreError("REWIND_STORE is not set: point it at s3://bucket/prefix")
-    if uri not in _stores:
-        _stores[uri] = open_store(uri)
-    return _stores[uri]
+    return environment_store(_stores)
 
 
 def _source(records: list[dict[str, Any]]) -> tuple[str, Decoder, str]:

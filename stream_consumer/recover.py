@@ -32,11 +32,11 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from changelog.codec import decode_getrecords_record, table_from_arn
-from changelog.errors import DecodeError, RewindError, StoreError, UsageError
+from changelog.errors import DecodeError, RewindError, UsageError
 from changelog.gaps import STREAM_TIME_MARGIN_US, Gap, floor_second, write_gap
 from changelog.layout import meta_path
 from changelog.meta import meta_from_keys, write_meta
-from changelog.store import Store, open_store
+from changelog.store import Store, environment_store
 from changelog.timefmt import to_micros
 from stream_consumer.capture import capture_batch
 
@@ -377,12 +377,7 @@ _stores: dict[str, Store] = {}
 
 
 def _store() -> Store:
-    uri = os.environ.get("REWIND_STORE")
-    if not uri:
-        raise StoreError("REWIND_STORE is not set: point it at s3://bucket/prefix")
-    if uri not in _stores:
-        _stores[uri] = open_store(uri)
-    return _stores[uri]
+    return environment_store(_stores)
 
 
 @metrics.log_metrics

@@ -26,7 +26,7 @@ from compactor.snapshots import build_snapshot
 from replayer.replay import open_items
 from stream_consumer.capture import capture_batch
 from tests.events import kinesis_record
-from tests.model import KEYS, Op, operations
+from tests.model import KEYS, Op, model_state, operations
 
 TABLE = "sensors"
 PROPERTY = settings(max_examples=30, deadline=None,
@@ -59,19 +59,6 @@ def _with_sequence(record: dict[str, Any], sequence: int) -> dict[str, Any]:
     return copy
 
 
-def _model(ops: list[Op], at_second: int) -> dict[str, str]:
-    table: dict[int, dict[str, Any]] = {}
-    for op in ops:
-        if op.second > at_second:
-            break
-        if op.item is None:
-            table.pop(op.key_index, None)
-        else:
-            table[op.key_index] = op.item
-    return {json.dumps(KEYS[i], separators=(",", ":"), ensure_ascii=False):
-            json.dumps(item, separators=(",", ":"), ensure_ascii=False) for i, item in table.items()}
-
-
 @PROPERTY
 @given(ops=operations(), resends=st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), max_size=6),
        cuts=st.lists(st.integers(0, 200), max_size=4), compact_at=st.integers(0, 200))
@@ -101,7 +88,7 @@ def test_kinesis_re_sends_never_change_a_replay(tmp_path_factory: pytest.TempPat
             merge_small_files(store, TABLE, (captured[-1] + 7200) * 1_000_000)
     for second in seconds:
         con = open_items(store, TABLE, datetime.fromtimestamp(second, tz=UTC))
-        assert dict(con.execute("SELECT item_key, image FROM items").fetchall()) == _model(ops, second)
+        assert dict(con.execute("SELECT item_key, image FROM items").fetchall()) == model_state(ops, second)
 
 
 def _payload(record: dict[str, Any]) -> str:

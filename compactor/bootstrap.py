@@ -36,8 +36,9 @@ from typing import Any, TextIO
 
 import boto3
 import pyarrow as pa
-from botocore.exceptions import BotoCoreError, ClientError
 
+from changelog.aws import aws_boundary
+from changelog.aws import client as aws_client
 from changelog.changefile import parquet_bytes
 from changelog.codec import SEQUENCE_WIDTH, dump_json, item_key, plain_json
 from changelog.errors import ConflictError, DecodeError, RewindError, StreamConfigError, TableNotFound, UsageError
@@ -92,17 +93,10 @@ def key_names(store: Store, table: str, client: Any = None) -> list[str]:
 
 
 def describe_table(table: str, client: Any = None) -> dict[str, Any]:
-    """DescribeTable's ``Table``; raises TableNotFound with one line when it cannot be had."""
-    client = client or boto3.client("dynamodb")
-    try:
+    """DescribeTable's ``Table``; one typed line when it cannot be had (TableNotFound, AwsError)."""
+    client = client or aws_client("dynamodb")
+    with aws_boundary(f"the store has no meta.json for {table!r} and DescribeTable of it failed"):
         return dict(client.describe_table(TableName=table)["Table"])
-    except ClientError as exc:
-        raise TableNotFound(
-            f"the store has no meta.json for {table!r} and DescribeTable failed "
-            f"({exc.response['Error']['Code']}): allow dynamodb:DescribeTable or capture one change first"
-        ) from None
-    except BotoCoreError as exc:
-        raise TableNotFound(f"the store has no meta.json for {table!r} and DynamoDB is unreachable: {exc}") from None
 
 
 class SnapshotWriter:

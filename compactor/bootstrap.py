@@ -34,7 +34,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import boto3
 import pyarrow as pa
 
 from changelog.aws import aws_boundary
@@ -357,7 +356,7 @@ def bootstrap_from_scan(store: Store, table: str, *, segments: int = 4, client: 
     snapshot time are E (rounded up to the whole second); the latest restorable time only passes E
     once the captured stream covers the whole scan window (the watermark).
     """
-    client = client or boto3.client("dynamodb")
+    client = client or aws_client("dynamodb")
     description = describe_table(table, client)
     check_stream(description, table)
     keys = key_names(store, table, client)

@@ -238,7 +238,7 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
     # deleted the changes that showed it. Any other manifest (hand-made, or dated by a typo) claims
     # nothing.
     proven = [m.snapshot_time_us for _, m in manifests
-              if m.restorable_from_us is not None or m.snapshot_time_us <= int(m.extra.get("watermark_us", -1))]
+              if m.restorable_from_us is not None or m.snapshot_time_us <= _checked_watermark(m)]
     if proven:
         latest = max(proven) if latest is None else max(latest, max(proven))
     sizes = sum(store.sizes(table_root(table) + "/").values())
@@ -254,6 +254,12 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         gaps=read_gaps(store, table, listing),
         bootstraps_us=tuple(sorted(bootstraps)),
     )
+
+
+def _checked_watermark(manifest: Manifest) -> int:
+    """The watermark a compaction snapshot was checked against; -1 when it recorded none."""
+    value = manifest.extra.get("watermark_us")
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
 def _time_bounds(con: duckdb.DuckDBPyConnection, store: Store, files: list[str]) -> tuple[int | None, int | None]:

@@ -269,7 +269,7 @@ def _aws_cases() -> list[Case]:
           "--target", "orders", "--dry-run", env=UNREACHABLE),
         c("consume-unreachable", 7, "consume", "--table", TABLE, "--store", "{S}", "--once", env=UNREACHABLE),
         c("consume-no-region", 7, "consume", "--table", TABLE, "--store", "{S}", "--once", env=no_region),
-        c("bootstrap-scan-unreachable", 4, "bootstrap", "--table", TABLE, "--store", "{S}", "--scan",
+        c("bootstrap-scan-unreachable", 7, "bootstrap", "--table", TABLE, "--store", "{S}", "--scan",
           env=UNREACHABLE),
         c("recover-unreachable", 7, "recover", "--queue-url", "http://127.0.0.1:9/q", "--store", "{S}", "--dry-run",
           env=UNREACHABLE),

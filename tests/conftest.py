@@ -11,6 +11,7 @@ import pytest
 from moto import mock_aws
 
 from changelog.store import LocalStore, S3Store, Store
+from stream_consumer import handler
 
 for _name, _value in {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -39,6 +40,22 @@ def aws() -> Iterator[None]:
     """Every boto3 call inside goes to moto's in-process AWS."""
     with mock_aws():
         yield
+
+
+@pytest.fixture
+def lambda_env(monkeypatch: pytest.MonkeyPatch, aws: None) -> Iterator[None]:
+    """Fresh stream-consumer handler caches for every test; all AWS calls (DescribeTable) go to moto."""
+    monkeypatch.setattr(handler, "_stores", {})
+    monkeypatch.setattr(handler, "_known_meta", set())
+    monkeypatch.delenv("REWIND_TABLE", raising=False)
+    yield
+
+
+@pytest.fixture
+def handler_store(store: Store, lambda_env: None, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """The stream-consumer handler writes into the local test store."""
+    monkeypatch.setenv("REWIND_STORE", store.uri)
+    return store
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ same millisecond and revert it (issue 8, defect 1). Every reader must give the l
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,12 +35,10 @@ LATER_HOUR_MS = MS + 3_600_000
 
 
 @pytest.fixture
-def local(store: Store, aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
-    monkeypatch.setattr(handler, "_stores", {})
-    monkeypatch.setattr(handler, "_known_meta", set())
-    monkeypatch.setenv("REWIND_STORE", store.uri)
+def local(handler_store: Store, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """The handler, with fresh caches, writes Kinesis batches into the local test store."""
     monkeypatch.setenv("REWIND_TABLE", TABLE)
-    yield store
+    return handler_store
 
 
 def version(n: int, created_ms: int, sequence: str) -> dict[str, Any]:

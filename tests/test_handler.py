@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -55,19 +54,9 @@ def realistic_batch() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def lambda_env(monkeypatch: pytest.MonkeyPatch, aws: None) -> Iterator[None]:
-    """Fresh handler caches for every test; all AWS calls (DescribeTable) go to moto."""
-    monkeypatch.setattr(handler, "_stores", {})
-    monkeypatch.setattr(handler, "_known_meta", set())
-    monkeypatch.delenv("REWIND_TABLE", raising=False)
-    yield
-
-
-@pytest.fixture
-def local(store: Store, lambda_env: None, monkeypatch: pytest.MonkeyPatch) -> Store:
+def local(handler_store: Store) -> Store:
     """The handler writes into the local test store."""
-    monkeypatch.setenv("REWIND_STORE", store.uri)
-    return store
+    return handler_store
 
 
 def invoke(records: list[dict[str, Any]]) -> dict[str, Any]:

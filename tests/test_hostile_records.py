@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,8 @@ KEY = {"pk": {"S": "a"}}
 
 
 @pytest.fixture
-def local(store: Store, monkeypatch: pytest.MonkeyPatch, aws: None) -> Iterator[Store]:
-    monkeypatch.setattr(handler, "_stores", {})
-    monkeypatch.setattr(handler, "_known_meta", set())
-    monkeypatch.delenv("REWIND_TABLE", raising=False)
-    monkeypatch.setenv("REWIND_STORE", store.uri)
-    yield store
+def local(handler_store: Store) -> Store:
+    return handler_store
 
 
 def _good(sequence: int = 1) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import duckdb
@@ -24,13 +23,10 @@ LONG_SEQ = "49590338271490256608559692538361571095921575989136588898"  # 56 digi
 
 
 @pytest.fixture
-def local(store: Store, aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+def local(handler_store: Store, monkeypatch: pytest.MonkeyPatch) -> Store:
     """The handler, with fresh caches, writes Kinesis batches into the local test store."""
-    monkeypatch.setattr(handler, "_stores", {})
-    monkeypatch.setattr(handler, "_known_meta", set())
-    monkeypatch.setenv("REWIND_STORE", store.uri)
     monkeypatch.setenv("REWIND_TABLE", TABLE)
-    yield store
+    return handler_store
 
 
 def version(n: int, created: int, sequence: str, precision: str | None = "MILLISECOND",

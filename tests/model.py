@@ -78,26 +78,42 @@ def operations(draw: Any, max_ops: int = 25) -> list[Op]:
     return ops
 
 
-def stream_records(table: str, ops: list[Op]) -> list[dict[str, Any]]:
-    """The stream records real DynamoDB would emit for ``ops`` (no record for deleting a missing item)."""
+@dataclass(frozen=True)
+class Change:
+    """One change real DynamoDB emits for operation ``ops[index]``: its kind and the item around it."""
+
+    index: int
+    op: Op
+    event_name: str
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+
+
+def emitted_changes(ops: list[Op]) -> list[Change]:
+    """The changes real DynamoDB would emit for ``ops``, in order (none for deleting a missing item)."""
     current: dict[int, dict[str, Any]] = {}
-    records = []
-    sequence = 10**20  # 21 digits, the shortest real sequence numbers
-    for op in ops:
-        sequence += 7
+    changes = []
+    for index, op in enumerate(ops):
         old = current.get(op.key_index)
-        key = KEYS[op.key_index]
         if op.item is None:
             if old is None:
                 continue
             del current[op.key_index]
-            records.append(lambda_record(table, "REMOVE", key, float(op.second), sequence, old=old,
-                                         identity=TTL_IDENTITY if op.ttl else None))
+            changes.append(Change(index, op, "REMOVE", old, None))
         else:
             current[op.key_index] = op.item
-            name = "MODIFY" if old is not None else "INSERT"
-            records.append(lambda_record(table, name, key, float(op.second), sequence, new=op.item, old=old))
-    return records
+            changes.append(Change(index, op, "MODIFY" if old is not None else "INSERT", old, op.item))
+    return changes
+
+
+def stream_records(table: str, ops: list[Op]) -> list[dict[str, Any]]:
+    """The stream records real DynamoDB would emit for ``ops`` (no record for deleting a missing item)."""
+    return [
+        # 21 digits, the shortest real sequence numbers, 7 apart per operation.
+        lambda_record(table, c.event_name, KEYS[c.op.key_index], float(c.op.second), 10**20 + 7 * (c.index + 1),
+                      new=c.new, old=c.old, identity=TTL_IDENTITY if c.op.ttl and c.event_name == "REMOVE" else None)
+        for c in emitted_changes(ops)
+    ]
 
 
 def model_state(ops: list[Op], at_second: int) -> dict[str, str]:

@@ -26,7 +26,7 @@ from compactor.snapshots import build_snapshot
 from replayer.replay import open_items
 from stream_consumer.capture import capture_batch
 from tests.events import kinesis_record
-from tests.model import KEYS, Op, model_state, operations
+from tests.model import KEYS, Op, emitted_changes, model_state, operations
 
 TABLE = "sensors"
 PROPERTY = settings(max_examples=30, deadline=None,
@@ -35,22 +35,9 @@ PROPERTY = settings(max_examples=30, deadline=None,
 
 def _records(ops: list[Op]) -> list[tuple[int, dict[str, Any]]]:
     """(operation index, Kinesis record) per change real DynamoDB would emit; times in whole seconds as ms."""
-    current: dict[int, dict[str, Any]] = {}
-    found = []
-    for index, op in enumerate(ops):
-        old = current.get(op.key_index)
-        key = KEYS[op.key_index]
-        if op.item is None:
-            if old is None:
-                continue
-            del current[op.key_index]
-            name, new = "REMOVE", None
-        else:
-            current[op.key_index] = op.item
-            name, new = ("MODIFY" if old is not None else "INSERT"), op.item
-        found.append((index, kinesis_record(TABLE, name, key, op.second * 1000, "0", new=new, old=old,
-                                            event_id=f"ddb-{index}")))
-    return found
+    return [(c.index, kinesis_record(TABLE, c.event_name, KEYS[c.op.key_index], c.op.second * 1000, "0",
+                                     new=c.new, old=c.old, event_id=f"ddb-{c.index}"))
+            for c in emitted_changes(ops)]
 
 
 def _with_sequence(record: dict[str, Any], sequence: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -25,6 +25,7 @@ from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 from changelog.errors import UsageError
+from changelog.plain import quote_ident
 
 MAX_LENGTH = 10_000
 KNOWN_LISTED = 8
@@ -95,6 +96,14 @@ class Predicate:
                 raise UsageError(_unknown(name, known))
             column.set("this", exp.to_identifier(candidates[0], quoted=True))
         return tree.sql(dialect="duckdb", identify=True, comments=False)
+
+    def bind_plain(self, columns: Sequence[tuple[str, str]]) -> tuple[str, str]:
+        """Over plain ``columns`` (name, SQL expression): the predicate's SQL, and the select-list
+        (``, expr AS "name"`` ...) of just the columns it names, to compute beside the rows it filters."""
+        where_sql = self.bind(name for name, _ in columns)
+        named = {name.lower() for name in self.columns}
+        select = "".join(f", {expr} AS {quote_ident(name)}" for name, expr in columns if name.lower() in named)
+        return where_sql, select
 
 
 def _unknown(name: str, known: list[str]) -> str:

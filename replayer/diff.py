@@ -20,7 +20,7 @@ from changelog.codec import dump_json
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import UsageError
 from changelog.layout import hour_partition, partition_of
-from changelog.plain import plain_columns, quote_ident
+from changelog.plain import plain_columns
 from changelog.predicate import Predicate, lock_down, parse_predicate
 from changelog.record import SCHEMA
 from changelog.source import register_parquet
@@ -102,10 +102,7 @@ def _filter_sql(con: duckdb.DuckDBPyConnection, predicate: Predicate) -> str:
     """
     con.execute("CREATE OR REPLACE TEMP VIEW diff__docs AS "
                 "SELECT image FROM diff_from UNION ALL SELECT image FROM diff_to")
-    columns = plain_columns(con, "diff__docs", reserved=frozenset({"item_key"}))
-    where_sql = predicate.bind(name for name, _ in columns)
-    named = {name.lower() for name in predicate.columns}
-    extra = "".join(f", {expr} AS {quote_ident(name)}" for name, expr in columns if name.lower() in named)
+    where_sql, extra = predicate.bind_plain(plain_columns(con, "diff__docs", reserved=frozenset({"item_key"})))
     sides = {side: con.sql(f"SELECT item_key{extra} FROM diff_{side}").to_arrow_table() for side in ("from", "to")}
     judge = duckdb.connect()
     for side, rows in sides.items():

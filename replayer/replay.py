@@ -16,7 +16,7 @@ import pyarrow as pa
 from changelog.codec import base64_to_binaries
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import UsageError
-from changelog.plain import plain_columns, quote_ident
+from changelog.plain import plain_columns
 from changelog.predicate import Predicate, lock_down, parse_predicate
 from changelog.progress import Progress
 from changelog.state import check_restorable, coverage, open_state, plan_state
@@ -66,10 +66,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
         lock_down(con)
         con.execute("CREATE VIEW items AS SELECT item_key, keys, image, doc FROM state")
         return con
-    columns = plain_columns(con, "state")
-    where_sql = predicate.bind(name for name, _ in columns)
-    named = {name.lower() for name in predicate.columns}
-    extra = "".join(f", {expr} AS {quote_ident(name)}" for name, expr in columns if name.lower() in named)
+    where_sql, extra = predicate.bind_plain(plain_columns(con, "state"))
     lock_down(con)
     try:
         con.execute(

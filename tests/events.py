@@ -98,3 +98,13 @@ def kinesis_record(
 def event(records: list[dict[str, Any]]) -> dict[str, Any]:
     """A Lambda event around the records."""
     return {"Records": records}
+
+
+def pk_table_description(table: str) -> dict[str, Any]:
+    """DescribeTable's ``Table`` for an on-demand table keyed by a string ``pk`` alone."""
+    return {
+        "TableName": table,
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"},
+    }

@@ -27,7 +27,7 @@ from changelog.store import Store
 from ddb_rewind.cli import _as_error, main
 from ddb_rewind.commands import replay as replay_command
 from stream_consumer.capture import capture_batch
-from tests.events import lambda_record
+from tests.events import lambda_record, pk_table_description
 
 REPO = Path(__file__).resolve().parent.parent
 TABLE = "orders"
@@ -40,12 +40,7 @@ def filled(store: Store) -> Store:
     records = [lambda_record(TABLE, "INSERT", {"pk": {"S": f"k{n:03d}"}}, SECONDS, 1000 + n,
                              new={"pk": {"S": f"k{n:03d}"}, "n": {"N": str(n)}}) for n in range(ITEMS)]
     capture_batch(store, records, decode_lambda_record, source="test")
-    write_meta(store, meta_from_description({
-        "TableName": TABLE,
-        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-        "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"},
-    }))
+    write_meta(store, meta_from_description(pk_table_description(TABLE)))
     return store
 
 

@@ -18,6 +18,7 @@ from changelog.store import Store
 from ddb_rewind.cli import main
 from replayer.export import from_avro_value
 from stream_consumer.capture import capture_batch
+from tests.events import pk_table_description
 from tests.model import Op, model_state, stream_records
 
 TABLE = "orders"
@@ -48,12 +49,7 @@ def _at(second: int) -> str:
 @pytest.fixture
 def filled(store: Store) -> Store:
     capture_batch(store, stream_records(TABLE, OPS), decode_lambda_record, source="test")
-    write_meta(store, meta_from_description({
-        "TableName": TABLE,
-        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-        "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"},
-    }))
+    write_meta(store, meta_from_description(pk_table_description(TABLE)))
     return store
 
 

@@ -44,4 +44,4 @@ def compact(store: Store, table: str, at_us: int | None = None, *, merge: bool =
     merged = merge_small_files(store, table, target) if merge else MergeResult(0, 0, 0, 0)
     if at_us is None and manifests and manifests[-1][1].snapshot_time_us >= target:
         return CompactionResult(merged, None)
-    return CompactionResult(merged, build_snapshot(store, table, target))
+    return CompactionResult(merged, build_snapshot(store, table, target, cov=cov))

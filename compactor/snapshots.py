@@ -41,15 +41,16 @@ def default_snapshot_time(cov: Coverage) -> int | None:
 
 
 def build_snapshot(store: Store, table: str, at_us: int, *, writer_id: str | None = None,
-                   part_rows: int = PART_ROWS, publish: bool = True) -> Manifest:
+                   part_rows: int = PART_ROWS, publish: bool = True, cov: Coverage | None = None) -> Manifest:
     """Write the snapshot of ``table`` at ``at_us`` and publish its manifest; returns the manifest.
 
-    ``at_us`` must lie inside the table's coverage (TimeOutOfRange otherwise).
+    ``at_us`` must lie inside the table's coverage (TimeOutOfRange otherwise); ``cov`` is that
+    coverage when the caller has just computed it (merging files does not move it).
 
     Raises ConflictError when a snapshot at that moment is already published (or another writer
     publishes first). ``publish=False`` writes the parts only (used to test crashes).
     """
-    cov = coverage(store, table, count_changes=False)
+    cov = cov or coverage(store, table, count_changes=False)
     check_restorable(cov, from_micros(at_us), at_us)
     directory = snapshot_dir(table, from_micros(at_us))
     manifest_path = f"{directory}/{MANIFEST}"

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from changelog.errors import DecodeError, StreamConfigError, UsageError
+from changelog.names import table_name_problem
 from changelog.record import ChangeRow
 from changelog.timefmt import to_micros
 
@@ -39,7 +40,6 @@ _TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 MAX_NESTING = 32
 # DynamoDB's table names: 3 to 255 of letters, digits, '_', '-' and '.'. They become directory names
 # in the store, so '.' and '..' (valid characters, but path steps) are refused too.
-_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 # Change times a stream can carry: DynamoDB Streams began in 2014 (anything before 2012 is a
 # unit or sign mistake), and nothing is written in the future (a day's slack for clock skew).
 EARLIEST_EVENT_US = 1_325_376_000 * 1_000_000  # 2012-01-01T00:00:00Z
@@ -304,15 +304,6 @@ def pad_sequence(sequence: Any) -> str:
     if not text.isdigit():
         raise DecodeError("a sequence number must be digits")
     return text.zfill(SEQUENCE_WIDTH)
-
-
-def table_name_problem(name: str) -> str | None:
-    """Why ``name`` is not a DynamoDB table name (None when it is one)."""
-    if not _TABLE_NAME.fullmatch(name) or name in (".", ".."):
-        shown = name if len(name) <= 60 else name[:57] + "..."
-        return (f"{shown!r} is not a DynamoDB table name (3 to 255 characters of letters, digits, "
-                "'_', '-' and '.')")
-    return None
 
 
 def table_from_arn(arn: str) -> str:

@@ -18,13 +18,15 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import boto3
-import pyarrow.fs as pafs
-from botocore.exceptions import BotoCoreError, ClientError
+from typing import TYPE_CHECKING, Any
 
 from changelog.errors import ConflictError, StoreError, StoreNotFound
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
+# boto3, botocore and pyarrow are imported where a store first needs them: a command that never
+# touches S3 or Arrow (``--help``, a local ``status``) should not pay half a second to load them.
 
 
 class ObjectMissing(StoreError):
@@ -178,6 +180,8 @@ class LocalStore(Store):
         return self._path(path).is_file()
 
     def arrow(self) -> tuple[pafs.FileSystem, str]:
+        import pyarrow.fs as pafs
+
         return pafs.LocalFileSystem(), str(self.root)
 
     def local_root(self) -> Path | None:
@@ -191,7 +195,11 @@ class S3Store(Store):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self.client: Any = client or boto3.client("s3")
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3")
+        self.client: Any = client
 
     def _key(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path
@@ -199,6 +207,8 @@ class S3Store(Store):
     @contextmanager
     def _calls(self, action: str, path: str) -> Iterator[None]:
         """Every S3 failure (an error answer, a dropped connection, a timeout) as one StoreError line."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
             yield
         except (ObjectMissing, ConflictError):
@@ -217,6 +227,8 @@ class S3Store(Store):
             return bytes(self.client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read())
 
     def write(self, path: str, data: bytes, *, if_absent: bool = False) -> None:
+        from botocore.exceptions import ClientError
+
         extra = {"IfNoneMatch": "*"} if if_absent else {}
         with self._calls("write", path):
             try:
@@ -256,6 +268,9 @@ class S3Store(Store):
         return True
 
     def arrow(self) -> tuple[pafs.FileSystem, str]:
+        import boto3
+        import pyarrow.fs as pafs
+
         session = boto3.Session()
         creds = session.get_credentials()
         frozen = creds.get_frozen_credentials() if creds else None
@@ -312,6 +327,8 @@ def open_store(uri: str, *, create: bool = False) -> Store:
         bucket, _, prefix = uri[5:].partition("/")
         if not bucket:
             raise StoreNotFound(f"store {uri!r} names no bucket: use s3://bucket/prefix")
+        from botocore.exceptions import BotoCoreError, ClientError
+
         store = S3Store(bucket, prefix)
         try:
             store.client.head_bucket(Bucket=bucket)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,64 +42,16 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow.parquet as pq
 
-from changelog.errors import UsageError
 from changelog.integrity import verify_for_read
 from changelog.layout import partition_of, retention_path, table_root
 from changelog.snapshot import MANIFEST, Manifest, list_manifests, write_removal
 from changelog.state import change_files, coverage, retention_floor, snapshot_dirs
 from changelog.store import ObjectMissing, Store
 from changelog.timefmt import from_micros, to_micros
+from compactor.policy import CHANGE_UNITS, Policy
 
 BOOTSTRAP_KINDS = ("export", "scan")
 ORPHAN_AGE_SECONDS = 3600
-_ENTRY = re.compile(r"^(daily|monthly|changes)=(\d+)([a-z]?)$")
-_CHANGE_UNITS = {"h": "hours", "d": "days", "w": "weeks", "m": "months", "y": "years"}
-_GRAMMAR = "use e.g. daily=35d,monthly=24m,changes=400d (changes units: h, d, w, m, y)"
-
-
-@dataclass(frozen=True)
-class Policy:
-    """A parsed ``--keep`` policy."""
-
-    daily: int
-    monthly: int
-    changes: int
-    changes_unit: str
-    text: str
-
-
-def parse_policy(text: str) -> Policy:
-    """Parse ``daily=35d,monthly=24m,changes=400d``; raises UsageError with one line on any mistake."""
-    seen: dict[str, tuple[int, str]] = {}
-    for raw in text.split(","):
-        entry = raw.strip().lower()
-        match = _ENTRY.match(entry)
-        if not match:
-            raise UsageError(f"cannot read retention entry {raw.strip()!r}: {_GRAMMAR}")
-        name, count, unit = match.group(1), int(match.group(2)), match.group(3)
-        if name in seen:
-            raise UsageError(f"retention entry {name!r} is given twice")
-        expected = {"daily": ("d", ""), "monthly": ("m", "")}.get(name)
-        if expected is not None and unit not in expected:
-            raise UsageError(f"{name} counts {'days' if name == 'daily' else 'months'}: write {name}={count}"
-                             f"{expected[0]}")
-        if name == "changes":
-            if unit not in _CHANGE_UNITS:
-                raise UsageError(f"changes={count}{unit} needs a unit of h, d, w, m or y, as in changes=400d")
-            if count < 1:
-                raise UsageError("changes must keep at least 1 unit of history")
-        seen[name] = (count, unit)
-    if "changes" not in seen:
-        raise UsageError(f"the policy must say how long changes are kept (changes=...): {_GRAMMAR}")
-    return Policy(
-        daily=seen.get("daily", (0, ""))[0],
-        monthly=seen.get("monthly", (0, ""))[0],
-        changes=seen["changes"][0],
-        changes_unit=seen["changes"][1],
-        text=",".join(f"{name}={count}{unit}" for name, (count, unit) in seen.items()),
-    )
-
-
 def _minus_months(moment: datetime, months: int) -> datetime:
     index = moment.year * 12 + moment.month - 1 - months
     year, month = divmod(index, 12)
@@ -118,7 +69,7 @@ def horizon_us(now_us: int, policy: Policy) -> int:
         return to_micros(_minus_months(now, count))
     if unit == "y":
         return to_micros(_minus_months(now, 12 * count))
-    return to_micros(now - timedelta(**{_CHANGE_UNITS[unit]: count}))
+    return to_micros(now - timedelta(**{CHANGE_UNITS[unit]: count}))
 
 
 def selected_by_policy(manifests: list[tuple[str, Manifest]], now_us: int, policy: Policy) -> set[str]:

@@ -10,12 +10,15 @@ import argparse
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from changelog.codec import table_name_problem
 from changelog.errors import UsageError
-from changelog.predicate import Predicate, parse_predicate
+from changelog.names import table_name_problem
 from changelog.timefmt import parse_time
-from compactor.retention import Policy, parse_policy
+from compactor.policy import Policy, parse_policy
+
+if TYPE_CHECKING:
+    from changelog.predicate import Predicate
 
 # Retention beyond a thousand years is a typo (and overflows date arithmetic).
 _HOURS = {"h": 1, "d": 24, "w": 24 * 7, "m": 24 * 31, "y": 24 * 366}
@@ -40,6 +43,9 @@ def table_arg(text: str) -> str:
 
 def where_arg(text: str) -> Predicate:
     """argparse type for --where: one whitelisted boolean expression (changelog.predicate)."""
+    # SQLGlot and DuckDB load only when a --where is given: --help and plain commands start fast.
+    from changelog.predicate import parse_predicate
+
     try:
         return parse_predicate(text)
     except UsageError as exc:

@@ -13,14 +13,8 @@ import errno
 import os
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
-from typing import NoReturn
+from typing import Any, NoReturn
 
-import duckdb
-import pyarrow as pa
-from botocore.exceptions import BotoCoreError, ClientError
-
-from changelog.aws import translate
 from changelog.errors import (
     EXIT_INTERRUPTED,
     DamagedStore,
@@ -34,25 +28,51 @@ from changelog.errors import (
 from ddb_rewind.commands import COMMANDS
 
 
+class _Help(argparse.HelpFormatter):
+    """Help that states every option's default (unless the help text already says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
+        if shown and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage mistake as one line, like every other error."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         # Subcommand parsers are named "ddb-rewind sql"; every error line keeps the one prefix scripts match on.
         self.exit(2, f"ddb-rewind: error: {_one_line(message)} (see '{self.prog} --help')\n")
 
 
-def _version() -> str:
-    try:
-        return version("ddb-rewind")
-    except PackageNotFoundError:  # running from a checkout that was never installed
-        return "unknown"
+class _Version(argparse.Action):
+    """--version, reading the installed version only when asked (importlib.metadata costs ~20 ms)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("ddb-rewind")
+        except PackageNotFoundError:  # running from a checkout that was never installed
+            found = "unknown"
+        print(f"ddb-rewind {found}")
+        parser.exit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser: one subcommand per module in ``ddb_rewind.commands``."""
     parser = _Parser(prog="ddb-rewind", description="Continuous, queryable backup for DynamoDB.")
-    parser.add_argument("--version", action="version", version=f"ddb-rewind {_version()}")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for module in COMMANDS:
@@ -90,6 +110,29 @@ def _as_error(exc: BaseException) -> RewindError | None:
         return exc
     if isinstance(exc, KeyboardInterrupt):
         return Interrupted("interrupted (Ctrl-C)")
+    # DuckDB, botocore and pyarrow are looked up, not imported: an exception of theirs means the command
+    # loaded them, and a command that did not should not pay for them here (lazy start-up).
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is not None:
+        error = _duckdb_error(duckdb, exc)
+        if error is not None:
+            return error
+    elif isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower():
+        return Interrupted("interrupted (Ctrl-C)")
+    botocore = sys.modules.get("botocore.exceptions")
+    if botocore is not None and isinstance(exc, botocore.BotoCoreError | botocore.ClientError):
+        from changelog.aws import translate
+
+        return translate(exc, "AWS call failed")
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None and isinstance(exc, pyarrow.ArrowInvalid):
+        return DamagedStore(f"a store file cannot be read ({_first_line(exc)}); the store may be damaged")
+    if isinstance(exc, OSError):
+        return _os_error(exc)
+    return None
+
+
+def _duckdb_error(duckdb: Any, exc: BaseException) -> RewindError | None:
     if isinstance(exc, duckdb.InterruptException) or (
         isinstance(exc, duckdb.Error | RuntimeError) and "interrupted" in str(exc).lower()
     ):
@@ -100,12 +143,6 @@ def _as_error(exc: BaseException) -> RewindError | None:
         return DamagedStore(f"a store file cannot be read ({_first_line(exc)}); the store may be damaged")
     if isinstance(exc, duckdb.Error):
         return DamagedStore(f"reading the store failed ({_first_line(exc)})")
-    if isinstance(exc, BotoCoreError | ClientError):
-        return translate(exc, "AWS call failed")
-    if isinstance(exc, pa.ArrowInvalid):
-        return DamagedStore(f"a store file cannot be read ({_first_line(exc)}); the store may be damaged")
-    if isinstance(exc, OSError):
-        return _os_error(exc)
     return None
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 
 from changelog.codec import binaries_to_base64, item_key
-from changelog.errors import ConflictError
+from changelog.errors import ConflictError, UsageError
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros
 
@@ -45,7 +45,10 @@ def _free_port() -> int:
 @contextmanager
 def local_aws() -> Iterator[str]:
     """Run moto's server on 127.0.0.1 and point boto3 at it (fake credentials); yields the endpoint."""
-    from moto.server import ThreadedMotoServer
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        raise UsageError("the demo's embedded AWS is not installed: pip install 'ddb-rewind[demo]'") from None
 
     # The embedded server would print a line per request; the demo's own lines are what matter.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)

@@ -10,12 +10,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TextIO
 
+from changelog.timefmt import format_time
+
+
+def _moment(value: datetime) -> str:
+    """One time format everywhere: UTC with a Z (format_time); a time without a zone as ISO 8601."""
+    return format_time(value) if value.tzinfo is not None else value.isoformat()
+
 
 def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.isoformat()
+        return _moment(value)
     if isinstance(value, bytes):
         return value.hex()
     return str(value)
@@ -23,7 +30,7 @@ def _text(value: Any) -> str:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return _moment(value)
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, bytes):
@@ -56,4 +63,4 @@ def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str =
     out.write("  ".join("-" * w for w in widths) + "\n")
     for row in cells:
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
-    out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
+    out.write(f"({len(rows):,} row{'s' if len(rows) != 1 else ''})\n")

@@ -19,7 +19,8 @@ from changelog.timefmt import from_micros
 from compactor.compaction import compact
 from compactor.handler import lambda_handler
 from compactor.merge import merge_small_files
-from compactor.retention import parse_policy, plan_expire
+from compactor.policy import parse_policy
+from compactor.retention import plan_expire
 from compactor.snapshots import build_snapshot, publish_manifest
 from replayer.replay import open_items
 from replayer.views import open_sql

@@ -17,7 +17,8 @@ from changelog.snapshot import list_manifests
 from changelog.state import change_files
 from changelog.store import Store
 from compactor.merge import merge_small_files
-from compactor.retention import apply_expire, parse_policy, plan_expire
+from compactor.policy import parse_policy
+from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
 from replayer.diff import diff_states
 from replayer.history import item_history

@@ -13,7 +13,8 @@ from changelog.errors import TimeOutOfRange, UsageError
 from changelog.snapshot import list_manifests
 from changelog.state import change_files, coverage
 from changelog.store import Store
-from compactor.retention import apply_expire, parse_policy, plan_expire
+from compactor.policy import parse_policy
+from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
 from ddb_rewind.cli import main
 from replayer.replay import open_items

@@ -23,7 +23,8 @@ from changelog.record import rows_to_table
 from changelog.snapshot import list_manifests
 from changelog.state import change_files, coverage, retention_floor
 from changelog.store import Store
-from compactor.retention import apply_expire, parse_policy, plan_expire
+from compactor.policy import parse_policy
+from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
 from replayer.verify import stored_state
 from stream_consumer.checkpoint import read_checkpoints

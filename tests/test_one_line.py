@@ -13,6 +13,7 @@ import duckdb
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
 
+import changelog.aws
 from changelog.aws import translate
 from changelog.codec import decode_lambda_record
 from changelog.errors import (
@@ -25,7 +26,6 @@ from changelog.errors import (
 from changelog.meta import meta_from_description, write_meta
 from changelog.store import Store
 from ddb_rewind.cli import _as_error, main
-from ddb_rewind.commands import replay as replay_command
 from stream_consumer.capture import capture_batch
 from tests.events import lambda_record, pk_table_description
 
@@ -133,7 +133,7 @@ class _InterruptAfter:
 
 def test_an_interrupted_restore_says_how_many_items_it_wrote_and_that_rerunning_is_safe(
         filled: Store, aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(replay_command, "client", lambda service: _InterruptAfter(2))
+    monkeypatch.setattr(changelog.aws, "client", lambda service: _InterruptAfter(2))
     code = main(["replay", "--table", TABLE, "--store", filled.uri, "--at", str(SECONDS), "--to-table", "restored",
                  "--create-table", "--workers", "1"])
     assert code == EXIT_INTERRUPTED

@@ -7,7 +7,8 @@ import pytest
 
 from changelog.codec import decode_lambda_record
 from changelog.store import Store
-from compactor.retention import apply_expire, parse_policy, plan_expire
+from compactor.policy import parse_policy
+from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
 from ddb_rewind.cli import main
 from replayer.views import ensure_plain_macros, open_sql

@@ -22,7 +22,9 @@ from ddb_rewind.commands import (
     verify,
 )
 
+# The order of `ddb-rewind --help` and of README's command list (tests/test_cli_help.py keeps them equal):
+# try it, capture, look after the store, restore, then ask questions.
 COMMANDS: list[ModuleType] = [
-    demo, consume, sql, history, timeline, diff, verify, repair, compact, bootstrap, expire, replay, status, recover,
-    check,
+    demo, status, consume, bootstrap, recover, compact, expire, check, replay, verify, repair, sql, history,
+    timeline, diff,
 ]

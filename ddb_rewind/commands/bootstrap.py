@@ -8,7 +8,6 @@ from typing import Any
 
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros
-from compactor.bootstrap import bootstrap_from_export, bootstrap_from_scan
 from ddb_rewind.args import add_store, add_table
 
 
@@ -40,18 +39,20 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Bootstrap and print what was published."""
+    from compactor.bootstrap import bootstrap_from_export, bootstrap_from_scan
+
     store = open_store(args.store)
     if args.from_export:
         result = bootstrap_from_export(store, args.table, args.from_export)
     else:
         result = bootstrap_from_scan(store, args.table, segments=args.segments)
     snap = result.manifest
-    print(f"{snap.kind} bootstrap of {args.table}: {snap.items:,} items in {len(snap.parts)} parts, "
+    print(f"{snap.kind} bootstrap of {args.table}: {snap.items:,} items in {len(snap.parts):,} parts, "
           f"snapshot at {format_time(snap.snapshot_time)}")
     if snap.restorable_from_us is not None:
         print(f"restorable from {format_time(from_micros(snap.restorable_from_us))}")
     if result.withdrawn:
-        print(f"withdrew {len(result.withdrawn)} newer snapshot(s) built from changes alone")
+        print(f"withdrew {len(result.withdrawn):,} newer snapshot(s) built from changes alone")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from changelog.errors import EXIT_DAMAGED
 from changelog.store import open_store
 from ddb_rewind.args import add_format, add_store, add_table
-from replayer.check import CheckReport, check_store
+
+if TYPE_CHECKING:
+    from replayer.check import CheckReport
 
 
 def register(subparsers: Any) -> None:
@@ -43,21 +45,23 @@ def _as_json(report: CheckReport) -> str:
 def _as_text(report: CheckReport) -> str:
     depth = "read, hashed and decoded" if report.read_data else "structure and recorded sizes; add --read-data " \
         "to hash and decode every file"
-    lines = [f"checked {len(report.tables)} table(s): {report.manifests} manifests, {report.parts} snapshot parts, "
-             f"{report.change_files} change files ({depth})"]
+    lines = [f"checked {len(report.tables):,} table(s): {report.manifests:,} manifests, "
+             f"{report.parts:,} snapshot parts, {report.change_files:,} change files ({depth})"]
     for finding in report.findings:
         label = "PROBLEM" if finding.is_problem else "note"
         lines.append(f"{label}: {finding.path} {finding.problem}")
         lines.append(f"  affects: {finding.affects}")
     problems = len(report.problems)
     lines.append("no problems found: the store is sound" if not problems else
-                 f"{problems} problem(s) found: restore the named files from the bucket's object versions "
+                 f"{problems:,} problem(s) found: restore the named files from the bucket's object versions "
                  "(or a copy), or rebuild a damaged snapshot with 'compact' after removing it")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the report; exit 0 when sound, 6 when anything a restore depends on is damaged."""
+    from replayer.check import check_store
+
     report = check_store(open_store(args.store), args.table, read_data=args.read_data)
     print(_as_json(report) if args.format == "json" else _as_text(report))
     return 0 if report.sound else EXIT_DAMAGED

@@ -7,7 +7,6 @@ from typing import Any
 
 from changelog.store import open_store
 from changelog.timefmt import format_time, to_micros
-from compactor.compaction import compact
 from ddb_rewind.args import add_store, add_table, time_arg
 
 
@@ -23,6 +22,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compact and print what was done."""
+    from compactor.compaction import compact
+
     store = open_store(args.store)
     result = compact(store, args.table, to_micros(args.at) if args.at else None, merge=not args.no_merge)
     if result.merge.files_in:
@@ -33,5 +34,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         snap = result.snapshot
         print(f"snapshot of {args.table} at {format_time(snap.snapshot_time)}: {snap.items:,} items, "
-              f"{snap.tombstones:,} tombstones, {len(snap.parts)} parts")
+              f"{snap.tombstones:,} tombstones, {len(snap.parts):,} parts")
     return 0

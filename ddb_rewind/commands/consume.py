@@ -10,7 +10,6 @@ from changelog.errors import UsageError
 from changelog.progress import Progress
 from changelog.store import open_store
 from ddb_rewind.args import add_store, add_table
-from stream_consumer.poller import poll
 
 
 def _seconds(text: str) -> float:
@@ -43,6 +42,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Poll, then print one summary line."""
+    from stream_consumer.poller import poll
+
     if not args.table:
         raise UsageError("--table must name a table")
     store = open_store(args.store, create=True)
@@ -52,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     shards = "shard" if summary.shards == 1 else "shards"
     gaps = "gap" if summary.gaps == 1 else "gaps"
     print(
-        f"consume {summary.table}: {summary.captured} records captured, {summary.quarantined} quarantined, "
-        f"{summary.files} files, {summary.shards} {shards}, {summary.gaps} {gaps}"
+        f"consume {summary.table}: {summary.captured:,} records captured, {summary.quarantined:,} quarantined, "
+        f"{summary.files:,} files, {summary.shards:,} {shards}, {summary.gaps:,} {gaps}"
         + (" (interrupted)" if summary.interrupted else "")
     )
     return 1 if summary.gaps else 0

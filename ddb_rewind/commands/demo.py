@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from ddb_rewind.args import int_range
-from ddb_rewind.demo import run_demo
 
 
 def register(subparsers: Any) -> None:
@@ -22,4 +21,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; exit 0 only when the restore matched the table exactly."""
+    from ddb_rewind.demo import run_demo
+
     return 0 if run_demo(Path(args.store), orders=args.orders) else 1

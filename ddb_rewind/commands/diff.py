@@ -7,13 +7,10 @@ import json
 import sys
 from typing import Any
 
-from changelog.codec import dump_json
 from changelog.errors import UsageError
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros, to_micros
 from ddb_rewind.args import add_store, add_table, add_where, time_arg
-from replayer.diff import diff_states, write_diff_parquet
-from replayer.outfile import check_output
 
 
 def register(subparsers: Any) -> None:
@@ -22,10 +19,12 @@ def register(subparsers: Any) -> None:
                                    description="Items added, removed and changed between --from and --to.")
     add_table(parser)
     add_store(parser)
-    parser.add_argument("--from", dest="start", type=time_arg, required=True, metavar="TIME")
-    parser.add_argument("--to", dest="end", type=time_arg, required=True, metavar="TIME")
+    parser.add_argument("--from", dest="start", type=time_arg, required=True, metavar="TIME",
+                        help="the earlier moment (ISO 8601 or epoch seconds)")
+    parser.add_argument("--to", dest="end", type=time_arg, required=True, metavar="TIME", help="the later moment")
     add_where(parser, "one condition over plain attribute names; an item matching on either side is kept")
-    parser.add_argument("--format", choices=("table", "json", "parquet"), default="table")
+    parser.add_argument("--format", choices=("table", "json", "parquet"), default="table",
+                        help="table or json on stdout, parquet into --output")
     parser.add_argument("--output", metavar="PATH", help="file for --format parquet")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     parser.set_defaults(run=run)
@@ -33,6 +32,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print counts first, then each item change."""
+    from changelog.codec import dump_json
+    from replayer.diff import diff_states, write_diff_parquet
+    from replayer.outfile import check_output
+
     if args.format == "parquet" and not args.output:
         raise UsageError("--format parquet needs --output PATH")
     if args.output and args.format != "parquet":
@@ -42,14 +45,14 @@ def run(args: argparse.Namespace) -> int:
     diff = diff_states(open_store(args.store), args.table, to_micros(args.start), to_micros(args.end), args.where)
     if args.format == "parquet":
         rows = write_diff_parquet(diff, args.output, overwrite=args.overwrite)
-        print(f"wrote {rows} item changes to {args.output}")
+        print(f"wrote {rows:,} item changes to {args.output}")
         return 0
     if args.format == "json":
         json.dump(diff.as_json(), sys.stdout, ensure_ascii=False, indent=1)
         sys.stdout.write("\n")
         return 0
     print(f"{args.table}: {format_time(from_micros(diff.from_us))} -> {format_time(from_micros(diff.to_us))}")
-    print(f"added {len(diff.added)}, removed {len(diff.removed)}, changed {len(diff.changed)}")
+    print(f"added {len(diff.added):,}, removed {len(diff.removed):,}, changed {len(diff.changed):,}")
     for change in diff.all():
         print(f"{change.kind:<8} {dump_json(change.key)}")
         for path in change.paths if change.kind == "changed" else ():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros
-from compactor.retention import ExpirePlan, apply_expire, plan_expire
 from ddb_rewind.args import add_store, add_table, add_yes, check_can_confirm, confirm, policy_arg
+
+if TYPE_CHECKING:
+    from compactor.retention import ExpirePlan
 
 LISTED = 20
 
@@ -45,6 +47,8 @@ def _listing(label: str, paths: tuple[str, ...], plan: ExpirePlan, show: bool) -
 
 def run(args: argparse.Namespace) -> int:
     """Plan, print, and (unless --dry-run) apply."""
+    from compactor.retention import apply_expire, plan_expire
+
     policy = args.keep
     if not args.dry_run:
         check_can_confirm(args.yes, "expire (deletes files from the store)")

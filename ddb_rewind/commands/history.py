@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from changelog.codec import dump_json
 from changelog.store import open_store
 from changelog.timefmt import format_time
 from ddb_rewind.args import add_format, add_store, add_table
-from replayer.attrdiff import PathChange
-from replayer.history import item_history
+
+if TYPE_CHECKING:
+    from replayer.attrdiff import PathChange
 
 
 def register(subparsers: Any) -> None:
@@ -29,6 +29,8 @@ def register(subparsers: Any) -> None:
 
 
 def _describe(change: PathChange) -> str:
+    from changelog.codec import dump_json
+
     if change.kind == "added":
         return f"+ {change.path} = {dump_json(change.new)}"
     if change.kind == "removed":
@@ -38,6 +40,8 @@ def _describe(change: PathChange) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the item's versions as a readable list or a JSON array."""
+    from replayer.history import item_history
+
     versions = item_history(open_store(args.store), args.table, args.key)
     if args.format == "json":
         json.dump([v.as_json() for v in versions], sys.stdout, ensure_ascii=False, indent=1)
@@ -54,5 +58,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{format_time(version.event_time)}  {label:<12}  seq {sequence}")
         for change in version.changes:
             print(f"    {_describe(change)}")
-    print(f"({len(versions)} change{'s' if len(versions) != 1 else ''})")
+    print(f"({len(versions):,} change{'s' if len(versions) != 1 else ''})")
     return 0

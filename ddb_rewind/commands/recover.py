@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
-
-import boto3
+from typing import TYPE_CHECKING, Any
 
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros
 from ddb_rewind.args import add_store
-from stream_consumer.recover import Outcome, recover_queue, streams_client
+
+if TYPE_CHECKING:
+    from stream_consumer.recover import Outcome
 
 
 def register(subparsers: Any) -> None:
@@ -39,7 +39,7 @@ def _line(outcome: Outcome, dry_run: bool) -> str:
     where = f"{batch.table} shard {batch.shard_id} sequence {batch.start_sequence} to {batch.end_sequence}"
     if outcome.gap is None:
         verb = "would recover" if dry_run else "recovered"
-        files = "" if dry_run else f", {len(outcome.files)} files"
+        files = "" if dry_run else f", {len(outcome.files):,} files"
         return f"{verb} {where}: {outcome.records} records{files}"
     start = format_time(from_micros(outcome.gap.start_us)) if outcome.gap.start_us is not None else "unknown"
     recorded = "would be recorded" if dry_run else f"recorded in {outcome.gap_path}"
@@ -49,6 +49,10 @@ def _line(outcome: Outcome, dry_run: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Drain the queue, one line per batch and one summary line."""
+    import boto3
+
+    from stream_consumer.recover import recover_queue, streams_client
+
     store = open_store(args.store)
     summary = recover_queue(
         store, boto3.client("sqs"), streams_client(), args.queue_url, table=args.table, dry_run=args.dry_run,
@@ -56,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         warn=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(
-        f"recover: {summary.recovered} batches recovered, {summary.gaps} gaps, {summary.records} records, "
-        f"{summary.files} files, {summary.skipped} left for other tables, {summary.unreadable} unreadable"
+        f"recover: {summary.recovered:,} batches recovered, {summary.gaps:,} gaps, {summary.records:,} records, "
+        f"{summary.files:,} files, {summary.skipped:,} left for other tables, {summary.unreadable:,} unreadable"
         + (" (dry run: nothing written, no message deleted)" if summary.dry_run else "")
     )
     return 1 if summary.gaps or summary.unreadable else 0

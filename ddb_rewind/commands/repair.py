@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from changelog.aws import aws_boundary, client
-from changelog.codec import dump_json
 from changelog.errors import WriteFailed
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros, to_micros
@@ -20,7 +18,9 @@ from ddb_rewind.args import (
     table_arg,
     time_arg,
 )
-from replayer.repair import RepairResult, execute_repair, plan_repair
+
+if TYPE_CHECKING:
+    from replayer.repair import RepairResult
 
 
 def register(subparsers: Any) -> None:
@@ -32,8 +32,10 @@ def register(subparsers: Any) -> None:
                     "exactly what the real run would repair and skip.")
     add_table(parser)
     add_store(parser)
-    parser.add_argument("--from", dest="start", type=time_arg, required=True, metavar="TIME")
-    parser.add_argument("--to", dest="end", type=time_arg, required=True, metavar="TIME")
+    parser.add_argument("--from", dest="start", type=time_arg, required=True, metavar="TIME",
+                        help="the moment to put items back to (ISO 8601 or epoch seconds)")
+    parser.add_argument("--to", dest="end", type=time_arg, required=True, metavar="TIME",
+                        help="the end of the window whose changes are undone")
     parser.add_argument("--target", required=True, type=table_arg, metavar="NAME",
                         help="live DynamoDB table to repair")
     parser.add_argument("--dry-run", action="store_true",
@@ -49,10 +51,10 @@ def register(subparsers: Any) -> None:
 
 def _print_result(result: RepairResult, dry_run: bool) -> None:
     if dry_run:
-        print(f"dry run: would repair {len(result.repaired)}, skip {len(result.skipped)}, "
-              f"fail {len(result.failed)}; nothing written")
+        print(f"dry run: would repair {len(result.repaired):,}, skip {len(result.skipped):,}, "
+              f"fail {len(result.failed):,}; nothing written")
     else:
-        print(f"repaired {len(result.repaired)}, skipped {len(result.skipped)}, failed {len(result.failed)}")
+        print(f"repaired {len(result.repaired):,}, skipped {len(result.skipped):,}, failed {len(result.failed):,}")
     for key, why in result.skipped:
         print(f"  skipped {key}: {why}")
     for key, why in result.failed:
@@ -61,6 +63,10 @@ def _print_result(result: RepairResult, dry_run: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the plan, then (unless --dry-run, which predicts it) what was repaired, skipped and failed."""
+    from changelog.aws import aws_boundary, client
+    from changelog.codec import dump_json
+    from replayer.repair import execute_repair, plan_repair
+
     if not args.dry_run:
         check_can_confirm(args.yes, f"repair (writes to live table {args.target})")
     plan = plan_repair(open_store(args.store), args.table, to_micros(args.start), to_micros(args.end))
@@ -73,11 +79,11 @@ def run(args: argparse.Namespace) -> int:
     with aws_boundary(f"repair of table {args.target!r}"):
         dynamodb = client("dynamodb")
         if not args.dry_run and plan.actions:
-            confirm(args.yes, f"write {len(plan.actions)} items to live table {args.target!r}?")
+            confirm(args.yes, f"write {len(plan.actions):,} items to live table {args.target!r}?")
         result = execute_repair(plan, dynamodb, args.target, force=args.force, workers=args.workers,
                                 dry_run=args.dry_run)
     _print_result(result, args.dry_run)
     if result.failed and not args.dry_run:
-        raise WriteFailed(f"{len(result.failed)} of {len(plan.actions)} items could not be written to "
-                          f"{args.target} ({len(result.repaired)} were); see the list above")
+        raise WriteFailed(f"{len(result.failed):,} of {len(plan.actions):,} items could not be written to "
+                          f"{args.target} ({len(result.repaired):,} were); see the list above")
     return 0

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from changelog.aws import aws_boundary, client, translate
 from changelog.errors import Interrupted, WriteFailed
 from changelog.meta import read_meta
 from changelog.progress import Progress
@@ -25,16 +22,9 @@ from ddb_rewind.args import (
     table_arg,
     time_arg,
 )
-from replayer.replay import (
-    check_file_target,
-    clear_table,
-    open_items,
-    replay_to_file,
-    replay_to_table,
-    select_counts,
-)
-from replayer.target import prepare_target
-from replayer.writer import WriteReport, WriteSettings
+
+if TYPE_CHECKING:
+    from replayer.writer import WriteReport, WriteSettings
 
 RERUN = "re-running with --into-existing is safe (puts are idempotent)"
 
@@ -65,6 +55,11 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Replay and print a summary."""
+    from changelog.aws import aws_boundary, client
+    from replayer.replay import check_file_target, clear_table, open_items, replay_to_file, select_counts
+    from replayer.target import prepare_target
+    from replayer.writer import WriteSettings
+
     # Every refusal that needs no data comes first: a typo costs nothing.
     if args.to_file:
         check_file_target(args.to_file, args.overwrite)
@@ -110,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
 def _restore(con: Any, dynamodb: Any, name: str, total: int,
              settings: WriteSettings) -> tuple[WriteReport, list[str]]:
     """replay_to_table, saying on Ctrl-C or a failure how far it got and that running it again is safe."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from changelog.aws import translate
+    from replayer.replay import replay_to_table
+
     progress = Progress("replay", total=total)
     try:
         return replay_to_table(con, dynamodb, name, total, settings, progress=progress)

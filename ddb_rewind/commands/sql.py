@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from changelog.errors import RewindError, TimeOutOfRange, UsageError
 from changelog.store import open_store
 from ddb_rewind.args import add_store
 from ddb_rewind.output import print_rows
-from replayer.views import REFUSED, SqlSession
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from replayer.views import SqlSession
 
 _HELP = """Views: changes, tables, snapshots, snapshot_rows; macros: state_at(TIME), history(KEY), <table>_at(TIME).
 End a query with ';'. Type .quit to leave."""
@@ -24,11 +26,13 @@ def register(subparsers: Any) -> None:
                                    description=_HELP)
     add_store(parser)
     parser.add_argument("query", nargs="?", help="SQL to run; without it, an interactive shell")
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="how rows are printed")
     parser.set_defaults(run=run)
 
 
 def _query_error(exc: duckdb.Error) -> RewindError:
+    from replayer.views import REFUSED
+
     message = str(exc).splitlines()[0]
     if REFUSED in message:
         # The coverage guard of state_at / <table>_at: the same refusal (and exit code) as replay.
@@ -37,6 +41,8 @@ def _query_error(exc: duckdb.Error) -> RewindError:
 
 
 def _run_query(session: SqlSession, query: str, fmt: str) -> None:
+    import duckdb
+
     try:
         result = session.query(query)
     except duckdb.Error as exc:
@@ -47,6 +53,8 @@ def _run_query(session: SqlSession, query: str, fmt: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one query, or a shell reading queries from stdin."""
+    from replayer.views import SqlSession
+
     con = SqlSession(open_store(args.store))
     if args.query:
         _run_query(con, args.query, args.format)

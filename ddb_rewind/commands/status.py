@@ -7,7 +7,6 @@ from typing import Any
 
 from changelog.gaps import Gap, gap_to_json
 from changelog.layout import TABLES, table_names
-from changelog.state import coverage
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros
 from ddb_rewind.args import add_store, add_table
@@ -19,7 +18,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("status", help="earliest and latest restorable times per table")
     add_store(parser)
     add_table(parser, required=False)
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--format", choices=("table", "json"), default="table", help="how rows are printed")
     parser.set_defaults(run=run)
 
 
@@ -31,11 +30,13 @@ def _gaps(table: str, gaps: tuple[Gap, ...], fmt: str) -> Any:
         return 0
     first = gaps[0]
     start = format_time(from_micros(first.start_us)) if first.start_us is not None else "unknown time"
-    return f"{len(gaps)} from {start}"
+    return f"{len(gaps):,} from {start}"
 
 
 def run(args: argparse.Namespace) -> int:
     """Print one row per table."""
+    from changelog.state import coverage
+
     store = open_store(args.store)
     tables = [args.table] if args.table else table_names(store.list(TABLES + "/"))
     columns = ["table", "earliest_restorable", "latest_restorable", "changes", "change_files", "snapshots",

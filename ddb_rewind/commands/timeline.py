@@ -10,7 +10,6 @@ from typing import Any
 from changelog.store import open_store
 from changelog.timefmt import to_micros
 from ddb_rewind.args import add_format, add_store, add_table, time_arg
-from replayer.timeline import BUCKETS, render_bars, timeline
 
 
 def register(subparsers: Any) -> None:
@@ -19,7 +18,7 @@ def register(subparsers: Any) -> None:
                                    description="Inserts, modifies, removes and TTL removes per bucket.")
     add_table(parser)
     add_store(parser)
-    parser.add_argument("--bucket", choices=BUCKETS, default="hour")
+    parser.add_argument("--bucket", choices=("minute", "hour"), default="hour", help="width of one bucket")
     parser.add_argument("--from", dest="start", type=time_arg, metavar="TIME", help="first time counted")
     parser.add_argument("--to", dest="end", type=time_arg, metavar="TIME", help="last time counted")
     add_format(parser)
@@ -28,6 +27,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the buckets."""
+    from replayer.timeline import render_bars, timeline
+
     buckets = timeline(
         open_store(args.store), args.table, args.bucket,
         to_micros(args.start) if args.start else None,

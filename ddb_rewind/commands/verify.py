@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from changelog.aws import aws_boundary, client
 from changelog.errors import UsageError
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros, to_micros
 from ddb_rewind.args import add_store, add_table, int_range, table_arg, time_arg
-from replayer.verify import restore_drill, verify_table
 
 
 def register(subparsers: Any) -> None:
@@ -34,6 +32,8 @@ def register(subparsers: Any) -> None:
 
 
 def _drill(args: argparse.Namespace) -> bool:
+    from replayer.verify import restore_drill
+
     result = restore_drill(open_store(args.store), args.table,
                            to_micros(args.drill_at) if args.drill_at else None, args.seed)
     print(f"restore drill at {format_time(from_micros(result.at_us))} "
@@ -48,6 +48,9 @@ def _drill(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Exit 0 only when everything asked for matches, 1 otherwise."""
+    from changelog.aws import aws_boundary, client
+    from replayer.verify import verify_table
+
     if not args.against and not (args.drill or args.drill_at):
         raise UsageError("give --against NAME (a live table to compare) or --drill")
     ok = True
@@ -57,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
             report = verify_table(store, args.table, client("dynamodb"), args.against,
                                   to_micros(args.at) if args.at else None, args.segments)
         print(f"{args.against} vs {args.table} at {format_time(from_micros(report.at_us))}: "
-              f"stored {report.stored}, live {report.live}")
+              f"stored {report.stored:,}, live {report.live:,}")
         for label, keys in (("missing", report.missing), ("extra", report.extra), ("different", report.different)):
-            print(f"  {label}: {len(keys)}")
+            print(f"  {label}: {len(keys):,}")
             for key in keys[: max(0, args.sample)]:
                 print(f"    {key}")
         print("  match" if report.matches else "  DRIFT")

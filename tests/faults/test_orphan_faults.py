@@ -12,7 +12,8 @@ from changelog.errors import ConflictError
 from changelog.layout import snapshot_dir
 from changelog.snapshot import MANIFEST, list_manifests
 from changelog.store import Store
-from compactor.retention import apply_expire, orphan_files, parse_policy, plan_expire
+from compactor.policy import parse_policy
+from compactor.retention import apply_expire, orphan_files, plan_expire
 from compactor.snapshots import build_snapshot, publish_manifest
 from stream_consumer.capture import capture_batch
 from tests.faults.harness import assert_every_replay_equals_the_model

@@ -12,7 +12,7 @@ import duckdb
 
 from changelog.codec import item_key, parse_key
 from changelog.consistent import listing, read_consistently
-from changelog.errors import TimeOutOfRange
+from changelog.errors import TimeOutOfRange, UsageError
 from changelog.layout import TABLES, table_names
 from changelog.plain import plain_select, quote_ident
 from changelog.record import LATEST_FIRST, SCHEMA, VERSION_ORDER, first_copies
@@ -197,10 +197,17 @@ def ensure_plain_macros(con: duckdb.DuckDBPyConnection, sql: str) -> None:
             "SELECT function_name FROM duckdb_functions() WHERE function_type = 'table_macro'"
         ).fetchall()
     }
+    by_macro: dict[str, list[str]] = {}
     for table in tables:
-        macro = f"{table}_at".lower()
-        if macro in lowered and macro not in existing:
-            plain_table_macro(con, table)
+        by_macro.setdefault(f"{table}_at".lower(), []).append(table)
+    for macro, named in by_macro.items():
+        if macro not in lowered or macro in existing:
+            continue
+        if len(named) > 1:
+            # DuckDB matches identifiers without regard to case: one macro would answer for all of them.
+            raise UsageError(f"tables {', '.join(sorted(named))} differ only in case, so {macro} cannot tell them "
+                             f"apart: use state_at(TIME, only_table := '{sorted(named)[0]}')")
+        plain_table_macro(con, named[0])
 
 
 def plain_table_macro(con: duckdb.DuckDBPyConnection, table: str) -> None:

@@ -73,3 +73,11 @@ def test_a_malformed_query_is_one_clear_line(filled: Store, capsys: pytest.Captu
     assert main(["sql", "--store", filled.uri, "SELEC nonsense"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ddb-rewind: error: query failed")
+
+
+def test_a_table_macro_refuses_tables_whose_names_differ_only_in_case(
+        filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    # DuckDB matches identifiers without regard to case: users_at would silently answer for one of them.
+    capture_batch(filled, stream_records("Users", OPS[:1]), decode_lambda_record, source="test")
+    assert main(["sql", "--store", filled.uri, "SELECT count(*) FROM users_at('2023-11-14T22:13:30Z')"]) == 2
+    assert "Users, users differ only in case" in capsys.readouterr().err

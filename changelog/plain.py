@@ -9,10 +9,7 @@ from the DynamoDB-JSON image, where N is text, so no number ever passes through 
 
 from __future__ import annotations
 
-import duckdb
-
-_FITS_DECIMAL = r"-?\d{1,29}(\.\d{1,9})?"
-_SCALE = r"\.(\d+)$"
+from changelog.attributes import Summary
 
 
 def quote_ident(name: str) -> str:
@@ -25,47 +22,30 @@ def _path(name: str, tag: str | None = None) -> str:
     return f"'$.\"{escaped}\"" + (f".{tag}'" if tag else "'")
 
 
-def plain_select(con: duckdb.DuckDBPyConnection, relation: str, image: str = "image",
-                 reserved: frozenset[str] = frozenset()) -> str:
-    """Select-list of typed plain columns for every attribute of ``relation``'s ``image`` column.
+def plain_select(summary: Summary, image: str = "image", reserved: frozenset[str] = frozenset()) -> str:
+    """Select-list of typed plain columns, one per attribute of ``summary`` (changelog.attributes).
 
-    ``image`` holds DynamoDB JSON (text or JSON). Attribute names in ``reserved`` are left out
-    (they stay reachable through the image).
+    ``image`` names the column holding DynamoDB JSON (text or JSON). Attribute names in ``reserved``
+    are left out (they stay reachable through the image).
     """
-    return ", ".join(f"{expr} AS {quote_ident(name)}" for name, expr in plain_columns(con, relation, image, reserved))
+    return ", ".join(f"{expr} AS {quote_ident(name)}" for name, expr in plain_columns(summary, image, reserved))
 
 
-def plain_columns(con: duckdb.DuckDBPyConnection, relation: str, image: str = "image",
+def plain_columns(summary: Summary, image: str = "image",
                   reserved: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """(attribute name, SQL expression) of each plain column ``plain_select`` lists, by name."""
-    rows = con.execute(
-        f"""
-        SELECT name, list(DISTINCT tag),
-               bool_and(tag <> 'N' OR regexp_full_match(json_extract_string(value, '$.N'), '{_FITS_DECIMAL}')),
-               max(CASE WHEN tag = 'N' THEN length(regexp_extract(json_extract_string(value, '$.N'), '{_SCALE}', 1))
-                   END)
-        FROM (
-            SELECT name, value, json_keys(value)[1] AS tag
-            FROM (
-                SELECT name, json_extract({image}, '$."' || replace(name, '"', '\\"') || '"') AS value
-                FROM (SELECT {image}, unnest(json_keys({image})) AS name FROM {relation} WHERE {image} IS NOT NULL)
-            )
-        )
-        GROUP BY name ORDER BY name
-        """
-    ).fetchall()
     columns: list[tuple[str, str]] = []
-    for name, tags, numbers_fit, scale in rows:
+    for name, types in sorted(summary.items()):
         if name in reserved:
             continue
-        kinds = set(tags) - {"NULL"}
+        kinds = set(types.tags) - {"NULL"}
         if kinds == {"S"}:
             expr = f"json_extract_string({image}, {_path(name, 'S')})"
         elif kinds == {"BOOL"}:
             expr = f"CAST(json_extract_string({image}, {_path(name, 'BOOL')}) AS BOOLEAN)"
-        elif kinds == {"N"} and numbers_fit:
+        elif kinds == {"N"} and types.numbers_fit:
             # The smallest scale that holds every value exactly: 5 reads as 5, 12.50 as 12.50.
-            expr = f"CAST(json_extract_string({image}, {_path(name, 'N')}) AS DECIMAL(38,{scale or 0}))"
+            expr = f"CAST(json_extract_string({image}, {_path(name, 'N')}) AS DECIMAL(38,{types.scale}))"
         else:
             expr = f"json_extract({image}, {_path(name)})"
         columns.append((name, expr))

@@ -36,6 +36,7 @@ from typing import Any, TextIO
 
 import pyarrow as pa
 
+from changelog.attributes import with_summary
 from changelog.aws import aws_boundary
 from changelog.aws import client as aws_client
 from changelog.changefile import parquet_bytes
@@ -158,7 +159,7 @@ class SnapshotWriter:
             schema=SNAPSHOT_SCHEMA,
         )
         name = f"part-{self.writer}-{len(self.parts):05d}.parquet"
-        data = parquet_bytes(part)
+        data = parquet_bytes(with_summary(part, "image"))
         if self.spool is not None:
             (self.spool / name).write_bytes(data)
         else:

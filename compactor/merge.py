@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import duckdb
 
+from changelog.attributes import footer_summary, with_summary
 from changelog.changefile import publish_change_file
 from changelog.consistent import read_consistently
 from changelog.layout import changes_root, hour_partition, partition_of
 from changelog.record import SCHEMA, VERSION_ORDER, first_copies
+from changelog.snapshot import list_manifests
 from changelog.source import register_parquet
 from changelog.state import change_files
 from changelog.store import Store
@@ -38,10 +40,10 @@ def merge_partition(store: Store, table: str, partition: str, files: list[str]) 
     con.execute("SET TimeZone = 'UTC'")
     register_parquet(con, "merge_in", store, files, SCHEMA)
     columns = ", ".join(field.name for field in SCHEMA)
-    merged = con.sql(
+    merged = with_summary(con.sql(
         f"""SELECT {columns} FROM ({first_copies("merge_in", columns)})
             ORDER BY item_key, {VERSION_ORDER}"""
-    ).to_arrow_table().cast(SCHEMA)
+    ).to_arrow_table().cast(SCHEMA), "new_image")
     sequences = con.execute(
         f"SELECT sequence_number FROM merge_in ORDER BY {VERSION_ORDER}"
     ).fetchall()
@@ -50,6 +52,18 @@ def merge_partition(store: Store, table: str, partition: str, files: list[str]) 
         if original != path:
             store.delete(original)
     return path, merged.num_rows
+
+
+def _worth_merging(store: Store, files: list[str], consumed: set[str], min_files: int) -> bool:
+    """Several files, or one new since the latest snapshot whose footer lacks an attribute summary.
+
+    Rewriting such a lone capture file once gives it the summary (changelog.attributes), so SQL
+    sessions read its footer instead of its images. Files an earlier snapshot consumed were seen
+    by an earlier compaction: looking again at every old hour would read a footer per hour per run.
+    """
+    if len(files) >= min_files:
+        return True
+    return len(files) == 1 and files[0] not in consumed and footer_summary(store, files[0]) is None
 
 
 def merge_small_files(store: Store, table: str, before_us: int, *, min_files: int = 2) -> MergeResult:
@@ -61,16 +75,18 @@ def merge_small_files(store: Store, table: str, before_us: int, *, min_files: in
     for path in change_files(store, table):
         groups[partition_of(path)].append(path)
     open_hour = hour_partition(before_us)
+    manifests = list_manifests(store, table)
+    consumed = set(manifests[-1][1].consumed_files) if manifests else set()
     partitions = files_in = files_out = records = 0
     for partition, files in sorted(groups.items()):
-        if partition >= open_hour or len(files) < min_files:
+        if partition >= open_hour or not _worth_merging(store, files, consumed, min_files):
             continue
 
         def merge_current(partition: str = partition) -> tuple[int, int] | None:
             # Listed afresh on every attempt: another compactor may have merged this hour meanwhile
             # (then its originals are gone and one merged file is left: nothing to do).
             current = [p for p in change_files(store, table) if partition_of(p) == partition]
-            if len(current) < min_files:
+            if not current or not _worth_merging(store, current, consumed, min_files):
                 return None
             return len(current), merge_partition(store, table, partition, current)[1]
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import duckdb
 import pyarrow as pa
 
+from changelog.attributes import with_summary
 from changelog.changefile import parquet_bytes
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import ConflictError, TimeOutOfRange
@@ -80,7 +81,7 @@ def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directo
         nonlocal pending, pending_rows
         if not pending:
             return
-        table_part = pa.Table.from_batches(pending).cast(SNAPSHOT_SCHEMA)
+        table_part = with_summary(pa.Table.from_batches(pending).cast(SNAPSHOT_SCHEMA), "image")
         name = f"part-{writer}-{len(parts):05d}.parquet"
         data = parquet_bytes(table_part)
         store.write(f"{directory}/{name}", data)

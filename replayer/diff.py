@@ -16,6 +16,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from changelog.attributes import summarize
 from changelog.codec import dump_json
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import UsageError
@@ -102,7 +103,8 @@ def _filter_sql(con: duckdb.DuckDBPyConnection, predicate: Predicate) -> str:
     """
     con.execute("CREATE OR REPLACE TEMP VIEW diff__docs AS "
                 "SELECT image FROM diff_from UNION ALL SELECT image FROM diff_to")
-    where_sql, extra = predicate.bind_plain(plain_columns(con, "diff__docs", reserved=frozenset({"item_key"})))
+    where_sql, extra = predicate.bind_plain(plain_columns(summarize(con, "diff__docs", "image"),
+                                                           reserved=frozenset({"item_key"})))
     sides = {side: con.sql(f"SELECT item_key{extra} FROM diff_{side}").to_arrow_table() for side in ("from", "to")}
     judge = duckdb.connect()
     for side, rows in sides.items():

@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from changelog.attributes import summarize
 from changelog.codec import base64_to_binaries
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import UsageError
@@ -66,7 +67,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
         lock_down(con)
         con.execute("CREATE VIEW items AS SELECT item_key, keys, image, doc FROM state")
         return con
-    where_sql, extra = predicate.bind_plain(plain_columns(con, "state"))
+    where_sql, extra = predicate.bind_plain(plain_columns(summarize(con, "state", "image")))
     lock_down(con)
     try:
         con.execute(

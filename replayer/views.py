@@ -10,6 +10,7 @@ from typing import Any
 
 import duckdb
 
+from changelog.attributes import stored_summary
 from changelog.codec import item_key, parse_key
 from changelog.consistent import listing, read_consistently
 from changelog.errors import TimeOutOfRange, UsageError
@@ -117,7 +118,7 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
     )
     if plain_tables:
         for table in tables:
-            plain_table_macro(con, table)
+            plain_table_macro(con, store, table)
     return con
 
 
@@ -178,7 +179,7 @@ class SqlSession:
                 self.listed = listing(self.store, (TABLES + "/",))
                 self.con = open_sql(self.store)
             attempts += 1
-            ensure_plain_macros(self.con, sql)
+            ensure_plain_macros(self.con, self.store, sql)
             relation = self.con.sql(sql)
             if relation is None:
                 return None
@@ -187,7 +188,7 @@ class SqlSession:
         return read_consistently(self.store, (TABLES + "/",), run, listed=self.listed)
 
 
-def ensure_plain_macros(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+def ensure_plain_macros(con: duckdb.DuckDBPyConnection, store: Store, sql: str) -> None:
     """Create the ``<table>_at`` macros that ``sql`` mentions and the connection does not have yet."""
     lowered = sql.lower()
     tables = [name for (name,) in con.execute("SELECT table_name FROM tables").fetchall()]
@@ -207,20 +208,21 @@ def ensure_plain_macros(con: duckdb.DuckDBPyConnection, sql: str) -> None:
             # DuckDB matches identifiers without regard to case: one macro would answer for all of them.
             raise UsageError(f"tables {', '.join(sorted(named))} differ only in case, so {macro} cannot tell them "
                              f"apart: use state_at(TIME, only_table := '{sorted(named)[0]}')")
-        plain_table_macro(con, named[0])
+        plain_table_macro(con, store, named[0])
 
 
-def plain_table_macro(con: duckdb.DuckDBPyConnection, table: str) -> None:
-    """Create ``<table>_at(TIME)``: the table's items at TIME with one typed column per attribute."""
-    literal = table.replace("'", "''")
-    con.execute(
-        f"""CREATE TEMP VIEW plain__docs AS
-            SELECT new_image AS item FROM changes WHERE table_name = '{literal}'
-            UNION ALL SELECT image FROM snapshot_rows WHERE table_name = '{literal}'"""
-    )
-    columns = plain_select(con, "plain__docs", image="item", reserved=frozenset({"item_key", "item", "keys"}))
-    con.execute("DROP VIEW plain__docs")
+def plain_table_macro(con: duckdb.DuckDBPyConnection, store: Store, table: str) -> None:
+    """Create ``<table>_at(TIME)``: the table's items at TIME with one typed column per attribute.
+
+    The columns come from the attribute summaries in the table's file footers (changelog.attributes),
+    so making the macro reads footers, not every image.
+    """
+    parts = [f"{path.rsplit('/', 1)[0]}/{part}" for path, manifest in list_manifests(store, table)
+             for part in manifest.parts]
+    summary = stored_summary(store, change_files(store, table), parts)
+    columns = plain_select(summary, image="item", reserved=frozenset({"item_key", "item", "keys"}))
     extra = f", {columns}" if columns else ""
+    literal = table.replace("'", "''")
     con.execute(
         f"""CREATE MACRO {quote_ident(table + '_at')}(t) AS TABLE
             SELECT item_key, keys, item{extra} FROM state_at(t, only_table := '{literal}')"""

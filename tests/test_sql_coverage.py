@@ -38,7 +38,7 @@ def expired(store: Store) -> Store:
 
 def count(store: Store, sql: str) -> int:
     con = open_sql(store)
-    ensure_plain_macros(con, sql)
+    ensure_plain_macros(con, store, sql)
     ((n,),) = con.execute(sql).fetchall()
     return int(n)
 

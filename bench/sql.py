@@ -1,0 +1,113 @@
+"""Audit SQL: ``<table>_at(T)`` with a filter, against the raw latest-per-key query, in one run.
+
+Run ``python -m bench.sql [--changes N] [--keys K]`` (defaults 5,000,000 over 1,000,000 keys). It builds
+a synthetic store with ``bench.storegen`` (capture-style files: no attribute summaries in their
+footers) and times, each in a fresh DuckDB session:
+
+- ``raw``: the anchor, one latest-per-key query with ``json_extract_string`` over the same files;
+- ``sql, scanned``: ``ddb-rewind sql``'s path (SqlSession) when attribute discovery must read every image;
+- ``sql, summarized``: the same after the compactor's merge gave every file its attribute summary
+  (``changelog.attributes``), so discovery reads footers.
+
+Each phase's seconds are split into opening the session, making the ``<table>_at`` macro
+(attribute discovery) and the query itself. All three must count the same items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from bench.storegen import generate_store
+from changelog.state import change_files
+from changelog.store import LocalStore
+from changelog.timefmt import format_time, from_micros
+
+TABLE = "orders"
+STATUS = "shipped"
+
+
+def _raw(store: LocalStore, at: str) -> tuple[int, dict[str, float]]:
+    started = time.perf_counter()
+    files = "[" + ",".join(f"'{store.root / path}'" for path in change_files(store, TABLE)) + "]"
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    ((count,),) = con.execute(
+        f"""SELECT count(*) FROM (
+              SELECT new_image FROM read_parquet({files})
+              WHERE event_time <= TIMESTAMPTZ '{at}'
+              QUALIFY row_number() OVER (PARTITION BY item_key ORDER BY event_time DESC, sequence_number DESC) = 1
+                  AND event_name <> 'REMOVE')
+            WHERE json_extract_string(new_image, '$.status.S') = '{STATUS}'"""
+    ).fetchall()
+    return int(count), {"query": time.perf_counter() - started}
+
+
+def _session(store: LocalStore, at: str) -> tuple[int, dict[str, float]]:
+    from replayer.views import SqlSession, ensure_plain_macros
+
+    started = time.perf_counter()
+    session = SqlSession(store)
+    opened = time.perf_counter()
+    query = f"SELECT count(*) FROM {TABLE}_at('{at}') WHERE status = '{STATUS}'"
+    ensure_plain_macros(session.con, store, query)
+    discovered = time.perf_counter()
+    result = session.query(query)
+    done = time.perf_counter()
+    assert result is not None
+    ((count,),) = result[1]
+    return int(count), {"open": opened - started, "discover": discovered - opened, "query": done - discovered}
+
+
+def _summarize(store: LocalStore, last_us: int) -> float:
+    from compactor.merge import merge_small_files
+
+    started = time.perf_counter()
+    merge_small_files(store, TABLE, last_us + 7_200_000_000)  # every hour closed
+    return time.perf_counter() - started
+
+
+def _line(name: str, figures: dict[str, float], anchor: float) -> str:
+    total = sum(figures.values())
+    parts = ", ".join(f"{k} {v:.2f}s" for k, v in figures.items())
+    return f"{name:<18} {total:7.2f} s  ({parts})  {total / anchor:5.2f}x raw"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build a store, time each phase, print seconds beside the raw anchor."""
+    parser = argparse.ArgumentParser(prog="python -m bench.sql", description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=5_000_000)
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one, removed after)")
+    args = parser.parse_args(argv)
+    work = args.dir or Path(tempfile.mkdtemp(prefix="rewind-bench-sql-"))
+    try:
+        generated = generate_store(work / "store", TABLE, changes=args.changes, keys=args.keys)
+        store = LocalStore(work / "store")
+        at = format_time(from_micros(generated.first_us + (generated.last_us - generated.first_us) * 9 // 10))
+        print(f"{args.changes:,} changes over {args.keys:,} keys in {generated.files:,} files; "
+              f"SELECT count(*) FROM {TABLE}_at('{at}') WHERE status = '{STATUS}'")
+        results: dict[str, tuple[int, dict[str, float]]] = {"raw": _raw(store, at)}
+        results["sql, scanned"] = _session(store, at)
+        merged = _summarize(store, generated.last_us)
+        results["sql, summarized"] = _session(store, at)
+        counts = {count for count, _ in results.values()}
+        assert len(counts) == 1, f"the phases disagree: {results}"
+        anchor = sum(results["raw"][1].values())
+        for name, (_, figures) in results.items():
+            print(_line(name, figures, anchor))
+        print(f"(the merge that wrote the summaries: {merged:.1f} s, once, offline in the compactor; "
+              f"{counts.pop():,} items matched)")
+    finally:
+        if args.dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
+

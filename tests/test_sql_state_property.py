@@ -1,0 +1,54 @@
+"""SQL's state_at(TIME) gives exactly the independent model's table at every moment, like replay."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from changelog.codec import decode_lambda_record
+from changelog.store import LocalStore
+from changelog.timefmt import format_time, from_micros
+from compactor.snapshots import build_snapshot
+from replayer.views import open_sql
+from stream_consumer.capture import capture_batch
+from tests.model import Op, model_state, operations, stream_records
+
+TABLE = "orders"
+
+
+def _deliver(store: LocalStore, records: list[dict[str, Any]], cuts: list[int]) -> None:
+    points = sorted({0, len(records), *[c % (len(records) + 1) for c in cuts]})
+    for start, end in itertools.pairwise(points):
+        if end > start:
+            capture_batch(store, records[start:end], decode_lambda_record, source="test")
+
+
+def _state_at(store: LocalStore, second: int) -> dict[str, str]:
+    at = format_time(from_micros(second * 1_000_000))
+    rows = open_sql(store).execute(
+        f"SELECT item_key, item::VARCHAR FROM state_at('{at}', only_table := '{TABLE}')").fetchall()
+    return dict(rows)
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=operations(), cuts=st.lists(st.integers(0, 100), max_size=4),
+       retry_cuts=st.lists(st.integers(0, 100), max_size=3), snapshot_share=st.none() | st.floats(0, 1))
+def test_state_at_equals_the_model_at_every_moment(tmp_path_factory: pytest.TempPathFactory, ops: list[Op],
+                                                   cuts: list[int], retry_cuts: list[int],
+                                                   snapshot_share: float | None) -> None:
+    records = stream_records(TABLE, ops)
+    if not records:
+        return
+    store = LocalStore(tmp_path_factory.mktemp("store"))
+    _deliver(store, records, cuts)
+    seconds = sorted({int(r["dynamodb"]["ApproximateCreationDateTime"]) for r in records})
+    if snapshot_share is not None:
+        build_snapshot(store, TABLE, seconds[int(snapshot_share * (len(seconds) - 1))] * 1_000_000)
+    _deliver(store, records, retry_cuts)  # the stream again, split differently, after the snapshot
+    for second in sorted({*seconds, *(s + 1 for s in seconds[:-1])}):
+        assert _state_at(store, second) == model_state(ops, second)

@@ -151,3 +151,14 @@ def test_a_restore_into_a_table_of_limited_capacity_finishes_near_that_capacity(
     assert 0.6 * 500 < throughput <= 500 * 1.05
     # Backing off: the target pushed back on a small share of the calls, not on every other one.
     assert table.pushed_back < 0.1 * (10_000 / 25)
+
+
+def test_max_rate_caps_a_restore_the_table_could_take_faster(clock: Clock) -> None:
+    table = CapacityTable(clock, capacity=100_000)
+    images = [f'{{"pk":{{"S":"k{n}"}}}}' for n in range(2_000)]
+    started = clock.now
+    report, _ = write_images(table, "t", images, settings=WriteSettings(workers=1, max_rate=200.0),
+                             sleep=clock.advance, clock=clock)
+    assert (report.written, report.failed) == (2_000, 0)
+    assert 2_000 / (clock.now - started) <= 200.0 * 1.15  # the first second's burst aside
+    assert table.pushed_back == 0

@@ -29,7 +29,6 @@ from changelog.codec import base64_to_binaries, binaries_to_base64
 
 _BODY = "DdbRewindWireBody"
 _CONTEXT_KEY = "ddb_rewind_wire_body"
-_PLACEHOLDER: list[dict[str, Any]] = [{"DeleteRequest": {"Key": {}}}]
 _EVENTS = "dynamodb.BatchWriteItem"
 
 
@@ -91,7 +90,9 @@ def send_raw(client: Any, table: str, requests: list[bytes]) -> Sent:
 
     Raises botocore's ClientError/BotoCoreError as a ``batch_write_item`` call would.
     """
-    response = client.batch_write_item(RequestItems={table: _PLACEHOLDER}, **{_BODY: batch_body(table, requests)})
+    # Replaced by the body; a fresh one per call, since handlers may mutate parameters.
+    placeholder: list[dict[str, Any]] = [{"DeleteRequest": {"Key": {}}}]
+    response = client.batch_write_item(RequestItems={table: placeholder}, **{_BODY: batch_body(table, requests)})
     return _sent(response, table)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +13,6 @@ import duckdb
 import pyarrow as pa
 
 from changelog.attributes import summarize
-from changelog.codec import base64_to_binaries
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import UsageError
 from changelog.plain import plain_columns
@@ -26,7 +24,7 @@ from changelog.timefmt import to_micros
 from replayer.export import check_format, write_avro, write_jsonl, write_parquet
 from replayer.outfile import check_output, output_file
 from replayer.target import scan_keys
-from replayer.writer import WriteReport, WriteSettings, write_requests
+from replayer.writer import WriteReport, WriteSettings, write_images, write_requests
 
 BATCH_ROWS = 10_000
 
@@ -133,10 +131,10 @@ def _counted(batches: Iterator[pa.RecordBatch], progress: Progress) -> Iterator[
         progress.advance(batch.num_rows)
 
 
-def _put_requests(con: duckdb.DuckDBPyConnection) -> Iterator[dict[str, Any]]:
+def _stored_images(con: duckdb.DuckDBPyConnection) -> Iterator[str]:
+    # The images go out as they are stored: they are BatchWriteItem's wire format (replayer.wire).
     for batch in _batches(con, "image"):
-        for image in batch.column(0).to_pylist():
-            yield {"PutRequest": {"Item": base64_to_binaries(json.loads(image))}}
+        yield from batch.column(0).to_pylist()
 
 
 def clear_table(client: Any, name: str, settings: WriteSettings) -> WriteReport:
@@ -156,4 +154,4 @@ def replay_to_table(con: duckdb.DuckDBPyConnection, client: Any, name: str, tota
     ``progress.done`` counts the items written so far, also after an interruption.
     """
     progress = progress or Progress("replay", total=total)
-    return write_requests(client, name, _put_requests(con), settings=settings, progress=progress)
+    return write_images(client, name, _stored_images(con), settings=settings, progress=progress)

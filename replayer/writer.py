@@ -1,25 +1,38 @@
 """The batch writer: BatchWriteItem in parallel workers, losing nothing.
 
-Requests go 25 at a time (or fewer, to stay under 16 MB a call). ``UnprocessedItems``, throttling
-and transaction conflicts are retried with exponential backoff and full jitter; a batch that still fails after the
-last attempt is counted as failed, never dropped silently. An optional rate cap (items/s) is
-shared by all workers.
+Requests travel as their DynamoDB-JSON wire text and go 25 at a time (or fewer, to stay under 16 MB
+a call); a botocore client sends those bytes as the body, signed and retried by botocore
+(replayer.wire), with no round trip through Python values. ``UnprocessedItems``, throttling and
+transaction conflicts are retried with exponential backoff and full jitter; a batch that still fails
+after the last attempt is counted as failed, never dropped silently. All workers share one adaptive
+rate (replayer.rate): it backs off when the target pushes back and climbs again, never above
+``max_rate``.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from changelog.progress import Progress
+from replayer.rate import AdaptiveRate
+from replayer.wire import (
+    Sent,
+    enable_raw_bodies,
+    envelope_bytes,
+    is_botocore_client,
+    put_request,
+    request_text,
+    send_raw,
+    send_values,
+)
 
 MAX_ITEMS = 25
 MAX_BYTES = 16 * 1024 * 1024
@@ -34,6 +47,10 @@ _RETRYABLE = frozenset(
         # An item of the batch is in an ongoing transaction: transient, like throttling.
         "TransactionConflictException",
     }
+)
+# The target is out of capacity (or overloaded): the shared rate backs off, not just this call.
+_PUSH_BACK = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable"}
 )
 
 
@@ -58,45 +75,26 @@ class WriteReport:
     seconds: float
 
 
-class _RateLimiter:
-    """A token bucket shared by the workers (state: tokens and the last refill time)."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.tokens = rate
-        self.updated = time.monotonic()
-        self.lock = threading.Lock()
-
-    def take(self, count: int) -> None:
-        while True:
-            with self.lock:
-                now = time.monotonic()
-                self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= count or self.tokens >= self.rate:
-                    self.tokens -= count
-                    return
-                wait_for = (count - self.tokens) / self.rate
-            time.sleep(min(wait_for, 1.0))
+_T = TypeVar("_T")
 
 
-def _request_size(request: dict[str, Any]) -> int:
-    return len(json.dumps(request, default=lambda value: "x" * len(value)))
+def _chunks(requests: Iterable[_T], size: Callable[[_T], int], limit: int) -> Iterator[list[_T]]:
+    batch: list[_T] = []
+    total = 0
+    for request in requests:
+        request_size = size(request) + 1  # the comma between requests
+        if batch and (len(batch) == MAX_ITEMS or total + request_size > limit):
+            yield batch
+            batch, total = [], 0
+        batch.append(request)
+        total += request_size
+    if batch:
+        yield batch
 
 
 def chunk_requests(requests: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """Group write requests into BatchWriteItem calls of at most 25 requests and 16 MB."""
-    batch: list[dict[str, Any]] = []
-    size = 0
-    for request in requests:
-        request_size = _request_size(request)
-        if batch and (len(batch) == MAX_ITEMS or size + request_size > MAX_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(request)
-        size += request_size
-    if batch:
-        yield batch
+    return _chunks(requests, lambda request: len(request_text(request)), MAX_BYTES)
 
 
 class _Counters:
@@ -112,15 +110,26 @@ def _backoff(attempt: int, settings: WriteSettings, sleep: Callable[[float], Non
     sleep(random.uniform(0, min(settings.max_delay, settings.base_delay * 2**attempt)))
 
 
-def _write_batch(client: Any, table: str, batch: list[dict[str, Any]], settings: WriteSettings,
-                 counters: _Counters, limiter: _RateLimiter | None, progress: Progress,
-                 sleep: Callable[[float], None]) -> None:
+Sender = Callable[[str, list[bytes]], Sent]
+
+
+def _sender(client: Any) -> Sender:
+    """Raw bodies through a botocore client; Python values through anything else with ``batch_write_item``."""
+    if is_botocore_client(client):
+        enable_raw_bodies(client)
+        return lambda table, requests: send_raw(client, table, requests)
+    return lambda table, requests: send_values(client, table, requests)
+
+
+def _write_batch(send: Sender, table: str, batch: list[bytes], settings: WriteSettings, counters: _Counters,
+                 rate: AdaptiveRate, progress: Progress, sleep: Callable[[float], None]) -> None:
     pending = batch
     for attempt in range(settings.max_attempts):
-        if limiter:
-            limiter.take(len(pending))
+        delay = rate.reserve(len(pending))
+        if delay > 0:
+            sleep(delay)
         try:
-            response = client.batch_write_item(RequestItems={table: pending})
+            sent = send(table, pending)
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             if code not in _RETRYABLE:
@@ -128,6 +137,7 @@ def _write_batch(client: Any, table: str, batch: list[dict[str, Any]], settings:
                     counters.failed += len(pending)
                     counters.errors.append(f"{code}: {exc.response['Error'].get('Message', '')}")
                 return
+            rate.record(0, pushed_back=code in _PUSH_BACK)
             with counters.lock:
                 counters.retried += len(pending)
             _backoff(attempt, settings, sleep)
@@ -137,8 +147,9 @@ def _write_batch(client: Any, table: str, batch: list[dict[str, Any]], settings:
                 counters.retried += len(pending)
             _backoff(attempt, settings, sleep)
             continue
-        unprocessed = response.get("UnprocessedItems", {}).get(table, [])
+        unprocessed = sent.unprocessed
         done = len(pending) - len(unprocessed)
+        rate.record(done, pushed_back=bool(unprocessed) or sent.retried)
         with counters.lock:
             counters.written += done
             counters.retried += len(unprocessed)
@@ -154,26 +165,47 @@ def _write_batch(client: Any, table: str, batch: list[dict[str, Any]], settings:
 
 def write_requests(client: Any, table: str, requests: Iterable[dict[str, Any]], *,
                    settings: WriteSettings | None = None, progress: Progress | None = None,
-                   sleep: Callable[[float], None] = time.sleep) -> tuple[WriteReport, list[str]]:
+                   sleep: Callable[[float], None] = time.sleep,
+                   clock: Callable[[], float] = time.monotonic) -> tuple[WriteReport, list[str]]:
     """Send PutRequest/DeleteRequest dicts (boto3 low-level form) to ``table``.
 
     Returns the report and the distinct error messages of failed requests. Requests are pulled
     lazily, with at most two batches per worker in flight, so memory stays flat on big restores.
     """
+    return _write(client, table, (request_text(request) for request in requests), settings=settings,
+                  progress=progress, sleep=sleep, clock=clock)
+
+
+def write_images(client: Any, table: str, images: Iterable[str | bytes], *,
+                 settings: WriteSettings | None = None, progress: Progress | None = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> tuple[WriteReport, list[str]]:
+    """Put stored DynamoDB-JSON images (validated at capture: already the wire format) into ``table``.
+
+    The same writer as ``write_requests``; the images are never parsed.
+    """
+    return _write(client, table, (put_request(image) for image in images), settings=settings,
+                  progress=progress, sleep=sleep, clock=clock)
+
+
+def _write(client: Any, table: str, requests: Iterable[bytes], *, settings: WriteSettings | None,
+           progress: Progress | None, sleep: Callable[[float], None],
+           clock: Callable[[], float]) -> tuple[WriteReport, list[str]]:
     settings = settings or WriteSettings()
     progress = progress or Progress("writing", stream=None)
+    send = _sender(client)
     counters = _Counters()
-    limiter = _RateLimiter(settings.max_rate) if settings.max_rate else None
+    rate = AdaptiveRate(settings.max_rate, clock=clock)
+    limit = MAX_BYTES - envelope_bytes(table)
     started = time.monotonic()
     in_flight: set[Future[None]] = set()
     with ThreadPoolExecutor(max_workers=settings.workers) as pool:
-        for batch in chunk_requests(requests):
+        for batch in _chunks(requests, len, limit):
             if len(in_flight) >= settings.workers * 2:
                 done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
                     future.result()
-            in_flight.add(pool.submit(_write_batch, client, table, batch, settings, counters, limiter,
-                                      progress, sleep))
+            in_flight.add(pool.submit(_write_batch, send, table, batch, settings, counters, rate, progress, sleep))
         for future in in_flight:
             future.result()
     progress.close()

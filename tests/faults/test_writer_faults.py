@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +13,7 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from changelog.codec import item_key
 from replayer.target import scan_keys
-from replayer.writer import WriteSettings, write_requests
+from replayer.writer import WriteSettings, write_images, write_requests
 from tests.faults.proxy import FaultProxy
 from tests.workloads import random_workload, run_cli
 
@@ -73,3 +75,30 @@ def test_clearing_a_table_reads_its_keys_one_page_at_a_time(proxy: FaultProxy, d
     assert TypeDeserializer().deserialize(first["pk"]).startswith("k")
     assert len([first, *keys]) == 20
     assert len(proxy.requests(operation="Scan")) >= 4
+
+
+def test_botocore_retries_a_failed_call_with_the_same_body(proxy: FaultProxy, direct: Callable[[str], Any]) -> None:
+    _create(direct, "target")
+    failing = proxy.add("error", operation="BatchWriteItem", status=500, code="InternalServerError", count=1)
+    client = boto3.client("dynamodb")
+    bodies: list[bytes] = []
+    client.meta.events.register("before-send.dynamodb.BatchWriteItem", lambda request, **_: bodies.append(request.body))
+    images = [f'{{"pk":{{"S":"k{n}"}},"v":{{"N":"{n}.50"}}}}' for n in range(5)]
+    report, errors = write_images(client, "target", images, settings=FAST)
+    assert failing.exhausted
+    assert (report.written, report.failed, errors) == (5, 0, [])
+    assert len(bodies) == 2 and bodies[0] == bodies[1]  # one call of ours, two attempts of botocore's
+    assert len(direct("dynamodb").scan(TableName="target")["Items"]) == 5
+
+
+def test_unprocessed_items_are_sent_again_byte_for_byte(proxy: FaultProxy, direct: Callable[[str], Any]) -> None:
+    _create(direct, "target")
+    partial = proxy.add("unprocessed", operation="BatchWriteItem", keep=2, count=4)
+    images = [json.dumps({"pk": {"S": f"ключ-{n}"}, "b": {"B": base64.b64encode(bytes([n, 0, 255])).decode()},
+                          "n": {"N": "1234567890123456789012345678901234567" + str(n)}}, ensure_ascii=False)
+              for n in range(10)]
+    report, errors = write_images(boto3.client("dynamodb"), "target", images, settings=FAST)
+    assert partial.exhausted
+    assert (report.written, report.failed, errors) == (10, 0, [])
+    assert report.retried > 0
+    assert sorted(_table_items(direct, "target").values(), key=str) == sorted(map(json.loads, images), key=str)

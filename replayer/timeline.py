@@ -98,20 +98,21 @@ class Timeline:
                      for start in range(self.first_us, self.last_us + 1, self.width_us))
 
 
-def choose_width(bucket: str, span_us: int) -> str:
+def choose_width(bucket: str, span_us: int, max_buckets: int = AUTO_MAX_BUCKETS) -> str:
     """The bucket name to count with: ``bucket`` itself, or for ``auto`` the narrowest that fits."""
     if bucket != "auto":
         return bucket
     for name, seconds in WIDTHS.items():
-        if span_us // (seconds * SECOND_US) + 1 <= AUTO_MAX_BUCKETS:
+        if span_us // (seconds * SECOND_US) + 1 <= max_buckets:
             return name
     return "day"
 
 
 def timeline(store: Store, table: str, bucket: str = "auto", from_us: int | None = None,
-             to_us: int | None = None) -> Timeline:
+             to_us: int | None = None, max_buckets: int = AUTO_MAX_BUCKETS) -> Timeline:
     """Counts of de-duplicated changes per bucket, oldest first; empty buckets are left out.
 
+    ``auto`` picks the narrowest bucket that keeps the span within ``max_buckets``.
     ``from_us``/``to_us`` bound event times inclusively. Raises TableNotFound for a table the store
     does not hold, UsageError for an unknown bucket or an inverted window.
     """
@@ -146,7 +147,7 @@ def timeline(store: Store, table: str, bucket: str = "auto", from_us: int | None
         span_low = from_us if from_us is not None else low
         span_high = to_us if to_us is not None else high
         span = span_high - span_low if span_low is not None and span_high is not None else 0
-        name = choose_width(bucket, span)
+        name = choose_width(bucket, span, max_buckets)
         width = WIDTHS[name] * SECOND_US
         rows: list[tuple[Any, ...]] = con.execute(
             f"""

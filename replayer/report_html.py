@@ -68,7 +68,7 @@ def _chart(report: IncidentReport) -> str:
         layout=go.Layout(barmode="stack", bargap=0.05, height=420, margin={"l": 50, "r": 20, "t": 40, "b": 50},
                          title=f"Changes per {report.timeline.label} bucket",
                          xaxis={"title": "time (UTC)", "type": "date"}, yaxis={"title": "changes"},
-                         legend={"orientation": "h", "y": -0.2}),
+                         legend={"orientation": "h", "y": -0.2, "traceorder": "normal"}),
     )
     html: str = figure.to_html(full_html=False, include_plotlyjs=True, div_id="change-rate-chart",
                                config={"displaylogo": False, "responsive": True})

@@ -155,3 +155,26 @@ def test_a_malformed_time_gets_one_line(store: Store, capsys: pytest.CaptureFixt
     _traffic(store)
     assert run_cli(["timeline", "--table", "orders", "--store", store.uri, "--from", "yesterday"]) != 0
     assert capsys.readouterr().err.count("\n") == 1
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_default_is_a_coloured_chart(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    _traffic(store)
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stdout", terminal)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert main(["timeline", "--table", "orders", "--store", store.uri]) == 0
+    assert terminal.getvalue().startswith("orders: ") and "\033[32m+" in terminal.getvalue()
+
+
+def test_no_color_keeps_the_terminal_chart_plain(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    _traffic(store)
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stdout", terminal)
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert main(["timeline", "--table", "orders", "--store", store.uri]) == 0
+    assert terminal.getvalue().startswith("orders: ") and "\033[" not in terminal.getvalue()

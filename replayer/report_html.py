@@ -15,7 +15,7 @@ from typing import Any
 from changelog.codec import dump_json
 from changelog.timefmt import format_time, from_micros
 from replayer.outfile import output_file
-from replayer.report import IncidentReport
+from replayer.report import TOP_ATTRIBUTES, IncidentReport
 from replayer.timeline import KINDS
 
 # Data-shaped strings are cut for display only; the store and `diff --format json` keep them whole.
@@ -149,7 +149,7 @@ quiet buckets are empty. An incident shows as a spike.</p>
 {_chart(report)}</section>
 <section id="most-changed"><h2>Attributes most changed</h2>
 <p class="note">Top-level attributes by the number of modified items in which they differ between the two
-moments (items created or deleted in the window are not counted here). At most {len(report.attributes)} shown.</p>
+moments (items created or deleted in the window are not counted here); the top {TOP_ATTRIBUTES} at most.</p>
 {_attributes(report)}</section>
 <section id="samples"><h2>Sample before/after diffs</h2>
 <p class="note">The first {len(report.samples)} items that differ, by key; values longer than {MAX_VALUE_CHARS}

@@ -15,7 +15,7 @@ import duckdb
 
 from changelog.consistent import read_consistently
 from changelog.errors import TableNotFound, UsageError
-from changelog.layout import changes_root
+from changelog.layout import changes_root, table_root
 from changelog.record import SCHEMA, first_copies
 from changelog.source import register_parquet
 from changelog.state import change_files
@@ -113,8 +113,9 @@ def timeline(store: Store, table: str, bucket: str = "auto", from_us: int | None
     """Counts of de-duplicated changes per bucket, oldest first; empty buckets are left out.
 
     ``auto`` picks the narrowest bucket that keeps the span within ``max_buckets``.
-    ``from_us``/``to_us`` bound event times inclusively. Raises TableNotFound for a table the store
-    does not hold, UsageError for an unknown bucket or an inverted window.
+    ``from_us``/``to_us`` bound event times inclusively. A table held only as snapshots counts no
+    changes. Raises TableNotFound for a table the store does not hold, UsageError for an unknown
+    bucket or an inverted window.
     """
     if bucket not in BUCKETS:
         raise UsageError(f"unknown bucket {bucket!r}: use one of {', '.join(BUCKETS)}")
@@ -124,7 +125,13 @@ def timeline(store: Store, table: str, bucket: str = "auto", from_us: int | None
     def read() -> tuple[str, list[tuple[Any, ...]], int | None, int | None]:
         files = change_files(store, table)
         if not files:
-            raise TableNotFound(f"the store {store.uri} holds no changes of table {table!r}")
+            # A table held only as snapshots (bootstrapped and quiet since, or expired) has no changes to
+            # count; only a table the store does not hold at all is not found.
+            if not store.list(table_root(table) + "/"):
+                raise TableNotFound(f"the store {store.uri} holds no table {table!r}: "
+                                    "run 'ddb-rewind status' to list tables")
+            span = to_us - from_us if from_us is not None and to_us is not None else 0
+            return choose_width(bucket, span, max_buckets), [], from_us, to_us
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         register_parquet(con, "timeline__changes", store, files, SCHEMA)

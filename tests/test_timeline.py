@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from changelog.errors import UsageError
+from changelog.errors import TableNotFound, UsageError
 from changelog.store import Store
 from ddb_rewind.cli import main
 from ddb_rewind.commands import timeline as timeline_command
@@ -178,3 +178,15 @@ def test_no_color_keeps_the_terminal_chart_plain(store: Store, monkeypatch: pyte
     monkeypatch.setenv("NO_COLOR", "1")
     assert main(["timeline", "--table", "orders", "--store", store.uri]) == 0
     assert terminal.getvalue().startswith("orders: ") and "\033[" not in terminal.getvalue()
+
+
+def test_a_table_held_without_changes_counts_none(store: Store) -> None:
+    Workload().capture(store)  # meta.json only, as after a bootstrap of a quiet table
+    line = timeline(store, "orders", from_us=MINUTE * 1_000_000, to_us=(MINUTE + 59) * 1_000_000)
+    assert len(line) == 0 and [b.total for b in line.filled()] == [0]
+
+
+def test_a_table_the_store_does_not_hold_is_not_found(store: Store) -> None:
+    _traffic(store)
+    with pytest.raises(TableNotFound, match="holds no table 'invoices'"):
+        timeline(store, "invoices")

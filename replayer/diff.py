@@ -58,7 +58,10 @@ class ItemChange:
 
 @dataclass(frozen=True)
 class StateDiff:
-    """Items added, removed and changed from ``from_us`` to ``to_us``, each list ordered by key."""
+    """Items added, removed and changed from ``from_us`` to ``to_us``, each list ordered by key.
+
+    ``where`` is the text of the predicate that narrowed it (None: every item).
+    """
 
     table: str
     from_us: int
@@ -66,6 +69,7 @@ class StateDiff:
     added: tuple[ItemChange, ...]
     removed: tuple[ItemChange, ...]
     changed: tuple[ItemChange, ...]
+    where: str | None = None
 
     def all(self) -> tuple[ItemChange, ...]:
         """Every item change, ordered by key."""
@@ -178,7 +182,8 @@ def diff_states(store: Store, table: str, from_us: int, to_us: int,
         kind = "added" if before is None else "removed" if after is None else "changed"
         change = ItemChange(kind, key_text, orjson.loads(keys), before, after, paths)
         {"added": added, "removed": removed, "changed": changed}[kind].append(change)
-    return StateDiff(table, from_us, to_us, tuple(added), tuple(removed), tuple(changed))
+    return StateDiff(table, from_us, to_us, tuple(added), tuple(removed), tuple(changed),
+                     predicate.text if predicate is not None else None)
 
 
 DIFF_SCHEMA = pa.schema([

@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from changelog.codec import base64_to_binaries, binaries_to_base64
 from changelog.store import Store
 from replayer.attrdiff import items_equal
-from replayer.diff import diff_states
+from replayer.diff import StateDiff, diff_states
 from replayer.target import key_names
 
 RETRYABLE = frozenset({
@@ -80,12 +80,21 @@ def plan_repair(store: Store, table: str, from_us: int, to_us: int) -> RepairPla
 
     Raises UsageError for an inverted window and TimeOutOfRange outside coverage (as ``diff``).
     """
-    diff = diff_states(store, table, from_us, to_us)
+    return plan_from_diff(diff_states(store, table, from_us, to_us))
+
+
+def plan_from_diff(diff: StateDiff) -> RepairPlan:
+    """The repair plan that undoes ``diff``: one action per item change.
+
+    ``diff`` must cover every item: a plan from a narrowed diff would leave the other items unrepaired.
+    """
+    if diff.where is not None:
+        raise ValueError(f"a repair plan needs the whole diff, not one narrowed by {diff.where!r}")
     actions = []
     for change in diff.all():
         kind = {"added": "delete", "removed": "recreate", "changed": "restore"}[change.kind]
         actions.append(RepairAction(change.item_key, change.key, kind, change.before, change.after))
-    return RepairPlan(table, from_us, to_us, tuple(actions))
+    return RepairPlan(diff.table, diff.from_us, diff.to_us, tuple(actions))
 
 
 def condition_for(action: RepairAction, partition_key: str) -> dict[str, Any]:

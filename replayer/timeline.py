@@ -1,7 +1,13 @@
-"""Change counts per minute or hour (inserts, modifies, removes, TTL removes), and a text bar chart of them."""
+"""Change counts per time bucket (inserts, modifies, removes, TTL removes), and a terminal chart of them.
+
+Buckets are aligned to the epoch (so a day starts at 00:00Z and an hour on the hour) and counted in
+integer microseconds, never in floating point. ``auto`` picks the narrowest width that keeps the
+window within ``AUTO_MAX_BUCKETS`` bars: two days become 48 hourly bars, not 2,880 minute lines.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,19 +15,26 @@ import duckdb
 
 from changelog.consistent import read_consistently
 from changelog.errors import TableNotFound, UsageError
-from changelog.layout import changes_root
+from changelog.layout import changes_root, table_root
 from changelog.record import SCHEMA, first_copies
 from changelog.source import register_parquet
 from changelog.state import change_files
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 
-BUCKETS = ("minute", "hour")
+SECOND_US = 1_000_000
+# Bucket names and widths in seconds, narrowest first (auto takes the first that fits).
+WIDTHS = {"minute": 60, "5min": 300, "15min": 900, "hour": 3600, "6hour": 6 * 3600, "day": 86400}
+BUCKETS = ("auto", *WIDTHS)
+AUTO_MAX_BUCKETS = 60
+KINDS = ("inserts", "modifies", "removes", "ttl_removes")
+_LABELS = {"minute": "1-minute", "5min": "5-minute", "15min": "15-minute", "hour": "1-hour", "6hour": "6-hour",
+           "day": "1-day"}
 
 
 @dataclass(frozen=True)
 class Bucket:
-    """The changes of one minute or hour (``removes`` excludes TTL removes)."""
+    """The changes of one bucket (``removes`` excludes TTL removes)."""
 
     start_us: int
     inserts: int
@@ -46,22 +59,79 @@ class Bucket:
         }
 
 
-def timeline(store: Store, table: str, bucket: str = "hour", from_us: int | None = None,
-             to_us: int | None = None) -> list[Bucket]:
+@dataclass(frozen=True)
+class Timeline:
+    """The non-empty buckets of one table, oldest first, and the span they were counted over.
+
+    ``first_us``/``last_us`` are the starts of the first and last bucket of the span (the window
+    asked for, or the first and last change when it was left open); None when nothing was counted.
+    """
+
+    table: str
+    bucket: str
+    width_us: int
+    buckets: tuple[Bucket, ...]
+    first_us: int | None
+    last_us: int | None
+
+    def __iter__(self) -> Iterator[Bucket]:
+        return iter(self.buckets)
+
+    def __len__(self) -> int:
+        return len(self.buckets)
+
+    @property
+    def label(self) -> str:
+        """``1-hour`` and the like, for headers."""
+        return _LABELS[self.bucket]
+
+    def totals(self) -> dict[str, int]:
+        """Changes of each kind over the whole span."""
+        return {kind: sum(getattr(b, kind) for b in self.buckets) for kind in KINDS}
+
+    def filled(self) -> tuple[Bucket, ...]:
+        """Every bucket of the span, quiet ones as zeros: the time axis a chart needs."""
+        if self.first_us is None or self.last_us is None:
+            return ()
+        found = {b.start_us: b for b in self.buckets}
+        return tuple(found.get(start, Bucket(start, 0, 0, 0, 0))
+                     for start in range(self.first_us, self.last_us + 1, self.width_us))
+
+
+def choose_width(bucket: str, span_us: int, max_buckets: int = AUTO_MAX_BUCKETS) -> str:
+    """The bucket name to count with: ``bucket`` itself, or for ``auto`` the narrowest that fits."""
+    if bucket != "auto":
+        return bucket
+    for name, seconds in WIDTHS.items():
+        if span_us // (seconds * SECOND_US) + 1 <= max_buckets:
+            return name
+    return "day"
+
+
+def timeline(store: Store, table: str, bucket: str = "auto", from_us: int | None = None,
+             to_us: int | None = None, max_buckets: int = AUTO_MAX_BUCKETS) -> Timeline:
     """Counts of de-duplicated changes per bucket, oldest first; empty buckets are left out.
 
-    ``from_us``/``to_us`` bound event times inclusively. Raises TableNotFound for a table the store
-    does not hold, UsageError for an unknown bucket or an inverted window.
+    ``auto`` picks the narrowest bucket that keeps the span within ``max_buckets``.
+    ``from_us``/``to_us`` bound event times inclusively. A table held only as snapshots counts no
+    changes. Raises TableNotFound for a table the store does not hold, UsageError for an unknown
+    bucket or an inverted window.
     """
     if bucket not in BUCKETS:
         raise UsageError(f"unknown bucket {bucket!r}: use one of {', '.join(BUCKETS)}")
     if from_us is not None and to_us is not None and from_us > to_us:
         raise UsageError("--from is after --to: give the earlier time first")
 
-    def read() -> list[tuple[Any, ...]]:
+    def read() -> tuple[str, list[tuple[Any, ...]], int | None, int | None]:
         files = change_files(store, table)
         if not files:
-            raise TableNotFound(f"the store {store.uri} holds no changes of table {table!r}")
+            # A table held only as snapshots (bootstrapped and quiet since, or expired) has no changes to
+            # count; only a table the store does not hold at all is not found.
+            if not store.list(table_root(table) + "/"):
+                raise TableNotFound(f"the store {store.uri} holds no table {table!r}: "
+                                    "run 'ddb-rewind status' to list tables")
+            span = to_us - from_us if from_us is not None and to_us is not None else 0
+            return choose_width(bucket, span, max_buckets), [], from_us, to_us
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         register_parquet(con, "timeline__changes", store, files, SCHEMA)
@@ -73,39 +143,84 @@ def timeline(store: Store, table: str, bucket: str = "hour", from_us: int | None
         if to_us is not None:
             where.append("event_time <= make_timestamptz(?::BIGINT)")
             params.append(to_us)
+        con.execute(
+            f"""CREATE TEMP TABLE timeline__window AS
+                SELECT epoch_us(event_time) AS at_us, event_name, is_ttl_delete
+                FROM ({first_copies("timeline__changes", "event_time, event_name, is_ttl_delete",
+                                    " AND ".join(where))})""",
+            params,
+        )
+        low, high = con.execute("SELECT min(at_us), max(at_us) FROM timeline__window").fetchone() or (None, None)
+        span_low = from_us if from_us is not None else low
+        span_high = to_us if to_us is not None else high
+        span = span_high - span_low if span_low is not None and span_high is not None else 0
+        name = choose_width(bucket, span, max_buckets)
+        width = WIDTHS[name] * SECOND_US
         rows: list[tuple[Any, ...]] = con.execute(
             f"""
-            SELECT epoch_us(date_trunc('{bucket}', event_time)) AS start,
+            SELECT at_us // {width} * {width} AS start,
                    count(*) FILTER (WHERE event_name = 'INSERT'),
                    count(*) FILTER (WHERE event_name = 'MODIFY'),
                    count(*) FILTER (WHERE event_name = 'REMOVE' AND NOT is_ttl_delete),
                    count(*) FILTER (WHERE event_name = 'REMOVE' AND is_ttl_delete)
-            FROM ({first_copies("timeline__changes", "event_time, event_name, is_ttl_delete",
-                                " AND ".join(where))})
-            GROUP BY start ORDER BY start
-            """,
-            params,
+            FROM timeline__window GROUP BY start ORDER BY start
+            """
         ).fetchall()
-        return rows
+        return name, rows, span_low, span_high
 
-    rows = read_consistently(store, (changes_root(table) + "/",), read)
-    return [Bucket(int(start), int(i), int(m), int(r), int(t)) for start, i, m, r, t in rows]
+    name, rows, span_low, span_high = read_consistently(store, (changes_root(table) + "/",), read)
+    width = WIDTHS[name] * SECOND_US
+    buckets = tuple(Bucket(int(start), int(i), int(m), int(r), int(t)) for start, i, m, r, t in rows)
+    if span_low is None or span_high is None:
+        return Timeline(table, name, width, buckets, None, None)
+    return Timeline(table, name, width, buckets, span_low // width * width, span_high // width * width)
 
 
-def render_bars(buckets: list[Bucket], width: int = 50) -> list[str]:
-    """Lines of a plain-text bar chart: one line per bucket, bar length proportional to its total.
+_MARKS = (("+", "inserts", "32"), ("~", "modifies", "33"), ("-", "removes", "31"), ("x", "ttl_removes", "35"))
+_SPARKS = "▁▂▃▄▅▆▇█"
+# Wider than a terminal the sparkline would wrap and mislead; the bars below still show every bucket.
+SPARKLINE_MAX = 120
 
-    Bars use ``+`` for inserts, ``~`` for modifies, ``-`` for removes and ``x`` for TTL removes, so
-    the mix shows without colour; every non-empty kind gets at least one character.
+
+def sparkline(buckets: tuple[Bucket, ...]) -> str:
+    """One character per bucket, its height proportional to the bucket's total (a space for none)."""
+    peak = max((b.total for b in buckets), default=0) or 1
+    return "".join(_SPARKS[(b.total * len(_SPARKS) - 1) // peak] if b.total else " " for b in buckets)
+
+
+def header(line: Timeline) -> str:
+    """One line naming the table, the span, the bucket width and the totals by kind."""
+    totals = line.totals()
+    if line.first_us is None or line.last_us is None:
+        return f"{line.table}: no changes"
+    end = from_micros(line.last_us + line.width_us)
+    kinds = ", ".join(f"{kind.replace('_', ' ')} {n:,}" for kind, n in totals.items())
+    return (f"{line.table}: {format_time(from_micros(line.first_us))} to {format_time(end)}, "
+            f"{line.label} buckets, {sum(totals.values()):,} changes ({kinds})")
+
+
+def render_bars(line: Timeline, width: int = 50, color: bool = False) -> list[str]:
+    """Lines of a terminal chart: a header, a sparkline, then one bar per bucket (quiet ones included).
+
+    Bar length is proportional to the bucket's total; ``+`` inserts, ``~`` modifies, ``-`` removes
+    and ``x`` TTL removes, so the mix shows without colour (``color`` adds ANSI colours); every
+    non-empty kind gets at least one character.
     """
+    lines = [header(line)]
+    buckets = line.filled()
     if not buckets:
-        return ["(no changes)"]
+        return lines
     peak = max(b.total for b in buckets) or 1
-    count_width = len(str(peak))
-    lines = []
+    count_width = max(len(str(peak)), len("total"))
+    if len(buckets) <= SPARKLINE_MAX:
+        lines.append(f"activity  {sparkline(buckets)}")
+    lines.append(f"{'start':<20}  {'total':>{count_width}}  " + "  ".join(f"{m} {k.replace('_', ' ')}"
+                                                                         for m, k, _ in _MARKS))
     for b in buckets:
-        parts = [("+", b.inserts), ("~", b.modifies), ("-", b.removes), ("x", b.ttl_removes)]
-        bar = "".join(mark * (max(1, round(n * width / peak)) if n else 0) for mark, n in parts)
-        lines.append(f"{format_time(from_micros(b.start_us))}  {str(b.total).rjust(count_width)}  {bar}")
-    lines.append("legend: + insert  ~ modify  - remove  x ttl remove")
+        bar = ""
+        for mark, kind, code in _MARKS:
+            n = getattr(b, kind)
+            piece = mark * (max(1, round(n * width / peak)) if n else 0)
+            bar += f"\033[{code}m{piece}\033[0m" if color and piece else piece
+        lines.append(f"{format_time(from_micros(b.start_us)):<20}  {str(b.total).rjust(count_width)}  {bar}".rstrip())
     return lines

@@ -70,6 +70,7 @@ def _table_cases() -> list[Case]:
         "history": ("--key", "pk=a"),
         "timeline": (),
         "diff": ("--from", FROM, "--to", TO),
+        "report": ("--from", FROM, "--to", TO, "-o", "{D}/r.html"),
         "verify": ("--drill",),
         "repair": ("--from", FROM, "--to", TO, "--target", "orders", "--dry-run"),
         "compact": (),
@@ -83,7 +84,7 @@ def _table_cases() -> list[Case]:
                             ("long", "x" * 256)):
             cases.append(c(f"{command}-table-{label}", 2, command, "--table", name, "--store", "{S}", *rest,
                            says="not a DynamoDB table name"))
-    for command in ("replay", "history", "timeline", "diff", "status"):
+    for command in ("replay", "history", "timeline", "diff", "report", "status"):
         cases.append(c(f"{command}-table-unknown", 4, command, "--table", "nosuchtable", "--store", "{S}",
                        *commands[command]))
     return cases
@@ -111,6 +112,10 @@ def _time_cases() -> list[Case]:
           says="give the earlier time first"),
         c("repair-inverted", 2, "repair", "--table", TABLE, "--store", "{S}", "--from", TO, "--to", FROM,
           "--target", "orders", "--dry-run"),
+        c("report-out-of-coverage", 5, "report", "--table", TABLE, "--store", "{S}", "--from", EARLY, "--to", TO,
+          "-o", "{D}/r.html"),
+        c("report-inverted", 2, "report", "--table", TABLE, "--store", "{S}", "--from", TO, "--to", FROM,
+          "-o", "{D}/r.html", says="give the earlier time first"),
         c("verify-drill-out-of-coverage", 5, "verify", "--table", TABLE, "--store", "{S}", "--drill-at", LATE),
     ]
     return cases
@@ -198,6 +203,7 @@ def _number_cases() -> list[Case]:
 def _output_cases() -> list[Case]:
     replay = ("replay", "--table", TABLE, "--store", "{S}", "--at", AT)
     diff = ("diff", "--table", TABLE, "--store", "{S}", "--from", FROM, "--to", TO)
+    report = ("report", "--table", TABLE, "--store", "{S}", "--from", FROM, "--to", TO)
     return [
         c("replay-existing-file", 2, *replay, "--to-file", "{D}/existing.jsonl", says="add --overwrite"),
         c("replay-existing-file-dry-run", 2, *replay, "--to-file", "{D}/existing.jsonl", "--dry-run"),
@@ -212,6 +218,11 @@ def _output_cases() -> list[Case]:
         c("diff-output-without-parquet", 2, *diff, "--output", "{D}/d.parquet"),
         c("diff-output-directory", 2, *diff, "--format", "parquet", "--output", "{D}/dir.jsonl"),
         c("diff-format-bad", 2, *diff, "--format", "csv"),
+        c("report-existing-output", 2, *report, "-o", "{D}/existing.parquet", says="add --overwrite"),
+        c("report-output-directory", 2, *report, "-o", "{D}/dir.jsonl", "--overwrite", says="is a directory"),
+        c("report-no-output", 2, *report),
+        c("report-samples-negative", 2, *report, "-o", "{D}/r.html", "--samples", "-1"),
+        c("report-where-unknown", 2, *report, "-o", "{D}/r.html", "--where", "nosuch = 1"),
     ]
 
 

@@ -16,6 +16,7 @@ from ddb_rewind.commands import (
     recover,
     repair,
     replay,
+    report,
     sql,
     status,
     timeline,
@@ -26,5 +27,5 @@ from ddb_rewind.commands import (
 # try it, capture, look after the store, restore, then ask questions.
 COMMANDS: list[ModuleType] = [
     demo, status, consume, bootstrap, recover, compact, expire, check, replay, verify, repair, sql, history,
-    timeline, diff,
+    timeline, diff, report,
 ]

@@ -1,0 +1,126 @@
+"""An incident report's contents: what changed in a window, how fast, which attributes, and what repair would do.
+
+Every figure comes from the mechanisms the commands use, so the report agrees with them: the change
+rate is ``timeline`` over (from, to], the item counts, attributes and samples are ``diff`` (narrowed
+by ``--where`` when given) and the repair plan is exactly what ``repair --from --to`` would plan
+(always the whole table: repair has no ``--where``). Rendering is replayer.report_html's job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from changelog.predicate import Predicate
+from changelog.progress import Progress
+from changelog.store import Store
+from replayer.attrdiff import values_equal
+from replayer.diff import ItemChange, StateDiff, diff_states
+from replayer.repair import ACTIONS, RepairAction, plan_from_diff, plan_repair
+from replayer.timeline import Timeline, timeline
+
+# A browser draws a few hundred bars easily, and finer buckets make a spike stand out.
+CHART_MAX_BUCKETS = 400
+TOP_ATTRIBUTES = 20
+
+
+@dataclass(frozen=True)
+class AttributeChurn:
+    """How many of the items modified in the window had top-level attribute ``name`` changed, added or removed."""
+
+    name: str
+    changed: int
+    added: int
+    removed: int
+
+    @property
+    def items(self) -> int:
+        """Modified items in which the attribute differs at all."""
+        return self.changed + self.added + self.removed
+
+
+@dataclass(frozen=True)
+class IncidentReport:
+    """Everything an incident report shows, for table ``table`` over (``from_us``, ``to_us``]."""
+
+    table: str
+    store_uri: str
+    from_us: int
+    to_us: int
+    where: str | None
+    generated_us: int
+    timeline: Timeline
+    added: int
+    removed: int
+    changed: int
+    attributes: tuple[AttributeChurn, ...]
+    samples: tuple[ItemChange, ...]
+    repair_counts: tuple[tuple[str, int], ...]
+    repair_sample: tuple[RepairAction, ...]
+
+    @property
+    def repair_puts(self) -> int:
+        """Items repair would write back (re-created or restored)."""
+        counts = dict(self.repair_counts)
+        return counts["recreate"] + counts["restore"]
+
+    @property
+    def repair_deletes(self) -> int:
+        """Items repair would delete (created in the window)."""
+        return dict(self.repair_counts)["delete"]
+
+
+def attribute_churn(changes: tuple[ItemChange, ...], top: int = TOP_ATTRIBUTES) -> tuple[AttributeChurn, ...]:
+    """The ``top`` top-level attributes that differ in the most modified items, most first (ties by name).
+
+    Only modified items count: an item created or deleted in the window would count every attribute it has.
+    """
+    kinds: dict[str, Counter[str]] = {}
+    for change in changes:
+        if change.kind != "changed" or change.before is None or change.after is None:
+            continue
+        before, after = change.before, change.after
+        for name in before.keys() | after.keys():
+            if name not in before:
+                kind = "added"
+            elif name not in after:
+                kind = "removed"
+            elif not values_equal(before[name], after[name]):
+                kind = "changed"
+            else:
+                continue
+            kinds.setdefault(name, Counter())[kind] += 1
+    churn = [AttributeChurn(name, c["changed"], c["added"], c["removed"]) for name, c in kinds.items()]
+    churn.sort(key=lambda a: (-a.items, a.name))
+    return tuple(churn[:top])
+
+
+def build_report(store: Store, table: str, from_us: int, to_us: int, where: Predicate | None = None,
+                 samples: int = 10) -> IncidentReport:
+    """Gather the report for (``from_us``, ``to_us``]; ``samples`` bounds the diffs and repair actions shown.
+
+    Refuses as ``diff`` does: UsageError for an inverted window or a bad ``where``, TimeOutOfRange
+    when either end lies outside coverage (before any other work).
+    """
+    progress = Progress(f"report {table}", total=3 if where is None else 4, unit="steps")
+    diff: StateDiff = diff_states(store, table, from_us, to_us, where)
+    progress.advance()
+    # The window is (from, to], as in diff and repair: a change exactly at --from is not in it.
+    rate = timeline(store, table, "auto", from_us + 1, to_us, max_buckets=CHART_MAX_BUCKETS)
+    progress.advance()
+    if where is None:
+        plan = plan_from_diff(diff)
+    else:
+        plan = plan_repair(store, table, from_us, to_us)
+        progress.advance()
+    counts = plan.counts()
+    progress.advance()
+    progress.close()
+    return IncidentReport(
+        table=table, store_uri=store.uri, from_us=from_us, to_us=to_us, where=diff.where,
+        generated_us=time.time_ns() // 1000, timeline=rate,
+        added=len(diff.added), removed=len(diff.removed), changed=len(diff.changed),
+        attributes=attribute_churn(diff.changed), samples=diff.all()[:samples],
+        repair_counts=tuple((name, counts[name]) for name in ACTIONS), repair_sample=plan.actions[:samples],
+    )

@@ -7,7 +7,10 @@ footers) and times, each in a fresh DuckDB session:
 - ``raw``: the anchor, one latest-per-key query with ``json_extract_string`` over the same files;
 - ``sql, scanned``: ``ddb-rewind sql``'s path (SqlSession) when attribute discovery must read every image;
 - ``sql, summarized``: the same after the compactor's merge gave every file its attribute summary
-  (``changelog.attributes``), so discovery reads footers.
+  (``changelog.attributes``), so discovery reads footers;
+- ``changes by day``: ``SELECT date_trunc('day', event_time), count(*) FROM changes GROUP BY 1``
+  against the same query over ``read_parquet`` (no de-duplication), before and after the merge
+  (after it, an hour's one de-duplicated file is read as it is: ``changelog.footer``).
 
 Each phase's seconds are split into opening the session, making the ``<table>_at`` macro
 (attribute discovery) and the query itself. All three must count the same items.
@@ -20,6 +23,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -64,6 +68,27 @@ def _session(store: LocalStore, at: str) -> tuple[int, dict[str, float]]:
     return int(count), {"open": opened - started, "discover": discovered - opened, "query": done - discovered}
 
 
+BY_DAY = "SELECT date_trunc('day', event_time) AS day, count(*) FROM {} GROUP BY day ORDER BY day"
+
+
+def _by_day(store: LocalStore) -> dict[str, tuple[list[Any], float]]:
+    from replayer.views import SqlSession
+
+    session = SqlSession(store)
+    timed = {}
+    for name, relation in (("raw", "changes__raw"), ("changes", "changes")):
+        started = time.perf_counter()
+        rows = session.con.execute(BY_DAY.format(relation)).fetchall()
+        timed[name] = (rows, time.perf_counter() - started)
+    return timed
+
+
+def _by_day_line(label: str, timed: dict[str, tuple[list[Any], float]]) -> str:
+    assert timed["raw"][0] == timed["changes"][0], "changes and the raw files disagree"
+    raw, view = timed["raw"][1], timed["changes"][1]
+    return f"changes by day, {label}: {view:.2f} s vs raw read_parquet {raw:.2f} s  {view / raw:5.2f}x raw"
+
+
 def _summarize(store: LocalStore, last_us: int) -> float:
     from compactor.merge import merge_small_files
 
@@ -94,13 +119,17 @@ def main(argv: list[str] | None = None) -> None:
               f"SELECT count(*) FROM {TABLE}_at('{at}') WHERE status = '{STATUS}'")
         results: dict[str, tuple[int, dict[str, float]]] = {"raw": _raw(store, at)}
         results["sql, scanned"] = _session(store, at)
+        before_merge = _by_day(store)
         merged = _summarize(store, generated.last_us)
         results["sql, summarized"] = _session(store, at)
+        after_merge = _by_day(store)
         counts = {count for count, _ in results.values()}
         assert len(counts) == 1, f"the phases disagree: {results}"
         anchor = sum(results["raw"][1].values())
         for name, (_, figures) in results.items():
             print(_line(name, figures, anchor))
+        print(_by_day_line("capture files", before_merge))
+        print(_by_day_line("merged files", after_merge))
         print(f"(the merge that wrote the summaries: {merged:.1f} s, once, offline in the compactor; "
               f"{counts.pop():,} items matched)")
     finally:

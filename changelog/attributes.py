@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from changelog.footer import footer, footers
 from changelog.integrity import verify_for_read
 from changelog.record import SCHEMA
 from changelog.snapshot import SNAPSHOT_SCHEMA
@@ -103,14 +103,7 @@ def with_summary(table: pa.Table, image: str) -> pa.Table:
 
 def footer_summary(store: Store, path: str) -> dict[str, AttributeTypes] | None:
     """The summary in a store file's footer; None when the file carries none."""
-    root = store.local_root()
-    if root is not None:
-        metadata = pq.read_metadata(str(root / path)).metadata
-    else:
-        filesystem, base = store.arrow()
-        with filesystem.open_input_file(f"{base}/{path}") as handle:
-            metadata = pq.read_metadata(handle).metadata
-    data = (metadata or {}).get(METADATA_KEY)
+    data = footer(store, path).get(METADATA_KEY)
     return decode(data) if data is not None else None
 
 
@@ -127,8 +120,9 @@ def stored_summary(store: Store, change_files: Iterable[str],
     con: duckdb.DuckDBPyConnection | None = None
     for index, (paths, image, schema) in enumerate(groups):
         unsummarized = []
-        for path in paths:
-            summary = footer_summary(store, path)
+        for path, metadata in footers(store, paths).items():
+            data = metadata.get(METADATA_KEY)
+            summary = decode(data) if data is not None else None
             if summary is None:
                 unsummarized.append(path)
             else:

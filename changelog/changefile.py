@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from changelog.footer import DEDUPLICATED
 from changelog.layout import change_file_path, hour_partition
 from changelog.record import ChangeRow, rows_to_table
 from changelog.store import Store
@@ -36,12 +37,14 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def publish_change_file(store: Store, table_name: str, partition: str, first_seq: str, last_seq: str,
-                        rows: pa.Table) -> str:
+                        rows: pa.Table, *, deduplicated: bool = False) -> str:
     """Write one change file named by its sequence range and the digest of its bytes; returns its path.
 
     Every writer of change files (capture, poller, merge, bench) goes through here, so names and
     checksums are made in one place.
     """
+    if deduplicated:  # every record once: readers may skip de-duplicating its hour (changelog.footer)
+        rows = rows.replace_schema_metadata({**(rows.schema.metadata or {}), DEDUPLICATED: b"1"})
     data = parquet_bytes(rows)
     path = change_file_path(table_name, partition, first_seq, last_seq, data)
     store.write(path, data)

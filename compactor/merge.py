@@ -47,7 +47,8 @@ def merge_partition(store: Store, table: str, partition: str, files: list[str]) 
     sequences = con.execute(
         f"SELECT sequence_number FROM merge_in ORDER BY {VERSION_ORDER}"
     ).fetchall()
-    path = publish_change_file(store, table, partition, sequences[0][0], sequences[-1][0], merged)
+    path = publish_change_file(store, table, partition, sequences[0][0], sequences[-1][0], merged,
+                               deduplicated=True)
     for original in files:
         if original != path:
             store.delete(original)

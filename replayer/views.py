@@ -14,7 +14,8 @@ from changelog.attributes import stored_summary
 from changelog.codec import item_key, parse_key
 from changelog.consistent import listing, read_consistently
 from changelog.errors import TimeOutOfRange, UsageError
-from changelog.layout import TABLES, table_names
+from changelog.footer import DEDUPLICATED, footers
+from changelog.layout import TABLES, partition_of, table_names
 from changelog.plain import plain_select, quote_ident
 from changelog.record import LATEST_FIRST, SCHEMA, VERSION_ORDER, first_copies
 from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests
@@ -22,6 +23,16 @@ from changelog.source import register_parquet
 from changelog.state import Coverage, change_files, check_restorable, copy_floor_us, coverage, timestamp_literal
 from changelog.store import Store
 from changelog.timefmt import from_micros, to_micros
+
+
+def _split_deduplicated(store: Store, files: list[str]) -> tuple[list[str], list[str]]:
+    """(files alone in their hour partition and de-duplicated by the merge, every other file)."""
+    by_hour: dict[tuple[str, str], list[str]] = {}
+    for path in files:
+        by_hour.setdefault((path.split("/", 2)[1], partition_of(path)), []).append(path)
+    alone = [paths[0] for paths in by_hour.values() if len(paths) == 1]
+    marked = {path for path, metadata in footers(store, alone).items() if metadata.get(DEDUPLICATED) == b"1"}
+    return [p for p in files if p in marked], [p for p in files if p not in marked]
 
 
 def _canonical_key(text: str) -> str:
@@ -48,10 +59,15 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
         con.execute("INSERT INTO tables VALUES (?)", [table])
     files = [path for table in tables for path in change_files(store, table)]
     register_parquet(con, "changes__raw", store, files, SCHEMA)
+    clean, other = _split_deduplicated(store, files)
+    register_parquet(con, "changes__clean", store, clean, SCHEMA)
+    register_parquet(con, "changes__other", store, other, SCHEMA)
+    # Copies of a record share its hour: an hour whose one file the merge de-duplicated is read as it
+    # is, and only the other hours pay for first_copies (a window over every row they hold).
     con.execute(
         f"""CREATE VIEW changes AS
            SELECT * EXCLUDE (new_doc, old_doc), new_doc::JSON AS new_doc, old_doc::JSON AS old_doc
-           FROM ({first_copies("changes__raw")})"""
+           FROM (SELECT * FROM changes__clean UNION ALL BY NAME {first_copies("changes__other")})"""
     )
     con.execute(
         "CREATE TABLE snapshots (table_name VARCHAR, snapshot_time TIMESTAMPTZ, kind VARCHAR, items BIGINT,"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +39,20 @@ class Selection:
     image_bytes: int
 
 
+# DuckDB's own default is 80% of the machine's memory, so a large replay held it all; with a bound it
+# spills its sorts and the materialised state to the temporary directory instead (5M changes: peak
+# 1.7 GB -> 1.2 GB at a 1 GB bound for +7% time; bench/replay.py --memory-limit).
+DEFAULT_MEMORY_LIMIT = "2GB"
+
+
+def memory_limit() -> str:
+    """DuckDB's memory bound for a replay: DDB_REWIND_MEMORY_LIMIT (e.g. 8GB), else 2GB."""
+    value = os.environ.get("DDB_REWIND_MEMORY_LIMIT", "").strip() or DEFAULT_MEMORY_LIMIT
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
+        raise UsageError(f"DDB_REWIND_MEMORY_LIMIT={value!r} is not an amount of memory: write e.g. 4GB or 512MB")
+    return value
+
+
 def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate | None = None,
                use_snapshots: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with view ``items`` (item_key, keys, image, doc): the table at ``at``.
@@ -50,7 +66,8 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
 
     def materialise() -> duckdb.DuckDBPyConnection:
         # Spill next to other temporary files, not into the caller's working directory (DuckDB's default).
-        con = duckdb.connect(config={"temp_directory": str(Path(tempfile.gettempdir()) / "ddb-rewind-duckdb")})
+        con = duckdb.connect(config={"temp_directory": str(Path(tempfile.gettempdir()) / "ddb-rewind-duckdb"),
+                                     "memory_limit": memory_limit()})
         check_restorable(coverage(store, table, con, count_changes=False), at, at_us)
         open_state(con, store, plan_state(store, table, at_us, use_snapshots=use_snapshots), name="state__view")
         # Computed once, kept in key order: counting, --where discovery and writing then scan rows

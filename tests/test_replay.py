@@ -190,3 +190,21 @@ def test_a_missing_target_table_needs_create_table(filled: Store, aws: None,
     assert _cli("replay", "--table", TABLE, "--store", filled.uri, "--at", _at(T0), "--to-table", "absent") != 0
     assert "--create-table" in _one_error_line(capsys)
 
+
+
+def test_replay_memory_bound_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from replayer.replay import DEFAULT_MEMORY_LIMIT, memory_limit
+
+    monkeypatch.delenv("DDB_REWIND_MEMORY_LIMIT", raising=False)
+    assert memory_limit() == DEFAULT_MEMORY_LIMIT
+    monkeypatch.setenv("DDB_REWIND_MEMORY_LIMIT", "8GB")
+    assert memory_limit() == "8GB"
+
+
+def test_a_memory_bound_that_is_not_an_amount_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from changelog.errors import UsageError
+    from replayer.replay import memory_limit
+
+    monkeypatch.setenv("DDB_REWIND_MEMORY_LIMIT", "lots")
+    with pytest.raises(UsageError, match="DDB_REWIND_MEMORY_LIMIT"):
+        memory_limit()

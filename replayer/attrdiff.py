@@ -100,6 +100,8 @@ def _diff_maps(prefix: str, old: dict[str, Any], new: dict[str, Any], out: list[
 
 
 def _diff_values(path: str, old: Any, new: Any, out: list[PathChange]) -> None:
+    if old == new:  # the same text-level value (most attributes of a changed item): nothing to walk
+        return
     old_tag = next(iter(old)) if isinstance(old, dict) and len(old) == 1 else None
     new_tag = next(iter(new)) if isinstance(new, dict) and len(new) == 1 else None
     if old_tag == new_tag == "M":

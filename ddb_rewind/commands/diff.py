@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from changelog.errors import UsageError
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros, to_micros
 from ddb_rewind.args import add_store, add_table, add_where, time_arg
+
+if TYPE_CHECKING:
+    from replayer.diff import StateDiff
 
 
 def register(subparsers: Any) -> None:
@@ -28,6 +30,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--output", metavar="PATH", help="file for --format parquet")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     parser.set_defaults(run=run)
+
+
+def write_json(diff: StateDiff, out: TextIO) -> None:
+    """The diff as one JSON document on ``out``, written at once (the stdlib's indenting encoder is pure Python)."""
+    import orjson
+
+    out.write(orjson.dumps(diff.as_json(), option=orjson.OPT_INDENT_2).decode())
+    out.write("\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {rows:,} item changes to {args.output}")
         return 0
     if args.format == "json":
-        json.dump(diff.as_json(), sys.stdout, ensure_ascii=False, indent=1)
-        sys.stdout.write("\n")
+        write_json(diff, sys.stdout)
         return 0
     print(f"{args.table}: {format_time(from_micros(diff.from_us))} -> {format_time(from_micros(diff.to_us))}")
     print(f"added {len(diff.added):,}, removed {len(diff.removed):,}, changed {len(diff.changed):,}")

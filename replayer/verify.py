@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -136,16 +138,41 @@ class DrillResult:
                 and self.checksum_with_snapshot == self.checksum_from_changes)
 
 
+def _item_hash(key: str, item: dict[str, Any]) -> int:
+    digest = hashlib.sha256(key.encode() + b"\0" + canonical_text(item).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
 def state_checksum(state: dict[str, dict[str, Any]]) -> str:
     """Order-independent checksum of (item_key, item) pairs: sum of sha256 prefixes mod 2^64, as hex.
 
     Items are hashed in their canonical text, so equal items hash equally whatever their layout.
     """
-    total = 0
-    for key, item in state.items():
-        digest = hashlib.sha256(key.encode() + b"\0" + canonical_text(item).encode()).digest()
-        total = (total + int.from_bytes(digest[:8], "big")) % (1 << 64)
-    return f"{total:016x}"
+    return f"{sum(_item_hash(key, item) for key, item in state.items()) % (1 << 64):016x}"
+
+
+# The drill holds no state in Python: rows stream through the checksum in batches, and DuckDB keeps
+# its own working memory under this bound, spilling beyond it (5M changes: below 1 GB in all).
+DRILL_MEMORY_LIMIT = "512MB"
+_DRILL_BATCH = 20_000
+
+
+def state_fingerprint(store: Store, table: str, at_us: int, *, use_snapshots: bool = True) -> tuple[int, str]:
+    """(items, ``state_checksum``) of the stored state at ``at_us``, streamed: never the whole state in memory."""
+
+    def read() -> tuple[int, str]:
+        con = duckdb.connect(config={"memory_limit": DRILL_MEMORY_LIMIT,
+                                     "temp_directory": str(Path(tempfile.gettempdir()) / "ddb-rewind-duckdb")})
+        open_state(con, store, plan_state(store, table, at_us, use_snapshots=use_snapshots), name="drill_state")
+        reader = con.sql("SELECT item_key, image FROM drill_state").to_arrow_reader(_DRILL_BATCH)
+        count = total = 0
+        for batch in reader:
+            for key, image in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+                total += _item_hash(key, json.loads(image))
+                count += 1
+        return count, f"{total % (1 << 64):016x}"
+
+    return read_consistently(store, table_prefixes(table), read)
 
 
 def drill_moment(store: Store, table: str, seed: int | None = None) -> int:
@@ -171,18 +198,18 @@ def restore_drill(store: Store, table: str, at_us: int | None = None, seed: int 
     """Compute the state at ``at_us`` (default: a random moment) both ways and compare count and checksum."""
     moment = drill_moment(store, table, seed) if at_us is None else resolve_moment(store, table, at_us)
     started = time.perf_counter()
-    with_snapshot = stored_state(store, table, moment)
+    with_snapshot = state_fingerprint(store, table, moment)
     middle = time.perf_counter()
-    from_changes = stored_state(store, table, moment, use_snapshots=False)
+    from_changes = state_fingerprint(store, table, moment, use_snapshots=False)
     ended = time.perf_counter()
     return DrillResult(
         table=table,
         at_us=moment,
         snapshot_path=plan_state(store, table, moment).snapshot_path,
-        items_with_snapshot=len(with_snapshot),
-        items_from_changes=len(from_changes),
-        checksum_with_snapshot=state_checksum(with_snapshot),
-        checksum_from_changes=state_checksum(from_changes),
+        items_with_snapshot=with_snapshot[0],
+        items_from_changes=from_changes[0],
+        checksum_with_snapshot=with_snapshot[1],
+        checksum_from_changes=from_changes[1],
         seconds_with_snapshot=middle - started,
         seconds_from_changes=ended - middle,
     )

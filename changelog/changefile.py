@@ -14,6 +14,9 @@ from changelog.record import ChangeRow, rows_to_table
 from changelog.store import Store
 
 ROW_GROUP_ROWS = 64_000
+# What the compactor writes (merged change files, snapshot parts) is written once, offline, and read
+# for years: zstd level 9 makes it 14% smaller than the default level for 4x the compression CPU.
+COMPACTED_LEVEL = 9
 HOUR_US = 3_600_000_000
 # Dictionary pages pay only for columns that repeat; min/max statistics only for columns readers prune
 # on. Trying a dictionary on every JSON image, and min/max over it, cost time and save nothing.
@@ -21,15 +24,16 @@ _REPEATING = frozenset(("table_name", "event_name", "shard_id", "kind"))
 _JSON_TEXT = frozenset(("keys", "new_image", "old_image", "new_doc", "old_doc", "image", "doc"))
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table, *, level: int | None = None) -> bytes:
     """A zstd Parquet file of ``table`` as bytes (statistics on, so readers can prune row groups).
 
     Deterministic: the same table gives the same bytes (file names carry their digest). Every page
-    carries a CRC32 (``write_page_checksum``) that pyarrow verifies on read.
+    carries a CRC32 (``write_page_checksum``) that pyarrow verifies on read. ``level`` is zstd's
+    (default: the library's, cheap enough for the capture path).
     """
     sink = pa.BufferOutputStream()
     names = table.column_names
-    pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS,
+    pq.write_table(table, sink, compression="zstd", compression_level=level, row_group_size=ROW_GROUP_ROWS,
                    use_dictionary=[name for name in names if name in _REPEATING],
                    write_statistics=[name for name in names if name not in _JSON_TEXT],
                    write_page_checksum=True)
@@ -37,7 +41,7 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def publish_change_file(store: Store, table_name: str, partition: str, first_seq: str, last_seq: str,
-                        rows: pa.Table, *, deduplicated: bool = False) -> str:
+                        rows: pa.Table, *, deduplicated: bool = False, level: int | None = None) -> str:
     """Write one change file named by its sequence range and the digest of its bytes; returns its path.
 
     Every writer of change files (capture, poller, merge, bench) goes through here, so names and
@@ -45,7 +49,7 @@ def publish_change_file(store: Store, table_name: str, partition: str, first_seq
     """
     if deduplicated:  # every record once: readers may skip de-duplicating its hour (changelog.footer)
         rows = rows.replace_schema_metadata({**(rows.schema.metadata or {}), DEDUPLICATED: b"1"})
-    data = parquet_bytes(rows)
+    data = parquet_bytes(rows, level=level)
     path = change_file_path(table_name, partition, first_seq, last_seq, data)
     store.write(path, data)
     return path

@@ -39,7 +39,7 @@ import pyarrow as pa
 from changelog.attributes import with_summary
 from changelog.aws import aws_boundary
 from changelog.aws import client as aws_client
-from changelog.changefile import parquet_bytes
+from changelog.changefile import COMPACTED_LEVEL, parquet_bytes
 from changelog.codec import SEQUENCE_WIDTH, dump_json, item_key, plain_json
 from changelog.errors import ConflictError, DecodeError, RewindError, StreamConfigError, TableNotFound, UsageError
 from changelog.layout import hour_partition, snapshot_dir
@@ -159,7 +159,7 @@ class SnapshotWriter:
             schema=SNAPSHOT_SCHEMA,
         )
         name = f"part-{self.writer}-{len(self.parts):05d}.parquet"
-        data = parquet_bytes(with_summary(part, "image"))
+        data = parquet_bytes(with_summary(part, "image"), level=COMPACTED_LEVEL)
         if self.spool is not None:
             (self.spool / name).write_bytes(data)
         else:

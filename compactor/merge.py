@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import duckdb
 
 from changelog.attributes import footer_summary, with_summary
-from changelog.changefile import publish_change_file
+from changelog.changefile import COMPACTED_LEVEL, publish_change_file
 from changelog.consistent import read_consistently
 from changelog.layout import changes_root, hour_partition, partition_of
 from changelog.record import SCHEMA, VERSION_ORDER, first_copies
@@ -48,7 +48,7 @@ def merge_partition(store: Store, table: str, partition: str, files: list[str]) 
         f"SELECT sequence_number FROM merge_in ORDER BY {VERSION_ORDER}"
     ).fetchall()
     path = publish_change_file(store, table, partition, sequences[0][0], sequences[-1][0], merged,
-                               deduplicated=True)
+                               deduplicated=True, level=COMPACTED_LEVEL)
     for original in files:
         if original != path:
             store.delete(original)

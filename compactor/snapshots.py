@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from changelog.attributes import with_summary
-from changelog.changefile import parquet_bytes
+from changelog.changefile import COMPACTED_LEVEL, parquet_bytes
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import ConflictError, TimeOutOfRange
 from changelog.layout import snapshot_dir
@@ -83,7 +83,7 @@ def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directo
             return
         table_part = with_summary(pa.Table.from_batches(pending).cast(SNAPSHOT_SCHEMA), "image")
         name = f"part-{writer}-{len(parts):05d}.parquet"
-        data = parquet_bytes(table_part)
+        data = parquet_bytes(table_part, level=COMPACTED_LEVEL)
         store.write(f"{directory}/{name}", data)
         parts.append(part_sum_of(name, data, table_part.num_rows))
         pending, pending_rows = [], 0

@@ -104,6 +104,7 @@ def test_export_time_in_the_summary_is_the_replayed_moment(filled: Store, tmp_pa
     summary = read_summary(open_export(str(_folder(tmp_path / "out"))))
     assert summary.export_time_us == AT * 1_000_000
     assert (summary.output_format, summary.export_type) == ("DYNAMODB_JSON", "FULL_EXPORT")
+    assert summary.export_arn == ""  # no DynamoDB export made it, so it names none
 
 
 def test_export_is_split_into_data_files_of_bounded_size(filled: Store, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from changelog.codec import binaries_to_base64, decode_lambda_record
-from changelog.errors import EXIT_CONFLICT, EXIT_USAGE, EXIT_WRITE_FAILED
+from changelog.errors import EXIT_CONFLICT, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_WRITE_FAILED
 from changelog.meta import meta_from_description, write_meta
 from changelog.store import LocalStore, Store, open_store
 from compactor.export_reader import ExportInvalid, open_export, read_data_files, read_items, read_summary
@@ -342,3 +342,27 @@ def test_via_import_without_to_table_is_a_usage_error(filled: Store, tmp_path: P
     code = main(["replay", "--table", TABLE, "--store", filled.uri, "--at", _at(AT), "--to-export",
                  str(tmp_path / "o"), "--via-import"])
     assert code == EXIT_USAGE
+
+
+def test_unreachable_dynamodb_is_one_line_and_exit_7(filled: Store, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as probe:  # a port nothing listens on: the connection is refused at once
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    assert _import(filled, "restored", "--import-prefix", "s3://staging/restores") == EXIT_UNREACHABLE
+    err = capsys.readouterr().err
+    assert err.startswith("ddb-rewind: error: looking up table 'restored': could not reach AWS")
+    assert len(err.splitlines()) == 1
+
+
+def test_an_export_bootstraps_a_new_store_that_replays_the_same_items(filled: Store, tmp_path: Path) -> None:
+    assert _export(filled, tmp_path / "out") == 0
+    fresh = LocalStore(tmp_path / "fresh")
+    write_meta(fresh, meta_from_description(pk_table_description(TABLE)))
+    assert main(["bootstrap", "--table", TABLE, "--store", fresh.uri, "--from-export",
+                 str(_folder(tmp_path / "out"))]) == 0
+    out = tmp_path / "again.jsonl"
+    assert main(["replay", "--table", TABLE, "--store", fresh.uri, "--at", _at(AT), "--to-file", str(out)]) == 0
+    assert sorted(out.read_bytes().splitlines(keepends=True)) == sorted(_lines(_folder(tmp_path / "out")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,6 +15,8 @@ from typing import Any
 import boto3
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from moto.server import ThreadedMotoServer
 
 from changelog.codec import binaries_to_base64, decode_lambda_record
@@ -366,3 +369,28 @@ def test_an_export_bootstraps_a_new_store_that_replays_the_same_items(filled: St
     out = tmp_path / "again.jsonl"
     assert main(["replay", "--table", TABLE, "--store", fresh.uri, "--at", _at(AT), "--to-file", str(out)]) == 0
     assert sorted(out.read_bytes().splitlines(keepends=True)) == sorted(_lines(_folder(tmp_path / "out")))
+
+
+def test_an_export_interrupted_midway_is_never_complete(tmp_path: Path) -> None:
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield pa.record_batch({"image": ['{"pk":{"S":"a"}}']})
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export_images(LocalStore(tmp_path), "AWSDynamoDB/x", batches(), table_arn="", export_time=datetime.now(UTC),
+                      overwrite=False, max_file_bytes=10)
+    with pytest.raises(ExportInvalid, match=r"manifest-summary\.json"):
+        read_summary(open_export(str(tmp_path / "AWSDynamoDB" / "x")))
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(min_value=2, max_value=60), max_size=40),
+       bound=st.integers(min_value=10, max_value=200), split=st.integers(min_value=1, max_value=7))
+def test_dry_run_counts_exactly_the_data_files_written(lengths: list[int], bound: int, split: int) -> None:
+    images = [json.dumps({"pk": {"S": f"{i:02d}" + "x" * length}}) for i, length in enumerate(lengths)]
+    batches = [pa.record_batch({"image": images[i:i + split]}, schema=pa.schema([("image", pa.string())]))
+               for i in range(0, len(images), split)]
+    with tempfile.TemporaryDirectory() as root:
+        files = write_data_files(LocalStore(Path(root)), "f", batches, max_file_bytes=bound)
+    plan = plan_export([len(image.encode()) for image in images], bound)
+    assert (plan.files, plan.items) == (len(files), sum(f.item_count for f in files))

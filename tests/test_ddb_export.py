@@ -394,3 +394,14 @@ def test_dry_run_counts_exactly_the_data_files_written(lengths: list[int], bound
         files = write_data_files(LocalStore(Path(root)), "f", batches, max_file_bytes=bound)
     plan = plan_export([len(image.encode()) for image in images], bound)
     assert (plan.files, plan.items) == (len(files), sum(f.item_count for f in files))
+
+
+def test_via_import_carries_provisioned_throughput(s3_over_http: Store) -> None:
+    description = pk_table_description(TABLE) | {
+        "BillingModeSummary": {"BillingMode": "PROVISIONED"},
+        "ProvisionedThroughput": {"ReadCapacityUnits": 7, "WriteCapacityUnits": 9},
+    }
+    assert _import(_fill(s3_over_http, description), "restored") == 0
+    table = boto3.client("dynamodb").describe_table(TableName="restored")["Table"]
+    throughput = table["ProvisionedThroughput"]
+    assert (throughput["ReadCapacityUnits"], throughput["WriteCapacityUnits"]) == (7, 9)

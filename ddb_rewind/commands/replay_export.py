@@ -81,6 +81,8 @@ def run_export(args: argparse.Namespace) -> int:
               f"of JSON lines, before gzip) in {plan.files:,} data files to {uri}/{folder}")
         if request is not None:
             print(f"dry run: then ImportTable would create table {args.to_table} from them")
+            if request.not_carried:
+                print(f"dry run: not carried by ImportTable: {', '.join(request.not_carried)}")
         return 0
     assert target is not None
     total = select_counts(con).items

@@ -203,7 +203,7 @@ def write_manifests(target: Store, folder: str, files: list[ExportFile], *, tabl
         "exportArn": None,
         "startTime": when,
         "endTime": when,
-        "tableArn": table_arn,
+        "tableArn": table_arn or None,
         "tableId": None,
         "exportTime": when,
         "s3Bucket": target.bucket if isinstance(target, S3Store) else None,

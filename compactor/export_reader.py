@@ -74,8 +74,9 @@ def read_summary(source: Store) -> ExportSummary:
     try:
         body = json.loads(_read(source, SUMMARY))
         summary = ExportSummary(
-            export_arn=str(body.get("exportArn", "")),
-            table_arn=str(body.get("tableArn", "")),
+            # null where there is none (an export ddb-rewind wrote has no export ARN), not "None".
+            export_arn=str(body.get("exportArn") or ""),
+            table_arn=str(body.get("tableArn") or ""),
             export_time_us=to_micros(parse_time(str(body["exportTime"]))),
             item_count=int(body["itemCount"]),
             output_format=str(body.get("outputFormat", "DYNAMODB_JSON")),

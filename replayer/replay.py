@@ -172,3 +172,20 @@ def replay_to_table(con: duckdb.DuckDBPyConnection, client: Any, name: str, tota
     """
     progress = progress or Progress("replay", total=total)
     return write_images(client, name, _stored_images(con), settings=settings, progress=progress)
+
+
+# Items in the order of a digest of their key, not key order: ImportTable writes each data file in
+# order, and key-sorted files would send one partition's items in a run (a rolling hot partition,
+# which the DynamoDB import guide warns of). md5 is stable across DuckDB versions; the key breaks ties.
+_EXPORT_ORDER = "ORDER BY md5(item_key), item_key"
+
+
+def export_batches(con: duckdb.DuckDBPyConnection) -> Iterator[pa.RecordBatch]:
+    """The ``items`` view's DynamoDB-JSON images (column ``image``) in export order, for replayer.ddb_export."""
+    yield from con.sql(f"SELECT image FROM items {_EXPORT_ORDER}").to_arrow_reader(BATCH_ROWS)
+
+
+def export_image_lengths(con: duckdb.DuckDBPyConnection) -> Iterator[int]:
+    """UTF-8 byte lengths of the images in export order (what a --dry-run needs to count data files)."""
+    for batch in con.sql(f"SELECT strlen(image) FROM items {_EXPORT_ORDER}").to_arrow_reader(BATCH_ROWS):
+        yield from batch.column(0).to_pylist()

@@ -118,3 +118,8 @@ def scan_keys(client: Any, name: str, *, page_size: int | None = None) -> Iterat
             yield from page.get("Items", [])
 
     return pages()
+
+
+def table_exists(client: Any, name: str) -> bool:
+    """Whether a DynamoDB table of that name exists (other failures are translated AWS errors)."""
+    return _exists(client, name)

@@ -20,11 +20,20 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
+
+from changelog.codec import decode_lambda_record
+from changelog.glue import glue_columns, partition_keys
+from changelog.store import LocalStore
+from changelog.timefmt import parse_time
+from stream_consumer.capture import capture_batch
+from tests.model import Op, stream_records
 
 INFRA = Path(__file__).resolve().parent.parent / "infra"
 TEMPLATE_PATH = INFRA / "template.yaml"
@@ -47,22 +56,6 @@ WILDCARD_DENY_ALLOWLIST = {
     ("FailureQueuePolicy", "DenyRequestsWithoutTls"),
 }
 
-CHANGE_RECORD_COLUMNS = [
-    ("table_name", "string"),
-    ("event_id", "string"),
-    ("event_name", "string"),
-    ("event_time", "timestamp"),
-    ("sequence_number", "string"),
-    ("shard_id", "string"),
-    ("item_key", "string"),
-    ("keys", "string"),
-    ("new_image", "string"),
-    ("old_image", "string"),
-    ("new_doc", "string"),
-    ("old_doc", "string"),
-    ("is_ttl_delete", "boolean"),
-    ("size_bytes", "bigint"),
-]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -720,7 +713,51 @@ def test_glue_table_reads_the_change_files_as_parquet(resources: dict[str, Any])
     assert storage["Location"] == {"Fn::Sub": "s3://${StoreBucket}/${StorePrefix}/tables/${TableName}/changes/"}
     assert storage["SerdeInfo"]["SerializationLibrary"] == "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
     assert storage["InputFormat"] == "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
-    assert [(c["Name"], c["Type"]) for c in storage["Columns"]] == CHANGE_RECORD_COLUMNS
+    assert [(c["Name"], c["Type"]) for c in storage["Columns"]] == glue_columns()
+
+
+def test_glue_columns_are_those_of_a_change_file_the_writers_produce(resources: dict[str, Any],
+                                                                      tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    ops = [Op(0, {"pk": {"S": "a"}, "n": {"N": "1"}}, 1_700_000_000), Op(0, None, 1_700_000_001)]
+    capture_batch(store, stream_records("orders", ops), decode_lambda_record, source="test")
+    (path,) = store.list("tables/orders/changes/")
+    written = pq.read_schema(tmp_path / path)
+    storage = resources["ChangesTable"]["Properties"]["TableInput"]["StorageDescriptor"]
+    assert [(c["Name"], c["Type"]) for c in storage["Columns"]] == glue_columns(written)
+
+
+def test_glue_partition_keys_are_the_layouts(resources: dict[str, Any]) -> None:
+    keys = resources["ChangesTable"]["Properties"]["TableInput"]["PartitionKeys"]
+    assert [(k["Name"], k["Type"]) for k in keys] == [(name, "string") for name in partition_keys()]
+
+
+def _projected_location(params: dict[str, Any], moment: datetime, bucket: str, prefix: str, table: str) -> str:
+    """The S3 location Athena's partition projection computes for the partition holding ``moment``."""
+    day_format = params["projection.dt.format"]
+    for java, strftime in (("yyyy", "%Y"), ("MM", "%m"), ("dd", "%d")):
+        day_format = day_format.replace(java, strftime)
+    low, high = (int(bound) for bound in params["projection.hour.range"].split(","))
+    assert low <= moment.hour <= high
+    hour = str(moment.hour).zfill(int(params["projection.hour.digits"]))
+    location: str = params["storage.location.template"]["Fn::Sub"]
+    for name, value in (("${StoreBucket}", bucket), ("${StorePrefix}", prefix), ("${TableName}", table),
+                        ("${!dt}", moment.strftime(day_format)), ("${!hour}", hour)):
+        location = location.replace(name, value)
+    return location
+
+
+@pytest.mark.parametrize("moment", ["2024-02-29T00:00:00Z", "2024-12-31T23:59:59Z", "2025-01-01T09:30:00Z"])
+def test_partition_projection_finds_the_partition_the_writers_use(resources: dict[str, Any], tmp_path: Path,
+                                                                  moment: str) -> None:
+    when = parse_time(moment)
+    store = LocalStore(tmp_path)
+    ops = [Op(0, {"pk": {"S": "a"}}, int(when.timestamp()))]
+    capture_batch(store, stream_records("orders", ops), decode_lambda_record, source="test")
+    (path,) = store.list("tables/orders/changes/")
+    params = resources["ChangesTable"]["Properties"]["TableInput"]["Parameters"]
+    expected = _projected_location(params, when, "bucket", "rewind", "orders")
+    assert f"s3://bucket/rewind/{path.rsplit('/', 1)[0]}/" == expected
 
 
 def test_athena_workgroup_enforces_encrypted_results_in_the_bucket(resources: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from changelog.errors import Interrupted, WriteFailed
+from changelog.errors import Interrupted, UsageError, WriteFailed
 from changelog.meta import read_meta
 from changelog.progress import Progress
 from changelog.store import open_store
@@ -38,7 +38,15 @@ def register(subparsers: Any) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--to-table", type=table_arg, metavar="NAME", help="DynamoDB table to write the items into")
     target.add_argument("--to-file", metavar="PATH", help="file to write: .jsonl, .parquet or .avro")
-    parser.add_argument("--overwrite", action="store_true", help="replace --to-file if it exists")
+    target.add_argument("--to-export", metavar="DEST",
+                        help="directory or s3://bucket/prefix to write a DynamoDB export (AWSDynamoDB/<id>/) into")
+    parser.add_argument("--overwrite", action="store_true", help="replace --to-file or the export if it exists")
+    parser.add_argument("--via-import", action="store_true",
+                        help="create --to-table with DynamoDB's ImportTable from an export written to S3")
+    parser.add_argument("--import-prefix", metavar="S3URI",
+                        help="s3://bucket/prefix for --via-import's export (default: <store>/imports on an S3 store)")
+    parser.add_argument("--export-file-mb", type=int_range("--export-file-mb", 1, 4096), default=None,
+                        metavar="MB", help="largest data file of an export, in MiB of JSON lines (default 512)")
     parser.add_argument("--create-table", action="store_true", help="create --to-table from meta.json")
     parser.add_argument("--into-existing", action="store_true", help="write into an existing --to-table")
     parser.add_argument("--clear-first", action="store_true",
@@ -61,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
     from replayer.writer import WriteSettings
 
     # Every refusal that needs no data comes first: a typo costs nothing.
+    check_export_options(args)
+    if args.to_export or args.via_import:
+        from ddb_rewind.commands.replay_export import run_export
+
+        return run_export(args)
     if args.to_file:
         check_file_target(args.to_file, args.overwrite)
     elif args.clear_first and not args.dry_run:
@@ -100,6 +113,20 @@ def run(args: argparse.Namespace) -> int:
         raise WriteFailed(f"{report.failed:,} of {selection.items:,} items could not be written into "
                           f"{args.to_table} ({report.written:,} were); {RERUN}")
     return 0
+
+
+def check_export_options(args: argparse.Namespace) -> None:
+    """Options that only make sense with an export or an import, and the ones an import excludes."""
+    exporting = bool(args.to_export or args.via_import)
+    if args.via_import and not args.to_table:
+        raise UsageError("--via-import needs --to-table NAME (the new table ImportTable creates)")
+    if args.via_import and (args.into_existing or args.clear_first):
+        raise UsageError("--via-import always creates a new table: drop --into-existing/--clear-first, or "
+                         "restore into an existing table without --via-import")
+    if args.import_prefix and not args.via_import:
+        raise UsageError("--import-prefix is only used with --via-import")
+    if args.export_file_mb is not None and not exporting:
+        raise UsageError("--export-file-mb is only used with --to-export or --via-import")
 
 
 def _restore(con: Any, dynamodb: Any, name: str, total: int,

@@ -33,6 +33,7 @@ from changelog.layout import (
 from changelog.record import LATEST_FIRST, SCHEMA, first_copies
 from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests
 from changelog.source import register_parquet
+from changelog.spec import changes_condition, moment
 from changelog.store import ObjectMissing, Store
 from changelog.timefmt import format_time, from_micros
 
@@ -91,9 +92,8 @@ def plan_state(store: Store, table: str, at_us: int, *, use_snapshots: bool = Tr
     return StatePlan(table, at_us, path, manifest, wanted, max(known) if known else None)
 
 
-def timestamp_literal(at_us: int) -> str:
-    """A DuckDB TIMESTAMPTZ literal for a moment in µs (exact, whatever the session's time zone)."""
-    return f"TIMESTAMPTZ '{from_micros(at_us).isoformat()}'"
+# A DuckDB TIMESTAMPTZ literal for a moment in µs (exact, whatever the session's time zone).
+timestamp_literal = moment
 
 
 def _source(con: duckdb.DuckDBPyConnection, store: Store, name: str, paths: list[str], schema: pa.Schema,
@@ -108,6 +108,14 @@ def _source(con: duckdb.DuckDBPyConnection, store: Store, name: str, paths: list
             f"FROM read_parquet({files}, union_by_name=true, file_row_number=true))")
 
 
+def snapshot_parts(plan: StatePlan) -> list[str]:
+    """The store paths of the plan's snapshot rows (none without a snapshot)."""
+    if plan.snapshot is None or plan.snapshot_path is None:
+        return []
+    base = plan.snapshot_path.rsplit("/", 1)[0]
+    return [f"{base}/{part}" for part in plan.snapshot.parts]
+
+
 def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *, name: str = "state",
                tombstones: bool = False, only_keys: str | None = None) -> None:
     """Create view ``name``: one row per item key as of the plan's moment.
@@ -118,10 +126,7 @@ def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *,
     ``item_key`` column: the state is computed for those keys alone (a diff's window).
     """
     con.execute("SET TimeZone = 'UTC'")
-    parts = []
-    if plan.snapshot is not None and plan.snapshot_path is not None:
-        base = plan.snapshot_path.rsplit("/", 1)[0]
-        parts = [f"{base}/{part}" for part in plan.snapshot.parts]
+    parts = snapshot_parts(plan)
     # Two passes: pick each key's winning version from the light columns (key, time, sequence), then
     # fetch images for the winners only. Sorting whole images to rank versions costs twice the time
     # and four times the memory. Local files give an exact row locator (file, row), so a duplicated
@@ -130,10 +135,7 @@ def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *,
     local = store.local_root() is not None
     changes = _source(con, store, f"{name}__changes", list(plan.change_files), SCHEMA, local)
     snapshot = _source(con, store, f"{name}__snapshot", parts, SNAPSHOT_SCHEMA, local)
-    table_literal = plan.table.replace("'", "''")
-    changes_filter = f"table_name = '{table_literal}' AND event_time <= {timestamp_literal(plan.at_us)}"
-    if plan.changes_from_us is not None:
-        changes_filter += f" AND event_time >= {timestamp_literal(plan.changes_from_us)}"
+    changes_filter = changes_condition(plan.table, plan.at_us, plan.changes_from_us)
     live_only = "" if tombstones else " AND event_name <> 'REMOVE'"
     key_filter = f" AND item_key IN (SELECT item_key FROM {only_keys})" if only_keys else ""
     light = "item_key, event_name, event_time, sequence_number, __f, __r"

@@ -116,6 +116,16 @@ def add_where(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--where", type=where_arg, metavar="EXPR", help=help_text)
 
 
+ENGINES = ("duckdb", "spark")
+
+
+def add_engine(parser: argparse.ArgumentParser) -> None:
+    """--engine: which engine computes the answer (same bytes from each; changelog.spec)."""
+    parser.add_argument("--engine", choices=ENGINES, default="duckdb",
+                        help="duckdb (default, in this process) or spark (pyspark: local, or the master "
+                             "from SPARK_MASTER / spark-defaults.conf)")
+
+
 def add_yes(parser: argparse.ArgumentParser) -> None:
     """--yes: skip the confirmation a command that changes live data asks on a terminal."""
     parser.add_argument("--yes", action="store_true",

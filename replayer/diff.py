@@ -28,7 +28,8 @@ from changelog.plain import plain_columns
 from changelog.predicate import Predicate, lock_down, parse_predicate
 from changelog.record import SCHEMA
 from changelog.source import register_parquet
-from changelog.state import change_files, check_restorable, coverage, open_state, plan_state, timestamp_literal
+from changelog.spec import differing_sql, window_keys_sql
+from changelog.state import change_files, check_restorable, coverage, open_state, plan_state
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from replayer.attrdiff import PathChange, diff_items
@@ -148,48 +149,44 @@ def _filter_sql(con: duckdb.DuckDBPyConnection, predicate: Predicate) -> str:
 
 
 def _differing_rows(store: Store, table: str, from_us: int, to_us: int,
-                    predicate: Predicate | None) -> list[tuple[Any, ...]]:
+                    predicate: Predicate | None, engine: str = "duckdb") -> list[tuple[Any, ...]]:
     """(key, keys, image before, image after) of every key whose version differs, by key."""
     con = duckdb.connect()
     # Only an item with a change in (from, to] can differ: compute both states for those keys alone.
     # Files never span an hour partition, so the window's partitions hold every such change.
     low, high = hour_partition(from_us), hour_partition(to_us)
     window_files = [p for p in change_files(store, table) if low <= partition_of(p) <= high]
-    register_parquet(con, "diff__window", store, window_files, SCHEMA)
-    con.execute(
-        f"""CREATE TEMP TABLE diff__keys AS SELECT DISTINCT item_key FROM diff__window
-            WHERE event_time > {timestamp_literal(from_us)} AND event_time <= {timestamp_literal(to_us)}"""
-    )
-    open_state(con, store, plan_state(store, table, from_us), name="diff_from", only_keys="diff__keys")
-    open_state(con, store, plan_state(store, table, to_us), name="diff_to", only_keys="diff__keys")
+    plans = {"from": plan_state(store, table, from_us), "to": plan_state(store, table, to_us)}
+    if engine == "spark":
+        from replayer.spark_engine import window_states
+
+        for side, state in window_states(store, window_files, plans, from_us, to_us).items():
+            con.execute("SET TimeZone = 'UTC'")
+            con.register(f"diff_{side}__spark", state)
+            con.execute(f"CREATE TEMP TABLE diff_{side} AS SELECT * FROM diff_{side}__spark")
+    else:
+        register_parquet(con, "diff__window", store, window_files, SCHEMA)
+        con.execute(f"CREATE TEMP TABLE diff__keys AS {window_keys_sql(from_us, to_us, 'diff__window')}")
+        for side, plan in plans.items():
+            open_state(con, store, plan, name=f"diff_{side}", only_keys="diff__keys")
     condition = _filter_sql(con, predicate) if predicate is not None else "TRUE"
-    rows: list[tuple[Any, ...]] = con.execute(
-        f"""
-        SELECT key, keys, before, after FROM (
-            SELECT coalesce(t.item_key, f.item_key) AS key, coalesce(t.keys, f.keys) AS keys,
-                   f.image AS before, t.image AS after
-            FROM diff_from f FULL OUTER JOIN diff_to t ON f.item_key = t.item_key
-            WHERE f.item_key IS NULL OR t.item_key IS NULL
-               OR f.event_time <> t.event_time OR f.sequence_number <> t.sequence_number
-        ) WHERE {condition}
-        ORDER BY key
-        """
-    ).fetchall()
+    rows: list[tuple[Any, ...]] = con.execute(differing_sql("diff_from", "diff_to", condition)).fetchall()
     return rows
 
 
 def diff_states(store: Store, table: str, from_us: int, to_us: int,
-                where: str | Predicate | None = None) -> StateDiff:
+                where: str | Predicate | None = None, *, engine: str = "duckdb") -> StateDiff:
     """The difference between the table's state at ``from_us`` and at ``to_us``.
 
     ``where`` is a predicate over plain attribute names (``status = 'shipped'``; see
     changelog.predicate); an item is kept when it matches on either side. Raises UsageError for an
-    inverted window or a bad predicate, TimeOutOfRange for a moment outside coverage.
+    inverted window or a bad predicate, TimeOutOfRange for a moment outside coverage. ``engine``
+    computes the two states (DuckDB or Spark); the comparison after it is the same for both.
     """
     predicate = parse_predicate(where) if isinstance(where, str) else where
     check_window(store, table, from_us, to_us)
     rows = read_consistently(store, table_prefixes(table),
-                             lambda: _differing_rows(store, table, from_us, to_us, predicate))
+                             lambda: _differing_rows(store, table, from_us, to_us, predicate, engine))
     added: list[ItemChange] = []
     removed: list[ItemChange] = []
     changed: list[ItemChange] = []

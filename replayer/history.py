@@ -13,13 +13,15 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from changelog.codec import item_key, parse_key
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import TableNotFound
 from changelog.meta import key_attribute_schema, read_meta
-from changelog.record import SCHEMA, VERSION_ORDER, first_copies
+from changelog.record import SCHEMA
 from changelog.source import register_parquet
+from changelog.spec import history_sql, render
 from changelog.state import change_files
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
@@ -74,40 +76,41 @@ def resolve_key(store: Store, table: str, text: str) -> tuple[dict[str, Any], st
     return key, item_key(key)
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def item_history(store: Store, table: str, key_text: str,
-                 con: duckdb.DuckDBPyConnection | None = None) -> list[Version]:
+                 con: duckdb.DuckDBPyConnection | None = None, *, engine: str = "duckdb") -> list[Version]:
     """Every change of the item with key ``key_text``, ordered by time then sequence number.
 
     Duplicates (the same event_id captured twice) appear once. The changes of a version are taken
     between its old image and new image; where the stream gave no old image (NEW_IMAGE streams),
-    between the previous version's new image and this one's.
+    between the previous version's new image and this one's. ``engine`` runs the query
+    (``changelog.spec.history_sql``) with DuckDB or Spark.
     """
     _key, canonical = resolve_key(store, table, key_text)
+    sql = history_sql(table, canonical, changes="history__changes")
 
-    def read() -> list[tuple[Any, ...]]:
+    def read() -> pa.Table:
+        files = change_files(store, table)
+        if engine == "spark":
+            from replayer.spark_engine import run_sql
+
+            return run_sql(sql, {"history__changes": (store, files, SCHEMA)})
         connection = con or duckdb.connect()
         connection.execute("SET TimeZone = 'UTC'")
-        register_parquet(connection, "history__changes", store, change_files(store, table), SCHEMA)
-        # A literal, not a parameter, so the filter reaches the Parquet scan as a prunable constant.
-        found: list[tuple[Any, ...]] = connection.execute(
-            f"""
-            SELECT epoch_us(event_time), event_name, sequence_number, event_id, is_ttl_delete,
-                   old_image, new_image
-            FROM ({first_copies("history__changes", "*",
-                                f"item_key = {_literal(canonical)} AND table_name = {_literal(table)}")})
-            ORDER BY {VERSION_ORDER}, event_id
-            """
-        ).fetchall()
-        return found
+        register_parquet(connection, "history__changes", store, files, SCHEMA)
+        return connection.sql(render(sql, "duckdb")).to_arrow_table()
 
-    rows = read_consistently(store, table_prefixes(table), read)
+    found = read_consistently(store, table_prefixes(table), read)
+    return versions_of(found)
+
+
+def versions_of(found: pa.Table) -> list[Version]:
+    """The Versions of history rows (``HISTORY_COLUMNS``, in version order), each with the paths it changed."""
+    times = found.column("event_time").cast(pa.int64()).to_pylist()
+    columns = [found.column(name).to_pylist() for name in
+               ("event_name", "sequence_number", "event_id", "is_ttl_delete", "old_image", "new_image")]
     versions: list[Version] = []
     previous: dict[str, Any] | None = None
-    for micros, name, sequence, event_id, ttl, old_text, new_text in rows:
+    for micros, name, sequence, event_id, ttl, old_text, new_text in zip(times, *columns, strict=True):
         old = json.loads(old_text) if old_text is not None else None
         new = json.loads(new_text) if new_text is not None else None
         before = old if old is not None else previous

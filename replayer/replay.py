@@ -54,12 +54,14 @@ def memory_limit() -> str:
 
 
 def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate | None = None,
-               use_snapshots: bool = True) -> duckdb.DuckDBPyConnection:
+               use_snapshots: bool = True, engine: str = "duckdb") -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with view ``items`` (item_key, keys, image, doc): the table at ``at``.
 
     Refuses a moment outside the table's coverage. ``where`` is a predicate over plain attribute
     names (``status = 'shipped' AND total > 100``; see changelog.predicate). Once the state is
     read the connection is locked: no file, network or extension access from then on.
+    ``engine`` computes the state (DuckDB, or Spark by ``changelog.spec``); everything after it
+    (the filter, counts, writing) is the same DuckDB code for both, so both give the same bytes.
     """
     predicate = parse_predicate(where) if isinstance(where, str) else where
     at_us = to_micros(at)
@@ -69,7 +71,15 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
         con = duckdb.connect(config={"temp_directory": str(Path(tempfile.gettempdir()) / "ddb-rewind-duckdb"),
                                      "memory_limit": memory_limit()})
         check_restorable(coverage(store, table, con, count_changes=False), at, at_us)
-        open_state(con, store, plan_state(store, table, at_us, use_snapshots=use_snapshots), name="state__view")
+        plan = plan_state(store, table, at_us, use_snapshots=use_snapshots)
+        if engine == "spark":
+            from replayer.spark_engine import state_table
+
+            con.execute("SET TimeZone = 'UTC'")
+            con.register("state__spark", state_table(store, plan))
+            con.execute("CREATE VIEW state__view AS SELECT * FROM state__spark")
+        else:
+            open_state(con, store, plan, name="state__view")
         # Computed once, kept in key order: counting, --where discovery and writing then scan rows
         # instead of recomputing the state each time, and reads keep that order without sorting again
         # (preserve_insertion_order). DuckDB spills the table to a temporary file if memory runs short.

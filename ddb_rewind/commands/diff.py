@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from changelog.errors import UsageError
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros, to_micros
-from ddb_rewind.args import add_store, add_table, add_where, time_arg
+from ddb_rewind.args import add_engine, add_store, add_table, add_where, time_arg
 
 if TYPE_CHECKING:
     from replayer.diff import StateDiff
@@ -29,6 +29,7 @@ def register(subparsers: Any) -> None:
                         help="table or json on stdout, parquet into --output")
     parser.add_argument("--output", metavar="PATH", help="file for --format parquet")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    add_engine(parser)
     parser.set_defaults(run=run)
 
 
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--output is for --format parquet; the other formats print to stdout")
     if args.output:
         check_output(args.output, args.overwrite)
-    diff = diff_states(open_store(args.store), args.table, to_micros(args.start), to_micros(args.end), args.where)
+    diff = diff_states(open_store(args.store), args.table, to_micros(args.start), to_micros(args.end), args.where,
+                       engine=args.engine)
     if args.format == "parquet":
         rows = write_diff_parquet(diff, args.output, overwrite=args.overwrite)
         print(f"wrote {rows:,} item changes to {args.output}")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from changelog.store import open_store
 from changelog.timefmt import format_time
-from ddb_rewind.args import add_format, add_store, add_table
+from ddb_rewind.args import add_engine, add_format, add_store, add_table
 
 if TYPE_CHECKING:
     from replayer.attrdiff import PathChange
@@ -25,6 +25,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--key", required=True, metavar="KEY",
                         help='DynamoDB JSON ({"pk":{"S":"a"}}) or pk=a,sk=5 typed from the key schema')
     add_format(parser)
+    add_engine(parser)
     parser.set_defaults(run=run)
 
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the item's versions as a readable list or a JSON array."""
     from replayer.history import item_history
 
-    versions = item_history(open_store(args.store), args.table, args.key)
+    versions = item_history(open_store(args.store), args.table, args.key, engine=args.engine)
     if args.format == "json":
         json.dump([v.as_json() for v in versions], sys.stdout, ensure_ascii=False, indent=1)
         sys.stdout.write("\n")

@@ -11,6 +11,7 @@ from changelog.progress import Progress
 from changelog.store import open_store
 from changelog.timefmt import format_time
 from ddb_rewind.args import (
+    add_engine,
     add_store,
     add_table,
     add_where,
@@ -53,6 +54,7 @@ def register(subparsers: Any) -> None:
                         help="delete every item of the target first (asks first; --yes to skip)")
     add_where(parser, "one condition over plain attribute names, e.g. \"status = 'shipped' AND total > 100\"")
     parser.add_argument("--dry-run", action="store_true", help="report items and bytes; write nothing")
+    add_engine(parser)
     add_yes(parser)
     parser.add_argument("--workers", type=int_range("--workers", 1, 256), default=8,
                         help="parallel BatchWriteItem workers (1 to 256)")
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.clear_first and not args.dry_run:
         check_can_confirm(args.yes, f"--clear-first (deletes every item of {args.to_table})")
     store = open_store(args.store)
-    con = open_items(store, args.table, args.at, where=args.where)
+    con = open_items(store, args.table, args.at, where=args.where, engine=args.engine)
     selection = select_counts(con)
     what = f"{selection.items:,} items ({selection.image_bytes:,} bytes of DynamoDB JSON) as of {format_time(args.at)}"
     if args.to_file:

@@ -1,0 +1,190 @@
+"""The Spark engine: the specification's SQL (``changelog.spec``) run by Apache Spark over the store's files.
+
+Spark reads exactly the Parquet files a plan lists (``state.plan_state``), after the same checksum
+check as DuckDB (``integrity.verify_for_read``), as the spec's logical relations, and runs the
+spec's SQL transpiled to Spark SQL. It returns Arrow tables; what is done with them afterwards
+(filtering, writing files, comparing images) is the same code as for DuckDB, so both engines give
+the same bytes. Coverage is refused in Python before Spark starts.
+
+The session is local (``local[*]``) unless ``SPARK_MASTER`` or spark-defaults.conf name a master;
+it runs without the web UI, logs errors only, and is started once per process. Any failure of
+Spark becomes one typed line (``changelog.errors``), never a Java traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from changelog.errors import StoreError, UsageError
+from changelog.integrity import verify_for_read
+from changelog.record import SCHEMA
+from changelog.snapshot import SNAPSHOT_SCHEMA
+from changelog.spec import render, state_sql, window_keys_sql
+from changelog.state import StatePlan, snapshot_parts
+from changelog.store import Store
+
+# A relation for the spec: the store, its files (store-relative paths) and their Arrow schema.
+Relation = tuple[Store, list[str], pa.Schema]
+
+_SPARK_TYPES = {pa.string(): "STRING", pa.bool_(): "BOOLEAN", pa.int64(): "BIGINT",
+                pa.timestamp("us", tz="UTC"): "TIMESTAMP"}
+# Errors only: Spark's INFO/WARN start-up chatter is no use to a ddb-rewind user.
+_LOG4J2 = """rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = spark: %p %c{1}: %m%n
+logger.repl.name = org.apache.spark.repl.Main
+logger.repl.level = error
+"""
+_session: Any = None
+# Where the JVM's stderr goes (its start-up notices, and its stack traces when it cannot start).
+SPARK_LOG = Path(tempfile.gettempdir()) / "ddb-rewind-spark.log"
+
+
+def spark_schema(schema: pa.Schema) -> str:
+    """Spark's DDL for an Arrow schema of the store (strings, booleans, int64 and UTC timestamps)."""
+    return ", ".join(f"`{field.name}` {_SPARK_TYPES[field.type]}" for field in schema)
+
+
+def spark_path(store: Store, path: str) -> str:
+    """What Spark opens for a store-relative path: a local file, or ``s3a://`` for an S3 store."""
+    root = store.local_root()
+    if root is not None:
+        # Hadoop paths are not URL-encoded: "dt=..." stays as it is.
+        return "file://" + str((root / path).resolve())
+    return f"s3a://{store.uri.removeprefix('s3://').rstrip('/')}/{path}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def spark_errors(what: str) -> Iterator[None]:
+    """Map Spark's and Py4J's failures to one typed line: StoreError (a read failed, retried by readers)."""
+    try:
+        from py4j.protocol import Py4JError
+        from pyspark.errors import PySparkException
+    except ImportError:
+        raise UsageError("--engine spark needs pyspark: pip install 'ddb-rewind[spark]'") from None
+    try:
+        yield
+    except (PySparkException, Py4JError) as exc:
+        if "JAVA_GATEWAY_EXITED" in str(exc) or "JAVA_HOME" in str(exc):
+            raise UsageError(f"Spark could not start ({_java_failure()}): check Java 17 (JAVA_HOME) and "
+                             f"SPARK_MASTER; Spark's log is {SPARK_LOG}") from None
+        raise StoreError(f"Spark failed while {what}: {_one_line(exc)}") from None
+
+
+def _java_failure() -> str:
+    """The JVM's own reason, from the last exception line it logged (its stack trace stays in the log)."""
+    try:
+        lines = SPARK_LOG.read_text(errors="replace").splitlines()[-200:]
+    except OSError:
+        return "no log"
+    reasons = [line.strip() for line in lines if "Exception" in line and not line.startswith("\t")]
+    return reasons[-1].removeprefix('Exception in thread "main" ') if reasons else "the Java gateway exited"
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.dup2(target, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(target)
+
+
+def session() -> Any:
+    """The process's SparkSession, started on first use (quiet, no UI, UTC)."""
+    global _session
+    if _session is not None:
+        return _session
+    with spark_errors("starting"):
+        from pyspark.sql import SparkSession
+
+        config = Path(tempfile.gettempdir()) / "ddb-rewind-spark-log4j2.properties"
+        config.write_text(_LOG4J2)
+        builder = (SparkSession.builder.appName("ddb-rewind")
+                   .config("spark.ui.enabled", "false")
+                   .config("spark.ui.showConsoleProgress", "false")
+                   .config("spark.sql.session.timeZone", "UTC")
+                   .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={config.as_uri()}")
+                   .config("spark.log.level", "ERROR"))
+        if os.environ.get("SPARK_MASTER"):
+            builder = builder.master(os.environ["SPARK_MASTER"])
+        # The JVM inherits stderr when it starts; its own notices (incubator modules, native
+        # libraries) go to a log file instead of the user's terminal.
+        with _stderr_to(SPARK_LOG):
+            spark = builder.getOrCreate()
+        spark.sparkContext.setLogLevel("ERROR")
+        if str(spark.sparkContext.master).startswith("local"):
+            # One machine: a few shuffle partitions, not Spark's cluster default of 200.
+            spark.conf.set("spark.sql.shuffle.partitions", str(max(2, 2 * (os.cpu_count() or 1))))
+        _session = spark
+    return _session
+
+
+def _register(spark: Any, name: str, relation: Relation) -> None:
+    store, paths, schema = relation
+    if not paths:
+        spark.createDataFrame([], spark_schema(schema)).createOrReplaceTempView(name)
+        return
+    verify_for_read(store, paths)
+    frame = spark.read.schema(spark_schema(schema)).parquet(*[spark_path(store, p) for p in paths])
+    frame.createOrReplaceTempView(name)
+
+
+def run_sql(sql: str, relations: Mapping[str, Relation]) -> pa.Table:
+    """Run spec SQL (DuckDB's dialect) on Spark over ``relations``; the result as an Arrow table."""
+    spark = session()
+    with spark_errors("reading the store"):
+        for name, relation in relations.items():
+            _register(spark, name, relation)
+        table: pa.Table = spark.sql(render(sql, "spark")).toArrow()
+    return table
+
+
+def _plan_relations(store: Store, plan: StatePlan, prefix: str) -> dict[str, Relation]:
+    return {f"{prefix}__changes": (store, list(plan.change_files), SCHEMA),
+            f"{prefix}__snapshot": (store, snapshot_parts(plan), SNAPSHOT_SCHEMA)}
+
+
+def state_table(store: Store, plan: StatePlan) -> pa.Table:
+    """The state the plan describes (``spec.STATE_COLUMNS``), computed by Spark."""
+    sql = state_sql(plan.table, plan.at_us, changes="state__changes", snapshot="state__snapshot",
+                    changes_from_us=plan.changes_from_us)
+    return run_sql(sql, _plan_relations(store, plan, "state"))
+
+
+def window_states(store: Store, window_files: list[str], plans: Mapping[str, StatePlan], from_us: int,
+                  to_us: int) -> dict[str, pa.Table]:
+    """For a diff: each side's state of the keys changed in (from, to], by Spark."""
+    spark = session()
+    with spark_errors("reading the store"):
+        _register(spark, "diff__window", (store, window_files, SCHEMA))
+        spark.sql(render(window_keys_sql(from_us, to_us, "diff__window"), "spark")) \
+            .createOrReplaceTempView("diff__keys")
+    states = {}
+    for side, plan in plans.items():
+        sql = state_sql(plan.table, plan.at_us, changes=f"{side}__changes", snapshot=f"{side}__snapshot",
+                        changes_from_us=plan.changes_from_us, only_keys="diff__keys")
+        states[side] = run_sql(sql, _plan_relations(store, plan, side))
+    return states

@@ -1,0 +1,272 @@
+"""Every engine gives the same bytes: Spark's state, history and diff equal DuckDB's and the model's.
+
+The workloads are the ones that prove DuckDB's replay (tests/model.py): every AttributeValue type,
+same-second changes, retried and re-split batches, late files and snapshots, Kinesis re-sends.
+For sampled moments Spark and DuckDB write byte-identical files and return identical histories
+and diffs, and both equal the independent model. One SparkSession serves the whole test run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from changelog.codec import decode_kinesis_record, decode_lambda_record
+from changelog.record import SCHEMA
+from changelog.snapshot import SNAPSHOT_SCHEMA
+from changelog.source import register_parquet
+from changelog.spec import STATE_COLUMNS, render, state_sql
+from changelog.state import open_state, plan_state, snapshot_parts
+from changelog.store import LocalStore, Store
+from compactor.bootstrap import bootstrap_from_scan
+from compactor.merge import merge_small_files
+from compactor.snapshots import build_snapshot
+from replayer.diff import diff_states, write_diff_parquet
+from replayer.history import item_history
+from replayer.replay import open_items, replay_to_file
+from stream_consumer.capture import capture_batch
+from tests.model import KEYS, Op, model_state, operations, stream_records
+from tests.test_kinesis_property import _payload, _records, _with_sequence
+from tests.test_recover import T0, Scenario, run_recover, send
+
+# Fixtures the bootstrap-after-a-gap scenario needs.
+from tests.test_recover import clock as clock
+from tests.test_recover import queue as queue
+from tests.test_recover import scenario as scenario
+from tests.test_recover import trimmed as trimmed
+
+TABLE = "orders"
+ROOT = Path(__file__).resolve().parents[1]
+PROPERTY = settings(max_examples=20, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SPARK_PROPERTY = settings(max_examples=6, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local SparkSession for the whole run (the engine's own, as the CLI starts it)."""
+    from replayer.spark_engine import session
+
+    yield session()
+
+
+def _at(second: int) -> datetime:
+    return datetime.fromtimestamp(second, tz=UTC)
+
+
+def _moments(records: list[dict[str, Any]]) -> list[int]:
+    seconds = sorted({int(r["dynamodb"]["ApproximateCreationDateTime"]) for r in records})
+    return sorted({*seconds, *(s + 1 for s in seconds if s + 1 <= seconds[-1])})
+
+
+def _sample(moments: list[int], picks: list[float]) -> list[int]:
+    return sorted({moments[int(p * (len(moments) - 1))] for p in picks})
+
+
+def _store_with_snapshot_and_late_files(tmp: Path, ops: list[Op], cuts: list[int], snapshot_share: float,
+                                        late_share: float) -> tuple[LocalStore, list[dict[str, Any]]]:
+    """Records captured in batches cut anywhere and then all again (a retry), a snapshot, late files."""
+    records = stream_records(TABLE, ops)
+    store = LocalStore(tmp)
+    late = set(range(0, len(records), max(1, int(1 / late_share)))) if late_share > 0.05 else set()
+    on_time = [r for i, r in enumerate(records) if i not in late]
+    points = sorted({0, len(on_time), *[c % (len(on_time) + 1) for c in cuts]})
+    for start, end in itertools.pairwise(points):
+        if end > start:
+            capture_batch(store, on_time[start:end], decode_lambda_record, source="test")
+    if on_time:
+        capture_batch(store, on_time, decode_lambda_record, source="test")  # the retried whole batch
+        seconds = sorted({int(r["dynamodb"]["ApproximateCreationDateTime"]) for r in on_time})
+        build_snapshot(store, TABLE, seconds[int(snapshot_share * (len(seconds) - 1))] * 1_000_000)
+    late_records = [records[i] for i in sorted(late)]
+    if late_records:
+        capture_batch(store, late_records, decode_lambda_record, source="test")
+    return store, records
+
+
+def _state_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+    return con.execute("SELECT item_key, keys, image, doc FROM items").fetchall()
+
+
+# --- DuckDB: the spec's one-pass SQL equals the two-pass plan replay runs ---------------------------
+
+
+def _spec_state_in_duckdb(store: Store, at_second: int, tombstones: bool) -> list[tuple[Any, ...]]:
+    plan = plan_state(store, TABLE, at_second * 1_000_000)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    register_parquet(con, "changes", store, list(plan.change_files), SCHEMA)
+    register_parquet(con, "snapshot", store, snapshot_parts(plan), SNAPSHOT_SCHEMA)
+    sql = state_sql(TABLE, plan.at_us, changes_from_us=plan.changes_from_us, tombstones=tombstones)
+    return con.execute(f"SELECT * FROM ({render(sql, 'duckdb')}) ORDER BY item_key").fetchall()
+
+
+def _two_pass_state(store: Store, at_second: int, tombstones: bool) -> list[tuple[Any, ...]]:
+    con = duckdb.connect()
+    open_state(con, store, plan_state(store, TABLE, at_second * 1_000_000), tombstones=tombstones)
+    return con.execute(f"SELECT {STATE_COLUMNS} FROM state ORDER BY item_key").fetchall()
+
+
+@PROPERTY
+@given(ops=operations(), cuts=st.lists(st.integers(0, 100), max_size=4), snapshot_share=st.floats(0, 1),
+       late_share=st.floats(0, 0.5), tombstones=st.booleans())
+def test_the_spec_state_in_duckdb_equals_the_two_pass_replay_state(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[Op], cuts: list[int], snapshot_share: float,
+    late_share: float, tombstones: bool
+) -> None:
+    store, records = _store_with_snapshot_and_late_files(tmp_path_factory.mktemp("store"), ops, cuts,
+                                                         snapshot_share, late_share)
+    for second in _moments(records):
+        assert _spec_state_in_duckdb(store, second, tombstones) == _two_pass_state(store, second, tombstones)
+
+
+# --- Spark: the same bytes as DuckDB, and the model -------------------------------------------------
+
+
+def _replay_bytes(store: Store, second: int, engine: str, path: Path) -> bytes:
+    con = open_items(store, TABLE, _at(second), engine=engine)
+    replay_to_file(con, str(path), 0, overwrite=True)
+    return path.read_bytes()
+
+
+@pytest.mark.spark
+@SPARK_PROPERTY
+@given(ops=operations(), cuts=st.lists(st.integers(0, 100), max_size=4), snapshot_share=st.floats(0, 1),
+       late_share=st.floats(0, 0.5), picks=st.lists(st.floats(0, 1), min_size=2, max_size=3),
+       key_index=st.integers(0, len(KEYS) - 1))
+def test_spark_state_history_and_diff_are_byte_identical_to_duckdb_and_the_model(
+    spark: Any, tmp_path_factory: pytest.TempPathFactory, ops: list[Op], cuts: list[int], snapshot_share: float,
+    late_share: float, picks: list[float], key_index: int
+) -> None:
+    store, records = _store_with_snapshot_and_late_files(tmp_path_factory.mktemp("store"), ops, cuts,
+                                                         snapshot_share, late_share)
+    if not records:
+        return
+    out = tmp_path_factory.mktemp("out")
+    moments = _sample(_moments(records), picks)
+    for second in moments:
+        spark_items = _state_rows(open_items(store, TABLE, _at(second), engine="spark"))
+        assert spark_items == _state_rows(open_items(store, TABLE, _at(second)))
+        assert {key: image for key, _, image, _ in spark_items} == model_state(ops, second)
+    for suffix in (".jsonl", ".parquet"):
+        second = moments[-1]
+        assert (_replay_bytes(store, second, "spark", out / f"spark{suffix}")
+                == _replay_bytes(store, second, "duckdb", out / f"duckdb{suffix}"))
+    key = json.dumps(KEYS[key_index], separators=(",", ":"), ensure_ascii=False)
+    assert item_history(store, TABLE, key, engine="spark") == item_history(store, TABLE, key)
+    first, last = moments[0], moments[-1]
+    spark_diff = diff_states(store, TABLE, first * 1_000_000, last * 1_000_000, engine="spark")
+    duck_diff = diff_states(store, TABLE, first * 1_000_000, last * 1_000_000)
+    assert json.dumps(spark_diff.as_json()) == json.dumps(duck_diff.as_json())
+    write_diff_parquet(spark_diff, str(out / "spark-diff.parquet"), overwrite=True)
+    write_diff_parquet(duck_diff, str(out / "duckdb-diff.parquet"), overwrite=True)
+    assert (out / "spark-diff.parquet").read_bytes() == (out / "duckdb-diff.parquet").read_bytes()
+    before, after = model_state(ops, first), model_state(ops, last)
+    assert {c.item_key for c in spark_diff.added} == after.keys() - before.keys()
+    assert {c.item_key for c in spark_diff.removed} == before.keys() - after.keys()
+
+
+@pytest.mark.spark
+@SPARK_PROPERTY
+@given(ops=operations(), resends=st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), max_size=6),
+       cuts=st.lists(st.integers(0, 200), max_size=4), compact_at=st.integers(0, 200))
+def test_spark_keeps_the_first_copy_of_kinesis_re_sends_like_duckdb(
+    spark: Any, tmp_path_factory: pytest.TempPathFactory, ops: list[Op], resends: list[tuple[int, int]],
+    cuts: list[int], compact_at: int
+) -> None:
+    emitted = _records(ops)
+    if not emitted:
+        return
+    delivery: list[dict[str, Any]] = [record for _, record in emitted]
+    for which, after in sorted(resends, key=lambda r: r[1]):
+        original = emitted[which % len(emitted)][1]
+        delivery.insert(max(after % (len(delivery) + 1), delivery.index(original) + 1), original)
+    delivery = [_with_sequence(record, 10**20 + n) for n, record in enumerate(delivery)]
+    store = LocalStore(tmp_path_factory.mktemp("store"))
+    points = sorted({0, len(delivery), *(c % (len(delivery) + 1) for c in cuts)})
+    seconds = sorted({ops[i].second for i, _ in emitted})
+    snapshot_after = points[1 + compact_at % (len(points) - 1)] if len(points) > 1 else len(delivery)
+    for start, end in itertools.pairwise(points):
+        capture_batch(store, delivery[start:end], decode_kinesis_record, source="test")
+        if end == snapshot_after and end < len(delivery):
+            captured = sorted({json.loads(_payload(r))["dynamodb"]["ApproximateCreationDateTime"] // 1000
+                               for r in delivery[:end]})
+            build_snapshot(store, "sensors", captured[-1] * 1_000_000)
+            merge_small_files(store, "sensors", (captured[-1] + 7200) * 1_000_000)
+    for second in (seconds[0], seconds[-1]):
+        spark_items = open_items(store, "sensors", _at(second), engine="spark")
+        rows = spark_items.execute("SELECT item_key, image FROM items").fetchall()
+        assert dict(rows) == model_state(ops, second)
+        assert _state_rows(spark_items) == _state_rows(open_items(store, "sensors", _at(second)))
+
+
+@pytest.mark.spark
+def test_spark_honours_the_bootstrap_copy_floor_after_a_gap(
+    spark: Any, scenario: Scenario, store: Store, queue: str, trimmed: None
+) -> None:
+    send(queue, scenario.failure_message())
+    run_recover(store, queue)
+    ticks = iter([(T0 + 30) * 1_000_000, (T0 + 31) * 1_000_000 + 200_000])
+    bootstrap_from_scan(store, "orders", client=scenario.client, clock=lambda: next(ticks))
+
+    con = open_items(store, "orders", _at(T0 + 32), engine="spark")
+    rows = con.execute("SELECT item_key, image FROM items").fetchall()
+
+    assert {key: json.loads(image) for key, image in rows} == scenario.expected(T0 + 32)
+
+
+# --- The CLI ----------------------------------------------------------------------------------------
+
+
+def _cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ddb_rewind", *argv], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=300)
+
+
+def _cli_store(tmp_path: Path) -> LocalStore:
+    ops = [Op(0, {"pk": {"S": "a"}, "n": {"N": "1.50"}}, 1_750_000_000),
+           Op(1, {"pk": {"S": "b"}, "s": {"SS": ["x", "y"]}}, 1_750_000_000),
+           Op(0, None, 1_750_000_005), Op(1, {"pk": {"S": "b"}, "m": {"M": {"a": {"NULL": True}}}}, 1_750_000_009)]
+    store = LocalStore(tmp_path / "store")
+    capture_batch(store, stream_records(TABLE, ops), decode_lambda_record, source="test")
+    return store
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_replay_engine_spark_on_the_command_line_writes_the_bytes_duckdb_writes(tmp_path: Path) -> None:
+    store = _cli_store(tmp_path)
+    common = ["replay", "--table", TABLE, "--store", str(store.root), "--at", "2025-06-15T15:06:45Z"]
+
+    spark_run = _cli(*common, "--to-file", str(tmp_path / "spark.jsonl"), "--engine", "spark")
+    duck_run = _cli(*common, "--to-file", str(tmp_path / "duckdb.jsonl"))
+
+    assert (spark_run.returncode, spark_run.stderr) == (0, "")
+    assert spark_run.stdout.replace("spark.jsonl", "X") == duck_run.stdout.replace("duckdb.jsonl", "X")
+    assert (tmp_path / "spark.jsonl").read_bytes() == (tmp_path / "duckdb.jsonl").read_bytes()
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_a_spark_that_cannot_start_is_one_line_not_a_java_traceback(tmp_path: Path) -> None:
+    store = _cli_store(tmp_path)
+
+    run = _cli("history", "--table", TABLE, "--store", str(store.root), "--key", '{"pk":{"S":"a"}}',
+               "--engine", "spark", env={"SPARK_MASTER": "nonsense://nowhere"})
+
+    assert run.returncode != 0 and run.stdout == ""
+    assert len(run.stderr.strip().splitlines()) == 1 and run.stderr.startswith("ddb-rewind: error: Spark")
+    assert "Master must" in run.stderr and "Traceback" not in run.stderr

@@ -89,14 +89,19 @@ def from_avro_value(value: dict[str, Any]) -> dict[str, Any]:
     raise ValueError("an Avro AttributeValue with no field set")
 
 
+# What surrounds an image on its .jsonl line (the Spark job writes the same lines: replayer.spark_job).
+JSONL_ITEM = ('{"Item":', "}")
+
+
 def write_jsonl(path: Path, images: Iterable[str]) -> int:
     """One ``{"Item": ...}`` line per item, as DynamoDB's native export writes; the image text as stored."""
     count = 0
+    before, after = JSONL_ITEM
     with open(path, "w", encoding="utf-8") as handle:
         for image in images:
-            handle.write('{"Item":')
+            handle.write(before)
             handle.write(image)
-            handle.write("}\n")
+            handle.write(after + "\n")
             count += 1
     return count
 

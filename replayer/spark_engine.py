@@ -152,13 +152,20 @@ def _register(spark: Any, name: str, relation: Relation) -> None:
     frame.createOrReplaceTempView(name)
 
 
-def run_sql(sql: str, relations: Mapping[str, Relation]) -> pa.Table:
-    """Run spec SQL (DuckDB's dialect) on Spark over ``relations``; the result as an Arrow table."""
+def frame(sql: str, relations: Mapping[str, Relation]) -> Any:
+    """Spec SQL (DuckDB's dialect) as a Spark DataFrame over ``relations`` (lazy: run it in spark_errors)."""
     spark = session()
     with spark_errors("reading the store"):
         for name, relation in relations.items():
             _register(spark, name, relation)
-        table: pa.Table = spark.sql(render(sql, "spark")).toArrow()
+        return spark.sql(render(sql, "spark"))
+
+
+def run_sql(sql: str, relations: Mapping[str, Relation]) -> pa.Table:
+    """Run spec SQL on Spark over ``relations``; the result as an Arrow table."""
+    result = frame(sql, relations)
+    with spark_errors("reading the store"):
+        table: pa.Table = result.toArrow()
     return table
 
 
@@ -167,11 +174,19 @@ def _plan_relations(store: Store, plan: StatePlan, prefix: str) -> dict[str, Rel
             f"{prefix}__snapshot": (store, snapshot_parts(plan), SNAPSHOT_SCHEMA)}
 
 
-def state_table(store: Store, plan: StatePlan) -> pa.Table:
-    """The state the plan describes (``spec.STATE_COLUMNS``), computed by Spark."""
+def state_frame(store: Store, plan: StatePlan) -> Any:
+    """The state the plan describes (``spec.STATE_COLUMNS``) as a lazy Spark DataFrame."""
     sql = state_sql(plan.table, plan.at_us, changes="state__changes", snapshot="state__snapshot",
                     changes_from_us=plan.changes_from_us)
-    return run_sql(sql, _plan_relations(store, plan, "state"))
+    return frame(sql, _plan_relations(store, plan, "state"))
+
+
+def state_table(store: Store, plan: StatePlan) -> pa.Table:
+    """The state the plan describes, computed by Spark, as an Arrow table."""
+    result = state_frame(store, plan)
+    with spark_errors("reading the store"):
+        table: pa.Table = result.toArrow()
+    return table
 
 
 def window_states(store: Store, window_files: list[str], plans: Mapping[str, StatePlan], from_us: int,

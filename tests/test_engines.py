@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
+import pyspark
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,6 +35,7 @@ from changelog.store import LocalStore, Store
 from compactor.bootstrap import bootstrap_from_scan
 from compactor.merge import merge_small_files
 from compactor.snapshots import build_snapshot
+from replayer import spark_job
 from replayer.diff import diff_states, write_diff_parquet
 from replayer.history import item_history
 from replayer.replay import open_items, replay_to_file
@@ -270,3 +273,57 @@ def test_a_spark_that_cannot_start_is_one_line_not_a_java_traceback(tmp_path: Pa
     assert run.returncode != 0 and run.stdout == ""
     assert len(run.stderr.strip().splitlines()) == 1 and run.stderr.startswith("ddb-rewind: error: Spark")
     assert "Master must" in run.stderr and "Traceback" not in run.stderr
+
+
+# --- The spark-submit job ---------------------------------------------------------------------------
+
+
+@pytest.mark.spark
+def test_the_spark_job_writes_the_replay_file_s_items_in_key_order(spark: Any, tmp_path: Path) -> None:
+    store = _cli_store(tmp_path)
+    at = "2025-06-15T15:06:45Z"
+    assert spark_job.main(["--store", str(store.root), "--table", TABLE, "--at", at,
+                           "--output", str(tmp_path / "parquet")]) == 0
+    assert spark_job.main(["--store", str(store.root), "--table", TABLE, "--at", at,
+                           "--output", str(tmp_path / "jsonl"), "--format", "jsonl"]) == 0
+
+    con = open_items(store, TABLE, datetime.fromisoformat(at))
+    replay_to_file(con, str(tmp_path / "replay.jsonl"), 0)
+    parts = sorted((tmp_path / "jsonl").glob("part-*"))
+    assert b"".join(p.read_bytes() for p in parts) == (tmp_path / "replay.jsonl").read_bytes()
+    written = pq.read_table(sorted((tmp_path / "parquet").glob("part-*.parquet")))
+    assert [tuple(row.values()) for row in written.to_pylist()] == _state_rows(con)
+
+
+@pytest.mark.spark
+def test_the_spark_job_refuses_a_moment_outside_coverage_with_exit_5(
+    spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = _cli_store(tmp_path)
+
+    code = spark_job.main(["--store", str(store.root), "--table", TABLE, "--at", "2020-01-01T00:00:00Z",
+                           "--output", str(tmp_path / "out")])
+
+    assert code == 5 and not (tmp_path / "out").exists()
+    assert capsys.readouterr().err.startswith("ddb-rewind: error: 2020-01-01T00:00:00Z is before the earliest")
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_spark_submit_runs_the_job_file_unchanged(tmp_path: Path) -> None:
+    store = _cli_store(tmp_path)
+    submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+
+    run = subprocess.run(
+        [str(submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
+         str(ROOT / "replayer" / "spark_job.py"),
+         "--store", str(store.root), "--table", TABLE, "--at", "2025-06-15T15:06:45Z",
+         "--output", str(tmp_path / "out"), "--format", "jsonl"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYSPARK_PYTHON": sys.executable,
+             "PYSPARK_DRIVER_PYTHON": sys.executable})
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "wrote 1 items of orders as of 2025-06-15T15:06:45Z" in run.stdout
+    lines = b"".join(p.read_bytes() for p in sorted((tmp_path / "out").glob("part-*"))).splitlines()
+    assert [json.loads(line)["Item"]["pk"] for line in lines] == [{"S": "b"}]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from ddb_rewind.commands import (
+    athena_sql,
     bootstrap,
     check,
     compact,
@@ -27,5 +28,5 @@ from ddb_rewind.commands import (
 # try it, capture, look after the store, restore, then ask questions.
 COMMANDS: list[ModuleType] = [
     demo, status, consume, bootstrap, recover, compact, expire, check, replay, verify, repair, sql, history,
-    timeline, diff, report,
+    timeline, diff, athena_sql, report,
 ]

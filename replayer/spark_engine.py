@@ -57,13 +57,18 @@ def spark_schema(schema: pa.Schema) -> str:
     return ", ".join(f"`{field.name}` {_SPARK_TYPES[field.type]}" for field in schema)
 
 
-def spark_path(store: Store, path: str) -> str:
-    """What Spark opens for a store-relative path: a local file, or ``s3a://`` for an S3 store."""
+# The Spark setting naming the Hadoop file system for s3:// stores: s3a (Apache Hadoop, the default)
+# or s3 (EMRFS on Amazon EMR and Glue).
+S3_SCHEME_CONF = "spark.ddbrewind.s3Scheme"
+
+
+def spark_path(store: Store, path: str, s3_scheme: str = "s3a") -> str:
+    """What Spark opens for a store-relative path: a local file, or ``s3a://`` (or ``s3://``) for an S3 store."""
     root = store.local_root()
     if root is not None:
         # Hadoop paths are not URL-encoded: "dt=..." stays as it is.
         return "file://" + str((root / path).resolve())
-    return f"s3a://{store.uri.removeprefix('s3://').rstrip('/')}/{path}"
+    return f"{s3_scheme}://{store.uri.removeprefix('s3://').rstrip('/')}/{path}"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -148,7 +153,10 @@ def _register(spark: Any, name: str, relation: Relation) -> None:
         spark.createDataFrame([], spark_schema(schema)).createOrReplaceTempView(name)
         return
     verify_for_read(store, paths)
-    frame = spark.read.schema(spark_schema(schema)).parquet(*[spark_path(store, p) for p in paths])
+    scheme = spark.conf.get(S3_SCHEME_CONF, "s3a")
+    if scheme not in ("s3a", "s3"):
+        raise UsageError(f"{S3_SCHEME_CONF}={scheme!r}: give s3a or s3")
+    frame = spark.read.schema(spark_schema(schema)).parquet(*[spark_path(store, p, scheme) for p in paths])
     frame.createOrReplaceTempView(name)
 
 

@@ -33,9 +33,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Arguments a Glue job adds to every run's command line; any other unknown argument is a mistake.
+GLUE_ARGUMENTS = ("--JOB_", "--job-", "--TempDir", "--enable-", "--extra-", "--additional-python-modules",
+                  "--python-modules-installer-option", "--scriptLocation", "--conf")
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    mistakes = [arg for arg in unknown if arg.startswith("--") and not arg.startswith(GLUE_ARGUMENTS)]
+    if mistakes:
+        parser.error(f"unrecognized arguments: {' '.join(mistakes)}")
+    return args
+
+
 def run(argv: list[str] | None = None) -> int:
     """Compute and write the state; returns how many items were written. Raises RewindError."""
-    args = _parser().parse_args(argv)
+    args = _arguments(argv)
     store = open_store(args.store)
     at_us = to_micros(args.at)
     check_restorable(coverage(store, args.table, count_changes=False), args.at, at_us)

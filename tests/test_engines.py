@@ -327,3 +327,16 @@ def test_spark_submit_runs_the_job_file_unchanged(tmp_path: Path) -> None:
     assert "wrote 1 items of orders as of 2025-06-15T15:06:45Z" in run.stdout
     lines = b"".join(p.read_bytes() for p in sorted((tmp_path / "out").glob("part-*"))).splitlines()
     assert [json.loads(line)["Item"]["pk"] for line in lines] == [{"S": "b"}]
+
+
+def test_the_spark_job_accepts_the_arguments_a_glue_job_adds() -> None:
+    args = spark_job._arguments(["--JOB_ID", "j_1", "--store", "s3://b/p", "--table", TABLE, "--at", "0",
+                                 "--output", "s3://o/", "--job-bookmark-option", "job-bookmark-disable",
+                                 "--TempDir", "s3://t/"])
+    assert (args.store, args.output) == ("s3://b/p", "s3://o/")
+
+
+def test_the_spark_job_refuses_an_argument_it_does_not_know(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        spark_job._arguments(["--store", "s3://b/p", "--table", TABLE, "--at", "0", "--output", "o", "--fromat", "x"])
+    assert exit_info.value.code == 2 and "--fromat" in capsys.readouterr().err

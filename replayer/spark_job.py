@@ -4,7 +4,7 @@ Runs unchanged under ``spark-submit`` (EMR Serverless, a Glue job, any cluster) 
 replayer.spark_job``. The driver lists the store, refuses a moment outside coverage (exactly as
 ``replay`` does) and plans which files to read; the executors read them and run the spec's state
 SQL (``changelog.spec``); the result is written by Spark itself, in key order, as a directory of
-part files: ``parquet`` (item_key, keys, image, doc, as ``replay --to-file x.parquet``) or ``jsonl``
+part files: ``parquet`` (item_key, keys, item, doc, as ``replay --to-file x.parquet``) or ``jsonl``
 (``{"Item": ...}`` lines, as ``replay --to-file x.jsonl``; the parts concatenated in name order are
 that file's bytes). See docs/engines.md for the exact EMR Serverless and Glue commands.
 """
@@ -19,7 +19,7 @@ from changelog.state import check_restorable, coverage, plan_state
 from changelog.store import open_store
 from changelog.timefmt import format_time, to_micros
 from ddb_rewind.args import table_arg, time_arg
-from replayer.export import JSONL_ITEM
+from replayer.export import JSONL_ITEM, PARQUET_SCHEMA
 from replayer.spark_engine import spark_errors, state_frame
 
 
@@ -58,7 +58,10 @@ def run(argv: list[str] | None = None) -> int:
         # A range partitioning by key: part files in name order are in key order.
         ordered = state.orderBy("item_key").cache()
         if args.format == "parquet":
-            ordered.select("item_key", "keys", "image", "doc").write.mode("errorifexists").parquet(args.output)
+            # The columns of replay's .parquet file (the image is named "item" there).
+            columns = zip(("item_key", "keys", "image", "doc"), PARQUET_SCHEMA.names, strict=True)
+            ordered.selectExpr(*(f"{source} AS `{name}`" for source, name in columns)) \
+                .write.mode("errorifexists").parquet(args.output)
         else:
             before, after = (text.replace("'", "\\'") for text in JSONL_ITEM)
             ordered.selectExpr(f"concat('{before}', image, '{after}') AS value") \

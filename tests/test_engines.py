@@ -37,6 +37,7 @@ from compactor.merge import merge_small_files
 from compactor.snapshots import build_snapshot
 from replayer import spark_job
 from replayer.diff import diff_states, write_diff_parquet
+from replayer.export import PARQUET_SCHEMA
 from replayer.history import item_history
 from replayer.replay import open_items, replay_to_file
 from stream_consumer.capture import capture_batch
@@ -292,6 +293,7 @@ def test_the_spark_job_writes_the_replay_file_s_items_in_key_order(spark: Any, t
     parts = sorted((tmp_path / "jsonl").glob("part-*"))
     assert b"".join(p.read_bytes() for p in parts) == (tmp_path / "replay.jsonl").read_bytes()
     written = pq.read_table(sorted((tmp_path / "parquet").glob("part-*.parquet")))
+    assert written.column_names == PARQUET_SCHEMA.names
     assert [tuple(row.values()) for row in written.to_pylist()] == _state_rows(con)
 
 

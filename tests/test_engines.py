@@ -232,6 +232,20 @@ def test_spark_honours_the_bootstrap_copy_floor_after_a_gap(
     assert {key: json.loads(image) for key, image in rows} == scenario.expected(T0 + 32)
 
 
+@pytest.mark.spark
+def test_a_where_filter_gives_the_same_items_and_diff_on_spark(spark: Any, tmp_path: Path) -> None:
+    store = _cli_store(tmp_path)
+    at = datetime.fromisoformat("2025-06-15T15:06:49Z")
+
+    items = {engine: _state_rows(open_items(store, TABLE, at, where="m IS NOT NULL", engine=engine))
+             for engine in ("duckdb", "spark")}
+    diffs = {engine: diff_states(store, TABLE, 1_750_000_000_000_000, 1_750_000_009_000_000, "s IS NOT NULL",
+                                 engine=engine).as_json() for engine in ("duckdb", "spark")}
+
+    assert items["spark"] == items["duckdb"] and len(items["spark"]) == 1
+    assert diffs["spark"] == diffs["duckdb"] and [c["key"] for c in diffs["spark"]["changed"]] == [{"pk": {"S": "b"}}]
+
+
 # --- The CLI ----------------------------------------------------------------------------------------
 
 

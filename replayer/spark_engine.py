@@ -72,8 +72,15 @@ def spark_path(store: Store, path: str, s3_scheme: str = "s3a") -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    text = str(exc).strip()
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        # Py4J's own first line ("An error occurred while calling o66.getResult") says nothing: the
+        # Java exception's message does.
+        with contextlib.suppress(Exception):
+            text = str(java).strip()
+    lines = text.splitlines()
+    return lines[0][:500] if lines else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -131,6 +138,9 @@ def session() -> Any:
                    .config("spark.ui.enabled", "false")
                    .config("spark.ui.showConsoleProgress", "false")
                    .config("spark.sql.session.timeZone", "UTC")
+                   # The answer comes to this process by design (replay, diff and history print or
+                   # write it here): no 1 GB cap on it; memory is SPARK_DRIVER_MEMORY's to give.
+                   .config("spark.driver.maxResultSize", "0")
                    .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={config.as_uri()}")
                    .config("spark.log.level", "ERROR"))
         if os.environ.get("SPARK_MASTER"):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from changelog.errors import StoreError, UsageError
 from changelog.integrity import verify_for_read
@@ -141,6 +142,7 @@ def session() -> Any:
                    # The answer comes to this process by design (replay, diff and history print or
                    # write it here): no 1 GB cap on it; memory is SPARK_DRIVER_MEMORY's to give.
                    .config("spark.driver.maxResultSize", "0")
+                   .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
                    .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={config.as_uri()}")
                    .config("spark.log.level", "ERROR"))
         if os.environ.get("SPARK_MASTER"):
@@ -199,12 +201,32 @@ def state_frame(store: Store, plan: StatePlan) -> Any:
     return frame(sql, _plan_relations(store, plan, "state"))
 
 
-def state_table(store: Store, plan: StatePlan) -> pa.Table:
-    """The state the plan describes, computed by Spark, as an Arrow table."""
-    result = state_frame(store, plan)
+def fetch_table(result: Any) -> pa.Table:
+    """A result as big as the table (a state, a diff's sides) as Arrow in this process, in no order.
+
+    When Spark runs on this machine its tasks write Parquet files that are read back here: the
+    answer then needs no room in Spark's heap (a collect of a few GB fails with the default 1 GB
+    driver). A remote cluster's results come back by collect (SPARK_DRIVER_MEMORY must hold them).
+    """
+    spark = session()
     with spark_errors("reading the store"):
-        table: pa.Table = result.toArrow()
-    return table
+        if not str(spark.sparkContext.master).startswith("local"):
+            table: pa.Table = result.toArrow()
+            return table
+        with tempfile.TemporaryDirectory(prefix="ddb-rewind-spark-") as folder:
+            result.write.parquet(str(Path(folder) / "result"))
+            return pq.read_table(Path(folder) / "result", schema=_arrow_schema(result))
+
+
+def _arrow_schema(result: Any) -> pa.Schema:
+    """The Arrow schema of a spec result: every column text but the time (µs, UTC)."""
+    return pa.schema([pa.field(name, pa.timestamp("us", tz="UTC") if name == "event_time" else pa.string())
+                      for name in result.columns])
+
+
+def state_table(store: Store, plan: StatePlan) -> pa.Table:
+    """The state the plan describes, computed by Spark, as an Arrow table (in no order)."""
+    return fetch_table(state_frame(store, plan))
 
 
 def window_states(store: Store, window_files: list[str], plans: Mapping[str, StatePlan], from_us: int,
@@ -219,5 +241,5 @@ def window_states(store: Store, window_files: list[str], plans: Mapping[str, Sta
     for side, plan in plans.items():
         sql = state_sql(plan.table, plan.at_us, changes=f"{side}__changes", snapshot=f"{side}__snapshot",
                         changes_from_us=plan.changes_from_us, only_keys="diff__keys")
-        states[side] = run_sql(sql, _plan_relations(store, plan, side))
+        states[side] = fetch_table(frame(sql, _plan_relations(store, plan, side)))
     return states

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
-import pyarrow as pa
 import pyarrow.dataset as pads
 import sqlglot
 from sqlglot import exp
@@ -40,14 +39,6 @@ from changelog.spec import (
 from changelog.state import StatePlan, change_files, snapshot_parts
 from changelog.store import Store
 from replayer.export import JSONL_ITEM
-
-_GLUE_TYPES = {pa.string(): "string", pa.bool_(): "boolean", pa.int64(): "bigint",
-               pa.timestamp("us", tz="UTC"): "timestamp"}
-
-
-def glue_columns(schema: pa.Schema) -> list[tuple[str, str]]:
-    """The Glue (Hive) columns that read a store file of ``schema``: what infra/template.yaml must declare."""
-    return [(field.name, _GLUE_TYPES[field.type]) for field in schema]
 
 
 def default_database(table: str) -> str:

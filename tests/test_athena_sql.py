@@ -26,13 +26,14 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
 from changelog.codec import decode_kinesis_record, decode_lambda_record
+from changelog.glue import glue_columns
 from changelog.record import SCHEMA
 from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests
 from changelog.state import change_files, plan_state
 from changelog.store import LocalStore, Store
 from compactor.snapshots import build_snapshot
 from ddb_rewind.cli import main
-from replayer.athena import Catalog, diff_query, glue_columns, history_query, state_query, unload_query
+from replayer.athena import Catalog, diff_query, history_query, state_query, unload_query
 from replayer.diff import diff_states
 from replayer.history import item_history
 from replayer.replay import open_items
@@ -218,11 +219,6 @@ def _glue_table(name: str) -> dict[str, Any]:
     with open(TEMPLATE, encoding="utf-8") as handle:
         resources = yaml.load(handle, Loader=_CfnLoader)["Resources"]
     return dict(resources[name]["Properties"]["TableInput"])
-
-
-def test_the_glue_changes_table_declares_the_change_files_arrow_schema() -> None:
-    columns = _glue_table("ChangesTable")["StorageDescriptor"]["Columns"]
-    assert [(c["Name"], c["Type"]) for c in columns] == glue_columns(SCHEMA)
 
 
 def test_the_glue_snapshots_table_declares_the_snapshot_arrow_schema_and_an_injected_partition() -> None:

@@ -17,6 +17,7 @@ from changelog.errors import TimeOutOfRange, UsageError
 from changelog.footer import DEDUPLICATED, footers
 from changelog.layout import TABLES, partition_of, table_names
 from changelog.plain import plain_select, quote_ident
+from changelog.quarantine import list_quarantined
 from changelog.record import LATEST_FIRST, SCHEMA, VERSION_ORDER, first_copies
 from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests
 from changelog.source import register_parquet
@@ -44,6 +45,7 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
 
     - ``changes``: every captured change, de-duplicated on event_id, with ``new_doc``/``old_doc`` JSON;
     - ``tables``: the tables the store holds;
+    - ``quarantine``: every record capture could not decode, as text (it is malformed by definition);
     - ``snapshots``: one row per published snapshot;
     - ``state_at(TIME)``: every live item of every table at TIME (table_name, item_key, keys, item, doc);
     - ``history(KEY)``: every change of the item with that DynamoDB-JSON key, in order;
@@ -57,6 +59,7 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
     con.execute("CREATE TABLE tables (table_name VARCHAR)")
     for table in tables:
         con.execute("INSERT INTO tables VALUES (?)", [table])
+    _quarantine_view(con, store)
     files = [path for table in tables for path in change_files(store, table)]
     register_parquet(con, "changes__raw", store, files, SCHEMA)
     clean, other = _split_deduplicated(store, files)
@@ -147,6 +150,27 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
         for table in tables:
             plain_table_macro(con, store, table)
     return con
+
+
+def _quarantine_view(con: duckdb.DuckDBPyConnection, store: Store) -> None:
+    """View ``quarantine``: one row per kept record, read as text, never decoded.
+
+    ``event_time`` is the record's stream time as it came (text: it may be the impossible value the
+    record was kept for); ``record`` is the whole document's text, capture's fields included.
+    """
+    con.execute(
+        "CREATE TABLE quarantine__raw (table_name VARCHAR, reason VARCHAR, source VARCHAR, quarantined_at VARCHAR,"
+        " event_time VARCHAR, event_id VARCHAR, path VARCHAR, record VARCHAR)"
+    )
+    rows = [[kept.table_name, kept.field("reason"), kept.field("source"), kept.field("quarantined_at"),
+             kept.event_time, kept.event_id, kept.path, kept.text] for kept in list_quarantined(store)]
+    if rows:
+        con.executemany("INSERT INTO quarantine__raw VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    con.execute(
+        "CREATE VIEW quarantine AS SELECT table_name, reason, source,"
+        " TRY_CAST(quarantined_at AS TIMESTAMPTZ) AS quarantined_at, event_time, event_id, path, record"
+        " FROM quarantine__raw"
+    )
 
 
 REFUSED = "outside coverage: "

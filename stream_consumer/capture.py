@@ -59,11 +59,13 @@ def _table_of(raw: Any, fallback: str | None) -> str:
     return fallback or "_unknown"
 
 
-def quarantine(store: Store, raw: Any, reason: str, source: str, table_hint: str | None) -> str:
+def quarantine(store: Store, raw: Any, reason: str, source: str, table_hint: str | None,
+               shard_id: str | None = None) -> str:
     """Keep a record that could not be decoded, whole, under its table's quarantine; returns the path.
 
     The name is a digest of the record only, so a retried batch rewrites the same object whenever
-    it is retried.
+    it is retried. A GetRecords record does not name its shard, so the shard is kept beside it
+    (``requeue`` needs it to decode the record as capture would).
     """
     body = _jsonable(raw)
     # Text that is not valid Unicode (a lone surrogate) cannot be UTF-8: such a record is kept with
@@ -73,6 +75,8 @@ def quarantine(store: Store, raw: Any, reason: str, source: str, table_hint: str
     now = datetime.now(UTC)
     path = quarantine_path(_table_of(raw, table_hint), digest([text]))
     document = {"reason": reason, "source": source, "quarantined_at": now.isoformat(), "record": body}
+    if shard_id is not None:
+        document["shard_id"] = shard_id
     store.write(path, json.dumps(document, ensure_ascii=not readable, indent=1).encode("utf-8"))
     return path
 
@@ -92,6 +96,7 @@ def capture_batch(
     *,
     source: str,
     table_hint: str | None = None,
+    shard_id: str | None = None,
 ) -> CaptureResult:
     """Decode a batch and store it: change files first, then quarantine; any failed write raises.
 
@@ -108,7 +113,7 @@ def capture_batch(
     hint = table_hint or (rows[0].table_name if rows else None)
     files = write_change_files(store, rows) if rows else []
     for raw, reason in rejected:
-        quarantine(store, raw, reason, source, hint)
+        quarantine(store, raw, reason, source, hint, shard_id)
     times = [row.event_time_us for row in rows]
     return CaptureResult(
         records=len(raw_records),

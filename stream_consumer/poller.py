@@ -275,7 +275,7 @@ class _Session:
     def store_batch(self, shard: Shard, checkpoint: Checkpoint, records: list[Any], *, closed: bool) -> None:
         result = capture_batch(
             self.store, records, lambda r: decode_getrecords_record(r, self.table, shard.shard_id),
-            source="poller", table_hint=self.table,
+            source="poller", table_hint=self.table, shard_id=shard.shard_id,
         )
         last = records[-1]
         body = last.get("dynamodb") if isinstance(last, dict) else None

@@ -270,7 +270,7 @@ def recover_batch(store: Store, streams: Any, batch: FailedBatch, *, dry_run: bo
     if records and not dry_run:
         result = capture_batch(
             store, records, lambda r: decode_getrecords_record(r, batch.table, batch.shard_id),
-            source="recover", table_hint=batch.table,
+            source="recover", table_hint=batch.table, shard_id=batch.shard_id,
         )
         files = result.files
         if result.sample_key and not store.exists(meta_path(batch.table)):

@@ -18,6 +18,7 @@ from ddb_rewind.commands import (
     repair,
     replay,
     report,
+    requeue,
     sql,
     status,
     timeline,
@@ -27,6 +28,6 @@ from ddb_rewind.commands import (
 # The order of `ddb-rewind --help` and of README's command list (tests/test_cli_help.py keeps them equal):
 # try it, capture, look after the store, restore, then ask questions.
 COMMANDS: list[ModuleType] = [
-    demo, status, consume, bootstrap, recover, compact, expire, check, replay, verify, repair, sql, history,
+    demo, status, consume, bootstrap, recover, requeue, compact, expire, check, replay, verify, repair, sql, history,
     timeline, diff, athena_sql, report,
 ]

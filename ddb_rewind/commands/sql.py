@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
     from replayer.views import SqlSession
 
-_HELP = """Views: changes, tables, snapshots, snapshot_rows; macros: state_at(TIME), history(KEY), <table>_at(TIME).
+_HELP = """Views: changes, tables, snapshots, snapshot_rows, quarantine;
+macros: state_at(TIME), history(KEY), <table>_at(TIME).
 End a query with ';'. Type .quit to leave."""
 
 

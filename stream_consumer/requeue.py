@@ -1,0 +1,122 @@
+"""Re-capture quarantined records once the cause is fixed (a corrected record, a fixed decoder).
+
+Each quarantine document is decoded again by the decoder of the path that kept it (``source``), and
+every record that now passes is stored through ``write_change_files`` exactly as capture stores it:
+file names derive from the rows, and a record whose ``eventID`` was already captured is a copy that
+every reader drops (``changelog.record.first_copies``), never a second winner. A document is deleted
+only after the change file holding its record is published (write first, remove last); a record
+that still fails stays where it is, with the reason it fails now.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from changelog.changefile import write_change_files
+from changelog.codec import decode_getrecords_record, decode_kinesis_record, decode_lambda_record
+from changelog.errors import DecodeError
+from changelog.layout import meta_path
+from changelog.meta import meta_from_keys, write_meta
+from changelog.quarantine import Quarantined, list_quarantined
+from changelog.record import ChangeRow
+from changelog.store import Store
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """What became of one quarantined record: ``reason`` is None when it was (or would be) captured."""
+
+    path: str
+    table_name: str
+    event_id: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class RequeueSummary:
+    outcomes: tuple[Requeued, ...]
+    files: tuple[str, ...]
+    dry_run: bool
+
+    @property
+    def captured(self) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.reason is None)
+
+    @property
+    def still_failing(self) -> int:
+        return len(self.outcomes) - self.captured
+
+
+def _from_jsonable(value: Any) -> Any:
+    """Undo capture's ``_jsonable`` for a GetRecords record: bytes back from their base64 marker."""
+    if isinstance(value, dict):
+        if set(value) == {"__bytes_base64__"} and isinstance(value["__bytes_base64__"], str):
+            return base64.b64decode(value["__bytes_base64__"])
+        return {key: _from_jsonable(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [_from_jsonable(inner) for inner in value]
+    return value
+
+
+def _getrecords(kept: Quarantined) -> ChangeRow:
+    shard = kept.field("shard_id")
+    if shard is None:
+        raise DecodeError("kept without its shard id (quarantined by an older version): it cannot be re-read "
+                          "exactly; inspect it with the sql view quarantine")
+    record = _from_jsonable(kept.record)
+    body: dict[str, Any] = record.get("dynamodb") if isinstance(record.get("dynamodb"), dict) else {}
+    created = body.get("ApproximateCreationDateTime")
+    if isinstance(created, str):  # capture kept boto3's datetime as ISO text
+        try:
+            body["ApproximateCreationDateTime"] = datetime.fromisoformat(created)
+        except ValueError:
+            raise DecodeError(f"ApproximateCreationDateTime {created!r} is not a time") from None
+    return decode_getrecords_record(record, kept.table_name, shard)
+
+
+_DECODERS: dict[str, Callable[[Quarantined], ChangeRow]] = {
+    "lambda-dynamodb": lambda kept: decode_lambda_record(kept.record),
+    "lambda-kinesis": lambda kept: decode_kinesis_record(kept.record),
+    "poller": _getrecords,
+    "recover": _getrecords,
+}
+
+
+def decode_quarantined(kept: Quarantined) -> ChangeRow:
+    """Decode a kept record as the capture path that kept it would; DecodeError when it still fails."""
+    if kept.document is None:
+        raise DecodeError("the quarantine document is not a JSON object")
+    decoder = _DECODERS.get(kept.field("source") or "")
+    if decoder is None:
+        raise DecodeError(f"kept by an unknown capture path {kept.field('source')!r}")
+    if not isinstance(kept.record, dict):
+        raise DecodeError("the kept record is not an object")
+    return decoder(kept)
+
+
+def requeue(store: Store, table: str | None = None, *, dry_run: bool = False) -> RequeueSummary:
+    """Re-capture every quarantined record of ``table`` (or all) that now decodes; remove only those."""
+    outcomes: list[Requeued] = []
+    passed: list[tuple[Quarantined, ChangeRow]] = []
+    for kept in list_quarantined(store, table):
+        try:
+            row = decode_quarantined(kept)
+        except DecodeError as exc:
+            outcomes.append(Requeued(kept.path, kept.table_name, kept.event_id, str(exc)))
+            continue
+        passed.append((kept, row))
+        outcomes.append(Requeued(kept.path, row.table_name, row.event_id, None))
+    files: list[str] = []
+    if passed and not dry_run:
+        files = write_change_files(store, [row for _, row in passed])  # raises before anything is removed
+        for _, row in passed:
+            if not store.exists(meta_path(row.table_name)):
+                write_meta(store, meta_from_keys(row.table_name, json.loads(row.keys)))
+        for kept, _ in passed:
+            store.delete(kept.path)
+    return RequeueSummary(tuple(outcomes), tuple(files), dry_run)

@@ -1,20 +1,27 @@
-"""Writing restored items to files: DynamoDB-JSON lines, Parquet, or Avro that keeps DynamoDB's types."""
+"""Writing restored items to files: DynamoDB-JSON lines, Parquet, Avro that keeps DynamoDB's types, CSV.
+
+Parquet and CSV also carry one typed column per attribute (``replayer.typed``) beside the lossless
+DynamoDB JSON; JSON lines and Avro are lossless as they are.
+"""
 
 from __future__ import annotations
 
 import base64
+import csv
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import fastavro
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from changelog.errors import UsageError
+from replayer.typed import Column, text_value, typed_arrays
 
-FORMATS = (".jsonl", ".json", ".parquet", ".avro")
+FORMATS = (".jsonl", ".json", ".parquet", ".avro", ".csv")
+STDOUT = "-"  # --to-file -: JSON lines on stdout
 
 # One named, recursive record per AttributeValue: exactly one field is set, as in DynamoDB JSON.
 AVRO_SCHEMA: dict[str, Any] = {
@@ -51,10 +58,13 @@ AVRO_SCHEMA: dict[str, Any] = {
 
 
 def check_format(path: str) -> str:
-    """The file kind from its extension; raises UsageError naming the accepted ones."""
+    """The file kind from its extension (``-`` is JSON lines on stdout); raises UsageError naming the accepted ones."""
+    if path == STDOUT:
+        return ".jsonl"
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
-        raise UsageError(f"cannot write {path!r}: use a file ending in .jsonl, .parquet or .avro")
+        raise UsageError(f"cannot write {path!r}: use a file ending in .jsonl, .parquet, .avro or .csv, "
+                         "or - for JSON lines on stdout")
     return ".jsonl" if suffix == ".json" else suffix
 
 
@@ -95,14 +105,19 @@ JSONL_ITEM = ('{"Item":', "}")
 
 def write_jsonl(path: Path, images: Iterable[str]) -> int:
     """One ``{"Item": ...}`` line per item, as DynamoDB's native export writes; the image text as stored."""
+    with open(path, "w", encoding="utf-8") as handle:
+        return write_jsonl_to(handle, images)
+
+
+def write_jsonl_to(handle: IO[str], images: Iterable[str]) -> int:
+    """``write_jsonl`` into an open text stream (stdout for ``--to-file -``)."""
     count = 0
     before, after = JSONL_ITEM
-    with open(path, "w", encoding="utf-8") as handle:
-        for image in images:
-            handle.write(before)
-            handle.write(image)
-            handle.write(after + "\n")
-            count += 1
+    for image in images:
+        handle.write(before)
+        handle.write(image)
+        handle.write(after + "\n")
+        count += 1
     return count
 
 
@@ -127,16 +142,41 @@ PARQUET_SCHEMA = pa.schema(
 )
 
 
-def write_parquet(batches: Iterable[pa.RecordBatch], path: Path) -> int:
-    """A zstd Parquet file with item_key, keys, item (DynamoDB JSON) and doc (plain JSON), in order.
+def write_parquet(batches: Iterable[pa.RecordBatch], path: Path, columns: Iterable[Column] = ()) -> int:
+    """A zstd Parquet file with item_key, keys, item (DynamoDB JSON), doc (plain JSON), then ``columns``.
+
+    The typed columns are made from each batch's ``item`` (``replayer.typed``).
 
     pyarrow writes it from Arrow batches, not DuckDB's COPY: the replay connection has no file
     access by then (see changelog.predicate.lock_down).
     """
+    typed = list(columns)
+    schema = pa.schema([*PARQUET_SCHEMA, *(pa.field(c.name, c.arrow) for c in typed)])
     count = 0
-    with pq.ParquetWriter(path, PARQUET_SCHEMA, compression="zstd") as writer:
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for batch in batches:
             table = pa.Table.from_batches([batch]).rename_columns(PARQUET_SCHEMA.names).cast(PARQUET_SCHEMA)
+            for column, array in zip(typed, typed_arrays(typed, table.column("item").to_pylist()), strict=True):
+                table = table.append_column(pa.field(column.name, column.arrow), array)
             writer.write_table(table)
             count += batch.num_rows
+    return count
+
+
+def write_csv(path: Path, rows: Iterable[tuple[str, str]], columns: Iterable[Column]) -> int:
+    """CSV (RFC 4180, UTF-8, header row): item_key, one text column per attribute, then item.
+
+    Fields are quoted only when they hold a comma, a quote or a line break (quotes doubled); a
+    NULL or missing attribute is an empty field; numbers are their exact decimal text, booleans
+    true/false, binaries base64, sets a JSON list, L/M and mixed types DynamoDB JSON.
+    """
+    typed = list(columns)
+    count = 0
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")
+        writer.writerow(["item_key", *(c.name for c in typed), "item"])
+        for item_key, image in rows:
+            item = json.loads(image)
+            writer.writerow([item_key, *(text_value(c, item.get(c.name)) for c in typed), image])
+            count += 1
     return count

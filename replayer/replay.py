@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,9 +24,10 @@ from changelog.progress import Progress
 from changelog.state import check_restorable, coverage, open_state, plan_state
 from changelog.store import Store
 from changelog.timefmt import to_micros
-from replayer.export import check_format, write_avro, write_jsonl, write_parquet
+from replayer.export import STDOUT, check_format, write_avro, write_csv, write_jsonl, write_jsonl_to, write_parquet
 from replayer.outfile import check_output, output_file
 from replayer.target import scan_keys
+from replayer.typed import infer_columns
 from replayer.writer import WriteReport, WriteSettings, write_images, write_requests
 
 BATCH_ROWS = 10_000
@@ -120,17 +122,19 @@ def _batches(con: duckdb.DuckDBPyConnection, columns: str) -> Iterator[pa.Record
     yield from con.sql(f"SELECT {columns} FROM items").to_arrow_reader(BATCH_ROWS)
 
 
-def _images(con: duckdb.DuckDBPyConnection, progress: Progress) -> Iterator[str]:
+def _images(con: duckdb.DuckDBPyConnection, progress: Progress | None) -> Iterator[str]:
     for batch in _batches(con, "image"):
         images = batch.column(0).to_pylist()
         yield from images
-        progress.advance(len(images))
+        if progress is not None:
+            progress.advance(len(images))
 
 
 def check_file_target(path: str, overwrite: bool) -> None:
     """Refuse, before any work, an output file that could not be written (format, directory, existing)."""
     check_format(path)
-    check_output(path, overwrite)
+    if path != STDOUT:
+        check_output(path, overwrite)
 
 
 def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, overwrite: bool = False) -> int:
@@ -141,15 +145,31 @@ def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, ove
     """
     kind = check_format(path)
     progress = Progress("replay", total=total)
+    if path == STDOUT:
+        count = write_jsonl_to(sys.stdout, _images(con, progress))
+        sys.stdout.flush()
+        progress.close()
+        return count
+    # Parquet and CSV: a first pass over the images finds each attribute's type (replayer.typed).
+    columns = infer_columns(_images(con, None)) if kind in (".parquet", ".csv") else []
     with output_file(path, overwrite) as partial:
         if kind == ".jsonl":
             count = write_jsonl(partial, _images(con, progress))
         elif kind == ".avro":
             count = write_avro(partial, _images(con, progress))
+        elif kind == ".csv":
+            count = write_csv(partial, _rows(con, progress), columns)
         else:
-            count = write_parquet(_counted(_batches(con, "item_key, keys, image, doc"), progress), partial)
+            count = write_parquet(_counted(_batches(con, "item_key, keys, image, doc"), progress), partial, columns)
     progress.close()
     return count
+
+
+def _rows(con: duckdb.DuckDBPyConnection, progress: Progress) -> Iterator[tuple[str, str]]:
+    for batch in _batches(con, "item_key, image"):
+        keys, images = batch.column(0).to_pylist(), batch.column(1).to_pylist()
+        yield from zip(keys, images, strict=True)
+        progress.advance(len(images))
 
 
 def _counted(batches: Iterator[pa.RecordBatch], progress: Progress) -> Iterator[pa.RecordBatch]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
 from changelog.errors import Interrupted, UsageError, WriteFailed
@@ -38,7 +39,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--at", required=True, type=time_arg, metavar="TIME", help="ISO 8601 or epoch seconds")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--to-table", type=table_arg, metavar="NAME", help="DynamoDB table to write the items into")
-    target.add_argument("--to-file", metavar="PATH", help="file to write: .jsonl, .parquet or .avro")
+    target.add_argument("--to-file", metavar="PATH", help="file to write: .jsonl, .parquet or .avro (lossless), "
+                             ".csv; .parquet and .csv add one typed column per attribute; "
+                             "- writes JSON lines to stdout (messages go to stderr)")
     target.add_argument("--to-export", metavar="DEST",
                         help="directory or s3://bucket/prefix to write a DynamoDB export (AWSDynamoDB/<id>/) into")
     parser.add_argument("--overwrite", action="store_true", help="replace --to-file or the export if it exists")
@@ -85,11 +88,12 @@ def run(args: argparse.Namespace) -> int:
     selection = select_counts(con)
     what = f"{selection.items:,} items ({selection.image_bytes:,} bytes of DynamoDB JSON) as of {format_time(args.at)}"
     if args.to_file:
+        messages = sys.stderr if args.to_file == "-" else sys.stdout  # stdout carries the data then
         if args.dry_run:
-            print(f"dry run: would write {what} to {args.to_file}")
+            print(f"dry run: would write {what} to {args.to_file}", file=messages)
             return 0
         count = replay_to_file(con, args.to_file, selection.items, overwrite=args.overwrite)
-        print(f"wrote {count:,} items as of {format_time(args.at)} to {args.to_file}")
+        print(f"wrote {count:,} items as of {format_time(args.at)} to {args.to_file}", file=messages)
         return 0
     with aws_boundary(f"replay into table {args.to_table!r}"):
         dynamodb = client("dynamodb")

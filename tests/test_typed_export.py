@@ -1,0 +1,175 @@
+"""replay --to-file: typed columns per attribute beside the lossless ones (.parquet, .csv), JSON lines on stdout.
+
+The typed values are checked against the independent model (tests/model.py): every value equals
+the model's, and every number, up to DynamoDB's 38 digits, is exact (compared as Decimal, never float).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from changelog.codec import decode_lambda_record
+from changelog.store import LocalStore, Store
+from ddb_rewind.cli import main
+from stream_consumer.capture import capture_batch
+from tests.model import KEYS, Op, model_state, operations, stream_records
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = "orders"
+T0 = 1_700_000_000
+
+
+def _fill(store: Store, ops: list[Op]) -> int:
+    records = stream_records(TABLE, ops)
+    capture_batch(store, records, decode_lambda_record, source="test")
+    return int(max(r["dynamodb"]["ApproximateCreationDateTime"] for r in records))  # the latest captured
+
+
+def _at(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).isoformat()
+
+
+def _replay(store: Store, at: int, path: Path) -> None:
+    assert main(["replay", "--table", TABLE, "--store", store.uri, "--at", _at(at), "--to-file", str(path),
+                 "--overwrite"]) == 0
+
+
+def _tags(model: dict[str, str]) -> dict[str, set[str]]:
+    tags: dict[str, set[str]] = {}
+    for image in model.values():
+        for name, value in json.loads(image).items():
+            tags.setdefault(name, set()).update(set(value) - {"NULL"})
+    return tags
+
+
+def _expected_cell(tags: set[str], value: dict[str, Any] | None, cell: Any) -> None:
+    """The model's rule for one typed cell; asserts ``cell`` holds exactly that."""
+    if value is None or "NULL" in value:
+        assert cell is None
+        return
+    ((tag, inner),) = value.items()
+    if len(tags) > 1 or tag in ("L", "M"):
+        assert json.loads(cell) == value
+    elif tag == "N":
+        assert Decimal(str(cell)) == Decimal(inner)  # decimal column or exact text, never a float
+        assert not isinstance(cell, float)
+    elif tag == "B":
+        assert cell == base64.b64decode(inner)
+    elif tag == "BS":
+        assert cell == [base64.b64decode(v) for v in inner]
+    else:  # S, BOOL, SS, NS (NS as the numbers' text)
+        assert cell == inner
+
+
+def _check_parquet(path: Path, model: dict[str, str]) -> None:
+    table = pq.read_table(path)
+    assert table.column_names[:4] == ["item_key", "keys", "item", "doc"]
+    tags = _tags(model)
+    assert sorted(table.column_names[4:]) == sorted(n for n in tags if n not in ("keys", "item", "doc"))
+    for row in table.to_pylist():
+        item = json.loads(row["item"])
+        assert item == json.loads(model[json.dumps(json.loads(row["keys"]), separators=(",", ":"),
+                                                   ensure_ascii=False)])
+        for name in table.column_names[4:]:
+            _expected_cell(tags[name], item.get(name), row[name])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=operations(max_ops=8))
+def test_every_typed_parquet_value_equals_the_models(tmp_path_factory: Any, ops: list[Op]) -> None:
+    ops = [Op(4, {**KEYS[4], "n": {"N": "7"}}, T0 - 1), *ops]  # the table exists whatever ops delete
+    store = LocalStore(tmp_path_factory.mktemp("store"))
+    at = _fill(store, ops)
+    path = tmp_path_factory.mktemp("out") / "items.parquet"
+    _replay(store, at, path)
+    _check_parquet(path, model_state(ops, at))
+
+
+_DIGITS = st.text("0123456789", min_size=1, max_size=38).filter(lambda d: d[0] != "0" or d == "0")
+
+
+@st.composite
+def _numbers(draw: Any) -> str:
+    digits = draw(_DIGITS)
+    point = draw(st.integers(0, len(digits)))
+    sign = draw(st.sampled_from(["", "-"]))
+    text = digits[:point] + ("." + digits[point:] if point < len(digits) else "")
+    return Decimal(sign + (text if not text.startswith(".") else "0" + text)).normalize().__format__("f")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(numbers=st.lists(_numbers(), min_size=1, max_size=len(KEYS)))
+def test_numbers_up_to_38_digits_are_exact_in_parquet_and_csv(tmp_path_factory: Any, numbers: list[str]) -> None:
+    ops = [Op(i, {**KEYS[i], "n": {"N": n}}, T0) for i, n in enumerate(numbers)]
+    store = LocalStore(tmp_path_factory.mktemp("store"))
+    _fill(store, ops)
+    out = tmp_path_factory.mktemp("out")
+    _replay(store, T0, out / "items.parquet")
+    _check_parquet(out / "items.parquet", model_state(ops, T0))
+    _replay(store, T0, out / "items.csv")
+    with open(out / "items.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    by_key = {row["item_key"]: row for row in rows}
+    assert len(by_key) == len(numbers)
+    for row in rows:
+        assert Decimal(row["n"]) == Decimal(json.loads(row["item"])["n"]["N"])
+        assert row["n"] == format(Decimal(row["n"]), "f")  # plain decimal text, no exponent
+
+
+def test_a_38_digit_number_is_a_decimal_38_column(store: Store, tmp_path: Path) -> None:
+    big = "9" * 38
+    _fill(store, [Op(0, {**KEYS[0], "n": {"N": big}}, T0), Op(1, {**KEYS[1], "n": {"N": "-1"}}, T0)])
+    _replay(store, T0, tmp_path / "x.parquet")
+    table = pq.read_table(tmp_path / "x.parquet")
+    assert table.schema.field("n").type == pa.decimal128(38, 0)
+    assert sorted(table.column("n").to_pylist()) == [Decimal(-1), Decimal(big)]
+
+
+def test_numbers_no_decimal_38_holds_stay_exact_text(store: Store, tmp_path: Path) -> None:
+    _fill(store, [Op(0, {**KEYS[0], "n": {"N": "1" * 30}}, T0), Op(1, {**KEYS[1], "n": {"N": "0." + "1" * 10}}, T0)])
+    _replay(store, T0, tmp_path / "x.parquet")
+    table = pq.read_table(tmp_path / "x.parquet")
+    assert table.schema.field("n").type == pa.string()
+    assert sorted(table.column("n").to_pylist()) == sorted(["1" * 30, "0." + "1" * 10])
+
+
+def test_mixed_types_are_one_text_column_of_dynamodb_json(store: Store, tmp_path: Path) -> None:
+    _fill(store, [Op(0, {**KEYS[0], "v": {"S": "x"}}, T0), Op(1, {**KEYS[1], "v": {"N": "5"}}, T0)])
+    _replay(store, T0, tmp_path / "x.parquet")
+    cells = pq.read_table(tmp_path / "x.parquet").column("v").to_pylist()
+    assert sorted(cells) == ['{"N":"5"}', '{"S":"x"}']
+
+
+def test_csv_quotes_only_what_needs_quoting_and_keeps_the_lossless_item(store: Store, tmp_path: Path) -> None:
+    _fill(store, [Op(0, {**KEYS[0], "s": {"S": 'a,"b"'}, "ok": {"BOOL": True}}, T0)])
+    _replay(store, T0, tmp_path / "x.csv")
+    text = (tmp_path / "x.csv").read_bytes().decode("utf-8")
+    header, line = text.split("\r\n")[:2]
+    assert header == "item_key,ok,pk,s,item"
+    assert ',true,a,"a,""b""",' in line
+    (row,) = csv.DictReader(text.splitlines())
+    assert json.loads(row["item"]) == {**KEYS[0], "s": {"S": 'a,"b"'}, "ok": {"BOOL": True}}
+
+
+def test_to_file_dash_writes_json_lines_to_stdout_and_messages_to_stderr(store: Store) -> None:
+    _fill(store, [Op(0, {**KEYS[0], "n": {"N": "1" * 38}}, T0)])
+    done = subprocess.run([sys.executable, "-m", "ddb_rewind", "replay", "--table", TABLE, "--store", store.uri,
+                           "--at", _at(T0), "--to-file", "-"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [{"Item": {**KEYS[0], "n": {"N": "1" * 38}}}]
+    assert "wrote 1 items" in done.stderr

@@ -210,7 +210,7 @@ def _output_cases() -> list[Case]:
         c("replay-directory-as-file", 2, *replay, "--to-file", "{D}/dir.jsonl", "--overwrite",
           says="is a directory"),
         c("replay-missing-directory", 2, *replay, "--to-file", "{D}/no/such/x.jsonl", says="does not exist"),
-        c("replay-bad-extension", 2, *replay, "--to-file", "{D}/x.csv", says=".jsonl, .parquet or .avro"),
+        c("replay-bad-extension", 2, *replay, "--to-file", "{D}/x.xlsx", says=".jsonl, .parquet, .avro or .csv"),
         c("replay-no-extension", 2, *replay, "--to-file", "{D}/x"),
         c("diff-existing-output", 2, *diff, "--format", "parquet", "--output", "{D}/existing.parquet",
           says="add --overwrite"),

@@ -150,7 +150,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
         (["--at", "1699999999"], "before the earliest restorable time of 'orders', 2023-11-14T22:13:20Z"),
         (["--at", "1800000000"], "after the latest restorable time"),
         (["--at", "yesterday"], "cannot read time"),
-        (["--at", _at(T0), "--to-file", "x.csv"], "use a file ending in .jsonl, .parquet or .avro"),
+        (["--at", _at(T0), "--to-file", "x.xlsx"], "use a file ending in .jsonl, .parquet, .avro or .csv"),
         (["--at", _at(T0), "--to-file", "/no/such/dir/x.jsonl"], "does not exist"),
         (["--at", _at(T0), "--to-file", "x.jsonl", "--where", "nosuchcolumn = 1"], "unknown attribute 'nosuchcolumn'"),
     ],

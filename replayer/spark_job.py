@@ -6,20 +6,27 @@ replayer.spark_job``. The driver lists the store, refuses a moment outside cover
 SQL (``changelog.spec``); the result is written by Spark itself, in key order, as a directory of
 part files: ``parquet`` (item_key, keys, item, doc, as ``replay --to-file x.parquet``) or ``jsonl``
 (``{"Item": ...}`` lines, as ``replay --to-file x.jsonl``; the parts concatenated in name order are
-that file's bytes). See docs/engines.md for the exact EMR Serverless and Glue commands.
+that file's bytes) or ``dynamodb-json`` (the same lines gzip'd under ``OUTPUT/data/`` in hashed-key
+order: the data files of a DynamoDB export, which ImportTable turns into a new table; ``--import-table``
+writes that ImportTable request). See docs/engines.md for the exact EMR Serverless and Glue commands.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+from typing import Any
 
-from changelog.errors import RewindError
+from changelog.errors import RewindError, UsageError
+from changelog.meta import read_meta
 from changelog.state import check_restorable, coverage, plan_state
 from changelog.store import open_store
 from changelog.timefmt import format_time, to_micros
 from ddb_rewind.args import table_arg, time_arg
 from replayer.export import JSONL_ITEM, PARQUET_SCHEMA
+from replayer.import_table import import_request
 from replayer.spark_engine import spark_errors, state_frame
 
 
@@ -29,7 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--table", required=True, type=table_arg, help="source table name")
     parser.add_argument("--at", required=True, type=time_arg, metavar="TIME", help="ISO 8601 or epoch seconds")
     parser.add_argument("--output", required=True, help="directory to create (s3a://..., s3://... or local)")
-    parser.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
+    parser.add_argument("--format", choices=("parquet", "jsonl", "dynamodb-json"), default="parquet",
+                        help="dynamodb-json: gzip'd {\"Item\": ...} lines under OUTPUT/data/, what ImportTable reads")
+    parser.add_argument("--import-table", metavar="NAME", type=table_arg,
+                        help="with dynamodb-json on s3://: also write the ImportTable request creating NAME")
+    parser.add_argument("--import-request", metavar="FILE", default="import-table.json",
+                        help="where --import-table writes it, for aws dynamodb import-table --cli-input-json "
+                             "file://FILE (default: import-table.json)")
     return parser
 
 
@@ -55,20 +68,55 @@ def run(argv: list[str] | None = None) -> int:
     check_restorable(coverage(store, args.table, count_changes=False), args.at, at_us)
     state = state_frame(store, plan_state(store, args.table, at_us))
     with spark_errors(f"writing {args.output}"):
-        # A range partitioning by key: part files in name order are in key order.
-        ordered = state.orderBy("item_key").cache()
-        if args.format == "parquet":
-            # The columns of replay's .parquet file (the image is named "item" there).
-            columns = zip(("item_key", "keys", "image", "doc"), PARQUET_SCHEMA.names, strict=True)
-            ordered.selectExpr(*(f"{source} AS `{name}`" for source, name in columns)) \
-                .write.mode("errorifexists").parquet(args.output)
+        if args.format == "dynamodb-json":
+            count = _write_import_data(state, args.output)
         else:
-            before, after = (text.replace("'", "\\'") for text in JSONL_ITEM)
-            ordered.selectExpr(f"concat('{before}', image, '{after}') AS value") \
-                .write.mode("errorifexists").text(args.output)
-        count = int(ordered.count())
+            # A range partitioning by key: part files in name order are in key order.
+            ordered = state.orderBy("item_key").cache()
+            if args.format == "parquet":
+                # The columns of replay's .parquet file (the image is named "item" there).
+                columns = zip(("item_key", "keys", "image", "doc"), PARQUET_SCHEMA.names, strict=True)
+                ordered.selectExpr(*(f"{source} AS `{name}`" for source, name in columns)) \
+                    .write.mode("errorifexists").parquet(args.output)
+            else:
+                before, after = (text.replace("'", "\\'") for text in JSONL_ITEM)
+                ordered.selectExpr(f"concat('{before}', image, '{after}') AS value") \
+                    .write.mode("errorifexists").text(args.output)
+            count = int(ordered.count())
     print(f"wrote {count:,} items of {args.table} as of {format_time(args.at)} to {args.output}")
+    if args.import_table:
+        _write_import_request(store, args, count)
     return count
+
+
+def _write_import_data(state: Any, output: str) -> int:
+    """The data files of a DynamoDB export: gzip'd {"Item": ...} lines, nothing else under data/.
+
+    Lines go out in hashed-key order (AWS's import guide: key-sorted input makes a hot partition), and
+    no _SUCCESS marker is written, since ImportTable reads every object under the prefix.
+    """
+    before, after = (text.replace("'", "\\'") for text in JSONL_ITEM)
+    state.sparkSession.sparkContext._jsc.hadoopConfiguration().set(
+        "mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
+    from pyspark.sql import functions
+
+    lines = state.orderBy(functions.md5(functions.col("item_key"))).cache()
+    lines.selectExpr(f"concat('{before}', image, '{after}') AS value") \
+        .write.mode("errorifexists").option("compression", "gzip").text(f"{output.rstrip('/')}/data")
+    return int(lines.count())
+
+
+def _write_import_request(store: Any, args: argparse.Namespace, count: int) -> None:
+    """The ImportTable request for the data just written (keys, GSIs, billing from meta.json)."""
+    scheme, _, rest = args.output.partition("://")
+    if args.format != "dynamodb-json" or scheme not in ("s3", "s3a"):
+        raise UsageError("--import-table needs --format dynamodb-json and an s3:// output (ImportTable reads S3)")
+    bucket, _, prefix = rest.partition("/")
+    request = import_request(args.import_table, read_meta(store, args.table), bucket,
+                             f"{prefix.strip('/')}/data/".lstrip("/")).arguments
+    Path(args.import_request).write_text(json.dumps(request, indent=1, default=str) + "\n", encoding="utf-8")
+    print(f"ImportTable request for {count:,} items written to {args.import_request}: "
+          f"aws dynamodb import-table --cli-input-json file://{args.import_request}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ and diffs, and both equal the independent model. One SparkSession serves the who
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import os
@@ -309,6 +310,36 @@ def test_the_spark_job_writes_the_replay_file_s_items_in_key_order(spark: Any, t
     written = pq.read_table(sorted((tmp_path / "parquet").glob("part-*.parquet")))
     assert written.column_names == PARQUET_SCHEMA.names
     assert [tuple(row.values()) for row in written.to_pylist()] == _state_rows(con)
+
+
+@pytest.mark.spark
+def test_the_spark_job_writes_the_data_files_importtable_reads(spark: Any, tmp_path: Path) -> None:
+    store = _cli_store(tmp_path)
+    at = "2025-06-15T15:06:45Z"
+    assert spark_job.main(["--store", str(store.root), "--table", TABLE, "--at", at,
+                           "--output", str(tmp_path / "export"), "--format", "dynamodb-json"]) == 0
+
+    con = open_items(store, TABLE, datetime.fromisoformat(at))
+    replay_to_file(con, str(tmp_path / "replay.jsonl"), 0)
+    data = tmp_path / "export" / "data"
+    # Only gzip'd line files under data/ (ImportTable reads every object there): no _SUCCESS marker.
+    assert sorted(p.name for p in data.iterdir() if not p.name.startswith(".")) == \
+        sorted(p.name for p in data.glob("part-*.txt.gz"))
+    lines = [line for part in data.glob("part-*.txt.gz") for line in gzip.decompress(part.read_bytes()).splitlines()]
+    assert sorted(lines) == sorted((tmp_path / "replay.jsonl").read_bytes().splitlines())
+
+
+@pytest.mark.spark
+def test_the_spark_job_refuses_an_import_request_for_a_local_output(
+    spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = _cli_store(tmp_path)
+
+    code = spark_job.main(["--store", str(store.root), "--table", TABLE, "--at", "2025-06-15T15:06:45Z",
+                           "--output", str(tmp_path / "export"), "--format", "dynamodb-json",
+                           "--import-table", "orders-restored"])
+
+    assert code == 2 and "ImportTable reads S3" in capsys.readouterr().err
 
 
 @pytest.mark.spark

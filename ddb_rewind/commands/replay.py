@@ -40,6 +40,12 @@ def register(subparsers: Any) -> None:
     target.add_argument("--to-file", metavar="PATH", help="file to write: .jsonl, .parquet or .avro")
     parser.add_argument("--overwrite", action="store_true", help="replace --to-file if it exists")
     parser.add_argument("--create-table", action="store_true", help="create --to-table from meta.json")
+    parser.add_argument("--without", default="", metavar="SETTINGS",
+                        help="with --create-table: settings of the source to leave out, comma-separated: sse, "
+                             "stream, table-class, deletion-protection, on-demand-throughput, warm-throughput, "
+                             "tags, ttl, pitr, resource-policy, autoscaling, or settings for all (default: none)")
+    parser.add_argument("--with-later-indexes", action="store_true",
+                        help="with --create-table: also create GSIs the table got after --at")
     parser.add_argument("--into-existing", action="store_true", help="write into an existing --to-table")
     parser.add_argument("--clear-first", action="store_true",
                         help="delete every item of the target first (asks first; --yes to skip)")
@@ -57,10 +63,12 @@ def run(args: argparse.Namespace) -> int:
     """Replay and print a summary."""
     from changelog.aws import aws_boundary, client
     from replayer.replay import check_file_target, clear_table, open_items, replay_to_file, select_counts
+    from replayer.table_settings import apply_after_create, parse_without, restore_plan
     from replayer.target import prepare_target
     from replayer.writer import WriteSettings
 
     # Every refusal that needs no data comes first: a typo costs nothing.
+    without = parse_without(args.without)
     if args.to_file:
         check_file_target(args.to_file, args.overwrite)
     elif args.clear_first and not args.dry_run:
@@ -78,13 +86,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with aws_boundary(f"replay into table {args.to_table!r}"):
         dynamodb = client("dynamodb")
-        action = prepare_target(dynamodb, args.to_table, read_meta(store, args.table), create=args.create_table,
-                                into_existing=args.into_existing, dry_run=args.dry_run)
+        meta = read_meta(store, args.table)
+        plan = (restore_plan(store, args.table, args.to_table, meta, args.at, without=without,
+                             with_later_indexes=args.with_later_indexes) if args.create_table else None)
+        action = prepare_target(dynamodb, args.to_table, meta, create=args.create_table,
+                                into_existing=args.into_existing, dry_run=args.dry_run,
+                                request=plan.request if plan else None)
         if args.dry_run:
             verb = "create and fill" if action == "created" else "write into existing"
             clear = " after clearing it" if args.clear_first else ""
             print(f"dry run: would {verb} table {args.to_table}{clear}: {what}")
+            if plan and action == "created":
+                print("\n".join(["settings it would be created with:", *plan.lines()]))
             return 0
+        if plan and action == "created":
+            apply_after_create(dynamodb, client("application-autoscaling"), plan)
+            for note in plan.not_applied:
+                print(f"not applied: {note}")
         settings = WriteSettings(workers=args.workers, max_rate=args.max_rate)
         if args.clear_first:
             confirm(args.yes, f"delete every item of table {args.to_table!r} before writing {what}?")

@@ -81,8 +81,9 @@ def _section(read: Callable[[], Any], what: str) -> Any:
         return stable(read())
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in _DENIED:
-            return {UNKNOWN: f"{code} on {what}"}
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in _DENIED or status == 403:  # a 403 is a refusal whatever body came with it
+            return {UNKNOWN: f"{code if code in _DENIED else 'AccessDenied'} on {what}"}
         if code in _NO_POLICY:
             return None
         raise translate(exc, f"reading {what}") from None

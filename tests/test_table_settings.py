@@ -8,12 +8,14 @@ from typing import Any
 
 import boto3
 import pytest
+from moto.core import set_initial_no_auth_action_count
 
 from changelog.codec import decode_lambda_record
 from changelog.errors import SettingsUnknown
 from changelog.meta import meta_from_description, write_meta
-from changelog.settings import history, observe, settings_at
+from changelog.settings import SettingsVersion, history, observe, settings_at
 from changelog.store import Store
+from compactor.handler import lambda_handler
 from ddb_rewind.cli import main
 from stream_consumer.capture import capture_batch
 from tests.model import Op, stream_records
@@ -190,3 +192,44 @@ def test_settings_at_t_are_the_newest_observed_at_or_before_t(source: Store) -> 
 def test_settings_before_the_first_observation_are_refused(source: Store) -> None:
     with pytest.raises(SettingsUnknown, match="first recorded at"):
         settings_at(source, TABLE, (T0 - 61) * 1_000_000)
+
+
+@set_initial_no_auth_action_count(3)
+def _observe_without_ttl_permission(store: Store) -> SettingsVersion | None:
+    """Observe as a user allowed everything but DescribeTimeToLive (moto enforces IAM after 3 calls)."""
+    iam = boto3.client("iam")
+    iam.create_user(UserName="backup")
+    iam.put_user_policy(UserName="backup", PolicyName="read", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["dynamodb:*", "application-autoscaling:*"], "Resource": "*"},
+            {"Effect": "Deny", "Action": "dynamodb:DescribeTimeToLive", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="backup")["AccessKey"]
+    credentials = {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"],
+                   "aws_session_token": None}
+    return observe(store, TABLE, dynamodb=boto3.client("dynamodb", **credentials),
+                   autoscaling=boto3.client("application-autoscaling", **credentials), now_us=T0 * 1_000_000)
+
+
+def test_a_setting_whose_read_is_refused_is_recorded_as_unknown_and_reported(
+        source: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    version = _observe_without_ttl_permission(source)
+    assert version is not None and version.unknown() == {"ttl": "AccessDenied on DescribeTimeToLive"}
+    assert version.settings["tags"]  # the rest is still captured
+    assert _restore(source) == 0
+    assert "not applied: ttl (unknown when observed: AccessDenied on DescribeTimeToLive)" in capsys.readouterr().out
+
+
+def test_the_scheduled_compactor_records_changed_settings(source: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REWIND_STORE", source.uri)
+    monkeypatch.setenv("REWIND_TABLE", TABLE)
+    boto3.client("dynamodb").tag_resource(ResourceArn=boto3.client("dynamodb").describe_table(
+        TableName=TABLE)["Table"]["TableArn"], Tags=[{"Key": "owner", "Value": "ops"}])
+    assert lambda_handler({}, None)["settings_recorded"] is True
+    assert {"Key": "owner", "Value": "ops"} in history(source, TABLE)[-1].settings["tags"]
+    assert lambda_handler({}, None)["settings_recorded"] is False
+
+
+def test_without_and_later_indexes_need_create_table(source: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", "--table", TABLE, "--store", source.uri, "--at", _at(T0 + 1), "--to-table", "restored",
+                 "--into-existing", "--without", "ttl"]) == 2
+    assert "--create-table" in capsys.readouterr().err

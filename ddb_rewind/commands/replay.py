@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from changelog.errors import Interrupted, WriteFailed
+from changelog.errors import Interrupted, UsageError, WriteFailed
 from changelog.meta import read_meta
 from changelog.progress import Progress
 from changelog.store import open_store
@@ -69,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
 
     # Every refusal that needs no data comes first: a typo costs nothing.
     without = parse_without(args.without)
+    if (without or args.with_later_indexes) and not args.create_table:
+        raise UsageError("--without and --with-later-indexes choose how --create-table creates the table: "
+                         "add --create-table, or drop them")
     if args.to_file:
         check_file_target(args.to_file, args.overwrite)
     elif args.clear_first and not args.dry_run:

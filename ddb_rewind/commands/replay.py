@@ -12,7 +12,6 @@ from changelog.store import open_store
 from changelog.timefmt import format_time
 from ddb_rewind.args import (
     add_store,
-    add_table,
     add_where,
     add_yes,
     check_can_confirm,
@@ -32,12 +31,20 @@ RERUN = "re-running with --into-existing is safe (puts are idempotent)"
 def register(subparsers: Any) -> None:
     """Add the subcommand."""
     parser = subparsers.add_parser("replay", help="rebuild the table as it was at TIME")
-    add_table(parser)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--table", type=table_arg, metavar="T", help="source table name")
+    source.add_argument("--tables", metavar="T1,T2,...",
+                        help="several source tables, restored to the same --at in parallel "
+                             "(targets: --to-table-suffix or --to-dir)")
     add_store(parser)
     parser.add_argument("--at", required=True, type=time_arg, metavar="TIME", help="ISO 8601 or epoch seconds")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--to-table", type=table_arg, metavar="NAME", help="DynamoDB table to write the items into")
     target.add_argument("--to-file", metavar="PATH", help="file to write: .jsonl, .parquet or .avro")
+    target.add_argument("--to-table-suffix", metavar="SUFFIX",
+                        help="with --tables: write each table T into table T+SUFFIX (a suffix starting with - is "
+                             "given as --to-table-suffix=-restored)")
+    target.add_argument("--to-dir", metavar="DIR", help="with --tables: write each table T to DIR/T.jsonl")
     parser.add_argument("--overwrite", action="store_true", help="replace --to-file if it exists")
     parser.add_argument("--create-table", action="store_true", help="create --to-table from meta.json")
     parser.add_argument("--without", default="", metavar="SETTINGS",
@@ -72,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     if (without or args.with_later_indexes) and not args.create_table:
         raise UsageError("--without and --with-later-indexes choose how --create-table creates the table: "
                          "add --create-table, or drop them")
+    if args.tables or args.to_table_suffix is not None or args.to_dir is not None:
+        return _run_many(args, without)
     if args.to_file:
         check_file_target(args.to_file, args.overwrite)
     elif args.clear_first and not args.dry_run:
@@ -120,6 +129,38 @@ def run(args: argparse.Namespace) -> int:
     if report.failed:
         raise WriteFailed(f"{report.failed:,} of {selection.items:,} items could not be written into "
                           f"{args.to_table} ({report.written:,} were); {RERUN}")
+    return 0
+
+
+def _run_many(args: argparse.Namespace, without: frozenset[str]) -> int:
+    """``--tables``: every table to the same moment, one summary, non-zero if any failed."""
+    from changelog.aws import aws_boundary, client
+    from replayer.many import parse_tables, restore_many, target_names
+    from replayer.writer import WriteSettings
+
+    if not args.tables or (args.to_table_suffix is None and args.to_dir is None):
+        raise UsageError("--tables goes with --to-table-suffix SUFFIX or --to-dir DIR (and they with --tables)")
+    if args.where or args.clear_first:
+        raise UsageError("--where and --clear-first restore one table: use --table")
+    tables = parse_tables(args.tables)
+    targets = target_names(tables, args.to_table_suffix, args.to_dir)
+    store = open_store(args.store)
+    with aws_boundary(f"replay of {len(tables)} tables"):
+        outcomes = restore_many(
+            store, tables, args.at, targets, to_files=args.to_dir is not None, overwrite=args.overwrite,
+            create=args.create_table, into_existing=args.into_existing, without=without,
+            with_later_indexes=args.with_later_indexes, dry_run=args.dry_run,
+            settings=WriteSettings(workers=args.workers, max_rate=args.max_rate),
+            clients=lambda: (client("dynamodb"), client("application-autoscaling")))
+    verb = "would restore" if args.dry_run else "restored"
+    for outcome in outcomes:
+        done = f"{outcome.items:,} items" if args.dry_run else f"{outcome.written:,} of {outcome.items:,} items"
+        print(f"{outcome.table} -> {outcome.target}: " + (f"failed: {outcome.error}" if outcome.error else done))
+    failed = [o.table for o in outcomes if o.error]
+    print(f"{verb} {len(outcomes) - len(failed)} of {len(outcomes)} tables as of {format_time(args.at)}")
+    if failed:
+        raise WriteFailed(f"{len(failed)} of {len(outcomes)} tables failed ({', '.join(failed)}); "
+                          "each line above says why")
     return 0
 
 

@@ -19,9 +19,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from changelog.aws import translate
-from changelog.codec import table_name_problem
 from changelog.errors import RewindError, TimeOutOfRange, UsageError
 from changelog.meta import read_meta
+from changelog.names import table_name_problem
 from changelog.progress import Progress
 from changelog.state import check_restorable, coverage
 from changelog.store import Store

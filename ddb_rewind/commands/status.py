@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from changelog.codec import table_name_problem
 from changelog.errors import RewindError, UsageError
 from changelog.gaps import Gap, gap_to_json
 from changelog.layout import TABLES, table_names
+from changelog.names import table_name_problem
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros
 from ddb_rewind.args import add_store, add_table

@@ -46,7 +46,8 @@ def register(subparsers: Any) -> None:
                              "given as --to-table-suffix=-restored)")
     target.add_argument("--to-dir", metavar="DIR", help="with --tables: write each table T to DIR/T.jsonl")
     parser.add_argument("--overwrite", action="store_true", help="replace --to-file if it exists")
-    parser.add_argument("--create-table", action="store_true", help="create --to-table from meta.json")
+    parser.add_argument("--create-table", action="store_true",
+                        help="create the target table(s) with the source's settings as at --at (see --without)")
     parser.add_argument("--without", default="", metavar="SETTINGS",
                         help="with --create-table: settings of the source to leave out, comma-separated: sse, "
                              "stream, table-class, deletion-protection, on-demand-throughput, warm-throughput, "

@@ -76,6 +76,10 @@ class TimeOutOfRange(RewindError):
     exit_code = EXIT_OUT_OF_COVERAGE
 
 
+class SettingsUnknown(TimeOutOfRange):
+    """The table's settings were not observed at or before the moment asked for."""
+
+
 class StreamConfigError(RewindError):
     """The table's stream cannot feed a backup (missing, or KEYS_ONLY / images missing)."""
 

@@ -8,6 +8,7 @@
     tables/<table>/checkpoints/<shard id>.json
     tables/<table>/retention.json
     tables/<table>/gaps/<shard id>-<last sequence or "start">.json
+    tables/<table>/settings/<observed µs, 16 digits>-<sha256 of the bytes, 16 hex>.json
 """
 
 from __future__ import annotations
@@ -141,6 +142,16 @@ def checkpoint_path(table: str, shard_id: str) -> str:
 def gap_path(table: str, shard_id: str, after_sequence: str | None) -> str:
     """Record of stream records lost (trimmed before they were read) in one shard after a sequence."""
     return f"{table_root(table)}/gaps/{shard_id}-{after_sequence or 'start'}.json"
+
+
+def settings_root(table: str) -> str:
+    """Prefix of the table's settings history (one object per observed change of its settings)."""
+    return f"{table_root(table)}/settings"
+
+
+def settings_path(table: str, observed_us: int, data: bytes) -> str:
+    """One settings version: named by when it was observed (sorts by time) and by its content."""
+    return f"{settings_root(table)}/{observed_us:016d}-{content_digest(data)[:16]}.json"
 
 
 def table_names(paths: Iterable[str]) -> list[str]:

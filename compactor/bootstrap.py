@@ -41,11 +41,20 @@ from changelog.aws import aws_boundary
 from changelog.aws import client as aws_client
 from changelog.changefile import COMPACTED_LEVEL, parquet_bytes
 from changelog.codec import SEQUENCE_WIDTH, dump_json, item_key, plain_json
-from changelog.errors import ConflictError, DecodeError, RewindError, StreamConfigError, TableNotFound, UsageError
+from changelog.errors import (
+    AwsError,
+    ConflictError,
+    DecodeError,
+    RewindError,
+    StreamConfigError,
+    TableNotFound,
+    UsageError,
+)
 from changelog.layout import hour_partition, snapshot_dir
 from changelog.meta import meta_from_description, read_meta, write_meta
 from changelog.progress import Progress
 from changelog.scan import parallel_scan
+from changelog.settings import observe as observe_settings
 from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest, PartSum, list_manifests, part_sum_of
 from changelog.state import change_files, retention_floor
 from changelog.store import Store
@@ -322,7 +331,15 @@ def bootstrap_from_export(store: Store, table: str, uri: str, *, client: Any = N
         extra={"writer": writer.writer, "export_arn": summary.export_arn, "table_arn": summary.table_arn,
                "source": uri, "row_version_us": version},
     )
-    return _publish(store, writer, manifest, _coverage_warnings(store, table, summary.export_time_us))
+    warnings = _coverage_warnings(store, table, summary.export_time_us)
+    # An export can be imported without reaching DynamoDB: the settings are then recorded later, by the
+    # compactor, and a --create-table restore before that refuses rather than guess them.
+    try:
+        observe_settings(store, table, dynamodb=client)
+    except AwsError as exc:
+        warnings.append(f"the table's settings were not recorded ({exc}); the compactor records them when it "
+                        "can reach DynamoDB")
+    return _publish(store, writer, manifest, warnings)
 
 
 def _now_us() -> int:
@@ -360,6 +377,7 @@ def bootstrap_from_scan(store: Store, table: str, *, segments: int = 4, client: 
     client = client or aws_client("dynamodb")
     description = describe_table(table, client)
     check_stream(description, table)
+    observe_settings(store, table, dynamodb=client)
     keys = key_names(store, table, client)
     started = clock()
     version = row_version_us(started)

@@ -23,9 +23,51 @@ def _exists(client: Any, name: str) -> bool:
     return True
 
 
-def create_table_request(name: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """CreateTable arguments for a copy of the source: keys, indexes and billing mode from meta.json."""
-    description = meta.get("description") or {}
+# What --without can leave out of the restored table; "settings" leaves out all of them (keys, indexes
+# and billing mode only, as meta.json alone gives).
+OPTIONAL_SETTINGS = ("sse", "stream", "table-class", "deletion-protection", "on-demand-throughput",
+                     "warm-throughput", "tags", "ttl", "pitr", "resource-policy", "autoscaling")
+# Warm throughput a new on-demand table gets anyway (AWS docs): asking for it is redundant, so only
+# more than this is requested.
+_DEFAULT_WARM = {"ReadUnitsPerSecond": 12000, "WriteUnitsPerSecond": 4000}
+
+
+def _capacity(throughput: dict[str, Any]) -> dict[str, int]:
+    return {
+        "ReadCapacityUnits": max(1, int(throughput.get("ReadCapacityUnits", 5))),
+        "WriteCapacityUnits": max(1, int(throughput.get("WriteCapacityUnits", 5))),
+    }
+
+
+def _warm(entry: dict[str, Any], billing: str) -> dict[str, int] | None:
+    """The warm throughput to ask for: only what a new table would not get by itself."""
+    warm = entry.get("WarmThroughput") or {}
+    wanted = {k: int(warm[k]) for k in ("ReadUnitsPerSecond", "WriteUnitsPerSecond") if k in warm}
+    if not wanted:
+        return None
+    if billing == "PROVISIONED":
+        implied = entry.get("ProvisionedThroughput") or {}
+        floor = {"ReadUnitsPerSecond": int(implied.get("ReadCapacityUnits", 0)),
+                 "WriteUnitsPerSecond": int(implied.get("WriteCapacityUnits", 0))}
+    else:
+        floor = _DEFAULT_WARM
+    return wanted if any(wanted[k] > floor[k] for k in wanted) else None
+
+
+def create_table_request(name: str, meta: dict[str, Any], description: dict[str, Any] | None = None, *,
+                         without: frozenset[str] = frozenset(),
+                         extra_indexes: tuple[dict[str, Any], ...] = (),
+                         extra_definitions: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    """CreateTable arguments for a copy of the source: the one place they are built.
+
+    ``description`` is the source's DescribeTable as it was at T (from the settings history); without
+    it, meta.json's gives keys, indexes and billing mode only. With it, every setting CreateTable takes
+    is copied (encryption, stream, table class, deletion protection, on-demand and warm throughput)
+    except those named in ``without``. ``extra_indexes`` are GSIs the table got after T, asked for
+    (``extra_definitions``: the attribute types their keys need).
+    """
+    full = description is not None and "settings" not in without
+    description = description if description is not None else (meta.get("description") or {})
     key_schema = description.get("KeySchema") or [
         {"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]} for k in meta["key_schema"]
     ]
@@ -35,27 +77,19 @@ def create_table_request(name: str, meta: dict[str, Any]) -> dict[str, Any]:
         {"AttributeName": k["AttributeName"], "AttributeType": k["AttributeType"]} for k in meta["key_schema"]
     ]
     billing = (description.get("BillingModeSummary") or {}).get("BillingMode", "PAY_PER_REQUEST")
-    request: dict[str, Any] = {
-        "TableName": name,
-        "KeySchema": key_schema,
-        "AttributeDefinitions": definitions,
-        "BillingMode": billing,
-    }
-    throughput = description.get("ProvisionedThroughput") or {}
+    request: dict[str, Any] = {"TableName": name, "KeySchema": key_schema, "BillingMode": billing}
     if billing == "PROVISIONED":
-        request["ProvisionedThroughput"] = {
-            "ReadCapacityUnits": max(1, int(throughput.get("ReadCapacityUnits", 5))),
-            "WriteCapacityUnits": max(1, int(throughput.get("WriteCapacityUnits", 5))),
-        }
+        request["ProvisionedThroughput"] = _capacity(description.get("ProvisionedThroughput") or {})
     gsis = []
-    for index in description.get("GlobalSecondaryIndexes") or []:
+    for index in [*(description.get("GlobalSecondaryIndexes") or []), *extra_indexes]:
         kept = {key: index[key] for key in _INDEX_KEEP if key in index}
         if billing == "PROVISIONED":
-            provisioned = index.get("ProvisionedThroughput") or {}
-            kept["ProvisionedThroughput"] = {
-                "ReadCapacityUnits": max(1, int(provisioned.get("ReadCapacityUnits", 5))),
-                "WriteCapacityUnits": max(1, int(provisioned.get("WriteCapacityUnits", 5))),
-            }
+            kept["ProvisionedThroughput"] = _capacity(index.get("ProvisionedThroughput") or {})
+        if full and "on-demand-throughput" not in without and index.get("OnDemandThroughput"):
+            kept["OnDemandThroughput"] = index["OnDemandThroughput"]
+        warm = _warm(index, billing) if full and "warm-throughput" not in without else None
+        if warm:
+            kept["WarmThroughput"] = warm
         gsis.append(kept)
     if gsis:
         request["GlobalSecondaryIndexes"] = gsis
@@ -63,14 +97,45 @@ def create_table_request(name: str, meta: dict[str, Any]) -> dict[str, Any]:
             for index in description.get("LocalSecondaryIndexes") or []]
     if lsis:
         request["LocalSecondaryIndexes"] = lsis
+    # CreateTable wants exactly the attributes the keys name: a later index may add some.
+    named = {k["AttributeName"] for entry in [request, *gsis, *lsis] for k in entry["KeySchema"]}
+    types = {d["AttributeName"]: d for d in [*extra_definitions, *definitions]}  # the source's order wins
+    order = [d["AttributeName"] for d in definitions] + sorted({*types} - {d["AttributeName"] for d in definitions})
+    request["AttributeDefinitions"] = [types[n] for n in order if n in named]
+    if full:
+        _add_settings(request, description, billing, without)
     return request
 
 
+def _add_settings(request: dict[str, Any], description: dict[str, Any], billing: str,
+                  without: frozenset[str]) -> None:
+    """The table-level settings CreateTable takes, as the source had them."""
+    stream = description.get("StreamSpecification") or {}
+    if "stream" not in without and stream.get("StreamEnabled"):
+        request["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
+    sse = description.get("SSEDescription") or {}
+    if "sse" not in without and sse.get("Status") in ("ENABLED", "ENABLING", "UPDATING"):
+        request["SSESpecification"] = {"Enabled": True, "SSEType": sse.get("SSEType", "KMS")}
+        if sse.get("KMSMasterKeyArn"):
+            request["SSESpecification"]["KMSMasterKeyId"] = sse["KMSMasterKeyArn"]
+    table_class = (description.get("TableClassSummary") or {}).get("TableClass")
+    if "table-class" not in without and table_class:
+        request["TableClass"] = table_class
+    if "deletion-protection" not in without and description.get("DeletionProtectionEnabled"):
+        request["DeletionProtectionEnabled"] = True
+    if "on-demand-throughput" not in without and description.get("OnDemandThroughput"):
+        request["OnDemandThroughput"] = description["OnDemandThroughput"]
+    warm = _warm(description, billing) if "warm-throughput" not in without else None
+    if warm:
+        request["WarmThroughput"] = warm
+
+
 def prepare_target(client: Any, name: str, meta: dict[str, Any], *, create: bool, into_existing: bool,
-                   dry_run: bool = False) -> str:
+                   dry_run: bool = False, request: dict[str, Any] | None = None) -> str:
     """Make sure ``name`` can receive the restore; returns what was done (``created``/``existing``).
 
     Refuses an existing table unless ``into_existing``, and a missing one unless ``create``.
+    ``request`` is the CreateTable call to make (default: from meta.json alone).
     """
     exists = _exists(client, name)
     if exists and create:
@@ -84,7 +149,7 @@ def prepare_target(client: Any, name: str, meta: dict[str, Any], *, create: bool
     if exists:
         return "existing"
     if not dry_run:
-        client.create_table(**create_table_request(name, meta))
+        client.create_table(**(request or create_table_request(name, meta)))
         client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
     return "created"
 

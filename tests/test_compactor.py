@@ -122,7 +122,8 @@ def test_a_late_file_older_than_the_snapshot_still_counts(store: Store) -> None:
     assert _state(store, END) == _state(store, END, use_snapshots=False) == model_state(OPS, END)
 
 
-def test_the_scheduled_lambda_compacts_the_table(captured: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_scheduled_lambda_compacts_the_table(captured: Store, monkeypatch: pytest.MonkeyPatch,
+                                                 aws: None) -> None:
     monkeypatch.setenv("REWIND_STORE", captured.uri)
     monkeypatch.setenv("REWIND_TABLE", TABLE)
     summary = lambda_handler({}, None)

@@ -46,6 +46,8 @@ RESOURCE_STAR_ALLOWLIST = {
     # In a KMS key policy, Resource "*" means "this key" and nothing else: a key policy cannot
     # name its own ARN. The statement delegates the key to IAM in the same account.
     ("StoreKey", "AccountAdministersKeyThroughIam"),
+    # Application Auto Scaling's Describe* actions support no resource-level permissions.
+    ("CompactorRole", "ReadAutoScalingSettings"),
 }
 
 # Deny statements allowed to use a wildcard action. A wildcard in a Deny only takes
@@ -863,3 +865,13 @@ def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypat
         queue_arn = boto3.client("sqs").get_queue_attributes(
             QueueUrl=outputs["FailureQueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         assert trigger["EventSourceArn"] == queue_arn
+
+
+def test_compactor_may_read_the_table_settings_of_its_own_table_only(resources: dict[str, Any]) -> None:
+    statements = resources["CompactorRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    read = next(s for s in statements if isinstance(s, dict) and s.get("Sid") == "ReadSourceTableSettings")
+    assert set(read["Action"]) == {"dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive",
+                                   "dynamodb:DescribeContinuousBackups", "dynamodb:ListTagsOfResource",
+                                   "dynamodb:GetResourcePolicy"}
+    assert read["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}"
+                                           ":table/${TableName}"}

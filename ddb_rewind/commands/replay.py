@@ -14,7 +14,6 @@ from changelog.timefmt import format_time
 from ddb_rewind.args import (
     add_engine,
     add_store,
-    add_table,
     add_where,
     add_yes,
     check_can_confirm,
@@ -34,7 +33,11 @@ RERUN = "re-running with --into-existing is safe (puts are idempotent)"
 def register(subparsers: Any) -> None:
     """Add the subcommand."""
     parser = subparsers.add_parser("replay", help="rebuild the table as it was at TIME")
-    add_table(parser)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--table", type=table_arg, metavar="T", help="source table name")
+    source.add_argument("--tables", metavar="T1,T2,...",
+                        help="several source tables, restored to the same --at in parallel "
+                             "(targets: --to-table-suffix or --to-dir)")
     add_store(parser)
     parser.add_argument("--at", required=True, type=time_arg, metavar="TIME", help="ISO 8601 or epoch seconds")
     target = parser.add_mutually_exclusive_group(required=True)
@@ -51,7 +54,18 @@ def register(subparsers: Any) -> None:
                         help="s3://bucket/prefix for --via-import's export (default: <store>/imports on an S3 store)")
     parser.add_argument("--export-file-mb", type=int_range("--export-file-mb", 1, 4096), default=None,
                         metavar="MB", help="largest data file of an export, in MiB of JSON lines (default 512)")
-    parser.add_argument("--create-table", action="store_true", help="create --to-table from meta.json")
+    target.add_argument("--to-table-suffix", metavar="SUFFIX",
+                        help="with --tables: write each table T into table T+SUFFIX (a suffix starting with - is "
+                             "given as --to-table-suffix=-restored)")
+    target.add_argument("--to-dir", metavar="DIR", help="with --tables: write each table T to DIR/T.jsonl")
+    parser.add_argument("--create-table", action="store_true",
+                        help="create the target table(s) with the source's settings as at --at (see --without)")
+    parser.add_argument("--without", default="", metavar="SETTINGS",
+                        help="with --create-table: settings of the source to leave out, comma-separated: sse, "
+                             "stream, table-class, deletion-protection, on-demand-throughput, warm-throughput, "
+                             "tags, ttl, pitr, resource-policy, autoscaling, or settings for all (default: none)")
+    parser.add_argument("--with-later-indexes", action="store_true",
+                        help="with --create-table: also create GSIs the table got after --at")
     parser.add_argument("--into-existing", action="store_true", help="write into an existing --to-table")
     parser.add_argument("--clear-first", action="store_true",
                         help="delete every item of the target first (asks first; --yes to skip)")
@@ -70,10 +84,17 @@ def run(args: argparse.Namespace) -> int:
     """Replay and print a summary."""
     from changelog.aws import aws_boundary, client
     from replayer.replay import check_file_target, clear_table, open_items, replay_to_file, select_counts
+    from replayer.table_settings import apply_after_create, parse_without, restore_plan
     from replayer.target import prepare_target
     from replayer.writer import WriteSettings
 
     # Every refusal that needs no data comes first: a typo costs nothing.
+    without = parse_without(args.without)
+    if (without or args.with_later_indexes) and not args.create_table:
+        raise UsageError("--without and --with-later-indexes choose how --create-table creates the table: "
+                         "add --create-table, or drop them")
+    if args.tables or args.to_table_suffix is not None or args.to_dir is not None:
+        return _run_many(args, without)
     check_export_options(args)
     if args.to_export or args.via_import:
         from ddb_rewind.commands.replay_export import run_export
@@ -97,13 +118,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with aws_boundary(f"replay into table {args.to_table!r}"):
         dynamodb = client("dynamodb")
-        action = prepare_target(dynamodb, args.to_table, read_meta(store, args.table), create=args.create_table,
-                                into_existing=args.into_existing, dry_run=args.dry_run)
+        meta = read_meta(store, args.table)
+        plan = (restore_plan(store, args.table, args.to_table, meta, args.at, without=without,
+                             with_later_indexes=args.with_later_indexes) if args.create_table else None)
+        action = prepare_target(dynamodb, args.to_table, meta, create=args.create_table,
+                                into_existing=args.into_existing, dry_run=args.dry_run,
+                                request=plan.request if plan else None)
         if args.dry_run:
             verb = "create and fill" if action == "created" else "write into existing"
             clear = " after clearing it" if args.clear_first else ""
             print(f"dry run: would {verb} table {args.to_table}{clear}: {what}")
+            if plan and action == "created":
+                print("\n".join(["settings it would be created with:", *plan.lines()]))
             return 0
+        if plan and action == "created":
+            apply_after_create(dynamodb, client("application-autoscaling"), plan)
+            for note in plan.not_applied:
+                print(f"not applied: {note}")
         settings = WriteSettings(workers=args.workers, max_rate=args.max_rate)
         if args.clear_first:
             confirm(args.yes, f"delete every item of table {args.to_table!r} before writing {what}?")
@@ -133,6 +164,38 @@ def check_export_options(args: argparse.Namespace) -> None:
         raise UsageError("--import-prefix is only used with --via-import")
     if args.export_file_mb is not None and not exporting:
         raise UsageError("--export-file-mb is only used with --to-export or --via-import")
+
+
+def _run_many(args: argparse.Namespace, without: frozenset[str]) -> int:
+    """``--tables``: every table to the same moment, one summary, non-zero if any failed."""
+    from changelog.aws import aws_boundary, client
+    from replayer.many import parse_tables, restore_many, target_names
+    from replayer.writer import WriteSettings
+
+    if not args.tables or (args.to_table_suffix is None and args.to_dir is None):
+        raise UsageError("--tables goes with --to-table-suffix SUFFIX or --to-dir DIR (and they with --tables)")
+    if args.where or args.clear_first:
+        raise UsageError("--where and --clear-first restore one table: use --table")
+    tables = parse_tables(args.tables)
+    targets = target_names(tables, args.to_table_suffix, args.to_dir)
+    store = open_store(args.store)
+    with aws_boundary(f"replay of {len(tables)} tables"):
+        outcomes = restore_many(
+            store, tables, args.at, targets, to_files=args.to_dir is not None, overwrite=args.overwrite,
+            create=args.create_table, into_existing=args.into_existing, without=without,
+            with_later_indexes=args.with_later_indexes, dry_run=args.dry_run,
+            settings=WriteSettings(workers=args.workers, max_rate=args.max_rate),
+            clients=lambda: (client("dynamodb"), client("application-autoscaling")))
+    verb = "would restore" if args.dry_run else "restored"
+    for outcome in outcomes:
+        done = f"{outcome.items:,} items" if args.dry_run else f"{outcome.written:,} of {outcome.items:,} items"
+        print(f"{outcome.table} -> {outcome.target}: " + (f"failed: {outcome.error}" if outcome.error else done))
+    failed = [o.table for o in outcomes if o.error]
+    print(f"{verb} {len(outcomes) - len(failed)} of {len(outcomes)} tables as of {format_time(args.at)}")
+    if failed:
+        raise WriteFailed(f"{len(failed)} of {len(outcomes)} tables failed ({', '.join(failed)}); "
+                          "each line above says why")
+    return 0
 
 
 def _restore(con: Any, dynamodb: Any, name: str, total: int,

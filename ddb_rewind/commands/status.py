@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from changelog.errors import RewindError, UsageError
 from changelog.gaps import Gap, gap_to_json
 from changelog.layout import TABLES, table_names
+from changelog.names import table_name_problem
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros
 from ddb_rewind.args import add_store, add_table
 from ddb_rewind.output import print_rows
+
+if TYPE_CHECKING:
+    from changelog.state import Coverage
 
 
 def register(subparsers: Any) -> None:
     """Add the subcommand."""
     parser = subparsers.add_parser("status", help="earliest and latest restorable times per table")
     add_store(parser)
-    add_table(parser, required=False)
+    which = parser.add_mutually_exclusive_group()
+    add_table(which, required=False)
+    which.add_argument("--tables", metavar="T1,T2,...",
+                       help="these tables only, and the latest moment restorable for all of them (default: all)")
     parser.add_argument("--format", choices=("table", "json"), default="table", help="how rows are printed")
     parser.set_defaults(run=run)
 
@@ -38,12 +46,22 @@ def run(args: argparse.Namespace) -> int:
     from changelog.state import coverage
 
     store = open_store(args.store)
-    tables = [args.table] if args.table else table_names(store.list(TABLES + "/"))
+    if args.table:
+        tables = [args.table]
+    elif args.tables:
+        tables = list(dict.fromkeys(t.strip() for t in args.tables.split(",") if t.strip()))
+        problems = [p for p in map(table_name_problem, tables) if p]
+        if problems or not tables:
+            raise UsageError(f"--tables: {problems[0] if problems else 'no table named'}")
+    else:
+        tables = table_names(store.list(TABLES + "/"))
     columns = ["table", "earliest_restorable", "latest_restorable", "changes", "change_files", "snapshots",
                "quarantined", "gaps", "bytes_stored"]
     rows = []
+    coverages = []
     for table in tables:
         cov = coverage(store, table)
+        coverages.append(cov)
         rows.append([
             table,
             format_time(from_micros(cov.earliest_us)) if cov.earliest_us is not None else None,
@@ -52,4 +70,22 @@ def run(args: argparse.Namespace) -> int:
             cov.bytes_stored,
         ])
     print_rows(columns, rows, args.format)
+    if len(coverages) > 1 and args.format == "table":
+        print(f"latest moment restorable for all {len(coverages)} tables: {_common_latest(coverages)}")
     return 0
+
+
+def _common_latest(coverages: list[Coverage]) -> str:
+    """The latest moment every table can be restored to, checked with replay's own rule, or why none."""
+    from changelog.state import check_restorable
+
+    latest = [cov.latest_us for cov in coverages if cov.latest_us is not None]
+    if len(latest) < len(coverages):
+        return "none (" + ", ".join(c.table for c in coverages if c.latest_us is None) + " captured nothing yet)"
+    moment = min(latest)
+    for cov in coverages:
+        try:
+            check_restorable(cov, from_micros(moment), moment)
+        except RewindError as exc:
+            return f"none ({exc})"
+    return format_time(from_micros(moment))

@@ -302,6 +302,12 @@ def chain_problems(manifests: list[StoredManifest], removals: list[Removal]) -> 
     return found
 
 
+def part_paths(manifest_path: str, manifest: Manifest) -> list[str]:
+    """The store paths of the parts a manifest lists (they lie beside it)."""
+    directory = manifest_path.rsplit("/", 1)[0]
+    return [f"{directory}/{part}" for part in manifest.parts]
+
+
 def read_manifests(store: Store, table: str) -> list[StoredManifest]:
     """Published snapshots of a table, oldest first, after checking every manifest and the chain.
 

@@ -31,7 +31,7 @@ from changelog.layout import (
     table_root,
 )
 from changelog.record import LATEST_FIRST, SCHEMA, first_copies
-from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests
+from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests, part_paths
 from changelog.source import register_parquet
 from changelog.spec import changes_condition, moment
 from changelog.store import ObjectMissing, Store
@@ -112,8 +112,7 @@ def snapshot_parts(plan: StatePlan) -> list[str]:
     """The store paths of the plan's snapshot rows (none without a snapshot)."""
     if plan.snapshot is None or plan.snapshot_path is None:
         return []
-    base = plan.snapshot_path.rsplit("/", 1)[0]
-    return [f"{base}/{part}" for part in plan.snapshot.parts]
+    return part_paths(plan.snapshot_path, plan.snapshot)
 
 
 def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *, name: str = "state",

@@ -19,7 +19,7 @@ from changelog.layout import TABLES, partition_of, table_names
 from changelog.plain import plain_select, quote_ident
 from changelog.quarantine import list_quarantined
 from changelog.record import LATEST_FIRST, SCHEMA, VERSION_ORDER, first_copies
-from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests
+from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests, part_paths
 from changelog.source import register_parquet
 from changelog.state import Coverage, change_files, check_restorable, copy_floor_us, coverage, timestamp_literal
 from changelog.store import Store
@@ -85,9 +85,8 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
                 [table, from_micros(manifest.snapshot_time_us), manifest.kind, manifest.items,
                  manifest.tombstones, path, from_micros(floor) if floor is not None else None],
             )
-            base = path.rsplit("/", 1)[0]
             name = f"snapshot__{len(selects)}_{index}"
-            register_parquet(con, name, store, [f"{base}/{p}" for p in manifest.parts], SNAPSHOT_SCHEMA)
+            register_parquet(con, name, store, part_paths(path, manifest), SNAPSHOT_SCHEMA)
             selects.append(
                 f"SELECT *, {timestamp_literal(manifest.snapshot_time_us)} AS snapshot_time"
                 f" FROM {name}"
@@ -268,8 +267,7 @@ def plain_table_macro(con: duckdb.DuckDBPyConnection, store: Store, table: str) 
     The columns come from the attribute summaries in the table's file footers (changelog.attributes),
     so making the macro reads footers, not every image.
     """
-    parts = [f"{path.rsplit('/', 1)[0]}/{part}" for path, manifest in list_manifests(store, table)
-             for part in manifest.parts]
+    parts = [part for path, manifest in list_manifests(store, table) for part in part_paths(path, manifest)]
     summary = stored_summary(store, change_files(store, table), parts)
     columns = plain_select(summary, image="item", reserved=frozenset({"item_key", "item", "keys"}))
     extra = f", {columns}" if columns else ""

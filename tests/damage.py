@@ -14,6 +14,7 @@ from pathlib import Path
 from changelog.codec import decode_lambda_record
 from changelog.layout import changes_root
 from changelog.snapshot import list_manifests
+from changelog.snapshot import part_paths as snapshot_part_paths
 from changelog.state import change_files
 from changelog.store import Store, open_store
 from changelog.timefmt import format_time, from_micros
@@ -61,7 +62,7 @@ def manifest_paths(store: Store) -> list[str]:
 
 def part_paths(store: Store) -> list[str]:
     """Every snapshot part, oldest snapshot first."""
-    return [f"{path.rsplit('/', 1)[0]}/{part}" for path, m in list_manifests(store, TABLE) for part in m.parts]
+    return [part for path, m in list_manifests(store, TABLE) for part in snapshot_part_paths(path, m)]
 
 
 def flip(data: bytes, offset: int, mask: int = 0x01) -> bytes:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from changelog.attributes import FITS_DECIMAL, AttributeTypes, footer_summary, stored_summary
 from changelog.codec import decode_lambda_record
-from changelog.snapshot import list_manifests
+from changelog.snapshot import list_manifests, part_paths
 from changelog.state import change_files
 from changelog.store import LocalStore, Store
 from changelog.timefmt import format_time, from_micros
@@ -41,8 +41,7 @@ def _model_summary(ops: list[Op]) -> dict[str, AttributeTypes]:
 
 
 def _stored(store: Store) -> dict[str, AttributeTypes]:
-    parts = [f"{path.rsplit('/', 1)[0]}/{part}" for path, manifest in list_manifests(store, TABLE)
-             for part in manifest.parts]
+    parts = [part for path, manifest in list_manifests(store, TABLE) for part in part_paths(path, manifest)]
     return stored_summary(store, change_files(store, TABLE), parts)
 
 
@@ -96,8 +95,7 @@ def test_compaction_gives_the_files_it_writes_an_attribute_summary(store: Store)
     files = change_files(store, TABLE)
     summarized = [path for path in files if footer_summary(store, path) is not None]
     assert len(files) == 3 and len(summarized) == 2
-    parts = [f"{path.rsplit('/', 1)[0]}/{part}" for path, manifest in list_manifests(store, TABLE)
-             for part in manifest.parts]
+    parts = [part for path, manifest in list_manifests(store, TABLE) for part in part_paths(path, manifest)]
     assert parts and all(footer_summary(store, part) is not None for part in parts)
 
 

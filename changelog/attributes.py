@@ -103,7 +103,11 @@ def with_summary(table: pa.Table, image: str) -> pa.Table:
 
 def footer_summary(store: Store, path: str) -> dict[str, AttributeTypes] | None:
     """The summary in a store file's footer; None when the file carries none."""
-    data = footer(store, path).get(METADATA_KEY)
+    return _from_footer(footer(store, path))
+
+
+def _from_footer(metadata: Mapping[bytes, bytes]) -> dict[str, AttributeTypes] | None:
+    data = metadata.get(METADATA_KEY)
     return decode(data) if data is not None else None
 
 
@@ -121,8 +125,7 @@ def stored_summary(store: Store, change_files: Iterable[str],
     for index, (paths, image, schema) in enumerate(groups):
         unsummarized = []
         for path, metadata in footers(store, paths).items():
-            data = metadata.get(METADATA_KEY)
-            summary = decode(data) if data is not None else None
+            summary = _from_footer(metadata)
             if summary is None:
                 unsummarized.append(path)
             else:

@@ -163,8 +163,8 @@ def _child(name: str, store: Path, at_us: int, out: Path) -> None:
     print(json.dumps(figures))
 
 
-def _fingerprint(path: Path) -> tuple[int, int]:
-    """Items and an order-independent hash of (item_key, item) of a Parquet output."""
+def fingerprint(path: str | Path) -> tuple[int, int]:
+    """Items and an order-independent hash of (item_key, item) of Parquet output (a path or a glob)."""
     con = duckdb.connect()
     (row,) = con.execute(f"SELECT count(*), sum(hash(item_key, item))::HUGEINT FROM read_parquet('{path}')").fetchall()
     return int(row[0]), int(row[1] or 0)
@@ -246,9 +246,9 @@ def _report(name: str, figures: dict[str, Any], changes: int | None) -> None:
 
 
 def _check(outputs: Path, results: dict[str, dict[str, Any]]) -> None:
-    expected = _fingerprint(outputs / "state.parquet")
+    expected = fingerprint(outputs / "state.parquet")
     for name in ("raw", "naive", "state-from-snapshot"):
-        if name in results and _fingerprint(outputs / f"{name}.parquet") != expected:
+        if name in results and fingerprint(outputs / f"{name}.parquet") != expected:
             raise SystemExit(f"{name} does not hold the same items as state")
     if "state-jsonl" in results and results["state-jsonl"]["items"] != expected[0]:
         raise SystemExit("state-jsonl does not hold as many items as state")

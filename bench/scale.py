@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
+from bench.replay import fingerprint
 from bench.storegen import GeneratedStore, generate_store
 
 TABLE = "orders"
@@ -109,14 +108,6 @@ def run_phase(name: str, store: Path, at_us: int, out: Path, driver_memory: str)
     return figures
 
 
-def _fingerprint(pattern: str) -> tuple[int, int]:
-    """Items and an order-independent hash of (item_key, item) of Parquet output."""
-    con = duckdb.connect()
-    (row,) = con.execute(
-        f"SELECT count(*), sum(hash(item_key, item))::HUGEINT FROM read_parquet('{pattern}')").fetchall()
-    return int(row[0]), int(row[1] or 0)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Build a store, time every phase, print a table of figures."""
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.splitlines()[0])
@@ -173,7 +164,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
         print(f"{name:<10} wall {figures['wall']:7.1f} s (engine {figures['engine_wall']:7.1f} s)  "
               f"cpu {figures['cpu']:7.1f} s  items {figures['items']:,}  "
               f"{args.changes / figures['cpu']:,.0f} changes per CPU-second", flush=True)
-    prints = {name: _fingerprint(figures["output"]) for name, figures in results.items()}
+    prints = {name: fingerprint(figures["output"]) for name, figures in results.items()}
     if len(set(prints.values())) != 1:
         raise SystemExit(f"the engines disagree: {prints}")
     print(f"all engines hold the same {prints['duckdb'][0]:,} items; cores: {os.cpu_count()}")

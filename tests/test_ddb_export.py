@@ -37,19 +37,10 @@ from replayer.ddb_export import (
 from stream_consumer.capture import capture_batch
 from tests.events import pk_table_description
 from tests.model import Op, model_state, stream_records
+from tests.workloads import EVERY_TYPE
 
 TABLE = "orders"
 T0 = 1_700_000_000
-EVERY_TYPE = {
-    "pk": {"S": "a"},
-    "n": {"N": "12345678901234567890123456789012345678"},
-    "f": {"N": "-0.000000000000000000000000000000000001"},
-    "b": {"B": "AAEC/w=="},
-    "ss": {"SS": ["x", "y"]},
-    "ns": {"NS": ["1", "2"]},
-    "bs": {"BS": ["AA==", "AQ=="]},
-    "m": {"M": {"l": {"L": [{"NULL": True}, {"BOOL": False}, {"S": "ü🔑"}]}}},
-}
 OPS = [
     Op(0, EVERY_TYPE, T0),
     Op(1, {"pk": {"S": "b"}, "status": {"S": "shipped"}, "total": {"N": "250.5"}}, T0),

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import itertools
 import json
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from changelog.codec import decode_lambda_record
 from changelog.store import LocalStore
 from changelog.timefmt import format_time, from_micros
 from compactor.merge import merge_small_files
 from compactor.snapshots import build_snapshot
 from replayer.views import open_sql
-from stream_consumer.capture import capture_batch
 from tests.model import Op, model_state, operations, stream_records
+from tests.workloads import deliver_in_cuts
 
 TABLE = "orders"
-
-
-def _deliver(store: LocalStore, records: list[dict[str, Any]], cuts: list[int]) -> None:
-    points = sorted({0, len(records), *[c % (len(records) + 1) for c in cuts]})
-    for start, end in itertools.pairwise(points):
-        if end > start:
-            capture_batch(store, records[start:end], decode_lambda_record, source="test")
 
 
 def _state_at(store: LocalStore, second: int) -> dict[str, str]:
@@ -47,11 +37,11 @@ def test_state_at_equals_the_model_at_every_moment(tmp_path_factory: pytest.Temp
     if not records:
         return
     store = LocalStore(tmp_path_factory.mktemp("store"))
-    _deliver(store, records, cuts)
+    deliver_in_cuts(store, records, cuts)
     seconds = sorted({int(r["dynamodb"]["ApproximateCreationDateTime"]) for r in records})
     if snapshot_share is not None:
         build_snapshot(store, TABLE, seconds[int(snapshot_share * (len(seconds) - 1))] * 1_000_000)
-    _deliver(store, records, retry_cuts)  # the stream again, split differently, after the snapshot
+    deliver_in_cuts(store, records, retry_cuts)  # the stream again, split differently, after the snapshot
     for second in sorted({*seconds, *(s + 1 for s in seconds[:-1])}):
         assert _state_at(store, second) == model_state(ops, second)
 
@@ -67,7 +57,7 @@ def test_changes_holds_every_record_once_around_merges(tmp_path_factory: pytest.
     if not records:
         return
     store = LocalStore(tmp_path_factory.mktemp("store"))
-    _deliver(store, records, cuts)
+    deliver_in_cuts(store, records, cuts)
     # Hours merged (each one de-duplicated file, read as it is), then the stream again: late copies
     # land in merged hours, which must be de-duplicated again.
     seconds = sorted({int(r["dynamodb"]["ApproximateCreationDateTime"]) for r in records})
@@ -75,6 +65,6 @@ def test_changes_holds_every_record_once_around_merges(tmp_path_factory: pytest.
     expected = sorted(json.dumps(r["eventID"]) for r in records)
     assert sorted(json.dumps(e) for (e,) in open_sql(store).execute("SELECT event_id FROM changes").fetchall()) \
         == expected
-    _deliver(store, records, retry_cuts)
+    deliver_in_cuts(store, records, retry_cuts)
     assert sorted(json.dumps(e) for (e,) in open_sql(store).execute("SELECT event_id FROM changes").fetchall()) \
         == expected

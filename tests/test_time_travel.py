@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -21,17 +20,11 @@ from replayer.replay import open_items, replay_to_table
 from replayer.writer import WriteSettings
 from stream_consumer.capture import capture_batch
 from tests.model import Op, model_state, operations, stream_records
+from tests.workloads import deliver_in_cuts
 
 TABLE = "orders"
 PROPERTY = settings(max_examples=30, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-def _deliver(store: LocalStore, records: list[dict[str, Any]], cuts: list[int]) -> None:
-    points = sorted({0, len(records), *[c % (len(records) + 1) for c in cuts]})
-    for start, end in itertools.pairwise(points):
-        if end > start:
-            capture_batch(store, records[start:end], decode_lambda_record, source="test")
 
 
 def _replayed(store: LocalStore, second: int, **kwargs: Any) -> dict[str, str]:
@@ -58,8 +51,8 @@ def test_replay_equals_the_model_at_every_moment(tmp_path_factory: pytest.TempPa
     if not records:
         return
     store = _fresh(tmp_path_factory)
-    _deliver(store, records, cuts)
-    _deliver(store, records, retry_cuts)  # Lambda retries the whole stream, split differently
+    deliver_in_cuts(store, records, cuts)
+    deliver_in_cuts(store, records, retry_cuts)  # Lambda retries the whole stream, split differently
     for second in _moments(records):
         assert _replayed(store, second) == model_state(ops, second)
 

@@ -9,6 +9,7 @@ live DynamoDB table, so the live table matches what the records describe.
 from __future__ import annotations
 
 import copy
+import itertools
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +128,27 @@ class Workload:
     def history_of(self, key: str) -> list[Step]:
         """The model's steps of one item, in order."""
         return [s for s in sorted(self.steps, key=lambda s: (s.seconds, s.sequence)) if s.key == key]
+
+
+# One item with every AttributeValue type, 38-digit numbers, binary and unicode.
+EVERY_TYPE = {
+    "pk": {"S": "a"},
+    "n": {"N": "12345678901234567890123456789012345678"},
+    "f": {"N": "-0.000000000000000000000000000000000001"},
+    "b": {"B": "AAEC/w=="},
+    "ss": {"SS": ["x", "y"]},
+    "ns": {"NS": ["1", "2"]},
+    "bs": {"BS": ["AA==", "AQ=="]},
+    "m": {"M": {"l": {"L": [{"NULL": True}, {"BOOL": False}, {"S": "ü🔑"}]}}},
+}
+
+
+def deliver_in_cuts(store: Store, records: list[dict[str, Any]], cuts: list[int]) -> None:
+    """Capture ``records`` as batches split at ``cuts`` (taken modulo the count): one change file each."""
+    points = sorted({0, len(records), *[c % (len(records) + 1) for c in cuts]})
+    for start, end in itertools.pairwise(points):
+        if end > start:
+            capture_batch(store, records[start:end], decode_lambda_record, source="test")
 
 
 def run_cli(argv: list[str]) -> int:

@@ -99,6 +99,14 @@ def plain_doc(item: Mapping[str, Any]) -> dict[str, Any]:
     return _plain_map(item)
 
 
+def check_image(item: Mapping[str, Any]) -> None:
+    """Validate a DynamoDB-JSON item (every AttributeValue, as ``plain_doc`` does) without building anything.
+
+    Raises DecodeError on anything that is not a valid AttributeValue. What capture runs on every image.
+    """
+    plain_doc(item)
+
+
 def _dumps(value: Any) -> bytes:
     """Compact JSON of a validated image or doc, byte for byte what ``dump_json`` writes."""
     try:

@@ -51,7 +51,6 @@ def build_store(store: Store, changes: int, keys: int, files: int) -> None:
         key_text = [_key(k) for k in item]
         pairs = list(zip(item, numbers, strict=True))
         new = [f'{{"pk":{{"S":"item-{k:08d}"}},"n":{{"N":"{n}"}},"status":{{"S":"s{n % 7}"}}}}' for k, n in pairs]
-        doc = [f'{{"pk":"item-{k:08d}","n":{n},"status":"s{n % 7}"}}' for k, n in pairs]
         hour_us = BASE_US + f * 3_600_000_000
         times = [hour_us + (n - start) * 1000 for n in numbers]
         sequences = [str(n).zfill(40) for n in numbers]
@@ -66,8 +65,6 @@ def build_store(store: Store, changes: int, keys: int, files: int) -> None:
             "keys": key_text,
             "new_image": new,
             "old_image": [None] * len(item),
-            "new_doc": doc,
-            "old_doc": [None] * len(item),
             "is_ttl_delete": [False] * len(item),
             "size_bytes": [len(s) for s in new],
         }

@@ -76,7 +76,7 @@ def phase_raw(store: LocalStore, at: datetime, out: Path) -> dict[str, Any]:
     con.execute("SET TimeZone = 'UTC'")
     con.execute(
         f"""COPY (
-              SELECT item_key, keys, new_image AS item, new_doc AS doc FROM read_parquet({listing})
+              SELECT item_key, keys, new_image AS item FROM read_parquet({listing})
               WHERE event_time <= TIMESTAMPTZ '{at.isoformat()}'
               QUALIFY row_number() OVER (PARTITION BY item_key ORDER BY event_time DESC, sequence_number DESC) = 1
                   AND event_name <> 'REMOVE'
@@ -86,35 +86,34 @@ def phase_raw(store: LocalStore, at: datetime, out: Path) -> dict[str, Any]:
     return {"items": pq.ParquetFile(out).metadata.num_rows, "seconds": seconds}
 
 
-NAIVE_COLUMNS = ["item_key", "keys", "event_name", "event_time", "sequence_number", "new_image", "new_doc"]
+NAIVE_COLUMNS = ["item_key", "keys", "event_name", "event_time", "sequence_number", "new_image"]
 
 
 def phase_naive(store: LocalStore, at: datetime, out: Path) -> dict[str, Any]:
     """What one writes by hand: pyarrow batches into a dict of key -> latest version, then pyarrow out."""
     started = time.perf_counter()
     at_us = int(at.timestamp() * 1_000_000)
-    latest: dict[str, tuple[tuple[int, int, str], str, str, str | None, str | None]] = {}
+    latest: dict[str, tuple[tuple[int, int, str], str, str, str | None]] = {}
     for path in change_files(store, TABLE):
         for batch in pq.ParquetFile(store.root / path).iter_batches(batch_size=65_536, columns=NAIVE_COLUMNS):
-            keys, key_text, names, times, sequences, images, docs = (
+            keys, key_text, names, times, sequences, images = (
                 batch.column(name).to_pylist() if name != "event_time" else batch.column(name).cast(pa.int64())
                 .to_pylist() for name in NAIVE_COLUMNS
             )
-            for key, text, name, moment, sequence, image, doc in zip(
-                keys, key_text, names, times, sequences, images, docs, strict=True
+            for key, text, name, moment, sequence, image in zip(
+                keys, key_text, names, times, sequences, images, strict=True
             ):
                 if moment > at_us:
                     continue
                 version = (moment, len(sequence), sequence)
                 current = latest.get(key)
                 if current is None or version > current[0]:
-                    latest[key] = (version, name, text, image, doc)
+                    latest[key] = (version, name, text, image)
     live = [(key, value) for key, value in latest.items() if value[1] != "REMOVE"]
     table = pa.table({
         "item_key": [key for key, _ in live],
         "keys": [value[2] for _, value in live],
         "item": [value[3] for _, value in live],
-        "doc": [value[4] for _, value in live],
     })
     pq.write_table(table, out, compression="zstd")
     return {"items": len(live), "seconds": time.perf_counter() - started}

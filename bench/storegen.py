@@ -87,8 +87,8 @@ def _keys(key: np.ndarray) -> pa.Array:
     return _join('{"pk":{"S":"cust#', pk, '"},"sk":{"N":"', _text(key % 4), '"}}')
 
 
-def _images(key: np.ndarray, version: np.ndarray) -> tuple[pa.Array, pa.Array]:
-    """DynamoDB-JSON image and its plain JSON for each (key, version row number)."""
+def _images(key: np.ndarray, version: np.ndarray) -> pa.Array:
+    """The DynamoDB-JSON image of each (key, version row number)."""
     pk = _join("cust#", pc.utf8_lpad(_text(key // 4), width=7, padding="0"))
     sk = _text(key % 4)
     cents = (version * 7919) % 100_000
@@ -108,12 +108,7 @@ def _images(key: np.ndarray, version: np.ndarray) -> tuple[pa.Array, pa.Array]:
         city, '"},"zip":{"S":"', zip_code, '"}}},"gift":{"BOOL":', gift, '},"note":{"S":"', note,
         '"},"blob":{"B":"', blob, '"}}',
     )
-    doc = _join(
-        '{"pk":"', pk, '","sk":"', sk, '","status":"', status, '","total":"', total, '","version":"', ver,
-        '","tags":["', tag_a, '","', tag_b, '"],"address":{"city":"', city, '","zip":"', zip_code,
-        '"},"gift":', gift, ',"note":"', note, '","blob":"', blob, '"}',
-    )
-    return image, doc
+    return image
 
 
 def _masked(values: pa.Array, mask: np.ndarray) -> pa.Array:
@@ -179,8 +174,8 @@ def _write_file(store: LocalStore, table: str, rng: np.random.Generator, names: 
     k = key[lo:hi]
     code = codes[lo:hi]
     prev = previous[lo:hi]
-    image, doc = _images(k, rows)
-    old_image, old_doc = _images(k, np.maximum(prev, 0))
+    image = _images(k, rows)
+    old_image = _images(k, np.maximum(prev, 0))
     no_old = prev < 0
     removed = code == 2
     sequence = pc.utf8_lpad(_join("1", pc.utf8_lpad(_text(rows), width=20, padding="0")), width=40, padding="0")
@@ -199,8 +194,6 @@ def _write_file(store: LocalStore, table: str, rng: np.random.Generator, names: 
         "keys": item_keys,
         "new_image": new_image,
         "old_image": _masked(old_image, no_old),
-        "new_doc": _masked(doc, removed),
-        "old_doc": _masked(old_doc, no_old),
         "is_ttl_delete": pa.array(np.zeros(count, dtype=bool)),
         "size_bytes": pc.cast(size, pa.int64()),
     }

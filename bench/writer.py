@@ -83,7 +83,7 @@ def _free_port() -> int:
 def make_images(count: int) -> list[str]:
     """``count`` distinct items as stored DynamoDB JSON (storegen's shape)."""
     key = np.arange(count, dtype=np.int64)
-    images, _docs = storegen_images(key, key * 3 + 1)
+    images = storegen_images(key, key * 3 + 1)
     return [str(image) for image in images.to_pylist()]
 
 

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from changelog.footer import DEDUPLICATED
+from changelog.formats import FOOTER_KEY, FORMAT_VERSION
 from changelog.layout import change_file_path, hour_partition
 from changelog.record import ChangeRow, rows_to_table
 from changelog.store import Store
@@ -21,7 +22,7 @@ HOUR_US = 3_600_000_000
 # Dictionary pages pay only for columns that repeat; min/max statistics only for columns readers prune
 # on. Trying a dictionary on every JSON image, and min/max over it, cost time and save nothing.
 _REPEATING = frozenset(("table_name", "event_name", "shard_id", "kind"))
-_JSON_TEXT = frozenset(("keys", "new_image", "old_image", "new_doc", "old_doc", "image", "doc"))
+_JSON_TEXT = frozenset(("keys", "new_image", "old_image", "image"))
 
 
 def parquet_bytes(table: pa.Table, *, level: int | None = None) -> bytes:
@@ -29,8 +30,10 @@ def parquet_bytes(table: pa.Table, *, level: int | None = None) -> bytes:
 
     Deterministic: the same table gives the same bytes (file names carry their digest). Every page
     carries a CRC32 (``write_page_checksum``) that pyarrow verifies on read. ``level`` is zstd's
-    (default: the library's, cheap enough for the capture path).
+    (default: the library's, cheap enough for the capture path). The footer declares the store
+    format (``changelog.formats``).
     """
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), FOOTER_KEY: str(FORMAT_VERSION).encode()})
     sink = pa.BufferOutputStream()
     names = table.column_names
     pq.write_table(table, sink, compression="zstd", compression_level=level, row_group_size=ROW_GROUP_ROWS,

@@ -107,6 +107,12 @@ def check_image(item: Mapping[str, Any]) -> None:
     plain_doc(item)
 
 
+def image_json(item: Mapping[str, Any]) -> str:
+    """Validate a DynamoDB-JSON item and return the text it is stored as; DecodeError when it is invalid."""
+    check_image(item)
+    return _dumps(item).decode()
+
+
 def _dumps(value: Any) -> bytes:
     """Compact JSON of a validated image or doc, byte for byte what ``dump_json`` writes."""
     try:
@@ -385,9 +391,10 @@ def build_row(
     old_image = body.get("OldImage")
     if event_name != "REMOVE" and new_image is None:
         raise DecodeError(f"{event_name} record carries no NewImage")
-    # The docs are written first: that is where orjson refuses a name that is not a string.
-    new_doc = _dumps(plain_doc(new_image)).decode() if new_image is not None else None
-    old_doc = _dumps(plain_doc(old_image)).decode() if old_image is not None else None
+    if new_image is not None:
+        check_image(new_image)
+    if old_image is not None:
+        check_image(old_image)
     size = body.get("SizeBytes", 0)
     if not isinstance(size, int) or isinstance(size, bool):
         raise DecodeError("SizeBytes must be an integer")
@@ -402,8 +409,6 @@ def build_row(
         keys=_dumps(keys).decode(),
         new_image=_dumps(new_image).decode() if new_image is not None else None,
         old_image=_dumps(old_image).decode() if old_image is not None else None,
-        new_doc=new_doc,
-        old_doc=old_doc,
         is_ttl_delete=_is_ttl(event_name, identity),
         size_bytes=size,
     )

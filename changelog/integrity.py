@@ -7,7 +7,8 @@ Where the checksum lives:
 
 Anything else handed to a reader (a name this product never writes, a part its manifest does not
 list) is foreign. ``verify_for_read`` is called by ``changelog.source.register_parquet``, which
-every reader goes through, so no answer is computed from an unchecked file. ``inspect_file`` is the
+every reader goes through, so no answer is computed from an unchecked file, nor from a file in a
+store format newer than this version reads (``changelog.formats``). ``inspect_file`` is the
 full check (bytes and a complete decode) that ``ddb-rewind check --read-data`` runs.
 
 Local files are hashed whole on every read (sha256 runs at ~1.8 GB/s here; an unchanged file, same
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 
 from changelog.damage import damaged
 from changelog.errors import FileVanished, StoreError
+from changelog.formats import check_format, footer_version
 from changelog.layout import CHANGE_DIGEST_HEX, parse_change_file_name
 from changelog.snapshot import MANIFEST, Manifest, read_manifest
 from changelog.store import ObjectMissing, Store
@@ -117,6 +119,7 @@ def _verify_local(store: Store, expected: Expected) -> None:
     problem = content_problem(expected, data)
     if problem:
         raise damaged(store, expected.path, problem)
+    _check_format(store, expected.path, data)
     _verified[key] = (stat.st_size, stat.st_mtime_ns)
 
 
@@ -128,6 +131,17 @@ def _verify_remote(store: Store, expected: Expected) -> None:
     problem = content_problem(expected, data)
     if problem:
         raise damaged(store, expected.path, problem)
+    _check_format(store, expected.path, data)
+
+
+def _check_format(store: Store, path: str, data: bytes) -> None:
+    """Refuse a file in a newer store format than this version reads (its footer says which)."""
+    try:
+        metadata = pq.read_metadata(pa.BufferReader(data)).metadata
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise damaged(store, path, f"has no readable Parquet footer ({first})") from None
+    check_format(store, path, footer_version(metadata))
 
 
 def verify_for_read(store: Store, paths: list[str]) -> None:

@@ -1,4 +1,10 @@
-"""The change record: one row per stream record, and its Parquet schema (the public file format)."""
+"""The change record: one row per stream record, and its Parquet schema (the public file format).
+
+Format 2 (``changelog.footer.FORMAT_VERSION``): format 1 files also held ``new_doc``/``old_doc``,
+the images as plain JSON. Those are a pure function of the images and were a third of the bytes;
+readers now derive them (``changelog.docs``) and read format 1 files through this schema, which
+leaves those columns out.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +25,6 @@ SCHEMA = pa.schema(
         pa.field("keys", pa.string(), nullable=False),
         pa.field("new_image", pa.string()),
         pa.field("old_image", pa.string()),
-        pa.field("new_doc", pa.string()),
-        pa.field("old_doc", pa.string()),
         pa.field("is_ttl_delete", pa.bool_(), nullable=False),
         pa.field("size_bytes", pa.int64(), nullable=False),
     ]
@@ -51,7 +55,7 @@ def first_copies(source: str, columns: str = "*", where: str = "TRUE") -> str:
 
 @dataclass(frozen=True, slots=True)
 class ChangeRow:
-    """One decoded stream record. Images are DynamoDB JSON text; ``*_doc`` are their plain JSON."""
+    """One decoded stream record. Images are DynamoDB JSON text (their plain JSON is ``changelog.docs``)."""
 
     table_name: str
     event_id: str
@@ -63,8 +67,6 @@ class ChangeRow:
     keys: str
     new_image: str | None
     old_image: str | None
-    new_doc: str | None
-    old_doc: str | None
     is_ttl_delete: bool
     size_bytes: int
 

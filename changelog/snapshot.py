@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from changelog.damage import damaged, parse_json_object
+from changelog.formats import FORMAT_VERSION, MANIFEST_KEY, check_format
 from changelog.layout import snapshot_removal_path, snapshot_removals_root, snapshots_root
 from changelog.store import ObjectMissing, Store
 from changelog.timefmt import from_micros
@@ -38,9 +39,8 @@ SNAPSHOT_SCHEMA = pa.schema(
         pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("sequence_number", pa.string(), nullable=False),
         pa.field("image", pa.string()),
-        pa.field("doc", pa.string()),
     ]
-)
+)  # format 1 parts also held ``doc`` (the image as plain JSON), now derived (changelog.docs)
 
 MANIFEST = "manifest.json"
 
@@ -79,6 +79,7 @@ class Manifest:
     part_sums: tuple[PartSum, ...] = ()
     generation: int = 0
     previous_sha256: str | None = None
+    format_version: int = FORMAT_VERSION
 
     @property
     def snapshot_time(self) -> datetime:
@@ -114,6 +115,7 @@ class Manifest:
             "restorable_from_us": self.restorable_from_us,
             "created_at": self.created_at,
             "extra": self.extra,
+            MANIFEST_KEY: self.format_version,
         }
         return _canonical({**body, "self_sha256": sha256_hex(_canonical(body))})
 
@@ -145,6 +147,7 @@ class Manifest:
             part_sums=sums,
             generation=int(body["generation"]),
             previous_sha256=body["previous_sha256"],
+            format_version=int(body.get(MANIFEST_KEY, 1)),
         )
         manifest.check_counts()
         return manifest
@@ -222,7 +225,9 @@ def read_manifest(store: Store, path: str) -> StoredManifest:
         data = store.read(path)
     except ObjectMissing:
         raise damaged(store, path, "is listed but cannot be read") from None
-    parse_json_object(store, path, data)
+    body = parse_json_object(store, path, data)
+    version = body.get(MANIFEST_KEY, 1)
+    check_format(store, path, version if isinstance(version, int) else FORMAT_VERSION + 1)
     try:
         manifest = Manifest.from_json(data)
     except (ValueError, KeyError, TypeError) as exc:

@@ -23,6 +23,17 @@ def _sql_list(paths: list[str]) -> str:
     return "[" + ",".join("'" + path.replace("'", "''") + "'" for path in paths) + "]"
 
 
+def columns_of(schema: pa.Schema) -> str:
+    """The select-list of ``schema``'s columns: files of an older format may hold more, never fewer."""
+    return ", ".join('"' + name.replace('"', '""') + '"' for name in schema.names)
+
+
+def local_parquet(paths: list[str], schema: pa.Schema, extra: str = "", options: str = "") -> str:
+    """A relation reading local Parquet ``paths`` as ``schema``'s columns (plus ``extra`` expressions)."""
+    return (f"(SELECT {columns_of(schema)}{extra} "
+            f"FROM read_parquet({_sql_list(paths)}, union_by_name=true{options}))")
+
+
 def register_parquet(
     con: duckdb.DuckDBPyConnection, name: str, store: Store, paths: list[str], schema: pa.Schema
 ) -> None:
@@ -38,8 +49,8 @@ def register_parquet(
     verify_for_read(store, paths)
     root = store.local_root()
     if root is not None:
-        files = _sql_list([str(root / path) for path in paths])
-        con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM read_parquet({files}, union_by_name=true)')
+        con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM '
+                    f'{local_parquet([str(root / path) for path in paths], schema)}')
         return
     filesystem, base = store.arrow()
     parquet = pads.ParquetFileFormat(

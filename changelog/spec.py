@@ -25,8 +25,9 @@ from changelog.timefmt import from_micros
 Dialect = Literal["duckdb", "spark", "trino"]
 DIALECTS: tuple[Dialect, ...] = ("duckdb", "spark", "trino")
 
-# The columns of a state, in order (what a snapshot holds, plus the table name).
-STATE_COLUMNS = "table_name, item_key, keys, event_name, event_time, sequence_number, image, doc"
+# The columns of a state, in order (what a snapshot holds). The plain-JSON doc is derived afterwards,
+# where an answer shows it (changelog.docs).
+STATE_COLUMNS = "table_name, item_key, keys, event_name, event_time, sequence_number, image"
 # The columns of one item's history, in order.
 HISTORY_COLUMNS = "event_time, event_name, sequence_number, event_id, is_ttl_delete, old_image, new_image"
 # The columns of a diff's differing rows, in order.
@@ -66,8 +67,7 @@ def state_sql(table: str, at_us: int, *, changes: str = "changes", snapshot: str
     """
     key_filter = f" AND item_key IN (SELECT item_key FROM {only_keys})" if only_keys else ""
     live_only = "" if tombstones else " AND event_name <> 'REMOVE'"
-    change_columns = ("table_name, item_key, keys, event_name, event_time, sequence_number, "
-                      "new_image AS image, new_doc AS doc")
+    change_columns = "table_name, item_key, keys, event_name, event_time, sequence_number, new_image AS image"
     copies = first_copies(changes, "*", changes_condition(table, at_us, changes_from_us) + key_filter)
     # The source breaks a tie between a snapshot row and the change it folded in (same version, same
     # image): any engine then picks the same row.

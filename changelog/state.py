@@ -32,7 +32,7 @@ from changelog.layout import (
 )
 from changelog.record import LATEST_FIRST, SCHEMA, first_copies
 from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests, part_paths
-from changelog.source import register_parquet
+from changelog.source import local_parquet, register_parquet
 from changelog.spec import changes_condition, moment
 from changelog.store import ObjectMissing, Store
 from changelog.timefmt import format_time, from_micros
@@ -103,9 +103,8 @@ def _source(con: duckdb.DuckDBPyConnection, store: Store, name: str, paths: list
     root = store.local_root()
     if not local or root is None or not paths:
         return f'(SELECT *, NULL::BIGINT AS __f, NULL::BIGINT AS __r FROM "{name}")'
-    files = "[" + ",".join("'" + str(root / path).replace("'", "''") + "'" for path in paths) + "]"
-    return (f"(SELECT *, file_index::BIGINT AS __f, file_row_number AS __r "
-            f"FROM read_parquet({files}, union_by_name=true, file_row_number=true))")
+    return local_parquet([str(root / path) for path in paths], schema,
+                         ", file_index::BIGINT AS __f, file_row_number AS __r", ", file_row_number=true")
 
 
 def snapshot_parts(plan: StatePlan) -> list[str]:
@@ -119,8 +118,8 @@ def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *,
                tombstones: bool = False, only_keys: str | None = None) -> None:
     """Create view ``name``: one row per item key as of the plan's moment.
 
-    Columns: table_name, item_key, keys, event_name, event_time, sequence_number, image (DynamoDB
-    JSON) and doc (plain JSON). With ``tombstones`` keys whose last change is a REMOVE stay, with
+    Columns: table_name, item_key, keys, event_name, event_time, sequence_number and image (DynamoDB
+    JSON; ``changelog.docs`` derives its plain JSON). With ``tombstones`` keys whose last change is a REMOVE stay, with
     event_name REMOVE and no image (what a snapshot keeps). ``only_keys`` names a relation with an
     ``item_key`` column: the state is computed for those keys alone (a diff's window).
     """
@@ -161,13 +160,13 @@ def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *,
                 ORDER BY {LATEST_FIRST}
             ) = 1{live_only}
         )
-        SELECT v.table_name, v.item_key, v.keys, v.event_name, v.event_time, v.sequence_number, v.image, v.doc
+        SELECT v.table_name, v.item_key, v.keys, v.event_name, v.event_time, v.sequence_number, v.image
         FROM (
             SELECT 0 AS src, table_name, item_key, keys, event_name, event_time, sequence_number,
-                   new_image AS image, new_doc AS doc, __f, __r
+                   new_image AS image, __f, __r
             FROM {changes} WHERE {changes_filter}
             UNION ALL
-            SELECT 1 AS src, table_name, item_key, keys, event_name, event_time, sequence_number, image, doc, __f, __r
+            SELECT 1 AS src, table_name, item_key, keys, event_name, event_time, sequence_number, image, __f, __r
             FROM {snapshot}
         ) AS v
         JOIN winners AS w ON v.src = w.src AND v.item_key = w.item_key AND v.event_time = w.event_time

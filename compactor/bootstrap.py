@@ -40,7 +40,7 @@ from changelog.attributes import with_summary
 from changelog.aws import aws_boundary
 from changelog.aws import client as aws_client
 from changelog.changefile import COMPACTED_LEVEL, parquet_bytes
-from changelog.codec import SEQUENCE_WIDTH, dump_json, item_key, plain_json
+from changelog.codec import SEQUENCE_WIDTH, dump_json, image_json, item_key
 from changelog.errors import (
     AwsError,
     ConflictError,
@@ -127,17 +127,17 @@ class SnapshotWriter:
         self.parts: list[str] = []
         self.part_sums: list[PartSum] = []
         self.items = 0
-        self._rows: list[tuple[str, str, str, str]] = []
+        self._rows: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
 
-    def row(self, item: dict[str, Any]) -> tuple[str, str, str, str]:
-        """(item_key, keys, image, doc) of one item; raises DecodeError on an invalid item."""
+    def row(self, item: dict[str, Any]) -> tuple[str, str, str]:
+        """(item_key, keys, image) of one item; raises DecodeError on an invalid item."""
         missing = [name for name in self.keys if name not in item]
         if missing:
             raise DecodeError(f"an item lacks the key attribute(s) {', '.join(missing)}")
         keys = {name: item[name] for name in self.keys}
-        doc = plain_json(item)
-        return item_key(keys), dump_json(keys), dump_json(item), doc
+        image = image_json(item)
+        return item_key(keys), dump_json(keys), image
 
     def add(self, items: Iterable[dict[str, Any]]) -> None:
         """Validate and buffer items; writes a part whenever enough rows are buffered."""
@@ -163,7 +163,6 @@ class SnapshotWriter:
                 "event_time": pa.array([self.version_us] * count, pa.timestamp("us", tz="UTC")),
                 "sequence_number": [ZERO_SEQUENCE] * count,
                 "image": [r[2] for r in rows],
-                "doc": [r[3] for r in rows],
             },
             schema=SNAPSHOT_SCHEMA,
         )

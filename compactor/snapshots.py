@@ -69,7 +69,7 @@ def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directo
     con = duckdb.connect()
     open_state(con, store, plan, name="snap", tombstones=True)
     reader = con.sql(
-        """SELECT table_name, item_key, keys, event_name, event_time, sequence_number, image, doc
+        """SELECT table_name, item_key, keys, event_name, event_time, sequence_number, image
             FROM snap ORDER BY item_key"""
     ).to_arrow_reader(part_rows)
     parts: list[PartSum] = []

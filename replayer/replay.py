@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from changelog.attributes import summarize
 from changelog.consistent import read_consistently, table_prefixes
+from changelog.docs import register_doc_function
 from changelog.errors import UsageError
 from changelog.plain import plain_columns
 from changelog.predicate import Predicate, lock_down, parse_predicate
@@ -72,6 +73,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
         # Spill next to other temporary files, not into the caller's working directory (DuckDB's default).
         con = duckdb.connect(config={"temp_directory": str(Path(tempfile.gettempdir()) / "ddb-rewind-duckdb"),
                                      "memory_limit": memory_limit()})
+        register_doc_function(con)
         check_restorable(coverage(store, table, con, count_changes=False), at, at_us)
         plan = plan_state(store, table, at_us, use_snapshots=use_snapshots)
         if engine == "spark":
@@ -92,7 +94,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
     con = read_consistently(store, table_prefixes(table), materialise)
     if predicate is None:
         lock_down(con)
-        con.execute("CREATE VIEW items AS SELECT item_key, keys, image, doc FROM state")
+        con.execute("CREATE VIEW items AS SELECT item_key, keys, image, rewind_doc(image) AS doc FROM state")
         return con
     where_sql, extra = predicate.bind_plain(plain_columns(summarize(con, "state", "image")))
     lock_down(con)
@@ -100,9 +102,9 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
         con.execute(
             f"""CREATE VIEW items AS
                 SELECT __rewind_key AS item_key, __rewind_keys AS keys, __rewind_image AS image,
-                       __rewind_doc AS doc
-                FROM (SELECT item_key AS __rewind_key, keys AS __rewind_keys, image AS __rewind_image,
-                             doc AS __rewind_doc{extra} FROM state)
+                       rewind_doc(__rewind_image) AS doc
+                FROM (SELECT item_key AS __rewind_key, keys AS __rewind_keys, image AS __rewind_image{extra}
+                      FROM state)
                 WHERE ({where_sql})"""
         )
         con.execute("SELECT count(*) FROM items").fetchall()

@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from changelog.docs import DOC_FUNCTION, doc_text
 from changelog.errors import StoreError, UsageError
 from changelog.integrity import verify_for_read
 from changelog.record import SCHEMA
@@ -157,6 +158,15 @@ def session() -> Any:
             spark.conf.set("spark.sql.shuffle.partitions", str(max(2, 2 * (os.cpu_count() or 1))))
         _session = spark
     return _session
+
+
+def register_doc_udf(spark: Any) -> None:
+    """Spark SQL function ``rewind_doc(image)``: the plain JSON of an image, by ``changelog.docs`` itself.
+
+    The same Python function as DuckDB's, run by Spark's Python workers: both engines' docs are the
+    same bytes by construction.
+    """
+    spark.udf.register(DOC_FUNCTION, doc_text, "string")
 
 
 def _register(spark: Any, name: str, relation: Relation) -> None:

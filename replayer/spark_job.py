@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from changelog.docs import DOC_FUNCTION
 from changelog.errors import RewindError, UsageError
 from changelog.meta import read_meta
 from changelog.state import check_restorable, coverage, plan_state
@@ -27,7 +28,7 @@ from changelog.timefmt import format_time, to_micros
 from ddb_rewind.args import table_arg, time_arg
 from replayer.export import JSONL_ITEM, PARQUET_SCHEMA
 from replayer.import_table import import_request
-from replayer.spark_engine import spark_errors, state_frame
+from replayer.spark_engine import register_doc_udf, spark_errors, state_frame
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,7 +76,9 @@ def run(argv: list[str] | None = None) -> int:
             ordered = state.orderBy("item_key").cache()
             if args.format == "parquet":
                 # The columns of replay's .parquet file (the image is named "item" there).
-                columns = zip(("item_key", "keys", "image", "doc"), PARQUET_SCHEMA.names, strict=True)
+                register_doc_udf(state.sparkSession)
+                columns = zip(("item_key", "keys", "image", f"{DOC_FUNCTION}(image)"), PARQUET_SCHEMA.names,
+                              strict=True)
                 ordered.selectExpr(*(f"{source} AS `{name}`" for source, name in columns)) \
                     .write.mode("errorifexists").parquet(args.output)
             else:

@@ -13,6 +13,7 @@ import duckdb
 from changelog.attributes import stored_summary
 from changelog.codec import item_key, parse_key
 from changelog.consistent import listing, read_consistently
+from changelog.docs import register_doc_function
 from changelog.errors import TimeOutOfRange, UsageError
 from changelog.footer import DEDUPLICATED, footers
 from changelog.layout import TABLES, partition_of, table_names
@@ -43,7 +44,8 @@ def _canonical_key(text: str) -> str:
 def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the store's views and macros.
 
-    - ``changes``: every captured change, de-duplicated on event_id, with ``new_doc``/``old_doc`` JSON;
+    - ``changes``: every captured change, de-duplicated on event_id, with ``new_doc``/``old_doc`` JSON
+      (derived from the images by ``changelog.docs``, only when a query reads them);
     - ``tables``: the tables the store holds;
     - ``quarantine``: every record capture could not decode, as text (it is malformed by definition);
     - ``snapshots``: one row per published snapshot;
@@ -55,6 +57,7 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
     """
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    register_doc_function(con)
     tables = table_names(store.list(TABLES + "/"))
     con.execute("CREATE TABLE tables (table_name VARCHAR)")
     for table in tables:
@@ -69,7 +72,7 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
     # is, and only the other hours pay for first_copies (a window over every row they hold).
     con.execute(
         f"""CREATE VIEW changes AS
-           SELECT * EXCLUDE (new_doc, old_doc), new_doc::JSON AS new_doc, old_doc::JSON AS old_doc
+           SELECT *, rewind_doc(new_image)::JSON AS new_doc, rewind_doc(old_image)::JSON AS old_doc
            FROM (SELECT * FROM changes__clean UNION ALL BY NAME {first_copies("changes__other")})"""
     )
     con.execute(
@@ -121,15 +124,15 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
                 AND c.event_time >= coalesce(f.changes_from, '-infinity'::TIMESTAMPTZ)
             QUALIFY c.event_time = max(c.event_time) OVER (PARTITION BY c.table_name, c.item_key)
         )
-        SELECT table_name, item_key, keys::JSON AS keys, image::JSON AS item, doc::JSON AS doc,
+        SELECT table_name, item_key, keys::JSON AS keys, image::JSON AS item, rewind_doc(image)::JSON AS doc,
                event_time, sequence_number
         -- The guard is a relation of its own, so a refusal is raised even when no row would come back.
         FROM (SELECT 1 WHERE rewind_restorable(t::TIMESTAMPTZ, only_table)) AS guard, (
             SELECT table_name, item_key, keys, event_name, event_time, sequence_number,
-                   new_image AS image, new_doc AS doc
+                   new_image AS image
             FROM ({first_copies("latest_second")})
             UNION ALL
-            SELECT r.table_name, r.item_key, r.keys, r.event_name, r.event_time, r.sequence_number, r.image, r.doc
+            SELECT r.table_name, r.item_key, r.keys, r.event_name, r.event_time, r.sequence_number, r.image
             FROM snapshot_rows r JOIN chosen c ON r.table_name = c.table_name AND r.snapshot_time = c.snapshot_time
         )
         QUALIFY row_number() OVER (

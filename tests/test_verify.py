@@ -84,7 +84,7 @@ def _write_snapshot(store: Store, at_s: int, corrupt: bool = False) -> None:
     plan = plan_state(store, "orders", at_s * US)
     con = duckdb.connect()
     open_state(con, store, plan, name="snap", tombstones=True)
-    table = con.sql("SELECT table_name, item_key, keys, event_name, event_time, sequence_number, image, doc "
+    table = con.sql("SELECT table_name, item_key, keys, event_name, event_time, sequence_number, image "
                     "FROM snap ORDER BY item_key").to_arrow_table().cast(SNAPSHOT_SCHEMA)
     if corrupt:
         images = table.column("image").to_pylist()

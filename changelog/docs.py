@@ -1,0 +1,63 @@
+"""Plain-JSON docs of items, derived from their DynamoDB JSON where they are read.
+
+A doc (``{"status": "shipped", "total": "12.50"}``) is a pure function of its image: numbers stay
+exact text, binaries base64, sets arrays, NULL null (``codec.plain_json``). Stores of format 2 keep
+only the images (format 1 files also held ``new_doc``/``old_doc`` columns and snapshot ``doc``
+columns, which readers now ignore), so every doc an answer shows is computed here from the image it
+answers with, whatever the engine.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from changelog.errors import DamagedStore
+
+if TYPE_CHECKING:
+    import duckdb
+
+DOC_FUNCTION = "rewind_doc"
+
+
+def _plain(value: Any) -> Any:
+    # Stored images were validated when captured and their files are checked against their
+    # checksums before they are read: only the type tags are left to strip, one per value.
+    ((tag, inner),) = value.items()
+    if tag == "M":
+        return {name: _plain(element) for name, element in inner.items()}
+    if tag == "L":
+        return [_plain(element) for element in inner]
+    if tag == "NULL":
+        return None
+    return inner
+
+
+def doc_text(image: str | None) -> str | None:
+    """The plain JSON of one stored DynamoDB-JSON image (None for no image): what ``codec.plain_json`` gives."""
+    if image is None:
+        return None
+    try:
+        return orjson.dumps({name: _plain(value) for name, value in orjson.loads(image).items()}).decode()
+    except (ValueError, AttributeError, TypeError):
+        raise DamagedStore("a stored image is not DynamoDB JSON: the store is damaged") from None
+
+
+# Annotated Any: DuckDB evaluates a function's annotations when it registers it.
+def _docs(images: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.array([doc_text(image) for image in images.to_pylist()], pa.string())
+
+
+def register_doc_function(con: duckdb.DuckDBPyConnection) -> None:
+    """SQL function ``rewind_doc(image VARCHAR) -> VARCHAR``: ``doc_text``, a vector at a time.
+
+    DuckDB evaluates it only for the rows and columns a query returns, so a doc costs nothing unless
+    it is asked for.
+    """
+    from duckdb import func, sqltypes
+
+    con.create_function(DOC_FUNCTION, _docs, [sqltypes.VARCHAR], sqltypes.VARCHAR, type=func.ARROW,
+                        null_handling=func.SPECIAL, side_effects=False)

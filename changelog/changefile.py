@@ -71,9 +71,9 @@ def write_change_files(store: Store, rows: Sequence[ChangeRow]) -> list[str]:
     written = []
     for (table_name, hour), group in sorted(groups.items()):
         partition = hour_partition(hour * HOUR_US)
-        # Rows in one fixed order: the same rows, however a retry delivers them, give the same bytes.
-        group.sort(key=lambda row: (row.order(), row.event_id))
-        ordered = [row.order() for row in group]
-        written.append(publish_change_file(store, table_name, partition, ordered[0][2], ordered[-1][2],
+        versions = [row.order() for row in group]
+        # rows_to_table puts the rows in one fixed order: the same rows, however a retry delivers
+        # them, give the same bytes.
+        written.append(publish_change_file(store, table_name, partition, min(versions)[2], max(versions)[2],
                                            rows_to_table(group)))
     return written

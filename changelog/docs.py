@@ -9,6 +9,7 @@ answers with, whatever the engine.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,8 +23,8 @@ DOC_FUNCTION = "rewind_doc"
 
 
 def _plain(value: Any) -> Any:
-    # Stored images were validated when captured and their files are checked against their
-    # checksums before they are read: only the type tags are left to strip, one per value.
+    # Images are validated before they are stored (codec.check_image) and their files checked against
+    # their checksums before they are read: only the type tags are left to strip, one per value.
     ((tag, inner),) = value.items()
     if tag == "M":
         return {name: _plain(element) for name, element in inner.items()}
@@ -34,12 +35,17 @@ def _plain(value: Any) -> Any:
     return inner
 
 
-def doc_text(image: str | None) -> str | None:
+def plain_of(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A valid DynamoDB-JSON item as plain values: the type tags stripped (NULL becomes None)."""
+    return {name: _plain(value) for name, value in item.items()}
+
+
+def doc_text(image: str | bytes | None) -> str | None:
     """The plain JSON of one stored DynamoDB-JSON image (None for no image): what ``codec.plain_json`` gives."""
     if image is None:
         return None
     try:
-        return orjson.dumps({name: _plain(value) for name, value in orjson.loads(image).items()}).decode()
+        return orjson.dumps(plain_of(orjson.loads(image))).decode()
     except (ValueError, AttributeError, TypeError):
         raise DamagedStore("a stored image is not DynamoDB JSON: the store is damaged") from None
 

@@ -55,7 +55,9 @@ def first_copies(source: str, columns: str = "*", where: str = "TRUE") -> str:
 
 @dataclass(frozen=True, slots=True)
 class ChangeRow:
-    """One decoded stream record. Images are DynamoDB JSON text (their plain JSON is ``changelog.docs``)."""
+    """One decoded stream record. ``keys`` and the images are DynamoDB JSON as UTF-8 bytes, as orjson wrote
+    them: they go into Arrow as they are, never decoded into Python text (their plain JSON is
+    ``changelog.docs``)."""
 
     table_name: str
     event_id: str
@@ -64,9 +66,9 @@ class ChangeRow:
     sequence_number: str
     shard_id: str | None
     item_key: str
-    keys: str
-    new_image: str | None
-    old_image: str | None
+    keys: bytes
+    new_image: bytes | None
+    old_image: bytes | None
     is_ttl_delete: bool
     size_bytes: int
 
@@ -79,12 +81,25 @@ _NAMES = [f.name for f in fields(ChangeRow)]
 
 
 def rows_to_table(rows: Sequence[ChangeRow]) -> pa.Table:
-    """Arrow table in SCHEMA column order, rows sorted by (item_key, time, sequence).
+    """Arrow table in SCHEMA column order, rows sorted by (item_key, time, sequence, event id).
 
-    Sorting by key clusters one item's history in a few row groups, which keeps point look-ups fast.
+    Sorting by key clusters one item's history in a few row groups, which keeps point look-ups fast;
+    the event id orders copies, so the same rows in any order give the same table.
     """
-    ordered = sorted(rows, key=lambda row: (row.item_key, row.order()))
+    ordered = sorted(rows, key=lambda row: (row.item_key, row.event_time_us, len(row.sequence_number),
+                                            row.sequence_number, row.event_id))
     columns = {name: [getattr(row, name) for row in ordered] for name in _NAMES}
     columns["event_time"] = columns.pop("event_time_us")
-    arrays = [pa.array(columns[field.name], type=field.type) for field in SCHEMA]
+    arrays = [_array(columns[field.name], field.name, field.type) for field in SCHEMA]
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+_JSON_BYTES = frozenset(("keys", "new_image", "old_image"))
+
+
+def _array(values: list[object], name: str, kind: pa.DataType) -> pa.Array:
+    if name in _JSON_BYTES:
+        # orjson's bytes go in as they are, never through Python text; orjson writes only valid
+        # UTF-8, so the binary column is read as text without checking it again.
+        return pa.array(values, pa.binary()).view(kind)
+    return pa.array(values, type=kind)

@@ -31,7 +31,7 @@ class CaptureResult:
     files: tuple[str, ...]
     oldest_event_us: int | None
     newest_event_us: int | None
-    sample_key: tuple[str, str] | None  # (table, keys JSON) of one captured row, to describe the table
+    sample_key: tuple[str, bytes] | None  # (table, keys JSON) of one captured row, to describe the table
 
 
 def _jsonable(value: Any) -> Any:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from changelog.codec import canonical_number, decode_lambda_record, item_key, parse_key, plain_json
 from changelog.docs import doc_text
@@ -65,7 +68,7 @@ TRICKY_TEXT = "".join(chr(c) for c in range(0x20)) + '"\\/\x7f\u2028\u2029\ufeff
 def test_images_are_written_byte_for_byte_as_the_stdlib_json_writes_them() -> None:
     image = {TRICKY_TEXT: {"M": {"s": {"S": TRICKY_TEXT}, "ss": {"SS": [TRICKY_TEXT, "a"]}}}, "pk": {"S": "a"}}
     row = decode_lambda_record(lambda_record("tbl", "INSERT", {"pk": {"S": "a"}}, T, 1, new=image))
-    assert row.new_image == json.dumps(image, ensure_ascii=False, separators=(",", ":"))
+    assert row.new_image == json.dumps(image, ensure_ascii=False, separators=(",", ":")).encode()
     assert doc_text(row.new_image) == json.dumps({TRICKY_TEXT: {"s": TRICKY_TEXT, "ss": [TRICKY_TEXT, "a"]},
                                                   "pk": "a"}, ensure_ascii=False, separators=(",", ":"))
 
@@ -170,3 +173,16 @@ def test_a_key_of_the_wrong_shape_is_a_usage_error() -> None:
     schema = [{"AttributeName": "pk", "AttributeType": "S"}]
     with pytest.raises(UsageError, match="key schema"):
         parse_key('{"id":{"S":"a"}}', schema)
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys=st.dictionaries(
+    st.text(max_size=6) | st.sampled_from(["pk", "sk", "é", "\n", '"', "\\"]),
+    st.one_of(st.text(max_size=8).map(lambda s: {"S": s}),
+              st.integers(-(10**38) + 1, 10**38 - 1).map(lambda n: {"N": str(n)}),
+              st.sampled_from([{"N": "007"}, {"N": "-0"}, {"N": "5.0"}, {"N": "1e3"}, {"B": "AA=="}])),
+    min_size=1, max_size=3))
+def test_the_one_call_key_text_is_the_general_key_text(keys: dict[str, Any]) -> None:
+    from changelog.codec import _general_item_key
+
+    assert item_key(keys) == _general_item_key(keys)

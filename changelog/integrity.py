@@ -78,10 +78,14 @@ def expectations(store: Store, paths: Iterable[str]) -> dict[str, Expected]:
 
 def content_problem(expected: Expected, data: bytes) -> str | None:
     """What is wrong with ``data`` as the file ``expected`` describes, or None when it matches."""
-    if expected.size is not None and len(data) != expected.size:
-        what = "truncated" if len(data) < expected.size else "longer than recorded"
-        return f"is {what}: {len(data)} bytes, its manifest records {expected.size}"
-    digest = hashlib.sha256(data).hexdigest()
+    return digest_problem(expected, len(data), hashlib.sha256(data).hexdigest())
+
+
+def digest_problem(expected: Expected, size: int, digest: str) -> str | None:
+    """What is wrong with a file of ``size`` bytes and sha256 ``digest`` as ``expected``, or None."""
+    if expected.size is not None and size != expected.size:
+        what = "truncated" if size < expected.size else "longer than recorded"
+        return f"is {what}: {size} bytes, its manifest records {expected.size}"
     if not digest.startswith(expected.sha256[:CHANGE_DIGEST_HEX]) or (
             len(expected.sha256) == 64 and digest != expected.sha256):
         where = "its name" if expected.kind == "change file" else "its manifest"
@@ -136,12 +140,42 @@ def _verify_remote(store: Store, expected: Expected) -> None:
 
 def _check_format(store: Store, path: str, data: bytes) -> None:
     """Refuse a file in a newer store format than this version reads (its footer says which)."""
+    version = data_format(data)
+    if version is None:
+        raise damaged(store, path, "has no readable Parquet footer")
+    check_format(store, path, version)
+
+
+def data_format(data: bytes) -> int | None:
+    """The store format a Parquet file's footer declares, or None when it has no readable footer."""
     try:
-        metadata = pq.read_metadata(pa.BufferReader(data)).metadata
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise damaged(store, path, f"has no readable Parquet footer ({first})") from None
-    check_format(store, path, footer_version(metadata))
+        return footer_version(pq.read_metadata(pa.BufferReader(data)).metadata)
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+
+
+def fingerprint(data: bytes) -> tuple[str, int, int | None]:
+    """(sha256 hex, size, store format or None) of a file's bytes: what a reader checks, wherever it runs."""
+    return hashlib.sha256(data).hexdigest(), len(data), data_format(data)
+
+
+def check_fingerprints(store: Store, wanted: dict[str, Expected],
+                       found: dict[str, tuple[str, int, int | None]]) -> None:
+    """Refuse (DamagedStore) unless every wanted file was fingerprinted and matches what is recorded.
+
+    For readers whose workers read the files (Spark's executors): they fingerprint each file where
+    they read it and send back ``fingerprint`` only, instead of this process fetching every byte.
+    """
+    for path, expected in wanted.items():
+        if path not in found:
+            raise _missing(store, expected)
+        digest, size, version = found[path]
+        problem = digest_problem(expected, size, digest)
+        if problem:
+            raise damaged(store, path, problem)
+        if version is None:
+            raise damaged(store, path, "has no readable Parquet footer")
+        check_format(store, path, version)
 
 
 def verify_for_read(store: Store, paths: list[str]) -> None:

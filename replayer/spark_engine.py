@@ -1,10 +1,10 @@
 """The Spark engine: the specification's SQL (``changelog.spec``) run by Apache Spark over the store's files.
 
 Spark reads exactly the Parquet files a plan lists (``state.plan_state``), after the same checksum
-check as DuckDB (``integrity.verify_for_read``), as the spec's logical relations, and runs the
-spec's SQL transpiled to Spark SQL. It returns Arrow tables; what is done with them afterwards
-(filtering, writing files, comparing images) is the same code as for DuckDB, so both engines give
-the same bytes. Coverage is refused in Python before Spark starts.
+and format check as DuckDB's, run by the executors that read the files (``verify_on_executors``),
+as the spec's logical relations, and runs the spec's SQL transpiled to Spark SQL. It returns Arrow
+tables; what is done with them afterwards (filtering, writing files, comparing images) is the same
+code as for DuckDB, so both engines give the same bytes. Coverage is refused in Python before Spark starts.
 
 The session is local (``local[*]``) unless ``SPARK_MASTER`` or spark-defaults.conf name a master;
 it runs without the web UI, logs errors only, and is started once per process. Any failure of
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from changelog.docs import DOC_FUNCTION, doc_text
 from changelog.errors import StoreError, UsageError
-from changelog.integrity import verify_for_read
+from changelog.integrity import check_fingerprints, expectations, fingerprint
 from changelog.record import SCHEMA
 from changelog.snapshot import SNAPSHOT_SCHEMA
 from changelog.spec import render, state_sql, window_keys_sql
@@ -99,6 +99,12 @@ def spark_errors(what: str) -> Iterator[None]:
         if "JAVA_GATEWAY_EXITED" in str(exc) or "JAVA_HOME" in str(exc):
             raise UsageError(f"Spark could not start ({_java_failure()}): check Java 17 (JAVA_HOME) and "
                              f"SPARK_MASTER; Spark's log is {SPARK_LOG}") from None
+        if "S3AFileSystem" in _one_line(exc) and "not found" in _one_line(exc):
+            # pyspark's wheel has no S3 file system, and nothing may be downloaded at run time.
+            raise UsageError(
+                "--engine spark cannot read s3:// stores here: Spark's classpath lacks Hadoop's s3a file "
+                "system (hadoop-aws and its AWS SDK bundle, matching Spark's Hadoop version): add them with "
+                "spark.jars, or run on EMR or Glue with --conf spark.ddbrewind.s3Scheme=s3") from None
         raise StoreError(f"Spark failed while {what}: {_one_line(exc)}") from None
 
 
@@ -148,6 +154,10 @@ def session() -> Any:
                    .config("spark.log.level", "ERROR"))
         if os.environ.get("SPARK_MASTER"):
             builder = builder.master(os.environ["SPARK_MASTER"])
+        else:
+            # Local Python workers run the UDFs (docs, file fingerprints), which need this environment's
+            # packages; Spark 3.5 would start whatever "python3" the PATH finds first.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         # The JVM inherits stderr when it starts; its own notices (incubator modules, native
         # libraries) go to a log file instead of the user's terminal.
         with _stderr_to(SPARK_LOG):
@@ -166,7 +176,36 @@ def register_doc_udf(spark: Any) -> None:
     The same Python function as DuckDB's, run by Spark's Python workers: both engines' docs are the
     same bytes by construction.
     """
-    spark.udf.register(DOC_FUNCTION, doc_text, "string")
+    from pyspark.sql.functions import udf
+
+    spark.udf.register(DOC_FUNCTION, udf(lambda image: doc_text(image), "string", useArrow=False))
+
+
+def _local_form(uri: str) -> str:
+    # Hadoop writes a local path back as file:/x, whatever number of slashes it was given.
+    return "file:/" + uri.removeprefix("file:").lstrip("/") if uri.startswith("file:") else uri
+
+
+def verify_on_executors(spark: Any, store: Store, paths: list[str], scheme: str) -> None:
+    """Refuse (DamagedStore) unless every file matches its recorded checksum and a store format read here.
+
+    The same check as ``changelog.integrity.verify_for_read``, spread over the cluster: this process
+    reads only names and manifests (what each file must be); each executor reads its files' bytes and
+    sends back their fingerprints (sha256, size, format), so checking ten billion changes costs the
+    cluster one parallel pass instead of this process a download of every byte.
+    """
+    from pyspark.sql.functions import col, udf
+
+    wanted = expectations(store, paths)
+    by_uri = {_local_form(spark_path(store, path, scheme)): path for path in paths}
+    # A plain (pickled) Python UDF: Arrow-optimised ones need pandas, which the spark extra does not install.
+    fingerprints = udf(lambda content: fingerprint(bytes(content)), "struct<sha256:string,size:bigint,version:int>",
+                       useArrow=False)
+    rows = (spark.read.format("binaryFile").load(list(by_uri))
+            .select("path", fingerprints(col("content")).alias("f")).collect())
+    found = {by_uri[_local_form(row["path"])]: (row["f"]["sha256"], row["f"]["size"], row["f"]["version"])
+             for row in rows if _local_form(row["path"]) in by_uri}
+    check_fingerprints(store, wanted, found)
 
 
 def _register(spark: Any, name: str, relation: Relation) -> None:
@@ -174,10 +213,10 @@ def _register(spark: Any, name: str, relation: Relation) -> None:
     if not paths:
         spark.createDataFrame([], spark_schema(schema)).createOrReplaceTempView(name)
         return
-    verify_for_read(store, paths)
     scheme = spark.conf.get(S3_SCHEME_CONF, "s3a")
     if scheme not in ("s3a", "s3"):
         raise UsageError(f"{S3_SCHEME_CONF}={scheme!r}: give s3a or s3")
+    verify_on_executors(spark, store, paths, scheme)
     frame = spark.read.schema(spark_schema(schema)).parquet(*[spark_path(store, p, scheme) for p in paths])
     frame.createOrReplaceTempView(name)
 
@@ -191,11 +230,21 @@ def frame(sql: str, relations: Mapping[str, Relation]) -> Any:
         return spark.sql(render(sql, "spark"))
 
 
+def to_arrow(result: Any) -> pa.Table:
+    """A DataFrame collected as Arrow: ``toArrow`` on Spark 4, its Arrow batches on Spark 3.5 (Glue 5, EMR 7)."""
+    if hasattr(result, "toArrow"):
+        table: pa.Table = result.toArrow()
+        return table
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return pa.Table.from_batches(result._collect_as_arrow(), schema=to_arrow_schema(result.schema))
+
+
 def run_sql(sql: str, relations: Mapping[str, Relation]) -> pa.Table:
     """Run spec SQL on Spark over ``relations``; the result as an Arrow table."""
     result = frame(sql, relations)
     with spark_errors("reading the store"):
-        table: pa.Table = result.toArrow()
+        table = to_arrow(result)
     return table
 
 
@@ -221,7 +270,7 @@ def fetch_table(result: Any) -> pa.Table:
     spark = session()
     with spark_errors("reading the store"):
         if not str(spark.sparkContext.master).startswith("local"):
-            table: pa.Table = result.toArrow()
+            table = to_arrow(result)
             return table
         with tempfile.TemporaryDirectory(prefix="ddb-rewind-spark-") as folder:
             result.write.parquet(str(Path(folder) / "result"))

@@ -51,6 +51,7 @@ from tests.test_recover import clock as clock
 from tests.test_recover import queue as queue
 from tests.test_recover import scenario as scenario
 from tests.test_recover import trimmed as trimmed
+from tests.test_store import s3_over_http as s3_over_http
 
 TABLE = "orders"
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,6 +281,23 @@ def test_replay_engine_spark_on_the_command_line_writes_the_bytes_duckdb_writes(
 
 @pytest.mark.spark
 @pytest.mark.slow
+def test_local_spark_workers_run_the_interpreter_ddb_rewind_runs_in(tmp_path: Path) -> None:
+    store = _cli_store(tmp_path)
+    # The first python3 on this PATH has none of the packages: a worker started from it could not
+    # fingerprint a file.
+    env = {name: value for name, value in os.environ.items() if name != "PYSPARK_PYTHON"}
+    env.update(PATH="/usr/bin:/bin", PYTHONPATH=str(ROOT))
+    run = subprocess.run([sys.executable, "-m", "ddb_rewind", "replay", "--table", TABLE, "--store",
+                          str(store.root), "--at", "2025-06-15T15:06:45Z", "--to-file",
+                          str(tmp_path / "spark.parquet"), "--engine", "spark"],
+                         capture_output=True, text=True, env=env, timeout=300)
+
+    assert (run.returncode, run.stderr) == (0, "")
+    assert pq.read_table(tmp_path / "spark.parquet").column("doc").to_pylist() == ['{"pk":"b","s":["x","y"]}']
+
+
+@pytest.mark.spark
+@pytest.mark.slow
 def test_a_spark_that_cannot_start_is_one_line_not_a_java_traceback(tmp_path: Path) -> None:
     store = _cli_store(tmp_path)
 
@@ -387,3 +405,65 @@ def test_the_spark_job_refuses_an_argument_it_does_not_know(capsys: pytest.Captu
     with pytest.raises(SystemExit) as exit_info:
         spark_job._arguments(["--store", "s3://b/p", "--table", TABLE, "--at", "0", "--output", "o", "--fromat", "x"])
     assert exit_info.value.code == 2 and "--fromat" in capsys.readouterr().err
+
+
+# --- Spark: every file checked by the executors that read it ---------------------------------------
+
+
+def _small_store(tmp: Path) -> tuple[LocalStore, int]:
+    ops = [Op(key_index=0, item={"pk": {"S": "a"}, "n": {"N": "1"}}, second=1_750_000_000, ttl=False),
+           Op(key_index=1, item={"pk": {"S": "b"}}, second=1_750_000_005, ttl=False)]
+    records = stream_records(TABLE, ops)
+    store = LocalStore(tmp)
+    capture_batch(store, records, decode_lambda_record, source="test")
+    return store, 1_750_000_005
+
+
+@pytest.mark.spark
+def test_spark_refuses_a_change_file_that_fails_its_checksum(spark: Any, tmp_path: Path) -> None:
+    from changelog.errors import DamagedStore
+    from changelog.state import change_files
+
+    store, at = _small_store(tmp_path / "store")
+    (path,) = change_files(store, TABLE)
+    damaged = store.root / path
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(DamagedStore, match="fails its checksum"):
+        open_items(store, TABLE, _at(at), engine="spark")
+
+
+@pytest.mark.spark
+def test_spark_refuses_a_file_in_a_newer_store_format(spark: Any, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from changelog.errors import DamagedStore
+    from changelog.formats import FOOTER_KEY, FORMAT_VERSION
+    from changelog.layout import change_file_path, hour_partition
+    from changelog.state import change_files
+
+    store, at = _small_store(tmp_path / "store")
+    (path,) = change_files(store, TABLE)
+    rows = pq.read_table(store.root / path)
+    newer = rows.replace_schema_metadata({FOOTER_KEY: str(FORMAT_VERSION + 1).encode()})
+    sink = pa.BufferOutputStream()
+    pq.write_table(newer, sink)
+    data = sink.getvalue().to_pybytes()
+    (store.root / path).unlink()
+    store.write(change_file_path(TABLE, hour_partition(at * 1_000_000), "1" * 40, "1" * 40, data), data)
+    with pytest.raises(DamagedStore, match="written by a newer ddb-rewind"):
+        open_items(store, TABLE, _at(at), engine="spark")
+
+
+@pytest.mark.spark
+def test_spark_without_hadoop_aws_refuses_an_s3_store_with_one_line(
+        spark: Any, s3_over_http: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.workloads import run_cli
+
+    records = stream_records(TABLE, [Op(0, {"pk": {"S": "a"}}, 1_750_000_000)])
+    capture_batch(s3_over_http, records, decode_lambda_record, source="test")
+    assert run_cli(["replay", "--store", s3_over_http.uri, "--table", TABLE, "--at", "1750000000",
+                    "--to-file", "-", "--engine", "spark"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "hadoop-aws" in err

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Context, Decimal, Inexact, Rounded
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 MAX_DIGITS = 38
@@ -53,7 +54,7 @@ def infer_columns(images: Iterable[str]) -> list[Column]:
     """The typed columns of these DynamoDB-JSON images, by attribute name."""
     seen: dict[str, _Seen] = {}
     for image in images:
-        for name, value in json.loads(image).items():
+        for name, value in orjson.loads(image).items():
             ((tag, inner),) = value.items()
             entry = seen.setdefault(name, _Seen(set()))
             entry.tags.add(tag)
@@ -93,13 +94,15 @@ def typed_value(column: Column, value: dict[str, Any] | None) -> Any:
     if kind == "BS":
         return [base64.b64decode(v) for v in inner]
     if kind == "JSON":
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        # orjson writes what json.dumps(..., ensure_ascii=False, separators=(",", ":")) writes for
+        # valid text (changelog.codec), at a tenth of the cost.
+        return orjson.dumps(value).decode()
     return inner  # S, NTEXT (the number's text), BOOL, SS, NS
 
 
 def typed_arrays(columns: list[Column], images: list[str]) -> list[pa.Array]:
     """One Arrow array per column for a batch of images."""
-    items = [json.loads(image) for image in images]
+    items = [orjson.loads(image) for image in images]
     return [pa.array([typed_value(c, item.get(c.name)) for item in items], type=c.arrow) for c in columns]
 
 

@@ -8,9 +8,6 @@ and changed back) is not reported.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +30,7 @@ from changelog.state import change_files, check_restorable, coverage, open_state
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from replayer.attrdiff import PathChange, diff_items
+from replayer.gc_pause import paused_gc
 from replayer.outfile import output_file
 
 
@@ -58,19 +56,6 @@ class ItemChange:
             return {"key": self.key, "item": self.before}
         return {"key": self.key, "before": self.before, "after": self.after,
                 "paths": [p.as_json() for p in self.paths]}
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """No cyclic garbage collection inside: building many small acyclic objects (parsed images, path
-    changes) otherwise makes the collector rescan every one of them again and again (1.6x the time)."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 @dataclass(frozen=True)

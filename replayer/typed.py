@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from replayer.gc_pause import paused_gc
+
 MAX_DIGITS = 38
 # Quantizing is checked: a value it would round raises instead (it cannot, by infer_columns).
 _EXACT = Context(prec=MAX_DIGITS, traps=[Inexact, Rounded])
@@ -53,14 +55,15 @@ class _Seen:
 def infer_columns(images: Iterable[str]) -> list[Column]:
     """The typed columns of these DynamoDB-JSON images, by attribute name."""
     seen: dict[str, _Seen] = {}
-    for image in images:
-        for name, value in orjson.loads(image).items():
-            ((tag, inner),) = value.items()
-            entry = seen.setdefault(name, _Seen(set()))
-            entry.tags.add(tag)
-            if tag == "N":
-                integer, scale = _digits(inner)
-                entry.integer, entry.scale = max(entry.integer, integer), max(entry.scale, scale)
+    with paused_gc():
+        for image in images:
+            for name, value in orjson.loads(image).items():
+                ((tag, inner),) = value.items()
+                entry = seen.setdefault(name, _Seen(set()))
+                entry.tags.add(tag)
+                if tag == "N":
+                    integer, scale = _digits(inner)
+                    entry.integer, entry.scale = max(entry.integer, integer), max(entry.scale, scale)
     return [_column(name, entry) for name, entry in sorted(seen.items()) if name not in RESERVED]
 
 
@@ -102,8 +105,17 @@ def typed_value(column: Column, value: dict[str, Any] | None) -> Any:
 
 def typed_arrays(columns: list[Column], images: list[str]) -> list[pa.Array]:
     """One Arrow array per column for a batch of images."""
-    items = [orjson.loads(image) for image in images]
-    return [pa.array([typed_value(c, item.get(c.name)) for item in items], type=c.arrow) for c in columns]
+    with paused_gc():
+        items = [orjson.loads(image) for image in images]
+        return [_numbers(c, items) if c.kind == "N" else
+                pa.array([typed_value(c, item.get(c.name)) for item in items], type=c.arrow) for c in columns]
+
+
+def _numbers(column: Column, items: list[dict[str, Any]]) -> pa.Array:
+    # Arrow parses each number's text straight into the column's DECIMAL(38,s): exact, since the scale
+    # is at least every value's and the digits fit (infer_columns); no Python Decimal per value.
+    texts = [None if (value := item.get(column.name)) is None or "NULL" in value else value["N"] for item in items]
+    return pa.array(texts, pa.string()).cast(column.arrow)
 
 
 def text_value(column: Column, value: dict[str, Any] | None) -> str:

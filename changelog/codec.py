@@ -111,7 +111,7 @@ def image_bytes(item: Any) -> bytes:
     text that is not Unicode); an image of up to ``_FAST_BYTES`` whose text the ``_IMAGE`` pattern
     matches is valid without a walk, and any other image (larger, nested deeper than the pattern,
     a rare number form, or invalid) gets the exact verdict of the walk. The pattern accepts only
-    what the walk accepts (tests/test_codec.py proves it by property), over the values JSON parsers
+    what the walk accepts (tests/test_image_validation.py proves it by property), over the values JSON parsers
     and boto3 produce: the only inputs any decoder hands over.
     """
     try:

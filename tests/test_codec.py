@@ -93,6 +93,14 @@ def test_a_record_with_text_that_is_not_unicode_is_quarantined_not_a_failed_batc
     assert (result.captured, result.quarantined) == (1, 1)
 
 
+def test_a_modify_whose_old_image_writes_1_for_true_is_quarantined(store: LocalStore) -> None:
+    new = {"pk": {"S": "a"}, "paid": {"BOOL": True}, "status": {"S": "shipped"}}
+    old = {"pk": {"S": "a"}, "paid": {"BOOL": 1}, "status": {"S": "pending"}}  # 1 == True in Python
+    bad = lambda_record("tbl", "MODIFY", {"pk": {"S": "a"}}, T, 1, new=new, old=old)
+    result = capture_batch(store, [bad], decode_lambda_record, source="test")
+    assert (result.captured, result.quarantined) == (0, 1)
+
+
 def test_attribute_names_must_be_strings() -> None:
     with pytest.raises(DecodeError):
         plain_json({1: {"S": "a"}})  # type: ignore[dict-item]

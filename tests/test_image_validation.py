@@ -194,6 +194,59 @@ def test_capture_refuses_exactly_the_invalid_images_and_stores_what_orjson_wrote
             image_bytes(image)
 
 
+def _numbers_for_flags(value: Any, number: Any) -> Any:
+    """``value`` with every BOOL and NULL payload written as ``number``: equal under Python's ``==``
+    when ``number`` is 1, 1.0, 0 or -0.0 (``True == 1``), yet invalid."""
+    if isinstance(value, dict):
+        return {name: number if name in ("BOOL", "NULL") and type(inner) is bool else _numbers_for_flags(inner, number)
+                for name, inner in value.items()}
+    if isinstance(value, list):
+        return [_numbers_for_flags(inner, number) for inner in value]
+    return value
+
+
+@st.composite
+def old_and_new_images(draw: st.DrawFn) -> tuple[Any, dict[str, Any]]:
+    """A valid new image and an old image that repeats most of it: some attributes changed (to
+    anything, valid or not), dropped or added, and some with their flags written as numbers."""
+    new = draw(good_images)
+    old: dict[str, Any] = {}
+    for name, value in new.items():
+        change = draw(st.sampled_from(["same", "same", "changed", "dropped", "flags"]))
+        if change == "same":
+            old[name] = value
+        elif change == "changed":
+            old[name] = draw(st.one_of(values, defects, good_values))
+        elif change == "flags":
+            old[name] = _numbers_for_flags(value, draw(st.sampled_from([1, 0, 1.0, 0.0, -0.0, True, False])))
+    old.update(draw(st.dictionaries(names, st.one_of(good_values, values), max_size=2)))
+    if draw(st.integers(0, 9)) == 0:
+        return draw(junk), new  # not a map at all
+    return old, new
+
+
+@PROPERTY
+@given(pair=old_and_new_images())
+def test_an_old_image_checked_beside_its_new_image_gets_the_verdict_of_a_whole_check(
+        pair: tuple[Any, dict[str, Any]]) -> None:
+    old, new = pair
+    text = _dumpable(old)
+    if model_image_valid(old):
+        assert image_bytes(old, beside=new) == text
+    else:
+        with pytest.raises(DecodeError):
+            image_bytes(old, beside=new)
+
+
+@pytest.mark.parametrize("number", [1, 1.0, 0, 0.0, -0.0], ids=repr)
+def test_an_old_image_writing_a_number_for_a_flag_its_new_image_holds_is_refused(number: Any) -> None:
+    new = {"pk": {"S": "a"}, "flags": {"L": [{"BOOL": bool(number)}, {"NULL": True}]}}
+    old = {"pk": {"S": "a"}, "flags": {"L": [{"BOOL": number}, {"NULL": True}]}}
+    assert old == new  # Python's equality cannot tell them apart
+    with pytest.raises(DecodeError):
+        image_bytes(old, beside=new)
+
+
 @pytest.mark.parametrize("defect", KNOWN_DEFECTS, ids=repr)
 @settings(max_examples=25, deadline=None)
 @given(data=st.data())

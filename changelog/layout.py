@@ -61,7 +61,7 @@ def digest(parts: Iterable[str]) -> str:
 
 
 CHANGE_DIGEST_HEX = 32
-_CHANGE_NAME = re.compile(r"^(\d+)-(\d+)-([0-9a-f]{" + str(CHANGE_DIGEST_HEX) + r"})\.parquet$")
+_CHANGE_NAME = re.compile(r"^([0-9]+)-([0-9]+)-([0-9a-f]{" + str(CHANGE_DIGEST_HEX) + r"})\.parquet$")
 
 
 def content_digest(data: bytes) -> str:

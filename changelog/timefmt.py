@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from changelog.errors import UsageError
 
-_EPOCH = re.compile(r"^-?\d+(\.\d+)?$")
+_EPOCH = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 
 
 def parse_time(text: str) -> datetime:

@@ -188,9 +188,22 @@ def test_a_key_of_the_wrong_shape_is_a_usage_error() -> None:
     st.text(max_size=6) | st.sampled_from(["pk", "sk", "é", "\n", '"', "\\"]),
     st.one_of(st.text(max_size=8).map(lambda s: {"S": s}),
               st.integers(-(10**38) + 1, 10**38 - 1).map(lambda n: {"N": str(n)}),
-              st.sampled_from([{"N": "007"}, {"N": "-0"}, {"N": "5.0"}, {"N": "1e3"}, {"B": "AA=="}])),
-    min_size=1, max_size=3))
+              st.sampled_from([{"N": "007"}, {"N": "-0"}, {"N": "5.0"}, {"N": "1e3"}, {"B": "AA=="}, {"N": "1٣"},
+                               {"S": 1}, {"N": 5}, {"S": "a", "N": "1"}, {"SS": ["a"]}, {}, "a", {"B": "A"}])),
+    max_size=3))
 def test_the_one_call_key_text_is_the_general_key_text(keys: dict[str, Any]) -> None:
     from changelog.codec import _general_item_key
 
-    assert item_key(keys) == _general_item_key(keys)
+    try:
+        expected = _general_item_key(keys)
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            item_key(keys)
+    else:
+        assert item_key(keys) == expected
+
+
+@pytest.mark.parametrize("digits", ["1٣", "٣", "1²", "-١"])
+def test_a_key_number_with_digits_that_are_not_ascii_is_refused(digits: str) -> None:
+    with pytest.raises(DecodeError):
+        item_key({"pk": {"N": digits}})

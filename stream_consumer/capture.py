@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from changelog.changefile import write_change_files
 from changelog.codec import table_from_arn
 from changelog.errors import DecodeError
 from changelog.layout import digest, quarantine_path
+from changelog.names import table_name_problem
 from changelog.record import ChangeRow
 from changelog.store import Store
 
@@ -49,6 +51,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _table_of(raw: Any, fallback: str | None) -> str:
+    """The table a kept record belongs to, read from the record where it says (the ARN of a DynamoDB
+    stream record, the payload of a Kinesis one: one Kinesis stream can carry several tables)."""
     if isinstance(raw, dict):
         arn = raw.get("eventSourceARN")
         if isinstance(arn, str) and ":table/" in arn:
@@ -56,7 +60,21 @@ def _table_of(raw: Any, fallback: str | None) -> str:
                 return table_from_arn(arn)
             except DecodeError:  # not a valid table name: never a path in the store
                 pass
+        table = _kinesis_table(raw.get("kinesis"))
+        if table is not None:
+            return table
     return fallback or "_unknown"
+
+
+def _kinesis_table(kinesis: Any) -> str | None:
+    if not isinstance(kinesis, dict):
+        return None
+    try:
+        payload = json.loads(base64.b64decode(kinesis.get("data", ""), validate=True))
+    except (binascii.Error, ValueError, TypeError):
+        return None
+    table = payload.get("tableName") if isinstance(payload, dict) else None
+    return table if isinstance(table, str) and table_name_problem(table) is None else None
 
 
 def quarantine(store: Store, raw: Any, reason: str, source: str, table_hint: str | None,

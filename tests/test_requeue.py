@@ -10,19 +10,22 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from changelog.codec import decode_getrecords_record, decode_kinesis_record
 from changelog.errors import StoreError
 from changelog.layout import table_root
 from changelog.quarantine import quarantine_paths
-from changelog.store import Store
+from changelog.store import LocalStore, Store
 from replayer.views import SqlSession
 from stream_consumer import handler
+from stream_consumer.capture import capture_batch
 from stream_consumer.requeue import requeue
-from tests.events import event, lambda_record
+from tests.events import event, kinesis_record, lambda_record
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = "orders"
@@ -135,3 +138,75 @@ def test_the_cli_lists_what_still_fails_and_exits_1(handler_store: Store) -> Non
     lines = done.stdout.splitlines()
     assert len(lines) == 2 and lines[0].startswith("still quarantined ") and "before 2012" in lines[0]
     assert lines[1] == "requeue: 1 records re-captured, 1 still quarantined, 1 change files written"
+
+
+SHARD = "shardId-00000001700000000000-abcdef01"
+
+
+def _getrecords_record(number: Any) -> dict[str, Any]:
+    """A record as boto3's GetRecords returns it: a datetime, and binaries as bytes."""
+    key = {"pk": {"B": b"\x00\xffkey"}}
+    return {
+        "eventID": "gr-1", "eventName": "INSERT", "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+        "dynamodb": {
+            "ApproximateCreationDateTime": datetime.fromtimestamp(GOOD_SECONDS, UTC),
+            "Keys": key, "SequenceNumber": "4200000000012345678901", "SizeBytes": 40,
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+            "NewImage": {**key, "n": {"N": number}, "bs": {"BS": [b"\x01", b"\x02\x03"]}, "s": {"S": "ключ"}},
+        },
+    }
+
+
+def _files(store: Store) -> dict[str, bytes]:
+    return {path: store.read(path) for path in store.list(table_root(TABLE) + "/changes/")}
+
+
+@pytest.mark.parametrize("source", ["poller", "recover"])
+def test_a_fixed_getrecords_record_is_stored_exactly_as_its_capture_path_would_have(
+        tmp_path: Path, source: str) -> None:
+    kept, direct = LocalStore(tmp_path / "kept"), LocalStore(tmp_path / "direct")
+
+    def capture(store: Store, record: dict[str, Any]) -> int:
+        return capture_batch(store, [record], lambda r: decode_getrecords_record(r, TABLE, SHARD), source=source,
+                             table_hint=TABLE, shard_id=SHARD).quarantined
+
+    assert capture(kept, _getrecords_record("1e999")) == 1  # out of DynamoDB's range
+    assert capture(direct, _getrecords_record("5")) == 0
+    (path,) = quarantine_paths(kept, TABLE)
+    document = json.loads(kept.read(path))
+    document["record"]["dynamodb"]["NewImage"]["n"] = {"N": "5"}  # the operator's fix
+    kept.write(path, json.dumps(document).encode())
+    assert requeue(kept, TABLE).captured == 1
+    assert _files(kept) == _files(direct)  # same names, same bytes: binaries, time and shard intact
+    assert quarantine_paths(kept, TABLE) == []
+
+
+def test_a_fixed_kinesis_record_is_stored_exactly_as_the_kinesis_handler_would_have(tmp_path: Path) -> None:
+    kept, direct = LocalStore(tmp_path / "kept"), LocalStore(tmp_path / "direct")
+    key = {"pk": {"S": "a"}}
+
+    def record(number: str) -> dict[str, Any]:
+        return kinesis_record(TABLE, "INSERT", key, GOOD_SECONDS * 1000, "4959033827149025660855969253836157109592",
+                              new={**key, "n": {"N": number}})
+
+    assert capture_batch(kept, [record("1e999")], decode_kinesis_record, source="lambda-kinesis").quarantined == 1
+    assert capture_batch(direct, [record("5")], decode_kinesis_record, source="lambda-kinesis").quarantined == 0
+    (path,) = quarantine_paths(kept, TABLE)
+    document = json.loads(kept.read(path))
+    document["record"] = record("5")  # the operator's fix: the producer's corrected record
+    kept.write(path, json.dumps(document).encode())
+    assert requeue(kept, TABLE).captured == 1
+    assert _files(kept) == _files(direct)
+    assert quarantine_paths(kept, TABLE) == []
+
+
+def test_a_bad_kinesis_record_is_kept_under_its_own_table_when_the_stream_carries_several(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    good = kinesis_record("customers", "INSERT", {"pk": {"S": "c"}}, GOOD_SECONDS * 1000, "1",
+                          new={"pk": {"S": "c"}})
+    bad = kinesis_record(TABLE, "INSERT", {"pk": {"S": "a"}}, GOOD_SECONDS * 1000, "2",
+                         new={"pk": {"S": "a"}, "n": {"N": "1e999"}})
+    result = capture_batch(store, [good, bad], decode_kinesis_record, source="lambda-kinesis")
+    assert (result.captured, result.quarantined) == (1, 1)
+    assert len(quarantine_paths(store, TABLE)) == 1
+    assert quarantine_paths(store, "customers") == []

@@ -391,7 +391,7 @@ def pad_sequence(sequence: Any) -> str:
     (length, text), which is numeric order for every width.
     """
     text = str(sequence)
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # isdigit alone takes "²" and "٣"
         raise DecodeError("a sequence number must be digits")
     return text.zfill(SEQUENCE_WIDTH)
 

@@ -163,7 +163,7 @@ def _code(exc: ClientError) -> str:
 def _sequence_of(record: Any) -> int:
     body = record.get("dynamodb") if isinstance(record, dict) else None
     sequence = body.get("SequenceNumber") if isinstance(body, dict) else None
-    if not isinstance(sequence, str) or not sequence.isdigit():
+    if not isinstance(sequence, str) or not sequence.isascii() or not sequence.isdigit():
         return -1  # undecodable: kept and quarantined by capture_batch, never used to stop the read
     return int(sequence)
 

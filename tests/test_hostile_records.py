@@ -69,6 +69,15 @@ def test_a_record_with_an_impossible_time_is_quarantined_and_the_batch_goes_on(l
     assert kept["record"]["eventID"] == _at(seconds)["eventID"]
 
 
+@pytest.mark.parametrize("sequence", ["²", "١٢٣", "12³", "", "-1", "1.5"])
+def test_a_record_whose_sequence_number_is_not_ascii_digits_is_quarantined(local: Store, sequence: str) -> None:
+    bad = _at(GOOD_SECONDS)
+    bad["dynamodb"]["SequenceNumber"] = sequence  # str.isdigit() alone takes "²" and "١"
+    assert handler.lambda_handler(event([_good(), bad]), None) == {"batchItemFailures": []}
+    (kept,) = _quarantined(local)
+    assert "sequence number must be digits" in kept["reason"]
+
+
 @pytest.mark.parametrize("name", ["..", ".", "a/b", "ab", "x" * 256, "tab le", "../../etc", "ünï"])
 def test_an_arn_whose_table_name_is_not_a_dynamodb_name_is_refused(name: str) -> None:
     with pytest.raises(DecodeError, match=r"not a DynamoDB table name|names no"):

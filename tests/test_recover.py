@@ -475,3 +475,11 @@ def test_a_range_whose_first_records_are_gone_is_a_gap_even_without_a_batch_size
 
     assert recover.read_range(TrimmedStreams(), batch) == (
         [], "the first records of the batch are no longer in the stream")
+
+
+@pytest.mark.parametrize("sequence", ["²", "١٢٣", "x", "", None])
+def test_a_record_whose_sequence_number_is_not_ascii_digits_never_stops_the_read(sequence: Any) -> None:
+    from stream_consumer.recover import _sequence_of
+
+    # -1: the record is read and left to capture, which quarantines it ("²".isdigit() is True in Python)
+    assert _sequence_of({"dynamodb": {"SequenceNumber": sequence}}) == -1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -17,8 +18,8 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    if not 0 <= value < math.inf:  # also refuses nan, which compares false both ways
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds, at least 0")
     return value
 
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from changelog.errors import UsageError
-from replayer.typed import Column, text_value, typed_arrays
+from replayer.typed import Column, finish_array, text_value
 
 FORMATS = (".jsonl", ".json", ".parquet", ".avro", ".csv")
 STDOUT = "-"  # --to-file -: JSON lines on stdout
@@ -145,7 +145,7 @@ PARQUET_SCHEMA = pa.schema(
 def write_parquet(batches: Iterable[pa.RecordBatch], path: Path, columns: Iterable[Column] = ()) -> int:
     """A zstd Parquet file with item_key, keys, item (DynamoDB JSON), doc (plain JSON), then ``columns``.
 
-    The typed columns are made from each batch's ``item`` (``replayer.typed``).
+    Each batch holds those four, then one value per column as ``replayer.typed.typed_query`` selects it.
 
     pyarrow writes it from Arrow batches, not DuckDB's COPY: the replay connection has no file
     access by then (see changelog.predicate.lock_down).
@@ -155,9 +155,11 @@ def write_parquet(batches: Iterable[pa.RecordBatch], path: Path, columns: Iterab
     count = 0
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for batch in batches:
-            table = pa.Table.from_batches([batch]).rename_columns(PARQUET_SCHEMA.names).cast(PARQUET_SCHEMA)
-            for column, array in zip(typed, typed_arrays(typed, table.column("item").to_pylist()), strict=True):
-                table = table.append_column(pa.field(column.name, column.arrow), array)
+            lossless = pa.Table.from_arrays(batch.columns[:len(PARQUET_SCHEMA)],
+                                            names=PARQUET_SCHEMA.names).cast(PARQUET_SCHEMA)
+            arrays = [finish_array(column, batch.column(len(PARQUET_SCHEMA) + index))
+                      for index, column in enumerate(typed)]
+            table = pa.Table.from_arrays([*lossless.columns, *arrays], schema=schema)
             writer.write_table(table)
             count += batch.num_rows
     return count

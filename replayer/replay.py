@@ -28,7 +28,7 @@ from changelog.timefmt import to_micros
 from replayer.export import STDOUT, check_format, write_avro, write_csv, write_jsonl, write_jsonl_to, write_parquet
 from replayer.outfile import check_output, output_file
 from replayer.target import scan_keys
-from replayer.typed import infer_columns
+from replayer.typed import infer_columns, typed_query
 from replayer.writer import WriteReport, WriteSettings, write_images, write_requests
 
 BATCH_ROWS = 10_000
@@ -120,8 +120,12 @@ def select_counts(con: duckdb.DuckDBPyConnection) -> Selection:
 
 
 def _batches(con: duckdb.DuckDBPyConnection, columns: str) -> Iterator[pa.RecordBatch]:
+    yield from _read(con, f"SELECT {columns} FROM items")
+
+
+def _read(con: duckdb.DuckDBPyConnection, query: str) -> Iterator[pa.RecordBatch]:
     # items is a filter over a table written in key order: no ORDER BY needed (see open_items).
-    yield from con.sql(f"SELECT {columns} FROM items").to_arrow_reader(BATCH_ROWS)
+    yield from con.sql(query).to_arrow_reader(BATCH_ROWS)
 
 
 def _images(con: duckdb.DuckDBPyConnection, progress: Progress | None) -> Iterator[str]:
@@ -153,7 +157,7 @@ def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, ove
         progress.close()
         return count
     # Parquet and CSV: a first pass over the images finds each attribute's type (replayer.typed).
-    columns = infer_columns(_images(con, None)) if kind in (".parquet", ".csv") else []
+    columns = infer_columns(con, "items") if kind in (".parquet", ".csv") else []
     with output_file(path, overwrite) as partial:
         if kind == ".jsonl":
             count = write_jsonl(partial, _images(con, progress))
@@ -162,7 +166,8 @@ def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, ove
         elif kind == ".csv":
             count = write_csv(partial, _rows(con, progress), columns)
         else:
-            count = write_parquet(_counted(_batches(con, "item_key, keys, image, doc"), progress), partial, columns)
+            query = typed_query(columns, "items", "item_key, keys, image, doc")
+            count = write_parquet(_counted(_read(con, query), progress), partial, columns)
     progress.close()
     return count
 

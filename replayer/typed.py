@@ -4,23 +4,24 @@ Types come from the DynamoDB tags of every exported item (a first pass over the 
 N -> DECIMAL(38,s) when every value of the attribute fits one such type exactly (else the number's
 text: never a float), B -> binary, BOOL -> bool, SS/NS -> list of strings (NS as decimal text),
 BS -> list of binaries, L/M -> DynamoDB JSON text; an attribute with mixed types across items (NULL
-aside) -> DynamoDB JSON text of each value. NULL and a missing attribute are null. Numbers are
-parsed from their text with ``decimal.Decimal``, which is exact.
+aside) -> DynamoDB JSON text of each value. NULL and a missing attribute are null.
+
+For Parquet, DuckDB finds the types and extracts the values (``infer_columns``, ``typed_query``),
+parsing each image once per pass; Arrow casts each number's text into its DECIMAL(38,s), which is
+exact. ``typed_value`` is the same rule for one value in Python (CSV writes its text).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Context, Decimal, Inexact, Rounded
 from typing import Any
 
+import duckdb
 import orjson
 import pyarrow as pa
-
-from replayer.gc_pause import paused_gc
 
 MAX_DIGITS = 38
 # Quantizing is checked: a value it would round raises instead (it cannot, by infer_columns).
@@ -37,14 +38,6 @@ class Column:
     arrow: pa.DataType
 
 
-def _digits(text: str) -> tuple[int, int]:
-    """(integer digits, scale) of a DynamoDB number written in fixed notation."""
-    _sign, digits, exponent = Decimal(text).as_tuple()
-    exponent = int(exponent)  # capture refused NaN and infinities: always an int
-    scale = max(0, -exponent)
-    return max(0, len(digits) + exponent), scale
-
-
 @dataclass
 class _Seen:
     tags: set[str]
@@ -52,19 +45,31 @@ class _Seen:
     scale: int = 0
 
 
-def infer_columns(images: Iterable[str]) -> list[Column]:
-    """The typed columns of these DynamoDB-JSON images, by attribute name."""
-    seen: dict[str, _Seen] = {}
-    with paused_gc():
-        for image in images:
-            for name, value in orjson.loads(image).items():
-                ((tag, inner),) = value.items()
-                entry = seen.setdefault(name, _Seen(set()))
-                entry.tags.add(tag)
-                if tag == "N":
-                    integer, scale = _digits(inner)
-                    entry.integer, entry.scale = max(entry.integer, integer), max(entry.scale, scale)
-    return [_column(name, entry) for name, entry in sorted(seen.items()) if name not in RESERVED]
+# Per attribute: its tags, and for N the most integer digits and the largest scale of any value, as
+# Python's Decimal counts them (digits without leading zeros, at least one; exponent minus the
+# fraction's length): "0.050" has 0 integer digits and scale 3, "1.5E+3" 4 and 0.
+_INFER = r"""
+SELECT name, list(DISTINCT tag),
+       max(greatest(0, greatest(length(ltrim(n.ip || n.fp, '0')), 1) + n.ex - length(n.fp))) FILTER (WHERE tag = 'N'),
+       max(greatest(0, length(n.fp) - n.ex)) FILTER (WHERE tag = 'N')
+FROM (
+    SELECT name, tag, {{'ip': p.ip, 'fp': p.fp, 'ex': coalesce(TRY_CAST(nullif(p.ex, '') AS INTEGER), 0)}} AS n
+    FROM (
+        SELECT name, json_keys(value)[1] AS tag,
+               regexp_extract(value ->> '$.N', '^-?([0-9]*)(?:\.([0-9]*))?(?:[eE]([-+]?[0-9]+))?$',
+                              ['ip', 'fp', 'ex']) AS p
+        FROM (SELECT unnest(json_keys(image)) AS name, unnest(json_extract(image, '$.*')) AS value FROM {relation})
+    )
+)
+GROUP BY name
+"""
+
+
+def infer_columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[Column]:
+    """The typed columns of the DynamoDB-JSON images in column ``image`` of ``relation``, by attribute name."""
+    rows = con.execute(_INFER.format(relation=relation)).fetchall()
+    return [_column(name, _Seen(set(tags), int(integer or 0), int(scale or 0)))
+            for name, tags, integer, scale in sorted(rows) if name not in RESERVED]
 
 
 def _column(name: str, seen: _Seen) -> Column:
@@ -103,19 +108,53 @@ def typed_value(column: Column, value: dict[str, Any] | None) -> Any:
     return inner  # S, NTEXT (the number's text), BOOL, SS, NS
 
 
-def typed_arrays(columns: list[Column], images: list[str]) -> list[pa.Array]:
-    """One Arrow array per column for a batch of images."""
-    with paused_gc():
-        items = [orjson.loads(image) for image in images]
-        return [_numbers(c, items) if c.kind == "N" else
-                pa.array([typed_value(c, item.get(c.name)) for item in items], type=c.arrow) for c in columns]
+def _pointer(name: str, *steps: str) -> str:
+    """A JSON pointer (RFC 6901) to an attribute, as a SQL literal: any name, exactly."""
+    path = "/".join(["", name.replace("~", "~0").replace("/", "~1"), *steps])
+    return "'" + path.replace("'", "''") + "'"
 
 
-def _numbers(column: Column, items: list[dict[str, Any]]) -> pa.Array:
-    # Arrow parses each number's text straight into the column's DECIMAL(38,s): exact, since the scale
-    # is at least every value's and the digits fit (infer_columns); no Python Decimal per value.
-    texts = [None if (value := item.get(column.name)) is None or "NULL" in value else value["N"] for item in items]
-    return pa.array(texts, pa.string()).cast(column.arrow)
+def typed_query(columns: list[Column], relation: str, leading: str) -> str:
+    """SQL selecting ``leading`` then one value per column from ``relation``'s ``image``, each image parsed once.
+
+    The values come out as DuckDB reads them (finish each with ``finish_array``): text, BLOB,
+    BOOLEAN, lists; N as its text, L/M and mixed types as the attribute's JSON.
+    """
+    paths: list[str] = []
+    values: list[str] = []
+    for column in columns:
+        at = len(paths) + 1  # DuckDB lists count from 1
+        if column.kind == "JSON":
+            paths += [_pointer(column.name), _pointer(column.name, "NULL")]
+            values.append(f"CASE WHEN __rewind_v[{at + 1}] IS NULL THEN __rewind_v[{at}] END")
+            continue
+        tag = {"NTEXT": "N", "NULL": "NULL"}.get(column.kind, column.kind)
+        paths.append(_pointer(column.name, tag))
+        value = f"__rewind_v[{at}]"
+        values.append({"B": f"from_base64({value})", "BOOL": f"{value}::BOOLEAN",
+                       "SS": f"CAST({value}::JSON AS VARCHAR[])", "NS": f"CAST({value}::JSON AS VARCHAR[])",
+                       "BS": f"list_transform(CAST({value}::JSON AS VARCHAR[]), lambda b: from_base64(b))",
+                       "NULL": "NULL"}.get(column.kind, value))
+    if not columns:
+        return f"SELECT {leading} FROM {relation}"
+    selected = ", ".join(f"{value} AS __rewind_c{index}" for index, value in enumerate(values))
+    return (f"SELECT {leading}, {selected} FROM "
+            f"(SELECT *, json_extract_string(image, [{', '.join(paths)}]) AS __rewind_v FROM {relation})")
+
+
+def finish_array(column: Column, array: pa.Array) -> pa.Array:
+    """A column of ``typed_query``'s values as its Arrow type, byte for byte what ``typed_value`` gives."""
+    if column.kind == "NULL":
+        return pa.nulls(len(array))
+    if column.kind == "JSON":
+        # DuckDB writes JSON as orjson does except for the case of hex digits in \u escapes (\u001F,
+        # orjson \u001f): a value with any \u is written again by orjson, the rest is already exact.
+        texts = array.to_pylist()
+        return pa.array([text if text is None or "\\u" not in text else orjson.dumps(orjson.loads(text)).decode()
+                         for text in texts], pa.string())
+    # N: Arrow parses each number's text straight into DECIMAL(38,s), exact since the scale is at
+    # least every value's and the digits fit (infer_columns); a rounding cast would raise.
+    return array.cast(column.arrow)
 
 
 def text_value(column: Column, value: dict[str, Any] | None) -> str:

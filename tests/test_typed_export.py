@@ -17,6 +17,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
@@ -26,7 +28,9 @@ from changelog.codec import decode_lambda_record
 from changelog.store import LocalStore, Store
 from ddb_rewind.cli import main
 from stream_consumer.capture import capture_batch
+from replayer.typed import Column, finish_array, infer_columns, typed_query, typed_value
 from tests.model import KEYS, Op, model_state, operations, stream_records
+from tests.test_image_validation import good_values
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = "orders"
@@ -173,3 +177,48 @@ def test_to_file_dash_writes_json_lines_to_stdout_and_messages_to_stderr(store: 
     assert done.returncode == 0, done.stderr
     assert [json.loads(line) for line in done.stdout.splitlines()] == [{"Item": {**KEYS[0], "n": {"N": "1" * 38}}}]
     assert "wrote 1 items" in done.stderr
+
+
+# Names that collide across items (so types mix) and that JSON pointers must escape.
+_NAMES = st.sampled_from(["a", "b/c", "~1", "~", "", 'q"', "back\\slash", "é", "Case", "case", "it's"])
+_ODD_NUMBERS = st.sampled_from(["1.5E+3", "0.050", "-0.0", "007", ".5", "5.", "1e-5", "12E2", "-1E+37", "0",
+                                "9" * 38, "0." + "1" * 37, "0." + "1" * 38, "1" * 30, "-" + "9" * 20 + ".5"])
+_ITEMS = st.lists(st.dictionaries(_NAMES, st.one_of(good_values, _ODD_NUMBERS.map(lambda n: {"N": n})), max_size=6),
+                  min_size=1, max_size=6)
+
+
+def _model_columns(images: list[dict[str, Any]]) -> list[Column]:
+    """The column rule by Python's Decimal: tags per name, and for N the largest integer part and scale."""
+    seen: dict[str, tuple[set[str], int, int]] = {}
+    for image in images:
+        for name, value in image.items():
+            ((tag, inner),) = value.items()
+            tags, integer, scale = seen.get(name, (set(), 0, 0))
+            if tag == "N":
+                _sign, digits, exponent = Decimal(inner).as_tuple()
+                integer = max(integer, len(digits) + int(exponent))
+                scale = max(scale, -int(exponent))
+            seen[name] = (tags | {tag}, integer, scale)
+    columns = []
+    for name, (tags, integer, scale) in sorted(seen.items()):
+        kinds = tags - {"NULL"}
+        kind = "NULL" if not kinds else "JSON" if len(kinds) > 1 or kinds & {"L", "M"} else next(iter(kinds))
+        arrow = {"NULL": pa.null(), "JSON": pa.string(), "S": pa.string(), "B": pa.binary(), "BOOL": pa.bool_(),
+                 "SS": pa.list_(pa.string()), "NS": pa.list_(pa.string()), "BS": pa.list_(pa.binary())}.get(kind)
+        if kind == "N":
+            kind, arrow = ("N", pa.decimal128(38, scale)) if integer + scale <= 38 else ("NTEXT", pa.string())
+        columns.append(Column(name, kind, arrow))
+    return columns
+
+
+@settings(max_examples=300, deadline=None)
+@given(images=_ITEMS)
+def test_duckdb_finds_the_columns_and_values_the_python_rule_gives_byte_for_byte(images: list[dict[str, Any]]) -> None:
+    con = duckdb.connect()
+    con.register("items", pa.table({"image": [orjson.dumps(image).decode() for image in images]}))
+    columns = infer_columns(con, "items")
+    assert columns == _model_columns(images)
+    result = con.sql(typed_query(columns, "items", "image")).to_arrow_table()
+    for index, column in enumerate(columns):
+        cells = finish_array(column, result.column(index + 1).combine_chunks()).to_pylist()
+        assert cells == [typed_value(column, image.get(column.name)) for image in images], column

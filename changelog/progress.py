@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
-from typing import TextIO
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 def _interactive(stream: TextIO) -> bool:
@@ -60,3 +66,52 @@ class Progress:
     def rate(self) -> float:
         """Units per second so far."""
         return self.done / max(time.monotonic() - self.started, 1e-9)
+
+
+def track_progress(con: duckdb.DuckDBPyConnection) -> None:
+    """Let ``query_progress`` follow ``con``'s queries (before its configuration is locked).
+
+    DuckDB estimates a running query's progress only with its progress bar on; its own drawing (on
+    stdout, where results go, when that is a terminal) stays off: ``query_progress`` draws on stderr.
+    """
+    con.execute("SET enable_progress_bar = true")
+    con.execute("SET enable_progress_bar_print = false")
+
+
+@contextmanager
+def query_progress(con: duckdb.DuckDBPyConnection, label: str, stream: TextIO | None = None,
+                   delay: float = 1.0) -> Iterator[None]:
+    """While the block runs a query on ``con`` (see ``track_progress``), show DuckDB's estimate in percent.
+
+    Drawn from a thread, as DuckDB releases the GIL while it works, and only after ``delay`` seconds,
+    so a quick query shows nothing; the line is cleared at the end, before any result is printed.
+    Silent in Lambda and in pipes.
+    """
+    out = stream or sys.stderr
+    if not _interactive(out):
+        yield
+        return
+    stop = threading.Event()
+    drawn = threading.Event()
+
+    def draw() -> None:
+        if stop.wait(delay):
+            return
+        while not stop.is_set():
+            share = con.query_progress()
+            if share >= 0:
+                out.write(f"\r{label}: {share:5.1f}%\033[K")
+                out.flush()
+                drawn.set()
+            stop.wait(0.2)
+
+    thread = threading.Thread(target=draw, name="query-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        if drawn.is_set():
+            out.write("\r\033[K")
+            out.flush()

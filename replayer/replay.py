@@ -21,10 +21,10 @@ from changelog.docs import register_doc_function
 from changelog.errors import UsageError
 from changelog.plain import plain_columns
 from changelog.predicate import Predicate, lock_down, parse_predicate
-from changelog.progress import Progress
+from changelog.progress import Progress, query_progress, track_progress
 from changelog.state import check_restorable, coverage, open_state, plan_state
 from changelog.store import Store
-from changelog.timefmt import to_micros
+from changelog.timefmt import format_time, to_micros
 from replayer.export import STDOUT, check_format, write_avro, write_csv, write_jsonl, write_jsonl_to, write_parquet
 from replayer.outfile import check_output, output_file
 from replayer.target import scan_keys
@@ -73,6 +73,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
         # Spill next to other temporary files, not into the caller's working directory (DuckDB's default).
         con = duckdb.connect(config={"temp_directory": str(Path(tempfile.gettempdir()) / "ddb-rewind-duckdb"),
                                      "memory_limit": memory_limit()})
+        track_progress(con)
         register_doc_function(con)
         check_restorable(coverage(store, table, con, count_changes=False), at, at_us)
         plan = plan_state(store, table, at_us, use_snapshots=use_snapshots)
@@ -87,7 +88,8 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
         # Computed once, kept in key order: counting, --where discovery and writing then scan rows
         # instead of recomputing the state each time, and reads keep that order without sorting again
         # (preserve_insertion_order). DuckDB spills the table to a temporary file if memory runs short.
-        con.execute("CREATE TEMP TABLE state AS SELECT * FROM state__view ORDER BY item_key")
+        with query_progress(con, f"reading {table} as of {format_time(at)}"):
+            con.execute("CREATE TEMP TABLE state AS SELECT * FROM state__view ORDER BY item_key")
         return con
 
     # Everything after this reads the materialised table, never the store's files again.
@@ -157,7 +159,8 @@ def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, ove
         progress.close()
         return count
     # Parquet and CSV: a first pass over the images finds each attribute's type (replayer.typed).
-    columns = infer_columns(con, "items") if kind in (".parquet", ".csv") else []
+    with query_progress(con, "finding the attributes' types"):
+        columns = infer_columns(con, "items") if kind in (".parquet", ".csv") else []
     with output_file(path, overwrite) as partial:
         if kind == ".jsonl":
             count = write_jsonl(partial, _images(con, progress))

@@ -18,6 +18,7 @@ from changelog.errors import TimeOutOfRange, UsageError
 from changelog.footer import DEDUPLICATED, footers
 from changelog.layout import TABLES, partition_of, table_names
 from changelog.plain import plain_select, quote_ident
+from changelog.progress import query_progress, track_progress
 from changelog.quarantine import list_quarantined
 from changelog.record import LATEST_FIRST, SCHEMA, VERSION_ORDER, first_copies
 from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests, part_paths
@@ -57,6 +58,7 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
     """
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    track_progress(con)
     register_doc_function(con)
     tables = table_names(store.list(TABLES + "/"))
     con.execute("CREATE TABLE tables (table_name VARCHAR)")
@@ -232,11 +234,12 @@ class SqlSession:
                 self.listed = listing(self.store, (TABLES + "/",))
                 self.con = open_sql(self.store)
             attempts += 1
-            ensure_plain_macros(self.con, self.store, sql)
-            relation = self.con.sql(sql)
-            if relation is None:
-                return None
-            return list(relation.columns), relation.fetchall()
+            with query_progress(self.con, "query"):
+                ensure_plain_macros(self.con, self.store, sql)
+                relation = self.con.sql(sql)
+                if relation is None:
+                    return None
+                return list(relation.columns), relation.fetchall()
 
         return read_consistently(self.store, (TABLES + "/",), run, listed=self.listed)
 

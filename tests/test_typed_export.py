@@ -179,8 +179,9 @@ def test_to_file_dash_writes_json_lines_to_stdout_and_messages_to_stderr(store: 
     assert "wrote 1 items" in done.stderr
 
 
-# Names that collide across items (so types mix) and that JSON pointers must escape.
-_NAMES = st.sampled_from(["a", "b/c", "~1", "~", "", 'q"', "back\\slash", "é", "Case", "case", "it's"])
+# Names that collide across items (so types mix), that JSON pointers must escape, and any text at all.
+_NAMES = st.sampled_from(["a", "b/c", "~1", "~", "", 'q"', "back\\slash", "é", "Case", "case", "it's"]) | st.text(
+    max_size=3)
 _ODD_NUMBERS = st.sampled_from(["1.5E+3", "0.050", "-0.0", "007", ".5", "5.", "1e-5", "12E2", "-1E+37", "0",
                                 "9" * 38, "0." + "1" * 37, "0." + "1" * 38, "1" * 30, "-" + "9" * 20 + ".5"])
 _ITEMS = st.lists(st.dictionaries(_NAMES, st.one_of(good_values, _ODD_NUMBERS.map(lambda n: {"N": n})), max_size=6),

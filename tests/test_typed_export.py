@@ -202,6 +202,8 @@ def _model_columns(images: list[dict[str, Any]]) -> list[Column]:
             seen[name] = (tags | {tag}, integer, scale)
     columns = []
     for name, (tags, integer, scale) in sorted(seen.items()):
+        if name in ("item_key", "keys", "item", "doc"):
+            continue  # the lossless columns' names: such attributes stay in item
         kinds = tags - {"NULL"}
         kind = "NULL" if not kinds else "JSON" if len(kinds) > 1 or kinds & {"L", "M"} else next(iter(kinds))
         arrow = {"NULL": pa.null(), "JSON": pa.string(), "S": pa.string(), "B": pa.binary(), "BOOL": pa.bool_(),

@@ -128,7 +128,7 @@ def typed_query(columns: list[Column], relation: str, leading: str) -> str:
             paths += [_pointer(column.name), _pointer(column.name, "NULL")]
             values.append(f"CASE WHEN __rewind_v[{at + 1}] IS NULL THEN __rewind_v[{at}] END")
             continue
-        tag = {"NTEXT": "N", "NULL": "NULL"}.get(column.kind, column.kind)
+        tag = "N" if column.kind == "NTEXT" else column.kind
         paths.append(_pointer(column.name, tag))
         value = f"__rewind_v[{at}]"
         values.append({"B": f"from_base64({value})", "BOOL": f"{value}::BOOLEAN",

@@ -139,6 +139,12 @@ def plan_table(name: str, meta: dict[str, Any], at: SettingsVersion | None, late
     policies = tuple({**{k: p[k] for k in _POLICY_KEEP if k in p},
                       "ResourceId": _rename(p["ResourceId"], source, name)}
                      for p in scaling.get("policies", []) if wanted(p))
+    regions = sorted(str(replica.get("RegionName")) for replica in (description or {}).get("Replicas") or []
+                     if isinstance(replica, dict))
+    if regions and "settings" not in without:
+        # CreateTable makes a table in one region; replicas are added one UpdateTable at a time.
+        notes.append(f"global table replicas in {', '.join(regions)} (the restored table is in this region "
+                     "only: add replicas with UpdateTable once it is filled)")
     if at is None and "settings" not in without:
         notes.append("settings (none recorded for this table: keys, indexes and billing mode only; "
                      "run bootstrap or let the compactor record them)")

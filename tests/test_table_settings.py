@@ -233,3 +233,16 @@ def test_without_and_later_indexes_need_create_table(source: Store, capsys: pyte
     assert main(["replay", "--table", TABLE, "--store", source.uri, "--at", _at(T0 + 1), "--to-table", "restored",
                  "--into-existing", "--without", "ttl"]) == 2
     assert "--create-table" in capsys.readouterr().err
+
+
+def test_a_global_tables_replicas_are_reported_as_not_applied() -> None:
+    from replayer.table_settings import plan_table
+
+    description = {"TableName": TABLE, "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                   "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                   "Replicas": [{"RegionName": "eu-west-1", "ReplicaStatus": "ACTIVE"},
+                                {"RegionName": "us-west-2", "ReplicaStatus": "ACTIVE"}]}
+    meta = {"table_name": TABLE, "key_schema": [{"AttributeName": "pk", "AttributeType": "S", "KeyType": "HASH"}]}
+    plan = plan_table("orders-restored", meta, SettingsVersion(T0 * 1_000_000, {"table": description}, "x"), None)
+    assert "Replicas" not in plan.request
+    assert any("global table replicas in eu-west-1, us-west-2" in note for note in plan.not_applied)

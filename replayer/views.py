@@ -225,7 +225,12 @@ class SqlSession:
         self.con = read_consistently(store, (TABLES + "/",), lambda: open_sql(store), listed=self.listed)
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]] | None:
-        """Run ``sql``: its column names and rows, or None for a statement without a result."""
+        """Run ``sql``: its column names and rows, or None for a statement without a result.
+
+        Only statements that read are run (``check_read_only``): SQL over the store never writes a
+        file, attaches a database, loads an extension or changes a setting.
+        """
+        check_read_only(self.con, sql)
         attempts = 0
 
         def run() -> tuple[list[str], list[tuple[Any, ...]]] | None:
@@ -242,6 +247,26 @@ class SqlSession:
                 return list(relation.columns), relation.fetchall()
 
         return read_consistently(self.store, (TABLES + "/",), run, listed=self.listed)
+
+
+# SELECT covers WITH, FROM-first, DESCRIBE, SHOW and SUMMARIZE; EXPLAIN runs (or shows) a SELECT.
+_READING = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse ``sql`` (UsageError) unless every statement in it only reads, as DuckDB's own parser sees it.
+
+    COPY or EXPORT could write into a local store's directory, ATTACH creates files, INSTALL/LOAD
+    fetch and run code, SET/PRAGMA change how the session reads: none of it belongs in an audit.
+    """
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
+    for statement in statements:
+        if statement.type not in _READING:
+            kind = str(statement.type).rsplit(".", 1)[-1]
+            raise UsageError(f"sql only reads: {kind} statements are not run (use SELECT, DESCRIBE, SHOW or EXPLAIN)")
 
 
 def ensure_plain_macros(con: duckdb.DuckDBPyConnection, store: Store, sql: str) -> None:

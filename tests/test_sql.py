@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,31 @@ def test_a_table_macro_refuses_tables_whose_names_differ_only_in_case(
     capture_batch(filled, stream_records("Users", OPS[:1]), decode_lambda_record, source="test")
     assert main(["sql", "--store", filled.uri, "SELECT count(*) FROM users_at('2023-11-14T22:13:30Z')"]) == 2
     assert "Users, users differ only in case" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("statement", [
+    "COPY (SELECT * FROM changes) TO '{out}'",
+    "EXPORT DATABASE '{out}'",
+    "ATTACH '{out}' AS copy",
+    "SELECT 1; COPY (SELECT 1) TO '{out}'",
+])
+def test_a_statement_that_writes_is_refused_and_writes_nothing(filled: Store, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str],
+                                                              statement: str) -> None:
+    out = tmp_path / "written"
+    assert main(["sql", "--store", filled.uri, statement.format(out=out)]) == 2
+    assert "sql only reads" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("statement", ["INSTALL httpfs", "LOAD httpfs", "SET threads = 1", "PRAGMA version",
+                                       "CREATE TABLE t AS SELECT 1", "CALL pragma_version()"])
+def test_statements_that_load_code_or_change_the_session_are_refused(filled: Store, statement: str) -> None:
+    assert main(["sql", "--store", filled.uri, statement]) == 2
+
+
+@pytest.mark.parametrize("statement", ["DESCRIBE changes", "SHOW TABLES", "EXPLAIN SELECT count(*) FROM changes",
+                                       "SUMMARIZE SELECT event_name FROM changes", "FROM changes LIMIT 1",
+                                       "WITH c AS (SELECT 1 AS n) SELECT n FROM c"])
+def test_statements_that_only_read_run(filled: Store, statement: str) -> None:
+    assert main(["sql", "--store", filled.uri, statement]) == 0

@@ -58,6 +58,9 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
     """
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    # A query naming s3:// or https:// would otherwise make DuckDB download an extension at run time.
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
     track_progress(con)
     register_doc_function(con)
     tables = table_names(store.list(TABLES + "/"))

@@ -110,3 +110,9 @@ def test_statements_that_load_code_or_change_the_session_are_refused(filled: Sto
                                        "WITH c AS (SELECT 1 AS n) SELECT n FROM c"])
 def test_statements_that_only_read_run(filled: Store, statement: str) -> None:
     assert main(["sql", "--store", filled.uri, statement]) == 0
+
+
+def test_a_query_naming_a_remote_file_downloads_no_extension(filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sql", "--store", filled.uri, "SELECT * FROM read_parquet('https://example.com/x.parquet')"]) == 2
+    err = capsys.readouterr().err
+    assert "httpfs" in err and "download" not in err.lower()

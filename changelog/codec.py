@@ -35,7 +35,8 @@ _NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # At most 38 characters of this shape hold at most 38 digits and lie inside DynamoDB's range.
 _SHORT_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 # Integers that are already canonical (no sign on zero, no leading zeros, at most 38 digits).
-_CANONICAL_INTEGER = re.compile(r"0|-?[1-9][0-9]{0,37}")
+_CANONICAL_INTEGER_TEXT = r"0|-?[1-9][0-9]{0,37}"
+_CANONICAL_INTEGER = re.compile(_CANONICAL_INTEGER_TEXT)
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 # DynamoDB allows 32 levels of nested maps and lists; deeper cannot come from DynamoDB.
@@ -154,7 +155,7 @@ def _too_deep() -> DecodeError:
 _JSON_TEXT = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
 # What orjson writes, names sorted, for a key of strings and canonical integers: its canonical text.
 _PLAIN_KEY = re.compile(
-    rf'\{{(?:,?{_JSON_TEXT}:\{{(?:"S":{_JSON_TEXT}|"N":"(?:0|-?[1-9][0-9]{{0,37}}+)")\}})++\}}'.encode())
+    rf'\{{(?:,?{_JSON_TEXT}:\{{(?:"S":{_JSON_TEXT}|"N":"(?:{_CANONICAL_INTEGER_TEXT})")\}})++\}}'.encode())
 
 
 def _image_pattern(depth: int) -> re.Pattern[bytes]:
@@ -549,15 +550,8 @@ def _kinesis_micros(value: Any, precision: Any) -> int:
     return checked_event_time(round(value * 1_000_000))
 
 
-def decode_kinesis_record(record: Mapping[str, Any]) -> ChangeRow:
-    """Decode one record of a Lambda Kinesis event carrying a DynamoDB change (payload base64 JSON).
-
-    Ordering comes from the payload's millisecond or microsecond time, then the Kinesis sequence
-    number; the DynamoDB ``eventID`` inside the payload is what duplicates share.
-    """
-    if not isinstance(record, dict):
-        raise DecodeError("record is not a JSON object")
-    kinesis = record.get("kinesis")
+def kinesis_payload(kinesis: Any) -> dict[str, Any]:
+    """The DynamoDB change a Kinesis record's ``kinesis`` body carries (base64 JSON); DecodeError otherwise."""
     if not isinstance(kinesis, dict):
         raise DecodeError("record has no 'kinesis' body")
     try:
@@ -566,15 +560,34 @@ def decode_kinesis_record(record: Mapping[str, Any]) -> ChangeRow:
         raise DecodeError("Kinesis data is not base64-encoded JSON") from None
     if not isinstance(payload, dict):
         raise DecodeError("Kinesis payload is not a JSON object")
-    body = payload.get("dynamodb")
-    if not isinstance(body, dict):
-        raise DecodeError("Kinesis payload has no 'dynamodb' body")
+    return payload
+
+
+def kinesis_table(payload: Mapping[str, Any]) -> str:
+    """The table a Kinesis payload names, if DynamoDB could have named it (it becomes a path); DecodeError otherwise."""
     table = payload.get("tableName")
     if not isinstance(table, str) or not table:
         raise DecodeError("Kinesis payload names no table")
     problem = table_name_problem(table)
     if problem:
         raise DecodeError(f"Kinesis payload tableName: {problem}")
+    return table
+
+
+def decode_kinesis_record(record: Mapping[str, Any]) -> ChangeRow:
+    """Decode one record of a Lambda Kinesis event carrying a DynamoDB change (payload base64 JSON).
+
+    Ordering comes from the payload's millisecond or microsecond time, then the Kinesis sequence
+    number; the DynamoDB ``eventID`` inside the payload is what duplicates share.
+    """
+    if not isinstance(record, dict):
+        raise DecodeError("record is not a JSON object")
+    kinesis: Any = record.get("kinesis")  # a dict once kinesis_payload has read it
+    payload = kinesis_payload(kinesis)
+    body = payload.get("dynamodb")
+    if not isinstance(body, dict):
+        raise DecodeError("Kinesis payload has no 'dynamodb' body")
+    table = kinesis_table(payload)
     shard = str(record.get("eventID", "")).split(":", 1)[0] or None
     return build_row(
         table_name=table,

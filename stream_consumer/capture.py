@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import binascii
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -12,10 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from changelog.changefile import write_change_files
-from changelog.codec import table_from_arn
+from changelog.codec import kinesis_payload, kinesis_table, table_from_arn
 from changelog.errors import DecodeError
 from changelog.layout import digest, quarantine_path
-from changelog.names import table_name_problem
 from changelog.record import ChangeRow
 from changelog.store import Store
 
@@ -60,21 +59,10 @@ def _table_of(raw: Any, fallback: str | None) -> str:
                 return table_from_arn(arn)
             except DecodeError:  # not a valid table name: never a path in the store
                 pass
-        table = _kinesis_table(raw.get("kinesis"))
-        if table is not None:
-            return table
+        if "kinesis" in raw:
+            with contextlib.suppress(DecodeError):  # unreadable: kept under the fallback
+                return kinesis_table(kinesis_payload(raw["kinesis"]))
     return fallback or "_unknown"
-
-
-def _kinesis_table(kinesis: Any) -> str | None:
-    if not isinstance(kinesis, dict):
-        return None
-    try:
-        payload = json.loads(base64.b64decode(kinesis.get("data", ""), validate=True))
-    except (binascii.Error, ValueError, TypeError):
-        return None
-    table = payload.get("tableName") if isinstance(payload, dict) else None
-    return table if isinstance(table, str) and table_name_problem(table) is None else None
 
 
 def quarantine(store: Store, raw: Any, reason: str, source: str, table_hint: str | None,

@@ -159,8 +159,10 @@ def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, ove
         progress.close()
         return count
     # Parquet and CSV: a first pass over the images finds each attribute's type (replayer.typed).
-    with query_progress(con, "finding the attributes' types"):
-        columns = infer_columns(con, "items") if kind in (".parquet", ".csv") else []
+    columns = []
+    if kind in (".parquet", ".csv"):
+        with query_progress(con, "finding the attributes' types"):
+            columns = infer_columns(con, "items")
     with output_file(path, overwrite) as partial:
         if kind == ".jsonl":
             count = write_jsonl(partial, _images(con, progress))

@@ -141,7 +141,7 @@ def plan_table(name: str, meta: dict[str, Any], at: SettingsVersion | None, late
                      for p in scaling.get("policies", []) if wanted(p))
     regions = sorted(str(replica.get("RegionName")) for replica in (description or {}).get("Replicas") or []
                      if isinstance(replica, dict))
-    if regions and "settings" not in without:
+    if regions:  # none when "settings" is left out: there is no description then
         # CreateTable makes a table in one region; replicas are added one UpdateTable at a time.
         notes.append(f"global table replicas in {', '.join(regions)} (the restored table is in this region "
                      "only: add replicas with UpdateTable once it is filled)")

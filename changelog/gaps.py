@@ -14,7 +14,7 @@ became consistent after the gap's end (a fresh copy of the whole table).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,19 +154,3 @@ def read_gaps(store: Store, table: str, listing: Iterable[str] | None = None) ->
             except (ValueError, KeyError, TypeError) as exc:
                 raise DamagedStore(f"gap record {path} is unreadable ({exc}): restore it from a copy") from None
     return tuple(sorted(found, key=lambda g: (g.start_us or 0, g.shard_id)))
-
-
-def blocking_gap(gaps: Sequence[Gap], bootstraps_us: Sequence[int], at_us: int) -> Gap | None:
-    """The first gap that makes the state at ``at_us`` unknowable, or None.
-
-    A gap blocks every moment at or after its start, unless a bootstrap became consistent after
-    the gap's last affected moment and at or before ``at_us``: that copy holds every item whole,
-    so the lost changes no longer matter for later moments.
-    """
-    for gap in gaps:
-        if gap.start_us is not None and at_us < gap.start_us:
-            continue
-        if any(gap.latest_affected_us < b <= at_us for b in bootstraps_us):
-            continue
-        return gap
-    return None

@@ -20,7 +20,7 @@ import pyarrow as pa
 from changelog.consistent import read_consistently
 from changelog.damage import damaged, read_json_object
 from changelog.errors import TableNotFound, TimeOutOfRange
-from changelog.gaps import Gap, blocking_gap, read_gaps
+from changelog.gaps import Gap, read_gaps
 from changelog.layout import (
     changes_root,
     checkpoints_root,
@@ -30,12 +30,23 @@ from changelog.layout import (
     snapshots_root,
     table_root,
 )
+from changelog.quarantine import Quarantined, list_quarantined
 from changelog.record import LATEST_FIRST, SCHEMA, first_copies
+from changelog.restorable import (
+    GAP_REMEDY,
+    QUARANTINE_REMEDY,
+    Interval,
+    Loss,
+    blocking_loss,
+    describe_intervals,
+    initial_bases,
+    intervals,
+)
 from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests, part_paths
 from changelog.source import local_parquet, register_parquet
 from changelog.spec import changes_condition, moment
 from changelog.store import ObjectMissing, Store
-from changelog.timefmt import format_time, from_micros
+from changelog.timefmt import format_time, from_micros, to_micros
 
 
 def change_files(store: Store, table: str) -> list[str]:
@@ -63,11 +74,33 @@ def copy_floor_us(manifest: Manifest) -> int | None:
     before the copy must not bring it back. That matters only when a change after it was lost (a gap,
     which is why the table was bootstrapped again): the lost REMOVE is not there to bury the item.
     Copied rows are versioned just below the whole second the copy began (compactor.bootstrap).
+    A compaction snapshot built on a bootstrap carries its floor (``extra.copy_floor_us``), so the
+    rule holds after ``expire`` deleted the bootstrap itself.
     """
     started = manifest.extra.get("scan_started_us") if manifest.kind == "scan" else None
     if manifest.kind == "export":
         started = manifest.snapshot_time_us
+    if manifest.kind == "compaction":
+        started = _int_or_none(manifest.extra.get("copy_floor_us"))
     return None if started is None else int(started) - int(started) % 1_000_000
+
+
+def manifest_bases(manifest: Manifest) -> tuple[int, ...]:
+    """The moments a snapshot proves a whole copy of the table at: its own bootstrap, or the ones it was built on.
+
+    A compaction snapshot inherits its ancestors' bootstraps (``extra.bases_us``): ``expire`` may
+    delete a bootstrap older than the snapshot it keeps, and the bootstrap's moment must go on
+    clearing the gap it was taken for (``changelog.restorable``).
+    """
+    found = [manifest.restorable_from_us] if manifest.restorable_from_us is not None else []
+    inherited = manifest.extra.get("bases_us")
+    if isinstance(inherited, list):
+        found.extend(value for value in map(_int_or_none, inherited) if value is not None)
+    return tuple(sorted(set(found)))
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def plan_state(store: Store, table: str, at_us: int, *, use_snapshots: bool = True) -> StatePlan:
@@ -190,17 +223,72 @@ class Coverage:
     quarantined: int
     bytes_stored: int
     gaps: tuple[Gap, ...] = ()  # stream records lost for good (changelog.gaps)
-    bootstraps_us: tuple[int, ...] = ()  # when each bootstrap became consistent: moments after a gap
+    bootstraps_us: tuple[int, ...] = ()  # every whole copy of the table a snapshot proves (manifest_bases)
+    losses: tuple[Loss, ...] = ()  # gaps and quarantined records: what the store does not hold
+
+    @property
+    def intervals(self) -> tuple[Interval, ...]:
+        """The restorable moments, as disjoint inclusive intervals (changelog.restorable)."""
+        return intervals(self.earliest_us, self.latest_us, self.losses, self.bootstraps_us)
+
+
+def gap_loss(gap: Gap) -> Loss:
+    """A gap as a loss coverage counts."""
+    return Loss(gap.start_us, gap.latest_affected_us, f"a gap: {gap.describe()}", GAP_REMEDY)
+
+
+def quarantine_loss(record: Quarantined) -> Loss:
+    """A quarantined record as a loss: from its stream time (when readable) to when it was quarantined.
+
+    The record was created before capture kept it, so ``quarantined_at`` bounds its time from above;
+    a record whose own time cannot be read may belong to any earlier moment.
+    """
+    quarantined_at = _iso_us(record.field("quarantined_at"))
+    created = _stream_time_us(record.event_time)
+    end = quarantined_at if quarantined_at is not None else created
+    if end is None:
+        start: int | None = None
+        end = 0
+    else:
+        start = created if created is not None and created <= end else None
+    name = record.path.rsplit("/", 1)[-1]
+    reason = record.field("reason") or "no reason recorded"
+    return Loss(start, end, f"a quarantined record {name} ({reason})", QUARANTINE_REMEDY)
+
+
+def _iso_us(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return to_micros(datetime.fromisoformat(text))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _stream_time_us(text: str | None) -> int | None:
+    """A DynamoDB stream time (epoch seconds, or ISO 8601 as the poller's records carry it), floored to the second."""
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        micros = _iso_us(text)
+        return None if micros is None else micros - micros % 1_000_000
+    if not 0 <= seconds < 253402300800:  # year 9999
+        return None
+    return int(seconds) * 1_000_000
 
 
 def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = None, *,
              count_changes: bool = True) -> Coverage:
-    """Earliest and latest restorable times and counts for one table.
+    """Earliest and latest restorable times, the losses between them, and counts for one table.
 
-    Earliest: when the first bootstrap became consistent, else the first captured change; once
-    ``expire`` has run, the floor it left (a kept snapshot's moment), or a later bootstrap.
+    Earliest: the first bootstrap taken before any loss, else the first captured change; once
+    ``expire`` has run, the floor it left (a kept snapshot's moment).
     Latest (the watermark): with poller checkpoints, the oldest point every open shard is known
     complete to; otherwise the newest captured change.
+    Between them, gaps and quarantined records cut the moments a later base does not re-open
+    (``Coverage.intervals``).
     ``count_changes=False`` skips counting distinct changes (a scan of every file's event ids):
     ``changes`` is then None; the times read only the first and last hour partitions.
     """
@@ -221,14 +309,21 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         return first, last, count, len(current)
 
     first, last, count, files = read_consistently(store, (changes_root(table) + "/",), read)
-    bootstraps = [m.restorable_from_us for _, m in manifests if m.restorable_from_us is not None]
-    earliest = min(bootstraps) if bootstraps else first
+    gaps = read_gaps(store, table, listing)
+    quarantined = list_quarantined(store, table) if any("/quarantine/" in p for p in listing) else []
+    losses = tuple(sorted([*map(gap_loss, gaps), *map(quarantine_loss, quarantined)],
+                          key=lambda loss: (loss.start_us is not None, loss.start_us or 0, loss.what)))
+    bases = sorted({base for _, m in manifests for base in manifest_bases(m)})
+    initial = initial_bases(losses, bases)
+    earliest = min(initial) if initial else first
+    if earliest is None and bases:
+        earliest = bases[0]
     if earliest is None and manifests:
         earliest = manifests[0][1].snapshot_time_us
     floor = retention_floor(store, table)
     if floor is not None:
         # The floor is a kept snapshot's moment: restorable even when no change of that time is left.
-        earliest = max(floor, min(bootstraps)) if bootstraps else floor
+        earliest = max(floor, min(initial)) if initial else floor
     latest = _watermark(store, table, listing)
     if latest is None:
         latest = last
@@ -251,8 +346,9 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         snapshots=len(manifests),
         quarantined=sum(1 for p in listing if "/quarantine/" in p),
         bytes_stored=sizes,
-        gaps=read_gaps(store, table, listing),
-        bootstraps_us=tuple(sorted(bootstraps)),
+        gaps=gaps,
+        bootstraps_us=tuple(bases),
+        losses=losses,
     )
 
 
@@ -304,7 +400,7 @@ def _watermark(store: Store, table: str, listing: list[str]) -> int | None:
 
 
 def check_restorable(cov: Coverage, at: datetime, at_us: int) -> None:
-    """Refuse a moment outside the table's coverage with one line naming the bounds."""
+    """Refuse a moment outside the table's coverage with one line naming the bounds or the loss."""
     if cov.earliest_us is None or cov.latest_us is None:
         raise TimeOutOfRange(f"table {cov.table!r} has nothing captured yet: nothing to restore")
     if at_us < cov.earliest_us:
@@ -317,12 +413,25 @@ def check_restorable(cov: Coverage, at: datetime, at_us: int) -> None:
             f"{format_time(at)} is after the latest restorable time of {cov.table!r}, "
             f"{format_time(from_micros(cov.latest_us))} (changes after it may not be captured yet)"
         )
-    gap = blocking_gap(cov.gaps, cov.bootstraps_us, at_us)
-    if gap is not None:
+    loss = blocking_loss(cov.losses, cov.bootstraps_us, at_us)
+    if loss is not None:
         raise TimeOutOfRange(
-            f"{format_time(at)} is at or after a gap in the backup of {cov.table!r}: {gap.describe()}; "
-            "bootstrap a new base with 'ddb-rewind bootstrap --scan' or '--from-export' to restore moments after it"
+            f"{format_time(at)} is at or after {loss.what} in the backup of {cov.table!r}; {loss.remedy} "
+            f"(restorable: {describe_intervals(cov.intervals)})"
         )
+
+
+def check_complete(cov: Coverage, low_us: int | None, high_us: int | None, *, what: str, narrow: str) -> None:
+    """Refuse a listing of changes over [low_us, high_us] that a loss may leave incomplete.
+
+    A base re-opens states after a loss, never the list of changes across it: history and timeline
+    answer only for windows no loss overlaps. ``what`` names the answer; ``narrow`` how to ask for less.
+    """
+    for loss in cov.losses:
+        if loss.overlaps(low_us, high_us):
+            raise TimeOutOfRange(
+                f"{what} of {cov.table!r} may miss changes: {loss.what}; {narrow}"
+            )
 
 
 def snapshot_dirs(store: Store, table: str) -> list[str]:

@@ -16,9 +16,11 @@ H = now - changes (or at or before the existing floor, if an earlier run went fu
 - a change file is deleted only if S0's manifest lists it as consumed (S0's set accumulates every
   file its ancestors consumed) and every row in it is at or before S0's time: S0 already holds the
   effect of each such row, and no restore at or after S0 reads them. Every other file stays.
-- snapshots before S0 are deleted: no kept moment can use them. Snapshots after S0 are a cache for
-  kept moments: the daily/monthly policy chooses which of them stay, plus always S0, the newest
-  snapshot and every bootstrap (export/scan) snapshot after S0 (the base for the moments after it).
+- snapshots before S0 are deleted: no kept moment can use them, except a bootstrap whose moment S0
+  does not carry (``changelog.state.manifest_bases``): it still clears the gap it was taken for, and
+  deleting it would cut every kept moment after that gap. Snapshots after S0 are a cache for kept
+  moments: the daily/monthly policy chooses which of them stay, plus always S0, the newest snapshot
+  and every bootstrap (export/scan) snapshot after S0 (the base for the moments after it).
 - Daily or monthly snapshots older than S0 are NOT kept as "archived" exact-moment restore points:
   with the change files gone, their exactness at their own moment would depend on late files, and
   no reader can ask for a moment before the floor. To keep monthly restore points for two years,
@@ -45,7 +47,7 @@ import pyarrow.parquet as pq
 from changelog.integrity import verify_for_read
 from changelog.layout import partition_of, retention_path, table_root
 from changelog.snapshot import MANIFEST, Manifest, list_manifests, write_removal
-from changelog.state import change_files, coverage, retention_floor, snapshot_dirs
+from changelog.state import change_files, coverage, manifest_bases, retention_floor, snapshot_dirs
 from changelog.store import ObjectMissing, Store
 from changelog.timefmt import from_micros, to_micros
 from compactor.policy import CHANGE_UNITS, Policy
@@ -202,7 +204,8 @@ def plan_expire(store: Store, table: str, policy: Policy, *, now_us: int | None 
     chosen = selected_by_policy(manifests, now_us, policy)
     keep, drop = [], []
     for index, (path, manifest) in enumerate(manifests):
-        if base is not None and manifest.snapshot_time_us < base.snapshot_time_us:
+        if (base is not None and manifest.snapshot_time_us < base.snapshot_time_us
+                and set(manifest_bases(manifest)) <= set(manifest_bases(base))):
             drop.append(path)
         elif (path == base_path or manifest.kind in BOOTSTRAP_KINDS or path in chosen
               or index == len(manifests) - 1):

@@ -21,8 +21,24 @@ from changelog.changefile import COMPACTED_LEVEL, parquet_bytes
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import ConflictError, TimeOutOfRange
 from changelog.layout import snapshot_dir
-from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest, PartSum, chain_head, part_sum_of
-from changelog.state import Coverage, check_restorable, coverage, open_state, plan_state
+from changelog.snapshot import (
+    MANIFEST,
+    SNAPSHOT_SCHEMA,
+    Manifest,
+    PartSum,
+    chain_head,
+    list_manifests,
+    part_sum_of,
+)
+from changelog.state import (
+    Coverage,
+    StatePlan,
+    check_restorable,
+    coverage,
+    manifest_bases,
+    open_state,
+    plan_state,
+)
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 
@@ -114,7 +130,7 @@ def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directo
         restorable_from_us=None,
         created_at=datetime.now(UTC).isoformat(),
         # Checked against this watermark: coverage may trust the snapshot's moment (changelog.state).
-        extra={"writer": writer, "watermark_us": cov.latest_us},
+        extra={"writer": writer, "watermark_us": cov.latest_us, **_inherited(store, table, plan)},
     )
     if publish:
         manifest = publish_manifest(store, f"{directory}/{MANIFEST}", manifest)
@@ -157,3 +173,20 @@ def _check_parts_present(store: Store, directory: str, manifest: Manifest) -> No
                 "is gone or changed since it was written (this run stalled past the orphan age and expire "
                 "removed it): nothing was published; run compact again"
             )
+
+
+def _inherited(store: Store, table: str, plan: StatePlan) -> dict[str, object]:
+    """What a compaction snapshot carries from the bootstraps beneath it, so it outlives them.
+
+    ``bases_us``: every whole copy at or before its moment (a gap they cleared stays cleared after
+    ``expire`` deletes them); ``copy_floor_us``: the copy floor its state was read with (changes
+    stamped before it must not bring back an item the copy did not hold). See changelog.state.
+    """
+    bases = sorted({base for _, m in list_manifests(store, table) if m.snapshot_time_us <= plan.at_us
+                    for base in manifest_bases(m) if base <= plan.at_us})
+    found: dict[str, object] = {}
+    if bases:
+        found["bases_us"] = bases
+    if plan.changes_from_us is not None:
+        found["copy_floor_us"] = plan.changes_from_us
+    return found

@@ -20,9 +20,10 @@ from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import TableNotFound
 from changelog.meta import key_attribute_schema, read_meta
 from changelog.record import SCHEMA
+from changelog.restorable import Loss
 from changelog.source import register_parquet
 from changelog.spec import history_sql, render
-from changelog.state import change_files
+from changelog.state import change_files, check_complete, coverage
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from replayer.attrdiff import PathChange, diff_items
@@ -76,9 +77,29 @@ def resolve_key(store: Store, table: str, text: str) -> tuple[dict[str, Any], st
     return key, item_key(key)
 
 
+def check_history_complete(store: Store, table: str, canonical: str) -> tuple[Loss, ...]:
+    """Refuse the history of an item while the table has a loss; returns the losses (for ``--partial``).
+
+    A lost change can belong to any item, and no bootstrap puts it back in a list of changes: the
+    refusal names the loss, and ``--partial`` lists what the store holds with the losses named.
+    """
+    cov = coverage(store, table, count_changes=False)
+    check_complete(cov, None, None, what=f"the history of {canonical}",
+                   narrow="give --partial to list the changes the store holds, with each loss named")
+    return cov.losses
+
+
+def history_losses(store: Store, table: str) -> tuple[Loss, ...]:
+    """The table's losses, which a partial history names beside the changes the store holds."""
+    return coverage(store, table, count_changes=False).losses
+
+
 def item_history(store: Store, table: str, key_text: str,
-                 con: duckdb.DuckDBPyConnection | None = None, *, engine: str = "duckdb") -> list[Version]:
+                 con: duckdb.DuckDBPyConnection | None = None, *, engine: str = "duckdb",
+                 partial: bool = False) -> list[Version]:
     """Every change of the item with key ``key_text``, ordered by time then sequence number.
+
+    Refused (TimeOutOfRange) while the table has a gap or a quarantined record, unless ``partial``.
 
     Duplicates (the same event_id captured twice) appear once. The changes of a version are taken
     between its old image and new image; where the stream gave no old image (NEW_IMAGE streams),
@@ -86,6 +107,8 @@ def item_history(store: Store, table: str, key_text: str,
     (``changelog.spec.history_sql``) with DuckDB or Spark.
     """
     _key, canonical = resolve_key(store, table, key_text)
+    if not partial:
+        check_history_complete(store, table, canonical)
     sql = history_sql(table, canonical, changes="history__changes")
 
     def read() -> pa.Table:

@@ -18,7 +18,7 @@ from changelog.errors import TableNotFound, UsageError
 from changelog.layout import changes_root, table_root
 from changelog.record import SCHEMA, first_copies
 from changelog.source import register_parquet
-from changelog.state import change_files
+from changelog.state import change_files, check_complete, coverage
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 
@@ -121,6 +121,10 @@ def timeline(store: Store, table: str, bucket: str = "auto", from_us: int | None
         raise UsageError(f"unknown bucket {bucket!r}: use one of {', '.join(BUCKETS)}")
     if from_us is not None and to_us is not None and from_us > to_us:
         raise UsageError("--from is after --to: give the earlier time first")
+    if store.list(table_root(table) + "/"):
+        # Counts across a loss would be short by changes nobody can count: ask for a window beside it.
+        check_complete(coverage(store, table, count_changes=False), from_us, to_us, what="the timeline",
+                       narrow="give --from and --to around it to count the changes on either side")
 
     def read() -> tuple[str, list[tuple[Any, ...]], int | None, int | None]:
         files = change_files(store, table)

@@ -176,22 +176,34 @@ def state_fingerprint(store: Store, table: str, at_us: int, *, use_snapshots: bo
 
 
 def drill_moment(store: Store, table: str, seed: int | None = None) -> int:
-    """A random whole second within the table's coverage (``seed`` makes it repeatable).
+    """A random whole second the table's coverage proves (``seed`` makes it repeatable).
 
     When the table has a snapshot the moment is at or after the newest one, so the replay with
     snapshots really starts from a snapshot and the drill compares it with the changes alone (a
     moment before every snapshot would compare the changes with themselves and prove nothing).
+    Only restorable moments are drawn: a moment after a gap would compare two wrong answers.
     """
     cov = coverage(store, table)
     if cov.earliest_us is None or cov.latest_us is None:
         raise TableNotFound(f"table {table!r} has nothing captured yet: nothing to drill")
     manifests = list_manifests(store, table)
     floor = max(cov.earliest_us, manifests[-1][1].snapshot_time_us) if manifests else cov.earliest_us
-    low = -(-floor // 1_000_000)
-    high = cov.latest_us // 1_000_000
-    if low > high:
+    seconds = [(max(-(-low // 1_000_000), -(-floor // 1_000_000)), high // 1_000_000)
+               for low, high in cov.intervals]
+    seconds = [(low, high) for low, high in seconds if low <= high]
+    if not seconds:
+        # No whole second after the newest snapshot is proven: drill at the snapshot's own moment,
+        # or refuse with coverage's own reason.
+        check_restorable(cov, from_micros(floor), floor)
         return floor
-    return random.Random(seed).randint(low, high) * 1_000_000
+    rng = random.Random(seed)
+    total = sum(high - low + 1 for low, high in seconds)
+    pick = rng.randrange(total)
+    for low, high in seconds:
+        if pick <= high - low:
+            return (low + pick) * 1_000_000
+        pick -= high - low + 1
+    raise AssertionError("unreachable: the pick lies within the intervals")
 
 
 def restore_drill(store: Store, table: str, at_us: int | None = None, seed: int | None = None) -> DrillResult:

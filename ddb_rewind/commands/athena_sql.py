@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from changelog.errors import UsageError
-from changelog.timefmt import format_time, from_micros, to_micros
+from changelog.timefmt import format_time, to_micros
 from ddb_rewind.args import add_store, add_table, time_arg
 
 _DESCRIPTION = """Print the Athena SQL (Trino) that answers one question over the Glue tables the stack
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         unload_query,
     )
     from replayer.diff import check_window
-    from replayer.history import resolve_key
+    from replayer.history import check_history_complete, resolve_key
 
     store = open_store(args.store)
     if not store.uri.startswith("s3://"):
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     cov = coverage(store, args.table, count_changes=False)
     if args.key is not None:
         _key, canonical = resolve_key(store, args.table, args.key)
+        check_history_complete(store, args.table, canonical)
         from changelog.state import change_files
 
         check_millisecond_times(store, args.table, change_files(store, args.table))
@@ -86,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
             check_millisecond_times(store, args.table, plan.change_files, snapshot_parts(plan))
         sql = diff_query(catalog, store, plans)
         what = f"items that differ from {format_time(args.start)} to {format_time(args.end)}"
-    bounds = " to ".join(format_time(from_micros(us)) if us is not None else "?"
-                         for us in (cov.earliest_us, cov.latest_us))
+    from changelog.restorable import describe_intervals
+
+    bounds = describe_intervals(cov.intervals)
     print(f"-- ddb-rewind athena-sql: {what} of {args.table}, over Glue database {catalog.database}")
     print(f"-- coverage proven by {store.uri}: {bounds}")
     print(f"{sql};")

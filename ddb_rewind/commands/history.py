@@ -24,6 +24,9 @@ def register(subparsers: Any) -> None:
     add_store(parser)
     parser.add_argument("--key", required=True, metavar="KEY",
                         help='DynamoDB JSON ({"pk":{"S":"a"}}) or pk=a,sk=5 typed from the key schema')
+    parser.add_argument("--partial", action="store_true",
+                        help="list the changes the store holds even when a gap or a quarantined record "
+                             "means some may be missing, and name each such loss")
     add_format(parser)
     add_engine(parser)
     parser.set_defaults(run=run)
@@ -41,9 +44,14 @@ def _describe(change: PathChange) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the item's versions as a readable list or a JSON array."""
-    from replayer.history import item_history
+    from replayer.history import history_losses, item_history
 
-    versions = item_history(open_store(args.store), args.table, args.key, engine=args.engine)
+    store = open_store(args.store)
+    versions = item_history(store, args.table, args.key, engine=args.engine, partial=args.partial)
+    losses = history_losses(store, args.table) if args.partial else ()
+    for loss in losses:
+        # Said on stderr so that the versions on stdout stay one shape for scripts.
+        print(f"ddb-rewind: may be missing: {loss.what}", file=sys.stderr)
     if args.format == "json":
         json.dump([v.as_json() for v in versions], sys.stdout, ensure_ascii=False, indent=1)
         sys.stdout.write("\n")

@@ -9,6 +9,7 @@ from changelog.errors import RewindError, UsageError
 from changelog.gaps import Gap, gap_to_json
 from changelog.layout import TABLES, table_names
 from changelog.names import table_name_problem
+from changelog.restorable import describe_intervals
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros
 from ddb_rewind.args import add_store, add_table
@@ -69,7 +70,18 @@ def run(args: argparse.Namespace) -> int:
             cov.changes, cov.change_files, cov.snapshots, cov.quarantined, _gaps(table, cov.gaps, args.format),
             cov.bytes_stored,
         ])
+    if args.format == "json":
+        columns.append("restorable")
+        for row, cov in zip(rows, coverages, strict=True):
+            row.append([{"from": format_time(from_micros(low)), "to": format_time(from_micros(high))}
+                        for low, high in cov.intervals])
     print_rows(columns, rows, args.format)
+    if args.format == "table":
+        for cov in coverages:
+            if cov.losses or len(cov.intervals) != 1:
+                # Coverage is a set of intervals: earliest and latest alone would promise the moments a loss cut.
+                print(f"{cov.table} restorable: {describe_intervals(cov.intervals)}; "
+                      f"{len(cov.losses):,} loss(es) (gaps or quarantined records)")
     if len(coverages) > 1 and args.format == "table":
         print(f"latest moment restorable for all {len(coverages)} tables: {_common_latest(coverages)}")
     return 0

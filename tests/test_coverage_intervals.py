@@ -1,0 +1,242 @@
+# ruff: noqa: F811  (the scenario fixtures are shared with tests/test_recover.py)
+"""Coverage is a set of intervals: what gaps and quarantined records cut, what bootstraps re-open, and
+that every reader, and ``expire``, keeps to it.
+
+The scenario (tests/test_recover.py) stores three Lambda batches of one table and loses the middle one
+for good (the stream trimmed it): a gap from T0+5 to T0+10.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from changelog.restorable import Loss, blocking_loss, intervals
+from changelog.snapshot import list_manifests
+from changelog.state import coverage
+from changelog.store import Store
+from compactor.bootstrap import bootstrap_from_scan
+from compactor.policy import parse_policy
+from compactor.retention import apply_expire, plan_expire
+from compactor.snapshots import build_snapshot
+from ddb_rewind.cli import main
+from replayer.verify import drill_moment
+from stream_consumer.capture import capture_batch
+from tests.test_recover import (  # noqa: F401  (fixtures)
+    SECOND,
+    T0,
+    TABLE,
+    Scenario,
+    clock,
+    queue,
+    replay,
+    run_recover,
+    scenario,
+    send,
+    stream_records,
+    trimmed,
+)
+
+
+def iso(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).isoformat()
+
+
+# --- the rule, against a model ---------------------------------------------------------------------
+
+
+def restorable_in_model(t: int, earliest: int, latest: int, losses: list[Loss], bases: list[int]) -> bool:
+    """A moment is known when every loss before it is older than the newest whole copy at or before it."""
+    if not earliest <= t <= latest:
+        return False
+    newest_copy = max((b for b in bases if b <= t), default=None)
+    for loss in losses:
+        if loss.start_us is not None and loss.start_us > t:
+            continue  # the lost change comes after t: the state at t does not need it
+        if newest_copy is None or newest_copy <= loss.end_us:
+            return False
+    return True
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[int, int, list[Loss], list[int]]:
+    earliest = draw(st.integers(0, 20))
+    latest = draw(st.integers(0, 60))
+    losses = []
+    for _ in range(draw(st.integers(0, 3))):
+        start = draw(st.none() | st.integers(0, 60))
+        end = draw(st.integers(start or 0, 60))
+        losses.append(Loss(start, end, "lost", "bootstrap"))
+    bases = draw(st.lists(st.integers(0, 60), max_size=3))
+    return earliest, latest, losses, bases
+
+
+@given(histories())
+def test_intervals_hold_exactly_the_moments_the_model_can_restore(
+    history: tuple[int, int, list[Loss], list[int]],
+) -> None:
+    earliest, latest, losses, bases = history
+    spans = intervals(earliest, latest, losses, bases)
+
+    inside = {t for low, high in spans for t in range(low, high + 1)}
+    assert inside == {t for t in range(0, 61) if restorable_in_model(t, earliest, latest, losses, bases)}
+    assert all(a[1] + 1 < b[0] for a, b in itertools.pairwise(spans))  # disjoint, merged
+    for t in range(0, 61):
+        assert (blocking_loss(losses, bases, t) is None) == restorable_in_model(t, 0, 60, losses, bases)
+
+
+# --- a bootstrap re-opens, and takes nothing away ----------------------------------------------------
+
+
+def lose_the_middle_batch(scenario: Scenario, store: Store, queue: str) -> None:
+    send(queue, scenario.failure_message())
+    assert run_recover(store, queue) == 1  # a gap recorded
+
+
+def bootstrap_after_the_gap(scenario: Scenario, store: Store) -> None:
+    ticks = iter([(T0 + 30) * SECOND, (T0 + 31) * SECOND + 200_000])
+    bootstrap_from_scan(store, TABLE, client=scenario.client, clock=lambda: next(ticks))
+
+
+def capture_a_later_write(scenario: Scenario, store: Store) -> None:
+    from changelog.codec import decode_getrecords_record
+
+    scenario.put(T0 + 40, "e", 1)
+    _, records = stream_records(scenario.client, scenario.arn)
+    capture_batch(store, records[-1:], lambda r: decode_getrecords_record(r, TABLE, scenario.shard), source="test")
+
+
+def test_moments_before_the_gap_stay_restorable_after_the_bootstrap_that_follows_it(
+    scenario: Scenario, store: Store, queue: str, trimmed: None, tmp_path: Path
+) -> None:
+    lose_the_middle_batch(scenario, store, queue)
+    bootstrap_after_the_gap(scenario, store)
+
+    assert replay(store, T0 + 4, tmp_path / "s.jsonl") == (0, scenario.expected(T0 + 4))
+    assert replay(store, T0 + 20, tmp_path / "s.jsonl")[0] == 5
+    assert replay(store, T0 + 32, tmp_path / "s.jsonl") == (0, scenario.expected(T0 + 32))
+
+
+def test_status_lists_the_restorable_intervals_on_either_side_of_the_gap(
+    scenario: Scenario, store: Store, queue: str, trimmed: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lose_the_middle_batch(scenario, store, queue)
+    bootstrap_after_the_gap(scenario, store)
+    capture_a_later_write(scenario, store)
+    capsys.readouterr()
+
+    assert main(["status", "--store", store.uri, "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+
+    assert [span["from"] for span in row["restorable"]] == ["2025-06-15T15:06:40Z", "2025-06-15T15:07:12Z"]
+    assert row["restorable"][0]["to"] == "2025-06-15T15:06:44.999999Z"  # the gap starts 5 s before its record
+
+
+def test_expire_after_gap_bootstrap_and_compaction_keeps_every_moment_its_policy_keeps(
+    scenario: Scenario, store: Store, queue: str, trimmed: None, tmp_path: Path
+) -> None:
+    lose_the_middle_batch(scenario, store, queue)
+    bootstrap_after_the_gap(scenario, store)
+    capture_a_later_write(scenario, store)
+    build_snapshot(store, TABLE, (T0 + 40) * SECOND)
+
+    # An hour later, keeping one hour of changes: the compaction snapshot is the new base.
+    plan = plan_expire(store, TABLE, parse_policy("changes=1h"), now_us=(T0 + 40 + 3600) * SECOND)
+    apply_expire(store, plan)
+
+    assert [m.kind for _, m in list_manifests(store, TABLE)] == ["compaction"]
+    assert replay(store, T0 + 40, tmp_path / "s.jsonl") == (0, scenario.expected(T0 + 40))
+
+
+def test_expire_keeps_a_bootstrap_its_base_snapshot_does_not_carry(
+    scenario: Scenario, store: Store, queue: str, trimmed: None, tmp_path: Path
+) -> None:
+    lose_the_middle_batch(scenario, store, queue)
+    bootstrap_after_the_gap(scenario, store)
+    capture_a_later_write(scenario, store)
+    build_snapshot(store, TABLE, (T0 + 40) * SECOND)
+    # A compaction snapshot written before snapshots carried their bootstraps' moments.
+    (path, manifest), = [(p, m) for p, m in list_manifests(store, TABLE) if m.kind == "compaction"]
+    legacy = {key: value for key, value in manifest.extra.items() if key not in ("bases_us", "copy_floor_us")}
+    store.write(path, manifest.__class__(**{**manifest.__dict__, "extra": legacy}).to_json())
+
+    plan = plan_expire(store, TABLE, parse_policy("changes=1h"), now_us=(T0 + 40 + 3600) * SECOND)
+
+    assert any("snapshots" in p and p not in plan.drop_snapshots for p in plan.keep_snapshots)
+    assert {list_manifests(store, TABLE)[0][0]} & set(plan.keep_snapshots)  # the bootstrap stays
+
+
+# --- every reader keeps to the rule -------------------------------------------------------------------
+
+
+def test_history_refuses_while_a_gap_may_hide_changes_of_the_item(
+    scenario: Scenario, store: Store, queue: str, trimmed: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lose_the_middle_batch(scenario, store, queue)
+    capsys.readouterr()
+
+    assert main(["history", "--table", TABLE, "--store", store.uri, "--key", "pk=a"]) == 5
+
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "gap" in err and "--partial" in err
+
+
+def test_a_partial_history_lists_what_the_store_holds_and_names_the_gap(
+    scenario: Scenario, store: Store, queue: str, trimmed: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lose_the_middle_batch(scenario, store, queue)
+    capsys.readouterr()
+
+    assert main(["history", "--table", TABLE, "--store", store.uri, "--key", "pk=a", "--partial",
+                 "--format", "json"]) == 0
+
+    captured = capsys.readouterr()
+    assert [v["event_name"] for v in json.loads(captured.out)] == ["INSERT"]  # the MODIFY at T0+10 was lost
+    assert "may be missing: a gap" in captured.err and scenario.shard in captured.err
+
+
+def test_timeline_refuses_a_window_across_a_gap_and_counts_one_beside_it(
+    scenario: Scenario, store: Store, queue: str, trimmed: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lose_the_middle_batch(scenario, store, queue)
+    capsys.readouterr()
+
+    assert main(["timeline", "--table", TABLE, "--store", store.uri, "--format", "json"]) == 5
+    assert "gap" in capsys.readouterr().err
+    assert main(["timeline", "--table", TABLE, "--store", store.uri, "--format", "json",
+                 "--from", iso(T0 + 11), "--to", iso(T0 + 25)]) == 0
+    assert sum(b["total"] for b in json.loads(capsys.readouterr().out)) == 2
+
+
+def test_the_drill_only_draws_moments_the_coverage_proves(
+    scenario: Scenario, store: Store, queue: str, trimmed: None
+) -> None:
+    lose_the_middle_batch(scenario, store, queue)
+    cov = coverage(store, TABLE)
+
+    for seed in range(20):
+        moment = drill_moment(store, TABLE, seed)
+        assert any(low <= moment <= high for low, high in cov.intervals)
+
+
+def test_a_quarantined_record_refuses_the_moments_after_it_and_serves_those_before(
+    scenario: Scenario, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from changelog.codec import decode_getrecords_record
+
+    bad = dict(scenario.batches[1][0])
+    bad["dynamodb"] = {**bad["dynamodb"], "NewImage": {"v": {"N": "not a number"}}}
+    capture_batch(store, [bad], lambda r: decode_getrecords_record(r, TABLE, scenario.shard), source="test",
+                  table_hint=TABLE)
+    capsys.readouterr()
+
+    assert replay(store, T0 + 9, tmp_path / "s.jsonl") == (0, scenario.expected(T0 + 9))
+    assert replay(store, T0 + 10, tmp_path / "s.jsonl")[0] == 5
+    err = capsys.readouterr().err
+    assert "quarantined record" in err and "ddb-rewind requeue" in err

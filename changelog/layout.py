@@ -6,6 +6,8 @@
     tables/<table>/snapshot-removals/<YYYYMMDDTHHMMSSZ>-<manifest sha256, 16 hex>.json
     tables/<table>/quarantine/<digest>.json
     tables/<table>/checkpoints/<shard id>.json
+    tables/<table>/capture/batches/<first seq>-<last seq>-<stream digest>.json
+    tables/<table>/capture/pending/<first seq>-<stream digest>.json
     tables/<table>/retention.json
     tables/<table>/gaps/<shard id>-<last sequence or "start">.json
     tables/<table>/settings/<observed µs, 16 digits>-<sha256 of the bytes, 16 hex>.json
@@ -137,6 +139,24 @@ def checkpoints_root(table: str) -> str:
 def checkpoint_path(table: str, shard_id: str) -> str:
     """The poller's checkpoint for one shard."""
     return f"{checkpoints_root(table)}{shard_id}.json"
+
+
+def capture_root(table: str) -> str:
+    """Prefix of the Lambda path's and recover's per-batch capture records (ends with '/', for listing)."""
+    return f"{table_root(table)}/capture/"
+
+
+def stored_batch_path(table: str, stream_arn: str, first_seq: str, last_seq: str) -> str:
+    """The record that one stream batch, first to last sequence number, is in the store.
+
+    Sequence numbers are checked digits (changelog.captured) before they reach here.
+    """
+    return f"{capture_root(table)}batches/{first_seq}-{last_seq}-{digest([stream_arn])}.json"
+
+
+def pending_batch_path(table: str, stream_arn: str, first_seq: str) -> str:
+    """The record that a stream batch from ``first_seq`` failed and is not (yet) in the store."""
+    return f"{capture_root(table)}pending/{first_seq}-{digest([stream_arn])}.json"
 
 
 def gap_path(table: str, shard_id: str, after_sequence: str | None) -> str:

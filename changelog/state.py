@@ -17,13 +17,13 @@ from datetime import datetime
 import duckdb
 import pyarrow as pa
 
+from changelog.captured import capture_watermark
 from changelog.consistent import read_consistently
 from changelog.damage import damaged, read_json_object
 from changelog.errors import TableNotFound, TimeOutOfRange
 from changelog.gaps import Gap, read_gaps
 from changelog.layout import (
     changes_root,
-    checkpoints_root,
     hour_partition,
     partition_of,
     retention_path,
@@ -324,9 +324,7 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
     if floor is not None:
         # The floor is a kept snapshot's moment: restorable even when no change of that time is left.
         earliest = max(floor, min(initial)) if initial else floor
-    latest = _watermark(store, table, listing)
-    if latest is None:
-        latest = last
+    latest = _watermark(store, table, listing, last)
     # A snapshot proves its moment only if it says it was inside coverage when it was built: a
     # bootstrap (the copy was consistent then), or a compaction that recorded the watermark it was
     # checked against. Capture only moves forward, so that moment stays covered even after expire
@@ -385,18 +383,9 @@ def retention_floor(store: Store, table: str) -> int | None:
         raise damaged(store, retention_path(table), "holds no valid restorable_from_us") from None
 
 
-def _watermark(store: Store, table: str, listing: list[str]) -> int | None:
-    marks = []
-    prefix = checkpoints_root(table)
-    for path in listing:
-        if path.startswith(prefix) and path.endswith(".json"):
-            body = read_json_object(store, path)
-            if not body.get("closed") and body.get("watermark_us") is not None:
-                try:
-                    marks.append(int(body["watermark_us"]))
-                except (TypeError, ValueError):
-                    raise damaged(store, path, "holds no valid watermark_us") from None
-    return min(marks) if marks else None
+def _watermark(store: Store, table: str, listing: list[str], newest_change_us: int | None) -> int | None:
+    """The latest moment capture proves read on every shard that could hold a change (changelog.captured)."""
+    return capture_watermark(store, table, listing, newest_change_us)
 
 
 def check_restorable(cov: Coverage, at: datetime, at_us: int) -> None:

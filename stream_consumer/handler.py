@@ -7,6 +7,11 @@ Records that cannot be decoded are quarantined whole and counted. Any other fail
 rewrites the same objects; raising instead would make Lambda bisect the batch into more, smaller
 files. The one exception is a stream without images (StreamConfigError): it raises, so the
 function's error alarm fires. Logs carry counts, paths and error kinds, never item contents.
+
+Coverage (``changelog.captured``): a stored DynamoDB stream batch is recorded by its sequence
+range after its files; a failed one is recorded as pending before the failure is reported, so
+``status`` stops the latest restorable time before it until a retry or ``recover`` stores it (or
+``recover`` records it as a gap). Lambda may give up on a batch; the pending record does not.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -21,6 +27,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
+from changelog.captured import hold_before, record_pending_batch, record_stored_batch, sequence_problem
 from changelog.codec import decode_kinesis_record, decode_lambda_record, table_from_arn
 from changelog.errors import DecodeError, RewindError, StoreError, StreamConfigError
 from changelog.layout import meta_path
@@ -72,6 +79,39 @@ def ensure_meta(store: Store, table: str, keys: dict[str, Any]) -> None:
     _known_meta.add((store.uri, table))
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """A DynamoDB stream batch as coverage records it: its table, stream, sequence range and oldest time."""
+
+    table: str
+    stream_arn: str
+    first: str
+    last: str
+    hold_us: int | None
+
+
+def _batch(table: str, arn: str, records: list[Any]) -> _Batch | None:
+    """The batch's range from the records whose sequence numbers can name a record (None when none can)."""
+    sequences = [_identifier(record, "dynamodb.SequenceNumber") for record in records]
+    valid = [sequence for sequence in sequences if sequence_problem(sequence) is None]
+    if not valid:
+        return None
+    times = [record.get("dynamodb", {}).get("ApproximateCreationDateTime") for record in records
+             if isinstance(record, dict) and isinstance(record.get("dynamodb"), dict)]
+    return _Batch(table, arn, min(valid, key=int), max(valid, key=int), hold_before(times))
+
+
+def _record_pending(batch: _Batch | None) -> None:
+    """Record a failing batch as pending; the store may be what failed, so a failure here is only logged."""
+    if batch is None:
+        return
+    try:
+        record_pending_batch(_store(), batch.table, batch.stream_arn, batch.first, batch.hold_us, "lambda")
+    except Exception as exc:  # the batch's own failure is what gets reported
+        logger.error("the pending record of a failing batch could not be written; recover shows the hole",
+                     extra={"error_kind": type(exc).__name__})
+
+
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Capture one Lambda batch; returns the partial batch response Lambda expects."""
@@ -79,6 +119,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if not records:
         return {"batchItemFailures": []}
     source, decode, id_field = _source(records)
+    batch: _Batch | None = None
     try:
         table_hint = os.environ.get("REWIND_TABLE")
         if source == "lambda-dynamodb":
@@ -87,14 +128,19 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 # An invalid name is the record's problem (it is quarantined), not the batch's.
                 with contextlib.suppress(DecodeError):
                     table_hint = table_from_arn(arn)
+                    batch = _batch(table_hint, arn, records)
         store = _store()
         result = capture_batch(store, records, decode, source=source, table_hint=table_hint)
         if result.sample_key:
             table, keys = result.sample_key
             ensure_meta(store, table, json.loads(keys))
+        if batch is not None:
+            record_stored_batch(store, batch.table, batch.stream_arn, batch.first, batch.last, "lambda")
     except StreamConfigError:
+        _record_pending(batch)
         raise
     except Exception as exc:  # any failure: retry the batch whole, never bisect it
+        _record_pending(batch)
         # Store errors are our own one-line messages; anything else is named by its kind only,
         # since an unexpected exception's text may quote item contents.
         stored = isinstance(exc, StoreError)

@@ -1,10 +1,12 @@
 """A stand-alone DynamoDB Streams poller: the same capture as the Lambda handler, without Lambda.
 
 Shards are read parent before child (a child only once its parent is closed and drained, or gone
-from the stream), each GetRecords batch goes through ``capture_batch`` and then the shard's
-checkpoint is written, so a restart resumes exactly after the last record stored. Records trimmed
-from the stream before they were read are reported as gaps (a line on stderr, an object under
-``tables/<table>/gaps/``, the checkpoint, the summary), never skipped silently.
+from the stream). Every shard DescribeStream lists gets a checkpoint before it is read (coverage
+stops at the start of a shard not read yet: ``changelog.captured``); each GetRecords batch goes
+through ``capture_batch`` and then the shard's checkpoint is written, so a restart resumes exactly
+after the last record stored. Records trimmed from the stream before they were read are reported as
+gaps (a line on stderr, an object under ``tables/<table>/gaps/``, the checkpoint, the summary),
+never skipped silently.
 """
 
 from __future__ import annotations
@@ -306,6 +308,11 @@ class _Session:
         shards = list_shards(self.streams, self.arn)
         present = {shard.shard_id: shard for shard in shards}
         self.settle_vanished(present)
+        for shard in shards:
+            # Known before read: until it is read, coverage stops at its start (changelog.captured),
+            # whether this run reads it, fails on another shard first, or runs out of time.
+            if shard.shard_id not in self.checkpoints:
+                self.save(Checkpoint(shard.shard_id, shard.parent_shard_id))
         done: set[str] = set()
         seen = 0
         moved = True

@@ -31,8 +31,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from changelog.captured import record_stored_batch, sequence_problem
 from changelog.codec import decode_getrecords_record, table_from_arn
-from changelog.errors import DecodeError, RewindError, UsageError
+from changelog.errors import EXIT_CONFLICT, DecodeError, RewindError, UsageError
 from changelog.gaps import STREAM_TIME_MARGIN_US, Gap, floor_second, write_gap
 from changelog.layout import meta_path
 from changelog.meta import meta_from_keys, write_meta
@@ -106,9 +107,10 @@ def _arrival(value: Any) -> int | None:
 
 
 def _sequence(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value.isascii() or not value.isdigit():
-        raise BadFailureMessage(f"{name} is not a sequence number: {value!r}")
-    return value
+    problem = sequence_problem(value)
+    if problem is not None:
+        raise BadFailureMessage(f"{name}: {problem}")
+    return str(value)
 
 
 def parse_failure_message(body: str | bytes) -> FailedBatch:
@@ -276,6 +278,10 @@ def recover_batch(store: Store, streams: Any, batch: FailedBatch, *, dry_run: bo
         if result.sample_key and not store.exists(meta_path(batch.table)):
             write_meta(store, meta_from_keys(batch.table, json.loads(result.sample_key[1])))
     if lost is None:
+        if not dry_run:
+            # Settles the pending record the handler left for this batch (changelog.captured).
+            record_stored_batch(store, batch.table, batch.stream_arn, batch.start_sequence, batch.end_sequence,
+                                "recover")
         return Outcome(batch, "recovered", len(records), files, None, None)
     clock = now_us or (lambda: to_micros(datetime.now(UTC)))
     gap = gap_of(batch, lost, clock())
@@ -299,6 +305,13 @@ class QueueSummary:
     skipped: int  # messages of other tables, left in the queue
     unreadable: int  # messages that are not on-failure records, left in the queue
     dry_run: bool
+    in_flight: int = 0  # messages another reader holds invisible (a recover still running or killed): not seen
+
+
+class RecoveryInFlight(RewindError):
+    """Messages of the queue are held by another reader: their batches were not seen by this run."""
+
+    exit_code = EXIT_CONFLICT
 
 
 class QueueNotFound(RewindError):
@@ -368,7 +381,23 @@ def recover_queue(store: Store, sqs: Any, streams: Any, queue_url: str, *, table
             # A failed release is harmless: the message becomes visible again by itself when the hold ends.
             with contextlib.suppress(ClientError, BotoCoreError):
                 sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=handle, VisibilityTimeout=0)
-    return QueueSummary(recovered, gaps, records, files, skipped, unreadable, dry_run)
+    return QueueSummary(recovered, gaps, records, files, skipped, unreadable, dry_run,
+                        _held_elsewhere(sqs, queue_url))
+
+
+def _held_elsewhere(sqs: Any, queue_url: str) -> int:
+    """Messages invisible now: this run released all it held, so another reader holds them.
+
+    A recover killed mid-run leaves what it received invisible until its hold ends (15 minutes);
+    this run cannot see those batches, and must not call the queue drained.
+    """
+    try:
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url,
+                                              AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+    except (ClientError, BotoCoreError) as exc:
+        raise _sqs_error(exc, queue_url) from None
+    value = attributes.get("Attributes", {}).get("ApproximateNumberOfMessagesNotVisible", "0")
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else 0
 
 
 # --- Lambda ------------------------------------------------------------------------------------

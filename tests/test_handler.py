@@ -16,6 +16,7 @@ import pytest
 from changelog.errors import StreamConfigError
 from changelog.layout import changes_root, table_root
 from changelog.meta import read_meta
+from changelog.state import coverage
 from changelog.store import Store
 from replayer.views import open_sql
 from stream_consumer import handler
@@ -289,3 +290,41 @@ def test_a_400_kb_item_is_captured_whole(local: Store) -> None:
     invoke([lambda_record(TABLE, "INSERT", _key(1), 1_750_000_000, 1, new=big)])
     (image,) = changes(local, "SELECT new_image FROM changes")[0]
     assert json.loads(image) == big
+
+
+# --- coverage: a batch Lambda may give up on (changelog.captured) ---------------------------------
+
+
+def _fail_batches_starting_at(monkeypatch: pytest.MonkeyPatch, sequence: str) -> None:
+    """capture_batch fails (as a store write would) for every batch whose first record is ``sequence``."""
+    real = handler.capture_batch
+
+    def capture(store: Store, records: list[Any], *args: Any, **kwargs: Any) -> Any:
+        if records[0]["dynamodb"]["SequenceNumber"] == sequence:
+            raise RuntimeError("the batch failed")
+        return real(store, records, *args, **kwargs)
+
+    monkeypatch.setattr(handler, "capture_batch", capture)
+
+
+def test_a_failed_batch_holds_coverage_before_its_first_change(local: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = realistic_batch()
+    _fail_batches_starting_at(monkeypatch, "102")
+    invoke(batches[0:2])
+    assert invoke(batches[2:4]) == {"batchItemFailures": [{"itemIdentifier": "102"}]}
+    invoke(batches[4:5])  # Lambda gave up on 102-103 and moved on
+
+    # The newest stored change is at ...003, but the changes of ...001 and ...002 are not stored.
+    assert coverage(local, TABLE).latest_us == 1_750_000_001 * 1_000_000 - 1
+
+
+def test_a_failed_batch_stored_on_a_retry_releases_coverage(local: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = realistic_batch()
+    _fail_batches_starting_at(monkeypatch, "102")
+    invoke(batches[0:2])
+    invoke(batches[2:4])
+    monkeypatch.undo()
+    monkeypatch.setenv("REWIND_STORE", local.uri)
+    assert invoke(batches[2:5]) == {"batchItemFailures": []}  # the retry, with what followed
+
+    assert coverage(local, TABLE).latest_us == 1_750_000_003 * 1_000_000

@@ -19,7 +19,7 @@ from changelog.store import Store
 from ddb_rewind.cli import main
 from replayer.views import open_sql
 from stream_consumer.checkpoint import Checkpoint, write_checkpoint
-from stream_consumer.poller import Shard, parent_first, poll
+from stream_consumer.poller import Shard, StreamReadError, parent_first, poll
 
 TABLE = "orders"
 
@@ -415,3 +415,60 @@ def test_a_poller_gap_starts_just_after_the_shard_watermark(store: Store) -> Non
     (gap,) = read_gaps(store, TABLE)
     assert (gap.start_us, gap.after_sequence_number, gap.source) == (1_700_000_001_000_000, "105", "poller")
     assert coverage(store, TABLE).gaps == (gap,)
+
+
+# --- coverage: the lineage rule (changelog.captured) ----------------------------------------------
+
+SECOND = 1_000_000
+
+
+def second_of(sequence: int) -> int:
+    """The stream time (µs) ``getrecords_record(sequence, ...)`` carries."""
+    return int(datetime(2024, 1, 1, 0, 0, sequence % 60, tzinfo=UTC).timestamp()) * SECOND
+
+
+def test_a_parent_closed_before_its_child_is_listed_holds_coverage_at_its_end(store: Store) -> None:
+    # Round 1 sees only the parent, which closes while it is read; its child (one change in the
+    # parent's last second) is listed from the next DescribeStream on.
+    parent = (None, [getrecords_record(1, "a"), getrecords_record(2, "b")], True)
+    poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=FakeStreams({"parent": parent}))
+
+    assert coverage(store, TABLE).latest_us == second_of(2) - 1
+
+    child = ("parent", [getrecords_record(62, "c")], False)  # 62 % 60: the same second as the parent's last
+    poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(),
+         streams=FakeStreams({"parent": parent, "child": child}))
+    assert coverage(store, TABLE).latest_us >= second_of(62)  # the child is read and caught up
+
+
+class FailingStreams(FakeStreams):
+    """GetRecords on the shards named in ``failing`` fails as a throttled call that outlasted its retries."""
+
+    def __init__(self, *args: Any, failing: set[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failing = failing
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:
+        if ShardIterator.split("|")[0] in self.failing:
+            raise client_error("ProvisionedThroughputExceededException", "GetRecords")
+        return super().get_records(ShardIterator, Limit)
+
+
+def test_a_listed_shard_that_failed_before_it_was_read_proves_no_moment(store: Store) -> None:
+    fake = FailingStreams({"s1": (None, [getrecords_record(1, "a")], False),
+                           "s2": (None, [getrecords_record(2, "b")], False)}, failing={"s2"})
+    with pytest.raises(StreamReadError):
+        poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+
+    # s1 is read, s2 may hold a change of any time: no moment is proven yet.
+    assert json.loads(store.read(checkpoint_path(TABLE, "s2")))["watermark_us"] is None
+    assert coverage(store, TABLE).latest_us is None
+
+
+def test_a_listed_child_not_read_yet_holds_coverage_at_its_parents_end(store: Store) -> None:
+    fake = FailingStreams({"parent": (None, [getrecords_record(1, "a"), getrecords_record(3, "b")], True),
+                           "child": ("parent", [getrecords_record(4, "c")], False)}, failing={"child"})
+    with pytest.raises(StreamReadError):
+        poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+
+    assert coverage(store, TABLE).latest_us == second_of(3) - 1

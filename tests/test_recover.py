@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from moto.core.exceptions import JsonRESTError
 
+from changelog.captured import hold_before, record_pending_batch
 from changelog.codec import decode_getrecords_record, item_key
 from changelog.gaps import STREAM_TIME_MARGIN_US, gaps_root, read_gaps
 from changelog.layout import table_root
@@ -483,3 +484,50 @@ def test_a_record_whose_sequence_number_is_not_ascii_digits_never_stops_the_read
 
     # -1: the record is read and left to capture, which quarantines it ("²".isdigit() is True in Python)
     assert _sequence_of({"dynamodb": {"SequenceNumber": sequence}}) == -1
+
+
+# --- coverage while a batch is pending, and a recover that was stopped ------------------------------
+
+
+def pending_from_the_handler(scenario: Scenario, store: Store) -> None:
+    """What the Lambda consumer records when the middle batch fails (tests/test_handler.py checks it writes this)."""
+    times = [r["dynamodb"]["ApproximateCreationDateTime"].timestamp() for r in scenario.batches[1]]
+    record_pending_batch(store, TABLE, scenario.arn, scenario.first_lost_sequence(), hold_before(times), "lambda")
+
+
+def test_a_pending_batch_holds_coverage_until_recover_stores_it(
+    scenario: Scenario, store: Store, queue: str
+) -> None:
+    pending_from_the_handler(scenario, store)
+    assert coverage(store, TABLE).latest_us == (T0 + 10) * SECOND - 1
+
+    send(queue, scenario.failure_message())
+    assert run_recover(store, queue) == 0
+
+    assert coverage(store, TABLE).latest_us == (T0 + 20) * SECOND
+
+
+def test_a_pending_batch_recorded_as_a_gap_no_longer_holds_coverage(
+    scenario: Scenario, store: Store, queue: str, trimmed: None
+) -> None:
+    pending_from_the_handler(scenario, store)
+    send(queue, scenario.failure_message())
+    assert run_recover(store, queue) == 1
+
+    cov = coverage(store, TABLE)
+    assert cov.latest_us == (T0 + 20) * SECOND and len(cov.gaps) == 1  # the gap refuses what follows it
+
+
+def test_a_rerun_while_a_stopped_recover_still_holds_a_message_is_not_a_clean_exit(
+    scenario: Scenario, store: Store, queue: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    send(queue, scenario.failure_message())
+    # A recover killed mid-run: it received the message (held for 15 minutes) and never deleted it.
+    boto3.client("sqs").receive_message(QueueUrl=queue, VisibilityTimeout=900)
+
+    assert run_recover(store, queue) == 8
+
+    captured = capsys.readouterr()
+    assert "0 batches recovered" in captured.out
+    assert captured.err.startswith("ddb-rewind: error: 1 messages") and len(captured.err.strip().splitlines()) == 1
+    assert "held by another reader" in captured.err

@@ -22,7 +22,8 @@ def register(subparsers: Any) -> None:
                     "the stream and store them; a batch the stream no longer holds is recorded as a gap "
                     "(tables/<T>/gaps/), which status shows and replay refuses to cross. A message is "
                     "deleted only after its records or its gap are stored. Exit 1 when a gap was recorded "
-                    "or a message could not be read.",
+                    "or a message could not be read; exit 8 when messages are held invisible by another "
+                    "reader (a recover still running, or one stopped within its 15-minute hold).",
     )
     parser.add_argument("--queue-url", required=True, metavar="URL",
                         help="the on-failure queue (the stack's FailureQueueUrl output)")
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     """Drain the queue, one line per batch and one summary line."""
     import boto3
 
-    from stream_consumer.recover import recover_queue, streams_client
+    from stream_consumer.recover import RecoveryInFlight, recover_queue, streams_client
 
     store = open_store(args.store)
     summary = recover_queue(
@@ -64,4 +65,10 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.files:,} files, {summary.skipped:,} left for other tables, {summary.unreadable:,} unreadable"
         + (" (dry run: nothing written, no message deleted)" if summary.dry_run else "")
     )
+    if summary.in_flight:
+        raise RecoveryInFlight(
+            f"{summary.in_flight:,} messages of {args.queue_url} are held by another reader (a recover still "
+            "running, or one stopped within its 15-minute hold): their batches are not recovered and coverage "
+            "stays held before them; run recover again once they are visible"
+        )
     return 1 if summary.gaps or summary.unreadable else 0

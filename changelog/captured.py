@@ -1,0 +1,203 @@
+"""What capture has read, and the one rule that turns it into the latest restorable time.
+
+The lineage rule: a moment is restorable only when every shard of the stream's lineage that could
+hold a change at or before it has been read up to it (closed parents to their end, children listed
+and read from their start), and no batch in that range is pending. Every capture path records what
+it read, and ``capture_watermark`` is the only reader of those records:
+
+- The poller keeps one checkpoint per shard (``stream_consumer.checkpoint``; the keys read here are
+  part of the store's format). It writes one for every shard DescribeStream lists, before reading
+  it, so a listed shard nobody has read yet is known.
+- The Lambda path cannot name a batch's shard (a DynamoDB stream event carries only the stream
+  ARN), so it records batches by sequence range: a *stored* record for each batch it stored and a
+  *pending* record, written before it reports a batch failed, for the batch Lambda may give up on.
+  ``recover`` writes a stored record for a batch it re-captured, or a gap (``changelog.gaps``) for
+  one it could not; either settles the pending record.
+
+Holds, each the latest moment it lets be restorable (None: no moment is proven):
+
+- an open shard: its watermark; one not read yet: its start, the end of its parent (a root shard,
+  or one whose parent the store never saw, may hold changes of any time: None);
+- a closed shard no known shard names as parent: its end (its children, not listed yet, may hold
+  the changes right after it); a closed shard whose children are known holds nothing itself;
+- a pending batch: the second before its oldest change (None when its records carry no time).
+
+Without any shard record (the Lambda path), the newest stored change stands in for the shards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from changelog.damage import damaged, read_json_object
+from changelog.gaps import SECOND_US, floor_second, read_gaps
+from changelog.layout import capture_root, checkpoints_root, pending_batch_path, stored_batch_path
+from changelog.store import Store
+
+# DynamoDB Streams sequence numbers are 21 to 40 digits; anything else never becomes part of a name.
+_SEQUENCE = re.compile(r"[0-9]{1,40}")
+# A stream time outside these bounds (before 2012, after 2200) is no time at all for a hold.
+_EARLIEST_S, _LATEST_S = 1_325_376_000, 7_258_118_400
+
+
+@dataclass(frozen=True)
+class ShardRead:
+    """How far one shard has been read (from the poller's checkpoint)."""
+
+    shard_id: str
+    parent_shard_id: str | None
+    closed: bool  # read to its end
+    watermark_us: int | None  # every change of the shard at or before it is stored; None: nothing proven
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """A stream batch, by sequence range: stored, or pending (failed and not yet settled)."""
+
+    stream_arn: str
+    first_sequence: str
+    last_sequence: str
+    hold_us: int | None = None  # pending only: the latest moment before its oldest change
+
+
+def sequence_problem(value: object) -> str | None:
+    """Why ``value`` is not a stream sequence number usable in a record's name (None when it is)."""
+    if isinstance(value, str) and value.isascii() and _SEQUENCE.fullmatch(value):
+        return None
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return f"{shown} is not a sequence number of 1 to 40 digits"
+
+
+def hold_before(times_s: Iterable[object]) -> int | None:
+    """The latest moment (µs) before the oldest of a batch's stream times (epoch seconds); None if none is a time.
+
+    Stream times are whole seconds: the changes of the batch may lie anywhere from the oldest one's
+    second on.
+    """
+    seconds = [float(t) for t in times_s
+               if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
+               and _EARLIEST_S <= t <= _LATEST_S]
+    if not seconds:
+        return None
+    return floor_second(int(min(seconds) * SECOND_US)) - 1
+
+
+def record_stored_batch(store: Store, table: str, stream_arn: str, first_sequence: str, last_sequence: str,
+                        source: str) -> str:
+    """Record that the batch ``first_sequence``..``last_sequence`` is stored; call after its files are written."""
+    for value in (first_sequence, last_sequence):
+        problem = sequence_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+    path = stored_batch_path(table, stream_arn, first_sequence, last_sequence)
+    body = {"stream_arn": stream_arn, "first_sequence": first_sequence, "last_sequence": last_sequence,
+            "source": source}
+    store.write(path, json.dumps(body, indent=1, sort_keys=True).encode("utf-8"))
+    return path
+
+
+def record_pending_batch(store: Store, table: str, stream_arn: str, first_sequence: str,
+                         hold_us: int | None, source: str) -> str:
+    """Record that the batch from ``first_sequence`` failed: coverage stops before it until it is settled."""
+    problem = sequence_problem(first_sequence)
+    if problem is not None:
+        raise ValueError(problem)
+    path = pending_batch_path(table, stream_arn, first_sequence)
+    body = {"stream_arn": stream_arn, "first_sequence": first_sequence, "hold_us": hold_us, "source": source}
+    store.write(path, json.dumps(body, indent=1, sort_keys=True).encode("utf-8"))
+    return path
+
+
+def lineage_holds(shards: Mapping[str, ShardRead]) -> list[int | None]:
+    """One hold per shard that limits coverage (None: no moment is proven), by the rule above."""
+    named_as_parent = {s.parent_shard_id for s in shards.values() if s.parent_shard_id}
+
+    def start(shard: ShardRead, seen: frozenset[str]) -> int | None:
+        parent = shards.get(shard.parent_shard_id or "")
+        if parent is None or parent.shard_id in seen:  # `seen` guards against a malformed cycle
+            return None
+        return end(parent, seen | {shard.shard_id})
+
+    def end(shard: ShardRead, seen: frozenset[str]) -> int | None:
+        return shard.watermark_us if shard.watermark_us is not None else start(shard, seen)
+
+    holds: list[int | None] = []
+    for shard in shards.values():
+        if shard.closed and shard.shard_id in named_as_parent:
+            continue
+        holds.append(end(shard, frozenset()))
+    return holds
+
+
+def capture_watermark(store: Store, table: str, listing: Sequence[str], newest_change_us: int | None) -> int | None:
+    """The latest restorable time capture proves (µs), or None when it proves no moment.
+
+    ``listing`` is a listing of the table's prefix; ``newest_change_us`` the newest stored change,
+    which stands in for the shards when no shard record exists (the Lambda path).
+    """
+    shards = read_shard_records(store, table, listing)
+    holds = lineage_holds(shards) if shards else [newest_change_us]
+    pending = _read_batches(store, listing, capture_root(table) + "pending/")
+    if pending:
+        stored = _read_batches(store, listing, capture_root(table) + "batches/")
+        gaps = read_gaps(store, table, listing)
+        lost = [(int(g.first_sequence_number), int(g.last_sequence_number or g.first_sequence_number))
+                for g in gaps if g.first_sequence_number is not None and not sequence_problem(g.first_sequence_number)
+                and not sequence_problem(g.last_sequence_number or g.first_sequence_number)]
+        for batch in pending:
+            first = int(batch.first_sequence)
+            settled = any(s.stream_arn == batch.stream_arn and int(s.first_sequence) <= first <= int(s.last_sequence)
+                          for s in stored) or any(low <= first <= high for low, high in lost)
+            if not settled:
+                holds.append(batch.hold_us)
+    if any(hold is None for hold in holds):
+        return None
+    known = [hold for hold in holds if hold is not None]
+    return min(known) if known else None
+
+
+def read_shard_records(store: Store, table: str, listing: Iterable[str]) -> dict[str, ShardRead]:
+    """Every shard record (poller checkpoint) of the table, by shard id."""
+    prefix = checkpoints_root(table)
+    found: dict[str, ShardRead] = {}
+    for path in listing:
+        if path.startswith(prefix) and path.endswith(".json"):
+            body = read_json_object(store, path)
+            try:
+                shard = _shard_from_json(body)
+            except (KeyError, TypeError, ValueError, OverflowError):
+                raise damaged(store, path, "is not a sound checkpoint (shard_id, closed, watermark_us)") from None
+            found[shard.shard_id] = shard
+    return found
+
+
+def _shard_from_json(body: dict[str, Any]) -> ShardRead:
+    shard_id = body["shard_id"]
+    parent = body.get("parent_shard_id")
+    closed = body.get("closed", False)
+    watermark = body.get("watermark_us")
+    if not isinstance(shard_id, str) or not (parent is None or isinstance(parent, str)) \
+            or not isinstance(closed, bool):
+        raise TypeError("wrong types")
+    if watermark is not None and (not isinstance(watermark, int) or isinstance(watermark, bool)):
+        raise TypeError("watermark_us is not an integer")
+    return ShardRead(shard_id, parent, closed, watermark)
+
+
+def _read_batches(store: Store, listing: Iterable[str], prefix: str) -> list[BatchRecord]:
+    found = []
+    for path in listing:
+        if path.startswith(prefix) and path.endswith(".json"):
+            body = read_json_object(store, path)
+            arn, first = body.get("stream_arn"), body.get("first_sequence")
+            last, hold = body.get("last_sequence", first), body.get("hold_us")
+            if not isinstance(arn, str) or sequence_problem(first) or sequence_problem(last) \
+                    or not (hold is None or (isinstance(hold, int) and not isinstance(hold, bool))):
+                raise damaged(store, path, "is not a sound capture record (stream_arn, sequences, hold_us)")
+            found.append(BatchRecord(arn, str(first), str(last), hold))
+    return found

@@ -1,4 +1,9 @@
-"""Lambda entry point for scheduled compaction (store from REWIND_STORE, table from REWIND_TABLE)."""
+"""Lambda entry point for scheduled compaction and retention.
+
+Store from REWIND_STORE, table from REWIND_TABLE; REWIND_RETENTION_POLICY (the ``expire --keep``
+grammar; empty keeps everything) is applied after each compaction through the same plan and the
+same refusals as ``ddb-rewind expire``, so the deployed stack never deletes what the CLI would keep.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ from aws_lambda_powertools import Logger
 
 from changelog.errors import ConflictError, RewindError
 from changelog.settings import observe as observe_settings
-from changelog.store import open_store
+from changelog.store import Store, open_store
 from compactor.compaction import compact
+from compactor.policy import Policy, parse_policy
+from compactor.retention import apply_expire, plan_expire
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ddb-rewind-compactor"))
 
@@ -21,6 +28,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     table = (event or {}).get("table") or os.environ.get("REWIND_TABLE")
     if not store_uri or not table:
         raise RewindError("REWIND_STORE and REWIND_TABLE must be set")
+    # A policy that does not parse fails the run before anything is read or deleted.
+    policy = _retention_policy()
     store = open_store(store_uri)
     try:
         # Whenever the settings change, the next run records them (a missing permission: that setting
@@ -34,12 +43,32 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     except ConflictError as exc:
         logger.warning("compaction skipped", extra={"reason": str(exc)})
         return {"snapshot": None, "skipped": str(exc), "settings_recorded": changed is not None}
-    summary = {
+    summary: dict[str, Any] = {
         "settings_recorded": changed is not None,
         "merged_partitions": result.merge.partitions,
         "merged_files": result.merge.files_in,
         "snapshot": result.snapshot.snapshot_time.isoformat() if result.snapshot else None,
         "items": result.snapshot.items if result.snapshot else None,
     }
+    if policy is not None:
+        summary["retention"] = _expire(store, table, policy)
     logger.info("compaction done", extra=summary)
     return summary
+
+
+def _retention_policy() -> Policy | None:
+    text = os.environ.get("REWIND_RETENTION_POLICY", "").strip()
+    return parse_policy(text) if text else None
+
+
+def _expire(store: Store, table: str, policy: Policy) -> dict[str, Any]:
+    """Apply the policy as ``ddb-rewind expire --keep POLICY --yes`` would; what it did, in counts."""
+    plan = plan_expire(store, table, policy)
+    apply_expire(store, plan)
+    return {
+        "policy": policy.text,
+        "restorable_from_us": plan.floor_us,
+        "snapshots_deleted": len(plan.drop_snapshots),
+        "change_files_deleted": len(plan.drop_changes),
+        "orphans_deleted": len(plan.drop_orphans),
+    }

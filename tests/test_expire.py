@@ -171,3 +171,57 @@ def test_snapshot_directories_without_a_manifest_are_removed_after_an_hour(histo
     assert len(later.drop_orphans) == 1
     apply_expire(history, later)
     assert not any(history.exists(path) for path in later.drop_orphans)
+
+
+# --- the deployed stack's retention: the scheduled compactor applies the same plan ----------------
+
+
+def test_the_scheduled_compactor_applies_the_stacks_retention_policy(
+    history: Store, monkeypatch: pytest.MonkeyPatch, aws: None
+) -> None:
+    from compactor.handler import lambda_handler
+
+    expected = plan_expire(history, TABLE, parse_policy("daily=4d,changes=8d"))
+    assert expected.floor_us is not None
+    moments = _kept_moments(history, expected.floor_us)
+    before = {second: _state(history, second) for second in moments}
+    monkeypatch.setenv("REWIND_STORE", history.uri)
+    monkeypatch.setenv("REWIND_TABLE", TABLE)
+    monkeypatch.setenv("REWIND_RETENTION_POLICY", "daily=4d,changes=8d")
+
+    summary = lambda_handler({}, None)
+
+    assert summary["retention"]["restorable_from_us"] == expected.floor_us == coverage(history, TABLE).earliest_us
+    assert summary["retention"]["change_files_deleted"] == len(expected.drop_changes) > 0
+    assert {second: _state(history, second) for second in moments} == before
+
+
+def test_the_scheduled_compactor_keeps_everything_without_a_policy(
+    history: Store, monkeypatch: pytest.MonkeyPatch, aws: None
+) -> None:
+    from compactor.handler import lambda_handler
+
+    earliest = coverage(history, TABLE).earliest_us
+    snapshots = len(list_manifests(history, TABLE))
+    monkeypatch.setenv("REWIND_STORE", history.uri)
+    monkeypatch.setenv("REWIND_TABLE", TABLE)
+    monkeypatch.setenv("REWIND_RETENTION_POLICY", "")
+
+    assert "retention" not in lambda_handler({}, None)
+    assert coverage(history, TABLE).earliest_us == earliest
+    assert len(list_manifests(history, TABLE)) == snapshots + 1  # only the new compaction snapshot
+
+
+def test_a_bad_retention_policy_fails_the_scheduled_run_before_anything_changes(
+    history: Store, monkeypatch: pytest.MonkeyPatch, aws: None
+) -> None:
+    from compactor.handler import lambda_handler
+
+    files = change_files(history, TABLE)
+    monkeypatch.setenv("REWIND_STORE", history.uri)
+    monkeypatch.setenv("REWIND_TABLE", TABLE)
+    monkeypatch.setenv("REWIND_RETENTION_POLICY", "changes=forever")
+
+    with pytest.raises(UsageError):
+        lambda_handler({}, None)
+    assert change_files(history, TABLE) == files

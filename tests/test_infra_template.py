@@ -875,3 +875,27 @@ def test_compactor_may_read_the_table_settings_of_its_own_table_only(resources: 
                                    "dynamodb:GetResourcePolicy"}
     assert read["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}"
                                            ":table/${TableName}"}
+
+
+def test_the_compactor_applies_the_stacks_retention_policy(template: dict[str, Any]) -> None:
+    props = _function(template, "CompactorFunction")
+    assert props["Environment"]["Variables"]["REWIND_RETENTION_POLICY"] == {"Ref": "RetentionPolicy"}
+    assert template["Parameters"]["RetentionPolicy"]["Default"] == ""
+
+
+@pytest.mark.parametrize("policy", ["", "changes=400d", "daily=35d,monthly=24m,changes=400d", "changes=1y"])
+def test_the_retention_parameter_takes_what_expire_takes(template: dict[str, Any], policy: str) -> None:
+    import re
+
+    from compactor.policy import parse_policy
+
+    assert re.fullmatch(template["Parameters"]["RetentionPolicy"]["AllowedPattern"], policy)
+    if policy:
+        parse_policy(policy)
+
+
+@pytest.mark.parametrize("policy", ["forever", "changes=", "daily=35d;", "changes=5x"])
+def test_the_retention_parameter_refuses_at_deploy_what_expire_refuses(template: dict[str, Any], policy: str) -> None:
+    import re
+
+    assert not re.fullmatch(template["Parameters"]["RetentionPolicy"]["AllowedPattern"], policy)

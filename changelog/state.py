@@ -20,7 +20,7 @@ import pyarrow as pa
 from changelog.consistent import read_consistently
 from changelog.damage import damaged, read_json_object
 from changelog.errors import TableNotFound, TimeOutOfRange
-from changelog.gaps import Gap, blocking_gap, read_gaps
+from changelog.gaps import Gap, all_gaps, blocking_gap
 from changelog.layout import (
     changes_root,
     checkpoints_root,
@@ -251,7 +251,7 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         snapshots=len(manifests),
         quarantined=sum(1 for p in listing if "/quarantine/" in p),
         bytes_stored=sizes,
-        gaps=read_gaps(store, table, listing),
+        gaps=all_gaps(store, table, listing),
         bootstraps_us=tuple(sorted(bootstraps)),
     )
 

@@ -19,6 +19,7 @@ import pytest
 from changelog.changefile import parquet_bytes, write_change_files
 from changelog.codec import decode_lambda_record
 from changelog.errors import DamagedStore
+from changelog.gaps import Gap, all_gaps, write_gap
 from changelog.layout import change_file_path, meta_path, parse_change_file_name
 from changelog.record import rows_to_table
 from changelog.snapshot import list_manifests
@@ -28,7 +29,7 @@ from compactor.policy import parse_policy
 from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
 from replayer.verify import stored_state
-from stream_consumer.checkpoint import read_checkpoints
+from stream_consumer.checkpoint import Checkpoint, read_checkpoints, write_checkpoint
 from tests.damage import (
     DAMAGES,
     LAST_SECOND,
@@ -261,3 +262,25 @@ def test_a_change_file_without_statistics_in_another_hour_is_refused(built: Stor
     with pytest.raises(DamagedStore, match="outside its hour partition") as refused:
         coverage(built, TABLE)
     assert path in str(refused.value)
+
+
+def test_a_deleted_gap_record_does_not_lift_the_refusal(built: Store, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # The poller writes the gap's record, then the checkpoint that lists it; the record is then deleted.
+    gap = Gap("shardId-1", (LAST_SECOND + 60) * US, "trimmed", start_us=(OPS[9].second - 1) * US,
+              after_sequence_number="105")
+    built.delete(write_gap(built, TABLE, gap))
+    write_checkpoint(built, TABLE, Checkpoint("shardId-1", watermark_us=LAST_SECOND * US, gaps=(gap,)))
+    assert coverage(built, TABLE).gaps == (gap,)
+    capsys.readouterr()
+    assert run_cli(["replay", "--table", TABLE, "--store", built.uri, "--at", at(LAST_SECOND),
+                    "--to-file", str(tmp_path / "out.jsonl")]) == 5
+    assert "gap in the backup" in capsys.readouterr().err
+
+
+def test_a_gap_in_both_its_record_and_its_checkpoint_counts_once(built: Store) -> None:
+    gap = Gap("shardId-1", (LAST_SECOND + 60) * US, "trimmed", start_us=(OPS[9].second - 1) * US,
+              after_sequence_number="105")
+    write_gap(built, TABLE, gap)
+    write_checkpoint(built, TABLE, Checkpoint("shardId-1", watermark_us=LAST_SECOND * US, gaps=(gap,)))
+    assert all_gaps(built, TABLE) == (gap,)

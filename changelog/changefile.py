@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from changelog.footer import DEDUPLICATED
 from changelog.formats import FOOTER_KEY, FORMAT_VERSION
-from changelog.layout import change_file_path, hour_partition
+from changelog.layout import HOUR_US, change_file_path, hour_partition
 from changelog.record import ChangeRow, rows_to_table
 from changelog.store import Store
 
@@ -18,7 +18,6 @@ ROW_GROUP_ROWS = 64_000
 # What the compactor writes (merged change files, snapshot parts) is written once, offline, and read
 # for years: zstd level 9 makes it 14% smaller than the default level for 4x the compression CPU.
 COMPACTED_LEVEL = 9
-HOUR_US = 3_600_000_000
 # Dictionary pages pay only for columns that repeat; min/max statistics only for columns readers prune
 # on. Trying a dictionary on every JSON image, and min/max over it, cost time and save nothing.
 _REPEATING = frozenset(("table_name", "event_name", "shard_id", "kind"))

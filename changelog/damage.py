@@ -17,7 +17,8 @@ def damaged(store: Store, path: str, problem: str) -> DamagedStore:
     """A DamagedStore naming ``path`` in ``store``, what is wrong with it and what to do."""
     return DamagedStore(
         f"damaged store: {store.uri}/{path} {problem}: restore it from the bucket's object versions "
-        f"(or a copy of the store), or run 'ddb-rewind check --store {store.uri}' to see what is affected"
+        f"(or a copy of the store); 'ddb-rewind check --store {store.uri} --read-data' finds every damaged "
+        "file and what it affects (without --read-data, file contents are not read)"
     )
 
 

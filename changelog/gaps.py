@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from changelog.errors import DamagedStore
-from changelog.layout import table_root
+from changelog.damage import damaged, parse_json_object, read_json_object
+from changelog.layout import checkpoints_root, table_root
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 
@@ -142,15 +142,52 @@ def write_gap(store: Store, table: str, gap: Gap) -> str:
     return path
 
 
+def _oldest_first(gaps: Iterable[Gap]) -> tuple[Gap, ...]:
+    return tuple(sorted(gaps, key=lambda g: (g.start_us or 0, g.shard_id)))
+
+
+def read_gap(store: Store, path: str) -> Gap:
+    """One gap record; DamagedStore naming it when it is not one."""
+    body = parse_json_object(store, path, store.read(path))
+    try:
+        return gap_from_json(body)
+    except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+        raise damaged(store, path, f"is not a readable gap record ({exc!r})") from None
+
+
 def read_gaps(store: Store, table: str, listing: Iterable[str] | None = None) -> tuple[Gap, ...]:
-    """Every gap of the table, oldest start first; ``listing`` (of the table's prefix) saves a LIST call."""
+    """Every gap record of the table, oldest start first; ``listing`` (of the table's prefix) saves a LIST call."""
     root = gaps_root(table)
     paths = listing if listing is not None else store.list(root)
-    found = []
+    return _oldest_first(read_gap(store, path) for path in paths if path.startswith(root) and path.endswith(".json"))
+
+
+def checkpoint_gaps(store: Store, path: str) -> tuple[Gap, ...]:
+    """The gaps a poller checkpoint lists (``stream_consumer.checkpoint`` writes them beside each record)."""
+    body = read_json_object(store, path)
+    listed = body.get("gaps", [])
+    if not isinstance(listed, list) or not all(isinstance(item, dict) for item in listed):
+        raise damaged(store, path, "lists gaps that are not gap records")
+    try:
+        return tuple(gap_from_json(item) for item in listed)
+    except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+        raise damaged(store, path, f"lists a gap that cannot be read ({exc!r})") from None
+
+
+def all_gaps(store: Store, table: str, listing: Iterable[str] | None = None) -> tuple[Gap, ...]:
+    """Every gap of the table from both places it is kept, oldest start first.
+
+    The poller lists each gap in its shard's checkpoint as well as in the gap's own record, so
+    deleting the record alone does not lift the refusal. One loss is one gap, identified by where
+    its record is kept (``gap_path``); when both exist the record is taken. ``listing`` is of the
+    table's prefix (``tables/<table>/``).
+    """
+    paths = list(listing) if listing is not None else store.list(table_root(table) + "/")
+    root = gaps_root(table)
+    found = {path: read_gap(store, path) for path in paths if path.startswith(root) and path.endswith(".json")}
     for path in paths:
-        if path.startswith(root) and path.endswith(".json"):
-            try:
-                found.append(gap_from_json(json.loads(store.read(path))))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise DamagedStore(f"gap record {path} is unreadable ({exc}): restore it from a copy") from None
-    return tuple(sorted(found, key=lambda g: (g.start_us or 0, g.shard_id)))
+        if path.startswith(checkpoints_root(table)) and path.endswith(".json"):
+            for gap in checkpoint_gaps(store, path):
+                found.setdefault(gap_path(table, gap), gap)
+    return _oldest_first(found.values())
+

@@ -8,8 +8,15 @@ Where the checksum lives:
 Anything else handed to a reader (a name this product never writes, a part its manifest does not
 list) is foreign. ``verify_for_read`` is called by ``changelog.source.register_parquet``, which
 every reader goes through, so no answer is computed from an unchecked file, nor from a file in a
-store format newer than this version reads (``changelog.formats``). ``inspect_file`` is the
-full check (bytes and a complete decode) that ``ddb-rewind check --read-data`` runs.
+store format newer than this version reads (``changelog.formats``). ``inspect_file`` is what
+``ddb-rewind check`` runs on each file (with ``--read-data``, bytes and a complete decode).
+
+A change file's place is part of the same check: every row must be of the table the file is stored
+under, with an event time inside its hour partition (``placement_problem``), because readers choose
+files by partition and table. The footer's row-group statistics (written for both columns by every
+writer) settle it without reading rows; rows are read only when the statistics are missing or show
+a violation. A reader checks the files it plans to read: a file moved to a later hour is not among
+them for a moment before that hour, which is why plain ``check`` reads every change file's footer.
 
 Local files are hashed whole on every read (sha256 runs at ~1.8 GB/s here; an unchanged file, same
 size and mtime, is hashed once per process). An s3:// file is fetched and hashed before pyarrow reads
@@ -24,16 +31,26 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from changelog.damage import damaged
 from changelog.errors import FileVanished, StoreError
 from changelog.formats import check_format, footer_version
-from changelog.layout import CHANGE_DIGEST_HEX, parse_change_file_name
+from changelog.layout import (
+    CHANGE_DIGEST_HEX,
+    HOUR_US,
+    TABLES,
+    ChangeFilePlace,
+    change_file_place,
+    parse_change_file_name,
+)
 from changelog.snapshot import MANIFEST, Manifest, read_manifest
 from changelog.store import ObjectMissing, Store
+from changelog.timefmt import format_time, from_micros
 
 _S3_WORKERS = 8
 
@@ -47,6 +64,7 @@ class Expected:
     sha256: str
     size: int | None = None
     rows: int | None = None
+    place: ChangeFilePlace | None = None  # change files: the table and hour every row must belong to
 
 
 def _is_snapshot_part(path: str) -> bool:
@@ -60,8 +78,13 @@ def expectations(store: Store, paths: Iterable[str]) -> dict[str, Expected]:
     found: dict[str, Expected] = {}
     for path in paths:
         name = parse_change_file_name(path)
-        if "/changes/" in path and name is not None:
-            found[path] = Expected(path, "change file", name.digest)
+        parts = path.split("/")
+        if name is not None and len(parts) > 3 and parts[0] == TABLES and parts[2] == "changes":
+            place = change_file_place(path)
+            if place is None:
+                raise damaged(store, path, "is not in an hour partition of its table's changes "
+                                           "(changes/dt=YYYY-MM-DD/hour=HH/): a misplaced file")
+            found[path] = Expected(path, "change file", name.digest, place=place)
             continue
         if _is_snapshot_part(path):
             directory, part = path.rsplit("/", 1)
@@ -123,7 +146,7 @@ def _verify_local(store: Store, expected: Expected) -> None:
     problem = content_problem(expected, data)
     if problem:
         raise damaged(store, expected.path, problem)
-    _check_format(store, expected.path, data)
+    _check_footer(store, expected, data)
     _verified[key] = (stat.st_size, stat.st_mtime_ns)
 
 
@@ -135,32 +158,145 @@ def _verify_remote(store: Store, expected: Expected) -> None:
     problem = content_problem(expected, data)
     if problem:
         raise damaged(store, expected.path, problem)
-    _check_format(store, expected.path, data)
+    _check_footer(store, expected, data)
 
 
-def _check_format(store: Store, path: str, data: bytes) -> None:
-    """Refuse a file in a newer store format than this version reads (its footer says which)."""
-    version = data_format(data)
-    if version is None:
-        raise damaged(store, path, "has no readable Parquet footer")
-    check_format(store, path, version)
-
-
-def data_format(data: bytes) -> int | None:
-    """The store format a Parquet file's footer declares, or None when it has no readable footer."""
+def _check_footer(store: Store, expected: Expected, data: bytes) -> None:
+    """Refuse a file in a newer store format than this version reads (its footer says which), and a
+    change file whose rows do not belong where it is stored."""
     try:
-        return footer_version(pq.read_metadata(pa.BufferReader(data)).metadata)
+        parquet = pq.ParquetFile(pa.BufferReader(data))
     except (pa.ArrowException, OSError, ValueError):
+        raise damaged(store, expected.path, "has no readable Parquet footer") from None
+    check_format(store, expected.path, footer_version(parquet.metadata.metadata))
+    problem = placement_problem(expected, parquet)
+    if problem:
+        raise damaged(store, expected.path, problem)
+
+
+@dataclass(frozen=True)
+class RowBounds:
+    """The least and greatest table name and event time (µs) among a file's rows; None when it has none."""
+
+    tables: tuple[str, str] | None
+    times_us: tuple[int, int] | None
+
+
+def _bounds_from_statistics(metadata: pq.FileMetaData) -> RowBounds | None:
+    """The bounds the footer's row-group statistics prove, or None when they do not settle them.
+
+    Time statistics are exact. String statistics may be truncated (a shorter minimum, a greater
+    maximum), so they prove the table only when minimum and maximum are the same name.
+    """
+    if metadata.num_rows == 0:
+        return RowBounds(None, None)
+    tables: list[str] = []
+    times: list[int] = []
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        if group.num_rows == 0:
+            continue
+        found = {}
+        for column in range(group.num_columns):
+            chunk = group.column(column)
+            if chunk.path_in_schema in ("table_name", "event_time"):
+                found[chunk.path_in_schema] = chunk.statistics
+        table, time = found.get("table_name"), found.get("event_time")
+        if table is None or time is None or not table.has_min_max or not time.has_min_max:
+            return None
+        if not isinstance(time.min_raw, int) or not isinstance(time.max_raw, int):
+            return None
+        tables += [str(table.min), str(table.max)]
+        times += [time.min_raw, time.max_raw]
+    if not times:
+        return RowBounds(None, None)
+    if min(tables) != max(tables):
         return None
+    return RowBounds((tables[0], tables[0]), (min(times), max(times)))
 
 
-def fingerprint(data: bytes) -> tuple[str, int, int | None]:
-    """(sha256 hex, size, store format or None) of a file's bytes: what a reader checks, wherever it runs."""
-    return hashlib.sha256(data).hexdigest(), len(data), data_format(data)
+def row_bounds(parquet: pq.ParquetFile) -> RowBounds:
+    """Exact bounds of a change file's rows: from the footer when its statistics settle them, else
+    from the two columns. Raises ValueError when the file holds no such columns or cannot be decoded."""
+    proven = _bounds_from_statistics(parquet.metadata)
+    if proven is not None:
+        return proven
+    try:
+        columns = parquet.read(columns=["table_name", "event_time"])
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    if columns.num_rows == 0:
+        return RowBounds(None, None)
+    names = pc.min_max(columns.column("table_name"))
+    times = pc.min_max(columns.column("event_time").cast(pa.int64()))
+    return RowBounds((str(names["min"].as_py()), str(names["max"].as_py())),
+                     (int(times["min"].as_py()), int(times["max"].as_py())))
 
 
-def check_fingerprints(store: Store, wanted: dict[str, Expected],
-                       found: dict[str, tuple[str, int, int | None]]) -> None:
+def bounds_problem(expected: Expected, bounds: RowBounds) -> str | None:
+    """What is wrong with a change file whose rows have ``bounds`` where ``expected`` places it, or None."""
+    place = expected.place
+    if place is None:
+        return None
+    if bounds.tables is not None and bounds.tables != (place.table, place.table):
+        low, high = bounds.tables
+        held = f"table {low!r}" if low == high else f"tables {low!r} to {high!r}"
+        return f"holds rows of {held} under table {place.table!r}: a file of another table placed here"
+    if bounds.times_us is not None:
+        first, last = bounds.times_us
+        if not (place.holds_time(first) and place.holds_time(last)):
+            return (f"holds changes from {format_time(from_micros(first))} to {format_time(from_micros(last))}, "
+                    f"outside its hour partition {place.partition} ({format_time(from_micros(place.hour_us))} to "
+                    f"{format_time(from_micros(place.hour_us + HOUR_US))}): a file moved from another hour")
+    return None
+
+
+def placement_problem(expected: Expected, parquet: pq.ParquetFile) -> str | None:
+    """What is wrong with where a change file is stored, given its rows (None for other files)."""
+    if expected.place is None:
+        return None
+    try:
+        bounds = row_bounds(parquet)
+    except ValueError as exc:
+        return f"has no readable table_name and event_time columns ({exc})"
+    return bounds_problem(expected, bounds)
+
+
+class Fingerprint(NamedTuple):
+    """What a worker that read a file sends back: enough to check it as ``verify_for_read`` does."""
+
+    sha256: str
+    size: int
+    version: int | None  # store format; None: no readable footer
+    table_min: str | None = None  # bounds of the rows (RowBounds); None: no rows
+    table_max: str | None = None
+    time_min_us: int | None = None
+    time_max_us: int | None = None
+    rows_unreadable: str | None = None  # why the bounds could not be read, if they could not
+
+
+# The Spark struct a Fingerprint travels in (field for field).
+FINGERPRINT_STRUCT = ("struct<sha256:string,size:bigint,version:int,table_min:string,table_max:string,"
+                      "time_min_us:bigint,time_max_us:bigint,rows_unreadable:string>")
+
+
+def fingerprint(data: bytes) -> Fingerprint:
+    """A file's fingerprint from its bytes: what a reader checks, wherever it runs."""
+    digest, size = hashlib.sha256(data).hexdigest(), len(data)
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+    except (pa.ArrowException, OSError, ValueError):
+        return Fingerprint(digest, size, None)
+    version = footer_version(parquet.metadata.metadata)
+    try:
+        bounds = row_bounds(parquet)
+    except ValueError as exc:
+        return Fingerprint(digest, size, version, rows_unreadable=str(exc))
+    tables, times = bounds.tables or (None, None), bounds.times_us or (None, None)
+    return Fingerprint(digest, size, version, *tables, *times)
+
+
+def check_fingerprints(store: Store, wanted: dict[str, Expected], found: dict[str, Fingerprint]) -> None:
     """Refuse (DamagedStore) unless every wanted file was fingerprinted and matches what is recorded.
 
     For readers whose workers read the files (Spark's executors): they fingerprint each file where
@@ -169,13 +305,24 @@ def check_fingerprints(store: Store, wanted: dict[str, Expected],
     for path, expected in wanted.items():
         if path not in found:
             raise _missing(store, expected)
-        digest, size, version = found[path]
-        problem = digest_problem(expected, size, digest)
+        print_ = found[path]
+        problem = digest_problem(expected, print_.size, print_.sha256)
         if problem:
             raise damaged(store, path, problem)
-        if version is None:
+        if print_.version is None:
             raise damaged(store, path, "has no readable Parquet footer")
-        check_format(store, path, version)
+        check_format(store, path, print_.version)
+        if expected.place is None:
+            continue
+        if print_.rows_unreadable is not None:
+            raise damaged(store, path, f"has no readable table_name and event_time columns ({print_.rows_unreadable})")
+        bounds = RowBounds(
+            None if print_.table_min is None or print_.table_max is None else (print_.table_min, print_.table_max),
+            None if print_.time_min_us is None or print_.time_max_us is None
+            else (print_.time_min_us, print_.time_max_us))
+        problem = bounds_problem(expected, bounds)
+        if problem:
+            raise damaged(store, path, problem)
 
 
 def verify_for_read(store: Store, paths: list[str]) -> None:
@@ -201,7 +348,8 @@ def decode_problem(expected: Expected, data: bytes) -> str | None:
 
 
 def inspect_file(store: Store, expected: Expected, size: int | None, read_data: bool) -> str | None:
-    """The full check of one file for ``check``: size from the listing; with ``read_data`` bytes and decode."""
+    """The full check of one file for ``check``: size from the listing and, for a change file, the table
+    and times its footer records against where it is stored; with ``read_data`` bytes and decode too."""
     if size is None:
         return "is missing"
     if expected.size is not None and size != expected.size:
@@ -210,11 +358,31 @@ def inspect_file(store: Store, expected: Expected, size: int | None, read_data: 
     if size == 0:
         return "is empty (0 bytes)"
     if not read_data:
-        return None
+        return _footer_problem(store, expected)
     try:
         data = store.read(expected.path)
     except ObjectMissing:
         return "is missing"
     except OSError as exc:
         return f"cannot be read ({exc})"
-    return content_problem(expected, data) or decode_problem(expected, data)
+    problem = content_problem(expected, data) or decode_problem(expected, data)
+    if problem or expected.place is None:
+        return problem
+    return placement_problem(expected, pq.ParquetFile(pa.BufferReader(data)))
+
+
+def _footer_problem(store: Store, expected: Expected) -> str | None:
+    """Where a change file is stored, checked against its footer alone (a few KB, not its rows)."""
+    if expected.place is None:
+        return None
+    try:
+        root = store.local_root()
+        if root is not None:
+            return placement_problem(expected, pq.ParquetFile(str(root / expected.path)))
+        filesystem, base = store.arrow()
+        with filesystem.open_input_file(f"{base}/{expected.path}") as handle:
+            return placement_problem(expected, pq.ParquetFile(handle))
+    except FileNotFoundError:
+        return "is missing"
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        return f"has no readable Parquet footer ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"

@@ -19,11 +19,12 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from changelog.timefmt import from_micros
+from changelog.timefmt import from_micros, to_micros
 
 TABLES = "tables"
+HOUR_US = 3_600_000_000
 
 
 def table_root(table: str) -> str:
@@ -95,6 +96,40 @@ def parse_change_file_name(path: str) -> ChangeFileName | None:
     if match is None:
         return None
     return ChangeFileName(match.group(1), match.group(2), match.group(3))
+
+
+_PARTITION = re.compile(r"^dt=([0-9]{4})-([0-9]{2})-([0-9]{2})/hour=([0-9]{2})$")
+
+
+@dataclass(frozen=True)
+class ChangeFilePlace:
+    """Where a change file sits, which bounds its rows: their table, and the hour their times fall in."""
+
+    table: str
+    partition: str
+    hour_us: int  # start of the hour (inclusive); rows' times are before hour_us + HOUR_US
+
+    def holds_time(self, event_time_us: int) -> bool:
+        """True when a change of that time belongs in this file's hour partition."""
+        return self.hour_us <= event_time_us < self.hour_us + HOUR_US
+
+
+def change_file_place(path: str) -> ChangeFilePlace | None:
+    """The table and hour a change file's path puts it in, or None when the path is not
+    ``tables/<table>/changes/dt=YYYY-MM-DD/hour=HH/<name>`` with a real date and hour."""
+    parts = path.split("/")
+    if len(parts) != 6 or parts[0] != TABLES or parts[2] != "changes" or not parts[1]:
+        return None
+    partition = f"{parts[3]}/{parts[4]}"
+    match = _PARTITION.match(partition)
+    if match is None:
+        return None
+    year, month, day, hour = (int(group) for group in match.groups())
+    try:
+        start = datetime(year, month, day, hour, tzinfo=UTC)
+    except ValueError:
+        return None
+    return ChangeFilePlace(parts[1], partition, to_micros(start))
 
 
 def snapshots_root(table: str) -> str:

@@ -21,7 +21,7 @@ from changelog.captured import capture_watermark
 from changelog.consistent import read_consistently
 from changelog.damage import damaged, read_json_object
 from changelog.errors import TableNotFound, TimeOutOfRange
-from changelog.gaps import Gap, read_gaps
+from changelog.gaps import Gap, all_gaps
 from changelog.layout import (
     changes_root,
     hour_partition,
@@ -309,7 +309,7 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         return first, last, count, len(current)
 
     first, last, count, files = read_consistently(store, (changes_root(table) + "/",), read)
-    gaps = read_gaps(store, table, listing)
+    gaps = all_gaps(store, table, listing)
     quarantined = list_quarantined(store, table) if any("/quarantine/" in p for p in listing) else []
     losses = tuple(sorted([*map(gap_loss, gaps), *map(quarantine_loss, quarantined)],
                           key=lambda loss: (loss.start_us is not None, loss.start_us or 0, loss.what)))

@@ -6,10 +6,12 @@ checksums (``changelog.integrity``) and the state plan's rule for which files a 
 
 Per table it checks: meta.json, retention.json and checkpoints parse; every manifest parses, its
 counts add up and the chain of manifests and removal records is unbroken; every listed part is
-present with its recorded size; every change file carries a checksum in its name. With
-``read_data`` every part and change file is read whole, hashed and fully decoded (page checksums
-verified). It names orphans (parts no manifest lists, ``.tmp-*`` leftovers of a crashed write) as
-notes: they affect no restore. Each problem says which restore points it affects.
+present with its recorded size; every change file carries a checksum in its name, and its footer
+says its rows are of its table and its hour partition (a few KB per file, not its rows); every gap
+record parses, and every gap a checkpoint lists still has its record. With ``read_data`` every part
+and change file is read whole, hashed and fully decoded (page checksums verified). It names orphans
+(parts no manifest lists, ``.tmp-*`` leftovers of a crashed write) as notes: they affect no restore.
+Each problem says which restore points it affects.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 from changelog.damage import read_json_object
 from changelog.errors import DamagedStore, TableNotFound
+from changelog.gaps import checkpoint_gaps, gap_path, gaps_root, read_gap
 from changelog.integrity import Expected, expectations, inspect_file
 from changelog.layout import (
     TABLES,
@@ -66,6 +69,23 @@ class CheckReport:
     change_files: int
     read_data: bool
     findings: tuple[Finding, ...]
+    gaps: int = 0  # gap records read
+
+    @property
+    def verified(self) -> str:
+        """What this check verified, in words."""
+        files = ("read whole, hashed against their records and decoded" if self.read_data else
+                 "present with their recorded sizes and names")
+        return (f"{self.manifests:,} manifests and their chain, {self.parts:,} snapshot parts and "
+                f"{self.change_files:,} change files {files}, the table and hour of every change file's rows, "
+                f"{self.gaps:,} gap records")
+
+    @property
+    def not_verified(self) -> tuple[str, ...]:
+        """What this check did not verify (each a reason a store it passes may still be damaged)."""
+        if self.read_data:
+            return ()
+        return ("file contents: a changed byte inside a file of the right size (run with --read-data)",)
 
     @property
     def problems(self) -> tuple[Finding, ...]:
@@ -186,24 +206,63 @@ def _check_changes(store: Store, table: str, sizes: dict[str, int], manifests: l
                    read_data: bool) -> tuple[list[Finding], int]:
     found = []
     files = sorted(p for p in sizes if p.startswith(changes_root(table) + "/"))
+    readers = "every reader of the table refuses it (sql, history, status, replays of its hour)"
     for path in files:
         if not path.endswith(".parquet") or parse_change_file_name(path) is None:
             found.append(Finding(table, path, "is a foreign file: its name carries no checksum ddb-rewind wrote",
-                                 "every reader of the table refuses it (sql, history, status, replays of its hour)"))
+                                 readers))
             continue
-        (expected,) = expectations(store, [path]).values()
+        try:
+            (expected,) = expectations(store, [path]).values()
+        except DamagedStore as exc:
+            found.append(Finding(table, path, _short(exc, path), readers))
+            continue
         problem = inspect_file(store, expected, sizes.get(path), read_data)
         if problem:
             found.append(Finding(table, path, problem, _change_window(path, manifests)))
     return found, len(files)
 
 
-def check_table(store: Store, table: str, read_data: bool) -> tuple[int, int, int, list[Finding]]:
-    """(manifests, parts, change files, findings) of one table."""
+def _check_gaps(store: Store, table: str, sizes: dict[str, int], unsound: set[str]) -> tuple[list[Finding], int]:
+    """Every gap record parses, and every gap a checkpoint lists still has its record.
+
+    A deleted gap record would otherwise go unnoticed (readers also take the checkpoint's copy:
+    ``changelog.gaps.all_gaps``). Checkpoints in ``unsound`` were already reported unreadable.
+    """
+    found: list[Finding] = []
+    records = sorted(p for p in sizes if p.startswith(gaps_root(table)) and p.endswith(".json"))
+    for path in records:
+        try:
+            read_gap(store, path)
+        except DamagedStore as exc:
+            found.append(Finding(table, path, _short(exc, path), "every reader refuses the table"))
+    checkpoints = sorted(p for p in sizes if p.startswith(checkpoints_root(table)) and p.endswith(".json"))
+    for checkpoint in checkpoints:
+        if checkpoint in unsound:
+            continue
+        try:
+            listed = checkpoint_gaps(store, checkpoint)
+        except DamagedStore as exc:
+            found.append(Finding(table, checkpoint, _short(exc, checkpoint), "every reader refuses the table"))
+            continue
+        for gap in listed:
+            record = gap_path(table, gap)
+            if record not in sizes:
+                found.append(Finding(
+                    table, record, f"is missing: the checkpoint {checkpoint} lists this gap ({gap.describe()})",
+                    "status no longer lists the gap; readers still refuse the moments it affects (the "
+                    "checkpoint lists it): restore the record"))
+    return found, len(records)
+
+
+def check_table(store: Store, table: str, read_data: bool) -> tuple[int, int, int, int, list[Finding]]:
+    """(manifests, parts, change files, gap records, findings) of one table."""
     sizes = store.sizes(table_root(table) + "/")
     if not sizes:
         raise TableNotFound(f"the store {store.uri} holds no table {table!r}: run 'ddb-rewind status' to list tables")
     findings = _check_json(store, table, sizes)
+    gap_findings, gap_count = _check_gaps(store, table, sizes, {f.path for f in findings})
+    findings += gap_findings
     manifests, manifest_findings, parts = _check_manifests(store, table, sizes, read_data)
     findings += manifest_findings
     change_findings, change_count = _check_changes(store, table, sizes, manifests, read_data)
@@ -214,17 +273,17 @@ def check_table(store: Store, table: str, read_data: bool) -> tuple[int, int, in
         findings.append(Finding(table, meta_path(table), "is missing",
                                 "restores into a new table (--create-table) cannot read the key schema",
                                 is_problem=False))
-    return len(manifests), parts, change_count, findings
+    return len(manifests), parts, change_count, gap_count, findings
 
 
 def check_store(store: Store, table: str | None = None, *, read_data: bool = False) -> CheckReport:
     """Check every table of the store (or one)."""
     tables = [table] if table else table_names(store.list(TABLES + "/"))
-    manifests = parts = changes = 0
+    manifests = parts = changes = gaps = 0
     findings: list[Finding] = []
     for name in tables:
-        m, p, c, f = check_table(store, name, read_data)
-        manifests, parts, changes = manifests + m, parts + p, changes + c
+        m, p, c, g, f = check_table(store, name, read_data)
+        manifests, parts, changes, gaps = manifests + m, parts + p, changes + c, gaps + g
         findings += f
-    return CheckReport(tuple(tables), manifests, parts, changes, read_data, tuple(findings))
+    return CheckReport(tuple(tables), manifests, parts, changes, read_data, tuple(findings), gaps)
 

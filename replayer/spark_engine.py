@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from changelog.docs import DOC_FUNCTION, doc_text
 from changelog.errors import StoreError, UsageError
-from changelog.integrity import check_fingerprints, expectations, fingerprint
+from changelog.integrity import FINGERPRINT_STRUCT, Fingerprint, check_fingerprints, expectations, fingerprint
 from changelog.record import SCHEMA
 from changelog.snapshot import SNAPSHOT_SCHEMA
 from changelog.spec import render, state_sql, window_keys_sql
@@ -191,19 +191,18 @@ def verify_on_executors(spark: Any, store: Store, paths: list[str], scheme: str)
 
     The same check as ``changelog.integrity.verify_for_read``, spread over the cluster: this process
     reads only names and manifests (what each file must be); each executor reads its files' bytes and
-    sends back their fingerprints (sha256, size, format), so checking ten billion changes costs the
-    cluster one parallel pass instead of this process a download of every byte.
+    sends back their fingerprints (sha256, size, format, the bounds of a change file's rows), so checking
+    ten billion changes costs the cluster one parallel pass instead of this process a download of every byte.
     """
     from pyspark.sql.functions import col, udf
 
     wanted = expectations(store, paths)
     by_uri = {_local_form(spark_path(store, path, scheme)): path for path in paths}
     # A plain (pickled) Python UDF: Arrow-optimised ones need pandas, which the spark extra does not install.
-    fingerprints = udf(lambda content: fingerprint(bytes(content)), "struct<sha256:string,size:bigint,version:int>",
-                       useArrow=False)
+    fingerprints = udf(lambda content: fingerprint(bytes(content)), FINGERPRINT_STRUCT, useArrow=False)
     rows = (spark.read.format("binaryFile").load(list(by_uri))
             .select("path", fingerprints(col("content")).alias("f")).collect())
-    found = {by_uri[_local_form(row["path"])]: (row["f"]["sha256"], row["f"]["size"], row["f"]["version"])
+    found = {by_uri[_local_form(row["path"])]: Fingerprint(**row["f"].asDict())
              for row in rows if _local_form(row["path"]) in by_uri}
     check_fingerprints(store, wanted, found)
 

@@ -134,6 +134,27 @@ def _foreign_file(store: Store) -> str:
     return path
 
 
+def _move_change_file_to_a_later_hour(store: Store) -> str:
+    # A change file of hour 00 moved, name and bytes intact, into hour 01 (what a replay of its hour skips).
+    source = next(p for p in change_files(store, TABLE) if "/hour=00/" in p)
+    target = source.replace("/hour=00/", "/hour=01/")
+    store.write(target, store.read(source))
+    store.delete(source)
+    return target
+
+
+def _other_tables_change_file(store: Store) -> str:
+    # A change file captured for another table, placed in this table's hour of the same time.
+    capture_batch(store, stream_records("invoices", [Op(0, {**KEYS[0], "n": {"N": "99"}}, LAST_SECOND)]),
+                  decode_lambda_record, source="test")
+    (source,) = change_files(store, "invoices")
+    target = source.replace("tables/invoices/", f"tables/{TABLE}/")
+    store.write(target, store.read(source))
+    for path in store.list("tables/invoices/"):
+        store.delete(path)
+    return target
+
+
 def _delete_manifest_mid_chain(store: Store) -> str:
     _first, middle, last = manifest_paths(store)
     store.delete(middle)
@@ -167,6 +188,9 @@ DAMAGES = [
     Damage("zero-byte change file", _empty_change_file, by_structure=True, in_changes=True),
     Damage("bit flip in a change file", _flip_change_file, by_structure=False, in_changes=True),
     Damage("foreign file", _foreign_file, by_structure=True, in_changes=True),
+    Damage("change file moved to a later hour", _move_change_file_to_a_later_hour, by_structure=True,
+           in_changes=True),
+    Damage("change file of another table", _other_tables_change_file, by_structure=True, in_changes=True),
     Damage("manifest deleted mid-chain", _delete_manifest_mid_chain, by_structure=True, in_changes=False),
     Damage("manifest rewritten mid-chain", _rewrite_manifest_mid_chain, by_structure=True, in_changes=False),
     Damage("manifest forged mid-chain", _forge_manifest_mid_chain, by_structure=True, in_changes=False),

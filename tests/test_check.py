@@ -14,10 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from changelog.errors import RewindError
+from changelog.gaps import Gap, write_gap
+from changelog.state import change_files
 from changelog.store import LocalStore, Store
 from compactor.snapshots import build_snapshot
 from replayer.check import check_store
 from replayer.verify import stored_state
+from stream_consumer.checkpoint import Checkpoint, write_checkpoint
 from tests.damage import (
     DAMAGES,
     LAST_SECOND,
@@ -52,7 +55,7 @@ def _check(store: Store, capsys: pytest.CaptureFixture[str], *extra: str) -> tup
 def test_a_sound_store_passes_check(built: Store, capsys: pytest.CaptureFixture[str]) -> None:
     code, report = _check(built, capsys, "--read-data")
     assert code == 0 and report["sound"] is True and report["problems"] == []
-    assert report["checked"] == {"manifests": 3, "parts": 3, "change_files": 7}
+    assert report["checked"] == {"manifests": 3, "parts": 3, "change_files": 7, "gap_records": 0}
 
 
 def test_a_sound_s3_store_passes_check(s3_over_http: Store, tmp_path: Path,  # noqa: F811
@@ -178,3 +181,87 @@ def test_any_single_byte_flip_is_detected_and_never_changes_a_replay(
             continue
         assert {k: json.dumps(v, separators=(",", ":"), ensure_ascii=False) for k, v in state.items()} \
             == model_state(OPS, second)
+
+
+def test_plain_check_names_a_change_file_moved_to_another_hour_and_its_times(
+        built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    moved = next(d for d in DAMAGES if d.name == "change file moved to a later hour").apply(built)
+    code, report = _check(built, capsys)
+    assert code == 6
+    (problem,) = report["problems"]  # type: ignore[misc]
+    assert problem["file"] == moved
+    assert "outside its hour partition dt=2023-11-15/hour=01" in problem["problem"]
+
+
+def test_plain_check_names_a_change_file_of_another_table(built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    placed = next(d for d in DAMAGES if d.name == "change file of another table").apply(built)
+    code, report = _check(built, capsys)
+    assert code == 6
+    (problem,) = report["problems"]  # type: ignore[misc]
+    assert problem["file"] == placed and "holds rows of table 'invoices' under table 'orders'" in problem["problem"]
+
+
+def test_a_change_file_outside_any_hour_partition_is_a_problem(built: Store,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    source = next(p for p in change_files(built, TABLE) if "/hour=01/" in p)
+    target = source.replace("/hour=01/", "/hour=24/")
+    built.write(target, built.read(source))
+    built.delete(source)
+    code, report = _check(built, capsys)
+    assert code == 6
+    (problem,) = report["problems"]  # type: ignore[misc]
+    assert problem["file"] == target and "is not in an hour partition" in problem["problem"]
+
+
+def test_plain_check_says_what_it_verified_and_that_it_did_not_read_contents(
+        built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert run_cli(["check", "--store", built.uri]) == 0
+    out = capsys.readouterr().out
+    assert "verified: 3 manifests" in out and "7 change files present with their recorded sizes and names" in out
+    assert "not verified: file contents" in out and "--read-data" in out
+    assert "the store is sound" not in out
+
+
+def test_check_read_data_verifies_contents_and_leaves_nothing_unverified(
+        built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = _check(built, capsys, "--read-data")
+    assert code == 0 and report["not_verified"] == []
+    assert "read whole, hashed against their records and decoded" in str(report["verified"])
+
+
+def _gap_listed_by_a_checkpoint(store: Store) -> str:
+    """A poller gap written as the poller writes it: its record, then the checkpoint listing it."""
+    gap = Gap("shardId-1", (LAST_SECOND + 60) * US, "trimmed", start_us=(OPS[9].second - 1) * US,
+              after_sequence_number="105")
+    path = write_gap(store, TABLE, gap)
+    write_checkpoint(store, TABLE, Checkpoint("shardId-1", sequence_number=None,
+                                                    watermark_us=LAST_SECOND * US, gaps=(gap,)))
+    return path
+
+
+def test_a_gap_record_its_checkpoint_lists_is_checked_and_sound(built: Store,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    _gap_listed_by_a_checkpoint(built)
+    code, report = _check(built, capsys)
+    assert code == 0 and report["checked"]["gap_records"] == 1  # type: ignore[index]
+
+
+def test_a_deleted_gap_record_that_a_checkpoint_lists_is_a_problem(built: Store,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    record = _gap_listed_by_a_checkpoint(built)
+    built.delete(record)
+    code, report = _check(built, capsys)
+    assert code == 6
+    (problem,) = report["problems"]  # type: ignore[misc]
+    assert problem["file"] == record and problem["problem"].startswith("is missing: the checkpoint ")
+    assert "shard shardId-1" in problem["problem"]
+
+
+def test_an_unreadable_gap_record_is_a_problem(built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    record = _gap_listed_by_a_checkpoint(built)
+    built.write(record, b'{"shard_id": "shardId-1", "detected_at_us": "soon"}')
+    code, report = _check(built, capsys)
+    assert code == 6
+    (problem,) = report["problems"]  # type: ignore[misc]
+    assert problem["file"] == record and "is not a readable gap record" in problem["problem"]

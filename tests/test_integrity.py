@@ -13,12 +13,14 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from changelog.changefile import parquet_bytes, write_change_files
 from changelog.codec import decode_lambda_record
 from changelog.errors import DamagedStore
-from changelog.layout import meta_path, parse_change_file_name
+from changelog.gaps import Gap, all_gaps, write_gap
+from changelog.layout import change_file_path, meta_path, parse_change_file_name
 from changelog.record import rows_to_table
 from changelog.snapshot import list_manifests
 from changelog.state import change_files, coverage, retention_floor
@@ -27,7 +29,7 @@ from compactor.policy import parse_policy
 from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
 from replayer.verify import stored_state
-from stream_consumer.checkpoint import read_checkpoints
+from stream_consumer.checkpoint import Checkpoint, read_checkpoints, write_checkpoint
 from tests.damage import (
     DAMAGES,
     LAST_SECOND,
@@ -206,3 +208,79 @@ def test_a_garbage_manifest_is_refused_by_status_in_one_line(built: Store,
     assert run_cli(["status", "--store", built.uri]) == 6
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and path in err
+
+
+def test_a_refusal_names_the_check_that_finds_damage_inside_a_file(built: Store, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    named = next(d for d in DAMAGES if d.name == "bit flip in a change file").apply(built)
+    capsys.readouterr()
+    assert run_cli(["replay", "--table", TABLE, "--store", built.uri, "--at", at(LAST_SECOND),
+                    "--to-file", str(tmp_path / "out.jsonl")]) == 6
+    err = capsys.readouterr().err
+    assert named in err and f"'ddb-rewind check --store {built.uri} --read-data'" in err
+
+
+def test_a_replay_refuses_a_change_file_moved_into_an_hour_it_reads(built: Store, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # Moved into an earlier hour: every replay from that hour on plans it, and must not count it there.
+    source = next(p for p in change_files(built, TABLE) if "/hour=01/" in p)
+    target = source.replace("dt=2023-11-15/hour=01/", "dt=2023-11-15/hour=00/")
+    built.write(target, built.read(source))
+    built.delete(source)
+    capsys.readouterr()
+    assert run_cli(["replay", "--table", TABLE, "--store", built.uri, "--at", at(SNAPSHOT_SECONDS[2] + 60),
+                    "--to-file", str(tmp_path / "out.jsonl")]) == 6
+    err = capsys.readouterr().err
+    assert target in err and "outside its hour partition dt=2023-11-15/hour=00" in err
+
+
+def _without_statistics(rows: pa.Table) -> bytes:
+    """A change file as an older or foreign writer makes it: no row-group statistics in its footer."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(rows, sink, write_statistics=False)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _place_without_statistics(store: Store, hour: str) -> str:
+    """The hour-01 change file rewritten without statistics and stored under ``hour`` of 2023-11-15."""
+    source = next(p for p in change_files(store, TABLE) if "/hour=01/" in p)
+    data = _without_statistics(pq.read_table(pa.BufferReader(store.read(source))))
+    assert pq.read_metadata(pa.BufferReader(data)).row_group(0).column(0).statistics is None
+    store.delete(source)
+    path = change_file_path(TABLE, f"dt=2023-11-15/{hour}", "1", "2", data)
+    store.write(path, data)
+    return path
+
+
+def test_a_change_file_without_statistics_in_its_own_hour_is_read(built: Store) -> None:
+    _place_without_statistics(built, "hour=01")
+    assert coverage(built, TABLE).change_files == 7
+
+
+def test_a_change_file_without_statistics_in_another_hour_is_refused(built: Store) -> None:
+    path = _place_without_statistics(built, "hour=00")
+    with pytest.raises(DamagedStore, match="outside its hour partition") as refused:
+        coverage(built, TABLE)
+    assert path in str(refused.value)
+
+
+def test_a_deleted_gap_record_does_not_lift_the_refusal(built: Store, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # The poller writes the gap's record, then the checkpoint that lists it; the record is then deleted.
+    gap = Gap("shardId-1", (LAST_SECOND + 60) * US, "trimmed", start_us=(OPS[9].second - 1) * US,
+              after_sequence_number="105")
+    built.delete(write_gap(built, TABLE, gap))
+    write_checkpoint(built, TABLE, Checkpoint("shardId-1", watermark_us=LAST_SECOND * US, gaps=(gap,)))
+    assert coverage(built, TABLE).gaps == (gap,)
+    capsys.readouterr()
+    assert run_cli(["replay", "--table", TABLE, "--store", built.uri, "--at", at(LAST_SECOND),
+                    "--to-file", str(tmp_path / "out.jsonl")]) == 5
+    assert "at or after a gap" in capsys.readouterr().err
+
+
+def test_a_gap_in_both_its_record_and_its_checkpoint_counts_once(built: Store) -> None:
+    gap = Gap("shardId-1", (LAST_SECOND + 60) * US, "trimmed", start_us=(OPS[9].second - 1) * US,
+              after_sequence_number="105")
+    write_gap(built, TABLE, gap)
+    write_checkpoint(built, TABLE, Checkpoint("shardId-1", watermark_us=LAST_SECOND * US, gaps=(gap,)))
+    assert all_gaps(built, TABLE) == (gap,)

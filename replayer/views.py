@@ -300,9 +300,13 @@ def _check_statement(con: duckdb.DuckDBPyConnection, statement: Any) -> None:
         _check_explained(con, statement.query)
         return
     (serialized,) = con.execute("SELECT json_serialize_sql(?)", [statement.query]).fetchone() or (None,)
-    tree = json.loads(serialized) if isinstance(serialized, str) else {"error": True}
+    try:
+        tree = json.loads(serialized) if isinstance(serialized, str) else {"error": True}
+    except RecursionError:
+        # Python's JSON decoder stops a few hundred levels deep; no audit query nests that far.
+        raise UsageError("sql only reads: this query is nested too deeply to check that it does") from None
     if tree.get("error"):
-        raise UsageError(_ONLY_READS.format("these"))
+        raise UsageError("sql only reads: this statement could not be checked to only read")
     writing = sorted(_query_nodes(tree) - _READING_NODES)
     if writing:
         raise UsageError(_ONLY_READS.format(writing[0].removesuffix("_QUERY_NODE").removesuffix("_NODE")
@@ -365,7 +369,7 @@ def _check_explained(con: duckdb.DuckDBPyConnection, text: str) -> None:
         if inner:
             readings.append(inner)
     if not readings:
-        raise UsageError(_ONLY_READS.format("EXPLAIN of these"))
+        raise UsageError("sql only reads: the statement under this EXPLAIN could not be checked to only read")
     for inner in readings:
         if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
             raise UsageError(_ONLY_READS.format(f"EXPLAIN of {_kind(inner[0]) if len(inner) == 1 else 'MULTI'}"))

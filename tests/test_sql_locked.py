@@ -190,3 +190,10 @@ def test_the_coverage_function_answers_only_for_the_stores_tables(
     assert main(["sql", "--store", place.store.uri, "--format", "csv",
                  "SELECT rewind_refusal('../../..', TIMESTAMPTZ '2023-11-14 22:14:00+00') AS r"]) == 0
     assert capsys.readouterr().out.splitlines() == ["r", "the store holds no table '../../..'"]
+
+
+def test_a_query_nested_too_deeply_to_check_is_refused_in_one_line(
+        place: Place, capsys: pytest.CaptureFixture[str]) -> None:
+    query = "SELECT * FROM (" * 900 + "SELECT 1" + ")" * 900
+    assert main(["sql", "--store", place.store.uri, query]) == 2
+    _one_refusal(capsys)

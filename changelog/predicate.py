@@ -186,5 +186,9 @@ def lock_down(con: duckdb.DuckDBPyConnection) -> None:
     Called once a connection has read what it needs from the store; from then on it can only
     compute over what it holds (temporary tables spilled to disk still read back).
     """
+    # Known extensions are neither fetched nor loaded for a query that names one (s3://, https://):
+    # a clear "not loaded" instead of an attempt the locked file access would stop half-way.
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

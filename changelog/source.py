@@ -2,7 +2,9 @@
 
 Local stores are read by DuckDB directly. ``s3://`` stores go through pyarrow's S3 filesystem
 (shipped in the pyarrow wheel) and are handed to DuckDB as Arrow datasets, so no DuckDB extension
-is ever downloaded at run time.
+is ever downloaded at run time. A connection that will be locked (``predicate.lock_down``: no file
+access at all, as ``sql``'s) reads local stores as Arrow datasets too: DuckDB's own file access
+cannot be granted for reading only (``allowed_directories`` would let ``COPY`` write there).
 
 Every file is checked against its recorded checksum (``changelog.integrity``) before a view over it
 exists: a damaged, swapped, truncated or foreign file is refused, never read into an answer. The
@@ -35,11 +37,14 @@ def local_parquet(paths: list[str], schema: pa.Schema, extra: str = "", options:
 
 
 def register_parquet(
-    con: duckdb.DuckDBPyConnection, name: str, store: Store, paths: list[str], schema: pa.Schema
+    con: duckdb.DuckDBPyConnection, name: str, store: Store, paths: list[str], schema: pa.Schema, *,
+    through_arrow: bool = False,
 ) -> None:
     """Create (or replace) view ``name`` over the given store-relative Parquet files.
 
     No files gives an empty view with ``schema``'s columns, so queries over an empty store work.
+    ``through_arrow`` reads a local store as Arrow datasets as well, so the view still reads once
+    ``con`` may open no file.
     Raises DamagedStore (one line naming the file) when a file fails its checksum.
     """
     if not paths:
@@ -48,7 +53,7 @@ def register_parquet(
         return
     verify_for_read(store, paths)
     root = store.local_root()
-    if root is not None:
+    if root is not None and not through_arrow:
         con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM '
                     f'{local_parquet([str(root / path) for path in paths], schema)}')
         return

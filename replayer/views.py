@@ -5,10 +5,12 @@ A user never needs the file layout: every view reads through the store (local or
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from changelog.attributes import stored_summary
 from changelog.codec import item_key, parse_key
@@ -18,6 +20,7 @@ from changelog.errors import TimeOutOfRange, UsageError
 from changelog.footer import DEDUPLICATED, footers
 from changelog.layout import TABLES, partition_of, table_names
 from changelog.plain import plain_select, quote_ident
+from changelog.predicate import lock_down
 from changelog.progress import query_progress, track_progress
 from changelog.quarantine import list_quarantined
 from changelog.record import LATEST_FIRST, SCHEMA, VERSION_ORDER, first_copies
@@ -25,7 +28,7 @@ from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests, part_paths
 from changelog.source import register_parquet
 from changelog.state import Coverage, change_files, check_restorable, copy_floor_us, coverage, timestamp_literal
 from changelog.store import Store
-from changelog.timefmt import from_micros, to_micros
+from changelog.timefmt import to_micros
 
 
 def _split_deduplicated(store: Store, files: list[str]) -> tuple[list[str], list[str]]:
@@ -58,21 +61,18 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
     """
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    # A query naming s3:// or https:// would otherwise make DuckDB download an extension at run time.
-    con.execute("SET autoinstall_known_extensions = false")
-    con.execute("SET autoload_known_extensions = false")
     track_progress(con)
     register_doc_function(con)
     tables = table_names(store.list(TABLES + "/"))
-    con.execute("CREATE TABLE tables (table_name VARCHAR)")
-    for table in tables:
-        con.execute("INSERT INTO tables VALUES (?)", [table])
+    # Every relation is an Arrow object registered from Python, not a DuckDB table: SQL cannot change
+    # what it holds, and reading it needs no file access (the connection is locked below).
+    con.register("tables", pa.table({"table_name": pa.array(tables, pa.string())}))
     _quarantine_view(con, store)
     files = [path for table in tables for path in change_files(store, table)]
-    register_parquet(con, "changes__raw", store, files, SCHEMA)
+    register_parquet(con, "changes__raw", store, files, SCHEMA, through_arrow=True)
     clean, other = _split_deduplicated(store, files)
-    register_parquet(con, "changes__clean", store, clean, SCHEMA)
-    register_parquet(con, "changes__other", store, other, SCHEMA)
+    register_parquet(con, "changes__clean", store, clean, SCHEMA, through_arrow=True)
+    register_parquet(con, "changes__other", store, other, SCHEMA, through_arrow=True)
     # Copies of a record share its hour: an hour whose one file the merge de-duplicated is read as it
     # is, and only the other hours pay for first_copies (a window over every row they hold).
     con.execute(
@@ -80,33 +80,31 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
            SELECT *, rewind_doc(new_image)::JSON AS new_doc, rewind_doc(old_image)::JSON AS old_doc
            FROM (SELECT * FROM changes__clean UNION ALL BY NAME {first_copies("changes__other")})"""
     )
-    con.execute(
-        "CREATE TABLE snapshots (table_name VARCHAR, snapshot_time TIMESTAMPTZ, kind VARCHAR, items BIGINT,"
-        " tombstones BIGINT, manifest VARCHAR, changes_from TIMESTAMPTZ)"
-    )
+    snapshots: list[dict[str, Any]] = []
     selects: list[str] = []
     for table in tables:
         for index, (path, manifest) in enumerate(list_manifests(store, table)):
-            floor = copy_floor_us(manifest)  # a bootstrap supersedes every older change (as in replay)
-            con.execute(
-                "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [table, from_micros(manifest.snapshot_time_us), manifest.kind, manifest.items,
-                 manifest.tombstones, path, from_micros(floor) if floor is not None else None],
-            )
+            snapshots.append({
+                "table_name": table, "snapshot_time": manifest.snapshot_time_us, "kind": manifest.kind,
+                "items": manifest.items, "tombstones": manifest.tombstones, "manifest": path,
+                # A bootstrap supersedes every older change (as in replay).
+                "changes_from": copy_floor_us(manifest),
+            })
             name = f"snapshot__{len(selects)}_{index}"
-            register_parquet(con, name, store, part_paths(path, manifest), SNAPSHOT_SCHEMA)
+            register_parquet(con, name, store, part_paths(path, manifest), SNAPSHOT_SCHEMA, through_arrow=True)
             selects.append(
                 f"SELECT *, {timestamp_literal(manifest.snapshot_time_us)} AS snapshot_time"
                 f" FROM {name}"
             )
+    con.register("snapshots", pa.Table.from_pylist(snapshots, schema=_SNAPSHOTS))
     if selects:
         con.execute("CREATE VIEW snapshot_rows AS " + " UNION ALL ".join(selects))
     else:
-        register_parquet(con, "snapshot_rows__empty", store, [], SNAPSHOT_SCHEMA)
+        register_parquet(con, "snapshot_rows__empty", store, [], SNAPSHOT_SCHEMA, through_arrow=True)
         con.execute(
             "CREATE VIEW snapshot_rows AS SELECT *, NULL::TIMESTAMPTZ AS snapshot_time FROM snapshot_rows__empty"
         )
-    _coverage_guard(con, store)
+    _coverage_guard(con, store, tables)
     # De-duplication (record.first_copies) runs on each item's newest second only: copies of a record
     # share its event time, so only that second can hold the winner, and de-duplicating those few
     # rows is as exact as de-duplicating them all (bench/sql.py: the raw latest-per-key query's speed).
@@ -156,7 +154,18 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
     if plain_tables:
         for table in tables:
             plain_table_macro(con, store, table)
+    # From here the connection reads only what is registered above: no file, network or extension,
+    # and no setting can undo that, whatever a statement the filter (check_read_only) missed asks.
+    lock_down(con)
     return con
+
+
+_TIMESTAMPTZ = pa.timestamp("us", tz="UTC")
+_SNAPSHOTS = pa.schema([("table_name", pa.string()), ("snapshot_time", _TIMESTAMPTZ), ("kind", pa.string()),
+                        ("items", pa.int64()), ("tombstones", pa.int64()), ("manifest", pa.string()),
+                        ("changes_from", _TIMESTAMPTZ)])
+_QUARANTINE = pa.schema([(name, pa.string()) for name in ("table_name", "reason", "source", "quarantined_at",
+                                                           "event_time", "event_id", "path", "record")])
 
 
 def _quarantine_view(con: duckdb.DuckDBPyConnection, store: Store) -> None:
@@ -165,14 +174,11 @@ def _quarantine_view(con: duckdb.DuckDBPyConnection, store: Store) -> None:
     ``event_time`` is the record's stream time as it came (text: it may be the impossible value the
     record was kept for); ``record`` is the whole document's text, capture's fields included.
     """
-    con.execute(
-        "CREATE TABLE quarantine__raw (table_name VARCHAR, reason VARCHAR, source VARCHAR, quarantined_at VARCHAR,"
-        " event_time VARCHAR, event_id VARCHAR, path VARCHAR, record VARCHAR)"
-    )
-    rows = [[kept.table_name, kept.field("reason"), kept.field("source"), kept.field("quarantined_at"),
-             kept.event_time, kept.event_id, kept.path, kept.text] for kept in list_quarantined(store)]
-    if rows:
-        con.executemany("INSERT INTO quarantine__raw VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    rows = [dict(zip(_QUARANTINE.names, (kept.table_name, kept.field("reason"), kept.field("source"),
+                                          kept.field("quarantined_at"), kept.event_time, kept.event_id, kept.path,
+                                          kept.text), strict=True))
+            for kept in list_quarantined(store)]
+    con.register("quarantine__raw", pa.Table.from_pylist(rows, schema=_QUARANTINE))
     con.execute(
         "CREATE VIEW quarantine AS SELECT table_name, reason, source,"
         " TRY_CAST(quarantined_at AS TIMESTAMPTZ) AS quarantined_at, event_time, event_id, path, record"
@@ -183,7 +189,7 @@ def _quarantine_view(con: duckdb.DuckDBPyConnection, store: Store) -> None:
 REFUSED = "outside coverage: "
 
 
-def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store) -> None:
+def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store, tables: list[str]) -> None:
     """Macro ``rewind_restorable(t, only_table)``: TRUE, or an error naming the table and its bounds.
 
     The SQL macros answer only what ``replay`` would answer: the one coverage rule
@@ -192,8 +198,13 @@ def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store) -> None:
     ``state_at(t, only_table := 'orders')`` and ``orders_at(t)`` ask for one table only.
     """
     known: dict[str, Coverage] = {}
+    held = frozenset(tables)
 
     def refusal(table: str, at: datetime) -> str:
+        if table not in held:
+            # A query may call this function itself: a name that is no table of the store never
+            # reaches a path (it could name a directory outside the store).
+            return f"the store holds no table {table!r}"
         if table not in known:
             known[table] = coverage(store, table, count_changes=False)
         try:
@@ -252,24 +263,117 @@ class SqlSession:
         return read_consistently(self.store, (TABLES + "/",), run, listed=self.listed)
 
 
-# SELECT covers WITH, FROM-first, DESCRIBE, SHOW and SUMMARIZE; EXPLAIN runs (or shows) a SELECT.
+# SELECT covers WITH, FROM-first, DESCRIBE, SHOW and SUMMARIZE; EXPLAIN shows (or runs) the statement it holds.
 _READING = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+# The query nodes of DuckDB's parse tree that only read. A SELECT may hold others: a WITH clause's
+# body can be COPY ... TO, INSERT, UPDATE or DELETE (COPY_QUERY_NODE, INSERT_QUERY_NODE, ...).
+_READING_NODES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"})
+_ONLY_READS = "sql only reads: {} statements are not run (use SELECT, DESCRIBE, SHOW or EXPLAIN)"
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     """Refuse ``sql`` (UsageError) unless every statement in it only reads, as DuckDB's own parser sees it.
 
-    COPY or EXPORT could write into a local store's directory, ATTACH creates files, INSTALL/LOAD
-    fetch and run code, SET/PRAGMA change how the session reads: none of it belongs in an audit.
+    COPY or EXPORT write files, ATTACH creates them, INSTALL/LOAD fetch and run code, SET/PRAGMA
+    change how the session reads, and a WITH clause may hold a COPY or an INSERT: none of it belongs
+    in an audit. This is the first of two layers: the connection itself is locked (``open_sql``).
     """
+    for statement in _statements(con, sql):
+        _check_statement(con, statement)
+
+
+def _statements(con: duckdb.DuckDBPyConnection, sql: str) -> list[Any]:
     try:
-        statements = con.extract_statements(sql)
+        return list(con.extract_statements(sql))
     except duckdb.Error as exc:
         raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
-    for statement in statements:
-        if statement.type not in _READING:
-            kind = str(statement.type).rsplit(".", 1)[-1]
-            raise UsageError(f"sql only reads: {kind} statements are not run (use SELECT, DESCRIBE, SHOW or EXPLAIN)")
+
+
+def _kind(statement: Any) -> str:
+    return str(statement.type).rsplit(".", 1)[-1]
+
+
+def _check_statement(con: duckdb.DuckDBPyConnection, statement: Any) -> None:
+    if statement.type not in _READING:
+        raise UsageError(_ONLY_READS.format(_kind(statement)))
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        _check_explained(con, statement.query)
+        return
+    (serialized,) = con.execute("SELECT json_serialize_sql(?)", [statement.query]).fetchone() or (None,)
+    try:
+        tree = json.loads(serialized) if isinstance(serialized, str) else {"error": True}
+    except RecursionError:
+        # Python's JSON decoder stops a few hundred levels deep; no audit query nests that far.
+        raise UsageError("sql only reads: this query is nested too deeply to check that it does") from None
+    if tree.get("error"):
+        raise UsageError("sql only reads: this statement could not be checked to only read")
+    writing = sorted(_query_nodes(tree) - _READING_NODES)
+    if writing:
+        raise UsageError(_ONLY_READS.format(writing[0].removesuffix("_QUERY_NODE").removesuffix("_NODE")
+                                            + " (inside a SELECT)"))
+
+
+def _query_nodes(tree: Any) -> set[str]:
+    """Every query-node type in a parse tree of ``json_serialize_sql``."""
+    found: set[str] = set()
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if isinstance(kind, str) and kind.endswith("_NODE"):
+                found.add(kind)
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
+
+
+def _check_explained(con: duckdb.DuckDBPyConnection, text: str) -> None:
+    """Refuse an EXPLAIN unless the statement it holds only reads: EXPLAIN ANALYZE runs it.
+
+    DuckDB's parser does not hand out the statement under EXPLAIN, so it is cut from the text after
+    the header (``EXPLAIN``, ``ANALYZE``, an option list in parentheses). The header can be read more
+    than one way (``EXPLAIN (SELECT 1)``: options, or the statement?): every reading that parses must
+    give one statement that only reads.
+    """
+    every = duckdb.tokenize(text)
+    ends = [position for position, _ in every[1:]] + [len(text)]
+    tokens = [(position, kind, end) for (position, kind), end in zip(every, ends, strict=True)
+              if kind != duckdb.token_type.comment]
+
+    def word(index: int) -> str:
+        return text[tokens[index][0]:tokens[index][2]].strip().upper()
+
+    starts = {1}
+    at = 1
+    if at < len(tokens) and word(at) == "ANALYZE":
+        at += 1
+        starts.add(at)
+    if at < len(tokens) and word(at).startswith("("):
+        depth = 0
+        for index in range(at, len(tokens)):
+            if tokens[index][1] == duckdb.token_type.operator:
+                depth += word(index).count("(") - word(index).count(")")
+            if depth <= 0:
+                starts.add(index + 1)
+                break
+    readings = []
+    for start in sorted(starts):
+        if start >= len(tokens):
+            continue
+        try:
+            inner = list(con.extract_statements(text[tokens[start][0]:]))
+        except duckdb.Error:
+            continue
+        if inner:
+            readings.append(inner)
+    if not readings:
+        raise UsageError("sql only reads: the statement under this EXPLAIN could not be checked to only read")
+    for inner in readings:
+        if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
+            raise UsageError(_ONLY_READS.format(f"EXPLAIN of {_kind(inner[0]) if len(inner) == 1 else 'MULTI'}"))
+        _check_statement(con, inner[0])
 
 
 def ensure_plain_macros(con: duckdb.DuckDBPyConnection, store: Store, sql: str) -> None:

@@ -145,3 +145,16 @@ def test_the_sql_views_work_over_an_s3_store(s3_over_http: Store) -> None:
     _capture_two_changes(s3_over_http)
     rows = open_sql(s3_over_http).execute("SELECT new_doc->>'$.n' FROM changes ORDER BY event_id").fetchall()
     assert rows == [("1",), ("2",)]
+
+
+def test_the_sql_views_over_an_s3_store_answer_on_a_connection_locked_against_the_bucket(s3_over_http: Store) -> None:
+    _capture_two_changes(s3_over_http)
+    con = open_sql(s3_over_http)
+    state = con.execute("SELECT item->>'$.n.N' FROM state_at(TIMESTAMPTZ '2025-06-15 15:06:41+00')").fetchall()
+    assert state == [("2",)]
+    assert len(con.execute("""SELECT * FROM history('{"pk":{"S":"a"}}')""").fetchall()) == 2
+    (path,) = change_files(s3_over_http, "orders")
+    with pytest.raises(duckdb.PermissionException):
+        con.execute(f"COPY (SELECT 1) TO 's3://http-store/backups/{path}'")
+    with pytest.raises(duckdb.PermissionException):
+        con.execute(f"SELECT * FROM read_parquet('s3://http-store/backups/{path}')")

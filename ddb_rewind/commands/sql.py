@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 _HELP = """Views: changes, tables, snapshots, snapshot_rows, quarantine;
 macros: state_at(TIME), history(KEY), <table>_at(TIME).
+Only reads: SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN; no file, network or setting.
 End a query with ';'. Type .quit to leave."""
 
 
@@ -32,9 +33,14 @@ def register(subparsers: Any) -> None:
 
 
 def _query_error(exc: duckdb.Error) -> RewindError:
+    import duckdb
+
     from replayer.views import REFUSED
 
     message = str(exc).splitlines()[0]
+    if isinstance(exc, duckdb.PermissionException):
+        # The locked connection (replayer.views.open_sql): a file, the network or an extension.
+        return UsageError(f"sql reads only the store's views: {message}")
     if REFUSED in message:
         # The coverage guard of state_at / <table>_at: the same refusal (and exit code) as replay.
         return TimeOutOfRange(message[message.index(REFUSED) + len(REFUSED):])
@@ -78,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
             try:
                 _run_query(con, "\n".join(buffer), args.format)
             except RewindError as exc:
+                if not interactive:
+                    # A script stops at its first refused statement, with that statement's exit code.
+                    raise
                 print(f"error: {exc}", file=sys.stderr)
             buffer = []
     if buffer and "".join(buffer).strip():

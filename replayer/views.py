@@ -26,7 +26,15 @@ from changelog.quarantine import list_quarantined
 from changelog.record import LATEST_FIRST, SCHEMA, VERSION_ORDER, first_copies
 from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests, part_paths
 from changelog.source import register_parquet
-from changelog.state import Coverage, change_files, check_restorable, copy_floor_us, coverage, timestamp_literal
+from changelog.state import (
+    Coverage,
+    change_files,
+    check_complete,
+    check_restorable,
+    copy_floor_us,
+    coverage,
+    timestamp_literal,
+)
 from changelog.store import Store
 from changelog.timefmt import to_micros
 
@@ -149,7 +157,9 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
         f"""CREATE MACRO history(k) AS TABLE
             SELECT table_name, event_time, event_name, sequence_number, is_ttl_delete,
                    old_image::JSON AS old_image, new_image::JSON AS new_image, event_id
-            FROM changes WHERE item_key = rewind_key(k) ORDER BY table_name, {VERSION_ORDER}"""
+            -- Refused, like the history command, while a table has a loss (changelog.restorable).
+            FROM (SELECT 1 WHERE rewind_complete()) AS guard, changes
+            WHERE item_key = rewind_key(k) ORDER BY table_name, {VERSION_ORDER}"""
     )
     if plain_tables:
         for table in tables:
@@ -213,8 +223,29 @@ def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store, tables: list[s
             return str(exc)
         return ""  # a DuckDB Python function may not return NULL
 
+    def incomplete(table: str) -> str:
+        if table not in held:
+            return f"the store holds no table {table!r}"
+        if table not in known:
+            known[table] = coverage(store, table, count_changes=False)
+        try:
+            check_complete(known[table], None, None, what="history()",
+                           narrow="the changes view lists what the store holds, without the lost changes")
+        except TimeOutOfRange as exc:
+            return str(exc)
+        return ""
+
     con.create_function("rewind_refusal", refusal, ["VARCHAR", "TIMESTAMPTZ"], "VARCHAR",
                         side_effects=False)
+    con.create_function("rewind_incomplete", incomplete, ["VARCHAR"], "VARCHAR", side_effects=False)
+    con.execute(
+        f"""CREATE MACRO rewind_complete() AS (
+            SELECT CASE WHEN count(*) > 0
+                        THEN error('{REFUSED}' || string_agg(reason, '; ' ORDER BY table_name))
+                        ELSE TRUE END
+            FROM (SELECT table_name, rewind_incomplete(table_name) AS reason FROM tables)
+            WHERE reason <> '')"""
+    )
     con.execute(
         f"""CREATE MACRO rewind_restorable(t, only_table) AS (
             SELECT CASE WHEN count(*) > 0

@@ -240,3 +240,15 @@ def test_a_quarantined_record_refuses_the_moments_after_it_and_serves_those_befo
     assert replay(store, T0 + 10, tmp_path / "s.jsonl")[0] == 5
     err = capsys.readouterr().err
     assert "quarantined record" in err and "ddb-rewind requeue" in err
+
+
+def test_sql_history_refuses_like_the_history_command_while_a_gap_may_hide_changes(
+    scenario: Scenario, store: Store, queue: str, trimmed: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lose_the_middle_batch(scenario, store, queue)
+    capsys.readouterr()
+
+    assert main(["sql", "--store", store.uri, """SELECT * FROM history('{"pk":{"S":"a"}}')"""]) == 5
+
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "gap" in err and "changes view" in err

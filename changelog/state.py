@@ -390,8 +390,13 @@ def _watermark(store: Store, table: str, listing: list[str], newest_change_us: i
 
 def check_restorable(cov: Coverage, at: datetime, at_us: int) -> None:
     """Refuse a moment outside the table's coverage with one line naming the bounds or the loss."""
-    if cov.earliest_us is None or cov.latest_us is None:
+    if cov.earliest_us is None:
         raise TimeOutOfRange(f"table {cov.table!r} has nothing captured yet: nothing to restore")
+    if cov.latest_us is None:
+        raise TimeOutOfRange(
+            f"no moment of {cov.table!r} is proven yet: a shard of its stream is listed but not read (or a "
+            "failed batch holds no time); let capture read it ('ddb-rewind consume', or the Lambda consumer)"
+        )
     if at_us < cov.earliest_us:
         raise TimeOutOfRange(
             f"{format_time(at)} is before the earliest restorable time of {cov.table!r}, "

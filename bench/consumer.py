@@ -4,7 +4,7 @@ Run ``python -m bench.consumer [--records N] [--item-kb 1|10] [--profile]``. The
 the Lambda handler runs: ``capture_batch`` with ``decode_lambda_record`` over batches of 1,000
 records (Lambda's largest batch for a DynamoDB stream) into a local temporary store. The baseline
 is what a hand-rolled consumer typically does: boto3's ``TypeDeserializer`` per record, ``json.dumps``
-row at a time, and a Parquet file from a list of Python dicts. The anchor (issue 11 item 5) is
+row at a time, and a Parquet file from a list of Python dicts. The anchor is
 what the Lambda runtime itself does with the same records before the handler runs: ``json.loads``
 of each batch's event bytes; the handler's CPU per record should not exceed it.
 """

@@ -31,7 +31,7 @@ SCHEMA = pa.schema(
 )
 
 
-# The order of versions of an item (DESIGN.md, semantics 1): time, then the sequence number as a
+# The order of versions of an item (docs/design.md, semantics 1): time, then the sequence number as a
 # number. Sequence numbers are zero-padded to 40 digits but longer ones are kept whole, so comparing
 # (length, text) is numeric order for every width. Every SQL that orders versions uses these.
 VERSION_ORDER = "event_time, length(sequence_number), sequence_number"

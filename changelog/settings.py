@@ -1,6 +1,6 @@
 """The history of a table's settings: what it was configured as, readable as "settings at T".
 
-A restore that copies only keys and items is not the table (issue 12): encryption, TTL, stream,
+A restore that copies only keys and items is not the table: encryption, TTL, stream,
 PITR, deletion protection, table class, throughput, indexes, tags, resource policy and auto scaling
 are captured here, at bootstrap and whenever the compactor sees them change.
 

@@ -1,4 +1,4 @@
-"""Several tables restored to the same moment (issue 12): check all, then restore all in parallel.
+"""Several tables restored to the same moment: check all, then restore all in parallel.
 
 Applications span tables, and restoring them one at a time at slightly different moments gives a
 set that never existed together. Every table's coverage at T (and every target) is checked before

@@ -1,4 +1,4 @@
-"""A restored table with the source's settings as they were at T (issue 12): plan, then apply.
+"""A restored table with the source's settings as they were at T: plan, then apply.
 
 CreateTable takes most settings (``target.create_table_request``, the one place its arguments are
 built); TTL, PITR, the resource policy and auto scaling are separate calls made after the table is

@@ -1,4 +1,4 @@
-"""Readers stay exact when a merge replaces the files they listed (issue 8, defects 4 and 5).
+"""Readers stay exact when a merge replaces the files they listed.
 
 The race is made deterministic: the store runs a real merge of every closed hour right after it
 hands a reader its first listing of change files, so every listed original is gone by the time the

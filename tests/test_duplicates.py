@@ -2,7 +2,7 @@
 
 A Kinesis producer's re-send carries the same DynamoDB eventID under a later Kinesis sequence
 number. Ranked before de-duplication it would overtake a later change of the same item in the
-same millisecond and revert it (issue 8, defect 1). Every reader must give the later change.
+same millisecond and revert it. Every reader must give the later change.
 """
 
 from __future__ import annotations

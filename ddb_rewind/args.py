@@ -7,14 +7,16 @@ before any store or AWS is touched.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from changelog.errors import UsageError
+from changelog.errors import TimeOutOfRange, UsageError
 from changelog.names import table_name_problem
-from changelog.timefmt import parse_time
+from changelog.timefmt import format_time, from_micros, parse_time
 from compactor.policy import Policy, parse_policy
 
 if TYPE_CHECKING:
@@ -25,12 +27,66 @@ _HOURS = {"h": 1, "d": 24, "w": 24 * 7, "m": 24 * 31, "y": 24 * 366}
 MAX_RETENTION_HOURS = 1000 * 366 * 24
 
 
-def time_arg(text: str) -> datetime:
-    """argparse type for TIME; a bad value becomes argparse's one-line error."""
+@dataclass(frozen=True)
+class Latest:
+    """TIME given as ``latest``: the latest restorable moment, known once the store is read (``resolve_times``)."""
+
+
+_RELATIVE = re.compile(r"^-([0-9]{1,9})([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+TIME_FORMS = ("ISO 8601 (2025-06-29T23:59:00Z, offsets allowed), epoch seconds, 'latest' (the latest restorable "
+              "moment), 'now', or a time before now such as -30m, -2h, -7d")
+
+
+def time_arg(text: str) -> datetime | Latest:
+    """argparse type for TIME; a bad value becomes argparse's one-line error.
+
+    ``now`` and ``-2h`` are read against this machine's clock when the command starts; ``latest``
+    is resolved from the store before the command runs.
+    """
+    value = text.strip().lower()
+    if value == "latest":
+        return Latest()
+    if value == "now":
+        return datetime.now(UTC)
+    relative = _RELATIVE.match(value)
+    if relative:
+        seconds = int(relative.group(1)) * _UNIT_SECONDS[relative.group(2)]
+        try:
+            return datetime.now(UTC) - timedelta(seconds=seconds)
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"time {text!r} reaches before year 1") from None
     try:
         return parse_time(text)
     except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(f"{exc}; TIME is {TIME_FORMS}") from None
+
+
+def resolve_times(args: argparse.Namespace) -> None:
+    """Replace every ``latest`` TIME with the latest restorable moment of the command's table(s).
+
+    Said on stderr, so that the exact moment the keyword stood for is on record beside the answer.
+    With ``--tables`` it is the latest moment every one of them can be restored to.
+    """
+    names = [name for name, value in vars(args).items() if isinstance(value, Latest)]
+    if not names:
+        return
+    from changelog.state import coverage
+    from changelog.store import open_store
+
+    tables = [args.table] if getattr(args, "table", None) else \
+        [t.strip() for t in (getattr(args, "tables", None) or "").split(",") if t.strip()]
+    if not tables or not getattr(args, "store", None):
+        raise UsageError("TIME 'latest' needs --store and --table (or --tables): give an explicit time")
+    store = open_store(args.store)
+    latest = [coverage(store, table, count_changes=False).latest_us for table in tables]
+    if any(value is None for value in latest):
+        missing = ", ".join(t for t, value in zip(tables, latest, strict=True) if value is None)
+        raise TimeOutOfRange(f"'latest' names no moment: no restorable moment of {missing} is proven yet")
+    moment = from_micros(min(value for value in latest if value is not None))
+    for name in names:
+        setattr(args, name, moment)
+    print(f"ddb-rewind: 'latest' is {format_time(moment)}", file=sys.stderr)
 
 
 def table_arg(text: str) -> str:

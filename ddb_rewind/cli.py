@@ -25,6 +25,7 @@ from changelog.errors import (
     UsageError,
     WriteFailed,
 )
+from ddb_rewind.args import resolve_times
 from ddb_rewind.commands import COMMANDS
 
 
@@ -155,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse has printed its one line (or --help, --version)
         return int(exc.code or 0)
     try:
+        resolve_times(args)
         return int(args.run(args) or 0)
     except BrokenPipeError:
         # A reader such as `head` closed the pipe: not an error of ours.

@@ -39,7 +39,8 @@ def register(subparsers: Any) -> None:
                         help="several source tables, restored to the same --at in parallel "
                              "(targets: --to-table-suffix or --to-dir)")
     add_store(parser)
-    parser.add_argument("--at", required=True, type=time_arg, metavar="TIME", help="ISO 8601 or epoch seconds")
+    parser.add_argument("--at", required=True, type=time_arg, metavar="TIME",
+                        help="ISO 8601, epoch seconds, latest, now, or before now as -2h")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--to-table", type=table_arg, metavar="NAME", help="DynamoDB table to write the items into")
     target.add_argument("--to-file", metavar="PATH", help="file to write: .jsonl, .parquet or .avro (lossless), "

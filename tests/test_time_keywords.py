@@ -1,0 +1,71 @@
+"""TIME keywords: ``latest`` (the latest restorable moment, said on stderr), ``now`` and ``-2h``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from changelog.codec import decode_lambda_record
+from changelog.state import coverage
+from changelog.store import Store
+from changelog.timefmt import format_time, from_micros
+from ddb_rewind.args import Latest, time_arg
+from ddb_rewind.cli import main
+from stream_consumer.capture import capture_batch
+from tests.events import lambda_record
+
+TABLE = "orders"
+BASE = 1_700_006_400
+
+
+@pytest.fixture
+def captured(store: Store) -> Store:
+    records = [lambda_record(TABLE, "INSERT", {"pk": {"S": f"k{i}"}}, BASE + 10 * i, 100 + i,
+                             new={"pk": {"S": f"k{i}"}, "n": {"N": str(i)}}) for i in range(5)]
+    capture_batch(store, records, decode_lambda_record, source="test")
+    return store
+
+
+def test_latest_replays_the_latest_restorable_moment_and_says_which(
+    captured: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "state.jsonl"
+    latest = coverage(captured, TABLE).latest_us
+    assert latest is not None
+
+    assert main(["replay", "--table", TABLE, "--store", captured.uri, "--at", "latest", "--to-file", str(out)]) == 0
+
+    assert len(out.read_text().splitlines()) == 5
+    assert f"'latest' is {format_time(from_micros(latest))}" in capsys.readouterr().err
+
+
+def test_latest_works_for_every_time_option(captured: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["diff", "--table", TABLE, "--store", captured.uri, "--from", str(BASE + 15), "--to", "latest",
+                 "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["added"]) == 3
+
+
+def test_now_and_relative_times_are_read_against_the_clock() -> None:
+    before = datetime.now(UTC)
+    now = time_arg("now")
+    two_hours = time_arg("-2h")
+    assert isinstance(now, datetime) and isinstance(two_hours, datetime)
+    assert before <= now <= datetime.now(UTC)
+    assert abs((now - two_hours) - timedelta(hours=2)) < timedelta(seconds=5)
+    assert isinstance(time_arg("LATEST"), Latest)
+
+
+@pytest.mark.parametrize("text", ["-2x", "yesterday", "-h", "+2h"])
+def test_an_unknown_time_names_every_accepted_form(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="'latest'.*'now'.*-2h"):
+        time_arg(text)
+
+
+def test_latest_of_a_store_without_the_table_is_one_line(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["replay", "--table", TABLE, "--store", store.uri, "--at", "latest", "--to-file", "-"])
+    err = capsys.readouterr().err
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -49,7 +49,7 @@ def client(service: str, **kwargs: Any) -> Any:
 def translate(exc: BaseException, action: str) -> RewindError:
     """The typed error for a botocore exception raised while doing ``action``."""
     if isinstance(exc, NoRegionError):
-        return AwsError(f"{action}: no AWS region is set; set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's "
+        return AwsError(f"{action}: no AWS region is set; set AWS_REGION or AWS_DEFAULT_REGION (or a profile's "
                         "region)")
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return AwsError(f"{action}: no AWS credentials found; set AWS_PROFILE or AWS_ACCESS_KEY_ID and "

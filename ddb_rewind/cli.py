@@ -151,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     # Current botocore routes DynamoDB calls to account-based endpoints that local AWS does not serve.
     os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
+    # Lambda and most SDKs read AWS_REGION; botocore reads only AWS_DEFAULT_REGION. Take either.
+    if os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
+        os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"]
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse has printed its one line (or --help, --version)

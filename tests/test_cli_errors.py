@@ -94,3 +94,17 @@ def test_a_malformed_time(command: str, option: str, capsys: pytest.CaptureFixtu
     code, err = run([command, option, "next tuesday"], capsys)
     assert_one_error_line(code, err)
     assert "next tuesday" in err
+
+
+def test_aws_region_alone_sets_the_region(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # Lambda and most SDKs set AWS_REGION; botocore by itself reads only AWS_DEFAULT_REGION.
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "")  # unset for the command; restored after the test
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    with mock_aws():
+        code = main(["consume", "--table", "orders", "--store", str(tmp_path / "store"), "--once"])
+    err = capsys.readouterr().err
+    assert "no AWS region" not in err
+    assert code == 4 and "in eu-west-1" in err  # the table is looked up in AWS_REGION's region

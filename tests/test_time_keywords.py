@@ -61,7 +61,7 @@ def test_now_and_relative_times_are_read_against_the_clock() -> None:
 
 @pytest.mark.parametrize("text", ["-2x", "yesterday", "-h", "+2h"])
 def test_an_unknown_time_names_every_accepted_form(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError, match="'latest'.*'now'.*-2h"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"'latest'.*'now'.*-2h"):
         time_arg(text)
 
 

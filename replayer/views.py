@@ -249,7 +249,12 @@ def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store, tables: list[s
     con.execute(
         f"""CREATE MACRO rewind_restorable(t, only_table) AS (
             SELECT CASE WHEN count(*) > 0
-                        THEN error('{REFUSED}' || string_agg(reason, '; ' ORDER BY table_name))
+                        THEN error('{REFUSED}' || string_agg(reason, '; ' ORDER BY table_name)
+                                   -- state_at(t) spans every table: say how to ask the others alone.
+                                   || CASE WHEN only_table IS NULL
+                                           THEN '; state_at(t) answers for every table at once: to ask one '
+                                                || 'table, use state_at(t, only_table := ''<table>'') or <table>_at(t)'
+                                           ELSE '' END)
                         ELSE TRUE END
             FROM (SELECT table_name, rewind_refusal(table_name, t) AS reason FROM tables
                   WHERE only_table IS NULL OR table_name = only_table)

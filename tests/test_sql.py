@@ -117,3 +117,20 @@ def test_a_query_naming_a_remote_file_is_refused_without_reaching_it(filled: Sto
     assert main(["sql", "--store", filled.uri, "SELECT * FROM read_parquet('https://example.com/x.parquet')"]) == 2
     err = capsys.readouterr().err
     assert "reads only the store's views" in err and "download" not in err.lower()
+
+
+def test_the_shell_lists_tables_with_what_each_can_restore(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from changelog.store import LocalStore
+    from tests.events import lambda_record
+
+    store = LocalStore(tmp_path / "store")
+    capture_batch(store, [lambda_record("orders", "INSERT", {"pk": {"S": "a"}}, 1_700_000_000, 1,
+                                        new={"pk": {"S": "a"}})], decode_lambda_record, source="test")
+    monkeypatch.setattr("sys.stdin", io.StringIO(".tables\nSELECT 1 AS one;\n"))
+
+    assert main(["sql", "--store", store.uri]) == 0
+
+    out = capsys.readouterr().out
+    assert "orders" in out and "2023-11-14T22:13:20Z to 2023-11-14T22:13:20Z" in out and "one" in out

@@ -68,6 +68,12 @@ def test_state_at_refuses_when_any_table_cannot_answer(expired: Store) -> None:
         count(expired, f"SELECT count(*) FROM state_at({iso(T0 + 120)})")
 
 
+def test_a_refusal_of_state_at_over_every_table_names_the_way_to_ask_one(expired: Store) -> None:
+    capture_batch(expired, stream_records("other", OTHER), decode_lambda_record, source="test")
+    with pytest.raises(duckdb.Error, match="only_table := '<table>'"):
+        count(expired, f"SELECT count(*) FROM state_at({iso(T0 + 120)})")
+
+
 def test_one_table_is_asked_for_alone_with_only_table(expired: Store) -> None:
     capture_batch(expired, stream_records("other", OTHER), decode_lambda_record, source="test")
     assert count(expired, f"SELECT count(*) FROM state_at({iso(T0 + 120)}, only_table := 'users')") == 5

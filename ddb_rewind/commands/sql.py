@@ -19,7 +19,44 @@ if TYPE_CHECKING:
 _HELP = """Views: changes, tables, snapshots, snapshot_rows, quarantine;
 macros: state_at(TIME), history(KEY), <table>_at(TIME).
 Only reads: SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN; no file, network or setting.
-End a query with ';'. Type .quit to leave."""
+End a query with ';'. .tables lists the tables and what each can restore; .help shows this; .quit leaves.
+Line editing and history (Up arrow) as in a database shell; history is kept in ~/.ddb_rewind_sql_history."""
+
+HISTORY_FILE = "~/.ddb_rewind_sql_history"
+HISTORY_LINES = 1000
+
+
+def _line_editing() -> None:
+    """GNU readline (or libedit) under input(): arrows, Ctrl-R, and history kept between sessions."""
+    import atexit
+    import contextlib
+    import os
+
+    try:
+        import readline
+    except ImportError:  # a Python built without readline: the shell still works, without editing
+        return
+    path = os.path.expanduser(HISTORY_FILE)
+    with contextlib.suppress(OSError):  # no history yet (or unreadable): start a new one
+        readline.read_history_file(path)
+    readline.set_history_length(HISTORY_LINES)
+
+    def save() -> None:
+        with contextlib.suppress(OSError):  # a read-only home: the session's history is simply not kept
+            readline.write_history_file(path)
+
+    atexit.register(save)
+
+
+def _tables(session: SqlSession) -> None:
+    """``.tables``: each table of the store with its restorable intervals."""
+    from changelog.restorable import describe_intervals
+    from changelog.state import coverage
+
+    store = session.store
+    names = [row[0] for row in (session.query("SELECT table_name FROM tables ORDER BY 1") or ([], []))[1]]
+    rows = [(name, describe_intervals(coverage(store, name, count_changes=False).intervals)) for name in names]
+    print_rows(("table", "restorable"), rows, "table")
 
 
 def register(subparsers: Any) -> None:
@@ -68,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     interactive = sys.stdin.isatty()
     if interactive:
+        _line_editing()
         print(_HELP)
     buffer: list[str] = []
     while True:
@@ -79,6 +117,12 @@ def run(args: argparse.Namespace) -> int:
             break
         if line.strip() in (".quit", ".exit"):
             break
+        if not buffer and line.strip() in (".help", ".tables"):
+            if line.strip() == ".help":
+                print(_HELP)
+            else:
+                _tables(con)
+            continue
         buffer.append(line)
         if line.rstrip().endswith(";"):
             try:

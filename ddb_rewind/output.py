@@ -48,7 +48,7 @@ def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str =
     out = out or sys.stdout
     if fmt == "json":
         json.dump([dict(zip(columns, map(_jsonable, row), strict=True)) for row in rows], out,
-                  ensure_ascii=False, indent=1)
+                  ensure_ascii=False, indent=2)
         out.write("\n")
         return
     if fmt == "csv":

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from changelog.errors import UsageError
 from replayer.typed import Column, finish_array, text_value
 
-FORMATS = (".jsonl", ".json", ".parquet", ".avro", ".csv")
+FORMATS = (".jsonl", ".parquet", ".avro", ".csv")
 STDOUT = "-"  # --to-file -: JSON lines on stdout
 
 # One named, recursive record per AttributeValue: exactly one field is set, as in DynamoDB JSON.
@@ -62,10 +62,14 @@ def check_format(path: str) -> str:
     if path == STDOUT:
         return ".jsonl"
     suffix = Path(path).suffix.lower()
+    if suffix == ".json":
+        # One JSON document is not what is written (one item per line, as DynamoDB's export): say so.
+        raise UsageError(f"cannot write {path!r}: the items are written as JSON lines (one item per line, as "
+                         "DynamoDB's export); name the file .jsonl")
     if suffix not in FORMATS:
         raise UsageError(f"cannot write {path!r}: use a file ending in .jsonl, .parquet, .avro or .csv, "
                          "or - for JSON lines on stdout")
-    return ".jsonl" if suffix == ".json" else suffix
+    return suffix
 
 
 def to_avro_value(value: dict[str, Any]) -> dict[str, Any]:

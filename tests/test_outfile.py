@@ -114,3 +114,10 @@ def test_diff_output_refuses_an_existing_file(filled: Store, tmp_path: Path,
                  "--format", "parquet", "--output", str(out)]) == 2
     assert "add --overwrite" in _one_error(capsys)
     assert out.read_text() == OLD
+
+
+def test_a_json_file_name_is_refused_since_the_items_are_json_lines(tmp_path: Path) -> None:
+    from replayer.export import check_format
+
+    with pytest.raises(UsageError, match=r"JSON lines.*\.jsonl"):
+        check_format(str(tmp_path / "state.json"))

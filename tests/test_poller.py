@@ -174,6 +174,30 @@ def test_cli_prints_a_one_line_summary(aws: None, store: Store, capsys: Any) -> 
     ]
 
 
+def test_ctrl_c_keeps_what_was_read_and_exits_130(aws: None, store: Store, capsys: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream_consumer import poller
+
+    client = make_table()
+    client.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})
+    real_round = poller._Session.round
+    rounds: list[int] = []
+
+    def round_then_ctrl_c(self: Any) -> int:
+        rounds.append(1)
+        if len(rounds) > 1:
+            raise KeyboardInterrupt  # Ctrl-C while the second round runs
+        return int(real_round(self))
+
+    monkeypatch.setattr(poller._Session, "round", round_then_ctrl_c)
+    code = main(["consume", "--table", TABLE, "--store", store.uri, "--poll-interval", "0"])
+
+    assert code == 130
+    out = capsys.readouterr().out
+    assert "1 records captured" in out and out.rstrip().endswith("(interrupted)")
+    assert len(change_rows(store)) == 1
+
+
 def test_without_once_it_stops_after_max_seconds(aws: None, store: Store) -> None:
     client = make_table()
     client.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})

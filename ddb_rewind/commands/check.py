@@ -44,7 +44,7 @@ def _as_json(report: CheckReport) -> str:
                      for f in report.problems],
         "notes": [{"table": f.table, "file": f.path, "note": f.problem, "affects": f.affects}
                   for f in report.findings if not f.is_problem],
-    }, indent=1)
+    }, indent=2)
 
 
 def _as_text(report: CheckReport) -> str:

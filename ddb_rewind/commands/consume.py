@@ -7,7 +7,7 @@ import math
 import sys
 from typing import Any
 
-from changelog.errors import UsageError
+from changelog.errors import EXIT_INTERRUPTED, UsageError
 from changelog.progress import Progress
 from changelog.store import open_store
 from ddb_rewind.args import add_store, add_table
@@ -58,4 +58,7 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.files:,} files, {summary.shards:,} {shards}, {summary.gaps:,} {gaps}"
         + (" (interrupted)" if summary.interrupted else "")
     )
+    if summary.interrupted:
+        # Everything read so far is stored and checkpointed; Ctrl-C still ends the command as 130.
+        return EXIT_INTERRUPTED
     return 1 if summary.gaps else 0

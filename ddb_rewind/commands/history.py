@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         # Said on stderr so that the versions on stdout stay one shape for scripts.
         print(f"ddb-rewind: may be missing: {loss.what}", file=sys.stderr)
     if args.format == "json":
-        json.dump([v.as_json() for v in versions], sys.stdout, ensure_ascii=False, indent=1)
+        json.dump([v.as_json() for v in versions], sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
     if not versions:
         # Most often a mistyped key: say so, and exit non-zero so scripts notice.

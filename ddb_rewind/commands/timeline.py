@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     )
     fmt = args.format or ("chart" if sys.stdout.isatty() else "table")
     if fmt == "json":
-        json.dump([b.as_json() for b in line], sys.stdout, indent=1)
+        json.dump([b.as_json() for b in line], sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif fmt == "chart":
         color = sys.stdout.isatty() and "NO_COLOR" not in os.environ

@@ -3,7 +3,7 @@
 The lineage rule: a moment is restorable only when every shard of the stream's lineage that could
 hold a change at or before it has been read up to it (closed parents to their end, children listed
 and read from their start), and no batch in that range is pending. Every capture path records what
-it read, and ``capture_watermark`` is the only reader of those records:
+it read, and ``capture_holds`` is the only reader of those records:
 
 - The poller keeps one checkpoint per shard (``stream_consumer.checkpoint``; the keys read here are
   part of the store's format). It writes one for every shard DescribeStream lists, before reading
@@ -14,7 +14,8 @@ it read, and ``capture_watermark`` is the only reader of those records:
   ``recover`` writes a stored record for a batch it re-captured, or a gap (``changelog.gaps``) for
   one it could not; either settles the pending record.
 
-Holds, each the latest moment it lets be restorable (None: no moment is proven):
+Holds (``Hold``, each named so that ``status`` can say what holds coverage back), each the latest
+moment it lets be restorable (None: no moment is proven):
 
 - an open shard: its watermark; one not read yet: its start, the end of its parent (a root shard,
   or one whose parent the store never saw, may hold changes of any time: None);
@@ -113,8 +114,19 @@ def record_pending_batch(store: Store, table: str, stream_arn: str, first_sequen
     return path
 
 
-def lineage_holds(shards: Mapping[str, ShardRead]) -> list[int | None]:
-    """One hold per shard that limits coverage (None: no moment is proven), by the rule above."""
+@dataclass(frozen=True)
+class Hold:
+    """One thing that limits the latest restorable time: the latest moment it lets be restorable."""
+
+    at_us: int | None  # None: no moment is proven while it stands
+    kind: str  # "shard", "pending batch" or "newest change"
+    what: str  # one phrase naming it (shard id, sequence number)
+    shard_id: str | None = None  # the shard, for a shard's hold
+    unread: bool = False  # a shard listed that nothing has been read from yet
+
+
+def lineage_holds(shards: Mapping[str, ShardRead]) -> list[Hold]:
+    """One hold per shard that limits coverage, by the rule above."""
     named_as_parent = {s.parent_shard_id for s in shards.values() if s.parent_shard_id}
 
     def start(shard: ShardRead, seen: frozenset[str]) -> int | None:
@@ -126,22 +138,31 @@ def lineage_holds(shards: Mapping[str, ShardRead]) -> list[int | None]:
     def end(shard: ShardRead, seen: frozenset[str]) -> int | None:
         return shard.watermark_us if shard.watermark_us is not None else start(shard, seen)
 
-    holds: list[int | None] = []
+    holds: list[Hold] = []
     for shard in shards.values():
         if shard.closed and shard.shard_id in named_as_parent:
             continue
-        holds.append(end(shard, frozenset()))
+        if shard.watermark_us is not None:
+            state = "read to its end, children not listed yet" if shard.closed else "open, read to its watermark"
+        elif shard.parent_shard_id in shards:
+            state = "listed, not read yet (bounded by its parent's end)"
+        else:
+            state = "listed, not read yet (no known parent bounds it)"
+        holds.append(Hold(end(shard, frozenset()), "shard", f"shard {shard.shard_id} ({state})",
+                          shard_id=shard.shard_id, unread=shard.watermark_us is None and not shard.closed))
     return holds
 
 
-def capture_watermark(store: Store, table: str, listing: Sequence[str], newest_change_us: int | None) -> int | None:
-    """The latest restorable time capture proves (µs), or None when it proves no moment.
+def capture_holds(store: Store, table: str, listing: Sequence[str], newest_change_us: int | None) -> tuple[Hold, ...]:
+    """Every hold on the table's latest restorable time (the rule above); ``watermark`` reduces them.
 
     ``listing`` is a listing of the table's prefix; ``newest_change_us`` the newest stored change,
     which stands in for the shards when no shard record exists (the Lambda path).
     """
     shards = read_shard_records(store, table, listing)
-    holds = lineage_holds(shards) if shards else [newest_change_us]
+    holds = lineage_holds(shards) if shards else [
+        Hold(newest_change_us, "newest change",
+             "the newest stored change (without shard records nothing proves a later moment)")]
     pending = _read_batches(store, listing, capture_root(table) + "pending/")
     if pending:
         stored = _read_batches(store, listing, capture_root(table) + "batches/")
@@ -154,11 +175,29 @@ def capture_watermark(store: Store, table: str, listing: Sequence[str], newest_c
             settled = any(s.stream_arn == batch.stream_arn and int(s.first_sequence) <= first <= int(s.last_sequence)
                           for s in stored) or any(low <= first <= high for low, high in lost)
             if not settled:
-                holds.append(batch.hold_us)
-    if any(hold is None for hold in holds):
+                holds.append(Hold(batch.hold_us, "pending batch",
+                                  f"the failed batch from sequence {batch.first_sequence} (not stored or "
+                                  "recovered yet)"))
+    return tuple(holds)
+
+
+def watermark(holds: Sequence[Hold]) -> int | None:
+    """The latest restorable time the holds allow: the earliest of them; None if any proves nothing (or none)."""
+    if any(hold.at_us is None for hold in holds):
         return None
-    known = [hold for hold in holds if hold is not None]
+    known = [hold.at_us for hold in holds if hold.at_us is not None]
     return min(known) if known else None
+
+
+def binding_holds(holds: Sequence[Hold]) -> tuple[Hold, ...]:
+    """The holds that set the watermark (those proving nothing, else the earliest)."""
+    limit = watermark(holds)
+    return tuple(hold for hold in holds if hold.at_us == limit)
+
+
+def capture_watermark(store: Store, table: str, listing: Sequence[str], newest_change_us: int | None) -> int | None:
+    """The latest restorable time capture proves (µs), or None when it proves no moment."""
+    return watermark(capture_holds(store, table, listing, newest_change_us))
 
 
 def read_shard_records(store: Store, table: str, listing: Iterable[str]) -> dict[str, ShardRead]:

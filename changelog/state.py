@@ -17,7 +17,7 @@ from datetime import datetime
 import duckdb
 import pyarrow as pa
 
-from changelog.captured import capture_watermark
+from changelog.captured import Hold, capture_holds, watermark
 from changelog.consistent import read_consistently
 from changelog.damage import damaged, read_json_object
 from changelog.errors import TableNotFound, TimeOutOfRange
@@ -225,6 +225,7 @@ class Coverage:
     gaps: tuple[Gap, ...] = ()  # stream records lost for good (changelog.gaps)
     bootstraps_us: tuple[int, ...] = ()  # every whole copy of the table a snapshot proves (manifest_bases)
     losses: tuple[Loss, ...] = ()  # gaps and quarantined records: what the store does not hold
+    holds: tuple[Hold, ...] = ()  # what capture proves, shard by shard (changelog.captured); latest_us is their min
 
     @property
     def intervals(self) -> tuple[Interval, ...]:
@@ -324,7 +325,8 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
     if floor is not None:
         # The floor is a kept snapshot's moment: restorable even when no change of that time is left.
         earliest = max(floor, min(initial)) if initial else floor
-    latest = _watermark(store, table, listing, last)
+    holds = capture_holds(store, table, listing, last)
+    latest = watermark(holds)
     # A snapshot proves its moment only if it says it was inside coverage when it was built: a
     # bootstrap (the copy was consistent then), or a compaction that recorded the watermark it was
     # checked against. Capture only moves forward, so that moment stays covered even after expire
@@ -347,6 +349,7 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         gaps=gaps,
         bootstraps_us=tuple(bases),
         losses=losses,
+        holds=holds,
     )
 
 
@@ -381,11 +384,6 @@ def retention_floor(store: Store, table: str) -> int | None:
         return int(value) if value is not None else None
     except (TypeError, ValueError):
         raise damaged(store, retention_path(table), "holds no valid restorable_from_us") from None
-
-
-def _watermark(store: Store, table: str, listing: list[str], newest_change_us: int | None) -> int | None:
-    """The latest moment capture proves read on every shard that could hold a change (changelog.captured)."""
-    return capture_watermark(store, table, listing, newest_change_us)
 
 
 def check_restorable(cov: Coverage, at: datetime, at_us: int) -> None:

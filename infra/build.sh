@@ -46,7 +46,7 @@ if [[ "${REWIND_KEEP_BOTO3:-0}" != "1" ]]; then
     excluded+=(boto3 botocore s3transfer)
 fi
 
-for handler in stream_consumer/handler.py compactor/handler.py; do
+for handler in stream_consumer/handler.py stream_consumer/recover.py compactor/handler.py replayer/scheduled.py; do
     if [[ ! -f "${root}/${handler}" ]]; then
         echo "build.sh: ${handler} does not exist in ${root}; the Lambda handlers named in" \
              "infra/template.yaml would not import" >&2
@@ -124,7 +124,7 @@ rm -f "${artifact}"/pyarrow/libarrow_flight.so* "${artifact}"/pyarrow/libarrow_p
       "${artifact}"/pyarrow/libarrow_substrait.so* "${artifact}"/pyarrow/_substrait.*.so \
       "${artifact}"/pyarrow/substrait.py
 
-for handler in stream_consumer/handler.py compactor/handler.py; do
+for handler in stream_consumer/handler.py stream_consumer/recover.py compactor/handler.py replayer/scheduled.py; do
     if [[ ! -f "${artifact}/${handler}" ]]; then
         echo "build.sh: ${handler} is missing from the artifact (is its package listed in" \
              "[tool.setuptools.packages.find] of pyproject.toml?)" >&2

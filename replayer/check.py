@@ -11,12 +11,15 @@ says its rows are of its table and its hour partition (a few KB per file, not it
 record parses, and every gap a checkpoint lists still has its record. With ``read_data`` every part
 and change file is read whole, hashed and fully decoded (page checksums verified). It names orphans
 (parts no manifest lists, ``.tmp-*`` leftovers of a crashed write) as notes: they affect no restore.
-Each problem says which restore points it affects.
+Each problem says which restore points it affects. A ``sample`` limits the reading to the files it
+selects (the scheduled verifier re-hashes a rotating share each run, ``replayer.scheduled``); every
+other check still covers every file.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from changelog.damage import read_json_object
@@ -70,12 +73,16 @@ class CheckReport:
     read_data: bool
     findings: tuple[Finding, ...]
     gaps: int = 0  # gap records read
+    files_read: int = 0  # parts and change files read whole (all of them unless sampled)
+    sampled: bool = False  # only a sample of the files was read whole
 
     @property
     def verified(self) -> str:
         """What this check verified, in words."""
         files = ("read whole, hashed against their records and decoded" if self.read_data else
                  "present with their recorded sizes and names")
+        if self.sampled:
+            files = f"present with their recorded sizes and names ({self.files_read:,} of them {files})"
         return (f"{self.manifests:,} manifests and their chain, {self.parts:,} snapshot parts and "
                 f"{self.change_files:,} change files {files}, the table and hour of every change file's rows, "
                 f"{self.gaps:,} gap records")
@@ -83,8 +90,10 @@ class CheckReport:
     @property
     def not_verified(self) -> tuple[str, ...]:
         """What this check did not verify (each a reason a store it passes may still be damaged)."""
-        if self.read_data:
+        if self.read_data and not self.sampled:
             return ()
+        if self.sampled:
+            return ("file contents outside this sample: a changed byte inside a file of the right size",)
         return ("file contents: a changed byte inside a file of the right size (run with --read-data)",)
 
     @property
@@ -159,7 +168,7 @@ def _short(exc: Exception, path: str) -> str:
     return text.split(": restore it from", 1)[0]
 
 
-def _check_manifests(store: Store, table: str, sizes: dict[str, int], read_data: bool,
+def _check_manifests(store: Store, table: str, sizes: dict[str, int], reads: Callable[[str], bool],
                      ) -> tuple[list[StoredManifest], list[Finding], int]:
     found: list[Finding] = []
     manifests: list[StoredManifest] = []
@@ -189,7 +198,7 @@ def _check_manifests(store: Store, table: str, sizes: dict[str, int], read_data:
             listed.add(part)
             parts += 1
             expected = Expected(part, "snapshot part", entry.sha256, entry.size, entry.rows)
-            problem = inspect_file(store, expected, sizes.get(part), read_data)
+            problem = inspect_file(store, expected, sizes.get(part), reads(part))
             if problem:
                 found.append(Finding(table, part, problem, _snapshot_window(manifests, index)))
     parsed = {stored.path.rsplit("/", 1)[0] for stored in manifests}
@@ -203,7 +212,7 @@ def _check_manifests(store: Store, table: str, sizes: dict[str, int], read_data:
 
 
 def _check_changes(store: Store, table: str, sizes: dict[str, int], manifests: list[StoredManifest],
-                   read_data: bool) -> tuple[list[Finding], int]:
+                   reads: Callable[[str], bool]) -> tuple[list[Finding], int]:
     found = []
     files = sorted(p for p in sizes if p.startswith(changes_root(table) + "/"))
     readers = "every reader of the table refuses it (sql, history, status, replays of its hour)"
@@ -217,7 +226,7 @@ def _check_changes(store: Store, table: str, sizes: dict[str, int], manifests: l
         except DamagedStore as exc:
             found.append(Finding(table, path, _short(exc, path), readers))
             continue
-        problem = inspect_file(store, expected, sizes.get(path), read_data)
+        problem = inspect_file(store, expected, sizes.get(path), reads(path))
         if problem:
             found.append(Finding(table, path, problem, _change_window(path, manifests)))
     return found, len(files)
@@ -255,17 +264,29 @@ def _check_gaps(store: Store, table: str, sizes: dict[str, int], unsound: set[st
     return found, len(records)
 
 
-def check_table(store: Store, table: str, read_data: bool) -> tuple[int, int, int, int, list[Finding]]:
-    """(manifests, parts, change files, gap records, findings) of one table."""
+def check_table(store: Store, table: str, read_data: bool, sample: Callable[[str], bool] | None = None,
+                ) -> tuple[int, int, int, int, int, list[Finding]]:
+    """(manifests, parts, change files, gap records, files read whole, findings) of one table.
+
+    With ``read_data``, the files ``sample`` selects (default: all) are read whole.
+    """
+    read: list[str] = []
+
+    def reads(path: str) -> bool:
+        if read_data and (sample is None or sample(path)):
+            read.append(path)
+            return True
+        return False
+
     sizes = store.sizes(table_root(table) + "/")
     if not sizes:
         raise TableNotFound(f"the store {store.uri} holds no table {table!r}: run 'ddb-rewind status' to list tables")
     findings = _check_json(store, table, sizes)
     gap_findings, gap_count = _check_gaps(store, table, sizes, {f.path for f in findings})
     findings += gap_findings
-    manifests, manifest_findings, parts = _check_manifests(store, table, sizes, read_data)
+    manifests, manifest_findings, parts = _check_manifests(store, table, sizes, reads)
     findings += manifest_findings
-    change_findings, change_count = _check_changes(store, table, sizes, manifests, read_data)
+    change_findings, change_count = _check_changes(store, table, sizes, manifests, reads)
     findings += change_findings
     findings += [Finding(table, path, "is a leftover of an interrupted write", "no restore point (safe to delete)",
                          is_problem=False) for path in _tmp_leftovers(store, table)]
@@ -273,17 +294,19 @@ def check_table(store: Store, table: str, read_data: bool) -> tuple[int, int, in
         findings.append(Finding(table, meta_path(table), "is missing",
                                 "restores into a new table (--create-table) cannot read the key schema",
                                 is_problem=False))
-    return len(manifests), parts, change_count, gap_count, findings
+    return len(manifests), parts, change_count, gap_count, len(read), findings
 
 
-def check_store(store: Store, table: str | None = None, *, read_data: bool = False) -> CheckReport:
-    """Check every table of the store (or one)."""
+def check_store(store: Store, table: str | None = None, *, read_data: bool = False,
+                sample: Callable[[str], bool] | None = None) -> CheckReport:
+    """Check every table of the store (or one); with ``read_data``, read whole the files ``sample`` selects."""
     tables = [table] if table else table_names(store.list(TABLES + "/"))
-    manifests = parts = changes = gaps = 0
+    manifests = parts = changes = gaps = read = 0
     findings: list[Finding] = []
     for name in tables:
-        m, p, c, g, f = check_table(store, name, read_data)
-        manifests, parts, changes, gaps = manifests + m, parts + p, changes + c, gaps + g
+        m, p, c, g, r, f = check_table(store, name, read_data, sample)
+        manifests, parts, changes, gaps, read = manifests + m, parts + p, changes + c, gaps + g, read + r
         findings += f
-    return CheckReport(tuple(tables), manifests, parts, changes, read_data, tuple(findings), gaps)
+    return CheckReport(tuple(tables), manifests, parts, changes, read_data, tuple(findings), gaps, read,
+                       sampled=read_data and sample is not None)
 

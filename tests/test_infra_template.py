@@ -360,7 +360,7 @@ def test_compactor_handler_is_compactor_lambda_handler(template: dict[str, Any])
     assert _function(template, "CompactorFunction")["Handler"] == "compactor.handler.lambda_handler"
 
 
-FUNCTIONS = ["ConsumerFunction", "CompactorFunction", "RecoverFunction"]
+FUNCTIONS = ["ConsumerFunction", "CompactorFunction", "RecoverFunction", "VerifierFunction"]
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -565,7 +565,7 @@ def test_only_the_compactor_may_delete_objects(resources: dict[str, Any]) -> Non
     assert "s3:DeleteObject" in _role_actions(resources, "CompactorRole")
 
 
-@pytest.mark.parametrize("role", ["ConsumerRole", "CompactorRole", "RecoverRole"])
+@pytest.mark.parametrize("role", ["ConsumerRole", "CompactorRole", "RecoverRole", "VerifierRole"])
 def test_object_access_is_limited_to_the_store_prefix(resources: dict[str, Any], role: str) -> None:
     for _, statement in _policy_statements(resources[role]["Properties"], role):
         actions = _as_list(statement["Action"])
@@ -600,7 +600,8 @@ def test_recover_reads_only_its_queue_and_the_table_stream(resources: dict[str, 
 
 @pytest.mark.parametrize(
     ("role", "log_group"),
-    [("ConsumerRole", "ConsumerLogGroup"), ("CompactorRole", "CompactorLogGroup"), ("RecoverRole", "RecoverLogGroup")],
+    [("ConsumerRole", "ConsumerLogGroup"), ("CompactorRole", "CompactorLogGroup"), ("RecoverRole", "RecoverLogGroup"),
+     ("VerifierRole", "VerifierLogGroup")],
 )
 def test_functions_log_only_to_their_own_log_group(
     template: dict[str, Any], resources: dict[str, Any], role: str, log_group: str
@@ -778,6 +779,8 @@ def test_outputs_name_what_operators_need(template: dict[str, Any]) -> None:
         "ConsumerFunctionName",
         "CompactorFunctionName",
         "RecoverFunctionName",
+        "VerifierFunctionName",
+        "DashboardName",
         "FailureQueueUrl",
         "AlarmTopicArn",
         "GlueDatabaseName",
@@ -797,7 +800,8 @@ def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypat
 
     moto models the bucket, key, queue, topic, roles, log groups, functions, the event source
     mapping and the schedule rule; it skips (with a warning) bucket and queue policies, alarms,
-    EventInvokeConfig, Glue and Athena, which the template checks above cover instead.
+    EventInvokeConfig, Glue and Athena (the dashboard, which names the alarms, is left out), which
+    the template checks above cover instead.
     """
     boto3 = pytest.importorskip("boto3")
     moto = pytest.importorskip("moto")
@@ -813,7 +817,12 @@ def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypat
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
 
-    body = json.dumps(expand_sam(template))
+    expanded = expand_sam(template)
+    # moto skips alarms, so the dashboard's alarm ARNs cannot resolve: the dashboard is checked
+    # above, structurally, and left out here.
+    expanded["Resources"].pop("Dashboard")
+    expanded["Outputs"].pop("DashboardName")
+    body = json.dumps(expanded)
     with moto.mock_aws():
         dynamodb = boto3.client("dynamodb")
         table = dynamodb.create_table(
@@ -858,6 +867,9 @@ def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypat
         compactor = awslambda.get_function_configuration(FunctionName=outputs["CompactorFunctionName"])
         assert compactor["Handler"] == "compactor.handler.lambda_handler"
         assert compactor["Environment"]["Variables"]["REWIND_TABLE"] == "orders"
+        verifier = awslambda.get_function_configuration(FunctionName=outputs["VerifierFunctionName"])
+        assert verifier["Handler"] == "replayer.scheduled.lambda_handler"
+        assert str(verifier["Environment"]["Variables"]["REWIND_VERIFY_INTERVAL_MINUTES"]) == "60"
         recover = awslambda.get_function_configuration(FunctionName=outputs["RecoverFunctionName"])
         assert recover["Handler"] == "stream_consumer.recover.lambda_handler"
         (trigger,) = awslambda.list_event_source_mappings(FunctionName=outputs["RecoverFunctionName"])[
@@ -899,3 +911,94 @@ def test_the_retention_parameter_refuses_at_deploy_what_expire_refuses(template:
     import re
 
     assert not re.fullmatch(template["Parameters"]["RetentionPolicy"]["AllowedPattern"], policy)
+
+
+# ------------------------------------------------------------------------------------------------
+# Verifier: coverage proof, restore drill, sampled check
+# ------------------------------------------------------------------------------------------------
+
+VERIFIER_METRICS = ["CaptureLagSeconds", "UnreadShards", "Gaps", "QuarantinedRecords", "VerificationFailures"]
+
+
+def _dashboard(resources: dict[str, Any]) -> dict[str, Any]:
+    """The dashboard body as CloudWatch reads it, with each ${...} left as its own name."""
+    (body,) = [r["Properties"]["DashboardBody"]["Fn::Sub"] for r in resources.values()
+               if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    numbers = re.sub(r"\$\{CaptureLagAlarmSeconds\}", "7200", body)
+    return json.loads(numbers)
+
+
+def test_verifier_handler_is_replayer_scheduled_lambda_handler(template: dict[str, Any]) -> None:
+    assert _function(template, "VerifierFunction")["Handler"] == "replayer.scheduled.lambda_handler"
+
+
+def test_verifier_runs_on_the_interval_it_is_told_hourly_by_default(template: dict[str, Any]) -> None:
+    props = _function(template, "VerifierFunction")
+    env = props["Environment"]["Variables"]
+    assert env["REWIND_TABLE"] == {"Ref": "TableName"}
+    assert env["REWIND_VERIFY_INTERVAL_MINUTES"] == {"Ref": "VerifyIntervalMinutes"}
+    assert env["REWIND_VERIFY_CYCLE_DAYS"] == {"Ref": "VerifyFullCycleDays"}
+    (schedule,) = [e["Properties"] for e in props["Events"].values() if e["Type"] == "Schedule"]
+    assert schedule["Schedule"] == {"Fn::Sub": "rate(${VerifyIntervalMinutes} minutes)"}
+    parameters = template["Parameters"]
+    # rate(1 minutes) is not a valid expression: the interval is at least 5 minutes.
+    assert parameters["VerifyIntervalMinutes"]["Default"] == 60 and parameters["VerifyIntervalMinutes"]["MinValue"] > 1
+    assert parameters["VerifyFullCycleDays"]["MinValue"] >= 1
+    assert props["EventInvokeConfig"] == {"MaximumRetryAttempts": 0}
+
+
+def test_verifier_only_reads_the_store_prefix(resources: dict[str, Any]) -> None:
+    actions = _role_actions(resources, "VerifierRole")
+    assert actions == {"logs:CreateLogStream", "logs:PutLogEvents", "s3:ListBucket", "s3:GetObject", "kms:Decrypt"}
+    read = _statement(resources, "VerifierRole", "ReadStoreObjects")
+    assert read["Resource"] == {"Fn::Sub": "${StoreBucket.Arn}/${StorePrefix}/*"}
+    key = _statement(resources, "VerifierRole", "DecryptWithStoreKey")
+    assert key["Resource"] == {"Fn::GetAtt": ["StoreKey", "Arn"]}
+
+
+def test_verifier_metrics_need_no_cloudwatch_permission(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    # Powertools Metrics writes embedded metric format to the function's log: CloudWatch extracts
+    # the metrics from the log group, so the role has no cloudwatch:* action to misuse.
+    assert not {a for a in _role_actions(resources, "VerifierRole") if a.startswith("cloudwatch:")}
+    import replayer.scheduled as scheduled
+
+    assert type(scheduled.metrics).__name__ == "Metrics"
+
+
+@pytest.mark.parametrize("metric", VERIFIER_METRICS)
+def test_each_verifier_metric_has_an_alarm_on_the_powertools_metric(
+        template: dict[str, Any], resources: dict[str, Any], metric: str) -> None:
+    env = _function(template, "VerifierFunction")["Environment"]["Variables"]
+    alarm = _find_alarm(resources, metric, env["POWERTOOLS_SERVICE_NAME"])
+    assert alarm["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    expected = {"Ref": "CaptureLagAlarmSeconds"} if metric == "CaptureLagSeconds" else 0
+    assert alarm["Threshold"] == expected
+
+
+@pytest.mark.parametrize("metric", VERIFIER_METRICS)
+def test_each_verifier_metric_has_a_dashboard_line(resources: dict[str, Any], metric: str) -> None:
+    lines = [line for widget in _dashboard(resources)["widgets"] if widget["type"] == "metric"
+             for line in widget["properties"]["metrics"]]
+    assert ["${MetricsNamespace}", metric, "service", "ddb-rewind-verifier-${TableName}"] in lines
+
+
+def test_the_dashboard_shows_every_verifier_alarm(resources: dict[str, Any]) -> None:
+    (widget,) = [w for w in _dashboard(resources)["widgets"] if w["type"] == "alarm"]
+    shown = set(widget["properties"]["alarms"])
+    verifier_alarms = {name for name, alarm in _alarms(resources).items()
+                       if alarm["Dimensions"][0]["Value"] in ({"Fn::Sub": "ddb-rewind-verifier-${TableName}"},
+                                                              {"Ref": "VerifierFunction"})}
+    assert len(verifier_alarms) == len(VERIFIER_METRICS) + 1
+    assert shown == {f"${{{name}.Arn}}" for name in verifier_alarms}
+
+
+def test_the_verifier_metric_names_are_the_ones_the_handler_publishes() -> None:
+    import inspect
+
+    import replayer.scheduled as scheduled
+
+    source = inspect.getsource(scheduled.publish)
+    for metric in VERIFIER_METRICS:
+        assert f'name="{metric}"' in source

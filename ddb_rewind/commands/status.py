@@ -16,6 +16,7 @@ from ddb_rewind.args import add_store, add_table
 from ddb_rewind.output import print_rows
 
 if TYPE_CHECKING:
+    from changelog.proof import CoverageProof
     from changelog.state import Coverage
 
 
@@ -42,8 +43,25 @@ def _gaps(table: str, gaps: tuple[Gap, ...], fmt: str) -> Any:
     return f"{len(gaps):,} from {start}"
 
 
+def _proof_json(proof: CoverageProof) -> dict[str, Any]:
+    latest = proof.latest_restorable_us
+    return {
+        "latest_restorable": format_time(from_micros(latest)) if latest is not None else None,
+        "capture_lag_seconds": proof.capture_lag_seconds,
+        "held_by": list(proof.held_by),
+        "shards": proof.shards,
+        "unread_shards": list(proof.unread_shards),
+        "gaps": proof.gaps,
+        "quarantined": proof.quarantined,
+        "whole": proof.whole,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     """Print one row per table."""
+    import time
+
+    from changelog.proof import prove
     from changelog.state import coverage
 
     store = open_store(args.store)
@@ -70,11 +88,14 @@ def run(args: argparse.Namespace) -> int:
             cov.changes, cov.change_files, cov.snapshots, cov.quarantined, _gaps(table, cov.gaps, args.format),
             cov.bytes_stored,
         ])
+    now_us = time.time_ns() // 1000
+    proofs = [prove(cov, now_us) for cov in coverages]
     if args.format == "json":
-        columns.append("restorable")
-        for row, cov in zip(rows, coverages, strict=True):
+        columns += ["restorable", "proof"]
+        for row, cov, proof in zip(rows, coverages, proofs, strict=True):
             row.append([{"from": format_time(from_micros(low)), "to": format_time(from_micros(high))}
                         for low, high in cov.intervals])
+            row.append(_proof_json(proof))
     print_rows(columns, rows, args.format)
     if args.format == "table":
         for cov in coverages:
@@ -82,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
                 # Coverage is a set of intervals: earliest and latest alone would promise the moments a loss cut.
                 print(f"{cov.table} restorable: {describe_intervals(cov.intervals)}; "
                       f"{len(cov.losses):,} loss(es) (gaps or quarantined records)")
+        for proof in proofs:
+            # What the newest restorable moment rests on, and what holds it back (the stack's hourly proof).
+            print(proof.describe())
     if len(coverages) > 1 and args.format == "table":
         print(f"latest moment restorable for all {len(coverages)} tables: {_common_latest(coverages)}")
     return 0

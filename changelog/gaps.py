@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from changelog.errors import DamagedStore
-from changelog.layout import table_root
+from changelog.layout import safe_name, table_root
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 
@@ -40,12 +40,14 @@ def gaps_root(table: str) -> str:
 
 def poller_gap_path(table: str, shard_id: str, after_sequence: str | None) -> str:
     """Records lost in one shard after a sequence number (the poller's find)."""
-    return f"{gaps_root(table)}{shard_id}-{after_sequence or 'start'}.json"
+    after = safe_name(after_sequence, "sequence number") if after_sequence else "start"
+    return f"{gaps_root(table)}{safe_name(shard_id, 'shard id')}-{after}.json"
 
 
 def batch_gap_path(table: str, shard_id: str, first_sequence: str, last_sequence: str) -> str:
     """Records of one failed Lambda batch, first to last sequence number (``recover``'s find)."""
-    return f"{gaps_root(table)}{shard_id}-{first_sequence}-to-{last_sequence}.json"
+    return (f"{gaps_root(table)}{safe_name(shard_id, 'shard id')}-{safe_name(first_sequence, 'sequence number')}"
+            f"-to-{safe_name(last_sequence, 'sequence number')}.json")
 
 
 def floor_second(micros: int) -> int:

@@ -32,9 +32,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from changelog.codec import decode_getrecords_record, table_from_arn
-from changelog.errors import DecodeError, RewindError, UsageError
+from changelog.errors import DecodeError, RewindError, UnsafeName, UsageError
 from changelog.gaps import STREAM_TIME_MARGIN_US, Gap, floor_second, write_gap
-from changelog.layout import meta_path
+from changelog.layout import meta_path, safe_name
 from changelog.meta import meta_from_keys, write_meta
 from changelog.store import Store, environment_store
 from changelog.timefmt import to_micros
@@ -126,6 +126,10 @@ def parse_failure_message(body: str | bytes) -> FailedBatch:
         raise BadFailureMessage(f"streamArn is not a DynamoDB stream ARN: {arn!r}")
     if not isinstance(shard, str) or not shard:
         raise BadFailureMessage("shardId is missing")
+    try:
+        safe_name(shard, "shardId")  # it names the gap record: a path step, never a path
+    except UnsafeName as exc:
+        raise BadFailureMessage(str(exc)) from None
     start = _sequence(info.get("startSequenceNumber"), "startSequenceNumber")
     end = _sequence(info.get("endSequenceNumber"), "endSequenceNumber")
     if int(end) < int(start):

@@ -483,3 +483,54 @@ def test_a_record_whose_sequence_number_is_not_ascii_digits_never_stops_the_read
 
     # -1: the record is read and left to capture, which quarantines it ("²".isdigit() is True in Python)
     assert _sequence_of({"dynamodb": {"SequenceNumber": sequence}}) == -1
+
+
+# --- hostile messages: a bad message is refused alone, never written, never fails the good ones ----
+
+
+def hostile(scenario: Scenario, **info: Any) -> str:
+    """The scenario's on-failure message with some of its DDBStreamBatchInfo fields replaced."""
+    document = json.loads(scenario.failure_message())
+    document["DDBStreamBatchInfo"].update(info)
+    return json.dumps(document)
+
+
+# Long enough for botocore's ShardId length check (28 to 65), which would otherwise stop it first.
+ESCAPE = "../../../../escaped-shard-id-long-enough"
+TRAVERSALS = [ESCAPE, "../../../../../../tmp/evil", "..", "a/b", "shard\\..\\x", "", "x" * 300]
+
+
+@pytest.mark.parametrize("shard", TRAVERSALS)
+def test_a_shard_id_that_is_a_path_is_no_on_failure_record(shard: str) -> None:
+    body = json.dumps({"DDBStreamBatchInfo": {
+        "shardId": shard, "startSequenceNumber": "100", "endSequenceNumber": "200",
+        "streamArn": "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"}})
+    with pytest.raises(recover.BadFailureMessage, match="shardId"):
+        parse_failure_message(body)
+
+
+def test_the_lambda_entry_fails_only_the_message_whose_shard_id_is_a_path(
+    scenario: Scenario, store: Store, monkeypatch: pytest.MonkeyPatch, trimmed: None, tmp_path: Path
+) -> None:
+    # Trimmed: the evil batch would become a gap record named by its shard id, outside the store.
+    monkeypatch.setenv("REWIND_STORE", store.uri)
+    event = {"Records": [
+        {"messageId": "good", "body": scenario.failure_message()},  # its gap makes the gaps/ folder
+        {"messageId": "evil", "body": hostile(scenario, shardId=ESCAPE)},
+    ]}
+    assert recover.lambda_handler(event, None) == {"batchItemFailures": [{"itemIdentifier": "evil"}]}
+    root = Path(store.uri)
+    assert not list(root.parent.rglob("*escaped*"))
+    assert len(read_gaps(store, TABLE)) == 1  # the good message's gap
+
+
+def test_recover_leaves_a_message_whose_shard_id_is_a_path_in_the_queue(
+    scenario: Scenario, store: Store, queue: str, trimmed: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (Path(store.uri) / "tables" / TABLE / "gaps").mkdir(parents=True)
+    send(queue, hostile(scenario, shardId=ESCAPE))
+    assert run_recover(store, queue) == 1  # as every unreadable message
+    assert "shardId" in capsys.readouterr().err
+    assert queued(queue) == 1
+    assert not list(Path(store.uri).parent.rglob("*escaped*"))
+    assert read_gaps(store, TABLE) == ()

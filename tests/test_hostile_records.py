@@ -121,3 +121,114 @@ def test_deep_lists_count_as_nesting_too() -> None:
         value = {"L": [value]}
     with pytest.raises(DecodeError, match="nested"):
         decode_lambda_record(lambda_record(TABLE, "INSERT", KEY, GOOD_SECONDS, 2, new={**KEY, "l": value}))
+
+
+# --- poison records: each is quarantined whole with its reason, the rest of its batch is stored ----
+
+
+def _kinesis_good() -> dict[str, Any]:
+    return kinesis_record(TABLE, "INSERT", KEY, GOOD_SECONDS * 1000, "1", new=KEY)
+
+
+def _captured(store: Store) -> int:
+    return len(store.list(table_root(TABLE) + "/changes/"))
+
+
+def test_a_kinesis_payload_nested_past_the_recursion_limit_is_quarantined(local: Store) -> None:
+    import base64
+
+    deep = kinesis_record(TABLE, "INSERT", KEY, GOOD_SECONDS * 1000, "2", new=KEY)
+    deep["kinesis"]["data"] = base64.b64encode(b"[" * 200_000).decode()
+    assert handler.lambda_handler(event([_kinesis_good(), deep]), None) == {"batchItemFailures": []}
+    (kept,) = _quarantined(local)
+    assert "nested deeper" in kept["reason"]
+    assert _captured(local) == 1
+
+
+def test_a_300_digit_sequence_number_is_quarantined_not_a_failed_batch(local: Store) -> None:
+    long = _at(GOOD_SECONDS)
+    long["dynamodb"]["SequenceNumber"] = "7" * 300  # its change file's name would pass 255 bytes
+    assert handler.lambda_handler(event([_good(), long]), None) == {"batchItemFailures": []}
+    (kept,) = _quarantined(local)
+    assert "300 digits" in kept["reason"]
+    assert _captured(local) == 1
+
+
+def test_a_300_digit_kinesis_sequence_number_is_quarantined(local: Store) -> None:
+    long = kinesis_record(TABLE, "INSERT", {"pk": {"S": "b"}}, GOOD_SECONDS * 1000, "4" * 300,
+                          new={"pk": {"S": "b"}})
+    assert handler.lambda_handler(event([_kinesis_good(), long]), None) == {"batchItemFailures": []}
+    (kept,) = _quarantined(local)
+    assert "300 digits" in kept["reason"]
+
+
+def _image(**attributes: Any) -> dict[str, Any]:
+    return lambda_record(TABLE, "INSERT", {"pk": {"S": "b"}}, GOOD_SECONDS, 2, new={"pk": {"S": "b"}, **attributes})
+
+
+IMPOSSIBLE_IMAGES = {
+    "string-set-duplicate": (_image(tags={"SS": ["a", "b", "a"]}), "same member twice"),
+    "number-set-same-value": (_image(ns={"NS": ["1", "1.0"]}), "same member twice"),
+    "binary-set-duplicate": (_image(bs={"BS": ["AAE=", "AAE="]}), "same member twice"),
+    "nested-set-duplicate": (_image(m={"M": {"s": {"SS": ["x", "x"]}}}), "same member twice"),
+    "empty-attribute-name": (_image(**{"": {"S": "x"}}), "attribute name is empty"),
+    "over-400-kb": (_image(blob={"S": "x" * (400 * 1024)}), "400 KB"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMPOSSIBLE_IMAGES))
+def test_an_image_dynamodb_could_never_hold_is_quarantined(local: Store, name: str) -> None:
+    record, reason = IMPOSSIBLE_IMAGES[name]
+    assert handler.lambda_handler(event([_good(), record]), None) == {"batchItemFailures": []}
+    (kept,) = _quarantined(local)
+    assert reason in kept["reason"]
+    assert _captured(local) == 1
+
+
+def test_an_item_just_under_400_kb_is_captured() -> None:
+    # The name "pk" and its value, plus the name "blob" and its value: exactly 400 KB.
+    text = "é" * ((400 * 1024 - 2 - 1 - 4) // 2)  # two bytes each in UTF-8, more in the JSON escapes
+    record = _image(blob={"S": text})
+    assert decode_lambda_record(record).new_image is not None
+
+
+def test_an_image_missing_a_key_attribute_is_quarantined(local: Store) -> None:
+    record = lambda_record(TABLE, "INSERT", {"pk": {"S": "b"}}, GOOD_SECONDS, 2, new={"other": {"S": "b"}})
+    assert handler.lambda_handler(event([_good(), record]), None) == {"batchItemFailures": []}
+    (kept,) = _quarantined(local)
+    assert "lacks the key attribute(s) pk" in kept["reason"]
+
+
+@pytest.mark.parametrize("which", ["new", "old"])
+def test_a_change_whose_keys_disagree_with_its_image_is_quarantined(local: Store, which: str) -> None:
+    images = {"new": {"pk": {"S": "b"}}, "old": {"pk": {"S": "b"}}}
+    images[which] = {"pk": {"S": "someone-else"}}
+    record = lambda_record(TABLE, "MODIFY", {"pk": {"S": "b"}}, GOOD_SECONDS, 2, **images)
+    assert handler.lambda_handler(event([_good(), record]), None) == {"batchItemFailures": []}
+    (kept,) = _quarantined(local)
+    assert "Keys disagree" in kept["reason"]
+
+
+def test_a_number_key_written_differently_in_its_image_is_the_same_key() -> None:
+    record = lambda_record(TABLE, "INSERT", {"pk": {"N": "5"}}, GOOD_SECONDS, 2, new={"pk": {"N": "5.0"}})
+    assert decode_lambda_record(record).item_key == '{"pk":{"N":"5"}}'
+
+
+@pytest.mark.parametrize("not_an_event", [{"Records": 5}, {"Records": "abc"}, [], None, "x", {"Records": None}])
+def test_an_event_that_is_not_a_stream_batch_is_logged_not_a_traceback(local: Store, not_an_event: Any) -> None:
+    assert handler.lambda_handler(not_an_event, None) == {"batchItemFailures": []}
+    assert not Path(local.uri, "tables").exists()
+
+
+def test_a_record_the_decoder_did_not_foresee_is_quarantined_by_its_kind(local: Store) -> None:
+    from stream_consumer.capture import capture_batch
+
+    def decode(raw: Any) -> Any:
+        if raw is not None:
+            return decode_lambda_record(raw)
+        raise OverflowError("an unforeseen failure quoting the item")
+
+    result = capture_batch(local, [_good(), None], decode, source="test", table_hint=TABLE)
+    assert (result.captured, result.quarantined) == (1, 1)
+    (kept,) = _quarantined(local)
+    assert kept["reason"] == "the record could not be decoded (OverflowError)"

@@ -395,6 +395,8 @@ def parse_key(text: str, key_schema: list[dict[str, str]] | None = None) -> dict
             key = json.loads(stripped)
         except json.JSONDecodeError as exc:
             raise UsageError(f"key is not valid JSON ({exc.msg}); use {{\"pk\":{{\"S\":\"a\"}}}} or pk=a") from None
+        except RecursionError:
+            raise UsageError("key is nested too deep to be a key: use {\"pk\":{\"S\":\"a\"}} or pk=a") from None
     else:
         if not key_schema:
             raise UsageError("a plain key (pk=a,sk=5) needs the table's key schema; give DynamoDB JSON instead")
@@ -407,6 +409,8 @@ def parse_key(text: str, key_schema: list[dict[str, str]] | None = None) -> dict
             key[name.strip()] = {types[name.strip()]: value.strip()}
     try:
         item_key(key)
+        # A lone surrogate (from a \ud800 escape, or bytes the shell could not decode) is no text DynamoDB holds.
+        _dumps(key)
     except DecodeError as exc:
         raise UsageError(f"malformed key: {exc}") from None
     if key_schema is not None:

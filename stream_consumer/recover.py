@@ -31,13 +31,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from changelog.codec import decode_getrecords_record, table_from_arn
+from changelog.codec import MAX_SEQUENCE_DIGITS, decode_getrecords_record, table_from_arn
 from changelog.errors import DecodeError, RewindError, UnsafeName, UsageError
 from changelog.gaps import STREAM_TIME_MARGIN_US, Gap, floor_second, write_gap
 from changelog.layout import meta_path, safe_name
 from changelog.meta import meta_from_keys, write_meta
 from changelog.store import Store, environment_store
-from changelog.timefmt import to_micros
+from changelog.timefmt import EARLIEST, LATEST, to_micros
 from stream_consumer.capture import capture_batch
 
 GETRECORDS_LIMIT = 1000
@@ -100,14 +100,19 @@ def _arrival(value: Any) -> int | None:
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # year 1 with an offset is no time in UTC
         return None
-    return to_micros(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    return to_micros(moment) if EARLIEST <= moment < LATEST else None
 
 
 def _sequence(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value.isascii() or not value.isdigit():
-        raise BadFailureMessage(f"{name} is not a sequence number: {value!r}")
+        shown = value if not isinstance(value, str) or len(value) <= 60 else value[:57] + "..."
+        raise BadFailureMessage(f"{name} is not a sequence number: {shown!r}")
+    if len(value) > MAX_SEQUENCE_DIGITS:
+        raise BadFailureMessage(f"{name} has {len(value)} digits, more than any stream's sequence number "
+                                f"({MAX_SEQUENCE_DIGITS} at most)")
     return value
 
 
@@ -117,6 +122,8 @@ def parse_failure_message(body: str | bytes) -> FailedBatch:
         document = json.loads(body)
     except ValueError:
         raise BadFailureMessage("the message is not JSON") from None
+    except RecursionError:
+        raise BadFailureMessage("the message is JSON nested deeper than any on-failure record") from None
     info = document.get("DDBStreamBatchInfo") if isinstance(document, dict) else None
     if not isinstance(info, dict):
         raise BadFailureMessage("the message has no DDBStreamBatchInfo (not a DynamoDB stream on-failure record)")
@@ -385,7 +392,7 @@ def _store() -> Store:
 
 
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """SQS trigger on the on-failure queue: recover each message; failed ones are reported for a retry.
 
     Lambda deletes the messages not listed in ``batchItemFailures`` after this returns, that is
@@ -393,7 +400,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """
     failures: list[dict[str, str]] = []
     streams = streams_client()
-    for message in event.get("Records") or []:
+    found = event.get("Records") if isinstance(event, dict) else None
+    for message in found if isinstance(found, list) else []:
+        if not isinstance(message, dict):
+            continue  # no message id to report it by: nothing Lambda could retry or delete
         message_id = str(message.get("messageId", ""))
         try:
             batch = parse_failure_message(message.get("body", ""))
@@ -408,6 +418,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         except (RewindError, ClientError, BotoCoreError) as exc:
             logger.warning("recovery failed; the message is retried", extra={"messageId": message_id,
                                                                             "error": str(exc)})
+            failures.append({"itemIdentifier": message_id})
+            continue
+        except Exception as exc:  # one message's unforeseen failure is that message's alone
+            logger.error("recovery failed unexpectedly; the message is retried",
+                         extra={"messageId": message_id, "error_kind": type(exc).__name__})
             failures.append({"itemIdentifier": message_id})
             continue
         metrics.add_metric(name="RecoveredRecords", unit=MetricUnit.Count, value=outcome.records)

@@ -534,3 +534,56 @@ def test_recover_leaves_a_message_whose_shard_id_is_a_path_in_the_queue(
     assert queued(queue) == 1
     assert not list(Path(store.uri).parent.rglob("*escaped*"))
     assert read_gaps(store, TABLE) == ()
+
+
+def test_a_body_nested_past_the_recursion_limit_is_no_on_failure_record() -> None:
+    with pytest.raises(recover.BadFailureMessage, match="nested"):
+        parse_failure_message("[" * 200_000)
+
+
+def test_a_5000_digit_sequence_number_is_no_on_failure_record(scenario: Scenario) -> None:
+    with pytest.raises(recover.BadFailureMessage, match="5000 digits"):
+        parse_failure_message(hostile(scenario, endSequenceNumber="9" * 5000))
+
+
+@pytest.mark.parametrize("arrival", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z"])
+def test_an_arrival_time_out_of_range_reads_as_unknown(scenario: Scenario, arrival: str) -> None:
+    batch = parse_failure_message(hostile(scenario, approximateArrivalOfFirstRecord=arrival))
+    assert batch.first_arrival_us is None
+
+
+HOSTILE_BODIES = {
+    "deep": "[" * 200_000,
+    "long-sequence": {"endSequenceNumber": "9" * 5000},
+    "shard-id-a-path": {"shardId": ESCAPE},
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_BODIES))
+def test_the_lambda_entry_fails_only_the_hostile_message_and_recovers_the_good_one(
+    scenario: Scenario, store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    monkeypatch.setenv("REWIND_STORE", store.uri)
+    spec = HOSTILE_BODIES[name]
+    body = spec if isinstance(spec, str) else hostile(scenario, **spec)
+    event = {"Records": [{"messageId": "bad", "body": body}, {"messageId": "good", "body": scenario.failure_message()}]}
+    result = recover.lambda_handler(event, None)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+    assert replay(store, T0 + 20, tmp_path / "state.jsonl") == (0, scenario.expected(T0 + 20))
+
+
+@pytest.mark.parametrize("not_an_event", [{"Records": 5}, [], None, {"Records": [5, None]}])
+def test_the_lambda_entry_given_no_sqs_batch_fails_nothing(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                                           not_an_event: Any) -> None:
+    monkeypatch.setenv("REWIND_STORE", store.uri)
+    assert recover.lambda_handler(not_an_event, None) == {"batchItemFailures": []}
+
+
+def test_the_lambda_entry_recovers_a_batch_whose_arrival_time_is_year_1_with_an_offset(
+    scenario: Scenario, store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("REWIND_STORE", store.uri)
+    body = hostile(scenario, approximateArrivalOfFirstRecord="0001-01-01T00:00:00+01:00")
+    event = {"Records": [{"messageId": "odd", "body": body}, {"messageId": "good", "body": scenario.failure_message()}]}
+    assert recover.lambda_handler(event, None) == {"batchItemFailures": []}
+    assert replay(store, T0 + 20, tmp_path / "state.jsonl") == (0, scenario.expected(T0 + 20))

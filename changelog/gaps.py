@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from changelog.errors import DamagedStore
+from changelog.damage import damaged, micros, parse_json_object
 from changelog.layout import safe_name, table_root
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
@@ -106,8 +106,8 @@ def gap_to_json(table: str, gap: Gap) -> dict[str, Any]:
     }
 
 
-def _optional_int(value: Any) -> int | None:
-    return None if value is None else int(value)
+def _optional_micros(value: Any, name: str) -> int | None:
+    return None if value is None else micros(value, name)
 
 
 def _optional_str(value: Any) -> str | None:
@@ -115,13 +115,19 @@ def _optional_str(value: Any) -> str | None:
 
 
 def gap_from_json(body: dict[str, Any]) -> Gap:
-    """Read a stored gap; one written before gaps had time bounds reads with an unknown start."""
+    """Read a stored gap; one written before gaps had time bounds reads with an unknown start.
+
+    ValueError (or KeyError, TypeError) when it is not a sound one: a time that is no integer of
+    epoch microseconds in range (``Infinity``, ``1e400`` or ``10**30`` would break every reader).
+    """
+    if not isinstance(body, dict):
+        raise TypeError("a gap record is a JSON object")
     return Gap(
         shard_id=str(body["shard_id"]),
-        detected_at_us=int(body["detected_at_us"]),
+        detected_at_us=micros(body["detected_at_us"], "detected_at_us"),
         reason=str(body.get("reason", "")),
-        start_us=_optional_int(body.get("start_us")),
-        end_us=_optional_int(body.get("end_us")),
+        start_us=_optional_micros(body.get("start_us"), "start_us"),
+        end_us=_optional_micros(body.get("end_us"), "end_us"),
         after_sequence_number=_optional_str(body.get("after_sequence_number")),
         first_sequence_number=_optional_str(body.get("first_sequence_number")),
         last_sequence_number=_optional_str(body.get("last_sequence_number")),
@@ -151,10 +157,11 @@ def read_gaps(store: Store, table: str, listing: Iterable[str] | None = None) ->
     found = []
     for path in paths:
         if path.startswith(root) and path.endswith(".json"):
+            body = parse_json_object(store, path, store.read(path))
             try:
-                found.append(gap_from_json(json.loads(store.read(path))))
+                found.append(gap_from_json(body))
             except (ValueError, KeyError, TypeError) as exc:
-                raise DamagedStore(f"gap record {path} is unreadable ({exc}): restore it from a copy") from None
+                raise damaged(store, path, f"is not a sound gap record ({exc})") from None
     return tuple(sorted(found, key=lambda g: (g.start_us or 0, g.shard_id)))
 
 

@@ -232,3 +232,108 @@ def test_a_record_the_decoder_did_not_foresee_is_quarantined_by_its_kind(local: 
     assert (result.captured, result.quarantined) == (1, 1)
     (kept,) = _quarantined(local)
     assert kept["reason"] == "the record could not be decoded (OverflowError)"
+
+
+# --- the store's small documents: what no writer produces is a damaged store (exit 6), never a traceback
+
+
+def _forged_manifest(store: Store, **fields: Any) -> str:
+    """A published manifest rewritten with ``fields``, its own checksum recomputed (as a forger would)."""
+    from changelog.snapshot import _canonical, sha256_hex
+    from compactor.compaction import compact
+
+    capture_good(store)
+    compact(store, TABLE, GOOD_SECONDS * 1_000_000, merge=False)
+    (path,) = [p for p in store.list(table_root(TABLE) + "/snapshots/") if p.endswith("manifest.json")]
+    body = json.loads(store.read(path))
+    body.pop("self_sha256")
+    body.update(fields)
+    text = json.dumps(body, sort_keys=True, indent=1, ensure_ascii=True, allow_nan=True)
+    body = json.loads(text)  # Infinity kept as the float json reads it back as
+    store.write(path, _canonical({**body, "self_sha256": sha256_hex(_canonical(body))}))
+    return path
+
+
+def capture_good(store: Store) -> None:
+    from changelog.meta import meta_from_keys, write_meta
+    from stream_consumer.capture import capture_batch
+
+    capture_batch(store, [_good(1), _good(2)], decode_lambda_record, source="test")
+    write_meta(store, meta_from_keys(TABLE, KEY))
+
+
+@pytest.mark.parametrize("fields", [{"snapshot_time_us": math.inf}, {"items": math.inf},
+                                    {"restorable_from_us": 10 ** 30}, {"format_version": -1},
+                                    {"format_version": 0}])
+def test_a_forged_manifest_holding_a_number_no_writer_produces_is_a_damaged_store(store: Store,
+                                                                                  fields: Any) -> None:
+    from changelog.errors import DamagedStore
+    from changelog.snapshot import read_manifest
+
+    path = _forged_manifest(store, **fields)
+    with pytest.raises(DamagedStore):
+        read_manifest(store, path)
+
+
+GAP_BODIES = {
+    "infinity": '{"shard_id": "s", "detected_at_us": Infinity}',
+    "1e400": '{"shard_id": "s", "detected_at_us": 1e400}',
+    "nan-start": '{"shard_id": "s", "detected_at_us": 1, "start_us": NaN}',
+    "huge": '{"shard_id": "s", "detected_at_us": 1, "end_us": 1000000000000000000000000000000}',
+    "5000-digits": '{"shard_id": "s", "detected_at_us": ' + "9" * 5000 + "}",
+    "negative": '{"shard_id": "s", "detected_at_us": -5}',
+    "text-time": '{"shard_id": "s", "detected_at_us": "soon"}',
+    "missing": '{"shard_id": "s"}',
+    "list": "[1, 2]",
+    "deep": "[" * 100_000 + "]" * 100_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(GAP_BODIES))
+def test_a_gap_record_no_writer_produces_is_a_damaged_store(store: Store, name: str) -> None:
+    from changelog.errors import DamagedStore
+    from changelog.gaps import gaps_root, read_gaps
+
+    store.write(gaps_root(TABLE) + "s-start.json", GAP_BODIES[name].encode())
+    with pytest.raises(DamagedStore, match=r"s-start\.json"):
+        read_gaps(store, TABLE)
+
+
+@pytest.mark.parametrize("body", ['{"shard_id": "s", "watermark_us": 1e400}', '{"watermark_us": 5}',
+                                  '{"shard_id": "s", "watermark_us": Infinity}',
+                                  '{"shard_id": "s", "sequence_number": 5}', "[" * 100_000])
+def test_a_checkpoint_no_writer_produces_is_a_damaged_store(store: Store, body: str) -> None:
+    from changelog.errors import DamagedStore
+    from changelog.layout import checkpoint_path
+    from stream_consumer.checkpoint import read_checkpoints
+
+    store.write(checkpoint_path(TABLE, "s"), body.encode())
+    with pytest.raises(DamagedStore):
+        read_checkpoints(store, TABLE)
+
+
+@pytest.mark.parametrize("body", ['{"observed_us": 1e400, "settings": {}}', '{"settings": {}}',
+                                  '{"observed_us": 5}', '{"observed_us": 5, "settings": 7}'])
+def test_a_settings_record_no_writer_produces_is_a_damaged_store(store: Store, body: str) -> None:
+    from changelog.errors import DamagedStore
+    from changelog.layout import settings_root
+    from changelog.settings import history
+
+    store.write(f"{settings_root(TABLE)}/{5:016d}-0123456789abcdef.json", body.encode())
+    with pytest.raises(DamagedStore):
+        history(store, TABLE)
+
+
+@pytest.mark.parametrize("meta", [{}, {"table_name": TABLE}, {"table_name": TABLE, "key_schema": "pk"},
+                                  {"table_name": TABLE, "key_schema": [{"AttributeName": 5}]},
+                                  {"table_name": TABLE, "key_schema": [{"AttributeName": "pk", "KeyType": "X"}]},
+                                  {"table_name": TABLE, "key_schema": []},
+                                  {"table_name": "other", "key_schema": [{"AttributeName": "pk"}]}])
+def test_a_meta_json_of_the_wrong_shape_is_a_damaged_store(store: Store, meta: Any) -> None:
+    from changelog.errors import DamagedStore
+    from changelog.layout import meta_path
+    from changelog.meta import read_meta
+
+    store.write(meta_path(TABLE), json.dumps(meta).encode())
+    with pytest.raises(DamagedStore, match=r"meta\.json"):
+        read_meta(store, TABLE)

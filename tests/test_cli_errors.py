@@ -120,3 +120,11 @@ def test_a_key_nested_past_the_recursion_limit_or_not_unicode_is_a_usage_error(
 
     with pytest.raises(UsageError):
         parse_key(key)
+
+
+@pytest.mark.parametrize("command", [["status"], ["sql", "SELECT 1"], ["check"]])
+def test_an_empty_store_argument_is_not_the_current_directory(command: list[str],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run([command[0], "--store", "", *command[1:]], capsys)
+    assert_one_error_line(code, err)
+    assert code == 4 and "--store is empty" in err

@@ -30,6 +30,10 @@ from changelog.record import ChangeRow
 from changelog.timefmt import to_micros
 
 SEQUENCE_WIDTH = 40
+# DynamoDB Streams' sequence numbers have 21 to 40 digits, Kinesis's 56 today. A change file's name
+# holds two of them and must stay within the 255 bytes a file name may have; a longer one is no
+# stream's and is quarantined, not allowed to fail its batch on every retry.
+MAX_SEQUENCE_DIGITS = 100
 # ASCII digits only: str.isdigit and the regex class \d would also take "٣" or "²".
 _NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # At most 38 characters of this shape hold at most 38 digits and lie inside DynamoDB's range.
@@ -41,6 +45,8 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 # DynamoDB allows 32 levels of nested maps and lists; deeper cannot come from DynamoDB.
 MAX_NESTING = 32
+# DynamoDB's largest item: 400 KB, names and values together.
+MAX_ITEM_BYTES = 400 * 1024
 # DynamoDB's table names: 3 to 255 of letters, digits, '_', '-' and '.'. They become directory names
 # in the store, so '.' and '..' (valid characters, but path steps) are refused too.
 # Change times a stream can carry: DynamoDB Streams began in 2014 (anything before 2012 is a
@@ -102,7 +108,52 @@ def check_image(item: Any) -> None:
     """
     if not isinstance(item, dict):
         raise DecodeError("an item image must be a map of attributes")
+    _check_names(item)
     _check_values(item.values(), 0)
+
+
+def _check_names(item: dict[Any, Any]) -> None:
+    if "" in item:
+        raise DecodeError("an attribute name is empty (DynamoDB's names are at least one character)")
+
+
+def _check_size(item: dict[str, Any]) -> None:
+    """Refuse an item larger than DynamoDB's 400 KB, sized as DynamoDB sizes it (never more).
+
+    Its JSON text is never smaller than that size (names and texts are quoted, binaries are base64,
+    numbers are text), so only an image whose text is over the limit is sized at all.
+    """
+    size = sum(len(name.encode("utf-8")) + _value_size(value) for name, value in item.items())
+    if size > MAX_ITEM_BYTES:
+        raise DecodeError(f"the item is {size} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte (400 KB) item limit")
+
+
+def _value_size(value: dict[str, Any]) -> int:
+    # DynamoDB's documented sizes, rounded down where they are approximate (a number is about one
+    # byte per two significant digits plus one), so a real item is never refused.
+    ((tag, inner),) = value.items()
+    if tag == "S":
+        return len(inner.encode("utf-8"))
+    if tag == "N":
+        return _number_size(inner)
+    if tag == "B":
+        return len(inner) // 4 * 3 - inner.count("=")
+    if tag == "SS":
+        return sum(len(element.encode("utf-8")) for element in inner)
+    if tag == "NS":
+        return sum(_number_size(element) for element in inner)
+    if tag == "BS":
+        return sum(len(element) // 4 * 3 - element.count("=") for element in inner)
+    if tag == "M":
+        return 3 + sum(len(name.encode("utf-8")) + 1 + _value_size(element) for name, element in inner.items())
+    if tag == "L":
+        return 3 + sum(1 + _value_size(element) for element in inner)
+    return 1  # BOOL, NULL
+
+
+def _number_size(text: str) -> int:
+    digits = len(canonical_number(text).lstrip("-").replace(".", "").strip("0"))
+    return digits // 2 + 1
 
 
 def image_bytes(item: Any, beside: dict[str, Any] | None = None) -> bytes:
@@ -127,9 +178,12 @@ def image_bytes(item: Any, beside: dict[str, Any] | None = None) -> bytes:
         check_image(item)  # an invalid value (nested too deep, say) is named by the walk
         raise
     if beside is not None and type(item) is dict and _FLAG_NUMBER.search(text) is None:
+        _check_names(item)
         _check_values([value for name, value in item.items() if beside.get(name, _ABSENT) != value], 0)
     elif len(text) > _FAST_BYTES or _IMAGE.fullmatch(text) is None:
         check_image(item)
+    if len(text) > MAX_ITEM_BYTES:
+        _check_size(item)
     return text
 
 
@@ -178,11 +232,12 @@ def _image_pattern(depth: int) -> re.Pattern[bytes]:
         if level > 0:
             inner = value(level - 1)
             tags += [rf'"M":\{{(?:,?{text}:{inner})*+\}}', rf'"L":\[(?:,?{inner})*+\]']
-        tags += ['"BOOL":(?:true|false)', '"NULL":true', rf'"SS":\[{text}(?:,{text})*+\]',
-                 rf'"NS":\[{number}(?:,{number})*+\]', f'"B":{base64}', rf'"BS":\[{base64}(?:,{base64})*+\]']
+        # No SS, NS or BS: a set's members must be distinct, which a pattern cannot tell; sets get the walk.
+        tags += ['"BOOL":(?:true|false)', '"NULL":true', f'"B":{base64}']
         return r"\{(?>" + "|".join(tags) + r")\}"
 
-    return re.compile(rf"\{{(?:,?{text}:{value(depth)})*+\}}".encode())
+    # An attribute name is never empty (a map's keys may be).
+    return re.compile(rf"\{{(?:,?(?!\"\"){text}:{value(depth)})*+\}}".encode())
 
 
 # Measured (bench/consumer.py): one regex pass costs ~5 ns per byte, the walk ~0.35 µs per value; the
@@ -246,12 +301,17 @@ def _check_set(tag: str, inner: Any) -> None:
     if tag == "SS":
         if not all(type(element) is str for element in inner):
             raise DecodeError("SS must hold strings")
+        members: set[Any] = set(inner)
     elif tag == "NS":
         for element in inner:
             _number(element, "NS must hold numbers as text")
+        members = {canonical_number(element) for element in inner}  # 1 and 1.0 are one number
     else:
         for element in inner:
             _check_base64(element)
+        members = {base64.b64decode(element) for element in inner}
+    if len(members) != len(inner):
+        raise DecodeError(f"{tag} holds the same member twice (a DynamoDB set never does)")
 
 
 def _number(text: Any, problem: str) -> str:
@@ -335,6 +395,8 @@ def parse_key(text: str, key_schema: list[dict[str, str]] | None = None) -> dict
             key = json.loads(stripped)
         except json.JSONDecodeError as exc:
             raise UsageError(f"key is not valid JSON ({exc.msg}); use {{\"pk\":{{\"S\":\"a\"}}}} or pk=a") from None
+        except RecursionError:
+            raise UsageError("key is nested too deep to be a key: use {\"pk\":{\"S\":\"a\"}} or pk=a") from None
     else:
         if not key_schema:
             raise UsageError("a plain key (pk=a,sk=5) needs the table's key schema; give DynamoDB JSON instead")
@@ -347,6 +409,8 @@ def parse_key(text: str, key_schema: list[dict[str, str]] | None = None) -> dict
             key[name.strip()] = {types[name.strip()]: value.strip()}
     try:
         item_key(key)
+        # A lone surrogate (from a \ud800 escape, or bytes the shell could not decode) is no text DynamoDB holds.
+        _dumps(key)
     except DecodeError as exc:
         raise UsageError(f"malformed key: {exc}") from None
     if key_schema is not None:
@@ -394,6 +458,9 @@ def pad_sequence(sequence: Any) -> str:
     text = str(sequence)
     if not (text.isascii() and text.isdigit()):  # isdigit alone takes "²" and "٣"
         raise DecodeError("a sequence number must be digits")
+    if len(text) > MAX_SEQUENCE_DIGITS:
+        raise DecodeError(f"a sequence number of {len(text)} digits is longer than any stream's "
+                          f"({MAX_SEQUENCE_DIGITS} at most)")
     return text.zfill(SEQUENCE_WIDTH)
 
 
@@ -472,6 +539,11 @@ def build_row(
     new_text = image_bytes(new_image) if new_image is not None else None
     # A new image is valid by now: the old one is checked only where it differs.
     old_text = image_bytes(old_image, beside=new_image) if old_image is not None else None
+    # The images are valid maps by now, and ``keys`` a valid key.
+    if new_image is not None:
+        _check_key_of(keys, key_text, new_image, "NewImage")
+    if old_image is not None:
+        _check_key_of(keys, key_text, old_image, "OldImage")
     size = body.get("SizeBytes", 0)
     if not isinstance(size, int) or isinstance(size, bool):
         raise DecodeError("SizeBytes must be an integer")
@@ -489,6 +561,15 @@ def build_row(
         is_ttl_delete=_is_ttl(event_name, identity),
         size_bytes=size,
     )
+
+
+def _check_key_of(keys: Any, key_text: str, image: Any, which: str) -> None:
+    """Refuse an image that is not of the item the record's ``Keys`` name (replay would emit two items for one key)."""
+    missing = sorted(name for name in keys if name not in image)
+    if missing:
+        raise DecodeError(f"the {which} lacks the key attribute(s) {', '.join(missing)}")
+    if item_key({name: image[name] for name in keys}) != key_text:
+        raise DecodeError(f"the record's Keys disagree with its {which}")
 
 
 def _seconds_to_micros(value: Any) -> int:
@@ -558,6 +639,8 @@ def kinesis_payload(kinesis: Any) -> dict[str, Any]:
         payload = json.loads(base64.b64decode(kinesis.get("data", ""), validate=True))
     except (binascii.Error, ValueError, TypeError):
         raise DecodeError("Kinesis data is not base64-encoded JSON") from None
+    except RecursionError:
+        raise DecodeError("Kinesis data is JSON nested deeper than any DynamoDB change") from None
     if not isinstance(payload, dict):
         raise DecodeError("Kinesis payload is not a JSON object")
     return payload

@@ -7,6 +7,7 @@ built here, so the user always reads which file it is and what to do about it.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from changelog.errors import DamagedStore
@@ -22,12 +23,45 @@ def damaged(store: Store, path: str, problem: str) -> DamagedStore:
     )
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is no number the store writes")
+
+
+def strict_json(data: bytes | str) -> Any:
+    """JSON as the store writes it: ValueError on anything else, never a value no writer produces.
+
+    ``Infinity``, ``NaN`` and numbers past a double (``1e400``) are refused instead of becoming
+    floats that break arithmetic later; nesting past the recursion limit is refused too.
+    """
+    try:
+        return json.loads(data, parse_float=_finite, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("it is nested deeper than any document the store writes") from None
+
+
+MAX_MICROS = 253_370_764_800_000_000  # 9999-01-01T00:00:00Z: every time a store holds lies before it
+
+
+def micros(value: Any, name: str) -> int:
+    """A stored time in epoch microseconds: an integer from 1970 to before 9999; ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_MICROS:
+        raise ValueError(f"{name} {str(value)[:40]} is not a time in epoch microseconds")
+    return value
+
+
 def parse_json_object(store: Store, path: str, data: bytes) -> dict[str, Any]:
     """``data`` (the stored bytes of ``path``) as a JSON object; DamagedStore when it is not one."""
     if not data.strip():
         raise damaged(store, path, "is empty")
     try:
-        body = json.loads(data)
+        body = strict_json(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise damaged(store, path, f"is not valid JSON ({exc})") from None
     if not isinstance(body, dict):

@@ -37,6 +37,10 @@ class UsageError(RewindError):
     """A malformed argument: a time, a key, a policy, a file name."""
 
 
+class UnsafeName(UsageError):
+    """A name from outside (a table name, a shard id, a sequence number) that cannot be one step of a path."""
+
+
 class StoreError(RewindError):
     """The store cannot be reached or refused a call."""
 

@@ -26,7 +26,11 @@ def footer_version(metadata: dict[bytes, bytes] | None) -> int:
 
 
 def check_format(store: Store, path: str, version: int) -> None:
-    """Refuse (DamagedStore, exit 6) a file or manifest in a format newer than this ddb-rewind reads."""
+    """Refuse (DamagedStore, exit 6) a file or manifest in a format newer than this ddb-rewind reads,
+    or in one no version ever wrote (0 or negative)."""
+    if version < 1:
+        raise DamagedStore(f"{store.uri}/{path} declares store format {version}, which no ddb-rewind writes "
+                           "(formats start at 1): the file was altered; restore it from a copy")
     if version > FORMAT_VERSION:
         raise DamagedStore(
             f"{store.uri}/{path} is in store format {version}, written by a newer ddb-rewind; this one reads "

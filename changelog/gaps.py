@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from changelog.damage import damaged, parse_json_object, read_json_object
-from changelog.layout import checkpoints_root, table_root
+from changelog.damage import damaged, micros, parse_json_object, read_json_object
+from changelog.layout import checkpoints_root, safe_name, table_root
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 
@@ -40,12 +40,14 @@ def gaps_root(table: str) -> str:
 
 def poller_gap_path(table: str, shard_id: str, after_sequence: str | None) -> str:
     """Records lost in one shard after a sequence number (the poller's find)."""
-    return f"{gaps_root(table)}{shard_id}-{after_sequence or 'start'}.json"
+    after = safe_name(after_sequence, "sequence number") if after_sequence else "start"
+    return f"{gaps_root(table)}{safe_name(shard_id, 'shard id')}-{after}.json"
 
 
 def batch_gap_path(table: str, shard_id: str, first_sequence: str, last_sequence: str) -> str:
     """Records of one failed Lambda batch, first to last sequence number (``recover``'s find)."""
-    return f"{gaps_root(table)}{shard_id}-{first_sequence}-to-{last_sequence}.json"
+    return (f"{gaps_root(table)}{safe_name(shard_id, 'shard id')}-{safe_name(first_sequence, 'sequence number')}"
+            f"-to-{safe_name(last_sequence, 'sequence number')}.json")
 
 
 def floor_second(micros: int) -> int:
@@ -104,8 +106,8 @@ def gap_to_json(table: str, gap: Gap) -> dict[str, Any]:
     }
 
 
-def _optional_int(value: Any) -> int | None:
-    return None if value is None else int(value)
+def _optional_micros(value: Any, name: str) -> int | None:
+    return None if value is None else micros(value, name)
 
 
 def _optional_str(value: Any) -> str | None:
@@ -113,13 +115,19 @@ def _optional_str(value: Any) -> str | None:
 
 
 def gap_from_json(body: dict[str, Any]) -> Gap:
-    """Read a stored gap; one written before gaps had time bounds reads with an unknown start."""
+    """Read a stored gap; one written before gaps had time bounds reads with an unknown start.
+
+    ValueError (or KeyError, TypeError) when it is not a sound one: a time that is no integer of
+    epoch microseconds in range (``Infinity``, ``1e400`` or ``10**30`` would break every reader).
+    """
+    if not isinstance(body, dict):
+        raise TypeError("a gap record is a JSON object")
     return Gap(
         shard_id=str(body["shard_id"]),
-        detected_at_us=int(body["detected_at_us"]),
+        detected_at_us=micros(body["detected_at_us"], "detected_at_us"),
         reason=str(body.get("reason", "")),
-        start_us=_optional_int(body.get("start_us")),
-        end_us=_optional_int(body.get("end_us")),
+        start_us=_optional_micros(body.get("start_us"), "start_us"),
+        end_us=_optional_micros(body.get("end_us"), "end_us"),
         after_sequence_number=_optional_str(body.get("after_sequence_number")),
         first_sequence_number=_optional_str(body.get("first_sequence_number")),
         last_sequence_number=_optional_str(body.get("last_sequence_number")),

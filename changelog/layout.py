@@ -9,7 +9,7 @@
     tables/<table>/capture/batches/<first seq>-<last seq>-<stream digest>.json
     tables/<table>/capture/pending/<first seq>-<stream digest>.json
     tables/<table>/retention.json
-    tables/<table>/gaps/<shard id>-<last sequence or "start">.json
+    tables/<table>/gaps/<shard id>-<sequence numbers>.json   (changelog/gaps.py)
     tables/<table>/settings/<observed µs, 16 digits>-<sha256 of the bytes, 16 hex>.json
 """
 
@@ -21,15 +21,30 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from changelog.errors import UnsafeName
 from changelog.timefmt import from_micros, to_micros
 
 TABLES = "tables"
 HOUR_US = 3_600_000_000
+# One step of a path: the characters of DynamoDB's table names and shard ids (letters, digits,
+# '_', '-', '.'), never a path separator, never "." or "..". Every name that comes from outside
+# (a table name, a shard id, a queue message's fields) is checked against it where a path is built,
+# so no input can name a file outside its table's folder, whichever caller forgot to check first.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+
+
+def safe_name(name: str, what: str) -> str:
+    """``name`` when it can be one step of a path in the store; UnsafeName (saying ``what`` it is) otherwise."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name in (".", ".."):
+        shown = repr(name) if len(str(name)) <= 60 else repr(str(name)[:57] + "...")
+        raise UnsafeName(f"{what} {shown} cannot name a file in the store (1 to 255 letters, digits, '_', '-' "
+                         "or '.', and not '.' or '..')")
+    return name
 
 
 def table_root(table: str) -> str:
     """Prefix of everything stored for one table."""
-    return f"{TABLES}/{table}"
+    return f"{TABLES}/{safe_name(table, 'table name')}"
 
 
 def meta_path(table: str) -> str:
@@ -173,7 +188,7 @@ def checkpoints_root(table: str) -> str:
 
 def checkpoint_path(table: str, shard_id: str) -> str:
     """The poller's checkpoint for one shard."""
-    return f"{checkpoints_root(table)}{shard_id}.json"
+    return f"{checkpoints_root(table)}{safe_name(shard_id, 'shard id')}.json"
 
 
 def capture_root(table: str) -> str:
@@ -193,10 +208,6 @@ def pending_batch_path(table: str, stream_arn: str, first_seq: str) -> str:
     """The record that a stream batch from ``first_seq`` failed and is not (yet) in the store."""
     return f"{capture_root(table)}pending/{first_seq}-{digest([stream_arn])}.json"
 
-
-def gap_path(table: str, shard_id: str, after_sequence: str | None) -> str:
-    """Record of stream records lost (trimmed before they were read) in one shard after a sequence."""
-    return f"{table_root(table)}/gaps/{shard_id}-{after_sequence or 'start'}.json"
 
 
 def settings_root(table: str) -> str:

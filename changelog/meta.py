@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from changelog.damage import read_json_object
+from changelog.damage import damaged, read_json_object
 from changelog.errors import TableNotFound
 from changelog.layout import meta_path
 from changelog.store import ObjectMissing, Store
@@ -76,12 +76,37 @@ def write_meta(store: Store, meta: dict[str, Any]) -> None:
 
 def read_meta(store: Store, table: str) -> dict[str, Any]:
     """Read a table's meta.json; TableNotFound naming the store when there is none, DamagedStore when garbage."""
+    path = meta_path(table)
     try:
-        return read_json_object(store, meta_path(table))
+        meta = read_json_object(store, path)
     except ObjectMissing:
         raise TableNotFound(
             f"the store {store.uri} holds no table {table!r}: run 'ddb-rewind status' to list its tables"
         ) from None
+    problem = _meta_problem(meta, table)
+    if problem:
+        raise damaged(store, path, f"is not a sound meta.json ({problem})")
+    return meta
+
+
+def _meta_problem(meta: dict[str, Any], table: str) -> str | None:
+    """What is wrong with a meta.json's shape (every reader relies on it), or None."""
+    if meta.get("table_name") != table:
+        return f"it names table {str(meta.get('table_name'))[:60]!r}, not {table!r}"
+    schema = meta.get("key_schema")
+    if not isinstance(schema, list) or not 1 <= len(schema) <= 2:
+        return "key_schema is not a list of one or two key attributes"
+    for entry in schema:
+        if (not isinstance(entry, dict) or not isinstance(entry.get("AttributeName"), str)
+                or not entry["AttributeName"] or entry.get("KeyType") not in ("HASH", "RANGE", None)
+                or entry.get("AttributeType") not in ("S", "N", "B", None)):
+            return "a key_schema entry is not {AttributeName, KeyType HASH or RANGE, AttributeType S, N or B}"
+    if len({entry["AttributeName"] for entry in schema}) != len(schema):
+        return "key_schema names one attribute twice"
+    description = meta.get("description")
+    if description is not None and not isinstance(description, dict):
+        return "description is not a JSON object"
+    return None
 
 
 def key_attribute_schema(meta: dict[str, Any]) -> list[dict[str, str]]:

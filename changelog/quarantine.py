@@ -60,7 +60,7 @@ def read_quarantined(store: Store, path: str) -> Quarantined | None:
     text = data.decode("utf-8", errors="replace")
     try:
         document = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the recursion limit: kept as text, never decoded
         document = None
     return Quarantined(path, path.split("/")[1], text, document if isinstance(document, dict) else None)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from changelog.damage import parse_json_object
+from changelog.damage import damaged, micros, parse_json_object
 from changelog.errors import RewindError, SettingsUnknown
 from changelog.layout import settings_path, settings_root
 from changelog.store import Store
@@ -135,7 +135,14 @@ def history(store: Store, table: str) -> list[SettingsVersion]:
         if not name.endswith(".json") or not name[:16].isdigit():
             continue
         document = parse_json_object(store, path, store.read(path))
-        versions.append(SettingsVersion(int(document["observed_us"]), document["settings"], path))
+        try:
+            observed_us = micros(document["observed_us"], "observed_us")
+            settings = document["settings"]
+            if not isinstance(settings, dict):
+                raise TypeError("settings is not a JSON object")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise damaged(store, path, f"is not a sound settings record ({type(exc).__name__}: {exc})") from None
+        versions.append(SettingsVersion(observed_us, settings, path))
     return sorted(versions, key=lambda v: (v.observed_us, v.path))
 
 

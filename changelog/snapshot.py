@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from changelog.damage import damaged, parse_json_object
+from changelog.damage import damaged, micros, parse_json_object, strict_json
 from changelog.formats import FORMAT_VERSION, MANIFEST_KEY, check_format
 from changelog.layout import snapshot_removal_path, snapshot_removals_root, snapshots_root
 from changelog.store import ObjectMissing, Store
@@ -122,7 +122,9 @@ class Manifest:
     @staticmethod
     def from_json(data: bytes) -> Manifest:
         """Parse a stored manifest; ValueError (or KeyError, TypeError) when it is not a sound one."""
-        body = json.loads(data)
+        body = strict_json(data)  # Infinity or 1e400 would pass a checksum its forger computed
+        if not isinstance(body, dict):
+            raise TypeError("a manifest is a JSON object")
         claimed = body.pop("self_sha256")
         if sha256_hex(_canonical(body)) != claimed:
             raise ValueError("its content does not match its own sha256: it was altered")
@@ -134,14 +136,15 @@ class Manifest:
         )
         manifest = Manifest(
             table_name=str(body["table_name"]),
-            snapshot_time_us=int(body["snapshot_time_us"]),
+            snapshot_time_us=micros(body["snapshot_time_us"], "snapshot_time_us"),
             kind=str(body["kind"]),
             parts=tuple(entry.name for entry in sums),
             consumed_files=tuple(str(p) for p in body.get("consumed_files", ())),
             items=int(body.get("items", 0)),
             tombstones=int(body.get("tombstones", 0)),
             base_snapshot=body.get("base_snapshot"),
-            restorable_from_us=body.get("restorable_from_us"),
+            restorable_from_us=(None if body.get("restorable_from_us") is None
+                                else micros(body["restorable_from_us"], "restorable_from_us")),
             created_at=str(body.get("created_at", "")),
             extra=dict(body.get("extra") or {}),
             part_sums=sums,
@@ -249,7 +252,7 @@ def read_removals(store: Store, table: str) -> list[Removal]:
         body = parse_json_object(store, path, store.read(path))
         try:
             found.append(Removal(path, str(body["manifest"]), str(body["sha256"]), int(body["generation"]),
-                                 body.get("previous_sha256"), int(body["snapshot_time_us"]),
+                                 body.get("previous_sha256"), micros(body["snapshot_time_us"], "snapshot_time_us"),
                                  str(body.get("reason", "")), str(body.get("removed_at", ""))))
         except (KeyError, TypeError, ValueError) as exc:
             raise damaged(store, path, f"is not a sound removal record ({exc})") from None

@@ -323,6 +323,9 @@ def open_store(uri: str, *, create: bool = False) -> Store:
 
     S3 buckets are never created here: the deployable stack owns the bucket and its policies.
     """
+    if not uri.strip():
+        # Path("") is the current directory: an empty --store must not read or write there.
+        raise StoreNotFound("no store given (--store is empty): give a directory or s3://bucket/prefix")
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[5:].partition("/")
         if not bucket:

@@ -8,6 +8,21 @@ from datetime import UTC, datetime
 from changelog.errors import UsageError
 
 _EPOCH = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+# The times a command takes: from the epoch to a year short of datetime's end, so that a margin, a
+# bucket or an offset added to any of them stays a datetime. Nothing a store holds lies outside.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _out_of_range(text: str) -> UsageError:
+    return UsageError(f"time {text!r} is out of range: give a time from {EARLIEST:%Y-%m-%d} to before "
+                      f"{LATEST:%Y-%m-%d}")
+
+
+def _in_range(moment: datetime, text: str) -> datetime:
+    if not EARLIEST <= moment < LATEST:
+        raise _out_of_range(text)
+    return moment
 
 
 def parse_time(text: str) -> datetime:
@@ -18,9 +33,9 @@ def parse_time(text: str) -> datetime:
     value = text.strip()
     if _EPOCH.match(value):
         try:
-            return datetime.fromtimestamp(float(value), tz=UTC)
-        except (OverflowError, OSError, ValueError) as exc:
-            raise UsageError(f"time {text!r} is out of range: {exc}") from None
+            return _in_range(datetime.fromtimestamp(float(value), tz=UTC), text)
+        except (OverflowError, OSError, ValueError):
+            raise _out_of_range(text) from None
     iso = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     try:
         parsed = datetime.fromisoformat(iso)
@@ -31,7 +46,12 @@ def parse_time(text: str) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        # Year 1 with a positive offset, or 9999 with a negative one, is no datetime in UTC.
+        moment = parsed.astimezone(UTC)
+    except OverflowError:
+        raise _out_of_range(text) from None
+    return _in_range(moment, text)
 
 
 def format_time(moment: datetime | None) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from changelog.changefile import write_change_files
 from changelog.codec import kinesis_payload, kinesis_table, table_from_arn
-from changelog.errors import DecodeError
+from changelog.errors import DecodeError, StreamConfigError
 from changelog.layout import digest, quarantine_path
 from changelog.record import ChangeRow
 from changelog.store import Store
@@ -116,6 +116,12 @@ def capture_batch(
             rows.append(decode(raw))
         except DecodeError as exc:
             rejected.append((raw, str(exc)))
+        except StreamConfigError:
+            raise
+        except Exception as exc:  # a record the decoder did not foresee is still one record
+            # Failing the batch would fail it on every retry and block the shard: the record is kept
+            # whole (named by the kind of failure only: its text may quote the item) and the rest goes on.
+            rejected.append((raw, f"the record could not be decoded ({type(exc).__name__})"))
     hint = table_hint or (rows[0].table_name if rows else None)
     files = write_change_files(store, rows) if rows else []
     for raw, reason in rejected:

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from changelog.damage import damaged, read_json_object
+from changelog.damage import damaged, micros, read_json_object
 from changelog.gaps import Gap, gap_from_json
 from changelog.layout import checkpoint_path, checkpoints_root
 from changelog.store import Store
@@ -48,12 +48,15 @@ def _to_json(checkpoint: Checkpoint) -> dict[str, Any]:
 
 def _from_json(body: dict[str, Any]) -> Checkpoint:
     watermark = body.get("watermark_us")
+    sequence = body.get("sequence_number")
+    if sequence is not None and not isinstance(sequence, str):
+        raise TypeError("sequence_number is not text")
     return Checkpoint(
         shard_id=str(body["shard_id"]),
         parent_shard_id=body.get("parent_shard_id"),
-        sequence_number=body.get("sequence_number"),
+        sequence_number=sequence,
         closed=bool(body.get("closed", False)),
-        watermark_us=int(watermark) if watermark is not None else None,
+        watermark_us=micros(watermark, "watermark_us") if watermark is not None else None,
         gaps=tuple(gap_from_json(gap) for gap in body.get("gaps", [])),
     )
 

@@ -113,9 +113,17 @@ def _record_pending(batch: _Batch | None) -> None:
 
 
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """Capture one Lambda batch; returns the partial batch response Lambda expects."""
-    records = list(event.get("Records") or [])
+    found = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(found, list):
+        # Not a stream batch (an invocation by hand, a test event): it holds no record to capture
+        # or retry. Logged and counted, so it is seen, instead of a traceback.
+        logger.error("the event is not a stream batch (no list of Records); nothing captured",
+                     extra={"event_kind": type(event).__name__})
+        metrics.add_metric(name="MalformedEvents", unit=MetricUnit.Count, value=1)
+        return {"batchItemFailures": []}
+    records = list(found)
     if not records:
         return {"batchItemFailures": []}
     source, decode, id_field = _source(records)

@@ -33,12 +33,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from changelog.captured import record_stored_batch, sequence_problem
 from changelog.codec import decode_getrecords_record, table_from_arn
-from changelog.errors import EXIT_CONFLICT, DecodeError, RewindError, UsageError
+from changelog.errors import EXIT_CONFLICT, DecodeError, RewindError, UnsafeName, UsageError
 from changelog.gaps import STREAM_TIME_MARGIN_US, Gap, floor_second, write_gap
-from changelog.layout import meta_path
+from changelog.layout import meta_path, safe_name
 from changelog.meta import meta_from_keys, write_meta
 from changelog.store import Store, environment_store
-from changelog.timefmt import to_micros
+from changelog.timefmt import EARLIEST, LATEST, to_micros
 from stream_consumer.capture import capture_batch
 
 GETRECORDS_LIMIT = 1000
@@ -101,9 +101,10 @@ def _arrival(value: Any) -> int | None:
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # year 1 with an offset is no time in UTC
         return None
-    return to_micros(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    return to_micros(moment) if EARLIEST <= moment < LATEST else None
 
 
 def _sequence(value: Any, name: str) -> str:
@@ -119,6 +120,8 @@ def parse_failure_message(body: str | bytes) -> FailedBatch:
         document = json.loads(body)
     except ValueError:
         raise BadFailureMessage("the message is not JSON") from None
+    except RecursionError:
+        raise BadFailureMessage("the message is JSON nested deeper than any on-failure record") from None
     info = document.get("DDBStreamBatchInfo") if isinstance(document, dict) else None
     if not isinstance(info, dict):
         raise BadFailureMessage("the message has no DDBStreamBatchInfo (not a DynamoDB stream on-failure record)")
@@ -128,6 +131,10 @@ def parse_failure_message(body: str | bytes) -> FailedBatch:
         raise BadFailureMessage(f"streamArn is not a DynamoDB stream ARN: {arn!r}")
     if not isinstance(shard, str) or not shard:
         raise BadFailureMessage("shardId is missing")
+    try:
+        safe_name(shard, "shardId")  # it names the gap record: a path step, never a path
+    except UnsafeName as exc:
+        raise BadFailureMessage(str(exc)) from None
     start = _sequence(info.get("startSequenceNumber"), "startSequenceNumber")
     end = _sequence(info.get("endSequenceNumber"), "endSequenceNumber")
     if int(end) < int(start):
@@ -410,7 +417,7 @@ def _store() -> Store:
 
 
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """SQS trigger on the on-failure queue: recover each message; failed ones are reported for a retry.
 
     Lambda deletes the messages not listed in ``batchItemFailures`` after this returns, that is
@@ -418,7 +425,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """
     failures: list[dict[str, str]] = []
     streams = streams_client()
-    for message in event.get("Records") or []:
+    found = event.get("Records") if isinstance(event, dict) else None
+    for message in found if isinstance(found, list) else []:
+        if not isinstance(message, dict):
+            continue  # no message id to report it by: nothing Lambda could retry or delete
         message_id = str(message.get("messageId", ""))
         try:
             batch = parse_failure_message(message.get("body", ""))
@@ -433,6 +443,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         except (RewindError, ClientError, BotoCoreError) as exc:
             logger.warning("recovery failed; the message is retried", extra={"messageId": message_id,
                                                                             "error": str(exc)})
+            failures.append({"itemIdentifier": message_id})
+            continue
+        except Exception as exc:  # one message's unforeseen failure is that message's alone
+            logger.error("recovery failed unexpectedly; the message is retried",
+                         extra={"messageId": message_id, "error_kind": type(exc).__name__})
             failures.append({"itemIdentifier": message_id})
             continue
         metrics.add_metric(name="RecoveredRecords", unit=MetricUnit.Count, value=outcome.records)

@@ -106,6 +106,11 @@ def requeue(store: Store, table: str | None = None, *, dry_run: bool = False) ->
     for kept in list_quarantined(store, table):
         try:
             row = decode_quarantined(kept)
+            if row.table_name != kept.table_name:
+                # A record is put back only into the table whose quarantine holds it: a document
+                # planted under one table must not write changes into another.
+                raise DecodeError(f"the record is a change of table {row.table_name!r}, kept under "
+                                  f"{kept.table_name!r}: move it to that table's quarantine to requeue it")
         except DecodeError as exc:
             outcomes.append(Requeued(kept.path, kept.table_name, kept.event_id, str(exc)))
             continue

@@ -62,6 +62,12 @@ class Op:
     ttl: bool = False
 
 
+def item_of(op: Op) -> dict[str, Any]:
+    """The item an operation writes: the key attributes are always its key's (as DynamoDB's images are)."""
+    assert op.item is not None
+    return {**op.item, **KEYS[op.key_index]}
+
+
 @st.composite
 def operations(draw: Any, max_ops: int = 25) -> list[Op]:
     """A random operation sequence; many operations share a second, as on real streams."""
@@ -101,8 +107,9 @@ def emitted_changes(ops: list[Op]) -> list[Change]:
             del current[op.key_index]
             changes.append(Change(index, op, "REMOVE", old, None))
         else:
-            current[op.key_index] = op.item
-            changes.append(Change(index, op, "MODIFY" if old is not None else "INSERT", old, op.item))
+            item = item_of(op)
+            current[op.key_index] = item
+            changes.append(Change(index, op, "MODIFY" if old is not None else "INSERT", old, item))
     return changes
 
 
@@ -125,7 +132,7 @@ def model_state(ops: list[Op], at_second: int) -> dict[str, str]:
         if op.item is None:
             table.pop(op.key_index, None)
         else:
-            table[op.key_index] = op.item
+            table[op.key_index] = item_of(op)
     return {
         json.dumps(KEYS[index], separators=(",", ":"), ensure_ascii=False):
             json.dumps(item, separators=(",", ":"), ensure_ascii=False)

@@ -117,6 +117,16 @@ def _time_cases() -> list[Case]:
         c("report-inverted", 2, "report", "--table", TABLE, "--store", "{S}", "--from", TO, "--to", FROM,
           "-o", "{D}/r.html", says="give the earlier time first"),
         c("verify-drill-out-of-coverage", 5, "verify", "--table", TABLE, "--store", "{S}", "--drill-at", LATE),
+        c("replay-at-year-1-offset", 2, "replay", "--table", TABLE, "--store", "{S}", "--at",
+          "0001-01-01T00:00:00+01:00", "--to-file", "{D}/x.jsonl", says="out of range"),
+        c("replay-at-year-9999-offset", 2, "replay", "--table", TABLE, "--store", "{S}", "--at",
+          "9999-12-31T23:59:59-01:00", "--to-file", "{D}/x.jsonl", says="out of range"),
+        c("diff-from-year-1-offset", 2, "diff", "--table", TABLE, "--store", "{S}", "--from",
+          "0001-01-01T00:00:00+05:00", "--to", TO, says="out of range"),
+        c("history-key-deep", 2, "history", "--table", TABLE, "--store", "{S}", "--key",
+          '{"pk":' + '{"M":{"a":' * 3000 + '{"S":"x"}' + "}}" * 3000 + "}", says="key"),
+        c("history-key-lone-surrogate", 2, "history", "--table", TABLE, "--store", "{S}", "--key",
+          '{"pk":{"S":"\\ud800"}}', says="key"),
     ]
     return cases
 
@@ -354,6 +364,13 @@ def _handler_events() -> dict[str, tuple[dict[str, Any], str]]:
         "bad-base64": (_with(_good(2), NewImage={"pk": {"S": "h2"}, "b": {"B": "***"}}), "base64"),
         "unknown-type": (_with(_good(2), NewImage={"pk": {"S": "h2"}, "x": {"Q": "1"}}), "unknown"),
         "bad-sequence": (_with(_good(2), SequenceNumber="12x"), "sequence"),
+        "300-digit-sequence": (_with(_good(2), SequenceNumber="7" * 300), "300 digits"),
+        "string-set-duplicate": (_with(_good(2), NewImage={"pk": {"S": "h2"}, "s": {"SS": ["a", "a"]}}),
+                                 "same member twice"),
+        "empty-attribute-name": (_with(_good(2), NewImage={"pk": {"S": "h2"}, "": {"S": "x"}}), "name is empty"),
+        "image-missing-key": (_with(_good(2), NewImage={"other": {"S": "h2"}}), "lacks the key"),
+        "keys-disagree": (_with(_good(2), NewImage={"pk": {"S": "someone-else"}}), "Keys disagree"),
+        "over-400-kb": (_with(_good(2), NewImage={"pk": {"S": "h2"}, "x": {"S": "x" * 409_600}}), "400 KB"),
     }
     dotdot = lambda_record("..", "INSERT", {"pk": {"S": "h2"}}, BASE, 2, new={"pk": {"S": "h2"}})
     bad["arn-dotdot"] = (dotdot, "not a DynamoDB table name")

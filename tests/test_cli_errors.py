@@ -108,3 +108,37 @@ def test_aws_region_alone_sets_the_region(monkeypatch: pytest.MonkeyPatch, tmp_p
     err = capsys.readouterr().err
     assert "no AWS region" not in err
     assert code == 4 and "in eu-west-1" in err  # the table is looked up in AWS_REGION's region
+
+
+OUT_OF_RANGE_TIMES = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z",
+                      "9999-06-01T00:00:00Z", "1969-12-31T23:59:59Z", "-1", "99999999999999"]
+
+
+@pytest.mark.parametrize("text", OUT_OF_RANGE_TIMES)
+@pytest.mark.parametrize(("command", "option"), _time_options())
+def test_a_time_out_of_range_is_one_line(command: str, option: str, text: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run([command, option, text], capsys)
+    assert_one_error_line(code, err)
+    assert code == 2 and "out of range" in err
+
+
+DEEP_KEY = '{"pk":' + '{"M":{"a":' * 5000 + '{"S":"x"}' + "}}" * 5000 + "}"
+
+
+@pytest.mark.parametrize("key", [DEEP_KEY, '{"pk":' + "[" * 100_000 + "]" * 100_000 + "}", '{"pk":{"S":"\\ud800"}}'])
+def test_a_key_nested_past_the_recursion_limit_or_not_unicode_is_a_usage_error(
+        store: Store, key: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from changelog.codec import parse_key
+    from changelog.errors import UsageError
+
+    with pytest.raises(UsageError):
+        parse_key(key)
+
+
+@pytest.mark.parametrize("command", [["status"], ["sql", "SELECT 1"], ["check"]])
+def test_an_empty_store_argument_is_not_the_current_directory(command: list[str],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run([command[0], "--store", "", *command[1:]], capsys)
+    assert_one_error_line(code, err)
+    assert code == 4 and "--store is empty" in err

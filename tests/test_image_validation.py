@@ -51,9 +51,13 @@ def model_valid(value: Any, depth: int = 0) -> bool:
         "B": lambda: _base64_ok(inner),
         "BOOL": lambda: type(inner) is bool,
         "NULL": lambda: inner is True,
-        "SS": lambda: type(inner) is list and bool(inner) and all(type(e) is str for e in inner),
-        "NS": lambda: type(inner) is list and bool(inner) and all(_number_ok(e) for e in inner),
-        "BS": lambda: type(inner) is list and bool(inner) and all(_base64_ok(e) for e in inner),
+        # A set's members are distinct: numbers by value, binaries by their bytes.
+        "SS": lambda: type(inner) is list and bool(inner) and all(type(e) is str for e in inner)
+        and len(set(inner)) == len(inner),
+        "NS": lambda: type(inner) is list and bool(inner) and all(_number_ok(e) for e in inner)
+        and len({canonical_number(e) for e in inner}) == len(inner),
+        "BS": lambda: type(inner) is list and bool(inner) and all(_base64_ok(e) for e in inner)
+        and len({base64.b64decode(e) for e in inner}) == len(inner),
         "M": lambda: depth < MAX_NESTING and type(inner) is dict
         and all(model_valid(v, depth + 1) for v in inner.values()),
         "L": lambda: depth < MAX_NESTING and type(inner) is list and all(model_valid(v, depth + 1) for v in inner),
@@ -62,7 +66,8 @@ def model_valid(value: Any, depth: int = 0) -> bool:
 
 
 def model_image_valid(image: Any) -> bool:
-    return type(image) is dict and all(model_valid(value) for value in image.values())
+    # An attribute name is at least one character long.
+    return type(image) is dict and "" not in image and all(model_valid(value) for value in image.values())
 
 
 numbers = st.one_of(
@@ -114,9 +119,9 @@ def _good(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(
         texts.map(lambda s: {"S": s}), good_numbers.map(lambda n: {"N": n}), good_binaries.map(lambda b: {"B": b}),
         st.booleans().map(lambda b: {"BOOL": b}), st.just({"NULL": True}),
-        st.lists(texts, min_size=1, max_size=3).map(lambda v: {"SS": v}),
-        st.lists(good_numbers, min_size=1, max_size=3).map(lambda v: {"NS": v}),
-        st.lists(good_binaries, min_size=1, max_size=3).map(lambda v: {"BS": v}),
+        st.lists(texts, min_size=1, max_size=3, unique=True).map(lambda v: {"SS": v}),
+        st.lists(good_numbers, min_size=1, max_size=3, unique_by=canonical_number).map(lambda v: {"NS": v}),
+        st.lists(good_binaries, min_size=1, max_size=3, unique_by=base64.b64decode).map(lambda v: {"BS": v}),
         st.dictionaries(names, children, max_size=3).map(lambda v: {"M": v}),
         st.lists(children, max_size=3).map(lambda v: {"L": v}),
     )
@@ -124,13 +129,14 @@ def _good(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 good_values = st.recursive(texts.map(lambda s: {"S": s}) | good_numbers.map(lambda n: {"N": n}), _good,
                            max_leaves=15)
-good_images = st.dictionaries(names, good_values, max_size=6)
+good_images = st.dictionaries(names.filter(bool), good_values, max_size=6)
 KNOWN_DEFECTS = [
     {"NULL": False}, {"NULL": 1}, {"BOOL": 1}, {"BOOL": 0}, {"BOOL": 1.0}, {"BOOL": None}, {"BOOL": "true"},
     {"SS": []}, {"NS": []}, {"BS": []}, {"SS": ["a", 1]}, {"NS": ["1", "x"]}, {"BS": ["AA==", "A"]},
     {"M": []}, {"L": {}}, {"L": [1]}, {"M": {"a": "b"}}, {"M": {"a": []}}, {"S": None}, {"S": 1}, {"N": 1},
     {"N": 1.5}, {"N": "1" * 39}, {"N": "0." + "1" * 39}, {"N": "1e200"}, {"N": "٣"}, {"N": ""}, {"B": "A"},
-    {"B": "A==="}, {"X": "a"}, {"s": "a"}, {}, {"S": "a", "N": "1"}, [], "S", None, 1, True,
+    {"B": "A==="}, {"SS": ["a", "a"]}, {"NS": ["1", "1.0"]}, {"NS": ["-0", "0"]}, {"BS": ["AA==", "AA=="]},
+    {"X": "a"}, {"s": "a"}, {}, {"S": "a", "N": "1"}, [], "S", None, 1, True,
 ]
 defects = st.one_of(
     numbers.map(lambda n: {"N": n}),
@@ -260,9 +266,18 @@ def test_one_known_defect_anywhere_in_a_valid_image_is_refused_both_ways(defect:
 
 def test_the_pattern_takes_the_common_images_in_one_pass() -> None:
     common = {"pk": {"S": "order#1"}, "n": {"N": "-12.50"}, "ok": {"BOOL": True}, "none": {"NULL": True},
-              "b": {"B": "AAEC/w=="}, "ss": {"SS": ["a", 'q"uote']}, "ns": {"NS": ["1", "2.5"]},
-              "bs": {"BS": ["AA=="]}, "m": {"M": {"l": {"L": [{"M": {"x": {"S": "\\"}}}, {"N": "7"}]}}}}
+              "b": {"B": "AAEC/w=="}, "m": {"M": {"l": {"L": [{"M": {"x": {"S": "\\"}}}, {"N": "7"}]}}}}
     assert codec._IMAGE.fullmatch(orjson.dumps(common)) is not None
+
+
+@pytest.mark.parametrize("a_set", [{"SS": ["a", 'q"uote']}, {"NS": ["1", "2.5"]}, {"BS": ["AA=="]}])
+def test_a_set_always_gets_the_walk_which_sees_a_member_twice(a_set: dict[str, Any]) -> None:
+    image = {"pk": {"S": "a"}, "set": a_set}
+    assert codec._IMAGE.fullmatch(orjson.dumps(image)) is None
+    assert image_bytes(image) == orjson.dumps(image)
+    ((tag, members),) = a_set.items()
+    with pytest.raises(DecodeError, match="same member twice"):
+        image_bytes({"pk": {"S": "a"}, "set": {tag: [*members, members[0]]}})
 
 
 def test_a_number_form_the_pattern_does_not_take_gets_the_walk_verdict() -> None:

@@ -531,3 +531,107 @@ def test_a_rerun_while_a_stopped_recover_still_holds_a_message_is_not_a_clean_ex
     assert "0 batches recovered" in captured.out
     assert captured.err.startswith("ddb-rewind: error: 1 messages") and len(captured.err.strip().splitlines()) == 1
     assert "held by another reader" in captured.err
+
+
+# --- hostile messages: a bad message is refused alone, never written, never fails the good ones ----
+
+
+def hostile(scenario: Scenario, **info: Any) -> str:
+    """The scenario's on-failure message with some of its DDBStreamBatchInfo fields replaced."""
+    document = json.loads(scenario.failure_message())
+    document["DDBStreamBatchInfo"].update(info)
+    return json.dumps(document)
+
+
+# Long enough for botocore's ShardId length check (28 to 65), which would otherwise stop it first.
+ESCAPE = "../../../../escaped-shard-id-long-enough"
+TRAVERSALS = [ESCAPE, "../../../../../../tmp/evil", "..", "a/b", "shard\\..\\x", "", "x" * 300]
+
+
+@pytest.mark.parametrize("shard", TRAVERSALS)
+def test_a_shard_id_that_is_a_path_is_no_on_failure_record(shard: str) -> None:
+    body = json.dumps({"DDBStreamBatchInfo": {
+        "shardId": shard, "startSequenceNumber": "100", "endSequenceNumber": "200",
+        "streamArn": "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"}})
+    with pytest.raises(recover.BadFailureMessage, match="shardId"):
+        parse_failure_message(body)
+
+
+def test_the_lambda_entry_fails_only_the_message_whose_shard_id_is_a_path(
+    scenario: Scenario, store: Store, monkeypatch: pytest.MonkeyPatch, trimmed: None, tmp_path: Path
+) -> None:
+    # Trimmed: the evil batch would become a gap record named by its shard id, outside the store.
+    monkeypatch.setenv("REWIND_STORE", store.uri)
+    event = {"Records": [
+        {"messageId": "good", "body": scenario.failure_message()},  # its gap makes the gaps/ folder
+        {"messageId": "evil", "body": hostile(scenario, shardId=ESCAPE)},
+    ]}
+    assert recover.lambda_handler(event, None) == {"batchItemFailures": [{"itemIdentifier": "evil"}]}
+    root = Path(store.uri)
+    assert not list(root.parent.rglob("*escaped*"))
+    assert len(read_gaps(store, TABLE)) == 1  # the good message's gap
+
+
+def test_recover_leaves_a_message_whose_shard_id_is_a_path_in_the_queue(
+    scenario: Scenario, store: Store, queue: str, trimmed: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (Path(store.uri) / "tables" / TABLE / "gaps").mkdir(parents=True)
+    send(queue, hostile(scenario, shardId=ESCAPE))
+    assert run_recover(store, queue) == 1  # as every unreadable message
+    assert "shardId" in capsys.readouterr().err
+    assert queued(queue) == 1
+    assert not list(Path(store.uri).parent.rglob("*escaped*"))
+    assert read_gaps(store, TABLE) == ()
+
+
+def test_a_body_nested_past_the_recursion_limit_is_no_on_failure_record() -> None:
+    with pytest.raises(recover.BadFailureMessage, match="nested"):
+        parse_failure_message("[" * 200_000)
+
+
+def test_a_5000_digit_sequence_number_is_no_on_failure_record(scenario: Scenario) -> None:
+    with pytest.raises(recover.BadFailureMessage, match="1 to 40 digits"):
+        parse_failure_message(hostile(scenario, endSequenceNumber="9" * 5000))
+
+
+@pytest.mark.parametrize("arrival", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z"])
+def test_an_arrival_time_out_of_range_reads_as_unknown(scenario: Scenario, arrival: str) -> None:
+    batch = parse_failure_message(hostile(scenario, approximateArrivalOfFirstRecord=arrival))
+    assert batch.first_arrival_us is None
+
+
+HOSTILE_BODIES = {
+    "deep": "[" * 200_000,
+    "long-sequence": {"endSequenceNumber": "9" * 5000},
+    "shard-id-a-path": {"shardId": ESCAPE},
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_BODIES))
+def test_the_lambda_entry_fails_only_the_hostile_message_and_recovers_the_good_one(
+    scenario: Scenario, store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    monkeypatch.setenv("REWIND_STORE", store.uri)
+    spec = HOSTILE_BODIES[name]
+    body = spec if isinstance(spec, str) else hostile(scenario, **spec)
+    event = {"Records": [{"messageId": "bad", "body": body}, {"messageId": "good", "body": scenario.failure_message()}]}
+    result = recover.lambda_handler(event, None)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+    assert replay(store, T0 + 20, tmp_path / "state.jsonl") == (0, scenario.expected(T0 + 20))
+
+
+@pytest.mark.parametrize("not_an_event", [{"Records": 5}, [], None, {"Records": [5, None]}])
+def test_the_lambda_entry_given_no_sqs_batch_fails_nothing(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                                           not_an_event: Any) -> None:
+    monkeypatch.setenv("REWIND_STORE", store.uri)
+    assert recover.lambda_handler(not_an_event, None) == {"batchItemFailures": []}
+
+
+def test_the_lambda_entry_recovers_a_batch_whose_arrival_time_is_year_1_with_an_offset(
+    scenario: Scenario, store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("REWIND_STORE", store.uri)
+    body = hostile(scenario, approximateArrivalOfFirstRecord="0001-01-01T00:00:00+01:00")
+    event = {"Records": [{"messageId": "odd", "body": body}, {"messageId": "good", "body": scenario.failure_message()}]}
+    assert recover.lambda_handler(event, None) == {"batchItemFailures": []}
+    assert replay(store, T0 + 20, tmp_path / "state.jsonl") == (0, scenario.expected(T0 + 20))

@@ -210,3 +210,24 @@ def test_a_bad_kinesis_record_is_kept_under_its_own_table_when_the_stream_carrie
     assert (result.captured, result.quarantined) == (1, 1)
     assert len(quarantine_paths(store, TABLE)) == 1
     assert quarantine_paths(store, "customers") == []
+
+
+def test_a_record_kept_under_one_table_is_never_requeued_into_another(handler_store: Store) -> None:
+    _capture(_record("a", 1), _record("b", 2, seconds=-1))
+    (path,) = quarantine_paths(handler_store, TABLE)
+    _fix_time(handler_store, path)
+    planted = path.replace(f"tables/{TABLE}/", "tables/evil/")
+    handler_store.write(planted, handler_store.read(path))
+    handler_store.delete(path)
+    summary = requeue(handler_store, "evil")
+    assert (summary.captured, summary.still_failing) == (0, 1)
+    assert "kept under 'evil'" in str(summary.outcomes[0].reason)
+    assert _changes(handler_store, "b") == []
+    assert quarantine_paths(handler_store, "evil") == [planted]
+
+
+def test_a_quarantine_document_nested_past_the_recursion_limit_stays_with_its_reason(handler_store: Store) -> None:
+    handler_store.write(f"{table_root(TABLE)}/quarantine/deep.json", b"[" * 100_000 + b"]" * 100_000)
+    summary = requeue(handler_store, TABLE)
+    assert (summary.captured, summary.still_failing) == (0, 1)
+    assert "not a JSON object" in str(summary.outcomes[0].reason)

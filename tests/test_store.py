@@ -158,3 +158,35 @@ def test_the_sql_views_over_an_s3_store_answer_on_a_connection_locked_against_th
         con.execute(f"COPY (SELECT 1) TO 's3://http-store/backups/{path}'")
     with pytest.raises(duckdb.PermissionException):
         con.execute(f"SELECT * FROM read_parquet('s3://http-store/backups/{path}')")
+
+
+# --- names from outside never become more than one step of a path ----------------------------------
+
+
+UNSAFE_NAMES = ["..", ".", "", "a/b", "../../etc", "x\\..\\y", "x" * 256, "nul\0", "new\nline", "ünï"]
+
+
+@pytest.mark.parametrize("name", UNSAFE_NAMES)
+def test_every_path_built_from_an_outside_name_refuses_one_that_is_not_a_path_step(name: str) -> None:
+    from changelog.errors import UnsafeName
+    from changelog.gaps import batch_gap_path, poller_gap_path
+    from changelog.layout import checkpoint_path, table_root
+
+    builders = [lambda: table_root(name), lambda: checkpoint_path("orders", name),
+                lambda: poller_gap_path("orders", name, "1"),
+                lambda: batch_gap_path("orders", name, "1", "2"), lambda: batch_gap_path("orders", "s", "1", name)]
+    if name:  # no sequence (the shard's start) is the one empty value a gap name allows
+        builders.append(lambda: poller_gap_path("orders", "s", name))
+    for build in builders:
+        with pytest.raises(UnsafeName):
+            build()
+
+
+def test_names_as_dynamodb_and_its_streams_give_them_are_path_steps() -> None:
+    from changelog.gaps import batch_gap_path
+    from changelog.layout import checkpoint_path
+
+    assert checkpoint_path("my.table-1_x", "shardId-00000001573689847184-864758bb") == (
+        "tables/my.table-1_x/checkpoints/shardId-00000001573689847184-864758bb.json")
+    assert batch_gap_path("orders", "shardId-000000000000", "100", "200") == (
+        "tables/orders/gaps/shardId-000000000000-100-to-200.json")

@@ -5,8 +5,10 @@ Records that cannot be decoded are quarantined whole and counted. Any other fail
 (a store write, a dropped connection reading meta.json, a bug) reports the whole batch as failed
 (``ReportBatchItemFailures`` from its first record) so Lambda retries it whole, and the retry
 rewrites the same objects; raising instead would make Lambda bisect the batch into more, smaller
-files. The one exception is a stream without images (StreamConfigError): it raises, so the
-function's error alarm fires. Logs carry counts, paths and error kinds, never item contents.
+files. The one exception is a stream without images (StreamConfigError): it counts
+``MisconfiguredStream`` (its own alarm) and raises, so the function's error alarm fires too; after
+Lambda's bounded retries, ``recover`` records the batch as a gap. Logs carry counts, paths and
+error kinds, never item contents.
 
 Coverage (``changelog.captured``): a stored DynamoDB stream batch is recorded by its sequence
 range after its files; a failed one is recorded as pending before the failure is reported, so
@@ -144,8 +146,13 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             ensure_meta(store, table, json.loads(keys))
         if batch is not None:
             record_stored_batch(store, batch.table, batch.stream_arn, batch.first, batch.last, "lambda")
-    except StreamConfigError:
+    except StreamConfigError as exc:
+        # No retry can succeed on a stream without images: the MisconfiguredStream alarm says so at
+        # once; Lambda's bounded retries then hand the batch to recover, which records it as a gap.
         _record_pending(batch)
+        logger.error("the stream carries no item images; nothing can be captured from it",
+                     extra={"error": str(exc), "error_kind": type(exc).__name__})
+        metrics.add_metric(name="MisconfiguredStream", unit=MetricUnit.Count, value=1)
         raise
     except Exception as exc:  # any failure: retry the batch whole, never bisect it
         _record_pending(batch)

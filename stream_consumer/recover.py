@@ -33,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from changelog.captured import record_stored_batch, sequence_problem
 from changelog.codec import decode_getrecords_record, table_from_arn
-from changelog.errors import EXIT_CONFLICT, DecodeError, RewindError, UnsafeName, UsageError
+from changelog.errors import EXIT_CONFLICT, DecodeError, RewindError, StreamConfigError, UnsafeName, UsageError
 from changelog.gaps import STREAM_TIME_MARGIN_US, Gap, floor_second, write_gap
 from changelog.layout import meta_path, safe_name
 from changelog.meta import meta_from_keys, write_meta
@@ -277,13 +277,19 @@ def recover_batch(store: Store, streams: Any, batch: FailedBatch, *, dry_run: bo
     records, lost = read_range(streams, batch)
     files: tuple[str, ...] = ()
     if records and not dry_run:
-        result = capture_batch(
-            store, records, lambda r: decode_getrecords_record(r, batch.table, batch.shard_id),
-            source="recover", table_hint=batch.table, shard_id=batch.shard_id,
-        )
-        files = result.files
-        if result.sample_key and not store.exists(meta_path(batch.table)):
-            write_meta(store, meta_from_keys(batch.table, json.loads(result.sample_key[1])))
+        try:
+            result = capture_batch(
+                store, records, lambda r: decode_getrecords_record(r, batch.table, batch.shard_id),
+                source="recover", table_hint=batch.table, shard_id=batch.shard_id,
+            )
+        except StreamConfigError as exc:
+            # A stream without images (KEYS_ONLY) can never give these changes: the batch is lost for
+            # good, like a trimmed one, and the gap says why and stops every restore after it.
+            lost = f"the stream carries no item images, so its changes cannot be captured ({exc})"
+        else:
+            files = result.files
+            if result.sample_key and not store.exists(meta_path(batch.table)):
+                write_meta(store, meta_from_keys(batch.table, json.loads(result.sample_key[1])))
     if lost is None:
         if not dry_run:
             # Settles the pending record the handler left for this batch (changelog.captured).

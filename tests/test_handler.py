@@ -216,6 +216,13 @@ def test_a_keys_only_stream_fails_loudly(local: Store) -> None:
         invoke([record])
 
 
+def test_a_keys_only_stream_is_counted_for_its_own_alarm(local: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    record = lambda_record(TABLE, "INSERT", _key(1), 1_750_000_000, 1, view="KEYS_ONLY")
+    with pytest.raises(StreamConfigError):
+        invoke([record])
+    assert emitted_metrics(capsys.readouterr().out)["MisconfiguredStream"] == [1.0]
+
+
 def test_meta_json_is_written_from_describe_table(local: Store) -> None:
     boto3.client("dynamodb").create_table(
         TableName=TABLE,

@@ -674,6 +674,15 @@ def test_alarm_on_quarantined_records_matches_the_powertools_metric(
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
 
 
+def test_alarm_on_a_stream_without_images_matches_the_powertools_metric(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    env = _function(template, "ConsumerFunction")["Environment"]["Variables"]
+    alarm = _find_alarm(resources, "MisconfiguredStream", env["POWERTOOLS_SERVICE_NAME"])
+    assert alarm["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+
+
 def test_every_alarm_notifies_the_stack_topic(resources: dict[str, Any]) -> None:
     alarms = _alarms(resources)
     assert len(alarms) >= 6

@@ -635,3 +635,28 @@ def test_the_lambda_entry_recovers_a_batch_whose_arrival_time_is_year_1_with_an_
     event = {"Records": [{"messageId": "odd", "body": body}, {"messageId": "good", "body": scenario.failure_message()}]}
     assert recover.lambda_handler(event, None) == {"batchItemFailures": []}
     assert replay(store, T0 + 20, tmp_path / "state.jsonl") == (0, scenario.expected(T0 + 20))
+
+
+def test_a_batch_of_a_stream_without_images_becomes_a_gap_that_says_why(
+    aws: None, store: Store, queue: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The consumer can never capture a KEYS_ONLY stream; after Lambda's bounded retries the batch
+    # comes here, and is lost for good: a gap naming the cause, not a message retried forever.
+    client = boto3.client("dynamodb")
+    arn = client.create_table(
+        TableName=TABLE, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
+    )["TableDescription"]["LatestStreamArn"]
+    client.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})
+    shard, records = stream_records(client, arn)
+    first, last = records[0]["dynamodb"], records[-1]["dynamodb"]
+    send(queue, json.dumps({"DDBStreamBatchInfo": {
+        "shardId": shard, "startSequenceNumber": first["SequenceNumber"], "endSequenceNumber": last["SequenceNumber"],
+        "batchSize": len(records), "streamArn": arn}}))
+
+    assert run_recover(store, queue) == 1
+
+    (gap,) = read_gaps(store, TABLE)
+    assert "no item images" in gap.reason and "KEYS_ONLY" in gap.reason
+    assert queued(queue) == 0

@@ -9,6 +9,7 @@ copy of a record, then agrees with the independent model (``tests.model.model_st
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from changelog.codec import decode_lambda_record
+from changelog.errors import TimeOutOfRange
 from changelog.store import LocalStore, Store
 from compactor.merge import merge_small_files
 from compactor.snapshots import build_snapshot
@@ -133,3 +135,10 @@ def test_the_model_orders_an_items_changes_by_sequence_when_the_clock_steps_back
     ops = [Op(0, {**KEYS[0], "v": {"N": "300"}}, T + 10), Op(0, {**KEYS[0], "v": {"N": "301"}}, T + 10, clock_back=1)]
     assert model_state(ops, T + 9) == {}  # 301 counts from 300's stamp, which it follows
     assert list(model_state(ops, T + 10).values()) == ['{"pk":{"S":"a"},"v":{"N":"301"}}']
+
+
+def test_a_record_stamped_hours_ahead_never_makes_a_future_moment_restorable(local: Store) -> None:
+    now = int(time.time())
+    handler.lambda_handler(event([_version(1, now - 60, 100), _version(2, now + 20 * 3600, 101)]), None)
+    with pytest.raises(TimeOutOfRange, match="after the latest restorable time"):
+        _replayed(local, now + 10 * 3600)

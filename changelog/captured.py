@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -186,7 +187,9 @@ def watermark(holds: Sequence[Hold]) -> int | None:
     if any(hold.at_us is None for hold in holds):
         return None
     known = [hold.at_us for hold in holds if hold.at_us is not None]
-    return min(known) if known else None
+    # A stream time may run ahead of the clock (codec accepts a day's slack for skew), but no store
+    # can know a moment that has not happened yet: whatever the records say, never past now.
+    return min(*known, time.time_ns() // 1000) if known else None
 
 
 def binding_holds(holds: Sequence[Hold]) -> tuple[Hold, ...]:

@@ -9,7 +9,7 @@ leaves those columns out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import pyarrow as pa
 
@@ -34,23 +34,54 @@ SCHEMA = pa.schema(
 # The order of versions of an item (docs/design.md, semantics 1): time, then the sequence number as a
 # number. Sequence numbers are zero-padded to 40 digits but longer ones are kept whole, so comparing
 # (length, text) is numeric order for every width. Every SQL that orders versions uses these.
+# Time comes first, so where a stream's clock steps back capture keeps an item's times in its
+# sequence order (``monotone_item_times``).
 VERSION_ORDER = "event_time, length(sequence_number), sequence_number"
 LATEST_FIRST = "event_time DESC, length(sequence_number) DESC, sequence_number DESC"
 
 
 def first_copies(source: str, columns: str = "*", where: str = "TRUE") -> str:
-    """SQL selecting one row per stream record from ``source``: of its copies, the earliest version.
+    """SQL selecting one row per stream record from ``source``: of its copies, the best-informed one.
 
     The one de-duplication rule of every reader (state, snapshots, merge, views, history, diff).
     A record can be stored more than once: a retried or re-split Lambda batch, the poller and Lambda
-    both, a Kinesis producer's re-send. Copies share the event id and event time; only a Kinesis
-    re-send differs, in its (later) Kinesis sequence number. Keeping the earliest copy puts the
-    record where it first appeared, so a re-send can never overtake a later change of the same item.
-    De-duplication happens before versions are ranked, never after. Copies share their event time
-    and so their hour partition: a reader that reads partitions whole sees every copy.
+    both, a Kinesis producer's re-send. Copies share the event id. A Kinesis re-send differs in its
+    (later) Kinesis sequence number: the earliest copy counts, so a re-send can never overtake a
+    later change of the same item. A DynamoDB Streams copy can differ in its time, when capture
+    lifted it to a predecessor's (``monotone_item_times``) in one batch and not in another: the
+    latest time counts, since a batch that saw more of the item's earlier changes lifts more. So:
+    latest time first, then earliest sequence. De-duplication happens before versions are ranked,
+    never after. The state view ranks only each item's rows at its newest time, which this rule
+    keeps exact: the copy kept for a record holding that time is a copy at that time.
     """
     return (f"SELECT {columns} FROM {source} WHERE {where} "
-            f"QUALIFY row_number() OVER (PARTITION BY table_name, event_id ORDER BY {VERSION_ORDER}) = 1")
+            f"QUALIFY row_number() OVER (PARTITION BY table_name, event_id "
+            f"ORDER BY event_time DESC, length(sequence_number), sequence_number) = 1")
+
+
+def monotone_item_times(rows: Sequence[ChangeRow]) -> list[ChangeRow]:
+    """DynamoDB Streams rows of one batch, each item's times made non-decreasing in sequence order.
+
+    DynamoDB Streams promises that one item's records appear in the order of its modifications and
+    that sequence numbers rise within a shard, but its ApproximateCreationDateTime is only the
+    second, rounded down, of a clock that can step back. Versions are ordered by time first
+    (``VERSION_ORDER``, which bootstrap rows and Kinesis rows need), so a record stamped earlier
+    than the item's previous one would lose to it. Lifting it to its predecessor's time keeps one
+    order for every reader and puts the later change last, where the stream says it belongs. One
+    batch (Lambda, the poller, recover) holds records of one shard, so sequence order is the
+    stream's order there. Kinesis rows must not come here: Kinesis may reorder and duplicate, and
+    its own time is the order.
+    """
+    latest: dict[tuple[str, str], int] = {}
+    out = []
+    for row in sorted(rows, key=lambda r: (len(r.sequence_number), r.sequence_number)):
+        item = (row.table_name, row.item_key)
+        previous = latest.get(item)
+        if previous is not None and row.event_time_us < previous:
+            row = replace(row, event_time_us=previous)
+        latest[item] = row.event_time_us
+        out.append(row)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from changelog.changefile import write_change_files
-from changelog.codec import kinesis_payload, kinesis_table, table_from_arn
+from changelog.codec import decode_kinesis_record, kinesis_payload, kinesis_table, table_from_arn
 from changelog.errors import DecodeError, StreamConfigError
 from changelog.layout import digest, quarantine_path
-from changelog.record import ChangeRow
+from changelog.record import ChangeRow, monotone_item_times
 from changelog.store import Store
 
 Decoder = Callable[[Any], ChangeRow]
@@ -103,11 +103,15 @@ def capture_batch(
     source: str,
     table_hint: str | None = None,
     shard_id: str | None = None,
+    stream_order: bool | None = None,
 ) -> CaptureResult:
     """Decode a batch and store it: change files first, then quarantine; any failed write raises.
 
     A record that cannot be decoded is quarantined whole and counted; the rest goes on. A
     StreamConfigError (no images on the stream) is not a bad record and propagates to fail loudly.
+    ``stream_order`` says the batch is one DynamoDB stream shard's, in which sequence order is each
+    item's order of changes (``record.monotone_item_times``); by default every decoder but the
+    Kinesis one's.
     """
     rows: list[ChangeRow] = []
     rejected: list[tuple[Any, str]] = []
@@ -122,6 +126,8 @@ def capture_batch(
             # Failing the batch would fail it on every retry and block the shard: the record is kept
             # whole (named by the kind of failure only: its text may quote the item) and the rest goes on.
             rejected.append((raw, f"the record could not be decoded ({type(exc).__name__})"))
+    if stream_order if stream_order is not None else decode is not decode_kinesis_record:
+        rows = monotone_item_times(rows)
     hint = table_hint or (rows[0].table_name if rows else None)
     files = write_change_files(store, rows) if rows else []
     for raw, reason in rejected:

@@ -287,8 +287,9 @@ class _Session:
         watermark = checkpoint.watermark_us
         if last_us is not None:
             # Unread records of this shard are no older than the last one read, which may share its
-            # (rounded) time: complete strictly before it.
-            watermark = max(watermark or 0, last_us - 1)
+            # (rounded) time: complete strictly before it, and never past the moment it was read (a
+            # record stamped ahead of our clock proves nothing about the time in between).
+            watermark = max(watermark or 0, min(last_us - 1, _now_us()))
         sequence = body.get("SequenceNumber")
         self.save(replace(
             checkpoint,

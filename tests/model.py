@@ -54,12 +54,22 @@ def items(draw: Any, key: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Op:
-    """A write to the table: put (item) or delete (item None), at a whole second."""
+    """A write to the table: put (item) or delete (item None), at a whole second.
+
+    ``clock_back``: how many seconds behind the stream's clock was when it stamped the change
+    (DynamoDB's clock can step back; its stamp is still the change's only time).
+    """
 
     key_index: int
     item: dict[str, Any] | None
     second: int
     ttl: bool = False
+    clock_back: int = 0
+
+    @property
+    def stamp(self) -> int:
+        """The second the stream record carries."""
+        return self.second - self.clock_back
 
 
 def item_of(op: Op) -> dict[str, Any]:
@@ -69,18 +79,23 @@ def item_of(op: Op) -> dict[str, Any]:
 
 
 @st.composite
-def operations(draw: Any, max_ops: int = 25) -> list[Op]:
-    """A random operation sequence; many operations share a second, as on real streams."""
+def operations(draw: Any, max_ops: int = 25, clock_steps: bool = False) -> list[Op]:
+    """A random operation sequence; many operations share a second, as on real streams.
+
+    With ``clock_steps`` the stream's clock sometimes stamps a change a few seconds (or an hour,
+    across an hour partition) behind.
+    """
     count = draw(st.integers(1, max_ops))
     second = 1_700_000_000
     ops = []
     for _ in range(count):
         second += draw(st.sampled_from([0, 0, 0, 1, 2, 3600]))
         index = draw(st.integers(0, len(KEYS) - 1))
+        back = draw(st.sampled_from([0, 0, 1, 2, 5, 3600])) if clock_steps else 0
         if draw(st.integers(0, 3)) == 0:
-            ops.append(Op(index, None, second, ttl=draw(st.booleans())))
+            ops.append(Op(index, None, second, ttl=draw(st.booleans()), clock_back=back))
         else:
-            ops.append(Op(index, draw(items(KEYS[index])), second))
+            ops.append(Op(index, draw(items(KEYS[index])), second, clock_back=back))
     return ops
 
 
@@ -117,18 +132,31 @@ def stream_records(table: str, ops: list[Op]) -> list[dict[str, Any]]:
     """The stream records real DynamoDB would emit for ``ops`` (no record for deleting a missing item)."""
     return [
         # 21 digits, the shortest real sequence numbers, 7 apart per operation.
-        lambda_record(table, c.event_name, KEYS[c.op.key_index], float(c.op.second), 10**20 + 7 * (c.index + 1),
+        lambda_record(table, c.event_name, KEYS[c.op.key_index], float(c.op.stamp), 10**20 + 7 * (c.index + 1),
                       new=c.new, old=c.old, identity=TTL_IDENTITY if c.op.ttl and c.event_name == "REMOVE" else None)
         for c in emitted_changes(ops)
     ]
 
 
 def model_state(ops: list[Op], at_second: int) -> dict[str, str]:
-    """Canonical key text → compact DynamoDB-JSON image of every item alive at ``at_second``."""
+    """Canonical key text → compact DynamoDB-JSON image of every item alive at ``at_second``.
+
+    A change counts from its stamp, or from the item's previous change if that was stamped later:
+    the stream gives one item's changes in the order they happened, whatever its clock says.
+    """
+    live: set[int] = set()
+    counts_from: dict[int, int] = {}
     table: dict[int, dict[str, Any]] = {}
     for op in ops:
-        if op.second > at_second:
-            break
+        if op.item is None and op.key_index not in live:
+            continue  # deleting a missing item changes nothing and emits nothing
+        counts_from[op.key_index] = max(op.stamp, counts_from.get(op.key_index, op.stamp))
+        if op.item is None:
+            live.discard(op.key_index)
+        else:
+            live.add(op.key_index)
+        if counts_from[op.key_index] > at_second:
+            continue
         if op.item is None:
             table.pop(op.key_index, None)
         else:

@@ -26,9 +26,16 @@ def plain_select(summary: Summary, image: str = "image", reserved: frozenset[str
     """Select-list of typed plain columns, one per attribute of ``summary`` (changelog.attributes).
 
     ``image`` names the column holding DynamoDB JSON (text or JSON). Attribute names in ``reserved``
-    are left out (they stay reachable through the image).
+    are left out (they stay reachable through the image), and so are names that differ only in case
+    from another attribute or a reserved name: SQL identifiers ignore case, so ``status`` and
+    ``Status`` cannot both be columns, and DuckDB would rename one (``WHERE status = ...`` then reads
+    the wrong one). Such attributes are read from the image by their exact name.
     """
-    return ", ".join(f"{expr} AS {quote_ident(name)}" for name, expr in plain_columns(summary, image, reserved))
+    folded: dict[str, int] = {}
+    for name in [*summary, *reserved]:
+        folded[name.lower()] = folded.get(name.lower(), 0) + 1
+    return ", ".join(f"{expr} AS {quote_ident(name)}" for name, expr in plain_columns(summary, image, reserved)
+                     if folded[name.lower()] == 1)
 
 
 def plain_columns(summary: Summary, image: str = "image",

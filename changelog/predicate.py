@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -25,7 +25,6 @@ from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 from changelog.errors import UsageError
-from changelog.plain import quote_ident
 
 MAX_LENGTH = 10_000
 KNOWN_LISTED = 8
@@ -76,40 +75,43 @@ class Predicate:
     tree: exp.Expr
     columns: tuple[str, ...]
 
-    def bind(self, attributes: Iterable[str]) -> str:
+    def bind(self, attributes: Iterable[str], aliases: Mapping[str, str] | None = None) -> str:
         """SQL for DuckDB, re-generated from the AST; refuses a column that is not an attribute.
 
-        A name matches an attribute exactly, or else case-insensitively when that is unambiguous
-        (DuckDB itself resolves identifiers case-insensitively).
+        A name binds to the attribute of exactly that name: DynamoDB's names are case-sensitive, and
+        ``status`` may be one attribute and ``Status`` another (or absent from the items at hand), so
+        a name that matches only in case is refused with the stored name suggested. ``aliases`` maps
+        attribute names to the column names the SQL reads them under: SQL identifiers ignore case, so
+        attributes that differ only in case must be read under distinct names to be bound exactly.
         """
         known = sorted(set(attributes))
-        folded: dict[str, list[str]] = {}
-        for name in known:
-            folded.setdefault(name.lower(), []).append(name)
         tree = self.tree.copy()
         for column in tree.find_all(exp.Column):
             name = column.name
-            if name in known:
-                continue
-            candidates = folded.get(name.lower(), [])
-            if len(candidates) != 1:
+            if name not in known:
                 raise UsageError(_unknown(name, known))
-            column.set("this", exp.to_identifier(candidates[0], quoted=True))
+            column.set("this", exp.to_identifier(aliases[name] if aliases else name, quoted=True))
         return tree.sql(dialect="duckdb", identify=True, comments=False)
 
     def bind_plain(self, columns: Sequence[tuple[str, str]]) -> tuple[str, str]:
         """Over plain ``columns`` (name, SQL expression): the predicate's SQL, and the select-list
-        (``, expr AS "name"`` ...) of just the columns it names, to compute beside the rows it filters."""
-        where_sql = self.bind(name for name, _ in columns)
+        (``, expr AS alias`` ...) of just the columns it names, to compute beside the rows it filters.
+
+        Each attribute is read under an alias of its own (``__where_<n>``), so the binding is exact
+        whatever the case of its name.
+        """
+        aliases = {name: f"__where_{index}" for index, (name, _) in enumerate(columns)}
+        where_sql = self.bind(aliases, aliases)
         named = {name.lower() for name in self.columns}
-        select = "".join(f", {expr} AS {quote_ident(name)}" for name, expr in columns if name.lower() in named)
+        select = "".join(f", {expr} AS {aliases[name]}" for name, expr in columns if name.lower() in named)
         return where_sql, select
 
 
 def _unknown(name: str, known: list[str]) -> str:
     if not known:
         return f"--where names attribute {name!r}, but the selected items have no attributes to filter on"
-    close = difflib.get_close_matches(name, known, n=1)
+    same = [k for k in known if k.lower() == name.lower()]
+    close = same[:1] or difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     listed = ", ".join(known[:KNOWN_LISTED]) + (f", ... ({len(known)} in all)" if len(known) > KNOWN_LISTED else "")
     return f"--where names unknown attribute {name!r}{hint}; known attributes: {listed}"

@@ -95,8 +95,10 @@ def test_an_unknown_attribute_is_named_with_a_suggestion_and_the_known_ones() ->
     assert "known attributes: pk, select, status, total" in message
 
 
-def test_an_attribute_name_matches_regardless_of_case_when_unambiguous() -> None:
-    assert parse_predicate("STATUS = 'x'").bind(ATTRIBUTES) == "\"status\" = 'x'"
+def test_an_attribute_name_binds_only_exactly_and_a_case_variant_is_suggested() -> None:
+    # DynamoDB's attribute names are case-sensitive: STATUS is not status.
+    with pytest.raises(UsageError, match="unknown attribute 'STATUS' \\(did you mean 'status'\\?\\)"):
+        parse_predicate("STATUS = 'x'").bind(ATTRIBUTES)
 
 
 def test_a_locked_connection_reads_no_file_and_cannot_be_unlocked(tmp_path: Path) -> None:
@@ -129,3 +131,49 @@ def test_diff_where_keeps_items_matching_on_either_side(filled: Store) -> None:
 def test_diff_where_naming_an_unknown_attribute_is_refused(filled: Store) -> None:
     with pytest.raises(UsageError, match="unknown attribute 'nope'"):
         diff_states(filled, TABLE, T0 * 1_000_000, (T0 + 2) * 1_000_000, where="nope = 1")
+
+
+# --- attributes whose names differ only in case -------------------------------------------------------
+
+CASED = [Op(0, {"pk": {"S": "a"}, "status": {"S": "new"}, "Status": {"S": "old"}}, T0),
+         Op(1, {"pk": {"S": "b"}, "status": {"S": "old"}, "Status": {"S": "new"}}, T0),
+         Op(3, {"pk": {"S": "d"}, "status": {"S": "new"}}, T0 + 1)]
+
+
+@pytest.fixture
+def cased(store: Store) -> Store:
+    capture_batch(store, stream_records(TABLE, CASED), decode_lambda_record, source="test")
+    return store
+
+
+def test_where_binds_an_attribute_by_its_exact_name_when_another_differs_only_in_case(cased: Store) -> None:
+    con = open_items(cased, TABLE, _at(T0 + 1), where="status = 'new'")
+    assert {row[0] for row in con.execute("SELECT item_key FROM items").fetchall()} == {
+        '{"pk":{"S":"a"}}', '{"pk":{"S":"d"}}'}
+    con = open_items(cased, TABLE, _at(T0 + 1), where="Status = 'new'")
+    assert {row[0] for row in con.execute("SELECT item_key FROM items").fetchall()} == {'{"pk":{"S":"b"}}'}
+
+
+def test_diff_where_binds_the_exact_name_too(cased: Store) -> None:
+    # Only d changes (it is added); it has status 'new' and no Status, which must not bind to status.
+    lower = diff_states(cased, TABLE, T0 * 1_000_000, (T0 + 1) * 1_000_000, where="status = 'new'")
+    assert {c.item_key for c in lower.all()} == {'{"pk":{"S":"d"}}'}
+    with pytest.raises(UsageError, match="unknown attribute 'Status'"):
+        diff_states(cased, TABLE, T0 * 1_000_000, (T0 + 1) * 1_000_000, where="Status = 'new'")
+
+
+def test_a_name_matching_attributes_only_by_case_is_refused() -> None:
+    with pytest.raises(UsageError, match="unknown attribute 'STATUS'"):
+        parse_predicate("STATUS = 'x'").bind(["status", "Status", "pk"])
+
+
+def test_the_table_macro_leaves_attributes_differing_only_in_case_in_item(cased: Store) -> None:
+    from replayer.views import open_sql
+
+    con = open_sql(cased, plain_tables=True)
+    columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {TABLE}_at('{_at(T0 + 1).isoformat()}')")
+               .fetchall()]
+    assert "status" not in [c.lower() for c in columns if c not in ("item_key", "keys", "item")]
+    count = con.execute(f"SELECT count(*) FROM {TABLE}_at('{_at(T0 + 1).isoformat()}') "
+                        "WHERE item->>'$.status.S' = 'new'").fetchone()
+    assert count == (2,)

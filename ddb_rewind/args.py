@@ -153,8 +153,12 @@ def positive_float(name: str) -> Callable[[str], float]:
 
 
 def add_store(parser: argparse.ArgumentParser) -> None:
-    """--store S: a local directory or s3://bucket/prefix."""
-    parser.add_argument("--store", required=True, metavar="S", help="local directory or s3://bucket/prefix")
+    """--store S: a local directory or s3://bucket/prefix; REWIND_STORE (as the Lambda functions read it) by default."""
+    import os
+
+    default = os.environ.get("REWIND_STORE") or None
+    parser.add_argument("--store", required=default is None, default=default, metavar="S",
+                        help="local directory or s3://bucket/prefix (default: $REWIND_STORE)")
 
 
 def add_table(parser: argparse.ArgumentParser, required: bool = True) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,26 @@ def test_an_empty_store_argument_is_not_the_current_directory(command: list[str]
     code, err = run([command[0], "--store", "", *command[1:]], capsys)
     assert_one_error_line(code, err)
     assert code == 4 and "--store is empty" in err
+
+
+def test_rewind_store_stands_for_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from changelog.codec import decode_lambda_record
+    from changelog.store import LocalStore
+    from stream_consumer.capture import capture_batch
+    from tests.events import lambda_record
+
+    store = LocalStore(tmp_path / "store")
+    capture_batch(store, [lambda_record("orders", "INSERT", {"pk": {"S": "a"}}, 1_700_000_000, 1,
+                                        new={"pk": {"S": "a"}})], decode_lambda_record, source="test")
+    monkeypatch.setenv("REWIND_STORE", store.uri)
+
+    assert main(["status", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["table"] == "orders"
+
+
+def test_without_store_or_rewind_store_the_store_is_asked_for(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("REWIND_STORE", raising=False)
+    assert main(["status"]) == 2
+    assert "--store" in capsys.readouterr().err

@@ -9,7 +9,7 @@ answers with, whatever the engine.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,14 +22,15 @@ if TYPE_CHECKING:
 DOC_FUNCTION = "rewind_doc"
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """A valid AttributeValue as a plain value: the type tags stripped (NULL becomes None)."""
     # Images are validated before they are stored (codec.check_image) and their files checked against
     # their checksums before they are read: only the type tags are left to strip, one per value.
     ((tag, inner),) = value.items()
     if tag == "M":
-        return {name: _plain(element) for name, element in inner.items()}
+        return {name: plain_value(element) for name, element in inner.items()}
     if tag == "L":
-        return [_plain(element) for element in inner]
+        return [plain_value(element) for element in inner]
     if tag == "NULL":
         return None
     return inner
@@ -37,7 +38,23 @@ def _plain(value: Any) -> Any:
 
 def plain_of(item: Mapping[str, Any]) -> dict[str, Any]:
     """A valid DynamoDB-JSON item as plain values: the type tags stripped (NULL becomes None)."""
-    return {name: _plain(value) for name, value in item.items()}
+    return {name: plain_value(value) for name, value in item.items()}
+
+
+def plain_text(value: Any) -> str:
+    """One AttributeValue as the plain JSON a doc holds for it (``"shipped"``, ``["a", "b"]``, ``null``)."""
+    return orjson.dumps(plain_value(value)).decode()
+
+
+def key_text(key: Mapping[str, Any], names: Sequence[str] = ()) -> str:
+    """A key as a person reads it: ``pk=customer-034, sk=100136``.
+
+    ``names`` orders the attributes (the partition key first); any not in it follow by name. Key
+    values are S, N or B, so each is its text (B as base64). ``--key`` reads it back
+    (``codec.parse_key``) unless a value holds a comma.
+    """
+    ordered = [name for name in names if name in key] + sorted(name for name in key if name not in names)
+    return ", ".join(f"{name}={plain_value(key[name])}" for name in ordered)
 
 
 def doc_text(image: str | bytes | None) -> str | None:

@@ -8,13 +8,16 @@ by ``--where`` when given) and the repair plan is exactly what ``repair --from -
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections import Counter
 from dataclasses import dataclass
 
+from changelog.meta import read_meta
 from changelog.predicate import Predicate
 from changelog.progress import Progress
 from changelog.store import Store
+from changelog.timefmt import format_time, from_micros
 from replayer.attrdiff import values_equal
 from replayer.diff import ItemChange, StateDiff, diff_states
 from replayer.repair import ACTIONS, RepairAction, plan_from_diff, plan_repair
@@ -42,13 +45,17 @@ class AttributeChurn:
 
 @dataclass(frozen=True)
 class IncidentReport:
-    """Everything an incident report shows, for table ``table`` over (``from_us``, ``to_us``]."""
+    """Everything an incident report shows, for table ``table`` over (``from_us``, ``to_us``].
+
+    ``key_names`` are the table's key attributes, the partition key first (how keys are shown).
+    """
 
     table: str
     store_uri: str
     from_us: int
     to_us: int
     where: str | None
+    key_names: tuple[str, ...]
     generated_us: int
     timeline: Timeline
     added: int
@@ -69,6 +76,35 @@ class IncidentReport:
     def repair_deletes(self) -> int:
         """Items repair would delete (created in the window)."""
         return dict(self.repair_counts)["delete"]
+
+    @property
+    def repair_command(self) -> str:
+        """The exact ``repair --dry-run`` line to paste: every value shell-quoted, the times to the microsecond.
+
+        The target is the table itself: an incident is repaired where it happened.
+        """
+        words = ["ddb-rewind", "repair", "--table", self.table, "--store", self.store_uri,
+                 "--from", format_time(from_micros(self.from_us)), "--to", format_time(from_micros(self.to_us)),
+                 "--target", self.table, "--dry-run"]
+        return shlex.join(words)
+
+
+def damaged_first(diff: StateDiff) -> tuple[ItemChange, ...]:
+    """The items that differ, those the window damaged (modified or removed) first, then those it added.
+
+    Each group is ordered by key. Added items are the least of an incident (repair deletes them);
+    ordered among the others by key, a burst of them would hide the damaged ones from the samples.
+    """
+    damaged = sorted(diff.changed + diff.removed, key=lambda c: c.item_key)
+    return (*damaged, *diff.added)
+
+
+def key_order(store: Store, table: str) -> tuple[str, ...]:
+    """The table's key attribute names, the partition key first (meta.json's key schema)."""
+    schema = read_meta(store, table).get("key_schema") or []
+    roles = {"HASH": 0, "RANGE": 1}
+    ordered = sorted(schema, key=lambda k: (roles.get(k.get("KeyType") or "", 2), str(k.get("AttributeName"))))
+    return tuple(str(k["AttributeName"]) for k in ordered if k.get("AttributeName"))
 
 
 def attribute_churn(changes: tuple[ItemChange, ...], top: int = TOP_ATTRIBUTES) -> tuple[AttributeChurn, ...]:
@@ -119,8 +155,10 @@ def build_report(store: Store, table: str, from_us: int, to_us: int, where: Pred
     progress.close()
     return IncidentReport(
         table=table, store_uri=store.uri, from_us=from_us, to_us=to_us, where=diff.where,
-        generated_us=time.time_ns() // 1000, timeline=rate,
+        key_names=key_order(store, table), generated_us=time.time_ns() // 1000, timeline=rate,
         added=len(diff.added), removed=len(diff.removed), changed=len(diff.changed),
-        attributes=attribute_churn(diff.changed), samples=diff.all()[:samples],
-        repair_counts=tuple((name, counts[name]) for name in ACTIONS), repair_sample=plan.actions[:samples],
+        attributes=attribute_churn(diff.changed), samples=damaged_first(diff)[:samples],
+        repair_counts=tuple((name, counts[name]) for name in ACTIONS),
+        # Puts (the damaged items) before deletes (the added ones), as in the samples; a stable sort keeps key order.
+        repair_sample=tuple(sorted(plan.actions, key=lambda a: a.action == "delete"))[:samples],
     )

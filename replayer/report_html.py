@@ -1,18 +1,21 @@
-"""An incident report as ONE self-contained HTML file: it opens on an air-gapped laptop.
+"""An incident report as ONE self-contained HTML file: it opens on an air-gapped laptop, and runs no script.
 
-plotly.js is inlined (``include_plotlyjs=True``); nothing is fetched, and a Content-Security-Policy
-forbids any fetch, so a library that tried would fail loudly (a console error) instead of phoning
-home. Item contents are the user's data: every one is HTML-escaped here, in Python, into static
-markup. None of it goes to plotly or to any script, so no script ever puts data into the page.
+The chart is an SVG drawn here by matplotlib and written into the page as markup, so the page holds
+no script at all and stays small (a few tens of kilobytes for a chart of 400 buckets). Its
+Content-Security-Policy forbids every script and every fetch, so anything that tried would fail
+loudly (a console error) instead of running or phoning home. Item contents are the user's data:
+every one is HTML-escaped here, in Python, into static markup, shown as plain values
+(``changelog.docs``, the one plain-JSON rule) with keys as ``pk=customer-034, sk=100136``.
 """
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from changelog.codec import dump_json
+from changelog.docs import key_text, plain_text
 from changelog.timefmt import format_time, from_micros
 from replayer.outfile import output_file
 from replayer.report import TOP_ATTRIBUTES, IncidentReport
@@ -20,8 +23,8 @@ from replayer.timeline import KINDS
 
 # Data-shaped strings are cut for display only; the store and `diff --format json` keep them whole.
 MAX_VALUE_CHARS = 300
-POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
-          "font-src data:; connect-src 'none'; base-uri 'none'; form-action 'none'")
+POLICY = ("default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
+          "connect-src 'none'; base-uri 'none'; form-action 'none'")
 _COLOURS = {"inserts": "#2ca02c", "modifies": "#ff7f0e", "removes": "#d62728", "ttl_removes": "#9467bd"}
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
@@ -30,6 +33,9 @@ table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid 
 th { background: #f4f4f4; text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
 code { font-size: .9em; white-space: pre-wrap; word-break: break-all; } .note { color: #555; font-size: .9em; }
 .sample { margin: 1em 0; } .sample h3 { font-size: 1em; margin: .3em 0; }
+#change-rate-chart svg { width: 100%; height: auto; max-width: 60em; }
+pre.command { background: #f4f4f4; border: 1px solid #ddd; padding: .6em; white-space: pre-wrap;
+              word-break: break-all; user-select: all; }
 """
 
 
@@ -37,12 +43,21 @@ def _time(us: int) -> str:
     return format_time(from_micros(us))
 
 
-def _value(value: Any) -> str:
-    """An AttributeValue as escaped DynamoDB JSON, cut at MAX_VALUE_CHARS (said so when cut)."""
-    text = dump_json(value)
+def _cut(text: str) -> str:
+    """``text`` escaped, cut at MAX_VALUE_CHARS (said so when cut)."""
     if len(text) > MAX_VALUE_CHARS:
         text = text[:MAX_VALUE_CHARS] + f"… ({len(text):,} characters)"
     return f"<code>{escape(text)}</code>"
+
+
+def _value(value: Any) -> str:
+    """An AttributeValue as its escaped plain JSON (``"shipped"``, ``"12.50"``, ``["a", "b"]``)."""
+    return _cut(plain_text(value))
+
+
+def _key(report: IncidentReport, key: dict[str, Any]) -> str:
+    """A key as escaped ``pk=customer-034, sk=100136``, the partition key first."""
+    return _cut(key_text(key, report.key_names))
 
 
 def _table(table_id: str, columns: tuple[str, ...], rows: list[list[str]], numeric: frozenset[int] = frozenset(),
@@ -57,22 +72,56 @@ def _table(table_id: str, columns: tuple[str, ...], rows: list[list[str]], numer
 
 
 def _chart(report: IncidentReport) -> str:
-    import plotly.graph_objects as go
+    """The change rate as an inline SVG: one stacked step band per event type, quiet buckets empty."""
+    import matplotlib
+    import matplotlib.dates as mdates
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     buckets = report.timeline.filled()
-    # Naive UTC datetimes: plotly draws them as given (it has no time zones), the axis says UTC.
-    starts = [from_micros(b.start_us).astimezone(UTC).replace(tzinfo=None) for b in buckets]
-    figure = go.Figure(
-        data=[go.Bar(name=kind.replace("_", " "), x=starts, y=[getattr(b, kind) for b in buckets],
-                     marker_color=_COLOURS[kind]) for kind in KINDS],
-        layout=go.Layout(barmode="stack", bargap=0.05, height=420, margin={"l": 50, "r": 20, "t": 40, "b": 50},
-                         title=f"Changes per {report.timeline.label} bucket",
-                         xaxis={"title": "time (UTC)", "type": "date"}, yaxis={"title": "changes"},
-                         legend={"orientation": "h", "y": -0.2, "traceorder": "normal"}),
-    )
-    html: str = figure.to_html(full_html=False, include_plotlyjs=True, div_id="change-rate-chart",
-                               config={"displaylogo": False, "responsive": True})
-    return html
+    # svg.fonttype none: text stays text (the browser's sans-serif), not glyph paths; a fixed hash salt
+    # keeps the clip-path ids the same from run to run.
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "ddb-rewind", "font.family": "sans-serif",
+                                "font.size": 10.0}):
+        figure = Figure(figsize=(10, 4.2), layout="constrained")
+        axes = figure.subplots()
+        if buckets:
+            width = report.timeline.width_us
+            # One edge per bucket start and one after the last: a bucket's changes fill its whole width.
+            edges = [mdates.date2num(from_micros(us)) for us in
+                     [*(b.start_us for b in buckets), buckets[-1].start_us + width]]
+            base = [0] * len(buckets)
+            for kind in KINDS:
+                counts = [getattr(b, kind) for b in buckets]
+                top = [low + n for low, n in zip(base, counts, strict=True)]
+                # One path per event type however many buckets: the page stays small at 400 buckets.
+                axes.stairs(top, edges, baseline=base, fill=True, color=_COLOURS[kind],
+                            label=kind.replace("_", " "), gid=f"band-{kind}")
+                base = top
+            axes.set_xlim(edges[0], edges[-1])
+        locator = mdates.AutoDateLocator(tz=UTC)
+        axes.xaxis.set_major_locator(locator)
+        axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+        # At least 0 to 1: a quiet window gets whole-number ticks, not 0.006 steps.
+        axes.set_ylim(0, max(1.0, axes.get_ylim()[1]))
+        axes.set_title(f"Changes per {report.timeline.label} bucket")
+        axes.set_xlabel("time (UTC)")
+        axes.set_ylabel("changes")
+        axes.grid(axis="y", color="#e4e4e4")
+        axes.set_axisbelow(True)
+        axes.spines[["top", "right"]].set_visible(False)
+        if buckets:
+            figure.legend(loc="outside lower center", ncols=len(KINDS), frameon=False)
+        if not any(b.total for b in buckets):
+            axes.text(0.5, 0.5, "no change in the window", transform=axes.transAxes, ha="center", va="center")
+        out = io.StringIO()
+        # No metadata block: it names matplotlib's site and the moment, neither of use in a report.
+        figure.savefig(out, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+    svg = out.getvalue()
+    # Inline markup, not a document: drop the XML declaration and DOCTYPE before the <svg> element.
+    svg = svg[svg.index("<svg"):]
+    return f'<div id="change-rate-chart" role="img" aria-label="change rate by event type">{svg}</div>'
 
 
 def _summary(report: IncidentReport) -> str:
@@ -106,7 +155,7 @@ def _samples(report: IncidentReport) -> str:
             rows = [[f"<code>{escape(name)}</code>", escape(change.kind),
                      _value(value) if change.kind == "removed" else "(absent)",
                      _value(value) if change.kind == "added" else "(absent)"] for name, value in item.items()]
-        parts.append(f'<div class="sample"><h3>{escape(change.kind)} {_value(change.key)}</h3>'
+        parts.append(f'<div class="sample"><h3>{escape(change.kind)} {_key(report, change.key)}</h3>'
                      + _table("", ("path", "change", "before", "after"), rows).replace(' id=""', "") + "</div>")
     if not parts:
         return '<p class="note">No item differs between the two moments.</p>'
@@ -121,7 +170,7 @@ def _repair(report: IncidentReport) -> str:
                      ["puts in all", str(report.repair_puts)]],
                     numeric=frozenset({1}))
     sample = _table("repair-sample", ("action", "key"),
-                    [[escape(a.action), _value(a.key)] for a in report.repair_sample],
+                    [[escape(a.action), _key(report, a.key)] for a in report.repair_sample],
                     empty="nothing to repair")
     return counts + sample
 
@@ -152,14 +201,17 @@ quiet buckets are empty. An incident shows as a spike.</p>
 moments (items created or deleted in the window are not counted here); the top {TOP_ATTRIBUTES} at most.</p>
 {_attributes(report)}</section>
 <section id="samples"><h2>Sample before/after diffs</h2>
-<p class="note">The first {len(report.samples)} items that differ, by key; values longer than {MAX_VALUE_CHARS}
-characters are cut. <code>ddb-rewind diff</code> lists them all.</p>
+<p class="note">{len(report.samples)} of the items that differ: those the window damaged (modified or
+removed) first, then those it added, each by key. Values are shown as plain JSON; those longer than
+{MAX_VALUE_CHARS} characters are cut. <code>ddb-rewind diff</code> lists them all.</p>
 {_samples(report)}</section>
 <section id="repair"><h2>What repair would do</h2>
-<p class="note">The plan of <code>ddb-rewind repair --from {escape(_time(report.from_us))}
---to {escape(_time(report.to_us))}</code>: put every item changed in the window back to its state at the
-window start. At run time, items written again after the window are skipped (unless --force);
-<code>repair --dry-run</code> predicts those skips against the live table.</p>
+<p class="note">The plan of <code>ddb-rewind repair</code> over the same window: put every item changed in the
+window back to its state at the window start. At run time, items written again after the window are skipped
+(unless --force). Paste this line to check the plan against the live table (it writes nothing); run it
+again without <code>--dry-run</code> to repair (it asks first, unless <code>--yes</code>). <code>--target</code>
+names the live table to repair: here the table itself.</p>
+<pre class="command" id="repair-command">{escape(report.repair_command)}</pre>
 {_repair(report)}</section>
 </body></html>
 """

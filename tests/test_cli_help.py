@@ -16,7 +16,7 @@ from ddb_rewind.cli import build_parser
 REPO = Path(__file__).resolve().parent.parent
 # What a command imports when it does its work, never to print help (each costs 50-150 ms to load).
 HEAVY = ("boto3", "botocore", "duckdb", "pyarrow", "numpy", "sqlglot", "orjson", "moto", "fastavro",
-         "replayer", "compactor.retention", "stream_consumer", "pyspark", "plotly")
+         "replayer", "compactor.retention", "stream_consumer", "pyspark", "matplotlib")
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from changelog.codec import canonical_number, decode_lambda_record, item_key, parse_key, plain_json
-from changelog.docs import doc_text
+from changelog.docs import doc_text, key_text, plain_text
 from changelog.errors import DecodeError, StreamConfigError, UsageError
 from changelog.store import LocalStore
 from stream_consumer.capture import capture_batch
@@ -207,3 +207,16 @@ def test_the_one_call_key_text_is_the_general_key_text(keys: dict[str, Any]) -> 
 def test_a_key_number_with_digits_that_are_not_ascii_is_refused(digits: str) -> None:
     with pytest.raises(DecodeError):
         item_key({"pk": {"N": digits}})
+
+
+def test_a_value_shown_plainly_is_what_the_items_doc_holds() -> None:
+    item = {**EVERY_TYPE, "m": {"M": {"n": {"N": "12.50"}, "l": {"L": [{"NULL": True}, {"BOOL": False}]}}}}
+    doc = json.loads(doc_text(json.dumps(item)) or "")
+    assert {name: json.loads(plain_text(value)) for name, value in item.items()} == doc
+
+
+def test_a_key_shown_plainly_puts_the_partition_key_first_and_reads_back() -> None:
+    key = {"sk": {"N": "100136"}, "pk": {"S": "customer-034"}}
+    text = key_text(key, ("pk", "sk"))
+    schema = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "N"}]
+    assert text == "pk=customer-034, sk=100136" and parse_key(text, schema) == key

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -9,14 +11,15 @@ import pytest
 
 from changelog.errors import TimeOutOfRange, UsageError
 from changelog.predicate import parse_predicate
-from changelog.store import Store
-from ddb_rewind.cli import main
+from changelog.store import LocalStore, Store
+from changelog.timefmt import to_micros
+from ddb_rewind.cli import build_parser, main
 from replayer.diff import diff_states
 from replayer.repair import plan_from_diff, plan_repair
 from replayer.report import build_report
 from replayer.report_html import render_html
 from tests.incident import DEPLOY, FROM, HOSTILE, TO, US, capture_incident
-from tests.workloads import BASE, run_cli
+from tests.workloads import BASE, Workload, run_cli
 
 
 def test_the_item_counts_are_the_diff_of_the_window(store: Store) -> None:
@@ -45,18 +48,53 @@ def test_attributes_are_ranked_by_the_modified_items_they_differ_in(store: Store
         ("status", 12, 0, 0), ("note", 0, 1, 0), ("total", 0, 0, 1)]
 
 
-def test_samples_are_bounded_and_ordered_by_key(store: Store) -> None:
+def test_samples_are_bounded_by_samples(store: Store) -> None:
     capture_incident(store)
     samples = build_report(store, "orders", FROM * US, TO * US, samples=4).samples
-    assert [c.key["pk"]["S"] for c in samples] == ["ghost-0", "ghost-1", "order-00", "order-01"]
+    assert [c.key["pk"]["S"] for c in samples] == ["order-00", "order-01", "order-02", "order-03"]
+
+
+def test_samples_show_damaged_items_before_added_ones(store: Store) -> None:
+    """The added ghosts sort first by key; the modified and removed orders still come first."""
+    capture_incident(store)
+    samples = build_report(store, "orders", FROM * US, TO * US, samples=100).samples
+    assert [(c.kind, c.key["pk"]["S"]) for c in samples] == [
+        *[("changed", f"order-{n:02}") for n in range(12)], *[("removed", f"order-{n}") for n in range(17, 20)],
+        ("added", "ghost-0"), ("added", "ghost-1")]
 
 
 def test_the_repair_plan_is_what_repair_would_plan(store: Store) -> None:
     capture_incident(store)
     report = build_report(store, "orders", FROM * US, TO * US, samples=100)
     plan = plan_repair(store, "orders", FROM * US, TO * US)
-    assert report.repair_sample == plan.actions and dict(report.repair_counts) == plan.counts()
-    assert (report.repair_puts, report.repair_deletes) == (15, 2)
+    assert sorted(report.repair_sample, key=lambda a: a.item_key) == list(plan.actions)
+    assert dict(report.repair_counts) == plan.counts() and (report.repair_puts, report.repair_deletes) == (15, 2)
+
+
+def test_the_repair_sample_lists_puts_before_deletes(store: Store) -> None:
+    capture_incident(store)
+    sample = build_report(store, "orders", FROM * US, TO * US, samples=100).repair_sample
+    assert [a.action for a in sample] == ["restore"] * 12 + ["recreate"] * 3 + ["delete"] * 2
+
+
+def test_the_repair_command_parses_back_to_the_same_window_store_and_table(tmp_path: Path) -> None:
+    """A store path that needs quoting and a window to the microsecond: the pasted line means the same."""
+    root = tmp_path / "it's a store; $HOME"
+    root.mkdir()
+    store = LocalStore(root)
+    capture_incident(store)
+    report = build_report(store, "orders", FROM * US + 123_456, TO * US + 1)
+    words = shlex.split(report.repair_command)
+    args = build_parser().parse_args(words[1:])
+    assert words[0] == "ddb-rewind" and args.command == "repair" and args.dry_run
+    assert (args.table, args.target, args.store) == ("orders", "orders", str(root))
+    assert (to_micros(args.start), to_micros(args.end)) == (FROM * US + 123_456, TO * US + 1)
+
+
+def test_the_page_shows_the_repair_command_to_paste(store: Store) -> None:
+    capture_incident(store)
+    report = build_report(store, "orders", FROM * US, TO * US)
+    assert f'<pre class="command" id="repair-command">{escape(report.repair_command)}</pre>' in render_html(report)
 
 
 def test_where_narrows_the_diffs_but_not_the_repair_plan(store: Store) -> None:
@@ -89,6 +127,50 @@ def test_item_contents_are_escaped_in_the_page(store: Store) -> None:
     capture_incident(store)
     page = render_html(build_report(store, "orders", FROM * US, TO * US))
     assert HOSTILE not in page and "&lt;/script&gt;&lt;img src=x onerror=" in page
+
+
+def test_values_are_shown_plainly_and_keys_as_name_equals_value(store: Store) -> None:
+    capture_incident(store)
+    page = render_html(build_report(store, "orders", FROM * US, TO * US))
+    assert "<h3>changed <code>pk=order-00</code></h3>" in page
+    assert "<code>&quot;paid&quot;</code>" in page and "<code>&quot;10&quot;</code>" in page
+    assert "&quot;S&quot;:" not in page and "&quot;N&quot;:" not in page
+
+
+def test_the_page_holds_no_script(store: Store) -> None:
+    capture_incident(store)
+    page = render_html(build_report(store, "orders", FROM * US, TO * US))
+    assert "<script" not in page.lower() and "script-src &#x27;none&#x27;" in page
+
+
+def test_the_page_is_at_most_one_megabyte(store: Store) -> None:
+    capture_incident(store)
+    assert len(render_html(build_report(store, "orders", FROM * US, TO * US)).encode()) <= 1_000_000
+
+
+def test_the_page_of_a_long_busy_window_is_at_most_one_megabyte(store: Store) -> None:
+    """2,000 items changed, every event type in every one of the chart's 400 buckets: the page stays small."""
+    work = Workload()
+    start = BASE - BASE % 60
+    for n in range(2_000):
+        work.put({"pk": {"S": f"item-{n:04}"}, "payload": {"S": "x" * 1_000}}, start + n % 400 * 60)
+    for n in range(2_000):
+        minute = start + (400 + n // 5) * 60 + 1  # five changes a minute, of four kinds
+        if n % 4 == 0:
+            work.delete({"pk": {"S": f"item-{n:04}"}}, minute)
+        elif n % 4 == 3:
+            work.delete({"pk": {"S": f"item-{n:04}"}}, minute, ttl=True)
+        elif n % 4 == 1:
+            work.put({"pk": {"S": f"new-{n:04}"}, "payload": {"S": "y" * 1_000}}, minute)
+        else:
+            work.put({"pk": {"S": f"item-{n:04}"}, "payload": {"S": "z" * 1_000}, "n": {"N": str(n)}}, minute)
+    work.put({"pk": {"S": "later"}}, start + 900 * 60)  # coverage reaches past the window
+    work.capture(store, batch=500)
+    report = build_report(store, "orders", (start + 400 * 60) * US, (start + 800 * 60 - 1) * US)
+    assert report.added + report.removed + report.changed == 2_000
+    assert len(report.timeline.filled()) == 400
+    assert all(b.inserts and b.modifies and b.removes and b.ttl_removes for b in report.timeline.filled())
+    assert len(render_html(report).encode()) <= 1_000_000
 
 
 class _Links(HTMLParser):

@@ -16,7 +16,8 @@ def register(subparsers: Any) -> None:
         "report", help="an incident report as one HTML file",
         description="Write ONE self-contained HTML file (no network needed to open it) about the window "
                     "(--from, --to]: the change rate by event type as a chart, the attributes most changed, "
-                    "sample before/after diffs and the plan repair would follow to restore the window start. "
+                    "sample before/after diffs (damaged items first) and the plan repair would follow to restore the "
+                    "window start, with the exact repair --dry-run line to paste. "
                     "Refuses a window outside coverage, as diff does.")
     add_table(parser)
     add_store(parser)
@@ -39,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from changelog.errors import UsageError
     from replayer.outfile import check_output
 
-    if importlib.util.find_spec("plotly") is None:
-        raise UsageError("report draws its chart with plotly, which is not installed: "
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("report draws its chart with matplotlib, which is not installed: "
                          "pip install 'ddb-rewind[report]'")
     from replayer.report import build_report
     from replayer.report_html import write_report

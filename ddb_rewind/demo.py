@@ -153,8 +153,22 @@ def _wait_for_next_second() -> int:
     return boundary * 1_000_000
 
 
-def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 300) -> bool:
-    """Run the whole demo against ``store_dir``; returns True when the restore matched exactly."""
+def wait_for_ctrl_c() -> None:
+    """Block until Ctrl-C (the embedded AWS serves meanwhile)."""
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 300,
+             keep_running: Callable[[str], None] | None = None) -> bool:
+    """Run the whole demo against ``store_dir``; returns True when the restore matched exactly.
+
+    ``keep_running`` is called with the endpoint after the demo, while the embedded AWS still runs
+    (``demo --keep-running`` passes ``wait_for_ctrl_c``): every command can then be tried against it.
+    """
     from compactor.compaction import compact
     from replayer.attrdiff import items_equal
     from replayer.diff import diff_states
@@ -250,6 +264,15 @@ def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 
         say(f"   {'MATCH' if matched else 'MISMATCH'}: the restore equals the table as it was "
             f"({time.monotonic() - started:.1f}s). Explore it: ddb-rewind sql --store {store_dir} "
             f"\"SELECT * FROM orders_at('{moment}') LIMIT 5\"")
+        if keep_running is not None:
+            say("10. The local AWS keeps running until Ctrl-C. In another terminal, set:")
+            for name, value in sorted((_ENV | {"AWS_ENDPOINT_URL": endpoint}).items()):
+                say(f"     export {name}={value}")
+            say(f"     export REWIND_STORE={store_dir.resolve()}")
+            say(f"   then try: ddb-rewind verify --table {TABLE} --against {RESTORED} --at {moment}")
+            say(f"             ddb-rewind repair --table {TABLE} --from {moment} --to latest --target {TABLE} "
+                "--dry-run")
+            keep_running(endpoint)
     return matched
 
 

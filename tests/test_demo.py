@@ -75,3 +75,18 @@ def test_the_cli_refuses_a_foreign_store_in_one_line(tmp_path: Path, capsys: pyt
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "choose another --store" in err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_keep_running_leaves_the_local_aws_up_for_every_command(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    lines: list[str] = []
+    answers: list[int] = []
+
+    def try_commands(endpoint: str) -> None:
+        (verify,) = [line.split("try: ", 1)[1] for line in lines if "try: ddb-rewind verify" in line]
+        argv = [*verify.split()[1:], "--store", str(tmp_path / "store")]
+        answers.append(main(argv))  # the restored table, read from the still-running local AWS
+
+    assert run_demo(tmp_path / "store", say=lines.append, orders=40, keep_running=try_commands)
+    assert answers == [0]
+    assert any(line.strip().startswith("export AWS_ENDPOINT_URL=http://127.0.0.1:") for line in lines)

@@ -16,11 +16,15 @@ def register(subparsers: Any) -> None:
                         help="local directory for the demo's store (default: ./rewind-demo)")
     parser.add_argument("--orders", type=int_range("--orders", 1, 100_000), default=300,
                         help="orders in the workload (1 to 100000)")
+    parser.add_argument("--keep-running", action="store_true",
+                        help="leave the local AWS up after the demo (until Ctrl-C) and print the environment "
+                             "to export, so every command can be tried against it")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; exit 0 only when the restore matched the table exactly."""
-    from ddb_rewind.demo import run_demo
+    from ddb_rewind.demo import run_demo, wait_for_ctrl_c
 
-    return 0 if run_demo(Path(args.store), orders=args.orders) else 1
+    keep = wait_for_ctrl_c if args.keep_running else None
+    return 0 if run_demo(Path(args.store), orders=args.orders, keep_running=keep) else 1

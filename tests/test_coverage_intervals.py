@@ -8,6 +8,7 @@ for good (the stream trimmed it): a gap from T0+5 to T0+10.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from datetime import UTC, datetime
@@ -138,13 +139,18 @@ def test_status_lists_the_restorable_intervals_on_either_side_of_the_gap(
     assert row["restorable"][0]["to"] == "2025-06-15T15:06:44.999999Z"  # the gap starts 5 s before its record
 
 
-def test_expire_after_gap_bootstrap_and_compaction_keeps_every_moment_its_policy_keeps(
-    scenario: Scenario, store: Store, queue: str, trimmed: None, tmp_path: Path
-) -> None:
+def compacted_after_a_gap_and_its_bootstrap(scenario: Scenario, store: Store, queue: str) -> None:
+    """Gap, the bootstrap the refusal asks for, a later write, then a compaction snapshot on top."""
     lose_the_middle_batch(scenario, store, queue)
     bootstrap_after_the_gap(scenario, store)
     capture_a_later_write(scenario, store)
     build_snapshot(store, TABLE, (T0 + 40) * SECOND)
+
+
+def test_expire_after_gap_bootstrap_and_compaction_keeps_every_moment_its_policy_keeps(
+    scenario: Scenario, store: Store, queue: str, trimmed: None, tmp_path: Path
+) -> None:
+    compacted_after_a_gap_and_its_bootstrap(scenario, store, queue)
 
     # An hour later, keeping one hour of changes: the compaction snapshot is the new base.
     plan = plan_expire(store, TABLE, parse_policy("changes=1h"), now_us=(T0 + 40 + 3600) * SECOND)
@@ -155,21 +161,18 @@ def test_expire_after_gap_bootstrap_and_compaction_keeps_every_moment_its_policy
 
 
 def test_expire_keeps_a_bootstrap_its_base_snapshot_does_not_carry(
-    scenario: Scenario, store: Store, queue: str, trimmed: None, tmp_path: Path
+    scenario: Scenario, store: Store, queue: str, trimmed: None
 ) -> None:
-    lose_the_middle_batch(scenario, store, queue)
-    bootstrap_after_the_gap(scenario, store)
-    capture_a_later_write(scenario, store)
-    build_snapshot(store, TABLE, (T0 + 40) * SECOND)
+    compacted_after_a_gap_and_its_bootstrap(scenario, store, queue)
     # A compaction snapshot written before snapshots carried their bootstraps' moments.
-    (path, manifest), = [(p, m) for p, m in list_manifests(store, TABLE) if m.kind == "compaction"]
+    ((path, manifest),) = [(p, m) for p, m in list_manifests(store, TABLE) if m.kind == "compaction"]
     legacy = {key: value for key, value in manifest.extra.items() if key not in ("bases_us", "copy_floor_us")}
-    store.write(path, manifest.__class__(**{**manifest.__dict__, "extra": legacy}).to_json())
+    store.write(path, dataclasses.replace(manifest, extra=legacy).to_json())
 
     plan = plan_expire(store, TABLE, parse_policy("changes=1h"), now_us=(T0 + 40 + 3600) * SECOND)
 
-    assert any("snapshots" in p and p not in plan.drop_snapshots for p in plan.keep_snapshots)
-    assert {list_manifests(store, TABLE)[0][0]} & set(plan.keep_snapshots)  # the bootstrap stays
+    ((bootstrap, _),) = [(p, m) for p, m in list_manifests(store, TABLE) if m.kind == "scan"]
+    assert bootstrap in plan.keep_snapshots and bootstrap not in plan.drop_snapshots
 
 
 # --- every reader keeps to the rule -------------------------------------------------------------------

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             if cov.losses or len(cov.intervals) != 1:
                 # Coverage is a set of intervals: earliest and latest alone would promise the moments a loss cut.
                 print(f"{cov.table} restorable: {describe_intervals(cov.intervals)}; "
-                      f"{len(cov.losses):,} loss(es) (gaps or quarantined records)")
+                      f"{len(cov.losses):,} loss(es) (gaps, quarantined records or missing files)")
     if len(coverages) > 1 and args.format == "table":
         print(f"latest moment restorable for all {len(coverages)} tables: {_common_latest(coverages)}")
     return 0

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from changelog.footer import DEDUPLICATED
 from changelog.formats import FOOTER_KEY, FORMAT_VERSION
 from changelog.layout import HOUR_US, change_file_path, hour_partition
+from changelog.ledger import record_published
 from changelog.record import ChangeRow, rows_to_table
 from changelog.store import Store
 
@@ -46,14 +47,15 @@ def publish_change_file(store: Store, table_name: str, partition: str, first_seq
                         rows: pa.Table, *, deduplicated: bool = False, level: int | None = None) -> str:
     """Write one change file named by its sequence range and the digest of its bytes; returns its path.
 
-    Every writer of change files (capture, poller, merge, bench) goes through here, so names and
-    checksums are made in one place.
+    Every writer of change files (capture, poller, merge, bench) goes through here, so names,
+    checksums and the ledger record of each file (``changelog.ledger``) are made in one place.
     """
     if deduplicated:  # every record once: readers may skip de-duplicating its hour (changelog.footer)
         rows = rows.replace_schema_metadata({**(rows.schema.metadata or {}), DEDUPLICATED: b"1"})
     data = parquet_bytes(rows, level=level)
     path = change_file_path(table_name, partition, first_seq, last_seq, data)
     store.write(path, data)
+    record_published(store, path, len(data))  # after the bytes: a record never names a file not written
     return path
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from changelog.damage import damaged, micros, parse_json_object, read_json_object
 from changelog.layout import checkpoints_root, safe_name, table_root
+from changelog.ledger import record_gap
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 
@@ -147,6 +148,8 @@ def write_gap(store: Store, table: str, gap: Gap) -> str:
     """Record a gap as its own object; returns its path (finding it again rewrites the same object)."""
     path = gap_path(table, gap)
     store.write(path, json.dumps(gap_to_json(table, gap), indent=1, sort_keys=True).encode("utf-8"))
+    # Recorded after it is written: deleting the record is then noticed (changelog.ledger).
+    record_gap(store, table, path, gap.start_us, gap.latest_affected_us)
     return path
 
 

@@ -8,6 +8,7 @@
     tables/<table>/checkpoints/<shard id>.json
     tables/<table>/capture/batches/<first seq>-<last seq>-<stream digest>.json
     tables/<table>/capture/pending/<first seq>-<stream digest>.json
+    tables/<table>/ledger/<chain>/<n>-<written µs>~<what was published or removed> (changelog.ledger)
     tables/<table>/retention.json
     tables/<table>/gaps/<shard id>-<sequence numbers>.json   (changelog/gaps.py)
     tables/<table>/settings/<observed µs, 16 digits>-<sha256 of the bytes, 16 hex>.json
@@ -207,6 +208,12 @@ def stored_batch_path(table: str, stream_arn: str, first_seq: str, last_seq: str
 def pending_batch_path(table: str, stream_arn: str, first_seq: str) -> str:
     """The record that a stream batch from ``first_seq`` failed and is not (yet) in the store."""
     return f"{capture_root(table)}pending/{first_seq}-{digest([stream_arn])}.json"
+
+
+def ledger_root(table: str) -> str:
+    """Prefix of the ledger's records of what the store's writers published and removed (ends with '/')."""
+    return f"{table_root(table)}/ledger/"
+
 
 
 

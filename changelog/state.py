@@ -21,7 +21,7 @@ from changelog.captured import Hold, capture_holds, watermark
 from changelog.consistent import read_consistently
 from changelog.damage import damaged, read_json_object
 from changelog.errors import TableNotFound, TimeOutOfRange
-from changelog.gaps import Gap, all_gaps
+from changelog.gaps import Gap, all_gaps, gap_path
 from changelog.layout import (
     changes_root,
     hour_partition,
@@ -30,6 +30,7 @@ from changelog.layout import (
     snapshots_root,
     table_root,
 )
+from changelog.ledger import missing_losses
 from changelog.quarantine import Quarantined, list_quarantined
 from changelog.record import LATEST_FIRST, SCHEMA, first_copies
 from changelog.restorable import (
@@ -312,7 +313,9 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
     first, last, count, files = read_consistently(store, (changes_root(table) + "/",), read)
     gaps = all_gaps(store, table, listing)
     quarantined = list_quarantined(store, table) if any("/quarantine/" in p for p in listing) else []
-    losses = tuple(sorted([*map(gap_loss, gaps), *map(quarantine_loss, quarantined)],
+    # What the ledger records and the store lost (a deleted change file or gap record) counts too.
+    missing = missing_losses(store, table, listing, [gap_path(table, gap) for gap in gaps])
+    losses = tuple(sorted([*map(gap_loss, gaps), *map(quarantine_loss, quarantined), *missing],
                           key=lambda loss: (loss.start_us is not None, loss.start_us or 0, loss.what)))
     bases = sorted({base for _, m in manifests for base in manifest_bases(m)})
     initial = initial_bases(losses, bases)

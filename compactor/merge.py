@@ -17,6 +17,7 @@ from changelog.attributes import footer_summary, with_summary
 from changelog.changefile import COMPACTED_LEVEL, publish_change_file
 from changelog.consistent import read_consistently
 from changelog.layout import changes_root, hour_partition, partition_of
+from changelog.ledger import record_removed
 from changelog.record import SCHEMA, VERSION_ORDER, first_copies
 from changelog.snapshot import list_manifests
 from changelog.source import register_parquet
@@ -49,9 +50,10 @@ def merge_partition(store: Store, table: str, partition: str, files: list[str]) 
     ).fetchall()
     path = publish_change_file(store, table, partition, sequences[0][0], sequences[-1][0], merged,
                                deduplicated=True, level=COMPACTED_LEVEL)
-    for original in files:
-        if original != path:
-            store.delete(original)
+    replaced = [original for original in files if original != path]
+    record_removed(store, replaced)  # before deleting: the ledger tells a merge from a loss
+    for original in replaced:
+        store.delete(original)
     return path, merged.num_rows
 
 

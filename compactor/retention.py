@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 
 from changelog.integrity import verify_for_read
 from changelog.layout import partition_of, retention_path, table_root
+from changelog.ledger import record_removed
 from changelog.snapshot import MANIFEST, Manifest, list_manifests, write_removal
 from changelog.state import change_files, coverage, manifest_bases, retention_floor, snapshot_dirs
 from changelog.store import ObjectMissing, Store
@@ -246,6 +247,7 @@ def apply_expire(store: Store, plan: ExpirePlan) -> None:
     for path in plan.drop_snapshots:
         if path in manifests:
             delete_snapshot(store, path, manifests[path], reason=f"expired by policy {plan.policy.text}")
+    record_removed(store, plan.drop_changes)  # before deleting: the ledger tells an expire from a loss
     for path in plan.drop_changes:
         store.delete(path)
     for path in plan.drop_orphans:

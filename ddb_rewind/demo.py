@@ -153,8 +153,8 @@ def _wait_for_next_second() -> int:
     return boundary * 1_000_000
 
 
-def wait_for_ctrl_c() -> None:
-    """Block until Ctrl-C (the embedded AWS serves meanwhile)."""
+def wait_for_ctrl_c(endpoint: str) -> None:
+    """Block until Ctrl-C (the embedded AWS at ``endpoint`` serves meanwhile)."""
     try:
         while True:
             time.sleep(3600)

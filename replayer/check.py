@@ -8,7 +8,9 @@ Per table it checks: meta.json, retention.json and checkpoints parse; every mani
 counts add up and the chain of manifests and removal records is unbroken; every listed part is
 present with its recorded size; every change file carries a checksum in its name, and its footer
 says its rows are of its table and its hour partition (a few KB per file, not its rows); every gap
-record parses, and every gap a checkpoint lists still has its record. With ``read_data`` every part
+record parses, and every gap a checkpoint lists still has its record; every change file and gap
+record the ledger names is there unless merge or expire recorded removing it, and no ledger record
+is missing before its chain's newest (``changelog.ledger``, read from the listing alone). With ``read_data`` every part
 and change file is read whole, hashed and fully decoded (page checksums verified). It names orphans
 (parts no manifest lists, ``.tmp-*`` leftovers of a crashed write) as notes: they affect no restore.
 Each problem says which restore points it affects. A ``sample`` limits the reading to the files it
@@ -39,6 +41,7 @@ from changelog.layout import (
     table_names,
     table_root,
 )
+from changelog.ledger import CHANGE_FILE, find_missing, parse_records
 from changelog.snapshot import (
     MANIFEST,
     Removal,
@@ -75,6 +78,7 @@ class CheckReport:
     gaps: int = 0  # gap records read
     files_read: int = 0  # parts and change files read whole (all of them unless sampled)
     sampled: bool = False  # only a sample of the files was read whole
+    ledger: int = 0  # ledger records matched against the listing
 
     @property
     def verified(self) -> str:
@@ -85,7 +89,8 @@ class CheckReport:
             files = f"present with their recorded sizes and names ({self.files_read:,} of them {files})"
         return (f"{self.manifests:,} manifests and their chain, {self.parts:,} snapshot parts and "
                 f"{self.change_files:,} change files {files}, the table and hour of every change file's rows, "
-                f"{self.gaps:,} gap records")
+                f"{self.gaps:,} gap records, and that every change file and gap record the ledger's "
+                f"{self.ledger:,} records name is present unless merge or expire removed it")
 
     @property
     def not_verified(self) -> tuple[str, ...]:
@@ -232,13 +237,18 @@ def _check_changes(store: Store, table: str, sizes: dict[str, int], manifests: l
     return found, len(files)
 
 
-def _check_gaps(store: Store, table: str, sizes: dict[str, int], unsound: set[str]) -> tuple[list[Finding], int]:
-    """Every gap record parses, and every gap a checkpoint lists still has its record.
+def _check_gaps(store: Store, table: str, sizes: dict[str, int], unsound: set[str],
+                ) -> tuple[list[Finding], int, set[str]]:
+    """Every gap record parses, and every gap a checkpoint lists still has its record; every change file and gap
+record the ledger names is there unless merge or expire recorded removing it, and no ledger record
+is missing before its chain's newest (``changelog.ledger``, read from the listing alone).
 
     A deleted gap record would otherwise go unnoticed (readers also take the checkpoint's copy:
     ``changelog.gaps.all_gaps``). Checkpoints in ``unsound`` were already reported unreadable.
+    Also returns the gap record paths the checkpoints list.
     """
     found: list[Finding] = []
+    listed_paths: set[str] = set()
     records = sorted(p for p in sizes if p.startswith(gaps_root(table)) and p.endswith(".json"))
     for path in records:
         try:
@@ -256,17 +266,43 @@ def _check_gaps(store: Store, table: str, sizes: dict[str, int], unsound: set[st
             continue
         for gap in listed:
             record = gap_path(table, gap)
+            listed_paths.add(record)
             if record not in sizes:
                 found.append(Finding(
                     table, record, f"is missing: the checkpoint {checkpoint} lists this gap ({gap.describe()})",
                     "status no longer lists the gap; readers still refuse the moments it affects (the "
                     "checkpoint lists it): restore the record"))
+    return found, len(records), listed_paths
+
+
+def _check_ledger(store: Store, table: str, sizes: dict[str, int], listed_gaps: set[str],
+                  manifests: list[StoredManifest]) -> tuple[list[Finding], int]:
+    """What the ledger records and the store no longer holds (``changelog.ledger``), and a recorded
+    change file whose size differs from its record."""
+    records, foreign = parse_records(table, sorted(sizes))
+    found = [Finding(table, path, "is not a ledger record ddb-rewind writes (a foreign or renamed object)",
+                     "no restore point, but the ledger cannot vouch for what it replaced")
+             for path in foreign]
+    for missing in find_missing(store, table, sorted(sizes), records, listed_gaps):
+        if missing.kind == CHANGE_FILE:
+            affects = _change_window(missing.path, manifests)
+        else:
+            loss = missing.loss
+            start = "every moment" if loss.start_us is None else f"moments from {_at(loss.start_us)}"
+            affects = f"{start} refused until a bootstrap after {_at(loss.end_us)} (and history, sql, status)"
+        found.append(Finding(table, missing.path, missing.problem, affects))
+    for record in records:
+        size = sizes.get(record.target)
+        if record.kind == "put" and size is not None and record.size != size:
+            found.append(Finding(table, record.target,
+                                 f"is {size} bytes, its ledger record {record.path} says {record.size}",
+                                 _change_window(record.target, manifests)))
     return found, len(records)
 
 
 def check_table(store: Store, table: str, read_data: bool, sample: Callable[[str], bool] | None = None,
-                ) -> tuple[int, int, int, int, int, list[Finding]]:
-    """(manifests, parts, change files, gap records, files read whole, findings) of one table.
+                ) -> tuple[int, int, int, int, int, int, list[Finding]]:
+    """(manifests, parts, change files, gap records, ledger records, files read whole, findings) of one table.
 
     With ``read_data``, the files ``sample`` selects (default: all) are read whole.
     """
@@ -282,31 +318,34 @@ def check_table(store: Store, table: str, read_data: bool, sample: Callable[[str
     if not sizes:
         raise TableNotFound(f"the store {store.uri} holds no table {table!r}: run 'ddb-rewind status' to list tables")
     findings = _check_json(store, table, sizes)
-    gap_findings, gap_count = _check_gaps(store, table, sizes, {f.path for f in findings})
+    gap_findings, gap_count, listed_gaps = _check_gaps(store, table, sizes, {f.path for f in findings})
     findings += gap_findings
     manifests, manifest_findings, parts = _check_manifests(store, table, sizes, reads)
     findings += manifest_findings
     change_findings, change_count = _check_changes(store, table, sizes, manifests, reads)
     findings += change_findings
+    ledger_findings, ledger_count = _check_ledger(store, table, sizes, listed_gaps, manifests)
+    findings += ledger_findings
     findings += [Finding(table, path, "is a leftover of an interrupted write", "no restore point (safe to delete)",
                          is_problem=False) for path in _tmp_leftovers(store, table)]
     if meta_path(table) not in sizes:
         findings.append(Finding(table, meta_path(table), "is missing",
                                 "restores into a new table (--create-table) cannot read the key schema",
                                 is_problem=False))
-    return len(manifests), parts, change_count, gap_count, len(read), findings
+    return len(manifests), parts, change_count, gap_count, ledger_count, len(read), findings
 
 
 def check_store(store: Store, table: str | None = None, *, read_data: bool = False,
                 sample: Callable[[str], bool] | None = None) -> CheckReport:
     """Check every table of the store (or one); with ``read_data``, read whole the files ``sample`` selects."""
     tables = [table] if table else table_names(store.list(TABLES + "/"))
-    manifests = parts = changes = gaps = read = 0
+    manifests = parts = changes = gaps = ledger = read = 0
     findings: list[Finding] = []
     for name in tables:
-        m, p, c, g, r, f = check_table(store, name, read_data, sample)
-        manifests, parts, changes, gaps, read = manifests + m, parts + p, changes + c, gaps + g, read + r
+        m, p, c, g, lg, r, f = check_table(store, name, read_data, sample)
+        manifests, parts, changes, gaps = manifests + m, parts + p, changes + c, gaps + g
+        ledger, read = ledger + lg, read + r
         findings += f
     return CheckReport(tuple(tables), manifests, parts, changes, read_data, tuple(findings), gaps, read,
-                       sampled=read_data and sample is not None)
+                       sampled=read_data and sample is not None, ledger=ledger)
 

@@ -200,3 +200,15 @@ DAMAGES = [
 def changes_prefix() -> str:
     """Prefix of the table's change files."""
     return changes_root(TABLE) + "/"
+
+
+def delete_newest_change_file(store: Store) -> str:
+    """Delete the change file of the newest hour (what capture wrote last); returns its path."""
+    path = _last_change_file(store)
+    store.delete(path)
+    return path
+
+
+def ledger_records(store: Store, table: str = TABLE) -> list[str]:
+    """Every ledger record of the table (changelog.ledger), in chain order."""
+    return store.list(f"tables/{table}/ledger/")

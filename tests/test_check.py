@@ -17,6 +17,9 @@ from changelog.errors import RewindError
 from changelog.gaps import Gap, write_gap
 from changelog.state import change_files
 from changelog.store import LocalStore, Store
+from compactor.merge import merge_small_files
+from compactor.policy import parse_policy
+from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
 from replayer.check import check_store
 from replayer.verify import stored_state
@@ -31,8 +34,10 @@ from tests.damage import (
     Damage,
     at,
     build_store,
+    delete_newest_change_file,
     flip,
     fresh_s3_store,
+    ledger_records,
     part_paths,
 )
 from tests.model import model_state
@@ -55,7 +60,8 @@ def _check(store: Store, capsys: pytest.CaptureFixture[str], *extra: str) -> tup
 def test_a_sound_store_passes_check(built: Store, capsys: pytest.CaptureFixture[str]) -> None:
     code, report = _check(built, capsys, "--read-data")
     assert code == 0 and report["sound"] is True and report["problems"] == []
-    assert report["checked"] == {"manifests": 3, "parts": 3, "change_files": 7, "gap_records": 0}
+    assert report["checked"] == {"manifests": 3, "parts": 3, "change_files": 7, "gap_records": 0,
+                                 "ledger_records": 7}
 
 
 def test_a_sound_s3_store_passes_check(s3_over_http: Store, tmp_path: Path,  # noqa: F811
@@ -188,9 +194,10 @@ def test_plain_check_names_a_change_file_moved_to_another_hour_and_its_times(
     moved = next(d for d in DAMAGES if d.name == "change file moved to a later hour").apply(built)
     code, report = _check(built, capsys)
     assert code == 6
-    (problem,) = report["problems"]  # type: ignore[misc]
+    problem, gone = sorted(report["problems"], key=lambda p: p["file"] != moved)  # type: ignore[arg-type]
     assert problem["file"] == moved
     assert "outside its hour partition dt=2023-11-15/hour=01" in problem["problem"]
+    assert gone["file"] == moved.replace("/hour=01/", "/hour=00/") and gone["problem"].startswith("is missing")
 
 
 def test_plain_check_names_a_change_file_of_another_table(built: Store, capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,8 +216,9 @@ def test_a_change_file_outside_any_hour_partition_is_a_problem(built: Store,
     built.delete(source)
     code, report = _check(built, capsys)
     assert code == 6
-    (problem,) = report["problems"]  # type: ignore[misc]
+    problem, gone = sorted(report["problems"], key=lambda p: p["file"] != target)  # type: ignore[arg-type]
     assert problem["file"] == target and "is not in an hour partition" in problem["problem"]
+    assert gone["file"] == source and gone["problem"].startswith("is missing")
 
 
 def test_plain_check_says_what_it_verified_and_that_it_did_not_read_contents(
@@ -265,3 +273,79 @@ def test_an_unreadable_gap_record_is_a_problem(built: Store, capsys: pytest.Capt
     assert code == 6
     (problem,) = report["problems"]  # type: ignore[misc]
     assert problem["file"] == record and "is not a readable gap record" in problem["problem"]
+
+
+# --- deletions: the ledger of what the store's writers published (changelog.ledger) ---------------
+
+
+def test_a_deleted_change_file_of_the_newest_hour_is_named_by_check(built: Store,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    deleted = delete_newest_change_file(built)
+    code, report = _check(built, capsys)
+    assert code == 6
+    (problem,) = report["problems"]  # type: ignore[misc]
+    assert problem["file"] == deleted
+    assert problem["problem"].startswith("is missing: the ledger record ")
+    assert "no merge or expire removed it" in problem["problem"]
+    assert "moments from 2023-11-15T01:00:00Z on affected" in problem["affects"]
+
+
+def test_a_deleted_gap_record_no_checkpoint_lists_is_named_by_check(built: Store,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # A gap as recover records it: by sequence range, listed by no poller checkpoint.
+    gap = Gap("shardId-1", (LAST_SECOND + 60) * US, "trimmed", start_us=(OPS[9].second - 5) * US,
+              end_us=OPS[9].second * US, first_sequence_number="105", last_sequence_number="107", source="recover")
+    built.delete(write_gap(built, TABLE, gap))
+    code, report = _check(built, capsys)
+    assert code == 6
+    (problem,) = report["problems"]  # type: ignore[misc]
+    assert problem["file"] == f"tables/{TABLE}/gaps/shardId-1-105-to-107.json"
+    assert "says a gap was recorded here" in problem["problem"]
+
+
+def test_a_ledger_record_deleted_before_its_chains_newest_is_named_by_check(
+        built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    # The careful deleter removes a file and the record naming it; the chain's numbering tells.
+    records = ledger_records(built)
+    victim = records[2]
+    built.delete(victim)
+    code, report = _check(built, capsys)
+    assert code == 6
+    (problem,) = report["problems"]  # type: ignore[misc]
+    assert victim.startswith(problem["file"]) and "record 2 of the ledger chain" in problem["problem"]
+    assert problem["affects"].startswith("every moment refused until a bootstrap after ")
+
+
+def test_the_newest_ledger_record_and_its_file_deleted_together_go_unnoticed(
+        built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    # The documented limit (docs/reliability.md): S3 Object Lock is what closes it.
+    built.delete(ledger_records(built)[-1])
+    delete_newest_change_file(built)
+    code, report = _check(built, capsys)
+    assert code == 0 and report["checked"]["ledger_records"] == 6  # type: ignore[index]
+
+
+def test_a_merge_of_small_files_raises_no_alarm(built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    before = change_files(built, TABLE)
+    assert merge_small_files(built, TABLE, (LAST_SECOND + 3600) * US).files_in > 1
+    assert change_files(built, TABLE) != before
+    code, report = _check(built, capsys)
+    assert code == 0 and report["problems"] == []
+    assert report["checked"]["ledger_records"] > 7  # type: ignore[index]  (merged files and removals recorded)
+
+
+def test_a_file_merge_wrote_is_recorded_so_its_deletion_is_noticed(built: Store,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    merge_small_files(built, TABLE, (LAST_SECOND + 3600) * US)
+    deleted = delete_newest_change_file(built)
+    code, report = _check(built, capsys)
+    assert code == 6 and [p["file"] for p in report["problems"]] == [deleted]  # type: ignore[union-attr]
+
+
+def test_an_expire_raises_no_alarm(built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = plan_expire(built, TABLE, parse_policy("changes=1h"), now_us=LAST_SECOND * US)
+    assert plan.drop_changes
+    apply_expire(built, plan)
+    code, report = _check(built, capsys)
+    assert code == 0 and report["problems"] == []
+    assert report["checked"]["ledger_records"] == 7 + len(plan.drop_changes)  # type: ignore[index]

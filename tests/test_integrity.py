@@ -35,11 +35,13 @@ from tests.damage import (
     LAST_SECOND,
     OPS,
     SNAPSHOT_SECONDS,
+    T0,
     TABLE,
     US,
     Damage,
     at,
     build_store,
+    delete_newest_change_file,
     flip,
     fresh_s3_store,
     manifest_paths,
@@ -284,3 +286,36 @@ def test_a_gap_in_both_its_record_and_its_checkpoint_counts_once(built: Store) -
     write_gap(built, TABLE, gap)
     write_checkpoint(built, TABLE, Checkpoint("shardId-1", watermark_us=LAST_SECOND * US, gaps=(gap,)))
     assert all_gaps(built, TABLE) == (gap,)
+
+
+def test_a_refusal_inside_the_watermark_names_the_deleted_file(built: Store, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # A poller's checkpoint proves capture read past the deleted file: the loss, not the watermark, refuses.
+    write_checkpoint(built, TABLE, Checkpoint("shardId-1", watermark_us=LAST_SECOND * US))
+    deleted = delete_newest_change_file(built)
+    capsys.readouterr()
+    assert run_cli(["replay", "--table", TABLE, "--store", built.uri, "--at", at(LAST_SECOND),
+                    "--to-file", str(tmp_path / "out.jsonl")]) == 5
+    err = capsys.readouterr().err
+    assert f"a missing change file {deleted}" in err and "bootstrap" in err
+
+
+def test_status_claims_no_moment_a_deleted_file_served(built: Store) -> None:
+    write_checkpoint(built, TABLE, Checkpoint("shardId-1", watermark_us=LAST_SECOND * US))
+    deleted = delete_newest_change_file(built)
+    hour_start = (LAST_SECOND - LAST_SECOND % 3600) * US  # 2023-11-15T01:00:00Z, the deleted file's hour
+    assert "/hour=01/" in deleted
+    cov = coverage(built, TABLE)
+    # Every moment before the file's hour is still claimed; none from it on.
+    assert cov.intervals == ((T0 * US, hour_start - 1),)
+
+
+def test_a_deleted_gap_record_that_no_checkpoint_lists_does_not_lift_the_refusal(
+        built: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gap = Gap("shardId-1", (LAST_SECOND + 60) * US, "trimmed", start_us=(OPS[9].second - 5) * US,
+              end_us=OPS[9].second * US, first_sequence_number="105", last_sequence_number="107", source="recover")
+    built.delete(write_gap(built, TABLE, gap))
+    capsys.readouterr()
+    assert run_cli(["replay", "--table", TABLE, "--store", built.uri, "--at", at(LAST_SECOND),
+                    "--to-file", str(tmp_path / "out.jsonl")]) == 5
+    assert "shardId-1-105-to-107.json is missing" in capsys.readouterr().err

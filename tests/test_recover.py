@@ -319,6 +319,23 @@ def test_a_trimmed_batch_becomes_a_gap_and_the_message_is_deleted(
     assert gap.source == "recover"
 
 
+def test_a_deleted_gap_record_that_recover_found_is_noticed(
+    scenario: Scenario, store: Store, queue: str, trimmed: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # recover lists its gap in no checkpoint: only the ledger still knows the record was written.
+    send(queue, scenario.failure_message())
+    run_recover(store, queue)
+    (record,) = store.list(f"tables/{TABLE}/gaps/")
+    store.delete(record)
+    capsys.readouterr()
+    assert main(["check", "--store", store.uri]) == 6
+    out = capsys.readouterr().out
+    assert record in out and "is missing" in out
+    cov = coverage(store, TABLE)  # what status and every reader count: the gap still cuts coverage
+    assert any(record in loss.what for loss in cov.losses)
+    assert all(high < (T0 + 10) * SECOND - STREAM_TIME_MARGIN_US for _, high in cov.intervals)
+
+
 def test_status_shows_the_gap(
     scenario: Scenario, store: Store, queue: str, trimmed: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             if cov.losses or len(cov.intervals) != 1:
                 # Coverage is a set of intervals: earliest and latest alone would promise the moments a loss cut.
                 print(f"{cov.table} restorable: {describe_intervals(cov.intervals)}; "
-                      f"{len(cov.losses):,} loss(es) (gaps or quarantined records)")
+                      f"{len(cov.losses):,} loss(es) (gaps, quarantined records or missing files)")
         for proof in proofs:
             # What the newest restorable moment rests on, and what holds it back (the stack's hourly proof).
             print(proof.describe())

@@ -1,0 +1,263 @@
+"""The ledger: what the store's own writers published and removed, so that a deletion is noticed.
+
+Every change file a writer publishes (capture on every path, requeue, merge: all go through
+``changelog.changefile.publish_change_file``) is recorded right after its bytes are written, and
+every gap record right after it is written (``changelog.gaps.write_gap``). A change file that the
+store's own writers delete on purpose (merge replacing small files, ``expire`` dropping old ones) is
+recorded as removed right before it is deleted. Write first, record last: a crash in between leaves
+a file no record names, which is never an alarm (stores written before the ledger have only such).
+
+Each record is one empty object whose name says everything, so the ledger is read from the listing
+every reader already makes (``changelog.state.coverage``) and never fetched:
+
+    tables/<table>/ledger/<chain>/<n, 12 digits>-<written µs, 16 digits>~put~<bytes>~dt=YYYY-MM-DD~hour=HH~<file name>
+    ...~del~dt=YYYY-MM-DD~hour=HH~<file name>
+    ...~gap~<start µs, or x when unknown>~<end µs>~<gap record name>
+
+(names without their ``.parquet`` / ``.json``, so that no glob over a table's files matches a record).
+
+A chain is one writer's records in one table (a Lambda container, a ``consume`` run, a ``recover``,
+``requeue``, ``compact`` or ``expire`` run), numbered from 0 with no hole. What goes missing:
+
+- a change file a ``put`` record names and no ``del`` record names: a loss from the start of its
+  hour partition (its rows' first time is inside that hour) to the hour's end;
+- a gap record a ``gap`` record names that neither exists nor is listed by a checkpoint: the loss
+  the gap was, from the bounds its ``gap`` record carries;
+- a record numbered below its chain's newest: what it recorded is unknown, so every moment up to
+  the next record's time (plus the stream time margin) may lack a change.
+
+The limit: the newest record of a chain names nothing after it, so deleting it together with what it
+records goes unnoticed. S3 Object Lock (compliance mode on the store's prefix) closes that: no record
+and no file can be deleted before its retention ends. ``docs/reliability.md`` says the same.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+import weakref
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from changelog.layout import (
+    HOUR_US,
+    change_file_place,
+    ledger_root,
+    parse_change_file_name,
+    table_root,
+)
+from changelog.restorable import GAP_REMEDY, Loss
+from changelog.store import Store
+from changelog.timefmt import format_time, from_micros
+
+# How long before a record is written a change it names may be stamped (changelog.gaps's margin).
+_MARGIN_US = 5_000_000
+_CHAIN = r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{16}"
+_PARTITION = r"dt=[0-9]{4}-[0-9]{2}-[0-9]{2}~hour=[0-9]{2}"
+# Names are kept without their extensions: no glob for *.parquet or *.json ever matches a record.
+_FILE = r"[0-9]{1,40}-[0-9]{1,40}-[0-9a-f]{32}"
+_RECORD = re.compile(
+    r"(?P<chain>" + _CHAIN + r")/(?P<n>[0-9]{12})-(?P<written>[0-9]{16})~(?:"
+    r"put~(?P<size>[0-9]{1,15})~(?P<put>" + _PARTITION + "~" + _FILE + r")"
+    r"|del~(?P<del>" + _PARTITION + "~" + _FILE + r")"
+    r"|gap~(?P<start>[0-9]{1,17}|x)~(?P<end>[0-9]{1,17})~(?P<gap>[A-Za-z0-9._-]{1,300}))")
+_GAP_NAME = re.compile(r"[A-Za-z0-9._-]{1,300}\.json")
+
+GAP_RECORD = "gap record"
+CHANGE_FILE = "change file"
+LEDGER_RECORD = "ledger record"
+MISSING_FILE_REMEDY = ("put it back from the bucket's object versions (or a copy of the store), or bootstrap a new "
+                       "base with 'ddb-rewind bootstrap --scan' to restore moments after it")
+MISSING_RECORD_REMEDY = ("put it back from the bucket's object versions (or a copy of the store), or bootstrap a "
+                         "new base with 'ddb-rewind bootstrap --scan' to restore moments after it")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One ledger record, as its name says."""
+
+    path: str
+    chain: str
+    number: int
+    written_us: int
+    kind: str  # "put", "del" or "gap"
+    target: str  # the change file or gap record it names (a store path)
+    size: int | None = None  # put: the file's bytes
+    start_us: int | None = None  # gap: its bounds
+    end_us: int | None = None
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Something the ledger says the store holds and it does not: ``path`` and the loss it is."""
+
+    path: str
+    kind: str  # CHANGE_FILE, GAP_RECORD or LEDGER_RECORD
+    problem: str  # a phrase after the path, for ``check``
+    loss: Loss
+
+
+@dataclass
+class _Chain:
+    name: str
+    next_number: int = 0
+
+
+_lock = threading.Lock()
+# One chain per store object and table: a Lambda container's cached store, a command's store.
+_chains: weakref.WeakKeyDictionary[Store, dict[str, _Chain]] = weakref.WeakKeyDictionary()
+
+
+def _new_chain() -> _Chain:
+    return _Chain(f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:16]}")
+
+
+def _append(store: Store, table: str, entry: str) -> str:
+    """Write one record at the end of this writer's chain in ``table``; returns its path."""
+    with _lock:
+        chains = _chains.setdefault(store, {})
+        chain = chains.setdefault(table, _new_chain())
+        path = f"{ledger_root(table)}{chain.name}/{chain.next_number:012d}-{time.time_ns() // 1000:016d}~{entry}"
+        store.write(path, b"")
+        chain.next_number += 1  # only once written: a failed write is retried under the same number
+        return path
+
+
+def _file_entry(path: str) -> tuple[str, str]:
+    """(table, ``dt=...~hour=...~name``) of a change file path; ValueError when it is not one."""
+    place = change_file_place(path)
+    name = path.rsplit("/", 1)[-1]
+    if place is None or parse_change_file_name(path) is None:
+        raise ValueError(f"{path} is not a change file path")
+    return place.table, f"{place.partition.replace('/', '~')}~{name.removesuffix('.parquet')}"
+
+
+def record_published(store: Store, path: str, size: int) -> str:
+    """Record that the change file ``path`` of ``size`` bytes is in the store; call after writing it."""
+    table, entry = _file_entry(path)
+    return _append(store, table, f"put~{size}~{entry}")
+
+
+def record_removed(store: Store, paths: Iterable[str]) -> None:
+    """Record that the store's own writer is deleting these change files; call before deleting them."""
+    for path in paths:
+        table, entry = _file_entry(path)
+        _append(store, table, f"del~{entry}")
+
+
+def record_gap(store: Store, table: str, path: str, start_us: int | None, end_us: int) -> str:
+    """Record that the gap record ``path`` (its loss from ``start_us`` to ``end_us``) is in the store."""
+    name = path.rsplit("/", 1)[-1]
+    if not _GAP_NAME.fullmatch(name) or path != f"{table_root(table)}/gaps/{name}":
+        raise ValueError(f"{path} is not a gap record of {table}")
+    start = "x" if start_us is None else str(max(start_us, 0))
+    return _append(store, table, f"gap~{start}~{max(end_us, 0)}~{name.removesuffix('.json')}")
+
+
+def parse_records(table: str, listing: Iterable[str]) -> tuple[list[Record], list[str]]:
+    """The ledger records of ``table`` in a listing of its prefix, and the paths under the ledger that are none."""
+    root = ledger_root(table)
+    records: list[Record] = []
+    foreign: list[str] = []
+    for path in listing:
+        if not path.startswith(root):
+            continue
+        match = _RECORD.fullmatch(path[len(root):])
+        if match is None:
+            foreign.append(path)
+            continue
+        common = (path, match["chain"], int(match["n"]), int(match["written"]))
+        if match["put"] is not None:
+            records.append(Record(*common, "put", _change_path(table, match["put"]), size=int(match["size"])))
+        elif match["del"] is not None:
+            records.append(Record(*common, "del", _change_path(table, match["del"])))
+        else:
+            start = None if match["start"] == "x" else int(match["start"])
+            records.append(Record(*common, "gap", f"{table_root(table)}/gaps/{match['gap']}.json",
+                                  start_us=start, end_us=int(match["end"])))
+    return records, foreign
+
+
+def _change_path(table: str, entry: str) -> str:
+    day, hour, name = entry.split("~")
+    return f"{table_root(table)}/changes/{day}/{hour}/{name}.parquet"
+
+
+def find_missing(store: Store, table: str, listing: Sequence[str], records: Sequence[Record],
+                 gap_records: Iterable[str]) -> tuple[Missing, ...]:
+    """What the ledger records and the store no longer holds, unless its own writer removed it.
+
+    ``listing`` is of the table's prefix; ``gap_records`` the gap record paths known otherwise
+    (listed by a checkpoint). A suspect is looked up once more before it is reported: a listing is
+    not one instant, and a writer may have added a file and its record while it ran.
+    """
+    present = set(listing)
+    known_gaps = set(gap_records)
+    removed = {r.target for r in records if r.kind == "del"}
+    found: dict[str, Missing] = {}
+    for record in records:
+        if record.target in present or record.target in found:
+            continue
+        if record.kind == "put" and record.target not in removed and not store.exists(record.target):
+            found[record.target] = _missing_file(record)
+        if record.kind == "gap" and record.target not in known_gaps and not store.exists(record.target):
+            found[record.target] = _missing_gap(record)
+    for hole in _holes(store, table, records):
+        found[hole.path] = hole
+    return tuple(found[path] for path in sorted(found))
+
+
+def _missing_file(record: Record) -> Missing:
+    place = change_file_place(record.target)
+    assert place is not None  # parse_records built the path from a checked partition
+    loss = Loss(place.hour_us, place.hour_us + HOUR_US - 1,
+                f"a missing change file {record.target} (written by capture, removed by no merge or expire)",
+                MISSING_FILE_REMEDY)
+    problem = (f"is missing: the ledger record {record.path} says capture published it ({record.size} bytes) "
+               "and no merge or expire removed it")
+    return Missing(record.target, CHANGE_FILE, problem, loss)
+
+
+def _missing_gap(record: Record) -> Missing:
+    assert record.end_us is not None
+    start = "an unknown time" if record.start_us is None else format_time(from_micros(record.start_us))
+    bounds = f"from {start} to {format_time(from_micros(record.end_us))}"
+    loss = Loss(record.start_us, record.end_us, f"a gap whose record {record.target} is missing ({bounds})",
+                GAP_REMEDY)
+    problem = f"is missing: the ledger record {record.path} says a gap was recorded here ({bounds})"
+    return Missing(record.target, GAP_RECORD, problem, loss)
+
+
+def _holes(store: Store, table: str, records: Sequence[Record]) -> list[Missing]:
+    """Records missing inside a chain (numbers below its newest that no record carries)."""
+    by_chain: dict[str, dict[int, int]] = defaultdict(dict)
+    for record in records:
+        by_chain[record.chain][record.number] = record.written_us
+    holes: list[Missing] = []
+    for chain, numbers in sorted(by_chain.items()):
+        if len(numbers) == max(numbers) + 1:
+            continue
+        # Listed again: a writer may have written the later records while the listing passed.
+        again, _ = parse_records(table, store.list(f"{ledger_root(table)}{chain}/"))
+        numbers = {**numbers, **{r.number: r.written_us for r in again}}
+        for number in range(max(numbers)):
+            if number in numbers:
+                continue
+            later = min(written for n, written in numbers.items() if n > number)
+            path = f"{ledger_root(table)}{chain}/{number:012d}"
+            loss = Loss(None, later + _MARGIN_US, f"a missing ledger record {path} (what it recorded is unknown)",
+                        MISSING_RECORD_REMEDY)
+            problem = (f"is missing: record {number} of the ledger chain {chain}, whose later records are there; "
+                       "the change file or gap it recorded cannot be known")
+            holes.append(Missing(path, LEDGER_RECORD, problem, loss))
+    return holes
+
+
+def missing_losses(store: Store, table: str, listing: Sequence[str], gap_records: Iterable[str]) -> list[Loss]:
+    """The losses coverage counts for what went missing (``find_missing``); foreign names are ``check``'s."""
+    records, _foreign = parse_records(table, listing)
+    return [missing.loss for missing in find_missing(store, table, listing, records, gap_records)]

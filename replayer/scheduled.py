@@ -5,7 +5,7 @@ Each run, for the table REWIND_TABLE of the store REWIND_STORE:
 1. the coverage proof (``changelog.proof``): capture lag, shards listed but never read, gaps and
    quarantined records, published as metrics;
 2. a restore drill (``replayer.verify.restore_drill``) at a random restorable moment, seeded by the
-   run's time so a failed drill can be repeated with ``ddb-rewind verify --drill --at``;
+   run's time so a failed drill can be repeated with ``ddb-rewind verify --drill-at``;
 3. ``check --read-data`` over a rotating share of the files (``in_sample``), so that every file is
    read whole and hashed at least once every REWIND_VERIFY_CYCLE_DAYS, and every other check
    (names, sizes, manifests and their chain, gap records) over every file.

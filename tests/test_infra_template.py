@@ -499,8 +499,40 @@ def test_functions_are_built_from_the_build_script_artifact(resources: dict[str,
     assert resources[function]["Metadata"]["BuildMethod"] == "makefile"
     assert resources[function]["Properties"]["CodeUri"] == "."
     makefile = (INFRA / "Makefile").read_text(encoding="utf-8")
-    assert re.search(rf"^(\S+ )*build-{function}( \S+)*:", makefile, re.MULTILINE)
-    assert ".build/artifact" in makefile
+    (rule,) = re.findall(rf"^(?:\S+ )*build-{function}(?: \S+)*:\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    # The capture functions get the artifact without the SQL engine; the others the full one.
+    artifact = "CAPTURE" if function in ("ConsumerFunction", "RecoverFunction") else "FULL"
+    assert f'cp -R "$({artifact})/." "$(ARTIFACTS_DIR)/"' in rule
+
+
+def _distribution(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_lambda_pins_cover_every_runtime_dependency_with_a_version_it_accepts() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pins: dict[str, str] = {}
+    for line in (INFRA / "requirements-lambda.txt").read_text(encoding="utf-8").splitlines():
+        text = line.split("#", 1)[0].strip()
+        if text:
+            name, _, version = text.partition("==")
+            assert version, f"{text}: every line of the pins is an exact == pin"
+            pins[_distribution(name)] = version
+    project = tomllib.loads((INFRA.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for dependency in map(Requirement, project["dependencies"]):
+        name = _distribution(dependency.name)
+        assert name in pins, f"{name} is a runtime dependency without a pin in infra/requirements-lambda.txt"
+        assert dependency.specifier.contains(pins[name]), f"{name}=={pins[name]} is outside {dependency.specifier}"
+
+
+def test_build_installs_only_the_pins_without_resolving() -> None:
+    script = (INFRA / "build.sh").read_text(encoding="utf-8")
+    installs = [line for line in script.splitlines() if "pip_target --target" in line]
+    assert installs and all("--no-deps" in line for line in installs)
+    assert "budget_mib=200" in script
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")

@@ -108,10 +108,69 @@ def _function(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
 
 
 def _stream_event(template: dict[str, Any]) -> dict[str, Any]:
-    events = _function(template, "ConsumerFunction")["Events"]
-    streams = [e["Properties"] for e in events.values() if e["Type"] == "DynamoDB"]
-    assert len(streams) == 1, "the consumer must have exactly one DynamoDB stream trigger"
-    return streams[0]
+    """The consumer's one stream trigger (a plain mapping, so that its source can follow StreamSource)."""
+    assert "Events" not in _function(template, "ConsumerFunction"), "the trigger is ConsumerStreamMapping"
+    mappings = [r["Properties"] for r in template["Resources"].values()
+                if r["Type"] == "AWS::Lambda::EventSourceMapping"
+                and r["Properties"]["FunctionName"] == {"Ref": "ConsumerFunction"}]
+    assert len(mappings) == 1, "the consumer must have exactly one stream trigger"
+    return mappings[0]
+
+
+def _condition_value(template: dict[str, Any], node: Any, parameters: dict[str, str]) -> bool:
+    """A condition evaluated as CloudFormation would for these parameter values (defaults for the rest)."""
+    if isinstance(node, dict) and "Condition" in node:
+        return _condition_value(template, template["Conditions"][node["Condition"]], parameters)
+    ((function, arguments),) = node.items()
+    if function == "Fn::Equals":
+        left, right = (_resolved(template, argument, parameters) for argument in arguments)
+        return bool(left == right)
+    if function == "Fn::Not":
+        return not _condition_value(template, arguments[0], parameters)
+    if function in ("Fn::And", "Fn::Or"):
+        values = [_condition_value(template, argument, parameters) for argument in arguments]
+        return all(values) if function == "Fn::And" else any(values)
+    raise AssertionError(f"_condition_value does not know {function}")
+
+
+def _resolved(template: dict[str, Any], node: Any, parameters: dict[str, str]) -> Any:
+    """``node`` with every Fn::If decided and parameter Refs replaced by their values; AWS::NoValue dropped.
+
+    Refs to resources and other intrinsics are left as they are: what a choice of parameters changes
+    is which statements, mappings and ARNs the stack gets, and that is what the tests compare.
+    """
+    if isinstance(node, list):
+        values = [_resolved(template, value, parameters) for value in node]
+        return [value for value in values if value != NO_VALUE]
+    if not isinstance(node, dict):
+        return node
+    if "Fn::If" in node:
+        condition, when_true, when_false = node["Fn::If"]
+        chosen = when_true if _condition_value(template, template["Conditions"][condition], parameters) else when_false
+        return _resolved(template, chosen, parameters)
+    if set(node) == {"Ref"} and node["Ref"] in template["Parameters"]:
+        name = node["Ref"]
+        return parameters.get(name, template["Parameters"][name].get("Default"))
+    return {key: _resolved(template, value, parameters) for key, value in node.items()}
+
+
+DYNAMODB_SOURCE = {"StreamSource": "DynamoDBStreams",
+                   "TableStreamArn": "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00"}
+KINESIS_SOURCE = {"StreamSource": "KinesisDataStreams", "TableStreamArn": "", "KinesisStreamName": "orders-changes"}
+# The Kinesis stream's ARN as the template builds it from KinesisStreamName (same account and region).
+KINESIS_ARN = {"Fn::Sub": "arn:${AWS::Partition}:kinesis:${AWS::Region}:${AWS::AccountId}:stream/${KinesisStreamName}"}
+
+
+def _source_actions(template: dict[str, Any], role: str, parameters: dict[str, str]) -> dict[str, set[str]]:
+    """The stream actions (dynamodb stream reads, kinesis) a role gets for a choice of source, by resource."""
+    resolved = _resolved(template, template["Resources"][role]["Properties"], parameters)
+    found: dict[str, set[str]] = {}
+    for _, statement in _policy_statements(resolved, role):
+        for action in _as_list(statement["Action"]):
+            if action.startswith("kinesis:") or action in ("dynamodb:DescribeStream", "dynamodb:GetRecords",
+                                                           "dynamodb:GetShardIterator"):
+                found.setdefault(str(statement["Resource"]), set()).add(action)
+    return found
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -329,7 +388,6 @@ def test_stream_trigger_sends_exhausted_batches_to_an_encrypted_queue(
     template: dict[str, Any], resources: dict[str, Any]
 ) -> None:
     on_failure = _stream_event(template)["DestinationConfig"]["OnFailure"]
-    assert on_failure["Type"] == "SQS"
     queue_id, attribute = on_failure["Destination"]["Fn::GetAtt"]
     assert attribute == "Arn"
     queue = resources[queue_id]
@@ -343,8 +401,36 @@ def test_stream_trigger_batch_size_and_window_are_parameters(template: dict[str,
         assert event[prop]["Ref"] in template["Parameters"], prop
 
 
-def test_stream_trigger_reads_the_table_stream_parameter(template: dict[str, Any]) -> None:
-    assert _stream_event(template)["Stream"] == {"Ref": "TableStreamArn"}
+def test_stream_trigger_reads_the_table_stream_by_default(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["StreamSource"]["Default"] == "DynamoDBStreams"
+    mapping = _resolved(template, _stream_event(template), DYNAMODB_SOURCE)
+    assert mapping["EventSourceArn"] == DYNAMODB_SOURCE["TableStreamArn"]
+
+
+def test_stream_trigger_reads_the_kinesis_stream_when_that_source_is_chosen(template: dict[str, Any]) -> None:
+    mapping = _resolved(template, _stream_event(template), KINESIS_SOURCE)
+    assert mapping["EventSourceArn"] == KINESIS_ARN
+
+
+@pytest.mark.parametrize("source", [DYNAMODB_SOURCE, KINESIS_SOURCE], ids=["dynamodb", "kinesis"])
+def test_both_sources_keep_the_same_trigger_settings_and_failure_destination(
+    template: dict[str, Any], source: dict[str, str]
+) -> None:
+    mapping = _resolved(template, _stream_event(template), source)
+    assert mapping["StartingPosition"] == "TRIM_HORIZON"
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BisectBatchOnFunctionError"] is True
+    assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": {"Fn::GetAtt": ["FailureQueue", "Arn"]}}}
+
+
+@pytest.mark.parametrize(("source", "arn_parameter"), [("DynamoDBStreams", "TableStreamArn"),
+                                                       ("KinesisDataStreams", "KinesisStreamName")])
+def test_the_chosen_source_must_name_its_stream(template: dict[str, Any], source: str, arn_parameter: str) -> None:
+    (rule,) = [r for r in template["Rules"].values()
+               if r["RuleCondition"] == {"Fn::Equals": [{"Ref": "StreamSource"}, source]}]
+    assert [a["Assert"] for a in rule["Assertions"]] == [
+        {"Fn::Not": [{"Fn::Equals": [{"Ref": arn_parameter}, ""]}]}]
+    assert template["Parameters"]["StreamSource"]["AllowedValues"] == ["DynamoDBStreams", "KinesisDataStreams"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -413,8 +499,40 @@ def test_functions_are_built_from_the_build_script_artifact(resources: dict[str,
     assert resources[function]["Metadata"]["BuildMethod"] == "makefile"
     assert resources[function]["Properties"]["CodeUri"] == "."
     makefile = (INFRA / "Makefile").read_text(encoding="utf-8")
-    assert re.search(rf"^(\S+ )*build-{function}( \S+)*:", makefile, re.MULTILINE)
-    assert ".build/artifact" in makefile
+    (rule,) = re.findall(rf"^(?:\S+ )*build-{function}(?: \S+)*:\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    # The capture functions get the artifact without the SQL engine; the others the full one.
+    artifact = "CAPTURE" if function in ("ConsumerFunction", "RecoverFunction") else "FULL"
+    assert f'cp -R "$({artifact})/." "$(ARTIFACTS_DIR)/"' in rule
+
+
+def _distribution(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_lambda_pins_cover_every_runtime_dependency_with_a_version_it_accepts() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pins: dict[str, str] = {}
+    for line in (INFRA / "requirements-lambda.txt").read_text(encoding="utf-8").splitlines():
+        text = line.split("#", 1)[0].strip()
+        if text:
+            name, _, version = text.partition("==")
+            assert version, f"{text}: every line of the pins is an exact == pin"
+            pins[_distribution(name)] = version
+    project = tomllib.loads((INFRA.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for dependency in map(Requirement, project["dependencies"]):
+        name = _distribution(dependency.name)
+        assert name in pins, f"{name} is a runtime dependency without a pin in infra/requirements-lambda.txt"
+        assert dependency.specifier.contains(pins[name]), f"{name}=={pins[name]} is outside {dependency.specifier}"
+
+
+def test_build_installs_only_the_pins_without_resolving() -> None:
+    script = (INFRA / "build.sh").read_text(encoding="utf-8")
+    installs = [line for line in script.splitlines() if "pip_target --target" in line]
+    assert installs and all("--no-deps" in line for line in installs)
+    assert "budget_mib=200" in script
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
@@ -544,6 +662,34 @@ def test_functions_use_explicit_roles_without_sam_policies(template: dict[str, A
             assert template["Resources"][role_id]["Type"] == "AWS::IAM::Role"
         if resource["Type"] == "AWS::IAM::Role":
             assert "ManagedPolicyArns" not in resource["Properties"], logical_id
+
+
+def test_consumer_reads_only_the_table_stream_when_it_is_the_source(template: dict[str, Any]) -> None:
+    assert _source_actions(template, "ConsumerRole", DYNAMODB_SOURCE) == {
+        DYNAMODB_SOURCE["TableStreamArn"]: {"dynamodb:DescribeStream", "dynamodb:GetRecords",
+                                            "dynamodb:GetShardIterator"}}
+
+
+def test_consumer_reads_only_the_kinesis_stream_when_it_is_the_source(template: dict[str, Any]) -> None:
+    assert _source_actions(template, "ConsumerRole", KINESIS_SOURCE) == {
+        str(KINESIS_ARN): {"kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:DescribeStream",
+                                             "kinesis:DescribeStreamSummary", "kinesis:ListShards",
+                                             "kinesis:SubscribeToShard"}}
+
+
+def test_recover_re_reads_the_table_stream_only_when_it_is_the_source(template: dict[str, Any]) -> None:
+    assert _source_actions(template, "RecoverRole", DYNAMODB_SOURCE) == {
+        DYNAMODB_SOURCE["TableStreamArn"]: {"dynamodb:GetRecords", "dynamodb:GetShardIterator"}}
+    # Recover does not re-read Kinesis ranges (docs/deploy.md): it gets no stream access at all.
+    assert _source_actions(template, "RecoverRole", KINESIS_SOURCE) == {}
+
+
+@pytest.mark.parametrize("source", [DYNAMODB_SOURCE, KINESIS_SOURCE], ids=["dynamodb", "kinesis"])
+def test_iterator_age_alarm_watches_the_consumer_whatever_its_source(
+    template: dict[str, Any], source: dict[str, str]
+) -> None:
+    resolved = _resolved(template, template["Resources"], source)
+    assert _find_alarm(resolved, "IteratorAge", {"Ref": "ConsumerFunction"})["Namespace"] == "AWS/Lambda"
 
 
 def test_stream_read_is_scoped_to_the_stream_arn(resources: dict[str, Any]) -> None:
@@ -804,7 +950,9 @@ def test_outputs_name_what_operators_need(template: dict[str, Any]) -> None:
 
 # moto skips (with a warning) the resource types it does not model.
 @pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
-def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("source", ["DynamoDBStreams", "KinesisDataStreams"])
+def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                             source: str) -> None:
     """The wiring (Ref, GetAtt, Sub, Conditions, Outputs) resolves and moto builds what it models.
 
     moto models the bucket, key, queue, topic, roles, log groups, functions, the event source
@@ -841,13 +989,24 @@ def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypat
             BillingMode="PAY_PER_REQUEST",
             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
         )["TableDescription"]
+        if source == "KinesisDataStreams":
+            kinesis = boto3.client("kinesis")
+            kinesis.create_stream(StreamName="orders-changes", ShardCount=1)
+            source_arn = kinesis.describe_stream_summary(StreamName="orders-changes")[
+                "StreamDescriptionSummary"]["StreamARN"]
+            source_parameters = [{"ParameterKey": "TableStreamArn", "ParameterValue": ""},
+                                 {"ParameterKey": "KinesisStreamName", "ParameterValue": "orders-changes"}]
+        else:
+            source_arn = table["LatestStreamArn"]
+            source_parameters = [{"ParameterKey": "TableStreamArn", "ParameterValue": source_arn}]
         cloudformation = boto3.client("cloudformation")
         cloudformation.create_stack(
             StackName="rewind-orders",
             TemplateBody=body,
             Parameters=[
                 {"ParameterKey": "TableName", "ParameterValue": "orders"},
-                {"ParameterKey": "TableStreamArn", "ParameterValue": table["LatestStreamArn"]},
+                {"ParameterKey": "StreamSource", "ParameterValue": source},
+                *source_parameters,
                 {"ParameterKey": "GlueDatabaseName", "ParameterValue": "rewind_orders"},
             ],
             Capabilities=["CAPABILITY_IAM"],
@@ -871,7 +1030,7 @@ def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypat
         assert consumer["Environment"]["Variables"]["REWIND_STORE"] == outputs["StoreUri"]
         mappings = awslambda.list_event_source_mappings(FunctionName=outputs["ConsumerFunctionName"])
         (mapping,) = mappings["EventSourceMappings"]
-        assert mapping["EventSourceArn"] == table["LatestStreamArn"]
+        assert mapping["EventSourceArn"] == source_arn
         assert mapping["StartingPosition"] == "TRIM_HORIZON"
         compactor = awslambda.get_function_configuration(FunctionName=outputs["CompactorFunctionName"])
         assert compactor["Handler"] == "compactor.handler.lambda_handler"

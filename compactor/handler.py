@@ -12,7 +12,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from changelog.errors import ConflictError, RewindError
+from changelog.errors import ConflictError, RewindError, TimeOutOfRange
 from changelog.settings import observe as observe_settings
 from changelog.store import Store, open_store
 from compactor.compaction import compact
@@ -40,7 +40,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         changed = None
     try:
         result = compact(store, table)
-    except ConflictError as exc:
+    except (ConflictError, TimeOutOfRange) as exc:
+        # Another compactor won, or there is no restorable moment to snapshot yet (a table with nothing
+        # captured, or one a gap cuts: the Gaps alarm says that): nothing for this run to do.
         logger.warning("compaction skipped", extra={"reason": str(exc)})
         return {"snapshot": None, "skipped": str(exc), "settings_recorded": changed is not None}
     summary: dict[str, Any] = {

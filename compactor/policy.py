@@ -12,6 +12,8 @@ from changelog.errors import UsageError
 
 _ENTRY = re.compile(r"^(daily|monthly|changes)=(\d+)([a-z]?)$")
 CHANGE_UNITS = {"h": "hours", "d": "days", "w": "weeks", "m": "months", "y": "years"}
+_HOURS = {"h": 1, "d": 24, "w": 24 * 7, "m": 24 * 31, "y": 24 * 366}
+MAX_RETENTION_HOURS = 1000 * 366 * 24
 _GRAMMAR = "use e.g. daily=35d,monthly=24m,changes=400d (changes units: h, d, w, m, y)"
 
 
@@ -49,6 +51,13 @@ def parse_policy(text: str) -> Policy:
         seen[name] = (count, unit)
     if "changes" not in seen:
         raise UsageError(f"the policy must say how long changes are kept (changes=...): {_GRAMMAR}")
+    count, unit = seen["changes"]
+    # Beyond a thousand years is a typo (and overflows date arithmetic): refused wherever a policy is read.
+    if count * _HOURS[unit] > MAX_RETENTION_HOURS:
+        raise UsageError(f"changes={count}{unit} is more than 1000 years")
+    for name, limit in (("daily", 366_000), ("monthly", 12_000)):
+        if seen.get(name, (0, ""))[0] > limit:
+            raise UsageError(f"{name}={seen[name][0]} is more than 1000 years of snapshots")
     return Policy(
         daily=seen.get("daily", (0, ""))[0],
         monthly=seen.get("monthly", (0, ""))[0],

@@ -25,7 +25,7 @@ from changelog.errors import (
     UsageError,
     WriteFailed,
 )
-from ddb_rewind.args import resolve_times
+from ddb_rewind.args import joined_relative_times, resolve_times
 from ddb_rewind.commands import COMMANDS
 
 
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
         os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"]
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(joined_relative_times(sys.argv[1:] if argv is None else list(argv)))
     except SystemExit as exc:  # argparse has printed its one line (or --help, --version)
         return int(exc.code or 0)
     try:

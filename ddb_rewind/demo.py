@@ -15,6 +15,7 @@ import random
 import shutil
 import socket
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,8 @@ def local_aws() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
+    # moto keeps its state per process: a second demo in one process starts from an empty AWS.
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30).close()
     saved = {name: os.environ.get(name) for name in _ENV}
     os.environ.update(_ENV | {"AWS_ENDPOINT_URL": endpoint})
     try:

@@ -181,3 +181,15 @@ def test_expire_measures_its_horizon_from_the_watermark_not_from_a_future_snapsh
     assert plan.now_us == END * 1_000_000
     kept_window = [p for p in change_files(captured, TABLE) if p not in plan.drop_changes]
     assert kept_window, "the last hour of changes must stay"
+
+
+def test_the_scheduled_lambda_skips_a_table_with_nothing_captured_yet(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                                                        aws: None) -> None:
+    # A stack deployed on a quiet table: no compactor error (and no alarm) until a change is captured.
+    from changelog.meta import write_meta
+
+    write_meta(store, {"table_name": TABLE, "key_schema": [], "description": None})
+    monkeypatch.setenv("REWIND_STORE", store.uri)
+    monkeypatch.setenv("REWIND_TABLE", TABLE)
+    summary = lambda_handler({}, None)
+    assert summary["snapshot"] is None and "nothing captured yet" in summary["skipped"]

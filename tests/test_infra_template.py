@@ -1063,7 +1063,8 @@ def test_the_compactor_applies_the_stacks_retention_policy(template: dict[str, A
     assert template["Parameters"]["RetentionPolicy"]["Default"] == ""
 
 
-@pytest.mark.parametrize("policy", ["", "changes=400d", "daily=35d,monthly=24m,changes=400d", "changes=1y"])
+@pytest.mark.parametrize("policy", ["", "changes=400d", "daily=35d,monthly=24m,changes=400d", "changes=1y",
+                                    "daily=7,changes=1w"])
 def test_the_retention_parameter_takes_what_expire_takes(template: dict[str, Any], policy: str) -> None:
     import re
 
@@ -1074,7 +1075,8 @@ def test_the_retention_parameter_takes_what_expire_takes(template: dict[str, Any
         parse_policy(policy)
 
 
-@pytest.mark.parametrize("policy", ["forever", "changes=", "daily=35d;", "changes=5x"])
+@pytest.mark.parametrize("policy", ["forever", "changes=", "daily=35d;", "changes=5x", "daily=35d",
+                                    "daily=35h,changes=1d", "changes=0d", "monthly=2d,changes=1y"])
 def test_the_retention_parameter_refuses_at_deploy_what_expire_refuses(template: dict[str, Any], policy: str) -> None:
     import re
 

@@ -69,3 +69,10 @@ def test_latest_of_a_store_without_the_table_is_one_line(store: Store, capsys: p
     code = main(["replay", "--table", TABLE, "--store", store.uri, "--at", "latest", "--to-file", "-"])
     err = capsys.readouterr().err
     assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_time_before_now_is_taken_after_a_space_too(captured: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse would take "-2h" for an option; the CLI reads it as the TIME it is.
+    assert main(["timeline", "--table", TABLE, "--store", captured.uri, "--from", "-520w", "--to", "-1s",
+                 "--format", "json"]) == 0
+    assert sum(b["total"] for b in json.loads(capsys.readouterr().out)) == 5

@@ -82,5 +82,7 @@ def register_doc_function(con: duckdb.DuckDBPyConnection) -> None:
     """
     from duckdb import func, sqltypes
 
-    con.create_function(DOC_FUNCTION, _docs, [sqltypes.VARCHAR], sqltypes.VARCHAR, type=func.ARROW,
-                        null_handling=func.SPECIAL, side_effects=False)
+    from changelog.udf import sql_function
+
+    sql_function(con, DOC_FUNCTION, _docs, [sqltypes.VARCHAR], sqltypes.VARCHAR, type=func.ARROW,
+                 null_handling=func.SPECIAL, side_effects=False)

@@ -49,7 +49,7 @@ from changelog.layout import (
     parse_change_file_name,
 )
 from changelog.snapshot import MANIFEST, Manifest, read_manifest
-from changelog.store import ObjectMissing, Store
+from changelog.store import ObjectMissing, Store, remote_read_failure
 from changelog.timefmt import format_time, from_micros
 
 _S3_WORKERS = 8
@@ -385,4 +385,6 @@ def _footer_problem(store: Store, expected: Expected) -> str | None:
     except FileNotFoundError:
         return "is missing"
     except (pa.ArrowException, OSError, ValueError) as exc:
+        if (failure := remote_read_failure(exc)) is not None:
+            raise failure from None  # S3 failed the call: nothing is known about the file
         return f"has no readable Parquet footer ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"

@@ -14,13 +14,15 @@ I/O error) is a StoreError with one line; a missing object is ObjectMissing.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from changelog.errors import ConflictError, StoreError, StoreNotFound
+from changelog.errors import ConflictError, StoreError, StoreNotFound, UsageError
+from changelog.layout import TABLES
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -91,6 +93,10 @@ class Store:
     def local_root(self) -> Path | None:
         """The directory of a local store (DuckDB reads it directly), None for S3."""
         return None
+
+    def relative(self, destination: str) -> str | None:
+        """Where ``destination`` (a local path or s3:// URI) lies inside the store ("" for its root), or None."""
+        raise NotImplementedError
 
 
 class LocalStore(Store):
@@ -187,6 +193,15 @@ class LocalStore(Store):
     def local_root(self) -> Path | None:
         return self.root
 
+    def relative(self, destination: str) -> str | None:
+        if destination.startswith("s3://"):
+            return None
+        # resolve() follows every symlink of the part that exists: another name for the store is the store.
+        resolved = Path(destination).expanduser().resolve()
+        if not resolved.is_relative_to(self.root):
+            return None
+        return resolved.relative_to(self.root).as_posix().removeprefix(".")
+
 
 class S3Store(Store):
     """``s3://bucket/prefix`` through boto3 (endpoints from the usual AWS_* settings)."""
@@ -267,6 +282,19 @@ class S3Store(Store):
             return False
         return True
 
+    def relative(self, destination: str) -> str | None:
+        if not destination.startswith("s3://"):
+            return None
+        bucket, _, key = destination[5:].partition("/")
+        key = "/".join(part for part in key.split("/") if part)  # S3 keys name no "." or "" folders for us
+        if bucket != self.bucket:
+            return None
+        if not self.prefix:
+            return key
+        if key == self.prefix:
+            return ""
+        return key.removeprefix(self.prefix + "/") if key.startswith(self.prefix + "/") else None
+
     def arrow(self) -> tuple[pafs.FileSystem, str]:
         import boto3
         import pyarrow.fs as pafs
@@ -287,8 +315,31 @@ class S3Store(Store):
 
 
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
+_NO_BUCKET = frozenset({"NoSuchBucket", "404", "NotFound"})
+# Where replay --via-import writes the export ImportTable reads, by default: no reader lists it.
+EXPORTS_DIR = "imports"
 # 412: the object exists; 409: another conditional write of it is in flight.
 _TAKEN = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+
+
+# How pyarrow's S3 filesystem words a failed call (an error answer, a dropped or refused connection).
+_ARROW_S3_FAILURE = re.compile(r"AWS Error [A-Z_]+ during \w+ operation")
+
+
+def remote_read_failure(exc: BaseException) -> StoreError | None:
+    """The StoreError for a read of an ``s3://`` store that failed on the way, not on the bytes; else None.
+
+    Readers verify every file they name (changelog.integrity) and then let DuckDB read it through
+    pyarrow's S3 filesystem: when that second read fails, S3 failed the call (a 503, throttling, a
+    dropped connection), and the file is not damaged. The error arrives as pyarrow's or DuckDB's
+    text, so it is recognised by the words pyarrow's S3 client uses.
+    """
+    text = " ".join(str(exc).split())
+    found = _ARROW_S3_FAILURE.search(text)
+    if found is None:
+        return None
+    return StoreError(f"reading the store from S3 failed ({text[found.start():][:300]}); the files were "
+                      "verified, so this is S3 or the network: re-running is safe once S3 answers")
 
 
 def _one_line(exc: Exception) -> str:
@@ -321,32 +372,70 @@ def _fsync_dir(directory: Path) -> None:
 def open_store(uri: str, *, create: bool = False) -> Store:
     """Open a store by URI; raises StoreNotFound (one clear line) unless ``create`` for a local path.
 
-    S3 buckets are never created here: the deployable stack owns the bucket and its policies.
+    A local store is a directory holding ``tables/``, or an empty directory (a new store, no tables
+    yet). A directory that holds other things and no ``tables/`` is no store: reading it would answer
+    "no tables", writing into it would mix a store into someone's files. S3 buckets are never
+    created here: the deployable stack owns the bucket and its policies.
+    """
+    location = open_location(uri, create=create, what="store")
+    root = location.local_root()
+    if root is not None and not (root / TABLES).is_dir() and any(root.iterdir()):
+        raise StoreNotFound(f"{uri!r} holds no ddb-rewind store (no {TABLES}/ folder, and it is not empty): "
+                            "give the store's own directory, or an empty or new one to start a store")
+    return location
+
+
+def open_location(uri: str, *, create: bool = False, what: str = "location", option: str = "--store") -> Store:
+    """A directory or ``s3://bucket/prefix`` to read or write files in, store or not (an export's).
+
+    Raises StoreNotFound when it does not exist (a local one is made with ``create``), and a
+    StoreError (exit 7, not "not found") when S3 cannot be reached or refuses the call.
     """
     if not uri.strip():
         # Path("") is the current directory: an empty --store must not read or write there.
-        raise StoreNotFound("no store given (--store is empty): give a directory or s3://bucket/prefix")
+        raise StoreNotFound(f"no {what} given ({option} is empty): give a directory or s3://bucket/prefix")
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[5:].partition("/")
         if not bucket:
-            raise StoreNotFound(f"store {uri!r} names no bucket: use s3://bucket/prefix")
+            raise StoreNotFound(f"{what} {uri!r} names no bucket: use s3://bucket/prefix")
         from botocore.exceptions import BotoCoreError, ClientError
 
         store = S3Store(bucket, prefix)
         try:
             store.client.head_bucket(Bucket=bucket)
-        except ClientError:
-            raise StoreNotFound(f"store {uri}: bucket {bucket!r} does not exist or is not reachable") from None
+        except ClientError as exc:
+            # Only a 404 says the bucket is not there; a 403, a 503 or throttling is S3 refusing or
+            # failing the call (exit 7), which re-running may cure.
+            if str(exc.response.get("Error", {}).get("Code")) in _NO_BUCKET:
+                raise StoreNotFound(f"{what} {uri}: bucket {bucket!r} does not exist") from None
+            raise StoreError(f"{what} {uri}: S3 refused or failed the call on bucket {bucket!r} "
+                             f"({_one_line(exc)}); check the credentials and permissions, or re-run once S3 "
+                             "answers") from None
         except BotoCoreError as exc:
-            raise StoreError(f"store {uri}: cannot reach S3 ({exc})") from None
+            raise StoreError(f"{what} {uri}: cannot reach S3 ({_one_line(exc)})") from None
         return store
     root = Path(uri).expanduser()
     if not root.is_dir():
         if create and not root.exists():
             root.mkdir(parents=True)
         else:
-            raise StoreNotFound(f"store {uri!r} does not exist: give an existing directory or s3://bucket/prefix")
+            raise StoreNotFound(f"{what} {uri!r} does not exist: give an existing directory or s3://bucket/prefix")
     return LocalStore(root)
+
+
+def check_outside(store: Store, destination: str, option: str) -> None:
+    """Refuse (UsageError) an output ``destination`` (a local path or s3:// URI) inside ``store``.
+
+    Only the store's own writers write there: a file dropped into it (an export in ``changes/``) is
+    foreign to it, and every reader then refuses the store. Symlinks are resolved, so no other name
+    for the store's directory gets through. ``imports/`` is kept for the exports ``replay
+    --via-import`` makes for ImportTable, which readers never list.
+    """
+    inside = store.relative(destination)
+    if inside is None or inside == EXPORTS_DIR or inside.startswith(EXPORTS_DIR + "/"):
+        return
+    raise UsageError(f"{option} {destination!r} is inside the store {store.uri}: only ddb-rewind's own writers "
+                     "write there (readers refuse a store holding other files); choose a place outside it")
 
 
 def environment_store(cache: dict[str, Store]) -> Store:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from changelog.errors import DecodeError
-from changelog.store import ObjectMissing, Store, open_store
+from changelog.store import ObjectMissing, Store, open_location
 from changelog.timefmt import parse_time, to_micros
 
 SUMMARY = "manifest-summary.json"
@@ -58,7 +58,7 @@ class DataFile:
 
 def open_export(uri: str) -> Store:
     """The export folder (local directory or ``s3://bucket/prefix/AWSDynamoDB/<id>``) as a read-only store."""
-    return open_store(uri.rstrip("/"))
+    return open_location(uri.rstrip("/") or "/", what="export", option="--from-export")
 
 
 def _read(source: Store, path: str) -> bytes:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from changelog.errors import TimeOutOfRange, UsageError
-from changelog.names import table_name_problem
+from changelog.names import s3_uri_problem, table_name_problem
 from changelog.timefmt import format_time, from_micros, parse_time
 from compactor.policy import Policy, parse_policy
 
@@ -110,6 +110,36 @@ def table_arg(text: str) -> str:
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return text
+
+
+def path_arg(text: str) -> str:
+    """argparse type for a local output path: never empty (Path("") is the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("it is empty: name a file or directory")
+    if text.lower().startswith("s3:"):
+        raise argparse.ArgumentTypeError(f"it takes a local path, not {text!r}")
+    return text
+
+
+def location_arg(*, local: bool = True) -> Callable[[str], str]:
+    """argparse type for an output directory or ``s3://bucket/prefix`` (only the latter unless ``local``).
+
+    Either comes back without trailing slashes (and "/" stays "/", never the current directory).
+    """
+
+    def parse(text: str) -> str:
+        if text.startswith("s3://"):
+            problem = s3_uri_problem(text)
+            if problem:
+                raise argparse.ArgumentTypeError(problem)
+            return text.rstrip("/")
+        if not local:
+            raise argparse.ArgumentTypeError(f"it must be s3://bucket/prefix, not {text!r}")
+        if text.lower().startswith("s3:"):
+            raise argparse.ArgumentTypeError(f"{text!r} is neither a directory nor s3://bucket/prefix")
+        return path_arg(text).rstrip("/") or "/"
+
+    return parse
 
 
 def where_arg(text: str) -> Predicate:

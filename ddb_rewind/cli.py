@@ -25,6 +25,8 @@ from changelog.errors import (
     UsageError,
     WriteFailed,
 )
+from changelog.store import remote_read_failure
+from changelog.udf import refusal_behind
 from ddb_rewind.args import joined_relative_times, resolve_times
 from ddb_rewind.commands import COMMANDS
 
@@ -113,6 +115,8 @@ def _as_error(exc: BaseException) -> RewindError | None:
         return Interrupted("interrupted (Ctrl-C)")
     # DuckDB, botocore and pyarrow are looked up, not imported: an exception of theirs means the command
     # loaded them, and a command that did not should not pay for them here (lazy start-up).
+    if (known := refusal_behind(exc) or remote_read_failure(exc)) is not None:
+        return known
     duckdb = sys.modules.get("duckdb")
     if duckdb is not None:
         error = _duckdb_error(duckdb, exc)

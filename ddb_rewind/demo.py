@@ -183,6 +183,7 @@ def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 
 
     started = time.monotonic()
     claim_store(store_dir)
+    (store_dir / "tables").mkdir(exist_ok=True)  # beside the marker, it is what makes the directory a store
     rng = random.Random(7)
     with local_aws() as endpoint:
         say(f"1. Local AWS (moto) at {endpoint}; store {store_dir}")

@@ -43,7 +43,20 @@ from replayer.export import JSONL_ITEM
 
 def default_database(table: str) -> str:
     """The Glue database name the deploy guide uses for a table: ``rewind_<table>``, lowercase."""
-    return "rewind_" + re.sub(r"[^a-z0-9_]", "_", table.lower())
+    return ("rewind_" + re.sub(r"[^a-z0-9_]", "_", table.lower()))[:255]  # Glue's longest name
+
+
+# The stack's GlueDatabaseName (infra/template.yaml): Athena's own rule for a database name.
+_DATABASE = re.compile(r"[a-z0-9_]{1,255}")
+
+
+def database_problem(name: str) -> str | None:
+    """Why ``name`` is not a Glue database name Athena can query (None when it is one)."""
+    if _DATABASE.fullmatch(name):
+        return None
+    shown = name if len(name) <= 60 else name[:57] + "..."
+    return (f"{shown!r} is not a Glue database name Athena can query (1 to 255 lowercase letters, digits and "
+            "'_', as the stack's GlueDatabaseName)")
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,12 @@ class Catalog:
 
     database: str
     store_uri: str
+
+    def __post_init__(self) -> None:
+        # The name is printed into SQL that users paste: it must be one plain identifier, nothing more.
+        problem = database_problem(self.database)
+        if problem:
+            raise UsageError(f"--database {problem}")
 
     def table(self, name: str) -> str:
         """A quoted ``"database"."name"``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,16 @@ def check_output(path: str, overwrite: bool) -> Path:
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"cannot write {path!r}: directory {str(parent)!r} does not exist")
-    if (target.exists() or target.is_symlink()) and not overwrite:
+    try:
+        mode = target.lstat().st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        # A FIFO, a device or a socket is no file of the user's to replace (/dev/null included):
+        # --overwrite would swap it for a regular file.
+        raise UsageError(f"cannot write {path!r}: it is not a regular file (a pipe, device or socket); "
+                         "name a regular file")
+    if mode is not None and not overwrite:
         raise UsageError(f"{path!r} already exists: add --overwrite to replace it, or choose another name")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"cannot write {path!r}: no permission to create files in {str(parent)!r}")

@@ -23,7 +23,7 @@ from changelog.plain import plain_columns
 from changelog.predicate import Predicate, lock_down, parse_predicate
 from changelog.progress import Progress, query_progress, track_progress
 from changelog.state import check_restorable, coverage, open_state, plan_state
-from changelog.store import Store
+from changelog.store import Store, remote_read_failure
 from changelog.timefmt import format_time, to_micros
 from replayer.export import STDOUT, check_format, write_avro, write_csv, write_jsonl, write_jsonl_to, write_parquet
 from replayer.outfile import check_output, output_file
@@ -48,11 +48,22 @@ class Selection:
 DEFAULT_MEMORY_LIMIT = "2GB"
 
 
+_UNITS = {"kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+          "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+# Below this DuckDB cannot hold one vector of a query; above it DuckDB's own parser refuses the amount.
+MIN_MEMORY, MAX_MEMORY = 64 * 1024**2, 1024**5
+
+
 def memory_limit() -> str:
     """DuckDB's memory bound for a replay: DDB_REWIND_MEMORY_LIMIT (e.g. 8GB), else 2GB."""
     value = os.environ.get("DDB_REWIND_MEMORY_LIMIT", "").strip() or DEFAULT_MEMORY_LIMIT
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
-        raise UsageError(f"DDB_REWIND_MEMORY_LIMIT={value!r} is not an amount of memory: write e.g. 4GB or 512MB")
+    found = re.fullmatch(r"(\d{1,20}(?:\.\d{1,9})?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE)
+    if not found:
+        raise UsageError(f"DDB_REWIND_MEMORY_LIMIT={value[:40]!r} is not an amount of memory: write e.g. 4GB or 512MB")
+    amount = float(found.group(1)) * _UNITS[found.group(2).lower()]
+    if not MIN_MEMORY <= amount <= MAX_MEMORY:
+        raise UsageError(f"DDB_REWIND_MEMORY_LIMIT={value!r} is out of range: give from 64MiB to 1024TiB "
+                         "(e.g. 4GB or 512MB)")
     return value
 
 
@@ -111,7 +122,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
         )
         con.execute("SELECT count(*) FROM items").fetchall()
     except duckdb.Error as exc:
-        raise UsageError(f"--where cannot be applied: {str(exc).splitlines()[0]}") from None
+        raise remote_read_failure(exc) or UsageError(f"--where cannot be applied: {str(exc).splitlines()[0]}") from None
     return con
 
 

@@ -27,6 +27,8 @@ SECOND_US = 1_000_000
 WIDTHS = {"minute": 60, "5min": 300, "15min": 900, "hour": 3600, "6hour": 6 * 3600, "day": 86400}
 BUCKETS = ("auto", *WIDTHS)
 AUTO_MAX_BUCKETS = 60
+# A chart draws every bucket of its span, quiet ones too: 10,000 years of minutes is 5 billion lines.
+MAX_BUCKETS = 100_000
 KINDS = ("inserts", "modifies", "removes", "ttl_removes")
 _LABELS = {"minute": "1-minute", "5min": "5-minute", "15min": "15-minute", "hour": "1-hour", "6hour": "6-hour",
            "day": "1-day"}
@@ -108,6 +110,18 @@ def choose_width(bucket: str, span_us: int, max_buckets: int = AUTO_MAX_BUCKETS)
     return "day"
 
 
+def check_bucket_count(name: str, span_us: int) -> None:
+    """Refuse (UsageError) a span of more than MAX_BUCKETS buckets of ``name``, naming a wider one that fits."""
+    count = span_us // (WIDTHS[name] * SECOND_US) + 1
+    if count <= MAX_BUCKETS:
+        return
+    wider = next((other for other, seconds in WIDTHS.items()
+                  if seconds > WIDTHS[name] and span_us // (seconds * SECOND_US) + 1 <= MAX_BUCKETS), None)
+    remedy = f"use --bucket {wider}" if wider else "give --from and --to closer together"
+    raise UsageError(f"the timeline would have {count:,} {_LABELS[name]} buckets, more than the {MAX_BUCKETS:,} "
+                     f"it counts: {remedy}")
+
+
 def timeline(store: Store, table: str, bucket: str = "auto", from_us: int | None = None,
              to_us: int | None = None, max_buckets: int = AUTO_MAX_BUCKETS) -> Timeline:
     """Counts of de-duplicated changes per bucket, oldest first; empty buckets are left out.
@@ -121,6 +135,8 @@ def timeline(store: Store, table: str, bucket: str = "auto", from_us: int | None
         raise UsageError(f"unknown bucket {bucket!r}: use one of {', '.join(BUCKETS)}")
     if from_us is not None and to_us is not None and from_us > to_us:
         raise UsageError("--from is after --to: give the earlier time first")
+    if from_us is not None and to_us is not None:
+        check_bucket_count(choose_width(bucket, to_us - from_us, max_buckets), to_us - from_us)
     if store.list(table_root(table) + "/"):
         # Counts across a loss would be short by changes nobody can count: ask for a window beside it.
         check_complete(coverage(store, table, count_changes=False), from_us, to_us, what="the timeline",
@@ -159,6 +175,7 @@ def timeline(store: Store, table: str, bucket: str = "auto", from_us: int | None
         span_high = to_us if to_us is not None else high
         span = span_high - span_low if span_low is not None and span_high is not None else 0
         name = choose_width(bucket, span, max_buckets)
+        check_bucket_count(name, span)  # an open end: the span reaches the first or last change
         width = WIDTHS[name] * SECOND_US
         rows: list[tuple[Any, ...]] = con.execute(
             f"""

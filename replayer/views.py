@@ -37,6 +37,7 @@ from changelog.state import (
 )
 from changelog.store import Store
 from changelog.timefmt import to_micros
+from changelog.udf import sql_function
 
 
 def _split_deduplicated(store: Store, files: list[str]) -> tuple[list[str], list[str]]:
@@ -152,7 +153,7 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
         ) = 1 AND event_name <> 'REMOVE'
         """
     )
-    con.create_function("rewind_key", _canonical_key, ["VARCHAR"], "VARCHAR")
+    sql_function(con, "rewind_key", _canonical_key, ["VARCHAR"], "VARCHAR")
     con.execute(
         f"""CREATE MACRO history(k) AS TABLE
             SELECT table_name, event_time, event_name, sequence_number, is_ttl_delete,
@@ -210,7 +211,10 @@ def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store, tables: list[s
     known: dict[str, Coverage] = {}
     held = frozenset(tables)
 
-    def refusal(table: str, at: datetime) -> str:
+    def refusal(table: str, at: datetime | str) -> str:
+        if not isinstance(at, datetime):
+            # DuckDB hands over a time past Python's year 9999 as text: no store holds such a moment.
+            return f"{str(at)[:40]} is out of range: no moment after 9999-01-01 is restorable"
         if table not in held:
             # A query may call this function itself: a name that is no table of the store never
             # reaches a path (it could name a directory outside the store).
@@ -235,9 +239,8 @@ def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store, tables: list[s
             return str(exc)
         return ""
 
-    con.create_function("rewind_refusal", refusal, ["VARCHAR", "TIMESTAMPTZ"], "VARCHAR",
-                        side_effects=False)
-    con.create_function("rewind_incomplete", incomplete, ["VARCHAR"], "VARCHAR", side_effects=False)
+    sql_function(con, "rewind_refusal", refusal, ["VARCHAR", "TIMESTAMPTZ"], "VARCHAR", side_effects=False)
+    sql_function(con, "rewind_incomplete", incomplete, ["VARCHAR"], "VARCHAR", side_effects=False)
     con.execute(
         f"""CREATE MACRO rewind_complete() AS (
             SELECT CASE WHEN count(*) > 0

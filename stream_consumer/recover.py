@@ -271,9 +271,47 @@ def gap_of(batch: FailedBatch, reason: str, detected_at_us: int) -> Gap:
     )
 
 
+def stream_of_table(streams: Any, dynamodb: Any, batch: FailedBatch) -> None:
+    """Refuse (BadFailureMessage) a message whose stream DynamoDB does not know as its table's.
+
+    A gap blocks every restore across it: only a batch of a stream the table really had may record
+    one. The table is the one the ARN names (``parse_failure_message``); the stream must be its
+    current one (DescribeTable) or one ListStreams lists for it (streams stay listed a while after
+    they are replaced or disabled). A stream neither knows cannot be attributed: a forged message, or
+    a stream gone so long ago nothing can say whose it was; the message stays for an operator.
+    """
+    known: set[str] = set()
+    try:
+        with contextlib.suppress(ClientError):  # no such table any more: ListStreams may still know
+            known.add(str(dynamodb.describe_table(TableName=batch.table)["Table"].get("LatestStreamArn") or ""))
+        start: dict[str, str] = {}
+        while batch.stream_arn not in known:
+            try:
+                page = streams.list_streams(TableName=batch.table, **start)
+            except ClientError as exc:
+                if _code(exc) != "ResourceNotFoundException":
+                    raise
+                break
+            known |= {str(entry.get("StreamArn")) for entry in page.get("Streams") or []}
+            following = page.get("LastEvaluatedStreamArn")
+            if not following:
+                break
+            start = {"ExclusiveStartStreamArn": str(following)}
+    except (ClientError, BotoCoreError) as exc:
+        raise RecoverReadError(f"cannot tell whether {batch.stream_arn} is a stream of table {batch.table!r} "
+                               f"({type(exc).__name__}): the message stays in the queue; try again later") from None
+    if batch.stream_arn not in known:
+        raise BadFailureMessage(f"streamArn {batch.stream_arn} is neither the current stream of table "
+                                f"{batch.table!r} nor one ListStreams lists for it: the batch cannot be attributed "
+                                "to the table (forged, or a stream gone too long to tell), so no gap is recorded")
+
+
 def recover_batch(store: Store, streams: Any, batch: FailedBatch, *, dry_run: bool = False,
-                  now_us: Callable[[], int] | None = None) -> Outcome:
-    """Re-capture one failed batch into the store, or record it as a gap; nothing written when ``dry_run``."""
+                  now_us: Callable[[], int] | None = None, dynamodb: Any = None) -> Outcome:
+    """Re-capture one failed batch into the store, or record it as a gap; nothing written when ``dry_run``.
+
+    Raises BadFailureMessage when the batch is lost and its stream is not known as its table's.
+    """
     records, lost = read_range(streams, batch)
     files: tuple[str, ...] = ()
     if records and not dry_run:
@@ -296,6 +334,7 @@ def recover_batch(store: Store, streams: Any, batch: FailedBatch, *, dry_run: bo
             record_stored_batch(store, batch.table, batch.stream_arn, batch.start_sequence, batch.end_sequence,
                                 "recover")
         return Outcome(batch, "recovered", len(records), files, None, None)
+    stream_of_table(streams, dynamodb or boto3.client("dynamodb", config=_CLIENT_CONFIG), batch)
     clock = now_us or (lambda: to_micros(datetime.now(UTC)))
     gap = gap_of(batch, lost, clock())
     path = None if dry_run else write_gap(store, batch.table, gap)
@@ -368,15 +407,15 @@ def recover_queue(store: Store, sqs: Any, streams: Any, queue_url: str, *, table
                 held.append(handle)
                 try:
                     batch = parse_failure_message(message.get("Body", ""))
+                    if table is not None and batch.table != table:
+                        skipped += 1
+                        continue
+                    outcome = recover_batch(store, streams, batch, dry_run=dry_run)
                 except BadFailureMessage as exc:
                     unreadable += 1
                     if warn is not None:
                         warn(f"ddb-rewind: warning: message {message.get('MessageId')} left in the queue: {exc}")
                     continue
-                if table is not None and batch.table != table:
-                    skipped += 1
-                    continue
-                outcome = recover_batch(store, streams, batch, dry_run=dry_run)
                 if not dry_run:
                     try:
                         sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=handle)

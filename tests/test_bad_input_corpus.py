@@ -236,6 +236,79 @@ def _output_cases() -> list[Case]:
         c("report-no-output", 2, *report),
         c("report-samples-negative", 2, *report, "-o", "{D}/r.html", "--samples", "-1"),
         c("report-where-unknown", 2, *report, "-o", "{D}/r.html", "--where", "nosuch = 1"),
+        c("replay-to-export-no-bucket", 2, *replay, "--to-export", "s3://", says="names no bucket"),
+        c("replay-to-export-bucket-not-a-name", 2, *replay, "--to-export", "s3://Bad_Bucket/x",
+          says="not an S3 bucket name"),
+        c("replay-to-export-s3-colon", 2, *replay, "--to-export", "s3:", says="neither a directory"),
+        c("replay-import-prefix-no-bucket", 2, *replay, "--to-table", "restored", "--via-import",
+          "--import-prefix", "s3://", says="names no bucket"),
+        c("replay-to-dir-empty", 2, "replay", "--tables", TABLE, "--store", "{S}", "--at", AT, "--to-dir", "",
+          says="empty"),
+        c("replay-to-file-empty", 2, *replay, "--to-file", "", says="empty"),
+        c("replay-to-file-fifo", 2, *replay, "--to-file", "{D}/fifo.jsonl", "--overwrite",
+          says="not a regular file"),
+        c("replay-create-table-to-file", 2, *replay, "--to-file", "{D}/c.jsonl", "--create-table",
+          says="acts on a target table"),
+        c("replay-clear-first-to-file", 2, *replay, "--to-file", "{D}/c.jsonl", "--clear-first", "--yes",
+          says="acts on a target table"),
+        c("replay-create-table-to-export", 2, *replay, "--to-export", "{D}/exports", "--create-table",
+          says="acts on a target table"),
+        c("replay-create-table-to-dir", 2, "replay", "--tables", TABLE, "--store", "{S}", "--at", AT, "--to-dir",
+          "{D}", "--create-table", says="acts on a target table"),
+        c("replay-create-table-into-existing", 2, *replay, "--to-table", "restored", "--create-table",
+          "--into-existing", says="not allowed with argument --create-table"),
+        c("athena-sql-database-newline", 2, "athena-sql", "--table", TABLE, "--store", "{S}", "--at", AT,
+          "--database", "rewind_orders\nDROP TABLE x; --", says="not a Glue database name"),
+        c("athena-sql-database-quote", 2, "athena-sql", "--table", TABLE, "--store", "{S}", "--at", AT,
+          "--database", 'x"."y', says="not a Glue database name"),
+    ]
+
+
+def _into_the_store_cases() -> list[Case]:
+    """Nothing but the store's own writers writes inside it: every output path into it is refused."""
+    replay = ("replay", "--table", TABLE, "--store", "{S}", "--at", AT)
+    return [
+        c("replay-to-file-into-changes", 2, *replay, "--to-file", "{S}/tables/orders/changes/x.jsonl",
+          says="is inside the store"),
+        c("replay-to-file-into-the-root", 2, *replay, "--to-file", "{S}/x.jsonl", says="is inside the store"),
+        c("replay-to-file-through-a-symlink", 2, *replay, "--to-file", "{D}/store-link/tables/x.jsonl",
+          says="is inside the store"),
+        c("replay-to-export-into-the-table", 2, *replay, "--to-export", "{S}/tables/orders",
+          says="is inside the store"),
+        c("replay-to-export-the-store-itself", 2, *replay, "--to-export", "{S}/", says="is inside the store"),
+        c("replay-to-dir-into-the-store", 2, "replay", "--tables", TABLE, "--store", "{S}", "--at", AT,
+          "--to-dir", "{S}/tables", says="is inside the store"),
+        c("diff-output-into-the-store", 2, "diff", "--table", TABLE, "--store", "{S}", "--from", FROM, "--to", TO,
+          "--format", "parquet", "--output", "{S}/tables/orders/changes/d.parquet", says="is inside the store"),
+        c("report-output-into-the-store", 2, "report", "--table", TABLE, "--store", "{S}", "--from", FROM,
+          "--to", TO, "-o", "{S}/tables/orders/r.html", says="is inside the store"),
+        c("status-not-a-store", 4, "status", "--store", "{D}", says="holds no ddb-rewind store"),
+        c("sql-not-a-store", 4, "sql", "--store", "{D}", "SELECT 1", says="holds no ddb-rewind store"),
+        c("consume-into-not-a-store", 4, "consume", "--table", TABLE, "--store", "{D}", "--once",
+          says="holds no ddb-rewind store"),
+    ]
+
+
+def _internal_message_cases() -> list[Case]:
+    """Inputs whose refusal once leaked an internal message (a Python UDF's, DuckDB's) or a wrong exit code."""
+    deep = '{"pk":' + '{"M":{"a":' * 3000 + '{"S":"x"}' + "}}" * 3000 + "}"
+    return [
+        c("replay-memory-limit-out-of-range", 2, "replay", "--table", TABLE, "--store", "{S}", "--at", AT,
+          "--to-file", "{D}/m.jsonl", env={"DDB_REWIND_MEMORY_LIMIT": "99999999TB"}, says="out of range"),
+        c("replay-memory-limit-zero", 2, "replay", "--table", TABLE, "--store", "{S}", "--at", AT,
+          "--to-file", "{D}/m.jsonl", env={"DDB_REWIND_MEMORY_LIMIT": "0GB"}, says="DDB_REWIND_MEMORY_LIMIT"),
+        c("sql-history-lone-surrogate", 2, "sql", "--store", "{S}",
+          """SELECT * FROM history('{"pk":{"S":"\\ud800"}}')""", says="malformed key"),
+        c("sql-history-plain-key", 2, "sql", "--store", "{S}", "SELECT * FROM history('pk=a')",
+          says="give DynamoDB JSON"),
+        c("sql-history-deep-key", 2, "sql", "--store", "{S}", f"SELECT * FROM history('{deep}')",
+          says="nested too deep"),
+        c("sql-state-at-past-year-9999", 5, "sql", "--store", "{S}", "SELECT * FROM state_at('290000-01-01')",
+          says="out of range"),
+        c("timeline-minutes-over-10000-years", 2, "timeline", "--table", TABLE, "--store", "{S}", "--from",
+          "1970-01-02T00:00:00Z", "--to", "9998-12-31T00:00:00Z", "--bucket", "minute", says="buckets"),
+        c("timeline-minutes-over-a-year", 2, "timeline", "--table", TABLE, "--store", "{S}", "--from",
+          "2024-01-01T00:00:00Z", "--to", "2025-01-01T00:00:00Z", "--bucket", "minute", says="--bucket 15min"),
     ]
 
 
@@ -325,7 +398,8 @@ def _damaged_cases() -> list[Case]:
 
 
 CASES = (_table_cases() + _time_cases() + _where_cases() + _number_cases() + _output_cases()
-         + _destructive_cases() + _store_cases() + _aws_cases() + _damaged_cases())
+         + _destructive_cases() + _store_cases() + _aws_cases() + _damaged_cases() + _into_the_store_cases()
+         + _internal_message_cases())
 
 
 # ---------------------------------------------------------------- the Lambda handler's corpus
@@ -455,6 +529,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Out
     (scratch / "existing.jsonl").write_text("the user's file\n")
     (scratch / "existing.parquet").write_text("the user's file\n")
     (scratch / "dir.jsonl").mkdir()
+    os.mkfifo(scratch / "fifo.jsonl")
+    (scratch / "store-link").symlink_to(good)
     before = {name: _digest(root) for name, root in stores.items()}
     scratch_before = _digest(scratch)
 
@@ -500,6 +576,9 @@ def test_a_bad_input_is_one_line_with_its_exit_code_and_changes_nothing(outcomes
                                                                         case: Case) -> None:
     outcome = outcomes[case.name]
     assert "Traceback" not in outcome.stderr, outcome.stderr
+    # Internals of the libraries underneath are no message for a user.
+    for leak in ("Python exception occurred", "Parameter validation failed", "Invalid Input Error"):
+        assert leak not in outcome.stderr, outcome.stderr
     lines = outcome.stderr.splitlines()
     assert len(lines) == 1, outcome.stderr
     # Exit 1 is an answer ("no"), not an error: its line says so without the error prefix.

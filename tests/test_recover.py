@@ -408,14 +408,36 @@ def test_dry_run_of_a_trimmed_batch_records_no_gap(
     assert queued(queue) == 1
 
 
-def test_a_stream_that_is_gone_becomes_a_gap(scenario: Scenario, store: Store, queue: str) -> None:
-    scenario.client.delete_table(TableName=TABLE)
+def test_a_shard_that_is_gone_from_the_tables_stream_becomes_a_gap(
+    scenario: Scenario, store: Store, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.dynamodbstreams.models import DynamoDBStreamsBackend
+
+    def gone(self: Any, arn: str, shard_id: str, kind: str, sequence: Any = None) -> Any:
+        raise JsonRESTError("ResourceNotFoundException", "Requested resource not found")
+
+    monkeypatch.setattr(DynamoDBStreamsBackend, "get_shard_iterator", gone)
     send(queue, scenario.failure_message())
     summary = recover_queue(store, boto3.client("sqs"), boto3.client("dynamodbstreams"), queue, wait_seconds=0)
     assert summary.gaps == 1
     (gap,) = read_gaps(store, TABLE)
     assert "gone" in gap.reason
     assert coverage(store, TABLE).gaps == (gap,)
+
+
+def test_a_stream_gone_with_its_table_and_known_to_nobody_stays_in_the_queue(
+    scenario: Scenario, store: Store, queue: str
+) -> None:
+    scenario.client.delete_table(TableName=TABLE)
+    send(queue, scenario.failure_message())
+    warnings: list[str] = []
+    summary = recover_queue(store, boto3.client("sqs"), boto3.client("dynamodbstreams"), queue, wait_seconds=0,
+                            warn=warnings.append)
+    assert (summary.gaps, summary.unreadable) == (0, 1)
+    (line,) = warnings
+    assert "gone too long to tell" in line
+    assert read_gaps(store, TABLE) == ()
+    assert queued(queue) == 1
 
 
 # --- the message and the Lambda entry --------------------------------------------------------------
@@ -677,3 +699,38 @@ def test_a_batch_of_a_stream_without_images_becomes_a_gap_that_says_why(
     (gap,) = read_gaps(store, TABLE)
     assert "no item images" in gap.reason and "KEYS_ONLY" in gap.reason
     assert queued(queue) == 0
+
+
+# --- a message must name a stream its table had before it may record a gap -------------------------
+
+FORGED_STREAM = f"arn:aws:dynamodb:us-east-1:123456789012:table/{TABLE}/stream/2099-01-01T00:00:00.000"
+
+
+def test_a_forged_stream_records_no_gap_and_stays_in_the_queue(
+    scenario: Scenario, store: Store, queue: str, trimmed: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    send(queue, hostile(scenario, streamArn=FORGED_STREAM))
+    assert run_recover(store, queue) == 1  # as every unreadable message
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "cannot be attributed" in line and FORGED_STREAM in line
+    assert read_gaps(store, TABLE) == ()
+    assert queued(queue) == 1
+
+
+def test_the_lambda_entry_records_no_gap_for_a_forged_stream(
+    scenario: Scenario, store: Store, monkeypatch: pytest.MonkeyPatch, trimmed: None
+) -> None:
+    monkeypatch.setenv("REWIND_STORE", store.uri)
+    event = {"Records": [{"messageId": "forged", "body": hostile(scenario, streamArn=FORGED_STREAM)},
+                         {"messageId": "good", "body": scenario.failure_message()}]}
+    assert recover.lambda_handler(event, None) == {"batchItemFailures": [{"itemIdentifier": "forged"}]}
+    (gap,) = read_gaps(store, TABLE)  # the good message's, of the table's own stream
+    assert gap.first_sequence_number == scenario.first_lost_sequence()
+
+
+def test_a_trimmed_batch_of_the_tables_own_stream_still_records_its_gap(
+    scenario: Scenario, store: Store, queue: str, trimmed: None
+) -> None:
+    send(queue, scenario.failure_message())
+    summary = recover_queue(store, boto3.client("sqs"), boto3.client("dynamodbstreams"), queue, wait_seconds=0)
+    assert (summary.gaps, summary.unreadable) == (1, 0)

@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
                                    description=_DESCRIPTION)
     add_table(parser)
     add_store(parser)
-    parser.add_argument("--database", metavar="DB",
+    parser.add_argument("--database", type=_database_arg, metavar="DB",
                         help="the stack's GlueDatabaseName (default: rewind_<table>, lowercase)")
     question = parser.add_mutually_exclusive_group(required=True)
     question.add_argument("--at", type=time_arg, metavar="TIME", help="the state at TIME")
@@ -32,6 +32,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--unload", metavar="S3_PREFIX",
                         help="with --at: an UNLOAD of the state as gzip'd {\"Item\": ...} lines under PREFIX/data/")
     parser.set_defaults(run=run)
+
+
+def _database_arg(text: str) -> str:
+    from replayer.athena import database_problem
+
+    problem = database_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _check_options(args: argparse.Namespace) -> None:

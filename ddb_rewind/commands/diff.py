@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from changelog.errors import UsageError
-from changelog.store import open_store
+from changelog.store import check_outside, open_store
 from changelog.timefmt import format_time, from_micros, to_micros
 from ddb_rewind.args import add_engine, add_store, add_table, add_where, time_arg
 
@@ -53,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--output is for --format parquet; the other formats print to stdout")
     if args.output:
         check_output(args.output, args.overwrite)
-    diff = diff_states(open_store(args.store), args.table, to_micros(args.start), to_micros(args.end), args.where,
+    store = open_store(args.store)
+    if args.output:
+        check_outside(store, args.output, "--output")
+    diff = diff_states(store, args.table, to_micros(args.start), to_micros(args.end), args.where,
                        engine=args.engine)
     if args.format == "parquet":
         rows = write_diff_parquet(diff, args.output, overwrite=args.overwrite)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from changelog.errors import Interrupted, UsageError, WriteFailed
 from changelog.meta import read_meta
 from changelog.progress import Progress
-from changelog.store import open_store
+from changelog.store import check_outside, open_store
 from changelog.timefmt import format_time
 from ddb_rewind.args import (
     add_engine,
@@ -19,6 +19,8 @@ from ddb_rewind.args import (
     check_can_confirm,
     confirm,
     int_range,
+    location_arg,
+    path_arg,
     positive_float,
     table_arg,
     time_arg,
@@ -43,23 +45,27 @@ def register(subparsers: Any) -> None:
                         help="ISO 8601, epoch seconds, latest, now, or before now as -2h")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--to-table", type=table_arg, metavar="NAME", help="DynamoDB table to write the items into")
-    target.add_argument("--to-file", metavar="PATH", help="file to write: .jsonl, .parquet or .avro (lossless), "
+    target.add_argument("--to-file", type=path_arg, metavar="PATH",
+                        help="file to write: .jsonl, .parquet or .avro (lossless), "
                              ".csv; .parquet and .csv add one typed column per attribute; "
                              "- writes JSON lines to stdout (messages go to stderr)")
-    target.add_argument("--to-export", metavar="DEST",
+    target.add_argument("--to-export", type=location_arg(), metavar="DEST",
                         help="directory or s3://bucket/prefix to write a DynamoDB export (AWSDynamoDB/<id>/) into")
     parser.add_argument("--overwrite", action="store_true", help="replace --to-file or the export if it exists")
     parser.add_argument("--via-import", action="store_true",
                         help="create --to-table with DynamoDB's ImportTable from an export written to S3")
-    parser.add_argument("--import-prefix", metavar="S3URI",
+    parser.add_argument("--import-prefix", type=location_arg(local=False), metavar="S3URI",
                         help="s3://bucket/prefix for --via-import's export (default: <store>/imports on an S3 store)")
     parser.add_argument("--export-file-mb", type=int_range("--export-file-mb", 1, 4096), default=None,
                         metavar="MB", help="largest data file of an export, in MiB of JSON lines (default 512)")
     target.add_argument("--to-table-suffix", metavar="SUFFIX",
                         help="with --tables: write each table T into table T+SUFFIX (a suffix starting with - is "
                              "given as --to-table-suffix=-restored)")
-    target.add_argument("--to-dir", metavar="DIR", help="with --tables: write each table T to DIR/T.jsonl")
-    parser.add_argument("--create-table", action="store_true",
+    target.add_argument("--to-dir", type=path_arg, metavar="DIR",
+                        help="with --tables: write each table T to DIR/T.jsonl")
+    # A new table or an existing one: argparse refuses both in one line.
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--create-table", action="store_true",
                         help="create the target table(s) with the source's settings as at --at (see --without)")
     parser.add_argument("--without", default="", metavar="SETTINGS",
                         help="with --create-table: settings of the source to leave out, comma-separated: sse, "
@@ -67,7 +73,7 @@ def register(subparsers: Any) -> None:
                              "tags, ttl, pitr, resource-policy, autoscaling, or settings for all (default: none)")
     parser.add_argument("--with-later-indexes", action="store_true",
                         help="with --create-table: also create GSIs the table got after --at")
-    parser.add_argument("--into-existing", action="store_true", help="write into an existing --to-table")
+    existing.add_argument("--into-existing", action="store_true", help="write into an existing --to-table")
     parser.add_argument("--clear-first", action="store_true",
                         help="delete every item of the target first (asks first; --yes to skip)")
     add_where(parser, "one condition over plain attribute names, e.g. \"status = 'shipped' AND total > 100\"")
@@ -94,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if (without or args.with_later_indexes) and not args.create_table:
         raise UsageError("--without and --with-later-indexes choose how --create-table creates the table: "
                          "add --create-table, or drop them")
+    check_table_options(args)
     if args.tables or args.to_table_suffix is not None or args.to_dir is not None:
         return _run_many(args, without)
     check_export_options(args)
@@ -106,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.clear_first and not args.dry_run:
         check_can_confirm(args.yes, f"--clear-first (deletes every item of {args.to_table})")
     store = open_store(args.store)
+    if args.to_file and args.to_file != "-":
+        check_outside(store, args.to_file, "--to-file")
     con = open_items(store, args.table, args.at, where=args.where, engine=args.engine)
     selection = select_counts(con)
     what = f"{selection.items:,} items ({selection.image_bytes:,} bytes of DynamoDB JSON) as of {format_time(args.at)}"
@@ -153,6 +162,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_table_options(args: argparse.Namespace) -> None:
+    """Refuse the options that act on a target table when the target is a file, a directory or an export."""
+    outputs = (("--to-file", args.to_file), ("--to-export", args.to_export), ("--to-dir", args.to_dir))
+    files = next((f"{option} {value}" for option, value in outputs if value is not None), None)
+    if files is None:
+        return
+    given = [option for option, value in (("--create-table", args.create_table),
+                                          ("--into-existing", args.into_existing),
+                                          ("--clear-first", args.clear_first)) if value]
+    if given:
+        verb, pronoun = ("act", "them") if len(given) > 1 else ("acts", "it")
+        raise UsageError(f"{', '.join(given)} {verb} on a target table, and {files} writes files: drop {pronoun}, "
+                         "or restore into a table with --to-table")
+
+
 def check_export_options(args: argparse.Namespace) -> None:
     """Options that only make sense with an export or an import, and the ones an import excludes."""
     exporting = bool(args.to_export or args.via_import)
@@ -180,6 +204,8 @@ def _run_many(args: argparse.Namespace, without: frozenset[str]) -> int:
     tables = parse_tables(args.tables)
     targets = target_names(tables, args.to_table_suffix, args.to_dir)
     store = open_store(args.store)
+    if args.to_dir is not None:
+        check_outside(store, args.to_dir, "--to-dir")
     with aws_boundary(f"replay of {len(tables)} tables"):
         outcomes = restore_many(
             store, tables, args.at, targets, to_files=args.to_dir is not None, overwrite=args.overwrite,

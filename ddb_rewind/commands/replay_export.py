@@ -9,28 +9,27 @@ from typing import TYPE_CHECKING, Any
 from changelog.errors import Interrupted, TargetExists, UsageError
 from changelog.meta import read_meta
 from changelog.progress import Progress
-from changelog.store import Store, open_store
+from changelog.store import EXPORTS_DIR, Store, check_outside, open_location, open_store
 from changelog.timefmt import format_time, to_micros
 
 if TYPE_CHECKING:
     from replayer.import_table import ImportRequest
 
 MIB = 1024 * 1024
-IMPORTS = "imports"
 
 
 def _destination_uri(args: argparse.Namespace, store: Store) -> str:
+    # Both options were checked by their argparse types (ddb_rewind.args.location_arg).
     if args.to_export:
-        return str(args.to_export).rstrip("/")
+        check_outside(store, args.to_export, "--to-export")
+        return str(args.to_export)
     if args.import_prefix:
-        if not args.import_prefix.startswith("s3://"):
-            raise UsageError(f"--import-prefix must be s3://bucket/prefix (ImportTable reads S3), not "
-                             f"{args.import_prefix!r}")
-        return str(args.import_prefix).rstrip("/")
+        check_outside(store, args.import_prefix, "--import-prefix")
+        return str(args.import_prefix)
     if not store.uri.startswith("s3://"):
         raise UsageError("--via-import needs --import-prefix s3://bucket/prefix when the store is local "
                          "(ImportTable reads only S3)")
-    return f"{store.uri}/{IMPORTS}"
+    return f"{store.uri}/{EXPORTS_DIR}"
 
 
 def _open_destination(uri: str, *, create: bool) -> Store | None:
@@ -40,7 +39,7 @@ def _open_destination(uri: str, *, create: bool) -> Store | None:
 
         if not Path(uri).expanduser().exists():
             return None
-    return open_store(uri, create=create)
+    return open_location(uri, create=create, what="export destination", option="--to-export")
 
 
 def _key_prefix(target: Store, folder: str) -> tuple[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from changelog.store import open_store
+from changelog.store import check_outside, open_store
 from changelog.timefmt import to_micros
 from ddb_rewind.args import add_store, add_table, add_where, int_range, time_arg
 
@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from replayer.report_html import write_report
 
     check_output(args.output, args.overwrite)
-    report = build_report(open_store(args.store), args.table, to_micros(args.start), to_micros(args.end),
+    store = open_store(args.store)
+    check_outside(store, args.output, "--output")
+    report = build_report(store, args.table, to_micros(args.start), to_micros(args.end),
                           args.where, samples=args.samples)
     size = write_report(report, args.output, overwrite=args.overwrite)
     print(f"wrote {args.output} ({size:,} bytes): {report.added + report.removed + report.changed:,} items differ, "

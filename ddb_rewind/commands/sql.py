@@ -7,7 +7,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from changelog.errors import RewindError, TimeOutOfRange, UsageError
-from changelog.store import open_store
+from changelog.store import open_store, remote_read_failure
+from changelog.udf import refusal_behind
 from ddb_rewind.args import add_store
 from ddb_rewind.output import print_rows
 
@@ -75,6 +76,9 @@ def _query_error(exc: duckdb.Error) -> RewindError:
     from replayer.views import REFUSED
 
     message = str(exc).splitlines()[0]
+    known = refusal_behind(exc) or remote_read_failure(exc)
+    if known is not None:
+        return known
     if isinstance(exc, duckdb.PermissionException):
         # The locked connection (replayer.views.open_sql): a file, the network or an extension.
         return UsageError(f"sql reads only the store's views: {message}")

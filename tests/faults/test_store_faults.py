@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,45 @@ def test_a_conditional_put_over_different_bytes_is_still_a_conflict(s3: Store) -
     with pytest.raises(ConflictError):
         s3.write("snap/manifest.json", b"ours", if_absent=True)
     assert s3.read("snap/manifest.json") == b"theirs"
+
+
+def _captured(store: Store) -> None:
+    from tests.workloads import Workload
+
+    work = Workload(table="orders")
+    for n in range(10):
+        work.put({"pk": {"S": f"k{n}"}}, 1_750_000_000 + n)
+    work.capture(store, batch=20)
+
+
+def test_a_head_bucket_that_fails_is_s3_unreachable_not_a_missing_bucket(s3: Store, proxy: FaultProxy) -> None:
+    from tests.faults.harness import one_error_line, run_rewind
+
+    proxy.add("error", method="HEAD", service="s3", path=r"^/faults/?$", count=100, status=503,
+              code="ServiceUnavailable")
+    done = run_rewind("status", "--store", s3.uri, proxy=proxy)
+    line = one_error_line(done.stderr)
+    assert done.returncode == 7, line
+    assert "does not exist" not in line
+
+
+def test_a_missing_bucket_is_still_not_found(proxy: FaultProxy) -> None:
+    from tests.faults.harness import run_rewind
+
+    done = run_rewind("status", "--store", "s3://no-such-bucket/backups", proxy=proxy)
+    assert done.returncode == 4 and "does not exist" in done.stderr
+
+
+def test_a_failed_second_read_of_a_verified_file_is_s3_failing_not_damage(s3: Store, proxy: FaultProxy,
+                                                                          tmp_path: Path) -> None:
+    from tests.faults.harness import one_error_line, run_rewind
+
+    _captured(s3)
+    # The first GET of each change file (the checksum check) passes; DuckDB's read through pyarrow fails.
+    proxy.add("error", method="GET", service="s3", path=r"changes/.*\.parquet", skip=1, count=1000, status=503,
+              code="SlowDown")
+    done = run_rewind("replay", "--table", "orders", "--store", s3.uri, "--at", "1750000005", "--to-file",
+                      str(tmp_path / "out.jsonl"), proxy=proxy)
+    line = one_error_line(done.stderr)
+    assert done.returncode == 7, line
+    assert "damaged" not in line

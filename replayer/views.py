@@ -6,6 +6,7 @@ A user never needs the file layout: every view reads through the store (local or
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -16,9 +17,10 @@ from changelog.attributes import stored_summary
 from changelog.codec import item_key, parse_key
 from changelog.consistent import listing, read_consistently
 from changelog.docs import register_doc_function
-from changelog.errors import TimeOutOfRange, UsageError
+from changelog.errors import TableNotFound, TimeOutOfRange, UsageError
 from changelog.footer import DEDUPLICATED, footers
 from changelog.layout import TABLES, partition_of, table_names
+from changelog.meta import key_attribute_schema, read_meta
 from changelog.plain import plain_select, quote_ident
 from changelog.predicate import lock_down
 from changelog.progress import query_progress, track_progress
@@ -50,8 +52,36 @@ def _split_deduplicated(store: Store, files: list[str]) -> tuple[list[str], list
     return [p for p in files if p in marked], [p for p in files if p not in marked]
 
 
-def _canonical_key(text: str) -> str:
-    return item_key(parse_key(text))
+def _key_reader(store: Store, tables: list[str]) -> Callable[[str], str]:
+    """``rewind_key``: a KEY as the CLI takes it (DynamoDB JSON, or ``pk=a,sk=5`` typed from the key
+    schema) to its canonical item_key. ``history(KEY)`` spans every table, so a plain key is read with
+    each table's schema and must mean one key in all that can read it."""
+    schemas = {}
+    for table in tables:
+        try:
+            schemas[table] = key_attribute_schema(read_meta(store, table))
+        except TableNotFound:
+            continue  # a table captured without meta.json: DynamoDB JSON still works
+
+    def canonical(text: str) -> str:
+        if text.strip().startswith("{"):
+            return item_key(parse_key(text))
+        readings: dict[str, str] = {}
+        for table, schema in schemas.items():
+            try:
+                readings[table] = item_key(parse_key(text, schema))
+            except UsageError:
+                continue
+        keys = set(readings.values())
+        if not keys:
+            raise UsageError(f"no table's key schema reads the key {text!r}: give NAME=VALUE pairs of a table's "
+                             'key attributes, or DynamoDB JSON such as {"pk":{"S":"a"}}')
+        if len(keys) > 1:
+            raise UsageError(f"the key {text!r} reads differently for tables {', '.join(sorted(readings))} "
+                             "(their key types differ): give it as DynamoDB JSON")
+        return keys.pop()
+
+    return canonical
 
 
 def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConnection:
@@ -153,7 +183,7 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
         ) = 1 AND event_name <> 'REMOVE'
         """
     )
-    sql_function(con, "rewind_key", _canonical_key, ["VARCHAR"], "VARCHAR")
+    sql_function(con, "rewind_key", _key_reader(store, tables), ["VARCHAR"], "VARCHAR")
     con.execute(
         f"""CREATE MACRO history(k) AS TABLE
             SELECT table_name, event_time, event_name, sequence_number, is_ttl_delete,

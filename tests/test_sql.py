@@ -134,3 +134,30 @@ def test_the_shell_lists_tables_with_what_each_can_restore(
 
     out = capsys.readouterr().out
     assert "orders" in out and "2023-11-14T22:13:20Z to 2023-11-14T22:13:20Z" in out and "one" in out
+
+
+def test_history_takes_the_plain_key_form_the_cli_takes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from changelog.meta import write_meta
+    from changelog.store import LocalStore
+    from tests.events import lambda_record
+
+    store = LocalStore(tmp_path / "store")
+    key = {"pk": {"S": "a"}, "sk": {"N": "5"}}
+    capture_batch(store, [lambda_record("orders", "INSERT", key, 1_700_000_000, 1, new={**key, "n": {"N": "1"}})],
+                  decode_lambda_record, source="test")
+    write_meta(store, {"table_name": "orders", "description": None, "key_schema": [
+        {"AttributeName": "pk", "KeyType": "HASH", "AttributeType": "S"},
+        {"AttributeName": "sk", "KeyType": "RANGE", "AttributeType": "N"}]})
+
+    assert main(["sql", "--store", store.uri, "--format", "json",
+                 "SELECT event_name FROM history('pk=a,sk=5')"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"event_name": "INSERT"}]
+    assert main(["sql", "--store", store.uri, "SELECT * FROM history('nope=1')"]) == 2
+    assert "no table's key schema reads the key" in capsys.readouterr().err
+
+
+def test_a_query_that_is_not_utf8_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "store").mkdir()
+    assert main(["sql", "--store", str(tmp_path / "store"), "SELECT '\udcff'"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not valid UTF-8" in err

@@ -92,6 +92,11 @@ def _run_query(session: SqlSession, query: str, fmt: str) -> None:
     import duckdb
 
     try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:
+        # Bytes that are not UTF-8 on the command line arrive as lone surrogates DuckDB cannot take.
+        raise UsageError("the query is not valid UTF-8 text") from None
+    try:
         result = session.query(query)
     except duckdb.Error as exc:
         raise _query_error(exc) from None

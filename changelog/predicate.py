@@ -102,8 +102,8 @@ class Predicate:
         """
         aliases = {name: f"__where_{index}" for index, (name, _) in enumerate(columns)}
         where_sql = self.bind(aliases, aliases)
-        named = {name.lower() for name in self.columns}
-        select = "".join(f", {expr} AS {aliases[name]}" for name, expr in columns if name.lower() in named)
+        named = set(self.columns)  # bound exactly, so only the attributes of exactly these names
+        select = "".join(f", {expr} AS {aliases[name]}" for name, expr in columns if name in named)
         return where_sql, select
 
 

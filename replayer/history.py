@@ -23,7 +23,7 @@ from changelog.record import SCHEMA
 from changelog.restorable import Loss
 from changelog.source import register_parquet
 from changelog.spec import history_sql, render
-from changelog.state import change_files, check_complete, coverage
+from changelog.state import Coverage, change_files, check_complete, coverage
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from replayer.attrdiff import PathChange, diff_items
@@ -77,16 +77,14 @@ def resolve_key(store: Store, table: str, text: str) -> tuple[dict[str, Any], st
     return key, item_key(key)
 
 
-def check_history_complete(store: Store, table: str, canonical: str) -> tuple[Loss, ...]:
-    """Refuse the history of an item while the table has a loss; returns the losses (for ``--partial``).
+def check_history_complete(cov: Coverage, canonical: str) -> None:
+    """Refuse the history of an item while its table (``cov``) has a loss.
 
     A lost change can belong to any item, and no bootstrap puts it back in a list of changes: the
     refusal names the loss, and ``--partial`` lists what the store holds with the losses named.
     """
-    cov = coverage(store, table, count_changes=False)
     check_complete(cov, None, None, what=f"the history of {canonical}",
                    narrow="give --partial to list the changes the store holds, with each loss named")
-    return cov.losses
 
 
 def history_losses(store: Store, table: str) -> tuple[Loss, ...]:
@@ -108,7 +106,7 @@ def item_history(store: Store, table: str, key_text: str,
     """
     _key, canonical = resolve_key(store, table, key_text)
     if not partial:
-        check_history_complete(store, table, canonical)
+        check_history_complete(coverage(store, table, count_changes=False), canonical)
     sql = history_sql(table, canonical, changes="history__changes")
 
     def read() -> pa.Table:

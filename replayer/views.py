@@ -241,33 +241,30 @@ def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store, tables: list[s
     known: dict[str, Coverage] = {}
     held = frozenset(tables)
 
-    def refusal(table: str, at: datetime | str) -> str:
-        if not isinstance(at, datetime):
-            # DuckDB hands over a time past Python's year 9999 as text: no store holds such a moment.
-            return f"{str(at)[:40]} is out of range: no moment after 9999-01-01 is restorable"
+    def reason(table: str, check: Callable[[Coverage], None]) -> str:
+        """Why ``check`` refuses ``table`` ('' when it does not: a DuckDB Python function may not return NULL)."""
         if table not in held:
-            # A query may call this function itself: a name that is no table of the store never
+            # A query may call these functions itself: a name that is no table of the store never
             # reaches a path (it could name a directory outside the store).
             return f"the store holds no table {table!r}"
         if table not in known:
             known[table] = coverage(store, table, count_changes=False)
         try:
-            check_restorable(known[table], at, to_micros(at))
-        except TimeOutOfRange as exc:
-            return str(exc)
-        return ""  # a DuckDB Python function may not return NULL
-
-    def incomplete(table: str) -> str:
-        if table not in held:
-            return f"the store holds no table {table!r}"
-        if table not in known:
-            known[table] = coverage(store, table, count_changes=False)
-        try:
-            check_complete(known[table], None, None, what="history()",
-                           narrow="the changes view lists what the store holds, without the lost changes")
+            check(known[table])
         except TimeOutOfRange as exc:
             return str(exc)
         return ""
+
+    def refusal(table: str, at: datetime | str) -> str:
+        if not isinstance(at, datetime):
+            # DuckDB hands over a time past Python's year 9999 as text: no store holds such a moment.
+            return f"{str(at)[:40]} is out of range: no moment after 9999-01-01 is restorable"
+        return reason(table, lambda cov: check_restorable(cov, at, to_micros(at)))
+
+    def incomplete(table: str) -> str:
+        return reason(table, lambda cov: check_complete(
+            cov, None, None, what="history()",
+            narrow="the changes view lists what the store holds, without the lost changes"))
 
     sql_function(con, "rewind_refusal", refusal, ["VARCHAR", "TIMESTAMPTZ"], "VARCHAR", side_effects=False)
     sql_function(con, "rewind_incomplete", incomplete, ["VARCHAR"], "VARCHAR", side_effects=False)

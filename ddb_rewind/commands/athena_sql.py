@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     cov = coverage(store, args.table, count_changes=False)
     if args.key is not None:
         _key, canonical = resolve_key(store, args.table, args.key)
-        check_history_complete(store, args.table, canonical)
+        check_history_complete(cov, canonical)
         from changelog.state import change_files
 
         check_millisecond_times(store, args.table, change_files(store, args.table))

@@ -25,7 +25,7 @@ HANDLERS = {
     "consumer (stream_consumer.handler)": "import stream_consumer.handler",
     "recover (stream_consumer.recover)": "import stream_consumer.recover",
     "compactor (compactor.handler)": "import compactor.handler",
-    "verifier (replayer.scheduled)": "import replayer.scheduled",
+    "verifier (replayer.proving.scheduled)": "import replayer.proving.scheduled",
 }
 
 

@@ -6,7 +6,7 @@ synthetic store with ``bench.storegen`` (or reuses ``--store``) and times:
 
 - ``raw``: the anchor, one DuckDB query over the same files: the latest version per key at each
   moment and the keys whose version differs, images fetched (what any SQL diff must at least do);
-- ``diff``: ``replayer.diff.diff_states`` (coverage check, both states for the window's keys, the
+- ``diff``: ``replayer.forensics.diff.diff_states`` (coverage check, both states for the window's keys, the
   attribute-path diff of every differing item) plus the JSON the CLI prints for it.
 
 Both must name the same items. Prints seconds beside the anchor; asserts nothing about time.
@@ -56,7 +56,7 @@ def _raw(store: LocalStore, from_us: int, to_us: int) -> tuple[int, float]:
 
 def _diff(store: LocalStore, from_us: int, to_us: int) -> tuple[int, float, float]:
     from ddb_rewind.commands.diff import write_json
-    from replayer.diff import diff_states
+    from replayer.forensics.diff import diff_states
 
     started = time.perf_counter()
     diff = diff_states(store, TABLE, from_us, to_us)

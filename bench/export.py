@@ -19,8 +19,8 @@ from pathlib import Path
 from bench.storegen import generate_store
 from changelog.store import LocalStore
 from changelog.timefmt import from_micros
-from replayer.ddb_export import export_images
-from replayer.replay import export_batches, open_items, replay_to_file, select_counts
+from replayer.restoring.ddb_export import export_images
+from replayer.restoring.replay import export_batches, open_items, replay_to_file, select_counts
 
 TABLE = "orders"
 

@@ -23,7 +23,7 @@ from changelog.layout import hour_partition
 from changelog.meta import meta_from_description, write_meta
 from changelog.record import SCHEMA
 from changelog.store import LocalStore, Store
-from replayer.history import item_history
+from replayer.forensics.history import item_history
 
 TABLE = "bench"
 BASE_US = 1_750_000_000 * 1_000_000

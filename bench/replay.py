@@ -58,7 +58,7 @@ def _timed(step: Callable[[], Any]) -> tuple[Any, float]:
 
 def phase_state(store: LocalStore, at: datetime, out: Path) -> dict[str, Any]:
     """The CLI's path: open_items, select_counts, replay_to_file."""
-    from replayer.replay import open_items, replay_to_file, select_counts
+    from replayer.restoring.replay import open_items, replay_to_file, select_counts
 
     con, opened = _timed(lambda: open_items(store, TABLE, at))
     selection, counted = _timed(lambda: select_counts(con))

@@ -7,7 +7,7 @@ its own process (peak memory and CPU belong to one phase only), the state at the
 - ``duckdb``: ``ddb-rewind replay --to-file out.parquet``'s path (``open_items``, ``select_counts``,
   ``replay_to_file``) with the default engine;
 - ``spark``: the same with ``--engine spark`` (Spark computes, the result comes back as Arrow);
-- ``spark-job``: ``replayer/spark_job.py``, Spark computing and writing Parquet part files itself:
+- ``spark-job``: ``replayer/engines/spark_job.py``, Spark computing and writing Parquet part files itself:
   the path that scales out on EMR Serverless or Glue.
 
 Spark runs ``local[*]`` with ``SPARK_DRIVER_MEMORY`` (default here 6g). Every output is checked to
@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 def _phase_replay(store: Path, at_us: int, out: Path, engine: str) -> dict[str, Any]:
     from changelog.store import LocalStore
     from changelog.timefmt import from_micros
-    from replayer.replay import open_items, replay_to_file, select_counts
+    from replayer.restoring.replay import open_items, replay_to_file, select_counts
 
     con = open_items(LocalStore(store), TABLE, from_micros(at_us), engine=engine)
     selection = select_counts(con)
@@ -50,7 +50,7 @@ def _phase_replay(store: Path, at_us: int, out: Path, engine: str) -> dict[str, 
 
 def _phase_job(store: Path, at_us: int, out: Path) -> dict[str, Any]:
     from changelog.timefmt import format_time, from_micros
-    from replayer import spark_job
+    from replayer.engines import spark_job
 
     items = spark_job.run(["--store", str(store), "--table", TABLE, "--at", format_time(from_micros(at_us)),
                            "--output", str(out / "spark-job")])
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.phase:
         if args.phase != "duckdb":
-            from replayer.spark_engine import session
+            from replayer.engines.spark_engine import session
 
             session()  # started before the clock: a cluster's JVMs are already up
         started = time.perf_counter()

@@ -53,7 +53,7 @@ def _raw(store: LocalStore, at: str) -> tuple[int, dict[str, float]]:
 
 
 def _session(store: LocalStore, at: str) -> tuple[int, dict[str, float]]:
-    from replayer.views import SqlSession, ensure_plain_macros
+    from replayer.engines.views import SqlSession, ensure_plain_macros
 
     started = time.perf_counter()
     session = SqlSession(store)
@@ -72,7 +72,7 @@ BY_DAY = "SELECT date_trunc('day', event_time) AS day, count(*) FROM {} GROUP BY
 
 
 def _by_day(store: LocalStore) -> dict[str, tuple[list[Any], float]]:
-    from replayer.views import SqlSession
+    from replayer.engines.views import SqlSession
 
     session = SqlSession(store)
     timed = {}

@@ -6,7 +6,7 @@ A stub DynamoDB (a local HTTP server on 127.0.0.1, in a child process so its CPU
 answers every BatchWriteItem after ``--latency-ms`` with no UnprocessedItems. Against it, at each
 worker count, in alternating order:
 
-- ``raw``: ``replayer.writer.write_images``, the stored DynamoDB JSON sent as the request body;
+- ``raw``: ``replayer.restoring.writer.write_images``, the stored DynamoDB JSON sent as the request body;
 - ``values``: the writer as it was before, kept here as the baseline: every image parsed into
   Python (``json.loads``, base64 to bytes), sized with ``json.dumps``, then validated and serialised
   again by botocore;
@@ -40,7 +40,7 @@ from botocore.config import Config
 
 from bench.storegen import _images as storegen_images
 from changelog.codec import base64_to_binaries
-from replayer.writer import WriteSettings, write_images
+from replayer.restoring.writer import WriteSettings, write_images
 
 TABLE = "orders"
 _ANSWER = b'{"UnprocessedItems":{}}'
@@ -100,7 +100,7 @@ def raw(url: str, images: list[str], workers: int) -> int:
     return report.written
 
 
-# The writer before the wire-format path, kept as the baseline (replayer/writer.py and
+# The writer before the wire-format path, kept as the baseline (replayer/restoring/writer.py and
 # replay._put_requests as they were): parse each image, size it with json.dumps, let botocore
 # validate and serialise it again.
 def _old_requests(images: Iterable[str]) -> Iterator[dict[str, Any]]:

@@ -102,7 +102,7 @@ def differing_sql(before: str, after: str, condition: str = "TRUE") -> str:
     """Keys whose version differs between two states (columns ``DIFF_COLUMNS``), by key.
 
     ``before``/``after`` are state relations; ``condition`` may narrow on ``key``. Whether two
-    different versions hold different items is decided afterwards (replayer.attrdiff), in Python.
+    different versions hold different items is decided afterwards (replayer.forensics.attrdiff), in Python.
     """
     return f"""
         SELECT {DIFF_COLUMNS} FROM (

@@ -173,12 +173,12 @@ def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 
     (``demo --keep-running`` passes ``wait_for_ctrl_c``): every command can then be tried against it.
     """
     from compactor.compaction import compact
-    from replayer.attrdiff import items_equal
-    from replayer.diff import diff_states
-    from replayer.replay import open_items, replay_to_table, select_counts
-    from replayer.target import prepare_target
-    from replayer.views import open_sql
-    from replayer.writer import WriteSettings
+    from replayer.engines.views import open_sql
+    from replayer.forensics.attrdiff import items_equal
+    from replayer.forensics.diff import diff_states
+    from replayer.restoring.replay import open_items, replay_to_table, select_counts
+    from replayer.restoring.target import prepare_target
+    from replayer.restoring.writer import WriteSettings
     from stream_consumer.poller import poll
 
     started = time.monotonic()

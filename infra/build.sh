@@ -133,7 +133,7 @@ for line in open(sys.argv[1], encoding="utf-8"):
 PY
 }
 
-for handler in stream_consumer/handler.py stream_consumer/recover.py compactor/handler.py replayer/scheduled.py; do
+for handler in stream_consumer/handler.py stream_consumer/recover.py compactor/handler.py replayer/proving/scheduled.py; do
     if [[ ! -f "${root}/${handler}" ]]; then
         echo "build.sh: ${handler} does not exist in ${root}; the Lambda handlers named in" \
              "infra/template.yaml would not import" >&2
@@ -225,6 +225,6 @@ PY
 
 build_artifact capture stream_consumer/handler.py stream_consumer/recover.py \
     -- "${provided[@]}" "${never_shipped[@]}" "${sql_only[@]}"
-build_artifact full compactor/handler.py replayer/scheduled.py \
+build_artifact full compactor/handler.py replayer/proving/scheduled.py \
     -- "${provided[@]}" "${never_shipped[@]}"
 echo "    next: sam build --template-file infra/template.yaml && sam deploy --guided"

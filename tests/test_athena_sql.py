@@ -34,10 +34,10 @@ from changelog.state import change_files, plan_state
 from changelog.store import LocalStore, Store
 from compactor.snapshots import build_snapshot
 from ddb_rewind.cli import main
-from replayer.athena import Catalog, diff_query, history_query, state_query, unload_query
-from replayer.diff import diff_states
-from replayer.history import item_history
-from replayer.replay import open_items
+from replayer.engines.athena import Catalog, diff_query, history_query, state_query, unload_query
+from replayer.forensics.diff import diff_states
+from replayer.forensics.history import item_history
+from replayer.restoring.replay import open_items
 from stream_consumer.capture import capture_batch
 from tests.events import kinesis_record
 from tests.model import KEYS, Op, operations, stream_records

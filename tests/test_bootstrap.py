@@ -21,7 +21,7 @@ from compactor.bootstrap import bootstrap_from_export, bootstrap_from_scan
 from compactor.export_reader import ExportInvalid
 from compactor.snapshots import build_snapshot
 from ddb_rewind.cli import main
-from replayer.replay import open_items
+from replayer.restoring.replay import open_items
 from stream_consumer.capture import capture_batch
 from tests.events import lambda_record
 from tests.exports import data_files, upload_export, write_export
@@ -230,7 +230,7 @@ def test_the_cli_scans_with_segments(aws: None, store: Store, capsys: pytest.Cap
 
 def test_a_withdrawal_is_recorded_so_the_manifest_chain_stays_sound(described: Store, tmp_path: Path) -> None:
     from changelog.snapshot import read_removals
-    from replayer.check import check_store
+    from replayer.proving.check import check_store
 
     capture_batch(described, _changes_after_export(), decode_lambda_record, source="test")
     withdrawn = build_snapshot(described, TABLE, (EXPORT_SECOND + 15) * 1_000_000)
@@ -242,7 +242,7 @@ def test_a_withdrawal_is_recorded_so_the_manifest_chain_stays_sound(described: S
 
 
 def test_a_scan_bootstrap_lists_its_parts_with_checksums(aws: None, store: Store) -> None:
-    from replayer.check import check_store
+    from replayer.proving.check import check_store
 
     client = boto3.client("dynamodb")
     _stream_table(client)

@@ -21,8 +21,8 @@ from compactor.merge import merge_small_files
 from compactor.policy import parse_policy
 from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
-from replayer.check import check_store
-from replayer.verify import stored_state
+from replayer.proving.check import check_store
+from replayer.proving.verify import stored_state
 from stream_consumer.checkpoint import Checkpoint, write_checkpoint
 from tests.damage import (
     DAMAGES,

@@ -22,9 +22,9 @@ from changelog.errors import TimeOutOfRange
 from changelog.store import LocalStore, Store
 from compactor.merge import merge_small_files
 from compactor.snapshots import build_snapshot
-from replayer.history import item_history
-from replayer.replay import open_items
-from replayer.views import open_sql
+from replayer.engines.views import open_sql
+from replayer.forensics.history import item_history
+from replayer.restoring.replay import open_items
 from stream_consumer import handler
 from stream_consumer.capture import capture_batch
 from tests.events import event, kinesis_record, lambda_record

@@ -22,8 +22,8 @@ from compactor.merge import merge_small_files
 from compactor.policy import parse_policy
 from compactor.retention import plan_expire
 from compactor.snapshots import build_snapshot, publish_manifest
-from replayer.replay import open_items
-from replayer.views import open_sql
+from replayer.engines.views import open_sql
+from replayer.restoring.replay import open_items
 from stream_consumer.capture import capture_batch
 from tests.model import Op, model_state, stream_records
 

@@ -18,10 +18,10 @@ from changelog.state import change_files
 from changelog.store import LocalStore
 from compactor.merge import merge_small_files
 from compactor.snapshots import build_snapshot
-from replayer.diff import diff_states
-from replayer.history import item_history
-from replayer.replay import open_items
-from replayer.views import SqlSession
+from replayer.engines.views import SqlSession
+from replayer.forensics.diff import diff_states
+from replayer.forensics.history import item_history
+from replayer.restoring.replay import open_items
 from stream_consumer.capture import capture_batch
 from tests.model import Op, model_state, stream_records
 

@@ -27,7 +27,7 @@ from compactor.policy import parse_policy
 from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
 from ddb_rewind.cli import main
-from replayer.verify import drill_moment
+from replayer.proving.verify import drill_moment
 from stream_consumer.capture import capture_batch
 from tests.test_recover import (  # noqa: F401  (fixtures)
     SECOND,

@@ -25,7 +25,7 @@ from changelog.meta import meta_from_description, write_meta
 from changelog.store import LocalStore, Store, open_store
 from compactor.export_reader import ExportInvalid, open_export, read_data_files, read_items, read_summary
 from ddb_rewind.cli import main
-from replayer.ddb_export import (
+from replayer.restoring.ddb_export import (
     SUMMARY,
     describe_data_file,
     export_images,

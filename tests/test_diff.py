@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from changelog.errors import TimeOutOfRange, UsageError
 from changelog.store import LocalStore, Store
 from ddb_rewind.cli import main
-from replayer.attrdiff import diff_items, items_equal
-from replayer.diff import diff_states
+from replayer.forensics.attrdiff import diff_items, items_equal
+from replayer.forensics.diff import diff_states
 from tests.workloads import BASE, Workload, random_workload, run_cli
 
 US = 1_000_000

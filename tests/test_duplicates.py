@@ -20,10 +20,10 @@ from compactor.merge import merge_small_files
 from compactor.policy import parse_policy
 from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
-from replayer.diff import diff_states
-from replayer.history import item_history
-from replayer.replay import open_items
-from replayer.views import open_sql
+from replayer.engines.views import open_sql
+from replayer.forensics.diff import diff_states
+from replayer.forensics.history import item_history
+from replayer.restoring.replay import open_items
 from stream_consumer import handler
 from tests.events import event, kinesis_record
 

@@ -36,11 +36,11 @@ from changelog.store import LocalStore, Store
 from compactor.bootstrap import bootstrap_from_scan
 from compactor.merge import merge_small_files
 from compactor.snapshots import build_snapshot
-from replayer import spark_job
-from replayer.diff import diff_states, write_diff_parquet
-from replayer.export import PARQUET_SCHEMA
-from replayer.history import item_history
-from replayer.replay import open_items, replay_to_file
+from replayer.engines import spark_job
+from replayer.forensics.diff import diff_states, write_diff_parquet
+from replayer.forensics.history import item_history
+from replayer.restoring.export import PARQUET_SCHEMA
+from replayer.restoring.replay import open_items, replay_to_file
 from stream_consumer.capture import capture_batch
 from tests.model import KEYS, Op, model_state, operations, stream_records
 from tests.test_kinesis_property import _payload, _records, _with_sequence
@@ -64,7 +64,7 @@ SPARK_PROPERTY = settings(max_examples=6, deadline=None,
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     """One local SparkSession for the whole run (the engine's own, as the CLI starts it)."""
-    from replayer.spark_engine import session
+    from replayer.engines.spark_engine import session
 
     yield session()
 

@@ -17,7 +17,7 @@ from compactor.policy import parse_policy
 from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
 from ddb_rewind.cli import main
-from replayer.replay import open_items
+from replayer.restoring.replay import open_items
 from stream_consumer.capture import capture_batch
 from tests.events import lambda_record
 

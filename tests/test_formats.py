@@ -24,9 +24,9 @@ from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests
 from changelog.state import change_files
 from changelog.store import LocalStore
 from compactor.compaction import compact
-from replayer.history import item_history
-from replayer.replay import open_items
-from replayer.views import open_sql
+from replayer.engines.views import open_sql
+from replayer.forensics.history import item_history
+from replayer.restoring.replay import open_items
 from tests.events import lambda_record
 from tests.workloads import BASE, run_cli
 

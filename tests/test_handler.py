@@ -18,7 +18,7 @@ from changelog.layout import changes_root, table_root
 from changelog.meta import read_meta
 from changelog.state import coverage
 from changelog.store import Store
-from replayer.views import open_sql
+from replayer.engines.views import open_sql
 from stream_consumer import handler
 from tests.events import TTL_IDENTITY, event, lambda_record
 

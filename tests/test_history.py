@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from changelog.errors import UsageError
 from changelog.store import Store
 from ddb_rewind.cli import main
-from replayer.attrdiff import PathChange, diff_items
-from replayer.history import item_history
+from replayer.forensics.attrdiff import PathChange, diff_items
+from replayer.forensics.history import item_history
 from tests.workloads import BASE, Workload, random_workload
 
 KEY = {"pk": {"S": "a"}}

@@ -1036,7 +1036,7 @@ def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypat
         assert compactor["Handler"] == "compactor.handler.lambda_handler"
         assert compactor["Environment"]["Variables"]["REWIND_TABLE"] == "orders"
         verifier = awslambda.get_function_configuration(FunctionName=outputs["VerifierFunctionName"])
-        assert verifier["Handler"] == "replayer.scheduled.lambda_handler"
+        assert verifier["Handler"] == "replayer.proving.scheduled.lambda_handler"
         assert str(verifier["Environment"]["Variables"]["REWIND_VERIFY_INTERVAL_MINUTES"]) == "60"
         recover = awslambda.get_function_configuration(FunctionName=outputs["RecoverFunctionName"])
         assert recover["Handler"] == "stream_consumer.recover.lambda_handler"
@@ -1099,7 +1099,7 @@ def _dashboard(resources: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_verifier_handler_is_replayer_scheduled_lambda_handler(template: dict[str, Any]) -> None:
-    assert _function(template, "VerifierFunction")["Handler"] == "replayer.scheduled.lambda_handler"
+    assert _function(template, "VerifierFunction")["Handler"] == "replayer.proving.scheduled.lambda_handler"
 
 
 def test_verifier_runs_on_the_interval_it_is_told_hourly_by_default(template: dict[str, Any]) -> None:
@@ -1130,7 +1130,7 @@ def test_verifier_metrics_need_no_cloudwatch_permission(template: dict[str, Any]
     # Powertools Metrics writes embedded metric format to the function's log: CloudWatch extracts
     # the metrics from the log group, so the role has no cloudwatch:* action to misuse.
     assert not {a for a in _role_actions(resources, "VerifierRole") if a.startswith("cloudwatch:")}
-    import replayer.scheduled as scheduled
+    import replayer.proving.scheduled as scheduled
 
     assert type(scheduled.metrics).__name__ == "Metrics"
 
@@ -1167,7 +1167,7 @@ def test_the_dashboard_shows_every_verifier_alarm(resources: dict[str, Any]) -> 
 def test_the_verifier_metric_names_are_the_ones_the_handler_publishes() -> None:
     import inspect
 
-    import replayer.scheduled as scheduled
+    import replayer.proving.scheduled as scheduled
 
     source = inspect.getsource(scheduled.publish)
     for metric in VERIFIER_METRICS:

@@ -28,7 +28,7 @@ from changelog.store import Store
 from compactor.policy import parse_policy
 from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
-from replayer.verify import stored_state
+from replayer.proving.verify import stored_state
 from stream_consumer.checkpoint import Checkpoint, read_checkpoints, write_checkpoint
 from tests.damage import (
     DAMAGES,

@@ -11,7 +11,7 @@ import pytest
 
 from changelog.state import open_state, plan_state
 from changelog.store import Store
-from replayer.views import open_sql
+from replayer.engines.views import open_sql
 from stream_consumer import handler
 from tests.events import event, kinesis_record
 

@@ -23,7 +23,7 @@ from changelog.codec import decode_kinesis_record
 from changelog.store import LocalStore
 from compactor.merge import merge_small_files
 from compactor.snapshots import build_snapshot
-from replayer.replay import open_items
+from replayer.restoring.replay import open_items
 from stream_consumer.capture import capture_batch
 from tests.events import kinesis_record
 from tests.model import KEYS, Op, emitted_changes, model_state, operations

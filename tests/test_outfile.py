@@ -12,8 +12,8 @@ from changelog.codec import decode_lambda_record
 from changelog.errors import UsageError
 from changelog.store import Store
 from ddb_rewind.cli import main
-from replayer.export import write_jsonl
-from replayer.outfile import output_file
+from replayer.restoring.export import write_jsonl
+from replayer.restoring.outfile import output_file
 from stream_consumer.capture import capture_batch
 from tests.model import Op, stream_records
 
@@ -117,7 +117,7 @@ def test_diff_output_refuses_an_existing_file(filled: Store, tmp_path: Path,
 
 
 def test_a_json_file_name_is_refused_since_the_items_are_json_lines(tmp_path: Path) -> None:
-    from replayer.export import check_format
+    from replayer.restoring.export import check_format
 
     with pytest.raises(UsageError, match=r"JSON lines.*\.jsonl"):
         check_format(str(tmp_path / "state.json"))

@@ -17,7 +17,7 @@ from changelog.layout import changes_root, checkpoint_path, checkpoints_root, me
 from changelog.state import coverage
 from changelog.store import Store
 from ddb_rewind.cli import main
-from replayer.views import open_sql
+from replayer.engines.views import open_sql
 from stream_consumer.checkpoint import Checkpoint, write_checkpoint
 from stream_consumer.poller import Shard, StreamReadError, parent_first, poll
 

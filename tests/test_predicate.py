@@ -12,8 +12,8 @@ from changelog.codec import decode_lambda_record
 from changelog.errors import UsageError
 from changelog.predicate import lock_down, parse_predicate
 from changelog.store import Store
-from replayer.diff import diff_states
-from replayer.replay import open_items, select_counts
+from replayer.forensics.diff import diff_states
+from replayer.restoring.replay import open_items, select_counts
 from stream_consumer.capture import capture_batch
 from tests.model import Op, model_state, stream_records
 
@@ -168,7 +168,7 @@ def test_a_name_matching_attributes_only_by_case_is_refused() -> None:
 
 
 def test_the_table_macro_leaves_attributes_differing_only_in_case_in_item(cased: Store) -> None:
-    from replayer.views import open_sql
+    from replayer.engines.views import open_sql
 
     con = open_sql(cased, plain_tables=True)
     columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {TABLE}_at('{_at(T0 + 1).isoformat()}')")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from replayer.rate import AdaptiveRate, RateSettings
-from replayer.writer import WriteSettings, write_images
+from replayer.restoring.rate import AdaptiveRate, RateSettings
+from replayer.restoring.writer import WriteSettings, write_images
 
 
 class Clock:

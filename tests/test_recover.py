@@ -29,7 +29,7 @@ from changelog.state import coverage
 from changelog.store import Store
 from compactor.bootstrap import bootstrap_from_scan
 from ddb_rewind.cli import main
-from replayer.views import open_sql
+from replayer.engines.views import open_sql
 from stream_consumer import recover
 from stream_consumer.capture import capture_batch
 from stream_consumer.recover import parse_failure_message, recover_queue

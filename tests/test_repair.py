@@ -11,9 +11,9 @@ from botocore.exceptions import ClientError
 from changelog.errors import TargetError, UsageError
 from changelog.store import Store
 from ddb_rewind.cli import main
-from replayer.attrdiff import items_equal
-from replayer.repair import RepairAction, apply_action, execute_repair, plan_repair
-from replayer.verify import scan_table
+from replayer.forensics.attrdiff import items_equal
+from replayer.forensics.repair import RepairAction, apply_action, execute_repair, plan_repair
+from replayer.proving.verify import scan_table
 from tests.workloads import BadDeploy, bad_deploy, run_cli
 
 US = 1_000_000

@@ -16,7 +16,7 @@ from changelog.codec import binaries_to_base64, decode_lambda_record, item_key
 from changelog.meta import meta_from_description, write_meta
 from changelog.store import Store
 from ddb_rewind.cli import main
-from replayer.export import from_avro_value
+from replayer.restoring.export import from_avro_value
 from stream_consumer.capture import capture_batch
 from tests.events import pk_table_description
 from tests.model import Op, model_state, stream_records
@@ -184,7 +184,7 @@ def test_a_missing_target_table_needs_create_table(filled: Store, aws: None,
 
 
 def test_replay_memory_bound_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from replayer.replay import DEFAULT_MEMORY_LIMIT, memory_limit
+    from replayer.restoring.replay import DEFAULT_MEMORY_LIMIT, memory_limit
 
     monkeypatch.delenv("DDB_REWIND_MEMORY_LIMIT", raising=False)
     assert memory_limit() == DEFAULT_MEMORY_LIMIT
@@ -194,7 +194,7 @@ def test_replay_memory_bound_comes_from_the_environment(monkeypatch: pytest.Monk
 
 def test_a_memory_bound_that_is_not_an_amount_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from changelog.errors import UsageError
-    from replayer.replay import memory_limit
+    from replayer.restoring.replay import memory_limit
 
     monkeypatch.setenv("DDB_REWIND_MEMORY_LIMIT", "lots")
     with pytest.raises(UsageError, match="DDB_REWIND_MEMORY_LIMIT"):

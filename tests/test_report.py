@@ -14,10 +14,10 @@ from changelog.predicate import parse_predicate
 from changelog.store import LocalStore, Store
 from changelog.timefmt import to_micros
 from ddb_rewind.cli import build_parser, main
-from replayer.diff import diff_states
-from replayer.repair import plan_from_diff, plan_repair
-from replayer.report import build_report
-from replayer.report_html import render_html
+from replayer.forensics.diff import diff_states
+from replayer.forensics.repair import plan_from_diff, plan_repair
+from replayer.forensics.report import build_report
+from replayer.forensics.report_html import render_html
 from tests.incident import DEPLOY, FROM, HOSTILE, TO, US, capture_incident
 from tests.workloads import BASE, Workload, run_cli
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from changelog.store import LocalStore
-from replayer.report_html import POLICY
-from replayer.timeline import KINDS
+from replayer.forensics.report_html import POLICY
+from replayer.forensics.timeline import KINDS
 from tests.cdp import CHROMIUM, Page
 from tests.incident import FROM, HOSTILE, TO, capture_incident
 

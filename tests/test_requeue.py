@@ -21,7 +21,7 @@ from changelog.errors import StoreError
 from changelog.layout import table_root
 from changelog.quarantine import quarantine_paths
 from changelog.store import LocalStore, Store
-from replayer.views import SqlSession
+from replayer.engines.views import SqlSession
 from stream_consumer import handler
 from stream_consumer.capture import capture_batch
 from stream_consumer.requeue import requeue

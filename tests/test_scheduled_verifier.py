@@ -1,4 +1,4 @@
-"""The scheduled verifier (replayer/scheduled.py): the coverage proof, a restore drill and a rotating
+"""The scheduled verifier (replayer/proving/scheduled.py): the coverage proof, a restore drill and a rotating
 sampled ``check --read-data``, published as Powertools metrics; and the proof ``status`` shows."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from changelog.proof import coverage_proof
 from changelog.state import change_files
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
-from replayer import scheduled
-from replayer.scheduled import DAY_US, MINUTE_US, in_sample, verify_once
+from replayer.proving import scheduled
+from replayer.proving.scheduled import DAY_US, MINUTE_US, in_sample, verify_once
 from stream_consumer.checkpoint import Checkpoint, write_checkpoint
 from tests.damage import (
     DAMAGES,

@@ -11,7 +11,7 @@ from compactor.policy import parse_policy
 from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
 from ddb_rewind.cli import main
-from replayer.views import ensure_plain_macros, open_sql
+from replayer.engines.views import ensure_plain_macros, open_sql
 from stream_consumer.capture import capture_batch
 from tests.model import Op, stream_records
 

@@ -1,6 +1,6 @@
 """`ddb-rewind sql` touches nothing but the store's views: every write or reach-out, however wrapped, is refused.
 
-Two layers: the statement filter (``replayer.views.check_read_only``) and the locked connection
+Two layers: the statement filter (``replayer.engines.views.check_read_only``) and the locked connection
 (``open_sql``: no file, network or extension, no setting). The corpus goes through the CLI, so both
 answer; the tests of ``open_sql`` alone show the lock holds when the filter is bypassed.
 """
@@ -19,7 +19,7 @@ from changelog.codec import decode_lambda_record
 from changelog.layout import meta_path
 from changelog.store import LocalStore, Store
 from ddb_rewind.cli import main
-from replayer.views import open_sql
+from replayer.engines.views import open_sql
 from stream_consumer.capture import capture_batch
 from tests.model import Op, stream_records
 

@@ -12,7 +12,7 @@ from changelog.store import LocalStore
 from changelog.timefmt import format_time, from_micros
 from compactor.merge import merge_small_files
 from compactor.snapshots import build_snapshot
-from replayer.views import open_sql
+from replayer.engines.views import open_sql
 from tests.model import Op, model_state, operations, stream_records
 from tests.workloads import deliver_in_cuts
 

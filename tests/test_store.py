@@ -18,7 +18,7 @@ from changelog.record import SCHEMA
 from changelog.source import register_parquet
 from changelog.state import change_files
 from changelog.store import ObjectMissing, S3Store, Store, open_store
-from replayer.views import open_sql
+from replayer.engines.views import open_sql
 from stream_consumer.capture import capture_batch
 from tests.events import lambda_record
 

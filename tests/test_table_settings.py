@@ -236,7 +236,7 @@ def test_without_and_later_indexes_need_create_table(source: Store, capsys: pyte
 
 
 def test_a_global_tables_replicas_are_reported_as_not_applied() -> None:
-    from replayer.table_settings import plan_table
+    from replayer.restoring.table_settings import plan_table
 
     description = {"TableName": TABLE, "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
                    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],

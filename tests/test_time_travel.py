@@ -16,8 +16,8 @@ from changelog.codec import binaries_to_base64, decode_lambda_record, item_key
 from changelog.errors import TimeOutOfRange
 from changelog.store import LocalStore
 from compactor.snapshots import build_snapshot
-from replayer.replay import open_items, replay_to_table
-from replayer.writer import WriteSettings
+from replayer.restoring.replay import open_items, replay_to_table
+from replayer.restoring.writer import WriteSettings
 from stream_consumer.capture import capture_batch
 from tests.model import Op, model_state, operations, stream_records
 from tests.workloads import deliver_in_cuts

@@ -12,7 +12,7 @@ from changelog.errors import TableNotFound, UsageError
 from changelog.store import Store
 from ddb_rewind.cli import main
 from ddb_rewind.commands import timeline as timeline_command
-from replayer.timeline import AUTO_MAX_BUCKETS, BUCKETS, render_bars, sparkline, timeline
+from replayer.forensics.timeline import AUTO_MAX_BUCKETS, BUCKETS, render_bars, sparkline, timeline
 from tests.workloads import BASE, Workload, run_cli
 
 MINUTE = BASE - BASE % 60

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from changelog.codec import decode_lambda_record
 from changelog.store import LocalStore, Store
 from ddb_rewind.cli import main
-from replayer.typed import Column, finish_array, infer_columns, typed_query, typed_value
+from replayer.restoring.typed import Column, finish_array, infer_columns, typed_query, typed_value
 from stream_consumer.capture import capture_batch
 from tests.model import KEYS, Op, model_state, operations, stream_records
 from tests.test_image_validation import good_values

@@ -14,8 +14,8 @@ from changelog.state import change_files, open_state, plan_state
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from compactor.snapshots import publish_manifest
-from replayer.repair import execute_repair, plan_repair
-from replayer.verify import VerifyReport, restore_drill, state_checksum, verify_table
+from replayer.forensics.repair import execute_repair, plan_repair
+from replayer.proving.verify import VerifyReport, restore_drill, state_checksum, verify_table
 from tests.workloads import BadDeploy, bad_deploy, run_cli
 
 US = 1_000_000

@@ -13,8 +13,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ParamValidationError
 
 from changelog.codec import binaries_to_base64
-from replayer.wire import batch_body, enable_raw_bodies, put_request, send_raw
-from replayer.writer import WriteSettings, write_images
+from replayer.restoring.wire import batch_body, enable_raw_bodies, put_request, send_raw
+from replayer.restoring.writer import WriteSettings, write_images
 
 TABLE = "target"
 

@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from replayer.writer import WriteSettings, chunk_requests, write_requests
+from replayer.restoring.writer import WriteSettings, chunk_requests, write_requests
 
 TABLE = "target"
 

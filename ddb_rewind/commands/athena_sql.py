@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
 
 
 def _database_arg(text: str) -> str:
-    from replayer.athena import database_problem
+    from replayer.engines.athena import database_problem
 
     problem = database_problem(text)
     if problem:
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     _check_options(args)
     from changelog.state import check_restorable, coverage, plan_state, snapshot_parts
     from changelog.store import open_store
-    from replayer.athena import (
+    from replayer.engines.athena import (
         Catalog,
         check_millisecond_times,
         default_database,
@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
         state_query,
         unload_query,
     )
-    from replayer.diff import check_window
-    from replayer.history import check_history_complete, resolve_key
+    from replayer.forensics.diff import check_window
+    from replayer.forensics.history import check_history_complete, resolve_key
 
     store = open_store(args.store)
     if not store.uri.startswith("s3://"):

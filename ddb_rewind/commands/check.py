@@ -11,7 +11,7 @@ from changelog.store import open_store
 from ddb_rewind.args import add_format, add_store, add_table
 
 if TYPE_CHECKING:
-    from replayer.check import CheckReport
+    from replayer.proving.check import CheckReport
 
 
 def register(subparsers: Any) -> None:
@@ -63,7 +63,7 @@ def _as_text(report: CheckReport) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the report; exit 0 when sound, 6 when anything a restore depends on is damaged."""
-    from replayer.check import check_store
+    from replayer.proving.check import check_store
 
     report = check_store(open_store(args.store), args.table, read_data=args.read_data)
     print(_as_json(report) if args.format == "json" else _as_text(report))

@@ -12,7 +12,7 @@ from changelog.timefmt import format_time, from_micros, to_micros
 from ddb_rewind.args import add_engine, add_store, add_table, add_where, time_arg
 
 if TYPE_CHECKING:
-    from replayer.diff import StateDiff
+    from replayer.forensics.diff import StateDiff
 
 
 def register(subparsers: Any) -> None:
@@ -44,8 +44,8 @@ def write_json(diff: StateDiff, out: TextIO) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print counts first, then each item change."""
     from changelog.codec import dump_json
-    from replayer.diff import diff_states, write_diff_parquet
-    from replayer.outfile import check_output
+    from replayer.forensics.diff import diff_states, write_diff_parquet
+    from replayer.restoring.outfile import check_output
 
     if args.format == "parquet" and not args.output:
         raise UsageError("--format parquet needs --output PATH")

@@ -12,7 +12,7 @@ from changelog.timefmt import format_time
 from ddb_rewind.args import add_engine, add_format, add_store, add_table
 
 if TYPE_CHECKING:
-    from replayer.attrdiff import PathChange
+    from replayer.forensics.attrdiff import PathChange
 
 
 def register(subparsers: Any) -> None:
@@ -44,7 +44,7 @@ def _describe(change: PathChange) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the item's versions as a readable list or a JSON array."""
-    from replayer.history import history_losses, item_history
+    from replayer.forensics.history import history_losses, item_history
 
     store = open_store(args.store)
     versions = item_history(store, args.table, args.key, engine=args.engine, partial=args.partial)

@@ -20,7 +20,7 @@ from ddb_rewind.args import (
 )
 
 if TYPE_CHECKING:
-    from replayer.repair import RepairResult
+    from replayer.forensics.repair import RepairResult
 
 
 def register(subparsers: Any) -> None:
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the plan, then (unless --dry-run, which predicts it) what was repaired, skipped and failed."""
     from changelog.aws import aws_boundary, client
     from changelog.codec import dump_json
-    from replayer.repair import execute_repair, plan_repair
+    from replayer.forensics.repair import execute_repair, plan_repair
 
     if not args.dry_run:
         check_can_confirm(args.yes, f"repair (writes to live table {args.target})")

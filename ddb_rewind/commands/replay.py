@@ -27,7 +27,7 @@ from ddb_rewind.args import (
 )
 
 if TYPE_CHECKING:
-    from replayer.writer import WriteReport, WriteSettings
+    from replayer.restoring.writer import WriteReport, WriteSettings
 
 RERUN = "re-running with --into-existing is safe (puts are idempotent)"
 
@@ -90,10 +90,10 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Replay and print a summary."""
     from changelog.aws import aws_boundary, client
-    from replayer.replay import check_file_target, clear_table, open_items, replay_to_file, select_counts
-    from replayer.table_settings import apply_after_create, parse_without, restore_plan
-    from replayer.target import prepare_target
-    from replayer.writer import WriteSettings
+    from replayer.restoring.replay import check_file_target, clear_table, open_items, replay_to_file, select_counts
+    from replayer.restoring.table_settings import apply_after_create, parse_without, restore_plan
+    from replayer.restoring.target import prepare_target
+    from replayer.restoring.writer import WriteSettings
 
     # Every refusal that needs no data comes first: a typo costs nothing.
     without = parse_without(args.without)
@@ -194,8 +194,8 @@ def check_export_options(args: argparse.Namespace) -> None:
 def _run_many(args: argparse.Namespace, without: frozenset[str]) -> int:
     """``--tables``: every table to the same moment, one summary, non-zero if any failed."""
     from changelog.aws import aws_boundary, client
-    from replayer.many import parse_tables, restore_many, target_names
-    from replayer.writer import WriteSettings
+    from replayer.restoring.many import parse_tables, restore_many, target_names
+    from replayer.restoring.writer import WriteSettings
 
     if not args.tables or (args.to_table_suffix is None and args.to_dir is None):
         raise UsageError("--tables goes with --to-table-suffix SUFFIX or --to-dir DIR (and they with --tables)")
@@ -231,7 +231,7 @@ def _restore(con: Any, dynamodb: Any, name: str, total: int,
     from botocore.exceptions import BotoCoreError, ClientError
 
     from changelog.aws import translate
-    from replayer.replay import replay_to_table
+    from replayer.restoring.replay import replay_to_table
 
     progress = Progress("replay", total=total)
     try:

@@ -13,7 +13,7 @@ from changelog.store import EXPORTS_DIR, Store, check_outside, open_location, op
 from changelog.timefmt import format_time, to_micros
 
 if TYPE_CHECKING:
-    from replayer.import_table import ImportRequest
+    from replayer.restoring.import_table import ImportRequest
 
 MIB = 1024 * 1024
 
@@ -52,10 +52,16 @@ def _key_prefix(target: Store, folder: str) -> tuple[str, str]:
 def run_export(args: argparse.Namespace) -> int:
     """Write the export; with --via-import, then import it into a new table and report the counts."""
     from changelog.aws import aws_boundary, client
-    from replayer.ddb_export import DEFAULT_FILE_BYTES, check_destination, export_folder, export_id, plan_export
-    from replayer.import_table import import_request
-    from replayer.replay import export_image_lengths, open_items, select_counts
-    from replayer.target import table_exists
+    from replayer.restoring.ddb_export import (
+        DEFAULT_FILE_BYTES,
+        check_destination,
+        export_folder,
+        export_id,
+        plan_export,
+    )
+    from replayer.restoring.import_table import import_request
+    from replayer.restoring.replay import export_image_lengths, open_items, select_counts
+    from replayer.restoring.target import table_exists
 
     store = open_store(args.store)
     uri = _destination_uri(args, store)
@@ -93,8 +99,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _write(con: Any, target: Store, folder: str, meta: dict[str, Any], args: argparse.Namespace, total: int,
            max_bytes: int) -> int:
-    from replayer.ddb_export import export_images
-    from replayer.replay import export_batches
+    from replayer.restoring.ddb_export import export_images
+    from replayer.restoring.replay import export_batches
 
     table_arn = str((meta.get("description") or {}).get("TableArn") or "")
     progress = Progress("export", total=total)
@@ -114,8 +120,8 @@ def _write(con: Any, target: Store, folder: str, meta: dict[str, Any], args: arg
 
 def _import(name: str, target: Store, folder: str, meta: dict[str, Any], total: int, files: int) -> int:
     from changelog.aws import aws_boundary, client
-    from replayer.ddb_export import IMPORT_MAX_OBJECTS
-    from replayer.import_table import check_result, import_request, wait_for_import
+    from replayer.restoring.ddb_export import IMPORT_MAX_OBJECTS
+    from replayer.restoring.import_table import check_result, import_request, wait_for_import
 
     if files > IMPORT_MAX_OBJECTS:
         raise UsageError(f"the export has {files:,} data files but ImportTable takes at most {IMPORT_MAX_OBJECTS:,}: "

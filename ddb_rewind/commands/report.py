@@ -38,13 +38,13 @@ def run(args: argparse.Namespace) -> int:
     import importlib.util
 
     from changelog.errors import UsageError
-    from replayer.outfile import check_output
+    from replayer.restoring.outfile import check_output
 
     if importlib.util.find_spec("matplotlib") is None:
         raise UsageError("report draws its chart with matplotlib, which is not installed: "
                          "pip install 'ddb-rewind[report]'")
-    from replayer.report import build_report
-    from replayer.report_html import write_report
+    from replayer.forensics.report import build_report
+    from replayer.forensics.report_html import write_report
 
     check_output(args.output, args.overwrite)
     store = open_store(args.store)

@@ -15,7 +15,7 @@ from ddb_rewind.output import print_rows
 if TYPE_CHECKING:
     import duckdb
 
-    from replayer.views import SqlSession
+    from replayer.engines.views import SqlSession
 
 _HELP = """Views: changes, tables, snapshots, snapshot_rows, quarantine;
 macros: state_at(TIME), history(KEY), <table>_at(TIME).
@@ -73,14 +73,14 @@ def register(subparsers: Any) -> None:
 def _query_error(exc: duckdb.Error) -> RewindError:
     import duckdb
 
-    from replayer.views import REFUSED
+    from replayer.engines.views import REFUSED
 
     message = str(exc).splitlines()[0]
     known = refusal_behind(exc) or remote_read_failure(exc)
     if known is not None:
         return known
     if isinstance(exc, duckdb.PermissionException):
-        # The locked connection (replayer.views.open_sql): a file, the network or an extension.
+        # The locked connection (replayer.engines.views.open_sql): a file, the network or an extension.
         return UsageError(f"sql reads only the store's views: {message}")
     if REFUSED in message:
         # The coverage guard of state_at / <table>_at: the same refusal (and exit code) as replay.
@@ -106,7 +106,7 @@ def _run_query(session: SqlSession, query: str, fmt: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one query, or a shell reading queries from stdin."""
-    from replayer.views import SqlSession
+    from replayer.engines.views import SqlSession
 
     con = SqlSession(open_store(args.store))
     if args.query:

@@ -12,7 +12,7 @@ from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros, to_micros
 from ddb_rewind.args import add_store, add_table, time_arg
 
-# The same names as replayer.timeline.BUCKETS, repeated here so --help does not load DuckDB.
+# The same names as replayer.forensics.timeline.BUCKETS, repeated here so --help does not load DuckDB.
 BUCKETS = ("auto", "minute", "5min", "15min", "hour", "6hour", "day")
 FORMATS = ("chart", "table", "csv", "json")
 
@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the buckets."""
     from ddb_rewind.output import print_rows
-    from replayer.timeline import KINDS, render_bars, timeline
+    from replayer.forensics.timeline import KINDS, render_bars, timeline
 
     line = timeline(
         open_store(args.store), args.table, args.bucket,

@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
 
 
 def _drill(args: argparse.Namespace) -> bool:
-    from replayer.verify import restore_drill
+    from replayer.proving.verify import restore_drill
 
     result = restore_drill(open_store(args.store), args.table,
                            to_micros(args.drill_at) if args.drill_at else None, args.seed)
@@ -49,7 +49,7 @@ def _drill(args: argparse.Namespace) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Exit 0 only when everything asked for matches, 1 otherwise."""
     from changelog.aws import aws_boundary, client
-    from replayer.verify import verify_table
+    from replayer.proving.verify import verify_table
 
     if not args.against and not (args.drill or args.drill_at):
         raise UsageError("give --against NAME (a live table to compare) or --drill")

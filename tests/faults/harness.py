@@ -94,7 +94,7 @@ def replayed(store: Store, table: str, second: int) -> dict[str, Any]:
     """item key text -> item of the table at ``second``, as replay computes it (in this process)."""
     from datetime import UTC, datetime
 
-    from replayer.replay import open_items
+    from replayer.restoring.replay import open_items
 
     con = open_items(store, table, datetime.fromtimestamp(second, tz=UTC))
     return {key: json.loads(image) for key, image in con.execute("SELECT item_key, image FROM items").fetchall()}

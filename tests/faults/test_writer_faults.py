@@ -12,8 +12,8 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
 from changelog.codec import item_key
-from replayer.target import scan_keys
-from replayer.writer import WriteSettings, write_images, write_requests
+from replayer.restoring.target import scan_keys
+from replayer.restoring.writer import WriteSettings, write_images, write_requests
 from tests.faults.proxy import FaultProxy
 from tests.workloads import random_workload, run_cli
 

@@ -38,7 +38,7 @@ from changelog.spec import (
 )
 from changelog.state import StatePlan, change_files, snapshot_parts
 from changelog.store import Store
-from replayer.export import JSONL_ITEM
+from replayer.restoring.export import JSONL_ITEM
 
 
 def default_database(table: str) -> str:

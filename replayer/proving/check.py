@@ -14,7 +14,7 @@ is missing before its chain's newest (``changelog.ledger``, read from the listin
 and change file is read whole, hashed and fully decoded (page checksums verified). It names orphans
 (parts no manifest lists, ``.tmp-*`` leftovers of a crashed write) as notes: they affect no restore.
 Each problem says which restore points it affects. A ``sample`` limits the reading to the files it
-selects (the scheduled verifier re-hashes a rotating share each run, ``replayer.scheduled``); every
+selects (the scheduled verifier re-hashes a rotating share each run, ``replayer.proving.scheduled``); every
 other check still covers every file.
 """
 

@@ -25,11 +25,19 @@ from changelog.progress import Progress, query_progress, track_progress
 from changelog.state import check_restorable, coverage, open_state, plan_state
 from changelog.store import Store, remote_read_failure
 from changelog.timefmt import format_time, to_micros
-from replayer.export import STDOUT, check_format, write_avro, write_csv, write_jsonl, write_jsonl_to, write_parquet
-from replayer.outfile import check_output, output_file
-from replayer.target import scan_keys
-from replayer.typed import infer_columns, typed_query
-from replayer.writer import WriteReport, WriteSettings, write_images, write_requests
+from replayer.restoring.export import (
+    STDOUT,
+    check_format,
+    write_avro,
+    write_csv,
+    write_jsonl,
+    write_jsonl_to,
+    write_parquet,
+)
+from replayer.restoring.outfile import check_output, output_file
+from replayer.restoring.target import scan_keys
+from replayer.restoring.typed import infer_columns, typed_query
+from replayer.restoring.writer import WriteReport, WriteSettings, write_images, write_requests
 
 BATCH_ROWS = 10_000
 
@@ -89,7 +97,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
         check_restorable(coverage(store, table, con, count_changes=False), at, at_us)
         plan = plan_state(store, table, at_us, use_snapshots=use_snapshots)
         if engine == "spark":
-            from replayer.spark_engine import state_table
+            from replayer.engines.spark_engine import state_table
 
             con.execute("SET TimeZone = 'UTC'")
             con.register("state__spark", state_table(store, plan))
@@ -159,7 +167,7 @@ def check_file_target(path: str, overwrite: bool) -> None:
 def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, overwrite: bool = False) -> int:
     """Write the ``items`` view to ``path`` (.jsonl, .parquet or .avro); returns items written.
 
-    The file appears only when complete (replayer.outfile); an existing one is replaced only with
+    The file appears only when complete (replayer.restoring.outfile); an existing one is replaced only with
     ``overwrite``.
     """
     kind = check_format(path)
@@ -169,7 +177,7 @@ def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, ove
         sys.stdout.flush()
         progress.close()
         return count
-    # Parquet and CSV: a first pass over the images finds each attribute's type (replayer.typed).
+    # Parquet and CSV: a first pass over the images finds each attribute's type (replayer.restoring.typed).
     columns = []
     if kind in (".parquet", ".csv"):
         with query_progress(con, "finding the attributes' types"):
@@ -202,7 +210,7 @@ def _counted(batches: Iterator[pa.RecordBatch], progress: Progress) -> Iterator[
 
 
 def _stored_images(con: duckdb.DuckDBPyConnection) -> Iterator[str]:
-    # The images go out as they are stored: they are BatchWriteItem's wire format (replayer.wire).
+    # The images go out as they are stored: they are BatchWriteItem's wire format (replayer.restoring.wire).
     for batch in _batches(con, "image"):
         yield from batch.column(0).to_pylist()
 
@@ -234,7 +242,7 @@ _EXPORT_ORDER = "ORDER BY md5(item_key), item_key"
 
 
 def export_batches(con: duckdb.DuckDBPyConnection) -> Iterator[pa.RecordBatch]:
-    """The ``items`` view's DynamoDB-JSON images (column ``image``) in export order, for replayer.ddb_export."""
+    """The ``items`` view's DynamoDB-JSON images (column ``image``) in export order, for ``ddb_export``."""
     yield from con.sql(f"SELECT image FROM items {_EXPORT_ORDER}").to_arrow_reader(BATCH_ROWS)
 
 

@@ -2,10 +2,10 @@
 
 Requests travel as their DynamoDB-JSON wire text and go 25 at a time (or fewer, to stay under 16 MB
 a call); a botocore client sends those bytes as the body, signed and retried by botocore
-(replayer.wire), with no round trip through Python values. ``UnprocessedItems``, throttling and
+(replayer.restoring.wire), with no round trip through Python values. ``UnprocessedItems``, throttling and
 transaction conflicts are retried with exponential backoff and full jitter; a batch that still fails
 after the last attempt is counted as failed, never dropped silently. All workers share one adaptive
-rate (replayer.rate): it backs off when the target pushes back and climbs again, never above
+rate (replayer.restoring.rate): it backs off when the target pushes back and climbs again, never above
 ``max_rate``.
 """
 
@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from changelog.progress import Progress
-from replayer.rate import AdaptiveRate
-from replayer.wire import (
+from replayer.restoring.rate import AdaptiveRate
+from replayer.restoring.wire import (
     Sent,
     enable_raw_bodies,
     envelope_bytes,

@@ -9,7 +9,7 @@ of itself: quickly back to the capacity after a cut, and on up if capacity grew 
 double theirs). So a restore runs just under what the table absorbs instead of failing on it.
 
 Push-back before anything was written gives no rate to cut from; each call's own exponential
-backoff handles it (replayer.writer). Time comes from a clock passed in, so tests need no sleeping.
+backoff handles it (replayer.restoring.writer). Time comes from a clock passed in, so tests need no sleeping.
 """
 
 from __future__ import annotations

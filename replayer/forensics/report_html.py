@@ -17,9 +17,9 @@ from typing import Any
 
 from changelog.docs import key_text, plain_text
 from changelog.timefmt import format_time, from_micros
-from replayer.outfile import output_file
-from replayer.report import TOP_ATTRIBUTES, IncidentReport
-from replayer.timeline import KINDS
+from replayer.forensics.report import TOP_ATTRIBUTES, IncidentReport
+from replayer.forensics.timeline import KINDS
+from replayer.restoring.outfile import output_file
 
 # Data-shaped strings are cut for display only; the store and `diff --format json` keep them whole.
 MAX_VALUE_CHARS = 300
@@ -218,7 +218,7 @@ names the live table to repair: here the table itself.</p>
 
 
 def write_report(report: IncidentReport, path: str, *, overwrite: bool = False) -> int:
-    """Write the page to ``path`` whole or not at all (replayer.outfile); returns its size in bytes."""
+    """Write the page to ``path`` whole or not at all (replayer.restoring.outfile); returns its size in bytes."""
     page = render_html(report).encode("utf-8")
     with output_file(path, overwrite) as partial:
         partial.write_bytes(page)

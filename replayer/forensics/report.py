@@ -3,7 +3,7 @@
 Every figure comes from the mechanisms the commands use, so the report agrees with them: the change
 rate is ``timeline`` over (from, to], the item counts, attributes and samples are ``diff`` (narrowed
 by ``--where`` when given) and the repair plan is exactly what ``repair --from --to`` would plan
-(always the whole table: repair has no ``--where``). Rendering is replayer.report_html's job.
+(always the whole table: repair has no ``--where``). Rendering is replayer.forensics.report_html's job.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from changelog.predicate import Predicate
 from changelog.progress import Progress
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
-from replayer.attrdiff import values_equal
-from replayer.diff import ItemChange, StateDiff, diff_states
-from replayer.repair import ACTIONS, RepairAction, plan_from_diff, plan_repair
-from replayer.timeline import Timeline, timeline
+from replayer.forensics.attrdiff import values_equal
+from replayer.forensics.diff import ItemChange, StateDiff, diff_states
+from replayer.forensics.repair import ACTIONS, RepairAction, plan_from_diff, plan_repair
+from replayer.forensics.timeline import Timeline, timeline
 
 # A browser draws a few hundred bars easily, and finer buckets make a spike stand out.
 CHART_MAX_BUCKETS = 400

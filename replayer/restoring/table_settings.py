@@ -16,7 +16,7 @@ from changelog.errors import UsageError
 from changelog.settings import SettingsVersion, history, settings_at
 from changelog.store import Store
 from changelog.timefmt import to_micros
-from replayer.target import OPTIONAL_SETTINGS, create_table_request
+from replayer.restoring.target import OPTIONAL_SETTINGS, create_table_request
 
 _POLICY_KEEP = ("PolicyName", "ServiceNamespace", "ScalableDimension", "PolicyType",
                 "TargetTrackingScalingPolicyConfiguration", "StepScalingPolicyConfiguration")

@@ -1,6 +1,6 @@
 """Restore through DynamoDB's own ImportTable: a new table filled from an export's data files on S3.
 
-The table definition is the one ``--create-table`` uses (replayer.target.create_table_request),
+The table definition is the one ``--create-table`` uses (replayer.restoring.target.create_table_request),
 kept to what ImportTable's TableCreationParameters can carry. Local secondary indexes cannot be
 created by an import (nor added later), so a table that has them is refused rather than restored
 without them.
@@ -15,7 +15,7 @@ from typing import Any
 
 from changelog.errors import TargetError, WriteFailed
 from changelog.progress import Progress
-from replayer.target import create_table_request
+from replayer.restoring.target import create_table_request
 
 # ImportTable's TableCreationParameters (API reference); anything else CreateTable takes is not carried.
 CREATION_PARAMETERS = ("TableName", "AttributeDefinitions", "KeySchema", "BillingMode", "ProvisionedThroughput",

@@ -30,8 +30,8 @@ from changelog.snapshot import list_manifests
 from changelog.state import check_restorable, coverage, open_state, plan_state
 from changelog.store import Store
 from changelog.timefmt import from_micros
-from replayer.attrdiff import canonical_text, items_equal
-from replayer.target import key_names
+from replayer.forensics.attrdiff import canonical_text, items_equal
+from replayer.restoring.target import key_names
 
 
 @dataclass(frozen=True)

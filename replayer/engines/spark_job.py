@@ -1,7 +1,7 @@
 """The state of a table at a moment, computed and written by a Spark cluster: the ``spark-submit`` entry point.
 
 Runs unchanged under ``spark-submit`` (EMR Serverless, a Glue job, any cluster) or ``python -m
-replayer.spark_job``. The driver lists the store, refuses a moment outside coverage (exactly as
+replayer.engines.spark_job``. The driver lists the store, refuses a moment outside coverage (exactly as
 ``replay`` does) and plans which files to read; the executors read them and run the spec's state
 SQL (``changelog.spec``); the result is written by Spark itself, in key order, as a directory of
 part files: ``parquet`` (item_key, keys, item, doc, as ``replay --to-file x.parquet``) or ``jsonl``
@@ -26,9 +26,9 @@ from changelog.state import check_restorable, coverage, plan_state
 from changelog.store import open_store
 from changelog.timefmt import format_time, to_micros
 from ddb_rewind.args import table_arg, time_arg
-from replayer.export import JSONL_ITEM, PARQUET_SCHEMA
-from replayer.import_table import import_request
-from replayer.spark_engine import register_doc_udf, spark_errors, state_frame
+from replayer.engines.spark_engine import register_doc_udf, spark_errors, state_frame
+from replayer.restoring.export import JSONL_ITEM, PARQUET_SCHEMA
+from replayer.restoring.import_table import import_request
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ from changelog.spec import history_sql, render
 from changelog.state import Coverage, change_files, check_complete, coverage
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
-from replayer.attrdiff import PathChange, diff_items
+from replayer.forensics.attrdiff import PathChange, diff_items
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def item_history(store: Store, table: str, key_text: str,
     def read() -> pa.Table:
         files = change_files(store, table)
         if engine == "spark":
-            from replayer.spark_engine import run_sql
+            from replayer.engines.spark_engine import run_sql
 
             return run_sql(sql, {"history__changes": (store, files, SCHEMA)})
         connection = con or duckdb.connect()

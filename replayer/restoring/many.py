@@ -26,10 +26,10 @@ from changelog.progress import Progress
 from changelog.state import check_restorable, coverage
 from changelog.store import Store
 from changelog.timefmt import format_time, to_micros
-from replayer.replay import check_file_target, open_items, replay_to_file, replay_to_table, select_counts
-from replayer.table_settings import TablePlan, apply_after_create, restore_plan
-from replayer.target import prepare_target
-from replayer.writer import WriteSettings
+from replayer.restoring.replay import check_file_target, open_items, replay_to_file, replay_to_table, select_counts
+from replayer.restoring.table_settings import TablePlan, apply_after_create, restore_plan
+from replayer.restoring.target import prepare_target
+from replayer.restoring.writer import WriteSettings
 
 MAX_PARALLEL_TABLES = 4
 

@@ -4,7 +4,7 @@ Each run, for the table REWIND_TABLE of the store REWIND_STORE:
 
 1. the coverage proof (``changelog.proof``): capture lag, shards listed but never read, gaps and
    quarantined records, published as metrics;
-2. a restore drill (``replayer.verify.restore_drill``) at a random restorable moment, seeded by the
+2. a restore drill (``replayer.proving.verify.restore_drill``) at a random restorable moment, seeded by the
    run's time so a failed drill can be repeated with ``ddb-rewind verify --drill-at``;
 3. ``check --read-data`` over a rotating share of the files (``in_sample``), so that every file is
    read whole and hashed at least once every REWIND_VERIFY_CYCLE_DAYS, and every other check
@@ -34,8 +34,8 @@ from changelog.names import table_name_problem
 from changelog.proof import CoverageProof, coverage_proof
 from changelog.store import Store, open_store
 from changelog.timefmt import format_time, from_micros, to_micros
-from replayer.check import CheckReport, check_store
-from replayer.verify import DrillResult, restore_drill
+from replayer.proving.check import CheckReport, check_store
+from replayer.proving.verify import DrillResult, restore_drill
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ddb-rewind-verifier"))
 metrics = Metrics(

@@ -1,6 +1,6 @@
 """Writing restored items to files: DynamoDB-JSON lines, Parquet, Avro that keeps DynamoDB's types, CSV.
 
-Parquet and CSV also carry one typed column per attribute (``replayer.typed``) beside the lossless
+Parquet and CSV also carry one typed column per attribute (``replayer.restoring.typed``) beside the lossless
 DynamoDB JSON; JSON lines and Avro are lossless as they are.
 """
 
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from changelog.errors import UsageError
-from replayer.typed import Column, finish_array, text_value
+from replayer.restoring.typed import Column, finish_array, text_value
 
 FORMATS = (".jsonl", ".parquet", ".avro", ".csv")
 STDOUT = "-"  # --to-file -: JSON lines on stdout
@@ -103,7 +103,7 @@ def from_avro_value(value: dict[str, Any]) -> dict[str, Any]:
     raise ValueError("an Avro AttributeValue with no field set")
 
 
-# What surrounds an image on its .jsonl line (the Spark job writes the same lines: replayer.spark_job).
+# What surrounds an image on its .jsonl line (the Spark job writes the same lines: replayer.engines.spark_job).
 JSONL_ITEM = ('{"Item":', "}")
 
 
@@ -149,7 +149,7 @@ PARQUET_SCHEMA = pa.schema(
 def write_parquet(batches: Iterable[pa.RecordBatch], path: Path, columns: Iterable[Column] = ()) -> int:
     """A zstd Parquet file with item_key, keys, item (DynamoDB JSON), doc (plain JSON), then ``columns``.
 
-    Each batch holds those four, then one value per column as ``replayer.typed.typed_query`` selects it.
+    Each batch holds those four, then one value per column as ``replayer.restoring.typed.typed_query`` selects it.
 
     pyarrow writes it from Arrow batches, not DuckDB's COPY: the replay connection has no file
     access by then (see changelog.predicate.lock_down).

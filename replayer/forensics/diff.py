@@ -29,9 +29,9 @@ from changelog.spec import differing_sql, window_keys_sql
 from changelog.state import change_files, check_restorable, coverage, open_state, plan_state
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
-from replayer.attrdiff import PathChange, diff_items
-from replayer.gc_pause import paused_gc
-from replayer.outfile import output_file
+from replayer.forensics.attrdiff import PathChange, diff_items
+from replayer.restoring.gc_pause import paused_gc
+from replayer.restoring.outfile import output_file
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def _differing_rows(store: Store, table: str, from_us: int, to_us: int,
     window_files = [p for p in change_files(store, table) if low <= partition_of(p) <= high]
     plans = {"from": plan_state(store, table, from_us), "to": plan_state(store, table, to_us)}
     if engine == "spark":
-        from replayer.spark_engine import window_states
+        from replayer.engines.spark_engine import window_states
 
         for side, state in window_states(store, window_files, plans, from_us, to_us).items():
             con.execute("SET TimeZone = 'UTC'")
@@ -209,7 +209,7 @@ DIFF_SCHEMA = pa.schema([
 def write_diff_parquet(diff: StateDiff, path: str, *, overwrite: bool = False) -> int:
     """Write one row per item change (images and paths as JSON text) to a Parquet file; returns rows.
 
-    The file appears only when complete (replayer.outfile); an existing one is replaced only with
+    The file appears only when complete (replayer.restoring.outfile); an existing one is replaced only with
     ``overwrite``.
     """
     changes = diff.all()

@@ -23,9 +23,9 @@ from botocore.exceptions import ClientError
 
 from changelog.codec import base64_to_binaries, binaries_to_base64
 from changelog.store import Store
-from replayer.attrdiff import items_equal
-from replayer.diff import StateDiff, diff_states
-from replayer.target import key_names
+from replayer.forensics.attrdiff import items_equal
+from replayer.forensics.diff import StateDiff, diff_states
+from replayer.restoring.target import key_names
 
 RETRYABLE = frozenset({
     "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",

@@ -1,9 +1,13 @@
 """The end-to-end demo on an embedded local AWS (moto): no account, no network, under a minute.
 
-A table with a stream takes a realistic workload; a bad deploy then corrupts and deletes items.
-The poller captures everything, the compactor snapshots it, and replay rebuilds the table as it
-was just before the bad deploy into a new table, which is then checked item by item against what
-the live table held at that moment.
+A table with a stream takes a working day of traffic; a bad deploy then corrupts and deletes items
+within minutes, and traffic goes on. The poller captures everything, the compactor snapshots it, and
+replay rebuilds the table as it was just before the bad deploy into a new table, which is then
+checked item by item against what the live table held at that moment.
+
+The day passes in seconds: the embedded DynamoDB stamps its stream records with the demo's clock
+(``StreamClock``), so `timeline` and `report` show hours of traffic with the deploy as a spike.
+Everything else is real: the records come from the embedded stream and are captured by the poller.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,12 +153,37 @@ def _scan(client: Any, table: str) -> dict[str, dict[str, Any]]:
     return items
 
 
-def _wait_for_next_second() -> int:
-    """Sleep past the next second boundary; returns that boundary in µs (a clean restore point)."""
-    now = time.time()
-    boundary = int(now) + 1
-    time.sleep(boundary - now + 0.3)
-    return boundary * 1_000_000
+class StreamClock:
+    """The clock the embedded DynamoDB stamps stream records with, moved forward by the demo.
+
+    It starts ``hours_ago`` whole hours before now, so every moment of the story is in the past
+    (coverage never claims the future) and lies on hour boundaries a reader can type.
+    """
+
+    def __init__(self, hours_ago: int) -> None:
+        self.now_s: float = (int(time.time()) // 3600 - hours_ago) * 3600
+
+    def __call__(self) -> datetime:
+        # moto's own clock gives naive UTC datetimes.
+        return datetime.fromtimestamp(self.now_s, tz=UTC).replace(tzinfo=None)
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
+
+    @property
+    def micros(self) -> int:
+        return round(self.now_s * 1_000_000)
+
+
+@contextmanager
+def stream_clock(clock: StreamClock) -> Iterator[None]:
+    """Stamp the embedded DynamoDB's stream records (and table times) with ``clock``."""
+    from unittest import mock
+
+    # The one place moto reads the time for a table and its stream records; if a moto release
+    # moves it, this patch fails loudly rather than the demo telling a five-second story.
+    with mock.patch("moto.dynamodb.models.table.utcnow", clock):
+        yield
 
 
 def wait_for_ctrl_c(endpoint: str) -> None:
@@ -185,7 +215,8 @@ def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 
     claim_store(store_dir)
     (store_dir / "tables").mkdir(exist_ok=True)  # beside the marker, it is what makes the directory a store
     rng = random.Random(7)
-    with local_aws() as endpoint:
+    clock = StreamClock(hours_ago=9)
+    with local_aws() as endpoint, stream_clock(clock):
         say(f"1. Local AWS (moto) at {endpoint}; store {store_dir}")
         client = boto3.client("dynamodb")
         client.create_table(
@@ -197,32 +228,59 @@ def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 
             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
         )
         store = open_store(str(store_dir))
-        say(f"2. Table {TABLE!r} with a NEW_AND_OLD_IMAGES stream; normal traffic: {orders} orders, then "
-            "payments, shipments and cancellations")
-        keys = []
-        for number in range(orders):
-            item = _order(rng, 100_000 + number)
-            client.put_item(TableName=TABLE, Item=item)
-            keys.append({"pk": item["pk"], "sk": item["sk"]})
-        for key in rng.sample(keys, orders // 2):
-            client.update_item(TableName=TABLE, Key=key, UpdateExpression="SET #s = :s",
-                               ExpressionAttributeNames={"#s": "status"},
-                               ExpressionAttributeValues={":s": {"S": rng.choice(STATUSES[2:])}})
-        for key in rng.sample(keys, orders // 20):
-            client.delete_item(TableName=TABLE, Key=key)
-        good_us = _wait_for_next_second()
+        day_start = clock.micros
+        say(f"2. Table {TABLE!r} with a NEW_AND_OLD_IMAGES stream; a working day from "
+            f"{format_time(from_micros(day_start))}: {orders} orders over six hours, with payments, "
+            "shipments and cancellations")
+        # Six hours of orders, each order's payment or shipment and the odd cancellation some
+        # steps after it, interleaved at a steady pace.
+        updated = set(rng.sample(range(orders), orders // 2))
+        cancelled = set(rng.sample(range(orders), orders // 20))
+        work = [(n, 0, n) for n in range(orders)]
+        work += [(n + rng.randrange(1, 40), 1, n) for n in updated]
+        work += [(n + rng.randrange(40, 80), 2, n) for n in cancelled]
+        work.sort()
+        keys: dict[int, dict[str, Any]] = {}
+        for _position, kind, number in work:
+            clock.advance(6 * 3600 / len(work))
+            if kind == 0:
+                item = _order(rng, 100_000 + number)
+                client.put_item(TableName=TABLE, Item=item)
+                keys[number] = {"pk": item["pk"], "sk": item["sk"]}
+            elif kind == 1:
+                client.update_item(TableName=TABLE, Key=keys[number], UpdateExpression="SET #s = :s",
+                                   ExpressionAttributeNames={"#s": "status"},
+                                   ExpressionAttributeValues={":s": {"S": rng.choice(STATUSES[2:])}})
+            else:
+                client.delete_item(TableName=TABLE, Key=keys[number])
+        clock.now_s = int(clock.now_s) + 60  # a quiet minute; the restore point is on a whole second
+        good_us = clock.micros
         before = _scan(client, TABLE)
         say(f"   the table holds {len(before)} items at {format_time(from_micros(good_us))}: our restore point")
 
-        say("3. A bad deploy: 15% of the orders get status 'ERROR' and total 0; 5% are deleted")
+        clock.advance(30)
+        say("3. A bad deploy: within five minutes 15% of the orders get status 'ERROR' and total 0, "
+            "and 5% are deleted")
         alive = [json.loads(k) for k in before]
-        for key in rng.sample(alive, len(alive) * 15 // 100):
+        damaged = rng.sample(alive, len(alive) * 15 // 100)
+        deleted = rng.sample(alive, len(alive) * 5 // 100)
+        deploy_step_s = 300 / max(1, len(damaged) + len(deleted))
+        for key in damaged:
+            clock.advance(deploy_step_s)
             client.update_item(TableName=TABLE, Key=key,
                                UpdateExpression="SET #s = :s, #t = :t",
                                ExpressionAttributeNames={"#s": "status", "#t": "total"},
                                ExpressionAttributeValues={":s": {"S": "ERROR"}, ":t": {"N": "0"}})
-        for key in rng.sample(alive, len(alive) * 5 // 100):
+        for key in deleted:
+            clock.advance(deploy_step_s)
             client.delete_item(TableName=TABLE, Key=key)
+        clock.now_s = int(clock.now_s) + 1
+        deploy_end_us = clock.micros
+        # Traffic goes on for two more hours at the day's pace: new orders only.
+        later = max(1, len(work) // 3)
+        for number in range(later):
+            clock.advance(2 * 3600 / later)
+            client.put_item(TableName=TABLE, Item=_order(rng, 200_000 + number))
         after = _scan(client, TABLE)
 
         summary = poll(store, TABLE, once=True)
@@ -274,8 +332,10 @@ def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 
                 say(f"     export {name}={value}")
             say(f"     export REWIND_STORE={store_dir.resolve()}")
             say(f"   then try: ddb-rewind verify --table {TABLE} --against {RESTORED} --at {moment}")
-            say(f"             ddb-rewind repair --table {TABLE} --from {moment} --to latest --target {TABLE} "
-                "--dry-run")
+            say(f"             ddb-rewind repair --table {TABLE} --from {moment} "
+                f"--to {format_time(from_micros(deploy_end_us))} --target {TABLE} --dry-run")
+            say(f"             ddb-rewind timeline --table {TABLE} --from {format_time(from_micros(day_start))} "
+                "--to latest")
             keep_running(endpoint)
     return matched
 

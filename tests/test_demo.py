@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from changelog.errors import ConflictError
+from changelog.store import open_store
 from ddb_rewind.cli import main
 from ddb_rewind.demo import MARKER, claim_store, run_demo
+from replayer.forensics.timeline import timeline
 
 
 def test_the_demo_restores_the_table_as_it_was_before_the_bad_deploy(tmp_path: Path) -> None:
@@ -17,6 +19,16 @@ def test_the_demo_restores_the_table_as_it_was_before_the_bad_deploy(tmp_path: P
     assert any(line.strip().startswith("MATCH") for line in lines)
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == [MARKER, "tables"]
     assert [p.name for p in (tmp_path / "store" / "tables").iterdir()] == ["orders"]
+
+
+def test_the_demos_history_spans_hours_with_the_bad_deploy_as_its_spike(tmp_path: Path) -> None:
+    assert run_demo(tmp_path / "store", say=lambda line: None, orders=60)
+    line = timeline(open_store(str(tmp_path / "store")), "orders", bucket="15min")
+    totals = [bucket.total for bucket in line.buckets]
+    assert len(totals) >= 30  # more than seven hours of 15-minute buckets
+    busiest = max(range(len(totals)), key=totals.__getitem__)
+    assert totals[busiest] >= 2 * sorted(totals)[len(totals) // 2]
+    assert line.buckets[busiest].modifies > line.buckets[busiest].inserts
 
 
 def _tree(root: Path) -> dict[str, bytes]:

@@ -1117,9 +1117,13 @@ def test_verifier_runs_on_the_interval_it_is_told_hourly_by_default(template: di
     assert props["EventInvokeConfig"] == {"MaximumRetryAttempts": 0}
 
 
-def test_verifier_only_reads_the_store_prefix(resources: dict[str, Any]) -> None:
+def test_verifier_only_reads_the_store_prefix_and_samples_its_own_table(resources: dict[str, Any]) -> None:
     actions = _role_actions(resources, "VerifierRole")
-    assert actions == {"logs:CreateLogStream", "logs:PutLogEvents", "s3:ListBucket", "s3:GetObject", "kms:Decrypt"}
+    assert actions == {"logs:CreateLogStream", "logs:PutLogEvents", "s3:ListBucket", "s3:GetObject", "kms:Decrypt",
+                       "dynamodb:DescribeTable", "dynamodb:Scan", "dynamodb:BatchGetItem"}
+    sample = _statement(resources, "VerifierRole", "SampleLiveTable")
+    assert sample["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${TableName}"}
     read = _statement(resources, "VerifierRole", "ReadStoreObjects")
     assert read["Resource"] == {"Fn::Sub": "${StoreBucket.Arn}/${StorePrefix}/*"}
     key = _statement(resources, "VerifierRole", "DecryptWithStoreKey")

@@ -8,13 +8,16 @@ Each run, for the table REWIND_TABLE of the store REWIND_STORE:
    run's time so a failed drill can be repeated with ``ddb-rewind verify --drill-at``;
 3. ``check --read-data`` over a rotating share of the files (``in_sample``), so that every file is
    read whole and hashed at least once every REWIND_VERIFY_CYCLE_DAYS, and every other check
-   (names, sizes, manifests and their chain, gap records) over every file.
+   (names, sizes, manifests and their chain, gap records) over every file;
+4. with REWIND_VERIFY_LIVE_SAMPLE above 0, that many live items read each way and compared with the
+   stored state (``replayer.proving.live_sample``), waiting up to REWIND_VERIFY_LIVE_WAIT_SECONDS
+   for coverage to pass the read when an item differs.
 
 Every problem found is counted in VerificationFailures (the stack alarms on it) and named in the
-log. The function only reads the store; metrics go out as CloudWatch embedded metric format in
-its log (aws-lambda-powertools Metrics, like the other functions), which needs no CloudWatch
-permission. An error that is not a finding about the store (a refused S3 call, a bug) raises, so
-the function's Errors alarm fires.
+log. The function only reads the store (and, for the live sample, the table); metrics go out as
+CloudWatch embedded metric format in its log (aws-lambda-powertools Metrics, like the other
+functions), which needs no CloudWatch permission. An error that is not a finding about the store
+(a refused S3 call, a bug) raises, so the function's Errors alarm fires.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,6 +39,7 @@ from changelog.proof import CoverageProof, coverage_proof
 from changelog.store import Store, open_store
 from changelog.timefmt import format_time, from_micros, to_micros
 from replayer.proving.check import CheckReport, check_store
+from replayer.proving.live_sample import LiveSample
 from replayer.proving.verify import DrillResult, restore_drill
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ddb-rewind-verifier"))
@@ -85,10 +90,16 @@ class VerificationRun:
     check: CheckReport | None
     failures: tuple[str, ...]  # each problem found, in one line
     skipped: tuple[str, ...] = ()  # what could not be done, and why (not a problem of the store)
+    live: LiveSample | None = None
 
 
-def verify_once(store: Store, table: str, now_us: int, interval_us: int, cycle_us: int) -> VerificationRun:
-    """One run: the proof, a drill at a moment drawn with ``now_us`` as seed, and the sampled check."""
+LiveCheck = Callable[[Store, str, int], LiveSample]
+
+
+def verify_once(store: Store, table: str, now_us: int, interval_us: int, cycle_us: int,
+                live: LiveCheck | None = None) -> VerificationRun:
+    """One run: the proof, a drill at a moment drawn with ``now_us`` as seed, the sampled check, and
+    ``live`` (the live sample, given the store, the table and the seed) when set."""
     failures: list[str] = []
     skipped: list[str] = []
     proof: CoverageProof | None = None
@@ -116,7 +127,18 @@ def verify_once(store: Store, table: str, now_us: int, interval_us: int, cycle_u
     check = check_store(store, table, read_data=True,
                         sample=lambda path: in_sample(path, now_us, interval_us, cycle_us))
     failures.extend(f"check: {f.path} {f.problem} ({f.affects})" for f in check.problems)
-    return VerificationRun(table, now_us, proof, drill, check, tuple(failures), tuple(skipped))
+    sample = None
+    if live is not None:
+        try:
+            sample = live(store, table, now_us)
+        except RewindError as exc:
+            failures.append(f"live sample: {exc}")
+        else:
+            failures.extend(f"live sample: the stored item {key} differs from the table's"
+                            for key in sample.mismatched)
+            skipped.extend(f"live sample: {sample.inconclusive} item(s) undecided: {why}"
+                           for why in sample.why_inconclusive)
+    return VerificationRun(table, now_us, proof, drill, check, tuple(failures), tuple(skipped), sample)
 
 
 def _settings() -> tuple[str, str, int, int]:
@@ -132,11 +154,32 @@ def _settings() -> tuple[str, str, int, int]:
     return store_uri, table, interval * MINUTE_US, cycle * DAY_US
 
 
-def _positive_int(name: str, default: str) -> int:
+def _positive_int(name: str, default: str, *, zero: bool = False) -> int:
     text = os.environ.get(name, default)
-    if not (text.isascii() and text.isdigit() and int(text) > 0):
-        raise UsageError(f"{name} must be a whole number above 0, not {text!r}")
+    if not (text.isascii() and text.isdigit() and len(text) <= 9 and (zero or int(text) > 0)):
+        raise UsageError(f"{name} must be a whole number {'from 0' if zero else 'above 0'}, not {text!r}")
     return int(text)
+
+
+_clients: dict[str, Any] = {}
+
+
+def _live_check() -> LiveCheck | None:
+    """The live sample the environment asks for (REWIND_VERIFY_LIVE_SAMPLE items each way), or None."""
+    size = _positive_int("REWIND_VERIFY_LIVE_SAMPLE", "0", zero=True)
+    if size == 0:
+        return None
+    wait_s = _positive_int("REWIND_VERIFY_LIVE_WAIT_SECONDS", "120", zero=True)
+    from replayer.proving.live_sample import live_sample
+
+    def check(store: Store, table: str, seed: int) -> LiveSample:
+        if "dynamodb" not in _clients:
+            import boto3
+
+            _clients["dynamodb"] = boto3.client("dynamodb")
+        return live_sample(store, table, _clients["dynamodb"], min(size, 100), seed, wait_s=wait_s)
+
+    return check
 
 
 def run_time_us(event: dict[str, Any] | None) -> int:
@@ -168,6 +211,10 @@ def publish(run: VerificationRun) -> None:
                        value=1 if run.drill is not None and run.drill.matches else 0)
     metrics.add_metric(name="FilesHashed", unit=MetricUnit.Count,
                        value=run.check.files_read if run.check is not None else 0)
+    if run.live is not None:
+        metrics.add_metric(name="LiveItemsCompared", unit=MetricUnit.Count, value=run.live.compared)
+        metrics.add_metric(name="LiveItemsMismatched", unit=MetricUnit.Count, value=len(run.live.mismatched))
+        metrics.add_metric(name="LiveItemsUndecided", unit=MetricUnit.Count, value=run.live.inconclusive)
 
 
 _stores: dict[str, Store] = {}
@@ -179,7 +226,7 @@ def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]
     store_uri, table, interval_us, cycle_us = _settings()
     now_us = run_time_us(event)
     store = _stores.get(store_uri) or _stores.setdefault(store_uri, open_store(store_uri))
-    run = verify_once(store, table, now_us, interval_us, cycle_us)
+    run = verify_once(store, table, now_us, interval_us, cycle_us, _live_check())
     publish(run)
     summary: dict[str, Any] = {
         "table": table,
@@ -188,6 +235,7 @@ def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]
         "drill_at": format_time(from_micros(run.drill.at_us)) if run.drill is not None else None,
         "drill_matches": run.drill.matches if run.drill is not None else None,
         "files_hashed": run.check.files_read if run.check is not None else 0,
+        "live_compared": run.live.compared if run.live is not None else 0,
         "failures": list(run.failures),
         "skipped": list(run.skipped),
     }

@@ -47,6 +47,7 @@ from changelog.integrity import verify_for_read
 from changelog.layout import parse_change_file_name, partition_of
 from changelog.ledger import record_removed
 from changelog.meta import resolve_key
+from changelog.quarantine import quarantine_paths
 from changelog.snapshot import Manifest, list_manifests, part_paths, part_sum_of
 from changelog.state import change_files
 from changelog.store import Store
@@ -84,6 +85,7 @@ class ForgetPlan:
     latest_version_us: int | None  # the newest erased version's time
     refusal: str | None  # why the store cannot erase (Object Lock), if it cannot
     up_to_us: int | None = None  # only versions stamped at or before this (a later round's plan)
+    quarantined: int = 0  # quarantined records of the table: kept whole, not searched (see docs/forget.md)
 
     @property
     def versions(self) -> int:
@@ -182,7 +184,9 @@ def _plan(store: Store, table: str, key: str, up_to_us: int | None) -> ForgetPla
     refusal = None
     if hits or parts:
         refusal = store.erase_refusal([hit.path for hit in hits] + [hit.path for hit in parts])
-    return ForgetPlan(table, key, tuple(hits), tuple(parts), snapshots, read, skipped, latest, refusal, up_to_us)
+    quarantined = len(quarantine_paths(store, table))
+    return ForgetPlan(table, key, tuple(hits), tuple(parts), snapshots, read, skipped, latest, refusal, up_to_us,
+                      quarantined)
 
 
 def _without(data: bytes, key: str, up_to_us: int | None, image: str) -> tuple[pa.Table, pa.Table]:

@@ -73,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
     _print_plan(plan, "that would be rewritten" if args.dry_run else "to rewrite")
     if plan.refusal is not None:
         print(f"cannot erase: {plan.refusal}")
+    if plan.quarantined:
+        # Kept whole, undecoded: forget cannot tell whose they are. 'requeue' drops an erased item's.
+        print(f"not searched: {plan.quarantined:,} quarantined records of {args.table!r} (run 'ddb-rewind requeue' "
+              "once they decode: a record of the erased item is then dropped with its quarantine copy)")
     if args.dry_run:
         print("dry run: nothing was changed")
         return 0

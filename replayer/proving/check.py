@@ -10,7 +10,9 @@ present with its recorded size; every change file carries a checksum in its name
 says its rows are of its table and its hour partition (a few KB per file, not its rows); every gap
 record parses, and every gap a checkpoint lists still has its record; every change file and gap
 record the ledger names is there unless merge or expire recorded removing it, and no ledger record
-is missing before its chain's newest (``changelog.ledger``, read from the listing alone). With ``read_data`` every part
+is missing before its chain's newest (``changelog.ledger``, read from the listing alone); every erasure
+``forget`` recorded (``changelog.forgotten``) replaced files that are gone, with replacements the ledger
+names, and (with ``read_data``) no file read holds a version it erased. With ``read_data`` every part
 and change file is read whole, hashed and fully decoded (page checksums verified). It names orphans
 (parts no manifest lists, ``.tmp-*`` leftovers of a crashed write) as notes: they affect no restore.
 Each problem says which restore points it affects. A ``sample`` limits the reading to the files it

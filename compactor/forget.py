@@ -215,8 +215,9 @@ def _rewrite_change_file(store: Store, plan: ForgetPlan, path: str) -> str | Non
 
 
 def _rewrite_snapshot(store: Store, plan: ForgetPlan, manifest_path: str, manifest: Manifest, hit_parts: set[str],
-                      writer: str, replaced: dict[str, str | None]) -> Manifest:
-    """Write the hit parts of one snapshot again without the item; the manifest that lists them (unpublished)."""
+                      writer: str, replaced: dict[str, str | None], parts_replaced: dict[str, str | None]) -> Manifest:
+    """Write the hit parts of one snapshot again without the item (each old part's replacement goes in
+    ``parts_replaced``); returns the manifest that lists them, unpublished."""
     directory = manifest_path.rsplit("/", 1)[0]
     sums = []
     items, tombstones = manifest.items, manifest.tombstones
@@ -231,11 +232,13 @@ def _rewrite_snapshot(store: Store, plan: ForgetPlan, manifest_path: str, manife
         tombstones -= sum(1 for name in gone if name == "REMOVE")
         items -= sum(1 for name in gone if name != "REMOVE")
         if kept.num_rows == 0:
+            parts_replaced[part] = None
             continue
         name = f"part-{writer}-{len(sums):05d}.parquet"
         data = parquet_bytes(kept, level=COMPACTED_LEVEL)
         store.write(f"{directory}/{name}", data)
         sums.append(part_sum_of(name, data, kept.num_rows))
+        parts_replaced[part] = f"{directory}/{name}"
     consumed = sorted({new for old in manifest.consumed_files
                        for new in ([replaced[old]] if old in replaced else [old]) if new is not None})
     return replace(manifest, parts=tuple(entry.name for entry in sums), part_sums=tuple(sums),
@@ -243,10 +246,15 @@ def _rewrite_snapshot(store: Store, plan: ForgetPlan, manifest_path: str, manife
                    extra={**manifest.extra, "rewritten_by": "forget"})
 
 
-def apply_forget(store: Store, plan: ForgetPlan, reason: str, *, now_us: int | None = None) -> Erasure:
-    """Carry out a plan (see the module's steps); returns the erasure as recorded."""
+def check_erasable(store: Store, plan: ForgetPlan) -> None:
+    """Refuse (EraseRefused) a plan the store cannot carry out for good, before anything is written."""
     if plan.refusal is not None:
         raise EraseRefused(f"cannot forget in {store.uri}: {plan.refusal}; nothing was changed")
+
+
+def apply_forget(store: Store, plan: ForgetPlan, reason: str, *, now_us: int | None = None) -> Erasure:
+    """Carry out a plan (see the module's steps); returns the erasure as recorded."""
+    check_erasable(store, plan)
     table = plan.table
     started = datetime.now(UTC)
     now = to_micros(started) if now_us is None else now_us
@@ -260,7 +268,9 @@ def apply_forget(store: Store, plan: ForgetPlan, reason: str, *, now_us: int | N
     for hit in plan.parts:
         assert hit.manifest is not None
         hit_parts[hit.manifest].add(hit.path)
-    rewritten = {path: _rewrite_snapshot(store, plan, path, manifests[path], hit_parts[path], writer, replaced)
+    parts_replaced: dict[str, str | None] = {}
+    rewritten = {path: _rewrite_snapshot(store, plan, path, manifests[path], hit_parts[path], writer, replaced,
+                                         parts_replaced)
                  for path in plan.snapshots if path in manifests}
     erasure = Erasure(
         key_hash=key_hash(secret, plan.item_key),
@@ -269,8 +279,7 @@ def apply_forget(store: Store, plan: ForgetPlan, reason: str, *, now_us: int | N
         reason=reason,
         versions_removed=plan.versions,
         snapshot_rows_removed=plan.snapshot_rows,
-        replaced=tuple(Replaced(old, new) for old, new in replaced.items())
-        + tuple(Replaced(hit.path, None) for hit in plan.parts),
+        replaced=tuple(Replaced(old, new) for old, new in (*replaced.items(), *parts_replaced.items())),
         snapshots=plan.snapshots,
     )
     path = write_erasure(store, table, erasure, now)

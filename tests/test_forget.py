@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,6 +100,20 @@ def test_state_at_every_moment_equals_the_model_without_the_item(filled: Store) 
     _forget(filled)
     for second in _moments():
         assert _state_at(filled, second) == model_state(KEPT, second)
+
+
+def test_replay_at_every_moment_equals_the_model_without_the_item(filled: Store, tmp_path: Path) -> None:
+    from changelog.codec import item_key
+
+    _forget(filled)
+    out = tmp_path / "state.jsonl"
+    for second in _moments():
+        at = format_time(from_micros(second * 1_000_000))
+        assert run_cli(["replay", "--table", TABLE, "--store", filled.uri, "--at", at, "--to-file", str(out),
+                        "--overwrite"]) == 0
+        lines = out.read_text(encoding="utf-8").splitlines()
+        got = {item_key({"pk": json.loads(line)["Item"]["pk"]}): line for line in lines}
+        assert got == {key: '{"Item":' + image + "}" for key, image in model_state(KEPT, second).items()}
 
 
 def test_history_of_the_erased_item_is_empty_and_others_are_unchanged(filled: Store) -> None:
@@ -254,13 +269,14 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def test_forget_on_a_versioned_bucket_leaves_no_old_version(moto_server: None) -> None:
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket="versioned")
-    s3.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
-    store = open_store("s3://versioned/backups")
+    bucket = f"versioned-{uuid.uuid4().hex[:12]}"  # moto's state outlives its server: a name no other test used
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    store = open_store(f"s3://{bucket}/backups")
     _fill(store)
     plan = plan_forget(store, TABLE, KEY_TEXT)
     _forget(store)
-    versions = s3.list_object_versions(Bucket="versioned", Prefix="backups/")
+    versions = s3.list_object_versions(Bucket=bucket, Prefix="backups/")
     left = {v["Key"] for v in versions.get("Versions", []) + versions.get("DeleteMarkers", [])}
     assert not left & {f"backups/{hit.path}" for hit in plan.change_files + plan.parts}
     for second in _moments():
@@ -268,19 +284,36 @@ def test_forget_on_a_versioned_bucket_leaves_no_old_version(moto_server: None) -
     assert check_store(store, TABLE).sound
 
 
-def test_forget_refuses_a_bucket_in_object_lock_compliance_mode(moto_server: None) -> None:
+def _locked_store() -> Store:
+    """A store in a fresh bucket whose Object Lock keeps every version in compliance mode for a day."""
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket="locked", ObjectLockEnabledForBucket=True)
-    s3.put_object_lock_configuration(Bucket="locked", ObjectLockConfiguration={
+    bucket = f"locked-{uuid.uuid4().hex[:12]}"  # moto's state outlives its server: a name no other test used
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
         "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}})
-    store = open_store("s3://locked/backups")
+    store = open_store(f"s3://{bucket}/backups")
     _fill(store)
+    return store
+
+
+def test_forget_refuses_a_bucket_in_object_lock_compliance_mode(moto_server: None) -> None:
+    store = _locked_store()
     before = store.sizes("")
     plan = plan_forget(store, TABLE, KEY_TEXT)
     assert plan.refusal is not None and "compliance mode" in plan.refusal
     with pytest.raises(EraseRefused, match="compliance mode"):
         forget(store, plan, "request 42")
     assert store.sizes("") == before
+
+
+def test_the_cli_refuses_object_lock_compliance_in_one_line(moto_server: None,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    store = _locked_store()
+    capsys.readouterr()
+    assert run_cli(["forget", "--table", TABLE, "--store", store.uri, "--key", KEY_TEXT, "--reason", "r",
+                    "--yes"]) == 8
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compliance mode" in err[0] and "nothing was changed" in err[0]
 
 
 # --- the property: any writes, any erased key, any late copies ---------------------------------------------

@@ -60,7 +60,7 @@ def _check_reason(reason: str, key_text: str, item_key: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Plan, print, and (unless --dry-run) erase."""
-    from compactor.forget import forget, plan_forget
+    from compactor.forget import check_erasable, forget, plan_forget
 
     if not args.dry_run:
         check_can_confirm(args.yes, "forget (rewrites and deletes files of the store)")
@@ -71,15 +71,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"no file of {args.table!r} holds a version of the item: nothing to forget")
         return 0
     _print_plan(plan, "that would be rewritten" if args.dry_run else "to rewrite")
-    if plan.refusal is not None:
-        print(f"cannot erase: {plan.refusal}")
     if plan.quarantined:
         # Kept whole, undecoded: forget cannot tell whose they are. 'requeue' drops an erased item's.
         print(f"not searched: {plan.quarantined:,} quarantined records of {args.table!r} (run 'ddb-rewind requeue' "
               "once they decode: a record of the erased item is then dropped with its quarantine copy)")
     if args.dry_run:
+        if plan.refusal is not None:
+            print(f"cannot erase: {plan.refusal}")
         print("dry run: nothing was changed")
         return 0
+    check_erasable(store, plan)  # before asking: a bucket that cannot erase is refused with its reason
     confirm(args.yes, f"erase {plan.versions:,} versions of the item from {len(plan.change_files):,} change files "
                       f"and {len(plan.snapshots):,} snapshots of {args.table!r}? This cannot be undone")
     result = forget(store, plan, args.reason)

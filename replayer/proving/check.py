@@ -349,10 +349,12 @@ def _check_erasures(store: Store, table: str, sizes: dict[str, int], read: list[
                                      "that forget did not finish", "the erased item can still be restored: run "
                                      "forget again for the same key"))
             new = swap.new
-            if new is not None and new not in sizes and new not in removed:
+            if new is None or parse_change_file_name(new) is None:
+                continue  # a snapshot part: its manifest lists it, and the manifest checks cover it
+            if new not in sizes and new not in removed:
                 found.append(Finding(table, new, f"is missing: the erasure {erasure.path} wrote it in place of "
                                      f"{swap.old}", _change_window(new, [])))
-            elif new is not None and new not in published:
+            elif new not in published:
                 found.append(Finding(table, new, f"is not in the ledger: the erasure {erasure.path} says it "
                                      "wrote it", "the ledger cannot vouch for this replacement"))
         found.append(Finding(table, erasure.path,

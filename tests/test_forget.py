@@ -224,6 +224,28 @@ def test_a_requeued_record_of_the_erased_item_is_dropped_with_its_quarantine_cop
     assert not filled.exists(f"{TABLES}/{TABLE}/quarantine/deadbeef.json")
 
 
+def test_a_bootstrap_copy_from_before_the_erasure_leaves_the_item_out(filled: Store) -> None:
+    from compactor.bootstrap import SnapshotWriter
+
+    _forget(filled)
+    # An export taken before the erasure (its version is its export time) still holds the item.
+    writer = SnapshotWriter(filled, TABLE, (BASE + 8000) * 1_000_000, (BASE + 8000) * 1_000_000, ["pk"])
+    writer.add([{**KEYS[ERASED], "email": {"S": SECRETS[2]}}, {**KEYS[3], "status": {"S": "last"}}])
+    assert (writer.items, writer.erased) == (1, 1)
+    writer.abort()
+
+
+def test_a_bootstrap_copy_after_the_erasure_keeps_the_item(filled: Store) -> None:
+    from compactor.bootstrap import SnapshotWriter
+
+    _forget(filled)
+    later = (int(time.time()) + 5) * 1_000_000  # a scan of the live table after the erasure copies what it holds
+    writer = SnapshotWriter(filled, TABLE, later, later, ["pk"])
+    writer.add([{**KEYS[ERASED], "n": {"N": "7"}}])
+    assert (writer.items, writer.erased) == (1, 0)
+    writer.abort()
+
+
 def test_forget_without_yes_in_a_pipe_is_refused(filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
     code = run_cli(["forget", "--table", TABLE, "--store", filled.uri, "--key", KEY_TEXT, "--reason", "r"])
     assert code == 2 and "--yes" in capsys.readouterr().err

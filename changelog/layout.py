@@ -9,6 +9,7 @@
     tables/<table>/capture/batches/<first seq>-<last seq>-<stream digest>.json
     tables/<table>/capture/pending/<first seq>-<stream digest>.json
     tables/<table>/ledger/<chain>/<n>-<written µs>~<what was published or removed> (changelog.ledger)
+    tables/<table>/forgotten/secret.key + <written µs>-<key hash>.json   (changelog.forgotten)
     tables/<table>/retention.json
     tables/<table>/gaps/<shard id>-<sequence numbers>.json   (changelog/gaps.py)
     tables/<table>/settings/<observed µs, 16 digits>-<sha256 of the bytes, 16 hex>.json
@@ -215,6 +216,9 @@ def ledger_root(table: str) -> str:
     return f"{table_root(table)}/ledger/"
 
 
+def forgotten_root(table: str) -> str:
+    """Prefix of the forget ledger: the erasures of the table and their secret (ends with '/')."""
+    return f"{table_root(table)}/forgotten/"
 
 
 def settings_root(table: str) -> str:

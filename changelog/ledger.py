@@ -3,7 +3,8 @@
 Every change file a writer publishes (capture on every path, requeue, merge: all go through
 ``changelog.changefile.publish_change_file``) is recorded right after its bytes are written, and
 every gap record right after it is written (``changelog.gaps.write_gap``). A change file that the
-store's own writers delete on purpose (merge replacing small files, ``expire`` dropping old ones) is
+store's own writers delete on purpose (merge replacing small files, ``expire`` dropping old ones,
+``forget`` replacing files that held an erased item) is
 recorded as removed right before it is deleted. Write first, record last: a crash in between leaves
 a file no record names, which is never an alarm (stores written before the ledger have only such).
 
@@ -17,7 +18,7 @@ every reader already makes (``changelog.state.coverage``) and never fetched:
 (names without their ``.parquet`` / ``.json``, so that no glob over a table's files matches a record).
 
 A chain is one writer's records in one table (a Lambda container, a ``consume`` run, a ``recover``,
-``requeue``, ``compact`` or ``expire`` run), numbered from 0 with no hole. What goes missing:
+``requeue``, ``compact``, ``expire`` or ``forget`` run), numbered from 0 with no hole. What goes missing:
 
 - a change file a ``put`` record names and no ``del`` record names: a loss from the start of its
   hour partition (its rows' first time is inside that hour) to the hour's end;

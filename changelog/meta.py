@@ -9,7 +9,7 @@ from typing import Any
 
 from changelog.damage import damaged, read_json_object
 from changelog.errors import TableNotFound
-from changelog.layout import meta_path
+from changelog.layout import changes_root, meta_path
 from changelog.store import ObjectMissing, Store
 
 # What a restore target needs; the rest of DescribeTable (sizes, ARNs, statuses) is about the source.
@@ -116,3 +116,22 @@ def key_attribute_schema(meta: dict[str, Any]) -> list[dict[str, str]]:
         for k in meta.get("key_schema", [])
         if k.get("AttributeType")
     ]
+
+
+def resolve_key(store: Store, table: str, text: str) -> tuple[dict[str, Any], str]:
+    """Read a user KEY for ``table`` (DynamoDB JSON or ``pk=a,sk=5``); returns (key, canonical item_key).
+
+    The key is checked against the stored key schema when meta.json has one. Raises UsageError for
+    a malformed key or one of the wrong shape, TableNotFound when the store has no such table.
+    Shared by every command that takes ``--key`` (history, forget), so a KEY means one item everywhere.
+    """
+    from changelog.codec import item_key, parse_key
+
+    try:
+        schema: list[dict[str, str]] | None = key_attribute_schema(read_meta(store, table)) or None
+    except TableNotFound:
+        if not any(path.endswith(".parquet") for path in store.list(changes_root(table) + "/")):
+            raise
+        schema = None
+    key = parse_key(text, schema)
+    return key, item_key(key)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +59,14 @@ class Store:
     def delete(self, path: str) -> None:
         """Remove one object; a missing object is not an error."""
         raise NotImplementedError
+
+    def purge(self, path: str) -> None:
+        """Remove one object and every earlier version of it a versioned bucket keeps (for erasure)."""
+        self.delete(path)
+
+    def erase_refusal(self, paths: Sequence[str]) -> str | None:
+        """Why these objects cannot be erased for good (S3 Object Lock in compliance mode), or None."""
+        return None
 
     def exists(self, path: str) -> bool:
         """Whether the object exists."""
@@ -273,6 +281,61 @@ class S3Store(Store):
     def delete(self, path: str) -> None:
         with self._calls("delete", path):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(path))
+
+    def purge(self, path: str) -> None:
+        from botocore.exceptions import ClientError
+
+        key = self._key(path)
+        with self._calls("erase", path):
+            versions = []
+            for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=key):
+                versions += [entry["VersionId"] for entry in page.get("Versions", []) + page.get("DeleteMarkers", [])
+                             if entry["Key"] == key and entry.get("VersionId") not in (None, "null")]
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+            for version in versions:
+                try:
+                    self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version)
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "AccessDenied":
+                        raise
+                    # Governance mode: removable by a caller holding s3:BypassGovernanceRetention.
+                    self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version,
+                                              BypassGovernanceRetention=True)
+            # A versioned bucket answers the plain delete with a delete marker: removed as well.
+            for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=key):
+                for marker in page.get("DeleteMarkers", []):
+                    if marker["Key"] == key and marker.get("VersionId") not in (None, "null"):
+                        self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=marker["VersionId"])
+
+    def erase_refusal(self, paths: Sequence[str]) -> str | None:
+        from datetime import UTC, datetime
+
+        from botocore.exceptions import ClientError
+
+        with self._calls("read the Object Lock configuration of", "the bucket"):
+            try:
+                config = self.client.get_object_lock_configuration(Bucket=self.bucket)["ObjectLockConfiguration"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "ObjectLockConfigurationNotFoundError":
+                    return None
+                raise
+        if config.get("ObjectLockEnabled") != "Enabled":
+            return None
+        default = config.get("Rule", {}).get("DefaultRetention", {})
+        if default.get("Mode") == "COMPLIANCE":
+            return (f"the bucket {self.bucket} has S3 Object Lock in compliance mode by default: no one can delete "
+                    "an object version before its retention ends, so the erased versions would stay in it")
+        now = datetime.now(UTC)
+        for path in paths:
+            with self._calls("look up", path):
+                head = self.client.head_object(Bucket=self.bucket, Key=self._key(path))
+            until = head.get("ObjectLockRetainUntilDate")
+            if head.get("ObjectLockMode") == "COMPLIANCE" and until is not None and until > now:
+                return (f"{path} is under S3 Object Lock in compliance mode until {until.isoformat()}: no one can "
+                        "delete it before then, so the erased versions would stay in it")
+            if head.get("ObjectLockLegalHoldStatus") == "ON":
+                return f"{path} is under an S3 Object Lock legal hold: lift the hold to erase it"
+        return None
 
     def exists(self, path: str) -> bool:
         try:

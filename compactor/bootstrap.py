@@ -50,6 +50,7 @@ from changelog.errors import (
     TableNotFound,
     UsageError,
 )
+from changelog.forgotten import erased_keys
 from changelog.layout import hour_partition, snapshot_dir
 from changelog.meta import meta_from_description, read_meta, write_meta
 from changelog.progress import Progress
@@ -127,6 +128,10 @@ class SnapshotWriter:
         self.parts: list[str] = []
         self.part_sums: list[PartSum] = []
         self.items = 0
+        self.erased = 0  # items an erasure covers at the copy's version: left out (changelog.forgotten)
+        # A copy versioned at or before an item's erasure (an export taken before it) must not bring
+        # it back; a scan taken after it copies what the live table holds, like any later write.
+        self._erased = erased_keys(store, table)
         self._rows: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
 
@@ -142,6 +147,12 @@ class SnapshotWriter:
     def add(self, items: Iterable[dict[str, Any]]) -> None:
         """Validate and buffer items; writes a part whenever enough rows are buffered."""
         rows = [self.row(item) for item in items]
+        if self._erased is not None:
+            ledger = self._erased
+            count = len(rows)
+            rows = [row for row in rows if not ledger.erased(row[0], self.version_us)]
+            with self._lock:
+                self.erased += count - len(rows)
         with self._lock:
             self._rows.extend(rows)
             self.items += len(rows)

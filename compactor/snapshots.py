@@ -29,6 +29,7 @@ from changelog.snapshot import (
     chain_head,
     list_manifests,
     part_sum_of,
+    write_removal,
 )
 from changelog.state import (
     Coverage,
@@ -159,6 +160,23 @@ def publish_manifest(store: Store, path: str, manifest: Manifest) -> Manifest:
             f"another compactor published the snapshot of {manifest.table_name!r} at "
             f"{format_time(manifest.snapshot_time)} first; this run's parts are left unlisted"
         ) from None
+    return manifest
+
+
+def republish_manifest(store: Store, path: str, manifest: Manifest, *, reason: str) -> Manifest:
+    """Replace a published snapshot's manifest by ``manifest`` (same moment, other parts), chained.
+
+    The old manifest's removal record (its digest and ``reason``) is written first, so the manifests
+    that name it as predecessor still chain; then the new one is written over it in one atomic write
+    (the restore point never disappears) and chained to the newest link, like any publication.
+    Used by ``forget``, which rewrites parts without an erased item.
+    """
+    _check_parts_present(store, path.rsplit("/", 1)[0], manifest)
+    write_removal(store, manifest.table_name, path, reason)
+    head = chain_head(store, manifest.table_name)
+    manifest = replace(manifest, generation=head[0] + 1 if head else 1, previous_sha256=head[1] if head else None)
+    manifest.check_counts()
+    store.write(path, manifest.to_json())
     return manifest
 
 

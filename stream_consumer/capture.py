@@ -14,6 +14,7 @@ from typing import Any
 from changelog.changefile import write_change_files
 from changelog.codec import decode_kinesis_record, kinesis_payload, kinesis_table, table_from_arn
 from changelog.errors import DecodeError, StreamConfigError
+from changelog.forgotten import drop_erased
 from changelog.layout import digest, quarantine_path
 from changelog.record import ChangeRow, monotone_item_times
 from changelog.store import Store
@@ -23,7 +24,7 @@ Decoder = Callable[[Any], ChangeRow]
 
 @dataclass(frozen=True)
 class CaptureResult:
-    """What one batch became. ``records`` = ``captured`` + ``quarantined``, always."""
+    """What one batch became. ``records`` = ``captured`` + ``quarantined`` + ``erased``, always."""
 
     records: int
     captured: int
@@ -33,6 +34,7 @@ class CaptureResult:
     oldest_event_us: int | None
     newest_event_us: int | None
     sample_key: tuple[str, bytes] | None  # (table, keys JSON) of one captured row, to describe the table
+    erased: int = 0  # records of an erased item, stamped at or before its erasure: dropped (changelog.forgotten)
 
 
 def _jsonable(value: Any) -> Any:
@@ -129,6 +131,8 @@ def capture_batch(
     if stream_order if stream_order is not None else decode is not decode_kinesis_record:
         rows = monotone_item_times(rows)
     hint = table_hint or (rows[0].table_name if rows else None)
+    # A late, re-sent or recovered record of an erased item must not bring it back: dropped, counted.
+    rows, erased = drop_erased(store, rows) if rows else (rows, 0)
     files = write_change_files(store, rows) if rows else []
     for raw, reason in rejected:
         quarantine(store, raw, reason, source, hint, shard_id)
@@ -142,6 +146,7 @@ def capture_batch(
         oldest_event_us=min(times) if times else None,
         newest_event_us=max(times) if times else None,
         sample_key=(rows[0].table_name, rows[0].keys) if rows else None,
+        erased=erased,
     )
 
 

@@ -168,6 +168,8 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     metrics.add_metric(name="ChangeRecords", unit=MetricUnit.Count, value=result.captured)
     metrics.add_metric(name="ChangeBytes", unit=MetricUnit.Bytes, value=result.size_bytes)
     metrics.add_metric(name="QuarantinedRecords", unit=MetricUnit.Count, value=result.quarantined)
+    if result.erased:
+        metrics.add_metric(name="ErasedRecords", unit=MetricUnit.Count, value=result.erased)
     lag = lag_seconds(result)
     if lag is not None:
         metrics.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=lag)
@@ -178,6 +180,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             "records": result.records,
             "captured": result.captured,
             "quarantined": result.quarantined,
+            "erased": result.erased,  # a count only: never the key of an erased item
             "files": list(result.files),
         },
     )

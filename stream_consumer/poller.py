@@ -50,7 +50,7 @@ class PollSummary:
     """What one ``poll`` run did (counts for this run only)."""
 
     table: str
-    records: int  # GetRecords records seen = captured + quarantined
+    records: int  # GetRecords records seen = captured + quarantined + erased
     captured: int
     quarantined: int
     files: int
@@ -58,6 +58,7 @@ class PollSummary:
     gaps: int
     rounds: int
     interrupted: bool  # stopped by Ctrl-C (everything stored so far is checkpointed)
+    erased: int = 0  # records of an erased item, dropped (changelog.forgotten)
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ class _Session:
         self.checkpoints = read_checkpoints(store, table)
         self.iterators: dict[str, str] = {}  # kept between rounds; renewed when expired
         self.read_shards: set[str] = set()
-        self.records = self.captured = self.quarantined = self.files = self.gaps = 0
+        self.records = self.captured = self.quarantined = self.files = self.gaps = self.erased = 0
 
     def expired(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -300,6 +301,7 @@ class _Session:
         self.records += result.records
         self.captured += result.captured
         self.quarantined += result.quarantined
+        self.erased += result.erased
         self.files += len(result.files)
         if self.progress is not None:
             self.progress.advance(result.records)
@@ -391,4 +393,5 @@ def poll(
         gaps=session.gaps,
         rounds=rounds,
         interrupted=interrupted,
+        erased=session.erased,
     )

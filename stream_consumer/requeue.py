@@ -20,6 +20,7 @@ from typing import Any
 from changelog.changefile import write_change_files
 from changelog.codec import decode_getrecords_record, decode_kinesis_record, decode_lambda_record
 from changelog.errors import DecodeError
+from changelog.forgotten import erased_mask
 from changelog.layout import meta_path
 from changelog.meta import meta_from_keys, write_meta
 from changelog.quarantine import Quarantined, list_quarantined
@@ -35,6 +36,7 @@ class Requeued:
     table_name: str
     event_id: str | None
     reason: str | None
+    erased: bool = False  # a record of an erased item: dropped, never stored (changelog.forgotten)
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,15 @@ class RequeueSummary:
 
     @property
     def captured(self) -> int:
-        return sum(1 for outcome in self.outcomes if outcome.reason is None)
+        return sum(1 for outcome in self.outcomes if outcome.reason is None and not outcome.erased)
 
     @property
     def still_failing(self) -> int:
-        return len(self.outcomes) - self.captured
+        return len(self.outcomes) - self.captured - self.erased
+
+    @property
+    def erased(self) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.erased)
 
 
 def _from_jsonable(value: Any) -> Any:
@@ -101,9 +107,10 @@ def decode_quarantined(kept: Quarantined) -> ChangeRow:
 
 def requeue(store: Store, table: str | None = None, *, dry_run: bool = False) -> RequeueSummary:
     """Re-capture every quarantined record of ``table`` (or all) that now decodes; remove only those."""
-    outcomes: list[Requeued] = []
+    failed: dict[str, str] = {}
     passed: list[tuple[Quarantined, ChangeRow]] = []
-    for kept in list_quarantined(store, table):
+    listed = list_quarantined(store, table)
+    for kept in listed:
         try:
             row = decode_quarantined(kept)
             if row.table_name != kept.table_name:
@@ -112,14 +119,23 @@ def requeue(store: Store, table: str | None = None, *, dry_run: bool = False) ->
                 raise DecodeError(f"the record is a change of table {row.table_name!r}, kept under "
                                   f"{kept.table_name!r}: move it to that table's quarantine to requeue it")
         except DecodeError as exc:
-            outcomes.append(Requeued(kept.path, kept.table_name, kept.event_id, str(exc)))
+            failed[kept.path] = str(exc)
             continue
         passed.append((kept, row))
-        outcomes.append(Requeued(kept.path, row.table_name, row.event_id, None))
+    # A kept record of an erased item is dropped like a late one, and its quarantine copy (which holds
+    # the erased values) is removed with the others.
+    mask = erased_mask(store, [row for _, row in passed])
+    erased = {kept.path for (kept, _), dropped in zip(passed, mask, strict=True) if dropped}
+    rows = {kept.path: row for kept, row in passed}
+    outcomes = [Requeued(kept.path, kept.table_name, kept.event_id, failed[kept.path]) if kept.path in failed
+                else Requeued(kept.path, rows[kept.path].table_name, rows[kept.path].event_id, None,
+                              kept.path in erased)
+                for kept in listed]
     files: list[str] = []
     if passed and not dry_run:
-        files = write_change_files(store, [row for _, row in passed])  # raises before anything is removed
-        for _, row in passed:
+        stored = [row for kept, row in passed if kept.path not in erased]
+        files = write_change_files(store, stored) if stored else []  # raises before anything is removed
+        for row in stored:
             if not store.exists(meta_path(row.table_name)):
                 write_meta(store, meta_from_keys(row.table_name, json.loads(row.keys)))
         for kept, _ in passed:

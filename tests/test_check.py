@@ -61,7 +61,7 @@ def test_a_sound_store_passes_check(built: Store, capsys: pytest.CaptureFixture[
     code, report = _check(built, capsys, "--read-data")
     assert code == 0 and report["sound"] is True and report["problems"] == []
     assert report["checked"] == {"manifests": 3, "parts": 3, "change_files": 7, "gap_records": 0,
-                                 "ledger_records": 7}
+                                 "ledger_records": 7, "erasures": 0}
 
 
 def test_a_sound_s3_store_passes_check(s3_over_http: Store, tmp_path: Path,  # noqa: F811

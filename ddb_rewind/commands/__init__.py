@@ -13,6 +13,7 @@ from ddb_rewind.commands import (
     demo,
     diff,
     expire,
+    forget,
     history,
     recover,
     repair,
@@ -28,6 +29,6 @@ from ddb_rewind.commands import (
 # The order of `ddb-rewind --help` and of README's command list (tests/test_cli_help.py keeps them equal):
 # try it, capture, look after the store, restore, then ask questions.
 COMMANDS: list[ModuleType] = [
-    demo, status, consume, bootstrap, recover, requeue, compact, expire, check, replay, verify, repair, sql, history,
-    timeline, diff, athena_sql, report,
+    demo, status, consume, bootstrap, recover, requeue, compact, expire, forget, check, replay, verify, repair, sql,
+    history, timeline, diff, athena_sql, report,
 ]

@@ -37,7 +37,7 @@ def _as_json(report: CheckReport) -> str:
         "read_data": report.read_data,
         "tables": list(report.tables),
         "checked": {"manifests": report.manifests, "parts": report.parts, "change_files": report.change_files,
-                    "gap_records": report.gaps, "ledger_records": report.ledger},
+                    "gap_records": report.gaps, "ledger_records": report.ledger, "erasures": report.erasures},
         "verified": report.verified,
         "not_verified": list(report.not_verified),
         "problems": [{"table": f.table, "file": f.path, "problem": f.problem, "affects": f.affects}

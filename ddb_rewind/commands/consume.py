@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     gaps = "gap" if summary.gaps == 1 else "gaps"
     print(
         f"consume {summary.table}: {summary.captured:,} records captured, {summary.quarantined:,} quarantined, "
-        f"{summary.files:,} files, {summary.shards:,} {shards}, {summary.gaps:,} {gaps}"
+        + (f"{summary.erased:,} of an erased item dropped, " if summary.erased else "")
+        + f"{summary.files:,} files, {summary.shards:,} {shards}, {summary.gaps:,} {gaps}"
         + (" (interrupted)" if summary.interrupted else "")
     )
     if summary.interrupted:

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         if outcome.reason is not None:
             print(f"still quarantined {outcome.path}: {outcome.reason}")
     verb = "would be re-captured" if args.dry_run else "re-captured"
-    print(f"requeue: {summary.captured} records {verb}, {summary.still_failing} still quarantined, "
+    erased = f", {summary.erased} of an erased item dropped" if summary.erased else ""
+    print(f"requeue: {summary.captured} records {verb}{erased}, {summary.still_failing} still quarantined, "
           f"{len(summary.files)} change files written" + (" (dry run: nothing written or removed)" if args.dry_run
                                                            else ""))
     return 1 if summary.still_failing else 0

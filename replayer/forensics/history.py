@@ -15,10 +15,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from changelog.codec import item_key, parse_key
 from changelog.consistent import read_consistently, table_prefixes
-from changelog.errors import TableNotFound
-from changelog.meta import key_attribute_schema, read_meta
+from changelog.meta import resolve_key
 from changelog.record import SCHEMA
 from changelog.restorable import Loss
 from changelog.source import register_parquet
@@ -59,22 +57,6 @@ class Version:
             "new_image": self.new_image,
             "changes": [change.as_json() for change in self.changes],
         }
-
-
-def resolve_key(store: Store, table: str, text: str) -> tuple[dict[str, Any], str]:
-    """Read a user KEY for ``table`` (DynamoDB JSON or ``pk=a,sk=5``); returns (key, canonical item_key).
-
-    The key is checked against the stored key schema when meta.json has one. Raises UsageError for
-    a malformed key or one of the wrong shape, TableNotFound when the store has no such table.
-    """
-    try:
-        schema: list[dict[str, str]] | None = key_attribute_schema(read_meta(store, table)) or None
-    except TableNotFound:
-        if not change_files(store, table):
-            raise
-        schema = None
-    key = parse_key(text, schema)
-    return key, item_key(key)
 
 
 def check_history_complete(cov: Coverage, canonical: str) -> None:

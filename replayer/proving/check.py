@@ -10,7 +10,9 @@ present with its recorded size; every change file carries a checksum in its name
 says its rows are of its table and its hour partition (a few KB per file, not its rows); every gap
 record parses, and every gap a checkpoint lists still has its record; every change file and gap
 record the ledger names is there unless merge or expire recorded removing it, and no ledger record
-is missing before its chain's newest (``changelog.ledger``, read from the listing alone). With ``read_data`` every part
+is missing before its chain's newest (``changelog.ledger``, read from the listing alone); every erasure
+``forget`` recorded (``changelog.forgotten``) replaced files that are gone, with replacements the ledger
+names, and (with ``read_data``) no file read holds a version it erased. With ``read_data`` every part
 and change file is read whole, hashed and fully decoded (page checksums verified). It names orphans
 (parts no manifest lists, ``.tmp-*`` leftovers of a crashed write) as notes: they affect no restore.
 Each problem says which restore points it affects. A ``sample`` limits the reading to the files it
@@ -24,14 +26,26 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from changelog.damage import read_json_object
 from changelog.errors import DamagedStore, TableNotFound
+from changelog.forgotten import (
+    Erasure,
+    erased_keys,
+    erased_versions_in,
+    erasure_records,
+    foreign_objects,
+    read_erasure,
+)
 from changelog.gaps import checkpoint_gaps, gap_path, gaps_root, read_gap
 from changelog.integrity import Expected, expectations, inspect_file
 from changelog.layout import (
     TABLES,
     changes_root,
     checkpoints_root,
+    forgotten_root,
     hour_partition,
     meta_path,
     parse_change_file_name,
@@ -50,7 +64,7 @@ from changelog.snapshot import (
     read_manifest,
     read_removals,
 )
-from changelog.store import Store
+from changelog.store import ObjectMissing, Store
 from changelog.timefmt import format_time, from_micros
 
 
@@ -79,6 +93,7 @@ class CheckReport:
     files_read: int = 0  # parts and change files read whole (all of them unless sampled)
     sampled: bool = False  # only a sample of the files was read whole
     ledger: int = 0  # ledger records matched against the listing
+    erasures: int = 0  # erasure records (``forget``) whose replaced files were checked gone
 
     @property
     def verified(self) -> str:
@@ -90,7 +105,10 @@ class CheckReport:
         return (f"{self.manifests:,} manifests and their chain, {self.parts:,} snapshot parts and "
                 f"{self.change_files:,} change files {files}, the table and hour of every change file's rows, "
                 f"{self.gaps:,} gap records, and that every change file and gap record the ledger's "
-                f"{self.ledger:,} records name is present unless merge or expire removed it")
+                f"{self.ledger:,} records name is present unless merge or expire removed it"
+                + (f"; {self.erasures:,} erasures: every file they replaced is gone and every replacement is in "
+                   "the ledger" + (", and no file read holds a version they erased" if self.read_data else "")
+                   if self.erasures else ""))
 
     @property
     def not_verified(self) -> tuple[str, ...]:
@@ -300,9 +318,70 @@ def _check_ledger(store: Store, table: str, sizes: dict[str, int], listed_gaps: 
     return found, len(records)
 
 
+def _check_erasures(store: Store, table: str, sizes: dict[str, int], read: list[str]) -> tuple[list[Finding], int]:
+    """The forget ledger (``changelog.forgotten``): each erasure's replaced files are gone, each replacement
+    is present or was removed on the ledger's record (a later merge or forget); and, among the files
+    read whole (``read``), none holds a version an erasure covers: proven with the ledger's keyed
+    hashes, never with a key."""
+    found = [Finding(table, path, "is not a forget record ddb-rewind writes (a foreign or renamed object)",
+                     "no restore point, but the forget ledger cannot vouch for it")
+             for path in foreign_objects(sizes, table)]
+    erasures: list[Erasure] = []
+    for path in erasure_records(sizes, table):
+        try:
+            erasures.append(read_erasure(store, path))
+        except DamagedStore as exc:
+            found.append(Finding(table, path, _short(exc, path), "capture cannot tell which records to drop: "
+                                 "every capture of the table fails until it is restored"))
+    if not erasures:
+        return found, 0
+    try:
+        ledger = erased_keys(store, table)
+    except DamagedStore as exc:
+        return [*found, Finding(table, forgotten_root(table), str(exc), "capture of the table fails")], len(erasures)
+    records, _foreign = parse_records(table, sorted(sizes))
+    removed = {r.target for r in records if r.kind == "del"}
+    published = {r.target for r in records if r.kind == "put"}
+    for erasure in erasures:
+        for swap in erasure.replaced:
+            if swap.old in sizes:
+                found.append(Finding(table, swap.old, f"still holds versions the erasure {erasure.path} removed: "
+                                     "that forget did not finish", "the erased item can still be restored: run "
+                                     "forget again for the same key"))
+            new = swap.new
+            if new is None or parse_change_file_name(new) is None:
+                continue  # a snapshot part: its manifest lists it, and the manifest checks cover it
+            if new not in sizes and new not in removed:
+                found.append(Finding(table, new, f"is missing: the erasure {erasure.path} wrote it in place of "
+                                     f"{swap.old}", _change_window(new, [])))
+            elif new not in published:
+                found.append(Finding(table, new, f"is not in the ledger: the erasure {erasure.path} says it "
+                                     "wrote it", "the ledger cannot vouch for this replacement"))
+        found.append(Finding(table, erasure.path,
+                             f"records an erasure at {erasure.at} ({erasure.reason}): {erasure.versions_removed:,} "
+                             f"versions and {erasure.snapshot_rows_removed:,} snapshot rows removed, "
+                             f"{len(erasure.replaced):,} files replaced, erased up to "
+                             f"{_at(erasure.erased_up_to_us)}", "no restore point yields the erased item",
+                             is_problem=False))
+    if ledger is not None:
+        reported = {f.path for f in found}
+        for path in (p for p in read if p not in reported):
+            try:
+                rows = pq.read_table(pa.BufferReader(store.read(path)), columns=["item_key", "event_time"])
+            except (pa.ArrowException, OSError, KeyError, ObjectMissing):
+                continue  # reported by the file's own check
+            count = erased_versions_in(rows, ledger)
+            if count:
+                found.append(Finding(table, path, f"holds {count:,} versions an erasure removed (the ledger's "
+                                     "keyed hash matches)", "the erased item can still be restored: run forget "
+                                     "again for the same key"))
+    return found, len(erasures)
+
+
 def check_table(store: Store, table: str, read_data: bool, sample: Callable[[str], bool] | None = None,
-                ) -> tuple[int, int, int, int, int, int, list[Finding]]:
-    """(manifests, parts, change files, gap records, ledger records, files read whole, findings) of one table.
+                ) -> tuple[int, int, int, int, int, int, int, list[Finding]]:
+    """(manifests, parts, change files, gap records, ledger records, files read whole, erasures, findings)
+    of one table.
 
     With ``read_data``, the files ``sample`` selects (default: all) are read whole.
     """
@@ -326,26 +405,28 @@ def check_table(store: Store, table: str, read_data: bool, sample: Callable[[str
     findings += change_findings
     ledger_findings, ledger_count = _check_ledger(store, table, sizes, listed_gaps, manifests)
     findings += ledger_findings
+    erasure_findings, erasures = _check_erasures(store, table, sizes, read)
+    findings += erasure_findings
     findings += [Finding(table, path, "is a leftover of an interrupted write", "no restore point (safe to delete)",
                          is_problem=False) for path in _tmp_leftovers(store, table)]
     if meta_path(table) not in sizes:
         findings.append(Finding(table, meta_path(table), "is missing",
                                 "restores into a new table (--create-table) cannot read the key schema",
                                 is_problem=False))
-    return len(manifests), parts, change_count, gap_count, ledger_count, len(read), findings
+    return len(manifests), parts, change_count, gap_count, ledger_count, len(read), erasures, findings
 
 
 def check_store(store: Store, table: str | None = None, *, read_data: bool = False,
                 sample: Callable[[str], bool] | None = None) -> CheckReport:
     """Check every table of the store (or one); with ``read_data``, read whole the files ``sample`` selects."""
     tables = [table] if table else table_names(store.list(TABLES + "/"))
-    manifests = parts = changes = gaps = ledger = read = 0
+    manifests = parts = changes = gaps = ledger = read = erasures = 0
     findings: list[Finding] = []
     for name in tables:
-        m, p, c, g, lg, r, f = check_table(store, name, read_data, sample)
+        m, p, c, g, lg, r, e, f = check_table(store, name, read_data, sample)
         manifests, parts, changes, gaps = manifests + m, parts + p, changes + c, gaps + g
-        ledger, read = ledger + lg, read + r
+        ledger, read, erasures = ledger + lg, read + r, erasures + e
         findings += f
     return CheckReport(tuple(tables), manifests, parts, changes, read_data, tuple(findings), gaps, read,
-                       sampled=read_data and sample is not None, ledger=ledger)
+                       sampled=read_data and sample is not None, ledger=ledger, erasures=erasures)
 

@@ -1,0 +1,330 @@
+"""Forget: rewrite every change file and snapshot part holding a version of one item, without it.
+
+A writer of the store like the merge, in the same order: write first, publish last, delete last.
+
+1. Plan. Every change file and snapshot part whose row-group statistics on ``item_key`` (files are
+   sorted by it) admit the key has those row groups' keys read; a file that cannot hold the key is
+   not read at all. The plan says exactly which files and which snapshots (restore points) change.
+2. Write the replacements: each change file through ``publish_change_file`` (new name, new digest,
+   a ``put`` ledger record), each snapshot part as a new part beside the old one. A file left with
+   no row gets no replacement.
+3. Record the erasure (``changelog.forgotten``): from here on capture drops a record of the item
+   stamped at or before the erased-up-to moment, however late it arrives.
+4. Re-publish each touched snapshot's manifest, chained as every manifest is: a removal record for
+   the old one (its digest, so the chain stays verifiable), then the new one at the same place,
+   listing the new parts and, in its consumed files, the replacements of the files it consumed.
+5. Delete the old objects: change files after a ``del`` ledger record (so ``check`` tells the
+   erasure from a loss), old parts after their manifest stopped listing them; on a versioned bucket
+   every earlier version goes too (``Store.purge``).
+
+A crash anywhere leaves either the old files (the erasure record, if written, names them and
+``check`` reports the erasure incomplete: run ``forget`` again) or both (duplicates readers drop),
+never a moment that cannot be restored. Records of the item captured while the rewrite ran are
+found by planning again after it, until a plan finds nothing (``forget``).
+
+Neither the key nor any erased value is ever logged or stored: the erasure record names the item by
+its keyed hash only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from changelog.attributes import METADATA_KEY, with_summary
+from changelog.changefile import COMPACTED_LEVEL, parquet_bytes, publish_change_file
+from changelog.errors import ConflictError
+from changelog.footer import DEDUPLICATED
+from changelog.forgotten import Erasure, Replaced, ensure_secret, key_hash, write_erasure
+from changelog.integrity import verify_for_read
+from changelog.layout import parse_change_file_name, partition_of
+from changelog.ledger import record_removed
+from changelog.meta import resolve_key
+from changelog.quarantine import quarantine_paths
+from changelog.snapshot import Manifest, list_manifests, part_paths, part_sum_of
+from changelog.state import change_files
+from changelog.store import Store
+from changelog.timefmt import to_micros
+from compactor.snapshots import republish_manifest
+
+# Rounds of plan-and-rewrite: a record captured while a round ran is found by the next one.
+_ROUNDS = 3
+
+
+class EraseRefused(ConflictError):
+    """The store cannot erase what a forget would replace (S3 Object Lock in compliance mode)."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A file holding versions of the item: how many rows, and (a snapshot part) its manifest."""
+
+    path: str
+    rows: int
+    manifest: str | None = None
+
+
+@dataclass(frozen=True)
+class ForgetPlan:
+    """What one forget would rewrite. ``item_key`` stays in memory: it is never printed or stored."""
+
+    table: str
+    item_key: str
+    change_files: tuple[Hit, ...]
+    parts: tuple[Hit, ...]
+    snapshots: tuple[str, ...]  # manifests re-published: their parts hold the item, or they consumed a rewritten file
+    files_read: int  # files whose keys were read (their statistics admitted the key)
+    files_skipped: int  # files their statistics ruled out without reading a row
+    latest_version_us: int | None  # the newest erased version's time
+    refusal: str | None  # why the store cannot erase (Object Lock), if it cannot
+    up_to_us: int | None = None  # only versions stamped at or before this (a later round's plan)
+    quarantined: int = 0  # quarantined records of the table: kept whole, not searched (see docs/forget.md)
+
+    @property
+    def versions(self) -> int:
+        """Versions of the item in change files (each stored copy counted)."""
+        return sum(hit.rows for hit in self.change_files)
+
+    @property
+    def snapshot_rows(self) -> int:
+        """Rows of the item in snapshot parts (at most one per snapshot)."""
+        return sum(hit.rows for hit in self.parts)
+
+    @property
+    def empty(self) -> bool:
+        """True when no file holds the item."""
+        return not self.change_files and not self.parts
+
+
+def _row_groups_admitting(metadata: pq.FileMetaData, key: str) -> list[int]:
+    """Row groups whose ``item_key`` statistics do not rule ``key`` out (all of them without statistics).
+
+    Statistics may be truncated (a shorter minimum, a greater maximum): both only widen the range.
+    """
+    admitted = []
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        if group.num_rows == 0:
+            continue
+        stats = None
+        for column in range(group.num_columns):
+            if group.column(column).path_in_schema == "item_key":
+                stats = group.column(column).statistics
+        if stats is None or not stats.has_min_max or (str(stats.min) <= key <= str(stats.max)):
+            admitted.append(index)
+    return admitted
+
+
+def _footer(store: Store, path: str) -> pq.FileMetaData:
+    root = store.local_root()
+    if root is not None:
+        return pq.ParquetFile(str(root / path)).metadata
+    filesystem, base = store.arrow()
+    with filesystem.open_input_file(f"{base}/{path}") as handle:
+        return pq.ParquetFile(handle).metadata
+
+
+def _count(store: Store, path: str, key: str, up_to_us: int | None) -> tuple[bool, int, int | None]:
+    """(whether the file had to be read, rows of ``key`` stamped at or before ``up_to_us`` in it, the
+    newest one's time in µs); reads only the keys of the row groups the statistics admit."""
+    groups = _row_groups_admitting(_footer(store, path), key)
+    if not groups:
+        return False, 0, None
+    verify_for_read(store, [path])  # what is rewritten must first be what was written
+    parquet = pq.ParquetFile(pa.BufferReader(store.read(path)))
+    rows = parquet.read_row_groups(groups, columns=["item_key", "event_time"])
+    mine = rows.filter(_erased_rows(rows, key, up_to_us))
+    if mine.num_rows == 0:
+        return True, 0, None
+    return True, mine.num_rows, to_micros(pc.max(mine.column("event_time")).as_py())
+
+
+def _erased_rows(rows: pa.Table, key: str, up_to_us: int | None) -> pa.ChunkedArray:
+    """A mask of the rows of ``key`` stamped at or before ``up_to_us`` (every row of it when None)."""
+    mine = pc.equal(rows.column("item_key"), key)
+    if up_to_us is None:
+        return mine
+    limit = pa.scalar(up_to_us, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    return pc.and_(mine, pc.less_equal(rows.column("event_time"), limit))
+
+
+def plan_forget(store: Store, table: str, key_text: str) -> ForgetPlan:
+    """Find every change file and snapshot part holding a version of the item ``key_text`` names."""
+    _key, canonical = resolve_key(store, table, key_text)
+    return _plan(store, table, canonical, None)
+
+
+def _plan(store: Store, table: str, key: str, up_to_us: int | None) -> ForgetPlan:
+    hits: list[Hit] = []
+    parts: list[Hit] = []
+    read = skipped = 0
+    latest: int | None = None
+    manifests = list_manifests(store, table)
+    candidates: list[tuple[str, str | None]] = [(path, None) for path in change_files(store, table)]
+    candidates += [(part, path) for path, m in manifests for part in part_paths(path, m)]
+    for path, manifest_path in candidates:
+        was_read, rows, newest = _count(store, path, key, up_to_us)
+        read, skipped = (read + 1, skipped) if was_read else (read, skipped + 1)
+        if not rows:
+            continue
+        (hits if manifest_path is None else parts).append(Hit(path, rows, manifest_path))
+        if newest is not None and (latest is None or newest > latest):
+            latest = newest
+    rewritten = {hit.path for hit in hits}
+    touched = {hit.manifest for hit in parts if hit.manifest is not None}
+    touched |= {path for path, m in manifests if rewritten.intersection(m.consumed_files)}
+    snapshots = tuple(path for path, _ in manifests if path in touched)
+    refusal = None
+    if hits or parts:
+        refusal = store.erase_refusal([hit.path for hit in hits] + [hit.path for hit in parts])
+    quarantined = len(quarantine_paths(store, table))
+    return ForgetPlan(table, key, tuple(hits), tuple(parts), snapshots, read, skipped, latest, refusal, up_to_us,
+                      quarantined)
+
+
+def _without(data: bytes, key: str, up_to_us: int | None, image: str) -> tuple[pa.Table, pa.Table]:
+    """(the file's rows without the erased versions, the rows removed), its footer's metadata kept and
+    its attribute summary redone."""
+    table = pq.read_table(pa.BufferReader(data))
+    mine = _erased_rows(table, key, up_to_us)
+    kept, removed = table.filter(pc.invert(mine)), table.filter(mine)
+    if METADATA_KEY in (table.schema.metadata or {}):
+        # The attribute summary names the attributes the images hold: the erased item's must not stay in it.
+        kept = with_summary(kept, image)
+    return kept, removed
+
+
+def _rewrite_change_file(store: Store, plan: ForgetPlan, path: str) -> str | None:
+    """Write ``path`` again without the item; returns the replacement (None when no row is left)."""
+    verify_for_read(store, [path])
+    kept, _removed = _without(store.read(path), plan.item_key, plan.up_to_us, "new_image")
+    if kept.num_rows == 0:
+        return None
+    name = parse_change_file_name(path)
+    assert name is not None  # change_files listed it and verify_for_read checked its name
+    deduplicated = DEDUPLICATED in (kept.schema.metadata or {})
+    return publish_change_file(store, plan.table, partition_of(path), name.first_seq, name.last_seq, kept,
+                               deduplicated=deduplicated, level=COMPACTED_LEVEL)
+
+
+def _rewrite_snapshot(store: Store, plan: ForgetPlan, manifest_path: str, manifest: Manifest, hit_parts: set[str],
+                      writer: str, replaced: dict[str, str | None], parts_replaced: dict[str, str | None]) -> Manifest:
+    """Write the hit parts of one snapshot again without the item (each old part's replacement goes in
+    ``parts_replaced``); returns the manifest that lists them, unpublished."""
+    directory = manifest_path.rsplit("/", 1)[0]
+    sums = []
+    items, tombstones = manifest.items, manifest.tombstones
+    for entry in manifest.part_sums:
+        part = f"{directory}/{entry.name}"
+        if part not in hit_parts:
+            sums.append(entry)
+            continue
+        verify_for_read(store, [part])
+        kept, removed = _without(store.read(part), plan.item_key, plan.up_to_us, "image")
+        gone = removed.column("event_name").to_pylist()
+        tombstones -= sum(1 for name in gone if name == "REMOVE")
+        items -= sum(1 for name in gone if name != "REMOVE")
+        if kept.num_rows == 0:
+            parts_replaced[part] = None
+            continue
+        name = f"part-{writer}-{len(sums):05d}.parquet"
+        data = parquet_bytes(kept, level=COMPACTED_LEVEL)
+        store.write(f"{directory}/{name}", data)
+        sums.append(part_sum_of(name, data, kept.num_rows))
+        parts_replaced[part] = f"{directory}/{name}"
+    consumed = sorted({new for old in manifest.consumed_files
+                       for new in ([replaced[old]] if old in replaced else [old]) if new is not None})
+    return replace(manifest, parts=tuple(entry.name for entry in sums), part_sums=tuple(sums),
+                   items=items, tombstones=tombstones, consumed_files=tuple(consumed),
+                   extra={**manifest.extra, "rewritten_by": "forget"})
+
+
+def check_erasable(store: Store, plan: ForgetPlan) -> None:
+    """Refuse (EraseRefused) a plan the store cannot carry out for good, before anything is written."""
+    if plan.refusal is not None:
+        raise EraseRefused(f"cannot forget in {store.uri}: {plan.refusal}; nothing was changed")
+
+
+def apply_forget(store: Store, plan: ForgetPlan, reason: str, *, now_us: int | None = None) -> Erasure:
+    """Carry out a plan (see the module's steps); returns the erasure as recorded."""
+    check_erasable(store, plan)
+    table = plan.table
+    started = datetime.now(UTC)
+    now = to_micros(started) if now_us is None else now_us
+    secret = ensure_secret(store, table)
+    replaced: dict[str, str | None] = {}
+    for hit in plan.change_files:
+        replaced[hit.path] = _rewrite_change_file(store, plan, hit.path)
+    manifests = dict(list_manifests(store, table))
+    writer = f"forget{uuid.uuid4().hex[:8]}"
+    hit_parts: dict[str, set[str]] = defaultdict(set)
+    for hit in plan.parts:
+        assert hit.manifest is not None
+        hit_parts[hit.manifest].add(hit.path)
+    parts_replaced: dict[str, str | None] = {}
+    rewritten = {path: _rewrite_snapshot(store, plan, path, manifests[path], hit_parts[path], writer, replaced,
+                                         parts_replaced)
+                 for path in plan.snapshots if path in manifests}
+    erasure = Erasure(
+        key_hash=key_hash(secret, plan.item_key),
+        erased_up_to_us=max(now, plan.latest_version_us or 0),
+        at=started.isoformat(),
+        reason=reason,
+        versions_removed=plan.versions,
+        snapshot_rows_removed=plan.snapshot_rows,
+        replaced=tuple(Replaced(old, new) for old, new in (*replaced.items(), *parts_replaced.items())),
+        snapshots=plan.snapshots,
+    )
+    path = write_erasure(store, table, erasure, now)
+    for manifest_path, manifest in rewritten.items():
+        republish_manifest(store, manifest_path, manifest, reason="forget: rewritten without an erased item")
+    record_removed(store, list(replaced))  # before deleting: the ledger tells an erasure from a loss
+    for old in replaced:
+        store.purge(old)
+    for hit in plan.parts:
+        store.purge(hit.path)
+    return replace(erasure, path=path)
+
+
+@dataclass(frozen=True)
+class ForgetResult:
+    """What ``forget`` did: one erasure per round (more than one when records arrived meanwhile)."""
+
+    erasures: tuple[Erasure, ...]
+
+    @property
+    def versions(self) -> int:
+        """Versions removed from change files."""
+        return sum(e.versions_removed for e in self.erasures)
+
+    @property
+    def files(self) -> int:
+        """Files replaced or deleted."""
+        return sum(len(e.replaced) for e in self.erasures)
+
+
+def forget(store: Store, plan: ForgetPlan, reason: str) -> ForgetResult:
+    """Apply ``plan``, then plan again until no file holds the item (records captured meanwhile)."""
+    done: list[Erasure] = []
+    for _ in range(_ROUNDS):
+        if plan.empty:
+            break
+        erasure = apply_forget(store, plan, reason)
+        done.append(erasure)
+        # Only what the erasure covers: a write to the live table after it is kept as usual.
+        plan = _plan(store, plan.table, plan.item_key, erasure.erased_up_to_us)
+    if not plan.empty:
+        raise ConflictError(f"versions of the item kept arriving in {plan.table!r} while forget ran; run it again")
+    return ForgetResult(tuple(done))
+
+
+def describe_hits(hits: Sequence[Hit]) -> list[str]:
+    """One line per file: its path and how many rows of the item it holds (never the rows)."""
+    return [f"{hit.path} ({hit.rows:,} row{'s' if hit.rows != 1 else ''})" for hit in hits]

@@ -1,0 +1,92 @@
+"""``ddb-rewind forget``: erase one item from every version of a table's history (see ``compactor.forget``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from changelog.errors import UsageError
+from changelog.store import open_store
+from changelog.timefmt import format_time, from_micros
+from ddb_rewind.args import add_store, add_table, add_yes, check_can_confirm, confirm
+
+if TYPE_CHECKING:
+    from compactor.forget import ForgetPlan
+
+
+def register(subparsers: Any) -> None:
+    """Add the subcommand."""
+    parser = subparsers.add_parser(
+        "forget", help="erase one item from every change file and snapshot (a deletion request)",
+        description="Rewrite every change file and snapshot part that holds a version of the item without it, "
+                    "delete the old files (and their earlier versions in a versioned bucket), and record the "
+                    "erasure in the store's forget ledger (a keyed hash, never the key), so that a late record "
+                    "of the item is dropped at capture. 'check' proves it afterwards.")
+    add_table(parser)
+    add_store(parser)
+    parser.add_argument("--key", required=True, metavar="KEY",
+                        help='DynamoDB JSON ({"pk":{"S":"a"}}) or pk=a,sk=5 typed from the key schema')
+    parser.add_argument("--reason", required=True, metavar="TEXT",
+                        help="why (kept in the forget ledger, e.g. a request's reference; never the key itself)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the files and restore points that would be rewritten; change nothing")
+    add_yes(parser)
+    parser.set_defaults(run=run)
+
+
+def _print_plan(plan: ForgetPlan, verb: str) -> None:
+    from compactor.forget import describe_hits
+
+    print(f"{plan.files_read:,} files read, {plan.files_skipped:,} ruled out by their statistics without reading")
+    print(f"change files {verb}: {len(plan.change_files):,} ({plan.versions:,} versions of the item)")
+    for line in describe_hits(plan.change_files):
+        print(f"  {line}")
+    print(f"snapshots (restore points) {verb}: {len(plan.snapshots):,}")
+    for path in plan.snapshots:
+        print(f"  {path}")
+    print(f"snapshot parts {verb}: {len(plan.parts):,} ({plan.snapshot_rows:,} rows of the item)")
+    for line in describe_hits(plan.parts):
+        print(f"  {line}")
+
+
+def _check_reason(reason: str, key_text: str, item_key: str) -> None:
+    """Refuse a reason that quotes the key: the reason is kept in the ledger, which must not name the item."""
+    if not reason.strip():
+        raise UsageError("--reason is empty: say why (a request's reference, say), without the key")
+    if key_text.strip() in reason or item_key in reason:
+        raise UsageError("--reason contains the key: the forget ledger must not name the item; give a "
+                         "reference instead")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan, print, and (unless --dry-run) erase."""
+    from compactor.forget import check_erasable, forget, plan_forget
+
+    if not args.dry_run:
+        check_can_confirm(args.yes, "forget (rewrites and deletes files of the store)")
+    store = open_store(args.store)
+    plan = plan_forget(store, args.table, args.key)
+    _check_reason(args.reason, args.key, plan.item_key)
+    if plan.empty:
+        print(f"no file of {args.table!r} holds a version of the item: nothing to forget")
+        return 0
+    _print_plan(plan, "that would be rewritten" if args.dry_run else "to rewrite")
+    if plan.quarantined:
+        # Kept whole, undecoded: forget cannot tell whose they are. 'requeue' drops an erased item's.
+        print(f"not searched: {plan.quarantined:,} quarantined records of {args.table!r} (run 'ddb-rewind requeue' "
+              "once they decode: a record of the erased item is then dropped with its quarantine copy)")
+    if args.dry_run:
+        if plan.refusal is not None:
+            print(f"cannot erase: {plan.refusal}")
+        print("dry run: nothing was changed")
+        return 0
+    check_erasable(store, plan)  # before asking: a bucket that cannot erase is refused with its reason
+    confirm(args.yes, f"erase {plan.versions:,} versions of the item from {len(plan.change_files):,} change files "
+                      f"and {len(plan.snapshots):,} snapshots of {args.table!r}? This cannot be undone")
+    result = forget(store, plan, args.reason)
+    last = result.erasures[-1]
+    print(f"forgot: {result.versions:,} versions removed, {result.files:,} files replaced; records of the item "
+          f"stamped at or before {format_time(from_micros(last.erased_up_to_us))} will be dropped at capture")
+    for erasure in result.erasures:
+        print(f"erasure recorded: {erasure.path}")
+    return 0

@@ -47,6 +47,9 @@ RESOURCE_STAR_ALLOWLIST = {
     ("StoreKey", "AccountAdministersKeyThroughIam"),
     # Application Auto Scaling's Describe* actions support no resource-level permissions.
     ("CompactorRole", "ReadAutoScalingSettings"),
+    # dynamodb:ListStreams supports no resource-level permission (recover attributes a failed batch
+    # of a replaced stream to its table with it).
+    ("RecoverRole", "ListTableStreams"),
 }
 
 # Deny statements allowed to use a wildcard action. A wildcard in a Deny only takes
@@ -706,7 +709,7 @@ def test_consumer_may_send_only_to_its_failure_queue(resources: dict[str, Any]) 
     assert statement["Resource"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
 
 
-def test_recover_reads_only_its_queue_and_the_table_stream(resources: dict[str, Any]) -> None:
+def test_recover_reads_only_its_queue_the_table_stream_and_whose_stream_it_is(resources: dict[str, Any]) -> None:
     queue = _statement(resources, "RecoverRole", "ConsumeFailureQueue")
     assert set(queue["Action"]) == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
     assert queue["Resource"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
@@ -714,7 +717,7 @@ def test_recover_reads_only_its_queue_and_the_table_stream(resources: dict[str, 
     assert set(stream["Action"]) == {"dynamodb:GetShardIterator", "dynamodb:GetRecords"}
     assert stream["Resource"] == {"Ref": "TableStreamArn"}
     assert {a for a in _role_actions(resources, "RecoverRole") if a.startswith(("sqs:", "dynamodb:"))} == {
-        *queue["Action"], *stream["Action"]}
+        *queue["Action"], *stream["Action"], "dynamodb:DescribeTable", "dynamodb:ListStreams"}
 
 
 @pytest.mark.parametrize(
@@ -999,6 +1002,15 @@ def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypat
         queue_arn = boto3.client("sqs").get_queue_attributes(
             QueueUrl=outputs["FailureQueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         assert trigger["EventSourceArn"] == queue_arn
+
+
+def test_recover_may_tell_whose_stream_a_failed_batch_came_from(resources: dict[str, Any]) -> None:
+    # stream_consumer.recover.stream_of_table calls both before it records a gap.
+    describe = _statement(resources, "RecoverRole", "AttributeFailedBatchToTable")
+    assert describe["Action"] == "dynamodb:DescribeTable"
+    assert describe["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}"
+                                               ":table/${TableName}"}
+    assert _statement(resources, "RecoverRole", "ListTableStreams")["Action"] == "dynamodb:ListStreams"
 
 
 def test_compactor_may_read_the_table_settings_of_its_own_table_only(resources: dict[str, Any]) -> None:

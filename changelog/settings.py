@@ -12,6 +12,13 @@ settings at T are those of the newest version observed at or before T.
 
 A section that could not be read (a missing permission) is recorded as ``{"unknown": reason}``,
 never guessed and never a crash: a restore reports it as not applied.
+
+Every job that reads the table observes through ``observe_or_report``: bootstrap, every compaction
+(the scheduled compactor and ``compact``) and ``consume``. A read that fails for another reason
+(throttled after retries, the network, a damaged history) must not stop the job: it is one line,
+and nothing is recorded, so the version in force stays the last one observed until the next
+observation succeeds. (Recording the sections as unknown instead would claim the settings became
+unknowable for a while, and a restore into that while would drop them.)
 """
 
 from __future__ import annotations
@@ -179,13 +186,32 @@ def record(store: Store, table: str, settings: Mapping[str, Any], observed_us: i
     return SettingsVersion(observed_us, json.loads(data)["settings"], path)
 
 
+def wall_clock_us() -> int:
+    """When an observation is stamped (the one clock settings are read by; a simulation replaces it)."""
+    import time
+
+    return time.time_ns() // 1000
+
+
 def observe(store: Store, table: str, *, dynamodb: Any = None, autoscaling: Any = None,
             now_us: int | None = None) -> SettingsVersion | None:
     """Capture ``table``'s settings now and record them if they changed; the new version or None."""
-    import time
-
     from changelog.aws import aws_boundary, client
 
     with aws_boundary(f"reading the settings of table {table!r}"):
         settings = capture(table, dynamodb or client("dynamodb"), autoscaling or client("application-autoscaling"))
-    return record(store, table, settings, now_us if now_us is not None else time.time_ns() // 1000)
+    return record(store, table, settings, now_us if now_us is not None else wall_clock_us())
+
+
+def observe_or_report(store: Store, table: str, report: Callable[[str], None], *, dynamodb: Any = None,
+                      autoscaling: Any = None) -> SettingsVersion | None:
+    """``observe`` for a job whose own work must go on: a failure is one line to ``report``, nothing recorded.
+
+    Only typed errors are reported (AWS refused or unreachable, a damaged settings record, the store
+    failing); a bug still raises.
+    """
+    try:
+        return observe(store, table, dynamodb=dynamodb, autoscaling=autoscaling)
+    except RewindError as exc:
+        report(f"the settings of table {table!r} were not recorded this time ({exc})")
+        return None

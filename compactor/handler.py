@@ -13,7 +13,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from changelog.errors import ConflictError, RewindError, TimeOutOfRange
-from changelog.settings import observe as observe_settings
+from changelog.settings import observe_or_report
 from changelog.store import Store, open_store
 from compactor.compaction import compact
 from compactor.policy import Policy, parse_policy
@@ -31,13 +31,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     # A policy that does not parse fails the run before anything is read or deleted.
     policy = _retention_policy()
     store = open_store(store_uri)
-    try:
-        # Whenever the settings change, the next run records them (a missing permission: that setting
-        # unknown); failing to read them must not stop the backup itself.
-        changed = observe_settings(store, table)
-    except RewindError as exc:
-        logger.warning("settings not recorded", extra={"reason": str(exc)})
-        changed = None
+    # Whenever the settings change, the next run records them (a missing permission: that setting
+    # unknown); failing to read them must not stop the backup itself.
+    changed = observe_or_report(store, table, logger.warning)
     try:
         result = compact(store, table)
     except (ConflictError, TimeOutOfRange) as exc:

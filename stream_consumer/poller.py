@@ -28,6 +28,7 @@ from changelog.gaps import STREAM_TIME_MARGIN_US, Gap, floor_second, write_gap
 from changelog.layout import meta_path
 from changelog.meta import meta_from_description, write_meta
 from changelog.progress import Progress
+from changelog.settings import SettingsVersion, observe_or_report
 from changelog.store import Store
 from changelog.timefmt import to_micros
 from stream_consumer.capture import capture_batch
@@ -35,6 +36,11 @@ from stream_consumer.checkpoint import Checkpoint, read_checkpoints, write_check
 
 IMAGE_VIEWS = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
 GETRECORDS_LIMIT = 1000  # the service maximum: fewer calls per shard, which is rate limited to 5/s
+# How often a long-running poll records the table's settings again (it always does at its start). A
+# setting changed between two observations is dated to the later one, so this is how late a restore
+# may see a change; each observation is a handful of read-only control-plane calls, far below their
+# rate limits, and writes nothing unless something changed.
+SETTINGS_EVERY_S = 15 * 60.0
 # Throttling (LimitExceededException) and transient faults are retried by botocore's standard mode.
 _CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 10})
 
@@ -349,18 +355,28 @@ def poll(
     warn: Callable[[str], None] = _warn,
     sleep: Callable[[float], None] = time.sleep,
     limit: int = GETRECORDS_LIMIT,
+    autoscaling: Any = None,
 ) -> PollSummary:
     """Capture the table's stream into the store; with ``once``, drain what is there now and return.
 
     Without ``once`` it polls until Ctrl-C or ``max_seconds`` (sleeping ``poll_interval`` after a
     round that found nothing). Raises TableNotFound, StreamConfigError (no stream, or a view type
-    without new images) and StreamReadError. ``dynamodb``/``streams`` default to boto3 clients.
+    without new images) and StreamReadError. ``dynamodb``/``streams``/``autoscaling`` default to boto3
+    clients. The table's settings are recorded before the first round and then every
+    SETTINGS_EVERY_S (``changelog.settings``); failing to read them is a warning, never a stop.
     """
     dynamodb = dynamodb or boto3.client("dynamodb", config=_CLIENT_CONFIG)
     streams = streams or boto3.client("dynamodbstreams", config=_CLIENT_CONFIG)
     description, arn = stream_arn(dynamodb, table)
     if not store.exists(meta_path(table)):
         write_meta(store, meta_from_description(description))
+
+    def observe_settings() -> SettingsVersion | None:
+        return observe_or_report(store, table, lambda line: warn(f"ddb-rewind: warning: {line}"),
+                                 dynamodb=dynamodb, autoscaling=autoscaling)
+
+    observe_settings()
+    observed_at = time.monotonic()
     deadline = time.monotonic() + max_seconds if max_seconds is not None else None
     session = _Session(store, table, arn, streams, limit=limit, deadline=deadline, progress=progress, warn=warn)
     rounds = 0
@@ -371,6 +387,9 @@ def poll(
             rounds += 1
             if once or session.expired():
                 break
+            if time.monotonic() - observed_at >= SETTINGS_EVERY_S:
+                observe_settings()
+                observed_at = time.monotonic()
             if seen == 0:
                 pause = poll_interval
                 if deadline is not None:

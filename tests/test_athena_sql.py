@@ -41,7 +41,7 @@ from replayer.restoring.replay import open_items
 from stream_consumer.capture import capture_batch
 from tests.events import kinesis_record
 from tests.model import KEYS, Op, operations, stream_records
-from tests.test_infra_template import _CfnLoader
+from tests.sam import _CfnLoader
 from tests.test_store import s3_over_http as s3_over_http
 
 TABLE = "orders"

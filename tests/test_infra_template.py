@@ -2,19 +2,18 @@
 
 Nothing here touches the network or needs AWS credentials:
 
-- cfn-lint (through its Python API) validates the template as written, and again after a small
-  local stand-in for the SAM transform has turned the ``AWS::Serverless::Function`` resources
-  into plain CloudFormation, so that the Lambda and event-source-mapping properties are checked
-  against the full CloudFormation schemas too;
+- cfn-lint (through its Python API) validates the template as written, and again after the
+  official SAM translator (``aws-sam-translator``, offline: tests/sam.py) has turned the
+  ``AWS::Serverless::Function`` resources into plain CloudFormation, so that the Lambda,
+  event-source-mapping and schedule properties are checked against the CloudFormation schemas too;
 - the YAML is read with a loader that understands the short intrinsic tags (``!Ref``, ``!Sub``, ...)
   and each test checks one behaviour the backup relies on;
-- the expanded template is deployed into moto's CloudFormation. moto cannot run the SAM transform
-  itself (it ignores ``Transform`` and skips ``AWS::Serverless::*`` resources), hence the stand-in.
+- the expanded template is deployed into moto's CloudFormation (which cannot run the SAM transform
+  itself: it ignores ``Transform`` and skips ``AWS::Serverless::*`` resources).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import shutil
@@ -26,7 +25,6 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from changelog.codec import decode_lambda_record
 from changelog.glue import glue_columns, partition_keys
@@ -34,6 +32,7 @@ from changelog.store import LocalStore
 from changelog.timefmt import parse_time
 from stream_consumer.capture import capture_batch
 from tests.model import Op, stream_records
+from tests.sam import deploy, expand, load_template
 
 INFRA = Path(__file__).resolve().parent.parent / "infra"
 TEMPLATE_PATH = INFRA / "template.yaml"
@@ -48,6 +47,9 @@ RESOURCE_STAR_ALLOWLIST = {
     ("StoreKey", "AccountAdministersKeyThroughIam"),
     # Application Auto Scaling's Describe* actions support no resource-level permissions.
     ("CompactorRole", "ReadAutoScalingSettings"),
+    # dynamodb:ListStreams supports no resource-level permission (recover attributes a failed batch
+    # of a replaced stream to its table with it).
+    ("RecoverRole", "ListTableStreams"),
 }
 
 # Deny statements allowed to use a wildcard action. A wildcard in a Deny only takes
@@ -65,32 +67,15 @@ WILDCARD_DENY_ALLOWLIST = {
 # ------------------------------------------------------------------------------------------------
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """SafeLoader that turns CloudFormation short tags into their long JSON form."""
-
-
-def _construct_intrinsic(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct_intrinsic)
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
 
 
 @pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    with TEMPLATE_PATH.open(encoding="utf-8") as fh:
-        return yaml.load(fh, Loader=_CfnLoader)  # a SafeLoader subclass: no arbitrary objects
+def expanded(template: dict[str, Any]) -> dict[str, Any]:
+    """The template after the official SAM transform (tests/sam.py)."""
+    return expand(template)
 
 
 @pytest.fixture(scope="module")
@@ -237,99 +222,90 @@ def _find_alarm(resources: dict[str, Any], metric: str, dimension_value: Any) ->
 
 
 # ------------------------------------------------------------------------------------------------
-# A local stand-in for the SAM transform (only what this template uses)
+# The official SAM expansion: what CloudFormation deploys, wired as the code expects
 # ------------------------------------------------------------------------------------------------
 
-# SAM function properties that are also AWS::Lambda::Function properties, copied as they are.
-_PASSTHROUGH = {
-    "Architectures",
-    "Description",
-    "Environment",
-    "EphemeralStorage",
-    "Handler",
-    "LoggingConfig",
-    "MemorySize",
-    "Role",
-    "Runtime",
-    "Timeout",
-}
-_PLACEHOLDER_CODE = "def lambda_handler(event, context):\n    return None\n"
+FUNCTIONS = ("ConsumerFunction", "RecoverFunction", "CompactorFunction", "VerifierFunction")
 
 
-def expand_sam(template: dict[str, Any]) -> dict[str, Any]:
-    """Expand the SAM functions the way the SAM transform does, for this template's features only.
+def _of_type(expanded: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: r["Properties"] for k, r in expanded["Resources"].items() if r["Type"] == kind}
 
-    Anything this stand-in does not know raises, so that a new SAM feature in the template is
-    noticed here instead of being silently dropped.
-    """
-    expanded = copy.deepcopy(template)
-    expanded.pop("Transform")
-    defaults = expanded.pop("Globals", {}).get("Function", {})
-    resources: dict[str, Any] = {}
-    for logical_id, resource in expanded["Resources"].items():
-        if resource["Type"] != "AWS::Serverless::Function":
-            resources[logical_id] = resource
-            continue
-        props = {**defaults, **resource["Properties"]}
-        events = props.pop("Events", {})
-        invoke_config = props.pop("EventInvokeConfig", None)
-        props.pop("CodeUri")
-        unknown = set(props) - _PASSTHROUGH
-        assert not unknown, f"expand_sam does not know SAM properties {unknown}"
-        function = {k: props[k] for k in sorted(props)}
-        function["Code"] = {"ZipFile": _PLACEHOLDER_CODE}
-        resources[logical_id] = {"Type": "AWS::Lambda::Function", "Properties": function}
-        for event_id, event in events.items():
-            ev = dict(event["Properties"])
-            if event["Type"] == "DynamoDB":
-                mapping = {"EventSourceArn": ev.pop("Stream"), "FunctionName": {"Ref": logical_id}}
-                destination = ev.pop("DestinationConfig", None)
-                if destination:
-                    mapping["DestinationConfig"] = {
-                        "OnFailure": {"Destination": destination["OnFailure"]["Destination"]}
-                    }
-                mapping.update(ev)
-                resources[f"{logical_id}{event_id}"] = {
-                    "Type": "AWS::Lambda::EventSourceMapping",
-                    "Properties": mapping,
-                }
-            elif event["Type"] == "SQS":
-                mapping = {"EventSourceArn": ev.pop("Queue"), "FunctionName": {"Ref": logical_id}}
-                mapping.update(ev)
-                resources[f"{logical_id}{event_id}"] = {
-                    "Type": "AWS::Lambda::EventSourceMapping",
-                    "Properties": mapping,
-                }
-            elif event["Type"] == "Schedule":
-                rule_id = f"{logical_id}{event_id}"
-                resources[rule_id] = {
-                    "Type": "AWS::Events::Rule",
-                    "Properties": {
-                        "ScheduleExpression": ev.pop("Schedule"),
-                        "Description": ev.pop("Description"),
-                        "State": "ENABLED" if ev.pop("Enabled", True) else "DISABLED",
-                        "Targets": [{"Arn": {"Fn::GetAtt": [logical_id, "Arn"]}, "Id": f"{rule_id}Target"}],
-                    },
-                }
-                assert not ev, f"expand_sam does not know Schedule properties {set(ev)}"
-                resources[f"{rule_id}Permission"] = {
-                    "Type": "AWS::Lambda::Permission",
-                    "Properties": {
-                        "Action": "lambda:InvokeFunction",
-                        "FunctionName": {"Ref": logical_id},
-                        "Principal": "events.amazonaws.com",
-                        "SourceArn": {"Fn::GetAtt": [rule_id, "Arn"]},
-                    },
-                }
-            else:
-                raise AssertionError(f"expand_sam does not know event type {event['Type']}")
-        if invoke_config:
-            resources[f"{logical_id}EventInvokeConfig"] = {
-                "Type": "AWS::Lambda::EventInvokeConfig",
-                "Properties": {"FunctionName": {"Ref": logical_id}, "Qualifier": "$LATEST", **invoke_config},
-            }
-    expanded["Resources"] = resources
-    return expanded
+
+def _env_names_read(module: str) -> set[str]:
+    """The settings a handler reads from its environment: every REWIND_/POWERTOOLS_ name its module
+    spells, and the store's (changelog.store.environment_store, which the stream functions call)."""
+    import importlib
+
+    import changelog.store
+
+    sources = [Path(importlib.import_module(module).__file__ or "").read_text(encoding="utf-8")]
+    if "environment_store" in sources[0]:
+        sources.append(Path(changelog.store.__file__).read_text(encoding="utf-8"))
+    return {name for source in sources for name in re.findall(r"\"((?:REWIND|POWERTOOLS)_[A-Z_]+)\"", source)}
+
+
+def test_the_expansion_makes_a_lambda_function_of_each_sam_function(expanded: dict[str, Any]) -> None:
+    functions = _of_type(expanded, "AWS::Lambda::Function")
+    assert set(functions) == set(FUNCTIONS)
+    for props in functions.values():
+        assert props["Runtime"] == "python3.13" and props["Architectures"] == ["arm64"]  # Globals applied
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_handler_is_importable_and_callable(expanded: dict[str, Any], function: str) -> None:
+    import importlib
+
+    module, _, name = expanded["Resources"][function]["Properties"]["Handler"].rpartition(".")
+    assert callable(getattr(importlib.import_module(module), name))
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_function_gets_every_setting_its_handler_reads(expanded: dict[str, Any], function: str) -> None:
+    props = expanded["Resources"][function]["Properties"]
+    module = props["Handler"].rpartition(".")[0]
+    read = _env_names_read(module)
+    assert "REWIND_STORE" in read
+    assert read <= set(props["Environment"]["Variables"])
+
+
+def test_the_stream_trigger_sends_exhausted_batches_to_the_queue_recover_reads(expanded: dict[str, Any]) -> None:
+    mappings = _of_type(expanded, "AWS::Lambda::EventSourceMapping")
+    by_function = {m["FunctionName"]["Ref"]: m for m in mappings.values()}
+    assert set(by_function) == {"ConsumerFunction", "RecoverFunction"}
+    queue = {"Fn::GetAtt": ["FailureQueue", "Arn"]}
+    assert by_function["ConsumerFunction"]["DestinationConfig"] == {"OnFailure": {"Destination": queue}}
+    assert by_function["RecoverFunction"]["EventSourceArn"] == queue
+    assert by_function["RecoverFunction"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_the_schedules_invoke_the_compactor_and_the_verifier(expanded: dict[str, Any]) -> None:
+    rules = _of_type(expanded, "AWS::Events::Rule")
+    targets = {rule["Targets"][0]["Arn"]["Fn::GetAtt"][0]: rule for rule in rules.values()}
+    assert set(targets) == {"CompactorFunction", "VerifierFunction"}
+    assert targets["CompactorFunction"]["ScheduleExpression"] == {"Ref": "CompactionSchedule"}
+    # The verifier is told the interval it runs at: each run reads its own slot of the cycle.
+    assert targets["VerifierFunction"]["ScheduleExpression"] == {"Fn::Sub": "rate(${VerifyIntervalMinutes} minutes)"}
+    verifier_env = expanded["Resources"]["VerifierFunction"]["Properties"]["Environment"]["Variables"]
+    assert verifier_env["REWIND_VERIFY_INTERVAL_MINUTES"] == {"Ref": "VerifyIntervalMinutes"}
+    permissions = _of_type(expanded, "AWS::Lambda::Permission")
+    assert {(p["FunctionName"]["Ref"], p["Principal"]) for p in permissions.values()} == {
+        ("CompactorFunction", "events.amazonaws.com"), ("VerifierFunction", "events.amazonaws.com")}
+
+
+def test_each_function_runs_with_its_own_role(expanded: dict[str, Any]) -> None:
+    roles = {f: expanded["Resources"][f]["Properties"]["Role"] for f in FUNCTIONS}
+    assert roles == {f: {"Fn::GetAtt": [f.replace("Function", "Role"), "Arn"]} for f in FUNCTIONS}
+    assert not [k for k, r in expanded["Resources"].items() if r["Type"] == "AWS::IAM::Role" and k not in
+                {f.replace("Function", "Role") for f in FUNCTIONS}], "the transform added a role"
+
+
+def test_the_expansion_keeps_the_alarms_and_the_dashboard(expanded: dict[str, Any], template: dict[str, Any]) -> None:
+    alarms = _of_type(expanded, "AWS::CloudWatch::Alarm")
+    assert alarms == _alarms(template["Resources"])
+    body = expanded["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    assert all(f"${{{name}.Arn}}" in body for name in alarms if name.startswith(
+        ("CaptureLag", "UnreadShards", "StoreGaps", "StoreQuarantined", "VerificationFailures", "VerifierErrors")))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -354,7 +330,7 @@ def test_expanded_template_passes_cfn_lint(template: dict[str, Any]) -> None:
     # against the plain CloudFormation schemas, which cfn-lint does not apply to SAM resources.
     from cfnlint.api import ManualArgs, lint
 
-    matches = lint(json.dumps(expand_sam(template)), config=ManualArgs(regions=["us-east-1"]))
+    matches = lint(json.dumps(expand(template)), config=ManualArgs(regions=["us-east-1"]))
     assert _blocking(matches) == []
 
 
@@ -733,7 +709,7 @@ def test_consumer_may_send_only_to_its_failure_queue(resources: dict[str, Any]) 
     assert statement["Resource"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
 
 
-def test_recover_reads_only_its_queue_and_the_table_stream(resources: dict[str, Any]) -> None:
+def test_recover_reads_only_its_queue_the_table_stream_and_whose_stream_it_is(resources: dict[str, Any]) -> None:
     queue = _statement(resources, "RecoverRole", "ConsumeFailureQueue")
     assert set(queue["Action"]) == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
     assert queue["Resource"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
@@ -741,7 +717,7 @@ def test_recover_reads_only_its_queue_and_the_table_stream(resources: dict[str, 
     assert set(stream["Action"]) == {"dynamodb:GetShardIterator", "dynamodb:GetRecords"}
     assert stream["Resource"] == {"Ref": "TableStreamArn"}
     assert {a for a in _role_actions(resources, "RecoverRole") if a.startswith(("sqs:", "dynamodb:"))} == {
-        *queue["Action"], *stream["Action"]}
+        *queue["Action"], *stream["Action"], "dynamodb:DescribeTable", "dynamodb:ListStreams"}
 
 
 @pytest.mark.parametrize(
@@ -974,12 +950,7 @@ def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypat
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
 
-    expanded = expand_sam(template)
-    # moto skips alarms, so the dashboard's alarm ARNs cannot resolve: the dashboard is checked
-    # above, structurally, and left out here.
-    expanded["Resources"].pop("Dashboard")
-    expanded["Outputs"].pop("DashboardName")
-    body = json.dumps(expanded)
+    expanded = expand(template)
     with moto.mock_aws():
         dynamodb = boto3.client("dynamodb")
         table = dynamodb.create_table(
@@ -994,26 +965,12 @@ def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypat
             kinesis.create_stream(StreamName="orders-changes", ShardCount=1)
             source_arn = kinesis.describe_stream_summary(StreamName="orders-changes")[
                 "StreamDescriptionSummary"]["StreamARN"]
-            source_parameters = [{"ParameterKey": "TableStreamArn", "ParameterValue": ""},
-                                 {"ParameterKey": "KinesisStreamName", "ParameterValue": "orders-changes"}]
+            source_parameters = {"TableStreamArn": "", "KinesisStreamName": "orders-changes"}
         else:
             source_arn = table["LatestStreamArn"]
-            source_parameters = [{"ParameterKey": "TableStreamArn", "ParameterValue": source_arn}]
-        cloudformation = boto3.client("cloudformation")
-        cloudformation.create_stack(
-            StackName="rewind-orders",
-            TemplateBody=body,
-            Parameters=[
-                {"ParameterKey": "TableName", "ParameterValue": "orders"},
-                {"ParameterKey": "StreamSource", "ParameterValue": source},
-                *source_parameters,
-                {"ParameterKey": "GlueDatabaseName", "ParameterValue": "rewind_orders"},
-            ],
-            Capabilities=["CAPABILITY_IAM"],
-        )
-        stack = cloudformation.describe_stacks(StackName="rewind-orders")["Stacks"][0]
-        assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
-        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+            source_parameters = {"TableStreamArn": source_arn}
+        outputs = deploy(expanded, "rewind-orders", {"TableName": "orders", "StreamSource": source,
+                                                     **source_parameters, "GlueDatabaseName": "rewind_orders"})
 
         bucket = outputs["StoreBucketName"]
         assert outputs["StoreUri"] == f"s3://{bucket}/rewind"
@@ -1045,6 +1002,15 @@ def test_expanded_template_deploys_into_moto(template: dict[str, Any], monkeypat
         queue_arn = boto3.client("sqs").get_queue_attributes(
             QueueUrl=outputs["FailureQueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         assert trigger["EventSourceArn"] == queue_arn
+
+
+def test_recover_may_tell_whose_stream_a_failed_batch_came_from(resources: dict[str, Any]) -> None:
+    # stream_consumer.recover.stream_of_table calls both before it records a gap.
+    describe = _statement(resources, "RecoverRole", "AttributeFailedBatchToTable")
+    assert describe["Action"] == "dynamodb:DescribeTable"
+    assert describe["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}"
+                                               ":table/${TableName}"}
+    assert _statement(resources, "RecoverRole", "ListTableStreams")["Action"] == "dynamodb:ListStreams"
 
 
 def test_compactor_may_read_the_table_settings_of_its_own_table_only(resources: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from changelog.errors import StreamConfigError, TableNotFound
 from changelog.gaps import STREAM_TIME_MARGIN_US, read_gaps
 from changelog.layout import changes_root, checkpoint_path, checkpoints_root, meta_path, table_root
+from changelog.settings import history
 from changelog.state import coverage
 from changelog.store import Store
 from ddb_rewind.cli import main
@@ -207,6 +208,41 @@ def test_without_once_it_stops_after_max_seconds(aws: None, store: Store) -> Non
     assert summary.rounds >= 1
 
 
+def test_consume_records_the_table_settings_when_it_starts(aws: None, store: Store) -> None:
+    client = make_table()
+    client.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={"Enabled": True, "AttributeName": "exp"})
+    poll(store, TABLE, once=True)
+    (version,) = history(store, TABLE)
+    assert version.settings["ttl"]["AttributeName"] == "exp"
+
+
+def test_a_long_poll_records_changed_settings_again_after_the_interval(
+        aws: None, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream_consumer import poller
+
+    client = make_table()
+    arn = client.describe_table(TableName=TABLE)["Table"]["TableArn"]
+    monkeypatch.setattr(poller, "SETTINGS_EVERY_S", 0.0)
+
+    def tag_while_idle(_: float) -> None:
+        if not client.list_tags_of_resource(ResourceArn=arn)["Tags"]:
+            client.tag_resource(ResourceArn=arn, Tags=[{"Key": "owner", "Value": "ops"}])
+
+    poll(store, TABLE, once=False, poll_interval=0.0, max_seconds=0.5, sleep=tag_while_idle)
+    versions = history(store, TABLE)
+    assert versions[0].settings["tags"] == [] and versions[-1].settings["tags"] == [{"Key": "owner", "Value": "ops"}]
+
+
+def test_a_settings_read_that_fails_is_one_warning_and_capture_goes_on(aws: None, store: Store, capsys: Any) -> None:
+    client = make_table()
+    client.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})
+    store.write(f"{table_root(TABLE)}/settings/{1:016d}-damaged.json", b"{not json")
+    summary = poll(store, TABLE, once=True)
+    assert summary.captured == 1
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert warning.startswith(f"ddb-rewind: warning: the settings of table {TABLE!r} were not recorded this time")
+
+
 # --- hand-built streams (moto has one shard and cannot expire or trim) --------------------------
 
 ARN = f"arn:aws:dynamodb:us-east-1:123456789012:table/{TABLE}/stream/2024-01-01T00:00:00.000"
@@ -235,17 +271,10 @@ def client_error(code: str, operation: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": code}}, operation)
 
 
-class FakeDynamoDB:
-    """DescribeTable of a table with a NEW_AND_OLD_IMAGES stream."""
-
-    def describe_table(self, TableName: str) -> dict[str, Any]:
-        return {"Table": {
-            "TableName": TableName,
-            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-            "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-            "LatestStreamArn": ARN,
-        }}
+@pytest.fixture
+def dynamodb(aws: None) -> Any:
+    """The table in moto: DescribeTable and the settings reads are real; only its stream is hand-built."""
+    return make_table()
 
 
 class FakeStreams:
@@ -325,12 +354,12 @@ def test_parents_are_ordered_before_children() -> None:
     assert [s.shard_id for s in parent_first(shards)] == ["p", "c1", "c2", "x"]
 
 
-def test_a_child_shard_is_read_only_after_its_parent_is_drained(store: Store) -> None:
+def test_a_child_shard_is_read_only_after_its_parent_is_drained(store: Store, dynamodb: Any) -> None:
     fake = FakeStreams({
         "child": ("parent", [getrecords_record(3, "c")], False),
         "parent": (None, [getrecords_record(1, "a"), getrecords_record(2, "b"), getrecords_record(4, "d")], True),
     })
-    summary = poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+    summary = poll(store, TABLE, once=True, dynamodb=dynamodb, streams=fake)
 
     touched = [call[1] for call in fake.calls if call[0] == "records"]
     first_child = touched.index("child")
@@ -340,24 +369,25 @@ def test_a_child_shard_is_read_only_after_its_parent_is_drained(store: Store) ->
     assert parent["closed"] is True and parent["sequence_number"] == "104"
 
 
-def test_a_child_whose_parent_left_the_stream_is_read(store: Store) -> None:
+def test_a_child_whose_parent_left_the_stream_is_read(store: Store, dynamodb: Any) -> None:
     fake = FakeStreams({"child": ("long-gone", [getrecords_record(1, "a")], False)})
-    summary = poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+    summary = poll(store, TABLE, once=True, dynamodb=dynamodb, streams=fake)
     assert (summary.captured, summary.gaps) == (1, 0)
 
 
-def test_describe_stream_is_paginated(store: Store) -> None:
+def test_describe_stream_is_paginated(store: Store, dynamodb: Any) -> None:
     fake = FakeStreams({f"s{i}": (None, [getrecords_record(i, f"k{i}")], True) for i in range(5)}, page=2)
-    summary = poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+    summary = poll(store, TABLE, once=True, dynamodb=dynamodb, streams=fake)
     assert (summary.captured, summary.shards) == (5, 5)
 
 
-def test_a_trimmed_checkpoint_is_reported_as_a_gap_then_capture_goes_on(store: Store, capsys: Any) -> None:
+def test_a_trimmed_checkpoint_is_reported_as_a_gap_then_capture_goes_on(
+        store: Store, dynamodb: Any, capsys: Any) -> None:
     write_checkpoint(store, TABLE, Checkpoint("s1", None, "105", False, 1))
     fake = FakeStreams({"s1": (None, [getrecords_record(8, "h"), getrecords_record(9, "i")], False)},
                        trimmed={"105"})
 
-    summary = poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+    summary = poll(store, TABLE, once=True, dynamodb=dynamodb, streams=fake)
 
     err = capsys.readouterr().err
     assert "GAP" in err and "s1" in err and "105" in err
@@ -369,11 +399,12 @@ def test_a_trimmed_checkpoint_is_reported_as_a_gap_then_capture_goes_on(store: S
     assert checkpoint["sequence_number"] == "109"
 
 
-def test_an_unfinished_shard_gone_from_the_stream_is_reported_as_a_gap(store: Store, capsys: Any) -> None:
+def test_an_unfinished_shard_gone_from_the_stream_is_reported_as_a_gap(
+        store: Store, dynamodb: Any, capsys: Any) -> None:
     write_checkpoint(store, TABLE, Checkpoint("parent", None, "101", False, 1))
     fake = FakeStreams({"child": ("parent", [getrecords_record(5, "e")], False)})
 
-    summary = poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+    summary = poll(store, TABLE, once=True, dynamodb=dynamodb, streams=fake)
 
     err = capsys.readouterr().err
     assert "GAP" in err and "parent" in err and "101" in err
@@ -382,21 +413,21 @@ def test_an_unfinished_shard_gone_from_the_stream_is_reported_as_a_gap(store: St
     assert parent["closed"] is True and len(parent["gaps"]) == 1
 
 
-def test_a_gap_is_reported_once_not_again_on_restart(store: Store, capsys: Any) -> None:
+def test_a_gap_is_reported_once_not_again_on_restart(store: Store, dynamodb: Any, capsys: Any) -> None:
     write_checkpoint(store, TABLE, Checkpoint("s1", None, "105", False, 1))
     shards: dict[str, tuple[str | None, list[dict[str, Any]], bool]] = {
         "s1": (None, [getrecords_record(8, "h")], False)
     }
-    poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=FakeStreams(shards, trimmed={"105"}))
-    again = poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=FakeStreams(shards, trimmed={"105"}))
+    poll(store, TABLE, once=True, dynamodb=dynamodb, streams=FakeStreams(shards, trimmed={"105"}))
+    again = poll(store, TABLE, once=True, dynamodb=dynamodb, streams=FakeStreams(shards, trimmed={"105"}))
     assert again.gaps == 0 and again.captured == 0
 
 
-def test_an_expired_iterator_is_renewed_without_loss_or_duplicates(store: Store) -> None:
+def test_an_expired_iterator_is_renewed_without_loss_or_duplicates(store: Store, dynamodb: Any) -> None:
     records = [getrecords_record(i, f"k{i}") for i in range(1, 8)]
     fake = FakeStreams({"s1": (None, records, True)}, batch=2, expire_at_call=3)
 
-    summary = poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+    summary = poll(store, TABLE, once=True, dynamodb=dynamodb, streams=fake)
 
     assert ("iterator", "s1", "AFTER_SEQUENCE_NUMBER", "104") in fake.calls
     rows = change_rows(store)
@@ -404,18 +435,18 @@ def test_an_expired_iterator_is_renewed_without_loss_or_duplicates(store: Store)
     assert summary.captured == 7
 
 
-def test_a_closed_drained_shard_is_not_read_again(store: Store) -> None:
+def test_a_closed_drained_shard_is_not_read_again(store: Store, dynamodb: Any) -> None:
     shards: dict[str, tuple[str | None, list[dict[str, Any]], bool]] = {
         "s1": (None, [getrecords_record(1, "a")], True)
     }
-    poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=FakeStreams(shards))
+    poll(store, TABLE, once=True, dynamodb=dynamodb, streams=FakeStreams(shards))
     fake = FakeStreams(shards)
-    poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+    poll(store, TABLE, once=True, dynamodb=dynamodb, streams=fake)
     assert read_order(fake) == []
 
 
 def test_a_caught_up_shard_sets_its_watermark_a_margin_before_the_wall_clock(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, dynamodb: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Asked at 12.345678 s past a second: records stamped up to 7 s past are surely readable
     # (5 s margin), so the shard is complete up to the end of second 6.
@@ -423,18 +454,18 @@ def test_a_caught_up_shard_sets_its_watermark_a_margin_before_the_wall_clock(
     monkeypatch.setattr("stream_consumer.poller._now_us", lambda: asked)
     fake = FakeStreams({"s1": (None, [], False)})
 
-    poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+    poll(store, TABLE, once=True, dynamodb=dynamodb, streams=fake)
 
     checkpoint = json.loads(store.read(checkpoint_path(TABLE, "s1")))
     assert checkpoint["watermark_us"] == 1_700_000_007_000_000 - 1
     assert asked - checkpoint["watermark_us"] > STREAM_TIME_MARGIN_US
 
 
-def test_a_poller_gap_starts_just_after_the_shard_watermark(store: Store) -> None:
+def test_a_poller_gap_starts_just_after_the_shard_watermark(store: Store, dynamodb: Any) -> None:
     write_checkpoint(store, TABLE, Checkpoint("s1", None, "105", False, 1_700_000_000_999_999))
     fake = FakeStreams({"s1": (None, [getrecords_record(8, "h")], False)}, trimmed={"105"})
 
-    poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+    poll(store, TABLE, once=True, dynamodb=dynamodb, streams=fake)
 
     (gap,) = read_gaps(store, TABLE)
     assert (gap.start_us, gap.after_sequence_number, gap.source) == (1_700_000_001_000_000, "105", "poller")
@@ -451,16 +482,16 @@ def second_of(sequence: int) -> int:
     return int(datetime(2024, 1, 1, 0, 0, sequence % 60, tzinfo=UTC).timestamp()) * SECOND
 
 
-def test_a_parent_closed_before_its_child_is_listed_holds_coverage_at_its_end(store: Store) -> None:
+def test_a_parent_closed_before_its_child_is_listed_holds_coverage_at_its_end(store: Store, dynamodb: Any) -> None:
     # Round 1 sees only the parent, which closes while it is read; its child (one change in the
     # parent's last second) is listed from the next DescribeStream on.
     parent = (None, [getrecords_record(1, "a"), getrecords_record(2, "b")], True)
-    poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=FakeStreams({"parent": parent}))
+    poll(store, TABLE, once=True, dynamodb=dynamodb, streams=FakeStreams({"parent": parent}))
 
     assert coverage(store, TABLE).latest_us == second_of(2) - 1
 
     child = ("parent", [getrecords_record(62, "c")], False)  # 62 % 60: the same second as the parent's last
-    poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(),
+    poll(store, TABLE, once=True, dynamodb=dynamodb,
          streams=FakeStreams({"parent": parent, "child": child}))
     assert coverage(store, TABLE).latest_us >= second_of(62)  # the child is read and caught up
 
@@ -478,21 +509,21 @@ class FailingStreams(FakeStreams):
         return super().get_records(ShardIterator, Limit)
 
 
-def test_a_listed_shard_that_failed_before_it_was_read_proves_no_moment(store: Store) -> None:
+def test_a_listed_shard_that_failed_before_it_was_read_proves_no_moment(store: Store, dynamodb: Any) -> None:
     fake = FailingStreams({"s1": (None, [getrecords_record(1, "a")], False),
                            "s2": (None, [getrecords_record(2, "b")], False)}, failing={"s2"})
     with pytest.raises(StreamReadError):
-        poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+        poll(store, TABLE, once=True, dynamodb=dynamodb, streams=fake)
 
     # s1 is read, s2 may hold a change of any time: no moment is proven yet.
     assert json.loads(store.read(checkpoint_path(TABLE, "s2")))["watermark_us"] is None
     assert coverage(store, TABLE).latest_us is None
 
 
-def test_a_listed_child_not_read_yet_holds_coverage_at_its_parents_end(store: Store) -> None:
+def test_a_listed_child_not_read_yet_holds_coverage_at_its_parents_end(store: Store, dynamodb: Any) -> None:
     fake = FailingStreams({"parent": (None, [getrecords_record(1, "a"), getrecords_record(3, "b")], True),
                            "child": ("parent", [getrecords_record(4, "c")], False)}, failing={"child"})
     with pytest.raises(StreamReadError):
-        poll(store, TABLE, once=True, dynamodb=FakeDynamoDB(), streams=fake)
+        poll(store, TABLE, once=True, dynamodb=dynamodb, streams=fake)
 
     assert coverage(store, TABLE).latest_us == second_of(3) - 1

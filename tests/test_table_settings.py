@@ -13,7 +13,7 @@ from moto.core import set_initial_no_auth_action_count
 from changelog.codec import decode_lambda_record
 from changelog.errors import SettingsUnknown
 from changelog.meta import meta_from_description, write_meta
-from changelog.settings import SettingsVersion, history, observe, settings_at
+from changelog.settings import SettingsVersion, history, observe, settings_at, wall_clock_us
 from changelog.store import Store
 from compactor.handler import lambda_handler
 from ddb_rewind.cli import main
@@ -246,3 +246,53 @@ def test_a_global_tables_replicas_are_reported_as_not_applied() -> None:
     plan = plan_table("orders-restored", meta, SettingsVersion(T0 * 1_000_000, {"table": description}, "x"), None)
     assert "Replicas" not in plan.request
     assert any("global table replicas in eu-west-1, us-west-2" in note for note in plan.not_applied)
+
+
+# --- every job that reads the table records its settings (consume and compact, not only the Lambda) ----------
+
+
+def test_a_store_kept_by_consume_and_compact_restores_every_setting(
+        store: Store, aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    dynamodb, autoscaling = boto3.client("dynamodb"), boto3.client("application-autoscaling")
+    _source_table(dynamodb, autoscaling)
+    for key in "abc":
+        dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": key}, "g": {"S": key}})
+    # The settings are observed when consume starts; dated a minute back so that the moments the
+    # stream proves just after it are restorable without this test waiting out the stream margin.
+    started_us = wall_clock_us() - 60_000_000
+    monkeypatch.setattr("changelog.settings.wall_clock_us", lambda: started_us)
+    assert main(["consume", "--table", TABLE, "--store", store.uri, "--once"]) == 0
+    assert main(["compact", "--table", TABLE, "--store", store.uri]) == 0
+    assert main(["replay", "--table", TABLE, "--store", store.uri, "--at", "latest", "--to-table", "restored",
+                 "--create-table"]) == 0
+    restored, source = _everything("restored"), _everything(TABLE)
+    for section in ("ttl", "backups", "tags", "policy", "targets", "policies"):
+        assert restored[section] == source[section], section
+    for setting in ("StreamSpecification", "SSEDescription", "DeletionProtectionEnabled", "TableClassSummary"):
+        assert restored["table"].get(setting) == source["table"].get(setting), setting
+    assert restored["table"] == source["table"]
+
+
+def test_compact_records_changed_settings(source: Store) -> None:
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.tag_resource(ResourceArn=dynamodb.describe_table(TableName=TABLE)["Table"]["TableArn"],
+                          Tags=[{"Key": "owner", "Value": "ops"}])
+    assert main(["compact", "--table", TABLE, "--store", source.uri]) == 0
+    assert {"Key": "owner", "Value": "ops"} in history(source, TABLE)[-1].settings["tags"]
+
+
+def test_compact_with_no_settings_reads_nothing_from_dynamodb(source: Store) -> None:
+    boto3.client("dynamodb").update_time_to_live(
+        TableName=TABLE, TimeToLiveSpecification={"Enabled": False, "AttributeName": "exp"})
+    before = history(source, TABLE)
+    assert main(["compact", "--table", TABLE, "--store", source.uri, "--no-settings"]) == 0
+    assert history(source, TABLE) == before
+
+
+def test_compact_goes_on_when_the_table_cannot_be_read(
+        source: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    boto3.client("dynamodb").update_table(TableName=TABLE, DeletionProtectionEnabled=False)
+    boto3.client("dynamodb").delete_table(TableName=TABLE)
+    assert main(["compact", "--table", TABLE, "--store", source.uri]) == 0
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert warning.startswith(f"ddb-rewind: warning: the settings of table {TABLE!r} were not recorded this time")

@@ -202,8 +202,8 @@ def test_ctrl_c_keeps_what_was_read_and_exits_130(aws: None, store: Store, capsy
 def test_without_once_it_stops_after_max_seconds(aws: None, store: Store) -> None:
     client = make_table()
     client.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})
-    pauses: list[float] = []
-    summary = poll(store, TABLE, once=False, poll_interval=0.01, max_seconds=0.05, sleep=pauses.append)
+    # A budget that the first round fits in even on a loaded machine; the pauses between rounds are real.
+    summary = poll(store, TABLE, once=False, poll_interval=0.2, max_seconds=1.0)
     assert summary.captured == 1
     assert summary.rounds >= 1
 

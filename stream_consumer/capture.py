@@ -33,6 +33,7 @@ class CaptureResult:
     oldest_event_us: int | None
     newest_event_us: int | None
     sample_key: tuple[str, bytes] | None  # (table, keys JSON) of one captured row, to describe the table
+    tables: tuple[str, ...] = ()  # the tables of the captured rows (a Kinesis stream may carry several)
 
 
 def _jsonable(value: Any) -> Any:
@@ -142,6 +143,7 @@ def capture_batch(
         oldest_event_us=min(times) if times else None,
         newest_event_us=max(times) if times else None,
         sample_key=(rows[0].table_name, rows[0].keys) if rows else None,
+        tables=tuple(sorted({row.table_name for row in rows})),
     )
 
 

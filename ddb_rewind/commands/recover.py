@@ -29,7 +29,8 @@ def register(subparsers: Any) -> None:
                         help="the on-failure queue (the stack's FailureQueueUrl output)")
     add_store(parser)
     parser.add_argument("--table", metavar="T", default=None,
-                        help="only this table's batches (others stay in the queue)")
+                        help="only this table's batches (others stay in the queue); a Kinesis batch is the "
+                             "table's when the table holds the consumer's pending record for it")
     parser.add_argument("--dry-run", action="store_true",
                         help="read the stream and report; write nothing and delete no message")
     parser.set_defaults(run=run)
@@ -37,7 +38,8 @@ def register(subparsers: Any) -> None:
 
 def _line(outcome: Outcome, dry_run: bool) -> str:
     batch = outcome.batch
-    where = f"{batch.table} shard {batch.shard_id} sequence {batch.start_sequence} to {batch.end_sequence}"
+    tables = f" ({', '.join(outcome.tables)})" if batch.table is None and outcome.tables else ""
+    where = f"{batch.label}{tables} shard {batch.shard_id} sequence {batch.start_sequence} to {batch.end_sequence}"
     if outcome.gap is None:
         verb = "would recover" if dry_run else "recovered"
         files = "" if dry_run else f", {len(outcome.files):,} files"

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from stream_consumer.recover import RecoveryInFlight, recover_queue, streams_client
 
-    store = open_store(args.store)
+    store = open_store(args.store, allow_empty=True)  # recovered batches may start the store
     summary = recover_queue(
         store, boto3.client("sqs"), streams_client(), args.queue_url, table=args.table, dry_run=args.dry_run,
         report=lambda outcome: print(_line(outcome, args.dry_run), flush=True),

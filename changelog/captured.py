@@ -8,11 +8,14 @@ it read, and ``capture_holds`` is the only reader of those records:
 - The poller keeps one checkpoint per shard (``stream_consumer.checkpoint``; the keys read here are
   part of the store's format). It writes one for every shard DescribeStream lists, before reading
   it, so a listed shard nobody has read yet is known.
-- The Lambda path cannot name a batch's shard (a DynamoDB stream event carries only the stream
-  ARN), so it records batches by sequence range: a *stored* record for each batch it stored and a
-  *pending* record, written before it reports a batch failed, for the batch Lambda may give up on.
-  ``recover`` writes a stored record for a batch it re-captured, or a gap (``changelog.gaps``) for
-  one it could not; either settles the pending record.
+- The Lambda path records batches by sequence range: a *stored* record for each batch it stored
+  and a *pending* record, written before it reports a batch failed, for the batch Lambda may give
+  up on. ``recover`` writes a stored record for a batch it re-captured, or a gap
+  (``changelog.gaps``) for one it could not; either settles the pending record. A DynamoDB stream
+  event carries only the stream ARN, so its records name no shard; a Kinesis event names the shard
+  of every record (``eventID`` ``shardId-...:sequence``), so a Kinesis batch's records also carry
+  ``shard_id`` and settle only by a record or gap of the same shard. A Kinesis stream may carry
+  several tables: the batch is recorded under each table its records name.
 
 Holds (``Hold``, each named so that ``status`` can say what holds coverage back), each the latest
 moment it lets be restorable (None: no moment is proven):
@@ -36,13 +39,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from changelog.codec import MAX_SEQUENCE_DIGITS
 from changelog.damage import damaged, read_json_object
 from changelog.gaps import SECOND_US, floor_second, read_gaps
-from changelog.layout import capture_root, checkpoints_root, pending_batch_path, stored_batch_path
+from changelog.layout import capture_root, checkpoints_root, pending_batch_path, safe_name, stored_batch_path
 from changelog.store import Store
 
-# DynamoDB Streams sequence numbers are 21 to 40 digits; anything else never becomes part of a name.
-_SEQUENCE = re.compile(r"[0-9]{1,40}")
+# DynamoDB Streams sequence numbers are 21 to 40 digits; Kinesis's are 56 today, and the codec keeps
+# up to MAX_SEQUENCE_DIGITS. Anything else never becomes part of a name.
+DYNAMODB_SEQUENCE_DIGITS = 40
+_DIGITS = re.compile(r"[0-9]+")
 # A stream time outside these bounds (before 2012, after 2200) is no time at all for a hold.
 _EARLIEST_S, _LATEST_S = 1_325_376_000, 7_258_118_400
 
@@ -65,14 +71,15 @@ class BatchRecord:
     first_sequence: str
     last_sequence: str
     hold_us: int | None = None  # pending only: the latest moment before its oldest change
+    shard_id: str | None = None  # a Kinesis batch's shard (a DynamoDB stream event names none)
 
 
-def sequence_problem(value: object) -> str | None:
+def sequence_problem(value: object, max_digits: int = DYNAMODB_SEQUENCE_DIGITS) -> str | None:
     """Why ``value`` is not a stream sequence number usable in a record's name (None when it is)."""
-    if isinstance(value, str) and value.isascii() and _SEQUENCE.fullmatch(value):
+    if isinstance(value, str) and value.isascii() and len(value) <= max_digits and _DIGITS.fullmatch(value):
         return None
     shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-    return f"{shown} is not a sequence number of 1 to 40 digits"
+    return f"{shown} is not a sequence number of 1 to {max_digits} digits"
 
 
 def hold_before(times_s: Iterable[object]) -> int | None:
@@ -89,30 +96,41 @@ def hold_before(times_s: Iterable[object]) -> int | None:
     return floor_second(int(min(seconds) * SECOND_US)) - 1
 
 
-def record_stored_batch(store: Store, table: str, stream_arn: str, first_sequence: str, last_sequence: str,
-                        source: str) -> str:
-    """Record that the batch ``first_sequence``..``last_sequence`` is stored; call after its files are written."""
-    for value in (first_sequence, last_sequence):
-        problem = sequence_problem(value)
+def _checked(sequences: Iterable[str], shard_id: str | None) -> None:
+    limit = DYNAMODB_SEQUENCE_DIGITS if shard_id is None else MAX_SEQUENCE_DIGITS
+    for value in sequences:
+        problem = sequence_problem(value, limit)
         if problem is not None:
             raise ValueError(problem)
-    path = stored_batch_path(table, stream_arn, first_sequence, last_sequence)
+    if shard_id is not None:
+        safe_name(shard_id, "shard id")
+
+
+def record_stored_batch(store: Store, table: str, stream_arn: str, first_sequence: str, last_sequence: str,
+                        source: str, shard_id: str | None = None) -> str:
+    """Record that the batch ``first_sequence``..``last_sequence`` is stored; call after its files are written."""
+    _checked((first_sequence, last_sequence), shard_id)
+    path = stored_batch_path(table, stream_arn, first_sequence, last_sequence, shard_id)
     body = {"stream_arn": stream_arn, "first_sequence": first_sequence, "last_sequence": last_sequence,
-            "source": source}
+            "source": source, **({"shard_id": shard_id} if shard_id is not None else {})}
     store.write(path, json.dumps(body, indent=1, sort_keys=True).encode("utf-8"))
     return path
 
 
 def record_pending_batch(store: Store, table: str, stream_arn: str, first_sequence: str,
-                         hold_us: int | None, source: str) -> str:
+                         hold_us: int | None, source: str, shard_id: str | None = None) -> str:
     """Record that the batch from ``first_sequence`` failed: coverage stops before it until it is settled."""
-    problem = sequence_problem(first_sequence)
-    if problem is not None:
-        raise ValueError(problem)
-    path = pending_batch_path(table, stream_arn, first_sequence)
-    body = {"stream_arn": stream_arn, "first_sequence": first_sequence, "hold_us": hold_us, "source": source}
+    _checked((first_sequence,), shard_id)
+    path = pending_batch_path(table, stream_arn, first_sequence, shard_id)
+    body = {"stream_arn": stream_arn, "first_sequence": first_sequence, "hold_us": hold_us, "source": source,
+            **({"shard_id": shard_id} if shard_id is not None else {})}
     store.write(path, json.dumps(body, indent=1, sort_keys=True).encode("utf-8"))
     return path
+
+
+def is_pending(store: Store, table: str, stream_arn: str, first_sequence: str, shard_id: str | None) -> bool:
+    """Whether the table holds a pending record for the batch from ``first_sequence`` (settled or not)."""
+    return store.exists(pending_batch_path(table, stream_arn, first_sequence, shard_id))
 
 
 @dataclass(frozen=True)
@@ -168,16 +186,24 @@ def capture_holds(store: Store, table: str, listing: Sequence[str], newest_chang
     if pending:
         stored = _read_batches(store, listing, capture_root(table) + "batches/")
         gaps = read_gaps(store, table, listing)
-        lost = [(int(g.first_sequence_number), int(g.last_sequence_number or g.first_sequence_number))
-                for g in gaps if g.first_sequence_number is not None and not sequence_problem(g.first_sequence_number)
-                and not sequence_problem(g.last_sequence_number or g.first_sequence_number)]
+        lost = [(g.shard_id, int(g.first_sequence_number), int(g.last_sequence_number or g.first_sequence_number))
+                for g in gaps if g.first_sequence_number is not None
+                and not sequence_problem(g.first_sequence_number, MAX_SEQUENCE_DIGITS)
+                and not sequence_problem(g.last_sequence_number or g.first_sequence_number, MAX_SEQUENCE_DIGITS)]
+
+        def same_shard(shard: str | None, other: str | None) -> bool:
+            # A DynamoDB stream batch's records name no shard: its range alone settles it.
+            return shard is None or other is None or shard == other
+
         for batch in pending:
             first = int(batch.first_sequence)
-            settled = any(s.stream_arn == batch.stream_arn and int(s.first_sequence) <= first <= int(s.last_sequence)
-                          for s in stored) or any(low <= first <= high for low, high in lost)
+            settled = any(s.stream_arn == batch.stream_arn and same_shard(batch.shard_id, s.shard_id)
+                          and int(s.first_sequence) <= first <= int(s.last_sequence) for s in stored) \
+                or any(same_shard(batch.shard_id, shard) and low <= first <= high for shard, low, high in lost)
             if not settled:
+                shard = f" of shard {batch.shard_id}" if batch.shard_id else ""
                 holds.append(Hold(batch.hold_us, "pending batch",
-                                  f"the failed batch from sequence {batch.first_sequence} (not stored or "
+                                  f"the failed batch from sequence {batch.first_sequence}{shard} (not stored or "
                                   "recovered yet)"))
     return tuple(holds)
 
@@ -237,9 +263,10 @@ def _read_batches(store: Store, listing: Iterable[str], prefix: str) -> list[Bat
         if path.startswith(prefix) and path.endswith(".json"):
             body = read_json_object(store, path)
             arn, first = body.get("stream_arn"), body.get("first_sequence")
-            last, hold = body.get("last_sequence", first), body.get("hold_us")
-            if not isinstance(arn, str) or sequence_problem(first) or sequence_problem(last) \
+            last, hold, shard = body.get("last_sequence", first), body.get("hold_us"), body.get("shard_id")
+            if not isinstance(arn, str) or sequence_problem(first, MAX_SEQUENCE_DIGITS) \
+                    or sequence_problem(last, MAX_SEQUENCE_DIGITS) or not (shard is None or isinstance(shard, str)) \
                     or not (hold is None or (isinstance(hold, int) and not isinstance(hold, bool))):
-                raise damaged(store, path, "is not a sound capture record (stream_arn, sequences, hold_us)")
-            found.append(BatchRecord(arn, str(first), str(last), hold))
+                raise damaged(store, path, "is not a sound capture record (stream_arn, sequences, shard_id, hold_us)")
+            found.append(BatchRecord(arn, str(first), str(last), hold, shard))
     return found

@@ -646,6 +646,29 @@ def kinesis_payload(kinesis: Any) -> dict[str, Any]:
     return payload
 
 
+# A Kinesis data stream's ARN (names: 1 to 128 of letters, digits, '_', '.', '-') and a shard id as
+# Kinesis gives them ("shardId-000000000001"): both come from outside (an event, a queue message),
+# and a shard id becomes part of a gap record's name, so each is checked whole before use.
+_KINESIS_STREAM_ARN = re.compile(r"arn:aws[a-z-]{0,20}:kinesis:[a-z0-9-]{1,30}:[0-9]{12}:stream/[A-Za-z0-9_.-]{1,128}")
+_KINESIS_SHARD_ID = re.compile(r"shardId-[0-9]{1,28}")
+
+
+def kinesis_stream_arn_problem(arn: Any) -> str | None:
+    """Why ``arn`` is not a Kinesis data stream ARN (None when it is one)."""
+    if isinstance(arn, str) and arn.isascii() and _KINESIS_STREAM_ARN.fullmatch(arn):
+        return None
+    shown = repr(arn) if len(repr(arn)) <= 100 else repr(arn)[:97] + "..."
+    return f"{shown} is not a Kinesis data stream ARN"
+
+
+def kinesis_shard_problem(shard_id: Any) -> str | None:
+    """Why ``shard_id`` is not a Kinesis shard id ("shardId-" and digits; None when it is one)."""
+    if isinstance(shard_id, str) and shard_id.isascii() and _KINESIS_SHARD_ID.fullmatch(shard_id):
+        return None
+    shown = repr(shard_id) if len(repr(shard_id)) <= 60 else repr(shard_id)[:57] + "..."
+    return f"{shown} is not a Kinesis shard id (\"shardId-\" and up to 28 digits)"
+
+
 def kinesis_table(payload: Mapping[str, Any]) -> str:
     """The table a Kinesis payload names, if DynamoDB could have named it (it becomes a path); DecodeError otherwise."""
     table = payload.get("tableName")

@@ -198,17 +198,23 @@ def capture_root(table: str) -> str:
     return f"{table_root(table)}/capture/"
 
 
-def stored_batch_path(table: str, stream_arn: str, first_seq: str, last_seq: str) -> str:
+def _batch_digest(stream_arn: str, shard_id: str | None) -> str:
+    # A DynamoDB stream batch is named by its stream alone (its Lambda event does not name the
+    # shard); a Kinesis one by its stream and shard, so the names of the records stay as they were.
+    return digest([stream_arn] if shard_id is None else [stream_arn, shard_id])
+
+
+def stored_batch_path(table: str, stream_arn: str, first_seq: str, last_seq: str, shard_id: str | None = None) -> str:
     """The record that one stream batch, first to last sequence number, is in the store.
 
     Sequence numbers are checked digits (changelog.captured) before they reach here.
     """
-    return f"{capture_root(table)}batches/{first_seq}-{last_seq}-{digest([stream_arn])}.json"
+    return f"{capture_root(table)}batches/{first_seq}-{last_seq}-{_batch_digest(stream_arn, shard_id)}.json"
 
 
-def pending_batch_path(table: str, stream_arn: str, first_seq: str) -> str:
+def pending_batch_path(table: str, stream_arn: str, first_seq: str, shard_id: str | None = None) -> str:
     """The record that a stream batch from ``first_seq`` failed and is not (yet) in the store."""
-    return f"{capture_root(table)}pending/{first_seq}-{digest([stream_arn])}.json"
+    return f"{capture_root(table)}pending/{first_seq}-{_batch_digest(stream_arn, shard_id)}.json"
 
 
 def ledger_root(table: str) -> str:

@@ -275,6 +275,12 @@ class S3Store(Store):
     def sizes(self, prefix: str) -> dict[str, int]:
         return {path: int(entry["Size"]) for path, entry in self._entries(prefix)}
 
+    def holds(self, prefix: str) -> bool:
+        """Whether any object's path starts with ``prefix`` (one short listing, whatever the store's size)."""
+        with self._calls("list", prefix or "/"):
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(prefix), MaxKeys=1)
+        return bool(page.get("Contents"))
+
     def modified_times(self, prefix: str) -> dict[str, float]:
         return {path: entry["LastModified"].timestamp() for path, entry in self._entries(prefix)}
 
@@ -432,19 +438,26 @@ def _fsync_dir(directory: Path) -> None:
         os.close(handle)
 
 
-def open_store(uri: str, *, create: bool = False) -> Store:
+def open_store(uri: str, *, create: bool = False, allow_empty: bool = False) -> Store:
     """Open a store by URI; raises StoreNotFound (one clear line) unless ``create`` for a local path.
 
     A local store is a directory holding ``tables/``, or an empty directory (a new store, no tables
     yet). A directory that holds other things and no ``tables/`` is no store: reading it would answer
     "no tables", writing into it would mix a store into someone's files. S3 buckets are never
     created here: the deployable stack owns the bucket and its policies.
+
+    An S3 prefix has no directory that exists on its own: one holding no ``tables/`` is as likely a
+    mistyped prefix as a new store, so it is no store, unless ``allow_empty`` (or ``create``) says
+    the caller may start one there (a writer, or the stack's functions before the first change).
     """
     location = open_location(uri, create=create, what="store")
     root = location.local_root()
     if root is not None and not (root / TABLES).is_dir() and any(root.iterdir()):
         raise StoreNotFound(f"{uri!r} holds no ddb-rewind store (no {TABLES}/ folder, and it is not empty): "
                             "give the store's own directory, or an empty or new one to start a store")
+    if isinstance(location, S3Store) and not (create or allow_empty) and not location.holds(TABLES + "/"):
+        raise StoreNotFound(f"{uri!r} holds no ddb-rewind store (nothing under {TABLES}/): give the store's own "
+                            "s3://bucket/prefix")
     return location
 
 
@@ -507,5 +520,5 @@ def environment_store(cache: dict[str, Store]) -> Store:
     if not uri:
         raise StoreError("REWIND_STORE is not set: point it at s3://bucket/prefix")
     if uri not in cache:
-        cache[uri] = open_store(uri)
+        cache[uri] = open_store(uri, allow_empty=True)  # the stack's functions run before the first change
     return cache[uri]

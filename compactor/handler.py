@@ -30,7 +30,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         raise RewindError("REWIND_STORE and REWIND_TABLE must be set")
     # A policy that does not parse fails the run before anything is read or deleted.
     policy = _retention_policy()
-    store = open_store(store_uri)
+    store = open_store(store_uri, allow_empty=True)  # scheduled from the start, before the first change
     # Whenever the settings change, the next run records them (a missing permission: that setting
     # unknown); failing to read them must not stop the backup itself.
     changed = observe_or_report(store, table, logger.warning)

@@ -35,6 +35,7 @@ class CaptureResult:
     newest_event_us: int | None
     sample_key: tuple[str, bytes] | None  # (table, keys JSON) of one captured row, to describe the table
     erased: int = 0  # records of an erased item, stamped at or before its erasure: dropped (changelog.forgotten)
+    tables: tuple[str, ...] = ()  # the tables of the captured rows (a Kinesis stream may carry several)
 
 
 def _jsonable(value: Any) -> Any:
@@ -147,6 +148,7 @@ def capture_batch(
         newest_event_us=max(times) if times else None,
         sample_key=(rows[0].table_name, rows[0].keys) if rows else None,
         erased=erased,
+        tables=tuple(sorted({row.table_name for row in rows})),
     )
 
 

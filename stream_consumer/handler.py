@@ -10,10 +10,12 @@ files. The one exception is a stream without images (StreamConfigError): it coun
 Lambda's bounded retries, ``recover`` records the batch as a gap. Logs carry counts, paths and
 error kinds, never item contents.
 
-Coverage (``changelog.captured``): a stored DynamoDB stream batch is recorded by its sequence
-range after its files; a failed one is recorded as pending before the failure is reported, so
-``status`` stops the latest restorable time before it until a retry or ``recover`` stores it (or
-``recover`` records it as a gap). Lambda may give up on a batch; the pending record does not.
+Coverage (``changelog.captured``): a stored batch is recorded by its sequence range after its
+files; a failed one is recorded as pending before the failure is reported, so ``status`` stops the
+latest restorable time before it until a retry or ``recover`` stores it (or ``recover`` records it
+as a gap). Lambda may give up on a batch; the pending record does not. Both sources take this one
+path: a DynamoDB stream batch is recorded under the table its ARN names, a Kinesis batch under each
+table its records name (or ``REWIND_TABLE`` when none can be read), with its shard.
 """
 
 from __future__ import annotations
@@ -30,10 +32,18 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from changelog.captured import hold_before, record_pending_batch, record_stored_batch, sequence_problem
-from changelog.codec import decode_kinesis_record, decode_lambda_record, table_from_arn
+from changelog.codec import (
+    MAX_SEQUENCE_DIGITS,
+    decode_kinesis_record,
+    decode_lambda_record,
+    kinesis_shard_problem,
+    kinesis_stream_arn_problem,
+    table_from_arn,
+)
 from changelog.errors import DecodeError, RewindError, StoreError, StreamConfigError
 from changelog.layout import meta_path
 from changelog.meta import meta_from_description, meta_from_keys, write_meta
+from changelog.names import table_name_problem
 from changelog.store import Store, environment_store
 from stream_consumer.capture import Decoder, capture_batch, lag_seconds
 
@@ -83,13 +93,14 @@ def ensure_meta(store: Store, table: str, keys: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class _Batch:
-    """A DynamoDB stream batch as coverage records it: its table, stream, sequence range and oldest time."""
+    """A stream batch as coverage records it: its table, stream, sequence range, oldest time and shard."""
 
     table: str
     stream_arn: str
     first: str
     last: str
     hold_us: int | None
+    shard_id: str | None = None  # Kinesis only: a DynamoDB stream event does not name the shard
 
 
 def _batch(table: str, arn: str, records: list[Any]) -> _Batch | None:
@@ -103,15 +114,65 @@ def _batch(table: str, arn: str, records: list[Any]) -> _Batch | None:
     return _Batch(table, arn, min(valid, key=int), max(valid, key=int), hold_before(times))
 
 
-def _record_pending(batch: _Batch | None) -> None:
+def _kinesis_seconds(records: list[Any]) -> dict[str, list[int]]:
+    """The stream times (seconds) of each table's changes in a Kinesis batch (a failing batch's: decoded here)."""
+    seconds: dict[str, list[int]] = {}
+    for record in records:
+        try:
+            row = decode_kinesis_record(record)
+        except Exception:  # quarantined by capture: no change of any table
+            continue
+        seconds.setdefault(row.table_name, []).append(row.event_time_us // 1_000_000)
+    return seconds
+
+
+def _kinesis_batches(records: list[Any], seconds: dict[str, list[int]], table_hint: str | None) -> list[_Batch]:
+    """A Kinesis batch as coverage records it: once per table its records name (``seconds``), with
+    the batch's whole range (Lambda's on-failure record names the range, not the tables), the shard
+    from the records' ``eventID`` and, per table, the latest moment before that table's oldest change.
+
+    Empty when the batch cannot name a stream, one shard or a sequence number: nothing from the
+    event reaches a record's name unchecked.
+    """
+    first = records[0] if isinstance(records[0], dict) else {}
+    arn = first.get("eventSourceARN")
+    shards = {str(record.get("eventID", "")).split(":", 1)[0] for record in records if isinstance(record, dict)}
+    if kinesis_stream_arn_problem(arn) is not None or len(shards) != 1:
+        return []
+    (shard,) = shards
+    sequences = [_identifier(record, "kinesis.sequenceNumber") for record in records]
+    valid = [sequence for sequence in sequences if sequence_problem(sequence, MAX_SEQUENCE_DIGITS) is None]
+    if kinesis_shard_problem(shard) is not None or not valid:
+        return []
+    seconds = dict(seconds)
+    if not seconds and table_hint and table_name_problem(table_hint) is None:
+        seconds[table_hint] = []  # nothing readable: recorded under the stack's table, holding every moment
+    low, high = min(valid, key=int), max(valid, key=int)
+    return [_Batch(table, str(arn), low, high, hold_before(times), shard) for table, times in sorted(seconds.items())]
+
+
+def _record_pending(batches: list[_Batch]) -> None:
     """Record a failing batch as pending; the store may be what failed, so a failure here is only logged."""
-    if batch is None:
-        return
+    for batch in batches:
+        try:
+            record_pending_batch(_store(), batch.table, batch.stream_arn, batch.first, batch.hold_us, "lambda",
+                                 batch.shard_id)
+        except Exception as exc:  # the batch's own failure is what gets reported
+            logger.error("the pending record of a failing batch could not be written; recover shows the hole",
+                         extra={"error_kind": type(exc).__name__})
+            return
+
+
+def _failing_kinesis(source: str, records: list[Any], table_hint: str | None) -> list[_Batch]:
+    """A failing Kinesis batch's records, read for its tables and times (a DynamoDB one's are known already)."""
+    if source != "lambda-kinesis":
+        return []
     try:
-        record_pending_batch(_store(), batch.table, batch.stream_arn, batch.first, batch.hold_us, "lambda")
+        return _kinesis_batches(records, _kinesis_seconds(records), table_hint)
     except Exception as exc:  # the batch's own failure is what gets reported
-        logger.error("the pending record of a failing batch could not be written; recover shows the hole",
+        logger.error("a failing Kinesis batch could not be read for its pending record",
                      extra={"error_kind": type(exc).__name__})
+        return []
 
 
 @metrics.log_metrics
@@ -129,33 +190,37 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     if not records:
         return {"batchItemFailures": []}
     source, decode, id_field = _source(records)
-    batch: _Batch | None = None
+    batches: list[_Batch] = []
+    table_hint = os.environ.get("REWIND_TABLE")
     try:
-        table_hint = os.environ.get("REWIND_TABLE")
         if source == "lambda-dynamodb":
             arn = records[0].get("eventSourceARN") if isinstance(records[0], dict) else None
             if isinstance(arn, str) and ":table/" in arn:
                 # An invalid name is the record's problem (it is quarantined), not the batch's.
                 with contextlib.suppress(DecodeError):
                     table_hint = table_from_arn(arn)
-                    batch = _batch(table_hint, arn, records)
+                    found_batch = _batch(table_hint, arn, records)
+                    batches = [found_batch] if found_batch is not None else []
         store = _store()
         result = capture_batch(store, records, decode, source=source, table_hint=table_hint)
         if result.sample_key:
             table, keys = result.sample_key
             ensure_meta(store, table, json.loads(keys))
-        if batch is not None:
-            record_stored_batch(store, batch.table, batch.stream_arn, batch.first, batch.last, "lambda")
+        if source == "lambda-kinesis":
+            batches = _kinesis_batches(records, {table: [] for table in result.tables}, table_hint)
+        for batch in batches:
+            record_stored_batch(store, batch.table, batch.stream_arn, batch.first, batch.last, "lambda",
+                                batch.shard_id)
     except StreamConfigError as exc:
         # No retry can succeed on a stream without images: the MisconfiguredStream alarm says so at
         # once; Lambda's bounded retries then hand the batch to recover, which records it as a gap.
-        _record_pending(batch)
+        _record_pending(_failing_kinesis(source, records, table_hint) or batches)
         logger.error("the stream carries no item images; nothing can be captured from it",
                      extra={"error": str(exc), "error_kind": type(exc).__name__})
         metrics.add_metric(name="MisconfiguredStream", unit=MetricUnit.Count, value=1)
         raise
     except Exception as exc:  # any failure: retry the batch whole, never bisect it
-        _record_pending(batch)
+        _record_pending(_failing_kinesis(source, records, table_hint) or batches)
         # Store errors are our own one-line messages; anything else is named by its kind only,
         # since an unexpected exception's text may quote item contents.
         stored = isinstance(exc, StoreError)

@@ -1,12 +1,20 @@
 """Re-capture the batches Lambda gave up on, from the stack's on-failure queue; record what is gone as gaps.
 
-When a stream batch exhausts its retries, Lambda sends its metadata (``DDBStreamBatchInfo``: shard,
-first and last sequence number, arrival times) to the on-failure queue and moves on: the records are
-not in the store. For each such message this module reads exactly that range again from the stream
-(GetShardIterator AT_SEQUENCE_NUMBER, GetRecords until past the last sequence number) and stores it
-through the same ``capture_batch`` as the handler and the poller. File names derive from the records,
-so a re-run, or an overlap with a Lambda retry, rewrites the same objects or adds duplicates that
-readers drop on ``event_id``.
+When a stream batch exhausts its retries, Lambda sends its metadata (``DDBStreamBatchInfo`` for a
+DynamoDB stream, ``KinesisBatchInfo`` for a Kinesis data stream: shard, first and last sequence
+number, arrival times) to the on-failure queue and moves on: the records are not in the store. For
+each such message this module reads exactly that range again from the stream (GetShardIterator
+AT_SEQUENCE_NUMBER, GetRecords until past the last sequence number) and stores it through the same
+``capture_batch`` as the handler and the poller, with the decoder of its source. File names derive
+from the records, so a re-run, or an overlap with a Lambda retry, rewrites the same objects or adds
+duplicates that readers drop on ``event_id``. A stored batch is recorded (``changelog.captured``),
+which settles the pending record the handler left for it.
+
+A Kinesis message names no table (one Kinesis stream may carry several): the batch belongs to the
+tables its records name and to those holding the handler's pending record for it. A lost Kinesis
+batch records its gap under those; when no table holds a pending record for it and none of its
+records could be read, it cannot be attributed (forged, or its pending record was never written)
+and stays in the queue for an operator, as a DynamoDB message naming a stream its table never had.
 
 A range that cannot be read any more (trimmed after 24 hours, shard or stream gone) becomes a gap
 (``changelog.gaps``), which ``status`` shows and every restore refuses to cross. The message is
@@ -16,6 +24,7 @@ transient (the store, throttling, the network) leaves it in the queue to be trie
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -31,12 +40,20 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from changelog.captured import record_stored_batch, sequence_problem
-from changelog.codec import decode_getrecords_record, table_from_arn
+from changelog.captured import DYNAMODB_SEQUENCE_DIGITS, is_pending, record_stored_batch, sequence_problem
+from changelog.codec import (
+    MAX_SEQUENCE_DIGITS,
+    decode_getrecords_record,
+    decode_kinesis_record,
+    kinesis_shard_problem,
+    kinesis_stream_arn_problem,
+    table_from_arn,
+)
 from changelog.errors import EXIT_CONFLICT, DecodeError, RewindError, StreamConfigError, UnsafeName, UsageError
 from changelog.gaps import STREAM_TIME_MARGIN_US, Gap, floor_second, write_gap
-from changelog.layout import meta_path, safe_name
+from changelog.layout import TABLES, meta_path, safe_name, table_names
 from changelog.meta import meta_from_keys, write_meta
+from changelog.names import table_name_problem
 from changelog.store import Store, environment_store
 from changelog.timefmt import EARLIEST, LATEST, to_micros
 from stream_consumer.capture import capture_batch
@@ -59,7 +76,7 @@ metrics = Metrics(
 
 
 class BadFailureMessage(UsageError):
-    """A queue message that is not Lambda's on-failure record of a DynamoDB stream batch."""
+    """A queue message that is not Lambda's on-failure record of a DynamoDB or Kinesis stream batch."""
 
 
 class RecoverReadError(RewindError):
@@ -72,7 +89,7 @@ class RecoverReadError(RewindError):
 class FailedBatch:
     """One on-failure record: which records of which shard Lambda could not deliver."""
 
-    table: str
+    table: str | None  # None for a Kinesis batch: its records name their tables
     stream_arn: str
     shard_id: str
     start_sequence: str
@@ -81,6 +98,12 @@ class FailedBatch:
     last_arrival_us: int | None
     failed_at_us: int | None  # the record's own timestamp: when Lambda gave up
     batch_size: int | None
+    source: Literal["dynamodb", "kinesis"] = "dynamodb"
+
+    @property
+    def label(self) -> str:
+        """The batch's table, or for a Kinesis batch its stream."""
+        return self.table if self.table is not None else f"Kinesis stream {self.stream_arn.rsplit('/', 1)[-1]}"
 
 
 @dataclass(frozen=True)
@@ -93,6 +116,7 @@ class Outcome:
     files: tuple[str, ...]  # change files written (none in a dry run)
     gap: Gap | None
     gap_path: str | None
+    tables: tuple[str, ...] = ()  # the tables it was recorded under (a Kinesis batch's may be several)
 
 
 def _arrival(value: Any) -> int | None:
@@ -107,24 +131,59 @@ def _arrival(value: Any) -> int | None:
     return to_micros(moment) if EARLIEST <= moment < LATEST else None
 
 
-def _sequence(value: Any, name: str) -> str:
-    problem = sequence_problem(value)
+def _sequence(value: Any, name: str, max_digits: int = DYNAMODB_SEQUENCE_DIGITS) -> str:
+    problem = sequence_problem(value, max_digits)
     if problem is not None:
         raise BadFailureMessage(f"{name}: {problem}")
     return str(value)
 
 
+def _batch_size(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 100_000 else None
+
+
+def _parse_kinesis(document: dict[str, Any], info: dict[str, Any]) -> FailedBatch:
+    """Lambda's on-failure record of a Kinesis batch: every field checked before it reaches a name or an API."""
+    arn, shard = info.get("streamArn"), info.get("shardId")
+    problem = kinesis_stream_arn_problem(arn)
+    if problem is not None:
+        raise BadFailureMessage(f"streamArn: {problem}")
+    problem = kinesis_shard_problem(shard)
+    if problem is not None:
+        raise BadFailureMessage(f"shardId: {problem}")
+    start = _sequence(info.get("startSequenceNumber"), "startSequenceNumber", MAX_SEQUENCE_DIGITS)
+    end = _sequence(info.get("endSequenceNumber"), "endSequenceNumber", MAX_SEQUENCE_DIGITS)
+    if int(end) < int(start):
+        raise BadFailureMessage(f"endSequenceNumber {end} is before startSequenceNumber {start}")
+    return FailedBatch(
+        table=None,
+        stream_arn=str(arn),
+        shard_id=str(shard),
+        start_sequence=start,
+        end_sequence=end,
+        first_arrival_us=_arrival(info.get("approximateArrivalOfFirstRecord")),
+        last_arrival_us=_arrival(info.get("approximateArrivalOfLastRecord")),
+        failed_at_us=_arrival(document.get("timestamp")),
+        batch_size=_batch_size(info.get("batchSize")),
+        source="kinesis",
+    )
+
+
 def parse_failure_message(body: str | bytes) -> FailedBatch:
-    """Read Lambda's on-failure record (the SQS message body) for a DynamoDB stream batch."""
+    """Read Lambda's on-failure record (the SQS message body) for a DynamoDB stream or Kinesis batch."""
     try:
         document = json.loads(body)
     except ValueError:
         raise BadFailureMessage("the message is not JSON") from None
     except RecursionError:
         raise BadFailureMessage("the message is JSON nested deeper than any on-failure record") from None
+    kinesis = document.get("KinesisBatchInfo") if isinstance(document, dict) else None
     info = document.get("DDBStreamBatchInfo") if isinstance(document, dict) else None
-    if not isinstance(info, dict):
-        raise BadFailureMessage("the message has no DDBStreamBatchInfo (not a DynamoDB stream on-failure record)")
+    if isinstance(kinesis, dict) and info is None:
+        return _parse_kinesis(document, kinesis)
+    if not isinstance(info, dict) or kinesis is not None:
+        raise BadFailureMessage("the message has no DDBStreamBatchInfo or KinesisBatchInfo (not an on-failure "
+                                "record of a stream batch)")
     arn = info.get("streamArn")
     shard = info.get("shardId")
     if not isinstance(arn, str) or ":table/" not in arn or "/stream/" not in arn:
@@ -153,7 +212,7 @@ def parse_failure_message(body: str | bytes) -> FailedBatch:
         first_arrival_us=_arrival(info.get("approximateArrivalOfFirstRecord")),
         last_arrival_us=_arrival(info.get("approximateArrivalOfLastRecord")),
         failed_at_us=_arrival(document.get("timestamp")),
-        batch_size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        batch_size=_batch_size(size),
     )
 
 
@@ -170,7 +229,8 @@ def _code(exc: ClientError) -> str:
 
 
 def _sequence_of(record: Any) -> int:
-    body = record.get("dynamodb") if isinstance(record, dict) else None
+    # A DynamoDB stream record keeps it in its "dynamodb" body, a Kinesis record at its top.
+    body = record.get("dynamodb", record) if isinstance(record, dict) else None
     sequence = body.get("SequenceNumber") if isinstance(body, dict) else None
     if not isinstance(sequence, str) or not sequence.isascii() or not sequence.isdigit():
         return -1  # undecodable: kept and quarantined by capture_batch, never used to stop the read
@@ -191,7 +251,9 @@ def read_range(streams: Any, batch: FailedBatch, *, limit: int = GETRECORDS_LIMI
         empty = 0
         while True:
             try:
-                response = streams.get_records(ShardIterator=iterator, Limit=limit)
+                # A Kinesis read names its stream as its iterator was asked for (by ARN).
+                by_arn = {"StreamARN": batch.stream_arn} if batch.source == "kinesis" else {}
+                response = streams.get_records(ShardIterator=iterator, Limit=limit, **by_arn)
             except ClientError as exc:
                 if _code(exc) != "ExpiredIteratorException":
                     raise
@@ -231,15 +293,26 @@ def read_range(streams: Any, batch: FailedBatch, *, limit: int = GETRECORDS_LIMI
     except ClientError as exc:
         code = _code(exc)
         if code in _GONE:
-            return records, _GONE[code]
+            gone = _GONE[code]
+            if batch.source == "kinesis":
+                gone = gone.replace("its 24-hour retention", "the stream's retention period")
+            return records, gone
         raise RecoverReadError(f"reading shard {batch.shard_id} of {batch.stream_arn} failed: {code}") from None
     except BotoCoreError as exc:
-        raise RecoverReadError(f"cannot reach DynamoDB Streams: {exc}") from None
+        raise RecoverReadError(f"cannot reach {_service(batch)}: {exc}") from None
+
+
+def _service(batch: FailedBatch) -> str:
+    return "Kinesis Data Streams" if batch.source == "kinesis" else "DynamoDB Streams"
 
 
 def _iterator(streams: Any, batch: FailedBatch, kind: str, sequence: str) -> str:
-    response = streams.get_shard_iterator(StreamArn=batch.stream_arn, ShardId=batch.shard_id,
-                                          ShardIteratorType=kind, SequenceNumber=sequence)
+    if batch.source == "kinesis":
+        response = streams.get_shard_iterator(StreamARN=batch.stream_arn, ShardId=batch.shard_id,
+                                              ShardIteratorType=kind, StartingSequenceNumber=sequence)
+    else:
+        response = streams.get_shard_iterator(StreamArn=batch.stream_arn, ShardId=batch.shard_id,
+                                              ShardIteratorType=kind, SequenceNumber=sequence)
     return str(response["ShardIterator"])
 
 
@@ -271,6 +344,13 @@ def gap_of(batch: FailedBatch, reason: str, detected_at_us: int) -> Gap:
     )
 
 
+def _table_of(batch: FailedBatch) -> str:
+    """The table a DynamoDB stream batch's message names (a Kinesis one names none)."""
+    if batch.table is None:
+        raise BadFailureMessage(f"the batch of {batch.stream_arn} names no table")
+    return batch.table
+
+
 def stream_of_table(streams: Any, dynamodb: Any, batch: FailedBatch) -> None:
     """Refuse (BadFailureMessage) a message whose stream DynamoDB does not know as its table's.
 
@@ -280,14 +360,15 @@ def stream_of_table(streams: Any, dynamodb: Any, batch: FailedBatch) -> None:
     they are replaced or disabled). A stream neither knows cannot be attributed: a forged message, or
     a stream gone so long ago nothing can say whose it was; the message stays for an operator.
     """
+    owner = _table_of(batch)
     known: set[str] = set()
     try:
         with contextlib.suppress(ClientError):  # no such table any more: ListStreams may still know
-            known.add(str(dynamodb.describe_table(TableName=batch.table)["Table"].get("LatestStreamArn") or ""))
+            known.add(str(dynamodb.describe_table(TableName=owner)["Table"].get("LatestStreamArn") or ""))
         start: dict[str, str] = {}
         while batch.stream_arn not in known:
             try:
-                page = streams.list_streams(TableName=batch.table, **start)
+                page = streams.list_streams(TableName=owner, **start)
             except ClientError as exc:
                 if _code(exc) != "ResourceNotFoundException":
                     raise
@@ -298,27 +379,110 @@ def stream_of_table(streams: Any, dynamodb: Any, batch: FailedBatch) -> None:
                 break
             start = {"ExclusiveStartStreamArn": str(following)}
     except (ClientError, BotoCoreError) as exc:
-        raise RecoverReadError(f"cannot tell whether {batch.stream_arn} is a stream of table {batch.table!r} "
+        raise RecoverReadError(f"cannot tell whether {batch.stream_arn} is a stream of table {owner!r} "
                                f"({type(exc).__name__}): the message stays in the queue; try again later") from None
     if batch.stream_arn not in known:
         raise BadFailureMessage(f"streamArn {batch.stream_arn} is neither the current stream of table "
-                                f"{batch.table!r} nor one ListStreams lists for it: the batch cannot be attributed "
+                                f"{owner!r} nor one ListStreams lists for it: the batch cannot be attributed "
                                 "to the table (forged, or a stream gone too long to tell), so no gap is recorded")
 
 
+def _lambda_kinesis_record(record: Any, batch: FailedBatch) -> Any:
+    """A Kinesis GetRecords record in the form Lambda delivers it, for the one Kinesis decoder.
+
+    Anything not shaped as GetRecords documents it is passed on as it is: the decoder refuses it
+    and capture quarantines it, as it would in the handler.
+    """
+    if not isinstance(record, dict):
+        return record
+    data, sequence = record.get("Data"), record.get("SequenceNumber")
+    if not isinstance(data, bytes | bytearray) or not isinstance(sequence, str):
+        return record
+    arrival = record.get("ApproximateArrivalTimestamp")
+    return {
+        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": str(record.get("PartitionKey", "")),
+                    "sequenceNumber": sequence, "data": base64.b64encode(bytes(data)).decode("ascii"),
+                    "approximateArrivalTimestamp": arrival.timestamp() if isinstance(arrival, datetime) else None},
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{batch.shard_id}:{sequence}",
+        "eventName": "aws:kinesis:record",
+        "eventSourceARN": batch.stream_arn,
+    }
+
+
+def _tables_of(records: list[Any]) -> set[str]:
+    tables = set()
+    for record in records:
+        with contextlib.suppress(Exception):  # an undecodable record names no table; capture keeps it
+            tables.add(decode_kinesis_record(record).table_name)
+    return tables
+
+
+def _pending_tables(store: Store, batch: FailedBatch, candidates: set[str]) -> set[str]:
+    """The tables that hold the handler's pending record for this Kinesis batch.
+
+    Looked for under the tables already known to be the batch's (its records', the configured
+    table); only when there are none, under every table of the store.
+    """
+    if not candidates:
+        candidates = set(table_names(store.list(TABLES + "/")))
+    return {table for table in candidates
+            if is_pending(store, table, batch.stream_arn, batch.start_sequence, batch.shard_id)}
+
+
+def _recover_kinesis(store: Store, kinesis: Any, batch: FailedBatch, *, dry_run: bool, clock: Callable[[], int],
+                     table: str | None) -> Outcome:
+    """``recover_batch`` for a Kinesis batch: the same steps, under every table the batch belongs to."""
+    raw, lost = read_range(kinesis, batch)
+    records = [_lambda_kinesis_record(record, batch) for record in raw]
+    read = _tables_of(records)
+    tables = read | _pending_tables(store, batch, read | ({table} if table else set()))
+    files: tuple[str, ...] = ()
+    if records and not dry_run:
+        result = capture_batch(store, records, decode_kinesis_record, source="recover",
+                               table_hint=table or (min(tables) if tables else None), shard_id=batch.shard_id)
+        files = result.files
+        if result.sample_key and not store.exists(meta_path(result.sample_key[0])):
+            write_meta(store, meta_from_keys(result.sample_key[0], json.loads(result.sample_key[1])))
+    if lost is None:
+        if not dry_run:
+            for name in sorted(tables):
+                record_stored_batch(store, name, batch.stream_arn, batch.start_sequence, batch.end_sequence,
+                                    "recover", batch.shard_id)
+        return Outcome(batch, "recovered", len(records), files, None, None, tuple(sorted(tables)))
+    if not tables:
+        raise BadFailureMessage(
+            f"the Kinesis batch from sequence {batch.start_sequence} of shard {batch.shard_id} of {batch.stream_arn} "
+            f"is lost ({lost}), but no table holds a pending record for it and none of its records could be "
+            "read: it cannot be attributed to a table (forged, or its pending record was never written), so no "
+            "gap is recorded")
+    gap = gap_of(batch, lost, clock())
+    paths = [] if dry_run else [write_gap(store, name, gap) for name in sorted(tables)]
+    return Outcome(batch, "gap", len(records), files, gap, paths[0] if paths else None, tuple(sorted(tables)))
+
+
 def recover_batch(store: Store, streams: Any, batch: FailedBatch, *, dry_run: bool = False,
-                  now_us: Callable[[], int] | None = None, dynamodb: Any = None) -> Outcome:
+                  now_us: Callable[[], int] | None = None, dynamodb: Any = None, kinesis: Any = None,
+                  table: str | None = None) -> Outcome:
     """Re-capture one failed batch into the store, or record it as a gap; nothing written when ``dry_run``.
 
-    Raises BadFailureMessage when the batch is lost and its stream is not known as its table's.
+    ``streams`` reads a DynamoDB stream, ``kinesis`` (made when needed) a Kinesis one; ``table`` is
+    the table a Kinesis batch is looked for under first (the stack's). Raises BadFailureMessage when
+    the batch is lost and cannot be attributed to a table that had its stream.
     """
+    clock = now_us or (lambda: to_micros(datetime.now(UTC)))
+    if batch.source == "kinesis":
+        return _recover_kinesis(store, kinesis or kinesis_client(), batch, dry_run=dry_run, clock=clock,
+                                table=table)
+    owner = _table_of(batch)
     records, lost = read_range(streams, batch)
     files: tuple[str, ...] = ()
     if records and not dry_run:
         try:
             result = capture_batch(
-                store, records, lambda r: decode_getrecords_record(r, batch.table, batch.shard_id),
-                source="recover", table_hint=batch.table, shard_id=batch.shard_id,
+                store, records, lambda r: decode_getrecords_record(r, owner, batch.shard_id),
+                source="recover", table_hint=owner, shard_id=batch.shard_id,
             )
         except StreamConfigError as exc:
             # A stream without images (KEYS_ONLY) can never give these changes: the batch is lost for
@@ -326,24 +490,28 @@ def recover_batch(store: Store, streams: Any, batch: FailedBatch, *, dry_run: bo
             lost = f"the stream carries no item images, so its changes cannot be captured ({exc})"
         else:
             files = result.files
-            if result.sample_key and not store.exists(meta_path(batch.table)):
-                write_meta(store, meta_from_keys(batch.table, json.loads(result.sample_key[1])))
+            if result.sample_key and not store.exists(meta_path(owner)):
+                write_meta(store, meta_from_keys(owner, json.loads(result.sample_key[1])))
     if lost is None:
         if not dry_run:
             # Settles the pending record the handler left for this batch (changelog.captured).
-            record_stored_batch(store, batch.table, batch.stream_arn, batch.start_sequence, batch.end_sequence,
+            record_stored_batch(store, owner, batch.stream_arn, batch.start_sequence, batch.end_sequence,
                                 "recover")
-        return Outcome(batch, "recovered", len(records), files, None, None)
+        return Outcome(batch, "recovered", len(records), files, None, None, (owner,))
     stream_of_table(streams, dynamodb or boto3.client("dynamodb", config=_CLIENT_CONFIG), batch)
-    clock = now_us or (lambda: to_micros(datetime.now(UTC)))
     gap = gap_of(batch, lost, clock())
-    path = None if dry_run else write_gap(store, batch.table, gap)
-    return Outcome(batch, "gap", len(records), files, gap, path)
+    path = None if dry_run else write_gap(store, owner, gap)
+    return Outcome(batch, "gap", len(records), files, gap, path, (owner,))
 
 
 def streams_client() -> Any:
     """A DynamoDB Streams client that retries throttling and transient faults."""
     return boto3.client("dynamodbstreams", config=_CLIENT_CONFIG)
+
+
+def kinesis_client() -> Any:
+    """A Kinesis Data Streams client that retries throttling and transient faults."""
+    return boto3.client("kinesis", config=_CLIENT_CONFIG)
 
 
 @dataclass(frozen=True)
@@ -382,13 +550,14 @@ def _sqs_error(exc: ClientError | BotoCoreError, queue_url: str) -> RewindError:
 def recover_queue(store: Store, sqs: Any, streams: Any, queue_url: str, *, table: str | None = None,
                   dry_run: bool = False, wait_seconds: int = 1, hold_seconds: int = 900,
                   report: Callable[[Outcome], None] | None = None,
-                  warn: Callable[[str], None] | None = None) -> QueueSummary:
+                  warn: Callable[[str], None] | None = None, kinesis: Any = None) -> QueueSummary:
     """Recover every message in the on-failure queue; each is deleted once its records or gap are stored.
 
     Messages of other tables (with ``table``), unreadable ones, and all of them in a ``dry_run``
     stay in the queue: they are held invisible while this runs (so each is seen once) and made
-    visible again at the end. A transient failure raises after releasing what it holds; what was
-    already recovered stays recovered.
+    visible again at the end. A Kinesis message names no table: with ``table`` it is that table's
+    when the table holds the handler's pending record for it. A transient failure raises after
+    releasing what it holds; what was already recovered stays recovered.
     """
     held: list[str] = []
     recovered = gaps = records = files = skipped = unreadable = 0
@@ -407,10 +576,10 @@ def recover_queue(store: Store, sqs: Any, streams: Any, queue_url: str, *, table
                 held.append(handle)
                 try:
                     batch = parse_failure_message(message.get("Body", ""))
-                    if table is not None and batch.table != table:
+                    if table is not None and not _of_table(store, batch, table):
                         skipped += 1
                         continue
-                    outcome = recover_batch(store, streams, batch, dry_run=dry_run)
+                    outcome = recover_batch(store, streams, batch, dry_run=dry_run, kinesis=kinesis, table=table)
                 except BadFailureMessage as exc:
                     unreadable += 1
                     if warn is not None:
@@ -435,6 +604,13 @@ def recover_queue(store: Store, sqs: Any, streams: Any, queue_url: str, *, table
                 sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=handle, VisibilityTimeout=0)
     return QueueSummary(recovered, gaps, records, files, skipped, unreadable, dry_run,
                         _held_elsewhere(sqs, queue_url))
+
+
+def _of_table(store: Store, batch: FailedBatch, table: str) -> bool:
+    if batch.source == "kinesis":
+        return table_name_problem(table) is None and \
+            is_pending(store, table, batch.stream_arn, batch.start_sequence, batch.shard_id)
+    return batch.table == table
 
 
 def _held_elsewhere(sqs: Any, queue_url: str) -> int:
@@ -470,6 +646,10 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """
     failures: list[dict[str, str]] = []
     streams = streams_client()
+    kinesis: Any = None
+    # The stack's table: where a Kinesis batch (whose message names no table) is looked for first.
+    configured = os.environ.get("REWIND_TABLE") or None
+    table = configured if configured is not None and table_name_problem(configured) is None else None
     found = event.get("Records") if isinstance(event, dict) else None
     for message in found if isinstance(found, list) else []:
         if not isinstance(message, dict):
@@ -477,7 +657,9 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         message_id = str(message.get("messageId", ""))
         try:
             batch = parse_failure_message(message.get("body", ""))
-            outcome = recover_batch(_store(), streams, batch)
+            if batch.source == "kinesis" and kinesis is None:
+                kinesis = kinesis_client()
+            outcome = recover_batch(_store(), streams, batch, kinesis=kinesis, table=table)
         except BadFailureMessage as exc:
             # Not a batch record: nothing can be recovered from it; it stays for an operator
             # (the failure queue alarm keeps firing) instead of being deleted silently.
@@ -496,7 +678,8 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             failures.append({"itemIdentifier": message_id})
             continue
         metrics.add_metric(name="RecoveredRecords", unit=MetricUnit.Count, value=outcome.records)
-        details = {"messageId": message_id, "table": batch.table, "shard": batch.shard_id,
+        details = {"messageId": message_id, "table": batch.label, "tables": list(outcome.tables),
+                   "shard": batch.shard_id,
                    "start": batch.start_sequence, "end": batch.end_sequence, "records": outcome.records,
                    "files": list(outcome.files)}
         if outcome.gap is not None:

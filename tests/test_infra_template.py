@@ -656,8 +656,12 @@ def test_consumer_reads_only_the_kinesis_stream_when_it_is_the_source(template: 
 def test_recover_re_reads_the_table_stream_only_when_it_is_the_source(template: dict[str, Any]) -> None:
     assert _source_actions(template, "RecoverRole", DYNAMODB_SOURCE) == {
         DYNAMODB_SOURCE["TableStreamArn"]: {"dynamodb:GetRecords", "dynamodb:GetShardIterator"}}
-    # Recover does not re-read Kinesis ranges (docs/deploy.md): it gets no stream access at all.
-    assert _source_actions(template, "RecoverRole", KINESIS_SOURCE) == {}
+
+
+def test_recover_re_reads_only_the_named_kinesis_stream_when_it_is_the_source(template: dict[str, Any]) -> None:
+    # The ranges of failed Kinesis batches, by iterator and GetRecords: that one stream, no wildcard.
+    assert _source_actions(template, "RecoverRole", KINESIS_SOURCE) == {
+        str(KINESIS_ARN): {"kinesis:GetRecords", "kinesis:GetShardIterator"}}
 
 
 @pytest.mark.parametrize("source", [DYNAMODB_SOURCE, KINESIS_SOURCE], ids=["dynamodb", "kinesis"])

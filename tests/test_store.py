@@ -18,6 +18,7 @@ from changelog.record import SCHEMA
 from changelog.source import register_parquet
 from changelog.state import change_files
 from changelog.store import ObjectMissing, S3Store, Store, open_store
+from ddb_rewind.cli import main
 from replayer.engines.views import open_sql
 from stream_consumer.capture import capture_batch
 from tests.events import lambda_record
@@ -90,8 +91,34 @@ def test_opening_a_missing_bucket_is_store_not_found(aws: None) -> None:
 
 
 def test_an_existing_bucket_opens_with_its_prefix(s3_store: Store) -> None:
+    s3_store.write("tables/orders/meta.json", b"{}")
     opened = open_store("s3://rewind-store/backups")
     assert isinstance(opened, S3Store) and opened.uri == s3_store.uri
+
+
+def test_an_s3_prefix_holding_no_tables_is_no_store(s3_store: Store) -> None:
+    s3_store.write("notes.txt", b"someone else's")
+    with pytest.raises(StoreNotFound, match="holds no ddb-rewind store"):
+        open_store("s3://rewind-store/backups")
+
+
+def test_a_writer_may_start_a_store_in_an_empty_s3_prefix(s3_store: Store) -> None:
+    assert open_store("s3://rewind-store/backups", allow_empty=True).list("") == []
+
+
+@pytest.mark.parametrize("command", [
+    ["status"],
+    ["history", "--table", "orders", "--key", "pk=a"],
+], ids=["status", "history"])
+def test_a_reader_of_an_s3_prefix_holding_no_store_says_so_in_one_line_exit_4(
+    s3_store: Store, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    # A mistyped prefix is not an empty store: "0 rows" would read as "nothing was backed up".
+    assert main([*command, "--store", "s3://rewind-store/no-such-prefix"]) == 4
+    captured = capsys.readouterr()
+    (line,) = captured.err.splitlines()
+    assert line.startswith("ddb-rewind: error:") and "holds no ddb-rewind store" in line
+    assert "rows" not in captured.out
 
 
 def _free_port() -> int:
@@ -109,7 +136,7 @@ def s3_over_http(monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     try:
         boto3.client("s3").create_bucket(Bucket="http-store")
-        yield open_store("s3://http-store/backups")
+        yield open_store("s3://http-store/backups", allow_empty=True)
     finally:
         server.stop()
 

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     """Bootstrap and print what was published."""
     from compactor.bootstrap import bootstrap_from_export, bootstrap_from_scan
 
-    store = open_store(args.store)
+    store = open_store(args.store, allow_empty=True)  # a bootstrap may start the store
     if args.from_export:
         result = bootstrap_from_export(store, args.table, args.from_export)
     else:

@@ -29,7 +29,8 @@ def register(subparsers: Any) -> None:
                         help="the on-failure queue (the stack's FailureQueueUrl output)")
     add_store(parser)
     parser.add_argument("--table", metavar="T", default=None,
-                        help="only this table's batches (others stay in the queue)")
+                        help="only this table's batches (others stay in the queue); a Kinesis batch is the "
+                             "table's when the table holds the consumer's pending record for it")
     parser.add_argument("--dry-run", action="store_true",
                         help="read the stream and report; write nothing and delete no message")
     parser.set_defaults(run=run)
@@ -37,7 +38,8 @@ def register(subparsers: Any) -> None:
 
 def _line(outcome: Outcome, dry_run: bool) -> str:
     batch = outcome.batch
-    where = f"{batch.table} shard {batch.shard_id} sequence {batch.start_sequence} to {batch.end_sequence}"
+    tables = f" ({', '.join(outcome.tables)})" if batch.table is None and outcome.tables else ""
+    where = f"{batch.label}{tables} shard {batch.shard_id} sequence {batch.start_sequence} to {batch.end_sequence}"
     if outcome.gap is None:
         verb = "would recover" if dry_run else "recovered"
         files = "" if dry_run else f", {len(outcome.files):,} files"
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from stream_consumer.recover import RecoveryInFlight, recover_queue, streams_client
 
-    store = open_store(args.store)
+    store = open_store(args.store, allow_empty=True)  # recovered batches may start the store
     summary = recover_queue(
         store, boto3.client("sqs"), streams_client(), args.queue_url, table=args.table, dry_run=args.dry_run,
         report=lambda outcome: print(_line(outcome, args.dry_run), flush=True),

@@ -225,7 +225,7 @@ def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]
     """Scheduled run: verify, publish, and return (and log) a summary; findings never raise."""
     store_uri, table, interval_us, cycle_us = _settings()
     now_us = run_time_us(event)
-    store = _stores.get(store_uri) or _stores.setdefault(store_uri, open_store(store_uri))
+    store = _stores.get(store_uri) or _stores.setdefault(store_uri, open_store(store_uri, allow_empty=True))
     run = verify_once(store, table, now_us, interval_us, cycle_us, _live_check())
     publish(run)
     summary: dict[str, Any] = {

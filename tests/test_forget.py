@@ -294,7 +294,7 @@ def test_forget_on_a_versioned_bucket_leaves_no_old_version(moto_server: None) -
     bucket = f"versioned-{uuid.uuid4().hex[:12]}"  # moto's state outlives its server: a name no other test used
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    store = open_store(f"s3://{bucket}/backups")
+    store = open_store(f"s3://{bucket}/backups", allow_empty=True)  # a new store, filled below
     _fill(store)
     plan = plan_forget(store, TABLE, KEY_TEXT)
     _forget(store)
@@ -313,7 +313,7 @@ def _locked_store() -> Store:
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
         "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}})
-    store = open_store(f"s3://{bucket}/backups")
+    store = open_store(f"s3://{bucket}/backups", allow_empty=True)  # a new store, filled below
     _fill(store)
     return store
 

@@ -116,3 +116,18 @@ def key_attribute_schema(meta: dict[str, Any]) -> list[dict[str, str]]:
         for k in meta.get("key_schema", [])
         if k.get("AttributeType")
     ]
+
+
+def key_names(store: Store, table: str) -> tuple[str, ...]:
+    """The table's key attribute names, the partition key first; () for a table captured without meta.json.
+
+    Every item-shaped output puts these first, and ``docs.key_text`` shows keys in this order.
+    """
+    try:
+        meta = read_meta(store, table)
+    except TableNotFound:
+        return ()
+    roles = {"HASH": 0, "RANGE": 1}
+    schema = meta.get("key_schema") or []
+    ordered = sorted(schema, key=lambda k: (roles.get(k.get("KeyType") or "", 2), str(k.get("AttributeName"))))
+    return tuple(str(k["AttributeName"]) for k in ordered if k.get("AttributeName"))

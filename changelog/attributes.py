@@ -25,22 +25,20 @@ from changelog.source import register_parquet
 from changelog.store import Store
 
 METADATA_KEY = b"ddb_rewind.attributes"
-# N values DECIMAL(38,9) holds exactly; the plain column takes the largest scale seen.
-FITS_DECIMAL = r"-?\d{1,29}(\.\d{1,9})?"
-_SCALE = r"\.(\d+)$"
 
 
 @dataclass(frozen=True)
 class AttributeTypes:
-    """The DynamoDB type tags one attribute was seen with, and whether its numbers fit a decimal."""
+    """The DynamoDB type tags one attribute was seen with and, over its N values, the most integer
+    digits and the largest scale (digits after the point), as Python's Decimal counts them:
+    "0.050" has 0 integer digits and scale 3, "1.5E+3" 4 and 0. ``changelog.plain`` types it."""
 
     tags: frozenset[str]
-    numbers_fit: bool = True
+    integer: int = 0
     scale: int = 0
 
     def merged(self, other: AttributeTypes) -> AttributeTypes:
-        return AttributeTypes(self.tags | other.tags, self.numbers_fit and other.numbers_fit,
-                              max(self.scale, other.scale))
+        return AttributeTypes(self.tags | other.tags, max(self.integer, other.integer), max(self.scale, other.scale))
 
 
 Summary = Mapping[str, AttributeTypes]
@@ -55,25 +53,30 @@ def merge_summaries(summaries: Iterable[Summary]) -> dict[str, AttributeTypes]:
     return merged
 
 
+# Stored N values are numbers (codec.check_image): the parts of each, its digits counted from them.
+_SUMMARIZE = r"""
+SELECT name, list(DISTINCT tag),
+       max(greatest(0, greatest(length(ltrim(n.ip || n.fp, '0')), 1) + n.ex - length(n.fp))) FILTER (WHERE tag = 'N'),
+       max(greatest(0, length(n.fp) - n.ex)) FILTER (WHERE tag = 'N')
+FROM (
+    SELECT name, tag, {{'ip': p.ip, 'fp': p.fp, 'ex': coalesce(TRY_CAST(nullif(p.ex, '') AS INTEGER), 0)}} AS n
+    FROM (
+        SELECT name, json_keys(value)[1] AS tag,
+               regexp_extract(value ->> '$.N', '^-?([0-9]*)(?:\.([0-9]*))?(?:[eE]([-+]?[0-9]+))?$',
+                              ['ip', 'fp', 'ex']) AS p
+        FROM (SELECT unnest(json_keys({image})) AS name, unnest(json_extract({image}, '$.*')) AS value
+              FROM {relation} WHERE {image} IS NOT NULL)
+    )
+)
+GROUP BY name
+"""
+
+
 def summarize(con: duckdb.DuckDBPyConnection, relation: str, image: str) -> dict[str, AttributeTypes]:
     """The summary of the DynamoDB-JSON images in column ``image`` of ``relation`` (one full scan)."""
-    rows = con.execute(
-        f"""
-        SELECT name, list(DISTINCT tag),
-               bool_and(tag <> 'N' OR regexp_full_match(json_extract_string(value, '$.N'), '{FITS_DECIMAL}')),
-               max(CASE WHEN tag = 'N' THEN length(regexp_extract(json_extract_string(value, '$.N'), '{_SCALE}', 1))
-                   END)
-        FROM (
-            SELECT name, value, json_keys(value)[1] AS tag
-            FROM (
-                SELECT name, json_extract({image}, '$."' || replace(name, '"', '\\"') || '"') AS value
-                FROM (SELECT {image}, unnest(json_keys({image})) AS name FROM {relation} WHERE {image} IS NOT NULL)
-            )
-        )
-        GROUP BY name
-        """
-    ).fetchall()
-    return {name: AttributeTypes(frozenset(tags), bool(fits), int(scale or 0)) for name, tags, fits, scale in rows}
+    rows = con.execute(_SUMMARIZE.format(relation=relation, image=image)).fetchall()
+    return {name: AttributeTypes(frozenset(tags), int(integer or 0), int(scale or 0))
+            for name, tags, integer, scale in rows}
 
 
 def summarize_arrow(table: pa.Table, image: str) -> dict[str, AttributeTypes]:
@@ -84,14 +87,28 @@ def summarize_arrow(table: pa.Table, image: str) -> dict[str, AttributeTypes]:
 
 
 def encode(summary: Summary) -> bytes:
-    """Deterministic JSON (sorted): the same images give the same footer, hence the same file digest."""
-    body = {name: [sorted(t.tags), t.numbers_fit, t.scale] for name, t in sorted(summary.items())}
+    """Deterministic JSON (sorted): the same images give the same footer, hence the same file digest.
+
+    Each attribute is ``[tags, "digits", integer, scale]``; footers written before the integer
+    digits were kept hold ``[tags, fits, scale]`` (``decode``).
+    """
+    body = {name: [sorted(t.tags), "digits", t.integer, t.scale] for name, t in sorted(summary.items())}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
-def decode(data: bytes) -> dict[str, AttributeTypes]:
-    body = json.loads(data)
-    return {name: AttributeTypes(frozenset(tags), bool(fits), int(scale)) for name, (tags, fits, scale) in body.items()}
+def decode(data: bytes) -> dict[str, AttributeTypes] | None:
+    """The summary in a footer; None when it is of the older form and holds numbers, whose integer
+    digits it does not tell (the file is then scanned, as one without a summary)."""
+    summary: dict[str, AttributeTypes] = {}
+    for name, entry in json.loads(data).items():
+        if len(entry) == 4:
+            tags, _form, integer, scale = entry
+            summary[name] = AttributeTypes(frozenset(tags), int(integer), int(scale))
+        elif "N" in entry[0]:
+            return None
+        else:
+            summary[name] = AttributeTypes(frozenset(entry[0]))
+    return summary
 
 
 def with_summary(table: pa.Table, image: str) -> pa.Table:

@@ -135,3 +135,18 @@ def resolve_key(store: Store, table: str, text: str) -> tuple[dict[str, Any], st
         schema = None
     key = parse_key(text, schema)
     return key, item_key(key)
+
+
+def key_names(store: Store, table: str) -> tuple[str, ...]:
+    """The table's key attribute names, the partition key first; () for a table captured without meta.json.
+
+    Every item-shaped output puts these first, and ``docs.key_text`` shows keys in this order.
+    """
+    try:
+        meta = read_meta(store, table)
+    except TableNotFound:
+        return ()
+    roles = {"HASH": 0, "RANGE": 1}
+    schema = meta.get("key_schema") or []
+    ordered = sorted(schema, key=lambda k: (roles.get(k.get("KeyType") or "", 2), str(k.get("AttributeName"))))
+    return tuple(str(k["AttributeName"]) for k in ordered if k.get("AttributeName"))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from changelog.attributes import FITS_DECIMAL, AttributeTypes, footer_summary, stored_summary
+from changelog.attributes import AttributeTypes, footer_summary, stored_summary
 from changelog.codec import decode_lambda_record
 from changelog.snapshot import list_manifests, part_paths
 from changelog.state import change_files
@@ -26,18 +26,19 @@ HOUR = 3600
 
 
 def _model_summary(ops: list[Op]) -> dict[str, AttributeTypes]:
-    """Tags, decimal fit and scale of every top-level attribute of every new image, in plain Python."""
-    seen: dict[str, tuple[set[str], bool, int]] = {}
+    """Tags, most integer digits and largest scale of every top-level attribute of every new image, by Decimal."""
+    seen: dict[str, tuple[set[str], int, int]] = {}
     for change in emitted_changes(ops):
         for name, value in (change.new or {}).items():
-            tags, fits, scale = seen.get(name, (set(), True, 0))
+            tags, integer, scale = seen.get(name, (set(), 0, 0))
             (tag, inner), = value.items()
             tags.add(tag)
             if tag == "N":
-                fits = fits and re.fullmatch(FITS_DECIMAL, inner) is not None
-                scale = max(scale, len(inner.split(".", 1)[1]) if "." in inner else 0)
-            seen[name] = (tags, fits, scale)
-    return {name: AttributeTypes(frozenset(tags), fits, scale) for name, (tags, fits, scale) in seen.items()}
+                _sign, digits, exponent = Decimal(inner).as_tuple()
+                integer = max(integer, len(digits) + int(exponent))
+                scale = max(scale, -int(exponent))
+            seen[name] = (tags, integer, scale)
+    return {name: AttributeTypes(frozenset(tags), integer, scale) for name, (tags, integer, scale) in seen.items()}
 
 
 def _stored(store: Store) -> dict[str, AttributeTypes]:

@@ -227,3 +227,14 @@ def test_a_refused_window_leaves_no_file(store: Store, tmp_path: Path, capsys: p
             "-o", str(out)]
     assert run_cli(argv) == 5 and list(out.parent.iterdir()) == []
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_sample_of_a_whole_item_lists_its_key_attributes_first(store: Store) -> None:
+    work = Workload(key_names=("zone", "at"), key_types=("S", "N"))  # names sort the other way
+    work.put({"zone": {"S": "us"}, "at": {"N": "1"}}, BASE)
+    work.put({"amount": {"N": "1"}, "at": {"N": "5"}, "zone": {"S": "eu"}}, BASE + 1)
+    work.capture(store)
+    page = render_html(build_report(store, "orders", BASE * US, (BASE + 1) * US))
+    sample = page[page.index("<h3>added <code>zone=eu, at=5</code></h3>"):]
+    cells = [sample.index(f"<td><code>{name}</code></td>") for name in ("zone", "at", "amount")]
+    assert cells == sorted(cells)

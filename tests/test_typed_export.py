@@ -24,10 +24,12 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from changelog.attributes import summarize
 from changelog.codec import decode_lambda_record
+from changelog.meta import meta_from_keys, write_meta
+from changelog.plain import Column, columns_of, finish_array, typed_query, typed_value
 from changelog.store import LocalStore, Store
 from ddb_rewind.cli import main
-from replayer.restoring.typed import Column, finish_array, infer_columns, typed_query, typed_value
 from stream_consumer.capture import capture_batch
 from tests.model import KEYS, Op, model_state, operations, stream_records
 from tests.test_image_validation import good_values
@@ -39,6 +41,7 @@ T0 = 1_700_000_000
 
 def _fill(store: Store, ops: list[Op]) -> int:
     records = stream_records(TABLE, ops)
+    write_meta(store, meta_from_keys(TABLE, KEYS[0]))  # as capture writes it: pk is the partition key
     capture_batch(store, records, decode_lambda_record, source="test")
     return int(max(r["dynamodb"]["ApproximateCreationDateTime"] for r in records))  # the latest captured
 
@@ -81,14 +84,15 @@ def _expected_cell(tags: set[str], value: dict[str, Any] | None, cell: Any) -> N
 
 def _check_parquet(path: Path, model: dict[str, str]) -> None:
     table = pq.read_table(path)
-    assert table.column_names[:4] == ["item_key", "keys", "item", "doc"]
+    assert table.column_names[:5] == ["pk", "item_key", "keys", "item", "doc"]  # the key attribute first
     tags = _tags(model)
-    assert sorted(table.column_names[4:]) == sorted(n for n in tags if n not in ("keys", "item", "doc"))
+    typed = [table.column_names[0], *table.column_names[5:]]
+    assert sorted(typed) == sorted(n for n in tags if n not in ("keys", "item", "doc"))
     for row in table.to_pylist():
         item = json.loads(row["item"])
         assert item == json.loads(model[json.dumps(json.loads(row["keys"]), separators=(",", ":"),
                                                    ensure_ascii=False)])
-        for name in table.column_names[4:]:
+        for name in typed:
             _expected_cell(tags[name], item.get(name), row[name])
 
 
@@ -163,8 +167,8 @@ def test_csv_quotes_only_what_needs_quoting_and_keeps_the_lossless_item(store: S
     _replay(store, T0, tmp_path / "x.csv")
     text = (tmp_path / "x.csv").read_bytes().decode("utf-8")
     header, line = text.split("\r\n")[:2]
-    assert header == "item_key,ok,pk,s,item"
-    assert ',true,a,"a,""b""",' in line
+    assert header == "pk,item_key,ok,s,item"  # the key attributes first
+    assert ',true,"a,""b""",' in line
     (row,) = csv.DictReader(text.splitlines())
     assert json.loads(row["item"]) == {**KEYS[0], "s": {"S": 'a,"b"'}, "ok": {"BOOL": True}}
 
@@ -206,11 +210,9 @@ def _model_columns(images: list[dict[str, Any]]) -> list[Column]:
             continue  # the lossless columns' names: such attributes stay in item
         kinds = tags - {"NULL"}
         kind = "NULL" if not kinds else "JSON" if len(kinds) > 1 or kinds & {"L", "M"} else next(iter(kinds))
-        arrow = {"NULL": pa.null(), "JSON": pa.string(), "S": pa.string(), "B": pa.binary(), "BOOL": pa.bool_(),
-                 "SS": pa.list_(pa.string()), "NS": pa.list_(pa.string()), "BS": pa.list_(pa.binary())}.get(kind)
         if kind == "N":
-            kind, arrow = ("N", pa.decimal128(38, scale)) if integer + scale <= 38 else ("NTEXT", pa.string())
-        columns.append(Column(name, kind, arrow))
+            kind = "N" if integer + scale <= 38 else "NTEXT"
+        columns.append(Column(name, kind, scale if kind == "N" else 0))
     return columns
 
 
@@ -219,7 +221,7 @@ def _model_columns(images: list[dict[str, Any]]) -> list[Column]:
 def test_duckdb_finds_the_columns_and_values_the_python_rule_gives_byte_for_byte(images: list[dict[str, Any]]) -> None:
     con = duckdb.connect()
     con.register("items", pa.table({"image": [orjson.dumps(image).decode() for image in images]}))
-    columns = infer_columns(con, "items")
+    columns = columns_of(summarize(con, "items", "image"), reserved=("item_key", "keys", "item", "doc"))
     assert columns == _model_columns(images)
     result = con.sql(typed_query(columns, "items", "image")).to_arrow_table()
     for index, column in enumerate(columns):

@@ -73,12 +73,16 @@ def run(args: argparse.Namespace) -> int:
     catalog = Catalog(args.database or default_database(args.table), store.uri)
     cov = coverage(store, args.table, count_changes=False)
     if args.key is not None:
-        _key, canonical = resolve_key(store, args.table, args.key)
-        check_history_complete(cov, canonical)
+        from changelog.docs import key_text
+        from changelog.meta import key_names
+
+        key, canonical = resolve_key(store, args.table, args.key)
+        shown = key_text(key, key_names(store, args.table))
+        check_history_complete(cov, shown)
         from changelog.state import change_files
 
         check_millisecond_times(store, args.table, change_files(store, args.table))
-        sql, what = history_query(catalog, store, args.table, canonical), f"history of {canonical}"
+        sql, what = history_query(catalog, store, args.table, canonical), f"history of {shown}"
     elif args.at is not None:
         at_us = to_micros(args.at)
         check_restorable(cov, args.at, at_us)

@@ -44,6 +44,8 @@ def write_json(diff: StateDiff, out: TextIO) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print counts first, then each item change."""
     from changelog.codec import dump_json
+    from changelog.docs import key_text
+    from changelog.meta import key_names
     from replayer.forensics.diff import diff_states, write_diff_parquet
     from replayer.restoring.outfile import check_output
 
@@ -67,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.table}: {format_time(from_micros(diff.from_us))} -> {format_time(from_micros(diff.to_us))}")
     print(f"added {len(diff.added):,}, removed {len(diff.removed):,}, changed {len(diff.changed):,}")
+    names = key_names(store, args.table)
     for change in diff.all():
-        print(f"{change.kind:<8} {dump_json(change.key)}")
+        print(f"{change.kind:<8} {key_text(change.key, names)}")
         for path in change.paths if change.kind == "changed" else ():
             old = dump_json(path.old) if path.kind != "added" else "(absent)"
             new = dump_json(path.new) if path.kind != "removed" else "(absent)"

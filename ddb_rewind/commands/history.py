@@ -44,7 +44,9 @@ def _describe(change: PathChange) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the item's versions as a readable list or a JSON array."""
-    from replayer.forensics.history import history_losses, item_history
+    from changelog.docs import key_text
+    from changelog.meta import key_names
+    from replayer.forensics.history import history_losses, item_history, resolve_key
 
     store = open_store(args.store)
     versions = item_history(store, args.table, args.key, engine=args.engine, partial=args.partial)
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.format == "json":
         return 0
+    key, _canonical = resolve_key(store, args.table, args.key)
+    print(f"{args.table} {key_text(key, key_names(store, args.table))}")
     for version in versions:
         label = "REMOVE (TTL)" if version.is_ttl_delete else version.event_name
         sequence = version.sequence_number.lstrip("0") or "0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import TYPE_CHECKING, Any
 
 from changelog.errors import WriteFailed
@@ -49,40 +50,48 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def _print_result(result: RepairResult, dry_run: bool) -> None:
+def _print_result(result: RepairResult, dry_run: bool, names: tuple[str, ...]) -> None:
+    from changelog.docs import key_text
+
+    def shown(item_key: str) -> str:
+        return key_text(json.loads(item_key), names)
+
     if dry_run:
         print(f"dry run: would repair {len(result.repaired):,}, skip {len(result.skipped):,}, "
               f"fail {len(result.failed):,}; nothing written")
     else:
         print(f"repaired {len(result.repaired):,}, skipped {len(result.skipped):,}, failed {len(result.failed):,}")
     for key, why in result.skipped:
-        print(f"  skipped {key}: {why}")
+        print(f"  skipped {shown(key)}: {why}")
     for key, why in result.failed:
-        print(f"  failed  {key}: {why}")
+        print(f"  failed  {shown(key)}: {why}")
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the plan, then (unless --dry-run, which predicts it) what was repaired, skipped and failed."""
     from changelog.aws import aws_boundary, client
-    from changelog.codec import dump_json
+    from changelog.docs import key_text
+    from changelog.meta import key_names
     from replayer.forensics.repair import execute_repair, plan_repair
 
     if not args.dry_run:
         check_can_confirm(args.yes, f"repair (writes to live table {args.target})")
-    plan = plan_repair(open_store(args.store), args.table, to_micros(args.start), to_micros(args.end))
+    store = open_store(args.store)
+    plan = plan_repair(store, args.table, to_micros(args.start), to_micros(args.end))
+    names = key_names(store, args.table)
     counts = plan.counts()
     print(f"repair {args.target} from {args.table}: undo {format_time(from_micros(plan.from_us))} -> "
           f"{format_time(from_micros(plan.to_us))}")
     print("plan: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
     for action in plan.actions[: args.sample] if args.dry_run else ():
-        print(f"  {action.action:<8} {dump_json(action.key)}")
+        print(f"  {action.action:<8} {key_text(action.key, names)}")
     with aws_boundary(f"repair of table {args.target!r}"):
         dynamodb = client("dynamodb")
         if not args.dry_run and plan.actions:
             confirm(args.yes, f"write {len(plan.actions):,} items to live table {args.target!r}?")
         result = execute_repair(plan, dynamodb, args.target, force=args.force, workers=args.workers,
                                 dry_run=args.dry_run)
-    _print_result(result, args.dry_run)
+    _print_result(result, args.dry_run, names)
     if result.failed and not args.dry_run:
         raise WriteFailed(f"{len(result.failed):,} of {len(plan.actions):,} items could not be written to "
                           f"{args.target} ({len(result.repaired):,} were); see the list above")

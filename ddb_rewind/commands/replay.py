@@ -123,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             print(f"dry run: would write {what} to {args.to_file}", file=messages)
             return 0
-        count = replay_to_file(con, args.to_file, selection.items, overwrite=args.overwrite)
+        from changelog.meta import key_names
+
+        count = replay_to_file(con, args.to_file, selection.items, overwrite=args.overwrite,
+                               keys=key_names(store, args.table))
         print(f"wrote {count:,} items as of {format_time(args.at)} to {args.to_file}", file=messages)
         return 0
     with aws_boundary(f"replay into table {args.to_table!r}"):

@@ -20,7 +20,7 @@ from changelog.docs import register_doc_function
 from changelog.errors import TableNotFound, TimeOutOfRange, UsageError
 from changelog.footer import DEDUPLICATED, footers
 from changelog.layout import TABLES, partition_of, table_names
-from changelog.meta import key_attribute_schema, read_meta
+from changelog.meta import key_attribute_schema, key_names, read_meta
 from changelog.plain import plain_select, quote_ident
 from changelog.predicate import lock_down
 from changelog.progress import query_progress, track_progress
@@ -468,15 +468,20 @@ def ensure_plain_macros(con: duckdb.DuckDBPyConnection, store: Store, sql: str) 
 def plain_table_macro(con: duckdb.DuckDBPyConnection, store: Store, table: str) -> None:
     """Create ``<table>_at(TIME)``: the table's items at TIME with one typed column per attribute.
 
-    The columns come from the attribute summaries in the table's file footers (changelog.attributes),
-    so making the macro reads footers, not every image.
+    The columns are typed by the one rule (``changelog.plain``, docs/engines.md) over every image the
+    store holds for the table, so a column has one type at every TIME. Its key attributes come first
+    (partition, then sort), then ``item_key, keys, item``, then the other attributes by name. The
+    attribute summaries come from the table's file footers (changelog.attributes), so making the
+    macro reads footers, not every image.
     """
     parts = [part for path, manifest in list_manifests(store, table) for part in part_paths(path, manifest)]
     summary = stored_summary(store, change_files(store, table), parts)
-    columns = plain_select(summary, image="item", reserved=frozenset({"item_key", "item", "keys"}))
-    extra = f", {columns}" if columns else ""
+    keys = key_names(store, table)
+    columns = plain_select(summary, image="item", reserved=frozenset({"item_key", "item", "keys"}), keys=keys)
+    selected = [expr for name, expr in columns if name in keys]
+    selected += ["item_key", "keys", "item", *(expr for name, expr in columns if name not in keys)]
     literal = table.replace("'", "''")
     con.execute(
         f"""CREATE MACRO {quote_ident(table + '_at')}(t) AS TABLE
-            SELECT item_key, keys, item{extra} FROM state_at(t, only_table := '{literal}')"""
+            SELECT {', '.join(selected)} FROM state_at(t, only_table := '{literal}')"""
     )

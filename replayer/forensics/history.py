@@ -16,7 +16,8 @@ import duckdb
 import pyarrow as pa
 
 from changelog.consistent import read_consistently, table_prefixes
-from changelog.meta import resolve_key
+from changelog.docs import key_text as plain_key
+from changelog.meta import key_names, resolve_key
 from changelog.record import SCHEMA
 from changelog.restorable import Loss
 from changelog.source import register_parquet
@@ -59,13 +60,14 @@ class Version:
         }
 
 
-def check_history_complete(cov: Coverage, canonical: str) -> None:
+def check_history_complete(cov: Coverage, shown: str) -> None:
     """Refuse the history of an item while its table (``cov``) has a loss.
 
     A lost change can belong to any item, and no bootstrap puts it back in a list of changes: the
     refusal names the loss, and ``--partial`` lists what the store holds with the losses named.
+    ``shown`` is the key as a person reads it (``docs.key_text``).
     """
-    check_complete(cov, None, None, what=f"the history of {canonical}",
+    check_complete(cov, None, None, what=f"the history of {shown}",
                    narrow="give --partial to list the changes the store holds, with each loss named")
 
 
@@ -86,9 +88,9 @@ def item_history(store: Store, table: str, key_text: str,
     between the previous version's new image and this one's. ``engine`` runs the query
     (``changelog.spec.history_sql``) with DuckDB or Spark.
     """
-    _key, canonical = resolve_key(store, table, key_text)
+    key, canonical = resolve_key(store, table, key_text)
     if not partial:
-        check_history_complete(coverage(store, table, count_changes=False), canonical)
+        check_history_complete(coverage(store, table, count_changes=False), plain_key(key, key_names(store, table)))
     sql = history_sql(table, canonical, changes="history__changes")
 
     def read() -> pa.Table:

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from changelog.meta import read_meta
+from changelog.meta import key_names
 from changelog.predicate import Predicate
 from changelog.progress import Progress
 from changelog.store import Store
@@ -99,14 +99,6 @@ def damaged_first(diff: StateDiff) -> tuple[ItemChange, ...]:
     return (*damaged, *diff.added)
 
 
-def key_order(store: Store, table: str) -> tuple[str, ...]:
-    """The table's key attribute names, the partition key first (meta.json's key schema)."""
-    schema = read_meta(store, table).get("key_schema") or []
-    roles = {"HASH": 0, "RANGE": 1}
-    ordered = sorted(schema, key=lambda k: (roles.get(k.get("KeyType") or "", 2), str(k.get("AttributeName"))))
-    return tuple(str(k["AttributeName"]) for k in ordered if k.get("AttributeName"))
-
-
 def attribute_churn(changes: tuple[ItemChange, ...], top: int = TOP_ATTRIBUTES) -> tuple[AttributeChurn, ...]:
     """The ``top`` top-level attributes that differ in the most modified items, most first (ties by name).
 
@@ -155,7 +147,7 @@ def build_report(store: Store, table: str, from_us: int, to_us: int, where: Pred
     progress.close()
     return IncidentReport(
         table=table, store_uri=store.uri, from_us=from_us, to_us=to_us, where=diff.where,
-        key_names=key_order(store, table), generated_us=time.time_ns() // 1000, timeline=rate,
+        key_names=key_names(store, table), generated_us=time.time_ns() // 1000, timeline=rate,
         added=len(diff.added), removed=len(diff.removed), changed=len(diff.changed),
         attributes=attribute_churn(diff.changed), samples=damaged_first(diff)[:samples],
         repair_counts=tuple((name, counts[name]) for name in ACTIONS),

@@ -152,9 +152,11 @@ def _samples(report: IncidentReport) -> str:
                      _value(p.new) if p.kind != "removed" else "(absent)"] for p in change.paths]
         else:
             item = (change.after if change.kind == "added" else change.before) or {}
+            # The key attributes first (partition, then sort), as in every item-shaped output.
+            names = [n for n in report.key_names if n in item] + [n for n in item if n not in report.key_names]
             rows = [[f"<code>{escape(name)}</code>", escape(change.kind),
-                     _value(value) if change.kind == "removed" else "(absent)",
-                     _value(value) if change.kind == "added" else "(absent)"] for name, value in item.items()]
+                     _value(item[name]) if change.kind == "removed" else "(absent)",
+                     _value(item[name]) if change.kind == "added" else "(absent)"] for name in names]
         parts.append(f'<div class="sample"><h3>{escape(change.kind)} {_key(report, change.key)}</h3>'
                      + _table("", ("path", "change", "before", "after"), rows).replace(' id=""', "") + "</div>")
     if not parts:

@@ -1,7 +1,8 @@
 """Writing restored items to files: DynamoDB-JSON lines, Parquet, Avro that keeps DynamoDB's types, CSV.
 
-Parquet and CSV also carry one typed column per attribute (``replayer.restoring.typed``) beside the lossless
-DynamoDB JSON; JSON lines and Avro are lossless as they are.
+Parquet and CSV also carry one typed column per attribute beside the lossless DynamoDB JSON, typed by
+the one rule SQL's ``<table>_at`` uses (``changelog.plain``, docs/engines.md), the table's key
+attributes first; JSON lines and Avro are lossless as they are.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from changelog.errors import UsageError
-from replayer.restoring.typed import Column, finish_array, text_value
+from changelog.plain import Column, finish_array, text_value
 
 FORMATS = (".jsonl", ".parquet", ".avro", ".csv")
+RESERVED = frozenset({"item_key", "keys", "item", "doc"})  # the lossless columns; such attributes stay in item
 STDOUT = "-"  # --to-file -: JSON lines on stdout
 
 # One named, recursive record per AttributeValue: exactly one field is set, as in DynamoDB JSON.
@@ -146,16 +148,20 @@ PARQUET_SCHEMA = pa.schema(
 )
 
 
-def write_parquet(batches: Iterable[pa.RecordBatch], path: Path, columns: Iterable[Column] = ()) -> int:
-    """A zstd Parquet file with item_key, keys, item (DynamoDB JSON), doc (plain JSON), then ``columns``.
+def write_parquet(batches: Iterable[pa.RecordBatch], path: Path, columns: Iterable[Column] = (),
+                  key_columns: int = 0) -> int:
+    """A zstd Parquet file: the first ``key_columns`` of ``columns`` (the table's key attributes),
+    item_key, keys, item (DynamoDB JSON), doc (plain JSON), then the other ``columns``.
 
-    Each batch holds those four, then one value per column as ``replayer.restoring.typed.typed_query`` selects it.
+    Each batch holds the four lossless columns, then one value per column as ``changelog.plain.typed_query``
+    selects it.
 
     pyarrow writes it from Arrow batches, not DuckDB's COPY: the replay connection has no file
     access by then (see changelog.predicate.lock_down).
     """
     typed = list(columns)
-    schema = pa.schema([*PARQUET_SCHEMA, *(pa.field(c.name, c.arrow) for c in typed)])
+    fields = [pa.field(c.name, c.arrow) for c in typed]
+    schema = pa.schema([*fields[:key_columns], *PARQUET_SCHEMA, *fields[key_columns:]])
     count = 0
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for batch in batches:
@@ -163,14 +169,16 @@ def write_parquet(batches: Iterable[pa.RecordBatch], path: Path, columns: Iterab
                                             names=PARQUET_SCHEMA.names).cast(PARQUET_SCHEMA)
             arrays = [finish_array(column, batch.column(len(PARQUET_SCHEMA) + index))
                       for index, column in enumerate(typed)]
-            table = pa.Table.from_arrays([*lossless.columns, *arrays], schema=schema)
+            table = pa.Table.from_arrays([*arrays[:key_columns], *lossless.columns, *arrays[key_columns:]],
+                                         schema=schema)
             writer.write_table(table)
             count += batch.num_rows
     return count
 
 
-def write_csv(path: Path, rows: Iterable[tuple[str, str]], columns: Iterable[Column]) -> int:
-    """CSV (RFC 4180, UTF-8, header row): item_key, one text column per attribute, then item.
+def write_csv(path: Path, rows: Iterable[tuple[str, str]], columns: Iterable[Column], key_columns: int = 0) -> int:
+    """CSV (RFC 4180, UTF-8, header row): the first ``key_columns`` of ``columns`` (the table's key
+    attributes), item_key, the other ``columns``, then item.
 
     Fields are quoted only when they hold a comma, a quote or a line break (quotes doubled); a
     NULL or missing attribute is an empty field; numbers are their exact decimal text, booleans
@@ -180,9 +188,11 @@ def write_csv(path: Path, rows: Iterable[tuple[str, str]], columns: Iterable[Col
     count = 0
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\r\n")
-        writer.writerow(["item_key", *(c.name for c in typed), "item"])
+        keys, rest = typed[:key_columns], typed[key_columns:]
+        writer.writerow([*(c.name for c in keys), "item_key", *(c.name for c in rest), "item"])
         for item_key, image in rows:
             item = json.loads(image)
-            writer.writerow([item_key, *(text_value(c, item.get(c.name)) for c in typed), image])
+            writer.writerow([*(text_value(c, item.get(c.name)) for c in keys), item_key,
+                             *(text_value(c, item.get(c.name)) for c in rest), image])
             count += 1
     return count

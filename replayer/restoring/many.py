@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from changelog.aws import translate
 from changelog.errors import RewindError, TimeOutOfRange, UsageError
-from changelog.meta import read_meta
+from changelog.meta import key_names, read_meta
 from changelog.names import table_name_problem
 from changelog.progress import Progress
 from changelog.state import check_restorable, coverage
@@ -111,7 +111,8 @@ def restore_many(store: Store, tables: list[str], at: datetime, targets: dict[st
             if dry_run:
                 return TableOutcome(table, target, items, 0, None)
             if to_files:
-                return TableOutcome(table, target, items, replay_to_file(con, target, items, overwrite=overwrite),
+                return TableOutcome(table, target, items, replay_to_file(con, target, items, overwrite=overwrite,
+                                                                          keys=key_names(store, table)),
                                     None)
             plan = plans[table]
             action = prepare_target(dynamodb, target, read_meta(store, table), create=create,

@@ -6,7 +6,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,13 +19,14 @@ from changelog.attributes import summarize
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.docs import register_doc_function
 from changelog.errors import UsageError
-from changelog.plain import plain_columns
+from changelog.plain import columns_of, plain_columns, typed_query
 from changelog.predicate import Predicate, lock_down, parse_predicate
 from changelog.progress import Progress, query_progress, track_progress
 from changelog.state import check_restorable, coverage, open_state, plan_state
 from changelog.store import Store, remote_read_failure
 from changelog.timefmt import format_time, to_micros
 from replayer.restoring.export import (
+    RESERVED,
     STDOUT,
     check_format,
     write_avro,
@@ -36,7 +37,6 @@ from replayer.restoring.export import (
 )
 from replayer.restoring.outfile import check_output, output_file
 from replayer.restoring.target import scan_keys
-from replayer.restoring.typed import infer_columns, typed_query
 from replayer.restoring.writer import WriteReport, WriteSettings, write_images, write_requests
 
 BATCH_ROWS = 10_000
@@ -164,11 +164,13 @@ def check_file_target(path: str, overwrite: bool) -> None:
         check_output(path, overwrite)
 
 
-def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, overwrite: bool = False) -> int:
+def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, overwrite: bool = False,
+                   keys: Sequence[str] = ()) -> int:
     """Write the ``items`` view to ``path`` (.jsonl, .parquet or .avro); returns items written.
 
     The file appears only when complete (replayer.restoring.outfile); an existing one is replaced only with
-    ``overwrite``.
+    ``overwrite``. ``keys`` are the table's key attributes (``changelog.meta.key_names``): their typed
+    columns come first in .parquet and .csv.
     """
     kind = check_format(path)
     progress = Progress("replay", total=total)
@@ -177,21 +179,21 @@ def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, ove
         sys.stdout.flush()
         progress.close()
         return count
-    # Parquet and CSV: a first pass over the images finds each attribute's type (replayer.restoring.typed).
+    # Parquet and CSV: a first pass over the images finds each attribute's type (changelog.plain's rule).
     columns = []
     if kind in (".parquet", ".csv"):
         with query_progress(con, "finding the attributes' types"):
-            columns = infer_columns(con, "items")
+            columns = columns_of(summarize(con, "items", "image"), keys, RESERVED)
     with output_file(path, overwrite) as partial:
         if kind == ".jsonl":
             count = write_jsonl(partial, _images(con, progress))
         elif kind == ".avro":
             count = write_avro(partial, _images(con, progress))
         elif kind == ".csv":
-            count = write_csv(partial, _rows(con, progress), columns)
+            count = write_csv(partial, _rows(con, progress), columns, len(keys))
         else:
             query = typed_query(columns, "items", "item_key, keys, image, doc")
-            count = write_parquet(_counted(_read(con, query), progress), partial, columns)
+            count = write_parquet(_counted(_read(con, query), progress), partial, columns, len(keys))
     progress.close()
     return count
 

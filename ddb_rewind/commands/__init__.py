@@ -19,6 +19,7 @@ from ddb_rewind.commands import (
     replay,
     report,
     requeue,
+    serve,
     sql,
     status,
     timeline,
@@ -29,5 +30,5 @@ from ddb_rewind.commands import (
 # try it, capture, look after the store, restore, then ask questions.
 COMMANDS: list[ModuleType] = [
     demo, status, consume, bootstrap, recover, requeue, compact, expire, check, replay, verify, repair, sql, history,
-    timeline, diff, athena_sql, report,
+    timeline, diff, athena_sql, report, serve,
 ]

@@ -20,6 +20,7 @@ from ddb_rewind.commands import (
     replay,
     report,
     requeue,
+    serve,
     sql,
     status,
     timeline,
@@ -30,5 +31,5 @@ from ddb_rewind.commands import (
 # try it, capture, look after the store, restore, then ask questions.
 COMMANDS: list[ModuleType] = [
     demo, status, consume, bootstrap, recover, requeue, compact, expire, forget, check, replay, verify, repair, sql,
-    history, timeline, diff, athena_sql, report,
+    history, timeline, diff, athena_sql, report, serve,
 ]

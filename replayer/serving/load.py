@@ -1,0 +1,91 @@
+"""The tables of a moment, loaded: every table proven at T first, then each one's state into an index.
+
+The state is the one ``replay`` computes (``replayer.restoring.replay.open_items``: coverage, gaps,
+quarantine and integrity refusals included), and the tables are checked together
+(``check_all_restorable``) before any is loaded, so a moment that cannot be proven for one of them
+refuses at once. What DescribeTable says comes from the settings recorded for T
+(``changelog.settings``), the key schema from the table's meta.json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from changelog.errors import SettingsUnknown
+from changelog.meta import read_meta
+from changelog.settings import settings_at
+from changelog.store import Store
+from changelog.timefmt import format_time, to_micros
+from replayer.restoring.many import check_all_restorable
+from replayer.restoring.replay import BATCH_ROWS, open_items
+from replayer.serving.index import Index, KeyNames, build
+from replayer.serving.moment import MomentBackend, MomentTable
+
+_DESCRIBED = ("TableName", "KeySchema", "AttributeDefinitions", "BillingModeSummary", "ProvisionedThroughput",
+              "GlobalSecondaryIndexes", "LocalSecondaryIndexes", "TableArn", "TableId", "StreamSpecification",
+              "SSEDescription", "TableClassSummary", "DeletionProtectionEnabled", "OnDemandThroughput",
+              "WarmThroughput")
+
+
+def key_schema(meta: Mapping[str, Any], table: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """KeySchema and the key attributes' AttributeDefinitions from meta.json."""
+    schema = meta["key_schema"]
+    if any(k.get("KeyType") not in ("HASH", "RANGE") or k.get("AttributeType") not in ("S", "N", "B")
+           for k in schema):
+        raise SettingsUnknown(f"the store does not record which key of {table!r} is the partition key (DescribeTable "
+                              "was never allowed when it was captured): run 'ddb-rewind bootstrap' with "
+                              "dynamodb:DescribeTable allowed")
+    ordered = sorted(schema, key=lambda k: k["KeyType"] != "HASH")
+    return ([{"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]} for k in ordered],
+            [{"AttributeName": k["AttributeName"], "AttributeType": k["AttributeType"]} for k in ordered])
+
+
+def describe_at(store: Store, table: str, meta: Mapping[str, Any], at_us: int) -> dict[str, Any]:
+    """DescribeTable's ``Table`` as configured at ``at_us``, as far as the store recorded it.
+
+    Indexes come from the settings in force at T. Without settings recorded at or before T the
+    description holds only what cannot change: the keys and the local secondary indexes.
+    """
+    schema, attributes = key_schema(meta, table)
+    try:
+        version = settings_at(store, table, at_us)
+    except SettingsUnknown:
+        version = None
+    recorded = version.settings.get("table") if version is not None else None
+    known = isinstance(recorded, dict) and "unknown" not in recorded
+    source: Mapping[str, Any] = recorded if isinstance(recorded, dict) and known else (meta.get("description") or {})
+    description = {key: source[key] for key in _DESCRIBED if key in source}
+    if not known:
+        description.pop("GlobalSecondaryIndexes", None)
+    description.update({"TableName": table, "KeySchema": schema})
+    description.setdefault("AttributeDefinitions", attributes)
+    for index in description.get("GlobalSecondaryIndexes") or []:
+        index["IndexStatus"] = "ACTIVE"
+    return description
+
+
+def load_tables(store: Store, tables: list[str], at: datetime, workdir: Path,
+                say: Callable[[str], None] = lambda line: None) -> MomentBackend:
+    """Prove ``at`` for every table, then load each table's state at ``at`` into an index under ``workdir``."""
+    check_all_restorable(store, tables, at)
+    at_us = to_micros(at)
+    served = []
+    for number, table in enumerate(tables):
+        meta = read_meta(store, table)
+        description = describe_at(store, table, meta, at_us)
+        schema, attributes = key_schema(meta, table)
+        con = open_items(store, table, at)
+        try:
+            names = KeyNames(schema[0]["AttributeName"], schema[1]["AttributeName"] if len(schema) > 1 else None)
+            path = workdir / f"table-{number}.sqlite"
+            count = build(path, names, con.sql("SELECT keys, image FROM items").to_arrow_reader(BATCH_ROWS))
+        finally:
+            con.close()
+        say(f"loaded {table}: {count:,} items as of {format_time(at)}")
+        table_model = MomentTable(  # type: ignore[abstract]  # moto's Table is instantiated so too
+            table, schema, description.get("AttributeDefinitions") or attributes, Index(path, count), description)
+        served.append(table_model)
+    return MomentBackend(served)

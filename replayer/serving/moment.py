@@ -1,0 +1,249 @@
+"""DynamoDB's read operations over the indexes of a moment, with moto's DynamoDB semantics.
+
+moto's request handling (validation, KeyConditionExpression, FilterExpression and ProjectionExpression
+parsing and evaluation, response shapes) is used as it is; only where the items come from changes:
+``MomentTable`` is moto's ``Table`` whose items live in an ``index.Index`` on disk, read a page at a
+time in key order. The paging rules (Limit, the 1 MB page, when LastEvaluatedKey is given,
+ScannedCount) are moto's loop, fed from the index instead of from a sorted list of every item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import closing
+from typing import Any
+
+import orjson
+from moto.dynamodb.exceptions import MockValidationException, ResourceNotFoundException
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
+from moto.dynamodb.models.table import RESULT_SIZE_LIMIT, Table
+
+from replayer.serving.index import Bound, Index, KeyNames
+from replayer.serving.keyorder import NotAKey, encode_value, prefix_end
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+_INVALID_KEY = "The provided key element does not match the schema"
+
+
+class MomentTable(Table):
+    """moto's Table over an on-disk index: GetItem, Query and Scan read the index; nothing writes."""
+
+    def __init__(self, name: str, key_schema: list[dict[str, Any]], attributes: list[dict[str, str]],
+                 index: Index, description: Mapping[str, Any]) -> None:
+        super().__init__(name, ACCOUNT, REGION, schema=key_schema, attr=attributes)
+        self.index = index
+        self.description = description
+        self.keys = KeyNames(self.hash_key_attr, self.range_key_attr)
+
+    # -- items from the index ------------------------------------------------------------------
+
+    def _item(self, image: str) -> Item:
+        attrs = orjson.loads(image)
+        hash_key = DynamoType(attrs[self.hash_key_attr])
+        range_key = DynamoType(attrs[self.range_key_attr]) if self.range_key_attr else None
+        return Item(hash_key, range_key, attrs)
+
+    def _encode(self, value: Any, kind: str | None, message: str = _INVALID_KEY) -> bytes:
+        if isinstance(value, DynamoType):
+            value = {value.type: value.value}
+        if not isinstance(value, dict) or set(value) != {kind}:
+            raise MockValidationException(message)
+        try:
+            return encode_value(value)
+        except NotAKey:
+            raise MockValidationException(message) from None
+
+    def _key_of(self, key: Mapping[str, Any]) -> tuple[bytes, bytes]:
+        """A request's key (GetItem, ExclusiveStartKey) as index bytes; DynamoDB's error when it does not fit."""
+        names = {self.hash_key_attr, *([self.range_key_attr] if self.range_key_attr else [])}
+        if not isinstance(key, Mapping) or not names <= set(key):
+            raise MockValidationException(_INVALID_KEY)
+        hash_bytes = self._encode(key[self.hash_key_attr], self.hash_key_type)
+        if not self.range_key_attr:
+            return hash_bytes, b""
+        return hash_bytes, self._encode(key[self.range_key_attr], self.range_key_type)
+
+    def all_items(self) -> list[Item]:
+        # Every path here reads the index a page at a time; a list of every item is what this avoids.
+        raise MockValidationException("this operation is not answered at a moment")
+
+    def __len__(self) -> int:
+        return self.index.count
+
+    # -- the read operations -------------------------------------------------------------------
+
+    def get_item(self, hash_key: DynamoType, range_key: DynamoType | None = None,
+                 projection_expression: list[list[str]] | None = None) -> Item | None:
+        if self.has_range_key and not range_key:
+            raise MockValidationException("Table has a range key, but no range key was passed into get_item")
+        key = {self.hash_key_attr: hash_key, **({self.range_key_attr: range_key} if self.range_key_attr else {})}
+        image = self.index.get(*self._key_of(key))
+        if image is None:
+            return None
+        item = self._item(image)
+        return item.project(projection_expression) if projection_expression else item
+
+    def query(self, hash_key: DynamoType | None, range_comparison: str | None, range_objs: list[DynamoType],
+              limit: int, exclusive_start_key: dict[str, Any], scan_index_forward: bool,
+              projection_expressions: list[list[str]] | None, index_name: str | None = None,
+              consistent_read: bool = False, filter_expression: Any = None,
+              hash_key_conditions: list[tuple[str, DynamoType]] | None = None,
+              range_key_conditions: list[tuple[str, str, list[DynamoType]]] | None = None,
+              **filter_kwargs: Any) -> tuple[list[Item], int, dict[str, Any] | None]:
+        if index_name:
+            self.get_index(index_name, error_if_not=True)
+            raise MockValidationException(f"index {index_name!r} is not served at a moment yet: query the table")
+        if filter_kwargs:
+            raise MockValidationException("QueryFilter is not served at a moment: use FilterExpression")
+        if hash_key is None:
+            raise MockValidationException("Query condition missed key schema element: " + self.hash_key_attr)
+        mismatch = "One or more parameter values were invalid: Condition parameter type does not match schema type"
+        partition = self._encode(hash_key, self.hash_key_type, mismatch)
+        low, high = self._range(range_comparison, range_objs, mismatch)
+        forward = scan_index_forward is not False
+        if exclusive_start_key is not None:
+            start_hash, start_range = self._key_of(exclusive_start_key)
+            if start_hash != partition:
+                raise MockValidationException("The provided starting key is invalid: "
+                                              "The provided key element does not match the schema")
+            after = Bound(start_range, False)
+            if forward:
+                low = _tighter(low, after, lower=True)
+            else:
+                high = _tighter(high, after, lower=False)
+        with closing(self.index.partition(partition, low, high, forward=forward)) as images:
+            results, scanned, stopped = _page(map(self._item, images), limit)
+        if stopped is None and results and self.range_key_attr:
+            # moto's loop reaches past the key condition: the partition's next item (in range or not)
+            # is where it stops and gives LastEvaluatedKey (see _page).
+            beyond = Bound(self._encode(results[-1].range_key, self.range_key_type), False)
+            rest = self.index.partition(partition, beyond if forward else None, None if forward else beyond,
+                                        forward=forward)
+            with closing(rest):
+                following = next(rest, None)
+            if following is not None:
+                stopped = _stops(results, self._item(following), limit)
+        return self._finish(results, scanned, stopped, filter_expression, projection_expressions)
+
+    def _range(self, comparison: str | None, values: list[DynamoType],
+               mismatch: str) -> tuple[Bound | None, Bound | None]:
+        """The key condition on the sort key as index bounds."""
+        if comparison is None:
+            return None, None
+        encoded = [self._encode(v, self.range_key_type, mismatch) for v in values]
+        op = comparison.upper()
+        if op in ("=", "EQ"):
+            return Bound(encoded[0], True), Bound(encoded[0], True)
+        if op in ("<", "LT"):
+            return None, Bound(encoded[0], False)
+        if op in ("<=", "LE"):
+            return None, Bound(encoded[0], True)
+        if op in (">", "GT"):
+            return Bound(encoded[0], False), None
+        if op in (">=", "GE"):
+            return Bound(encoded[0], True), None
+        if op == "BETWEEN":
+            return Bound(encoded[0], True), Bound(encoded[1], True)
+        if op == "BEGINS_WITH":
+            if self.range_key_type == "N":
+                raise MockValidationException("Invalid KeyConditionExpression: Incorrect operand type for operator "
+                                              "or function; operator or function: begins_with, operand type: N")
+            end = prefix_end(encoded[0])
+            return Bound(encoded[0], True), None if end is None else Bound(end, False)
+        raise MockValidationException(f"Invalid KeyConditionExpression: unsupported comparison {comparison}")
+
+    def scan(self, filters: dict[str, Any], limit: int, exclusive_start_key: dict[str, Any],
+             filter_expression: Any = None, index_name: str | None = None, consistent_read: bool = False,
+             projection_expression: list[list[str]] | None = None,
+             segments: tuple[None, None] | tuple[int, int] = (None, None),
+             ) -> tuple[list[Item], int, dict[str, Any] | None]:
+        if index_name:
+            self.get_index(index_name, error_if_not=True)
+            raise MockValidationException(f"index {index_name!r} is not served at a moment yet: scan the table")
+        after = self._key_of(exclusive_start_key) if exclusive_start_key is not None else None
+        segment = None if segments == (None, None) else (int(segments[0]), int(segments[1]))  # type: ignore[arg-type]
+        with closing(self.index.scan(after, segment)) as images:
+            results, scanned, stopped = _page(map(self._item, images), limit,
+                                              keep=lambda item: _passes(item, filters))
+        return self._finish(results, scanned, stopped, filter_expression, projection_expression)
+
+    def _finish(self, results: list[Item], scanned: int, stopped: bool | None, filter_expression: Any,
+                projection: list[list[str]] | None) -> tuple[list[Item], int, dict[str, Any] | None]:
+        last_key = self._get_last_evaluated_key(results[-1], None) if stopped else None
+        if filter_expression is not None:
+            results = [item for item in results if filter_expression.expr(item)]
+        if projection:
+            results = [item.project(projection) for item in results]
+        return results, scanned, last_key
+
+    def describe_moment(self) -> dict[str, Any]:
+        """DescribeTable's ``Table``: the table as configured at the moment, its item count at the moment."""
+        return {**self.description, "TableStatus": "ACTIVE", "ItemCount": self.index.count}
+
+
+def _tighter(bound: Bound | None, other: Bound, *, lower: bool) -> Bound:
+    if bound is None:
+        return other
+    if bound.value == other.value:
+        return Bound(bound.value, bound.inclusive and other.inclusive)
+    return max(bound, other, key=lambda b: b.value) if lower else min(bound, other, key=lambda b: b.value)
+
+
+def _stops(results: list[Item], candidate: Item, limit: int | None, size: int | None = None) -> bool:
+    """moto's test before taking ``candidate``: the page is full by Limit or would pass 1 MB with it."""
+    used = sum(item.size() for item in results) if size is None else size
+    return (limit is not None and len(results) == limit) or used + candidate.size() > RESULT_SIZE_LIMIT
+
+
+def _page(candidates: Iterable[Item], limit: int | None, keep: Any = None) -> tuple[list[Item], int, bool | None]:
+    """moto's paging loop: (items taken, ScannedCount, True when it stopped at a candidate, else None).
+
+    A page stops at the first candidate that finds it full; LastEvaluatedKey is then the last item
+    taken. Without such a candidate the page is the last one (None: the caller may look further).
+    """
+    results: list[Item] = []
+    size = 0
+    scanned = 0
+    for item in candidates:
+        if _stops(results, item, limit, size):
+            return results, scanned, True
+        if keep is None or keep(item):
+            results.append(item)
+            size += item.size()
+        scanned += 1
+    return results, scanned, None
+
+
+def _passes(item: Item, filters: dict[str, Any]) -> bool:
+    """A legacy ScanFilter, as moto's Table.scan applies it."""
+    for name, (operator, values) in filters.items():
+        attribute = item.attrs.get(name)
+        if attribute:
+            if not attribute.compare(operator, values):
+                return False
+        elif operator != "NULL":
+            return False
+    return True
+
+
+class MomentBackend(DynamoDBBackend):
+    """moto's DynamoDB backend holding only the tables of one moment."""
+
+    def __init__(self, tables: Iterable[MomentTable]) -> None:
+        super().__init__(REGION, ACCOUNT)
+        for table in sorted(tables, key=lambda t: t.name):
+            self.tables[table.name] = table
+
+    def describe_table(self, name: str) -> dict[str, Any]:
+        table = self.tables.get(name)
+        if not isinstance(table, MomentTable):
+            raise ResourceNotFoundException(table_name=name)
+        return {"Table": table.describe_moment()}
+
+
+def images_of(items: Iterator[Item]) -> Iterator[dict[str, Any]]:
+    """Items as DynamoDB JSON (for tests and benchmarks)."""
+    for item in items:
+        yield item.to_json()["Attributes"]

@@ -1,0 +1,105 @@
+"""DynamoDB's JSON 1.0 protocol at a moment: read operations answered by moto's handler, the rest refused.
+
+A request is ``POST /`` with ``X-Amz-Target: DynamoDB_20120810.<Operation>`` and a JSON body. Reads go
+to moto's ``DynamoHandler`` over the moment's backend; every write, and every operation not served,
+gets DynamoDB's error shape (HTTP 400, ``{"__type": ..., "message": ...}``) saying why. Nothing that
+goes wrong while answering becomes a 500 or a hang: it is a 400 with one line. Signatures are not
+checked: any credentials are accepted (the server listens on loopback by default).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+
+from moto.core.request import Request
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.responses import DynamoHandler
+
+PREFIX = "DynamoDB_20120810."
+ERROR_TYPE = "com.amazonaws.dynamodb.v20120810#"
+JSON_1_0 = "application/x-amz-json-1.0"
+READS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan", "DescribeTable", "ListTables", "TransactGetItems"})
+
+log = logging.getLogger("ddb_rewind.serve")
+
+
+@dataclass(frozen=True)
+class Response:
+    """What goes back on the wire."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def error(kind: str, message: str) -> Response:
+    """DynamoDB's error shape."""
+    body = json.dumps({"__type": ERROR_TYPE + kind, "message": message}).encode()
+    return Response(400, {"Content-Type": JSON_1_0}, body)
+
+
+@cache
+def dynamodb_operations() -> frozenset[str]:
+    """Every operation DynamoDB has (botocore's service model)."""
+    import botocore.session
+
+    return frozenset(botocore.session.get_session().get_service_model("dynamodb").operation_names)
+
+
+class _Handler(DynamoHandler):
+    """moto's handler answering from one moment's backend, whatever the credentials."""
+
+    def __init__(self, backend: DynamoDBBackend) -> None:
+        super().__init__()
+        self._backend = backend
+
+    @property
+    def dynamodb_backend(self) -> DynamoDBBackend:
+        return self._backend
+
+    def _authenticate_and_authorize_normal_action(self, resource: str = "*") -> None:
+        return None
+
+
+class Protocol:
+    """Answers one request for a moment described by ``moment`` (a phrase such as "orders as of 14:02Z")."""
+
+    def __init__(self, backend: DynamoDBBackend, moment: str) -> None:
+        self.backend = backend
+        self.moment = moment
+
+    def answer(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> Response:
+        """The response to one HTTP request."""
+        target = next((v for k, v in headers.items() if k.lower() == "x-amz-target"), "")
+        if method != "POST" or not target.startswith(PREFIX):
+            return error("UnknownOperationException",
+                         "this endpoint speaks DynamoDB's JSON protocol: POST / with X-Amz-Target: "
+                         "DynamoDB_20120810.<Operation>")
+        operation = target[len(PREFIX):]
+        if operation not in READS:
+            if operation in dynamodb_operations():
+                return error("ValidationException",
+                             f"{operation} is not answered here: this endpoint is {self.moment}, a read-only "
+                             f"moment (it answers {', '.join(sorted(READS))})")
+            return error("UnknownOperationException", f"DynamoDB has no operation {operation[:80]!r}")
+        try:
+            json.loads(body or b"{}")
+        except ValueError:
+            return error("SerializationException", "the request body is not JSON")
+        try:
+            request = Request.from_primitives(method, url, dict(headers), body)
+            status, response_headers, content = _Handler(self.backend)._dispatch(request)
+        except Exception as exc:  # anything moto did not expect is one 400, never a 500
+            log.warning("%s failed: %s: %.200s", operation, type(exc).__name__, exc)
+            return error("ValidationException", f"{operation} could not be answered: {type(exc).__name__}")
+        data = content if isinstance(content, bytes) else str(content).encode()
+        if int(status) >= 500:
+            log.warning("%s: moto answered %s: %s", operation, status, data[:200])
+            return error("ValidationException", f"{operation} could not be answered")
+        out = {str(k): str(v) for k, v in response_headers.items() if str(k).lower() != "status"}
+        out.setdefault("Content-Type", JSON_1_0)
+        return Response(int(status), out, data)

@@ -1,0 +1,112 @@
+"""The loopback HTTP server: binds first (a busy port refuses at once), answers once the moment is loaded."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from changelog.errors import UsageError
+from changelog.store import Store
+from changelog.timefmt import format_time
+from replayer.serving.load import load_tables
+from replayer.serving.moment import MomentBackend, MomentTable
+from replayer.serving.protocol import Protocol, Response, error
+
+# DynamoDB's own request limit (BatchGetItem, TransactGetItems are far below it).
+MAX_BODY = 16 * 1024 * 1024
+
+
+class MomentServer(ThreadingHTTPServer):
+    """A threading HTTP server whose answers come from ``protocol`` once it is set."""
+
+    daemon_threads = True
+    protocol: Protocol | None = None
+    loading = "loading the moment"
+
+
+class _Requests(BaseHTTPRequestHandler):
+    server: MomentServer
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        length_text = self.headers.get("Content-Length") or "0"
+        length = int(length_text) if length_text.isdigit() else -1
+        if not 0 <= length <= MAX_BODY:
+            self._send(error("ValidationException", "the request body is missing its length or is over 16 MB"),
+                       close=True)
+            return
+        body = self.rfile.read(length) if length else b""
+        protocol = self.server.protocol
+        if protocol is None:
+            self._send(error("ResourceNotFoundException",
+                             f"{self.server.loading}: ask again once 'ddb-rewind serve' says it is serving"))
+            return
+        url = f"http://{self.headers.get('Host') or 'localhost'}{self.path}"
+        self._send(protocol.answer(self.command, url, dict(self.headers.items()), body))
+
+    do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _answer
+
+    def _send(self, response: Response, close: bool = False) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            if name.lower() not in ("content-length", "connection", "date", "server"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def bind(host: str, port: int) -> MomentServer:
+    """Listen on ``host:port`` (port 0: any free port); UsageError when that cannot be done."""
+    try:
+        return MomentServer((host, port), _Requests)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UsageError(f"cannot listen on {host}:{port}: {reason}; choose another --port or --host") from None
+
+
+def start(server: MomentServer) -> threading.Thread:
+    """Answer requests on a background thread until ``server.shutdown()``."""
+    thread = threading.Thread(target=server.serve_forever, name="ddb-rewind-serve", daemon=True)
+    thread.start()
+    return thread
+
+
+@contextmanager
+def serving(store: Store, tables: list[str], at: datetime, *, host: str = "127.0.0.1", port: int = 0,
+            say: Callable[[str], None] = lambda line: None) -> Iterator[MomentServer]:
+    """Serve ``tables`` as of ``at`` on ``host:port`` while inside; the indexes are deleted on leaving.
+
+    The port is taken first, so a busy one refuses before any loading; until the moment is loaded,
+    requests get an error saying so (never a wait).
+    """
+    server = bind(host, port)
+    start(server)
+    backend: MomentBackend | None = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="ddb-rewind-serve-") as work:
+            try:
+                server.loading = f"loading {', '.join(tables)} as of {format_time(at)}"
+                backend = load_tables(store, tables, at, Path(work), say)
+                server.protocol = Protocol(backend, f"{', '.join(tables)} as of {format_time(at)}")
+                yield server
+            finally:
+                server.shutdown()
+                server.server_close()
+                for table in backend.tables.values() if backend is not None else []:
+                    if isinstance(table, MomentTable):
+                        table.index.close()
+    finally:
+        server.server_close()

@@ -1,0 +1,384 @@
+"""``serve --at T`` answers DynamoDB's read API exactly as the table answered at T; writes are refused.
+
+The oracle is a moto table: a random workload is written to it and captured as its stream records;
+at the moment T every read below is asked of the moto table (as it was then) and of ``serve --at T``
+through unchanged boto3, and the answers must be equal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from moto import mock_aws
+
+from changelog.codec import decode_lambda_record
+from changelog.meta import meta_from_description, write_meta
+from changelog.store import LocalStore, Store
+from ddb_rewind.cli import main
+from replayer.serving.keyorder import encode_number, encode_value
+from replayer.serving.server import serving
+from stream_consumer.capture import capture_batch
+from tests.events import lambda_record
+
+REPO = Path(__file__).resolve().parent.parent
+TABLE = "orders"
+T0 = 1_700_000_000
+PKS = ["a", "b", "ключ"]
+SKS = {"N": [-10, -1, 0, 1, 2, 15, 300], "S": ["a", "ab", "abc", "b", "ba", "é", "z"]}
+
+_text = st.text(alphabet="abcé ", max_size=5)
+_value = st.recursive(
+    st.one_of(
+        _text.map(lambda s: {"S": s}),
+        st.integers(-50, 50).map(lambda n: {"N": str(n)}),
+        st.booleans().map(lambda b: {"BOOL": b}),
+        st.just({"NULL": True}),
+        st.lists(st.text(alphabet="abc", min_size=1, max_size=3), min_size=1, max_size=3, unique=True)
+        .map(lambda v: {"SS": v}),
+    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=3).map(lambda v: {"L": v}),
+                            st.dictionaries(st.sampled_from(["x", "y"]), inner, max_size=2).map(lambda v: {"M": v})),
+    max_leaves=4,
+)
+# Padding makes a few pages stop at DynamoDB's 1 MB, not at Limit.
+_padding = st.sampled_from([0, 0, 0, 300_000])
+
+
+@st.composite
+def workloads(draw: Any, sort_type: str) -> tuple[list[tuple[str, Any, dict[str, Any] | None]], int]:
+    """Puts and deletes over a small key space, and the number of them that happened by the moment T."""
+    ops = []
+    for _ in range(draw(st.integers(1, 30))):
+        pk, sk = draw(st.sampled_from(PKS)), draw(st.sampled_from(SKS[sort_type]))
+        if ops and draw(st.integers(0, 4)) == 0:
+            ops.append((pk, sk, None))
+            continue
+        # Each attribute keeps one type: moto fails (where DynamoDB answers false) on comparing a list to a number.
+        attributes = draw(st.fixed_dictionaries({}, optional={
+            "n": st.integers(-50, 50).map(lambda n: {"N": str(n)}), "s": _text.map(lambda v: {"S": v}),
+            "tags": st.lists(st.text(alphabet="abc", min_size=1, max_size=3), min_size=1, max_size=3, unique=True)
+            .map(lambda v: {"SS": v}),
+            "doc": _value}))
+        padding = draw(_padding)
+        if padding:
+            attributes["pad"] = {"S": "p" * padding}
+        ops.append((pk, sk, attributes))
+    return ops, draw(st.integers(1, len(ops)))
+
+
+def _key(pk: str, sk: Any, sort_type: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {sort_type: str(sk)}}
+
+
+def _description(sort_type: str) -> dict[str, Any]:
+    return {"TableName": TABLE,
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
+                                     {"AttributeName": "sk", "AttributeType": sort_type}],
+            "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"}}
+
+
+def _at(second: int) -> datetime:
+    return datetime.fromtimestamp(second, tz=UTC)
+
+
+def _client(port: int) -> Any:
+    return boto3.client("dynamodb", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                        aws_access_key_id="anything", aws_secret_access_key="anything")
+
+
+def _requests(sort_type: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every read the equivalence compares: GetItem, BatchGetItem, Query and Scan with their options."""
+    low, high = SKS[sort_type][1], SKS[sort_type][4]
+    value = {sort_type: str(low)}
+    conditions: list[tuple[str, dict[str, Any]]] = [
+        ("pk = :p", {}), ("pk = :p AND sk = :v", {":v": value}), ("pk = :p AND sk < :v", {":v": value}),
+        ("pk = :p AND sk <= :v", {":v": value}), ("pk = :p AND sk > :v", {":v": value}),
+        ("pk = :p AND sk >= :v", {":v": value}),
+        ("pk = :p AND sk BETWEEN :v AND :w", {":v": value, ":w": {sort_type: str(high)}}),
+    ]
+    if sort_type == "S":
+        conditions.append(("pk = :p AND begins_with(sk, :v)", {":v": {"S": "a"}}))
+    requests: list[tuple[str, dict[str, Any]]] = []
+    for pk in [*PKS, "nobody"]:
+        for condition, values in conditions:
+            for forward in (True, False):
+                for limit in (None, 2):
+                    request: dict[str, Any] = {"KeyConditionExpression": condition, "ScanIndexForward": forward,
+                                               "ExpressionAttributeValues": {":p": {"S": pk}, **values}}
+                    if limit:
+                        request["Limit"] = limit
+                    requests.append(("query", request))
+        base = {"KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": pk}}}
+        requests += [
+            ("query", {**base, "Select": "COUNT"}),
+            ("query", {**base, "Limit": 2, "ProjectionExpression": "pk, sk, #n, tags",
+                       "ExpressionAttributeNames": {"#n": "n"}}),
+            ("query", {**base, "Limit": 2, "FilterExpression": "attribute_exists(#n) AND #n > :zero",
+                       "ExpressionAttributeNames": {"#n": "n"},
+                       "ExpressionAttributeValues": {":p": {"S": pk}, ":zero": {"N": "0"}}}),
+            ("query", {**base,
+                       "FilterExpression": "contains(tags, :c) OR (attribute_type(#s, :str) AND size(#s) > :two)",
+                       "ExpressionAttributeNames": {"#s": "s"}, "Select": "COUNT",
+                       "ExpressionAttributeValues": {":p": {"S": pk}, ":c": {"S": "a"}, ":two": {"N": "2"},
+                                                     ":str": {"S": "S"}}}),
+        ]
+    for limit in (None, 1, 3):
+        requests.append(("scan", {"Limit": limit} if limit else {}))
+        for segment in range(3):
+            requests.append(("scan", {"Segment": segment, "TotalSegments": 3, **({"Limit": limit} if limit else {})}))
+    requests += [
+        ("scan", {"Select": "COUNT", "FilterExpression": "attribute_type(doc, :m)",
+                  "ExpressionAttributeValues": {":m": {"S": "M"}}}),
+        ("scan", {"Limit": 2, "FilterExpression": "NOT attribute_exists(tags)", "ProjectionExpression": "sk, tags"}),
+    ]
+    keys = [_key(pk, sk, sort_type) for pk in PKS for sk in SKS[sort_type]]
+    requests += [("get_item", {"Key": key}) for key in keys]
+    requests += [("get_item", {"Key": key, "ProjectionExpression": "#n, doc", "ExpressionAttributeNames": {"#n": "n"}})
+                 for key in keys[:5]]
+    requests.append(("batch_get_item", {"RequestItems": {TABLE: {"Keys": keys[:20]}}}))
+    return requests
+
+
+def _ask(client: Any, operation: str, request: dict[str, Any]) -> Any:
+    """The answer to one read: every page of it (LastEvaluatedKey followed), or the error's code."""
+    if operation == "batch_get_item":
+        answer = client.batch_get_item(**request)
+        return sorted(json.dumps(item, sort_keys=True, default=str) for item in answer["Responses"][TABLE])
+    if operation == "get_item":
+        return client.get_item(TableName=TABLE, **request).get("Item")
+    pages = []
+    start: dict[str, Any] = {}
+    for _ in range(40):
+        try:
+            answer = getattr(client, operation)(TableName=TABLE, **request, **start)
+        except ClientError as exc:
+            return {"error": exc.response["Error"]["Code"]}
+        pages.append({key: answer.get(key) for key in ("Items", "Count", "ScannedCount", "LastEvaluatedKey")})
+        if "LastEvaluatedKey" not in answer:
+            break
+        start = {"ExclusiveStartKey": answer["LastEvaluatedKey"]}
+    return pages
+
+
+def _capture(store: Store, ops: list[tuple[str, Any, dict[str, Any] | None]], sort_type: str, moto: Any,
+             ask_at: int, asked: list[Any]) -> None:
+    """Write ``ops`` to the moto table one a second; before op ``ask_at`` ask every read; keep the stream."""
+    records = []
+    requests = _requests(sort_type)
+    for number, (pk, sk, attributes) in enumerate([*ops, ("zz-last", SKS[sort_type][0], {})]):
+        if number == ask_at:
+            asked.extend(_ask(moto, operation, request) for operation, request in requests)
+        key = _key(pk, sk, sort_type)
+        old = moto.get_item(TableName=TABLE, Key=key).get("Item")
+        sequence = 10**20 + 7 * (number + 1)
+        if attributes is None:
+            moto.delete_item(TableName=TABLE, Key=key)
+            if old is not None:
+                records.append(lambda_record(TABLE, "REMOVE", key, float(T0 + number), sequence, old=old))
+            continue
+        new = {**attributes, **key}
+        moto.put_item(TableName=TABLE, Item=new)
+        records.append(lambda_record(TABLE, "MODIFY" if old else "INSERT", key, float(T0 + number), sequence,
+                                     new=new, old=old))
+    capture_batch(store, records, decode_lambda_record, source="test")
+    write_meta(store, meta_from_description(_description(sort_type)))
+
+
+@contextmanager
+def _captured(sort_type: str, ops: list[tuple[str, Any, dict[str, Any] | None]],
+              ask_at: int) -> Iterator[tuple[Store, list[Any]]]:
+    root = Path(tempfile.mkdtemp(prefix="serve-test-"))
+    try:
+        store = LocalStore(root)
+        asked: list[Any] = []
+        with mock_aws():
+            moto = boto3.client("dynamodb", region_name="us-east-1")
+            description = _description(sort_type)
+            moto.create_table(TableName=TABLE, KeySchema=description["KeySchema"],
+                              AttributeDefinitions=description["AttributeDefinitions"], BillingMode="PAY_PER_REQUEST")
+            _capture(store, ops, sort_type, moto, ask_at, asked)
+        yield store, asked
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sort_type", ["N", "S"])
+@settings(max_examples=8, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_every_read_at_a_moment_equals_what_the_table_answered_then(sort_type: str, data: st.DataObject) -> None:
+    ops, ask_at = data.draw(workloads(sort_type))
+    with _captured(sort_type, ops, ask_at) as (store, expected), \
+            serving(store, [TABLE], _at(T0 + ask_at - 1)) as server:
+        client = _client(server.server_address[1])
+        answered = [_ask(client, operation, request) for operation, request in _requests(sort_type)]
+    for (operation, request), want, got in zip(_requests(sort_type), expected, answered, strict=True):
+        assert got == want, (operation, request)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[int]:
+    """``orders`` (sort key N) with three items, served at the moment after the third."""
+    ops: list[tuple[str, Any, dict[str, Any] | None]] = [("a", 1, {"n": {"N": "5"}}), ("a", 2, {}), ("b", 1, {})]
+    with _captured("N", ops, len(ops)) as (store, _), serving(store, [TABLE], _at(T0 + 2)) as server:
+        yield int(server.server_address[1])
+
+
+def _post(port: int, target: str, body: bytes = b"{}") -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=body, method="POST",
+                                     headers={"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.0"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize("operation", ["PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems",
+                                       "CreateTable", "DeleteTable", "UpdateTable", "ExecuteStatement"])
+def test_every_write_is_refused_in_dynamodbs_error_shape(served: int, operation: str) -> None:
+    status, body = _post(served, f"DynamoDB_20120810.{operation}",
+                         json.dumps({"TableName": TABLE, "Item": {"pk": {"S": "x"}, "sk": {"N": "1"}}}).encode())
+    assert status == 400
+    assert body["__type"] == "com.amazonaws.dynamodb.v20120810#ValidationException"
+    assert "read-only moment" in body["message"] and operation in body["message"]
+
+
+def test_boto3_sees_a_refused_write_as_a_validation_error(served: int) -> None:
+    with pytest.raises(ClientError) as raised:
+        _client(served).put_item(TableName=TABLE, Item={"pk": {"S": "x"}, "sk": {"N": "1"}})
+    assert raised.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_an_unknown_operation_is_an_unknown_operation_error(served: int) -> None:
+    status, body = _post(served, "DynamoDB_20120810.Frobnicate")
+    assert (status, body["__type"]) == (400, "com.amazonaws.dynamodb.v20120810#UnknownOperationException")
+
+
+def test_a_body_that_is_not_json_is_a_serialization_error(served: int) -> None:
+    status, body = _post(served, "DynamoDB_20120810.GetItem", b"{not json")
+    assert (status, body["__type"]) == (400, "com.amazonaws.dynamodb.v20120810#SerializationException")
+
+
+def test_a_request_moto_cannot_parse_is_a_400_not_a_500(served: int) -> None:
+    status, body = _post(served, "DynamoDB_20120810.Query", json.dumps({"TableName": TABLE, "Limit": "x"}).encode())
+    assert status == 400 and body["__type"].startswith("com.amazonaws.dynamodb.v20120810#")
+
+
+def test_describe_table_gives_the_keys_and_the_item_count_at_the_moment(served: int) -> None:
+    table = _client(served).describe_table(TableName=TABLE)["Table"]
+    assert (table["TableStatus"], table["ItemCount"]) == ("ACTIVE", 3)
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"},
+                                  {"AttributeName": "sk", "KeyType": "RANGE"}]
+    assert _client(served).list_tables()["TableNames"] == [TABLE]
+
+
+def test_a_table_not_served_is_resource_not_found(served: int) -> None:
+    with pytest.raises(ClientError) as raised:
+        _client(served).get_item(TableName="customers", Key={"pk": {"S": "a"}})
+    assert raised.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_serve_refuses_a_moment_before_coverage_with_exit_5(capsys: pytest.CaptureFixture[str]) -> None:
+    with _captured("N", [("a", 1, {})], 1) as (store, _):
+        code = main(["serve", "--store", store.uri, "--at", _at(T0 - 60).isoformat(), "--tables", TABLE,
+                     "--port", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 5
+    assert len(err) == 1 and err[0].startswith("ddb-rewind: error:") and TABLE in err[0]
+
+
+def test_serve_refuses_when_one_of_the_tables_cannot_be_proven(capsys: pytest.CaptureFixture[str]) -> None:
+    with _captured("N", [("a", 1, {})], 1) as (store, _):
+        code = main(["serve", "--store", store.uri, "--at", _at(T0).isoformat(), "--tables", f"{TABLE},customers",
+                     "--port", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 5  # as replay --tables: the moment is refused for all, naming the table
+    assert len(err) == 1 and "customers" in err[0]
+
+
+def test_a_busy_port_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy, _captured("N", [("a", 1, {})], 1) as (store, _):
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        code = main(["serve", "--store", store.uri, "--at", _at(T0).isoformat(), "--port", str(busy.getsockname()[1])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot listen" in err[0]
+
+
+@given(st.lists(st.one_of(st.integers(-(10**38) + 1, 10**38 - 1).map(str),
+                          st.decimals(allow_nan=False, allow_infinity=False, places=6).map(str),
+                          st.builds(lambda d, e: f"{d}E{e}", st.integers(-(10**5), 10**5), st.integers(-120, 120))),
+                min_size=2, max_size=20))
+def test_numbers_order_exactly_as_dynamodb_orders_them(numbers: list[str]) -> None:
+    by_value = sorted(numbers, key=Decimal)
+    by_bytes = sorted(numbers, key=encode_number)
+    assert [Decimal(n) for n in by_bytes] == [Decimal(n) for n in by_value]
+
+
+def test_equal_numbers_written_differently_are_one_key() -> None:
+    assert encode_number("1.50") == encode_number("1.5") == encode_number("15E-1")
+    assert encode_number("-0") == encode_number("0.000")
+
+
+@given(st.lists(st.text(max_size=6), min_size=2, max_size=10), st.lists(st.binary(max_size=6), min_size=2, max_size=10))
+def test_strings_and_binaries_order_by_their_bytes(strings: list[str], blobs: list[bytes]) -> None:
+    import base64
+
+    assert sorted(strings, key=lambda s: encode_value({"S": s})) == sorted(strings, key=lambda s: s.encode())
+    encoded = [{"B": base64.b64encode(b).decode()} for b in blobs]
+    assert [encode_value(v) for v in sorted(encoded, key=encode_value)] == sorted(blobs)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.skipif(shutil.which("aws") is None, reason="the AWS CLI is not installed")
+def test_the_aws_cli_queries_a_served_moment_unchanged() -> None:
+    ops: list[tuple[str, Any, dict[str, Any] | None]] = [("customer-034", 1, {"total": {"N": "12"}})]
+    with _captured("N", ops, 1) as (store, _):
+        port = _free_port()
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        server = subprocess.Popen([sys.executable, "-m", "ddb_rewind", "serve", "--store", store.uri, "--at",
+                                   _at(T0).isoformat(), "--port", str(port)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            assert server.stdout is not None
+            assert "serving" in server.stdout.readline()
+            done = subprocess.run(
+                ["aws", "dynamodb", "query", "--endpoint-url", f"http://127.0.0.1:{port}", "--region", "us-east-1",
+                 "--table-name", TABLE, "--key-condition-expression", "pk = :p",
+                 "--expression-attribute-values", '{":p":{"S":"customer-034"}}', "--output", "json"],
+                capture_output=True, text=True, check=False, timeout=120,
+                env={**env, "AWS_ACCESS_KEY_ID": "anything", "AWS_SECRET_ACCESS_KEY": "anything"})
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout)["Items"] == [{"pk": {"S": "customer-034"}, "sk": {"N": "1"},
+                                                         "total": {"N": "12"}}]
+        finally:
+            server.terminate()
+            server.wait(timeout=30)

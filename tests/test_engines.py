@@ -64,7 +64,7 @@ SPARK_PROPERTY = settings(max_examples=6, deadline=None,
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     """One local SparkSession for the whole run (the engine's own, as the CLI starts it)."""
-    from replayer.engines.spark_engine import session
+    from changelog.spark import session
 
     yield session()
 
@@ -381,7 +381,7 @@ def test_spark_submit_runs_the_job_file_unchanged(tmp_path: Path) -> None:
 
     run = subprocess.run(
         [str(submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
-         str(ROOT / "replayer" / "spark_job.py"),
+         str(ROOT / "replayer" / "engines" / "spark_job.py"),
          "--store", str(store.root), "--table", TABLE, "--at", "2025-06-15T15:06:45Z",
          "--output", str(tmp_path / "out"), "--format", "jsonl"],
         capture_output=True, text=True, timeout=300,

@@ -22,7 +22,7 @@ from changelog.attributes import with_summary
 from changelog.changefile import COMPACTED_LEVEL, parquet_bytes
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import ConflictError, StoreError, TimeOutOfRange, UsageError
-from changelog.layout import snapshot_dir
+from changelog.layout import changes_root, snapshot_dir, snapshots_root
 from changelog.snapshot import (
     MANIFEST,
     SNAPSHOT_SCHEMA,
@@ -41,6 +41,7 @@ from changelog.state import (
     manifest_bases,
     open_state,
     plan_state,
+    snapshot_parts,
 )
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
@@ -58,6 +59,13 @@ def default_snapshot_time(cov: Coverage) -> int | None:
         raise TimeOutOfRange(f"table {cov.table!r} has nothing captured yet: nothing to compact")
     moment = cov.latest_us - cov.latest_us % 1_000_000
     return moment if moment >= cov.earliest_us else None
+
+
+def snapshot_input_bytes(store: Store, table: str, at_us: int) -> int:
+    """What a snapshot at ``at_us`` reads: the sizes of its change files and of its base snapshot's parts."""
+    plan = plan_state(store, table, at_us)
+    sizes = {**store.sizes(changes_root(table) + "/"), **store.sizes(snapshots_root(table) + "/")}
+    return sum(sizes.get(path, 0) for path in (*plan.change_files, *snapshot_parts(plan)))
 
 
 def build_snapshot(store: Store, table: str, at_us: int, *, writer_id: str | None = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -28,7 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--changes", type=int, default=2_000_000)
     parser.add_argument("--keys", type=int, default=400_000)
     parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one, removed after)")
+    parser.add_argument("--driver-memory", default="4g", help="SPARK_DRIVER_MEMORY (local mode: the executors' too)")
     args = parser.parse_args(argv)
+    os.environ["SPARK_DRIVER_MEMORY"] = args.driver_memory
     work = args.dir or Path(tempfile.mkdtemp(prefix="ddb-rewind-bench-compaction-"))
     try:
         print(json.dumps(_bench(work, args.changes, args.keys), indent=1))

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.phase:
         if args.phase != "duckdb":
-            from replayer.engines.spark_engine import session
+            from changelog.spark import session
 
             session()  # started before the clock: a cluster's JVMs are already up
         started = time.perf_counter()

@@ -178,6 +178,11 @@ def quarantine_path(table: str, record_digest: str) -> str:
     return f"{table_root(table)}/quarantine/{record_digest}.json"
 
 
+def spark_compaction_path(table: str) -> str:
+    """The compactor's record of the Spark job computing the table's next snapshot (``compactor.spark_runs``)."""
+    return f"{table_root(table)}/spark-compaction.json"
+
+
 def retention_path(table: str) -> str:
     """The floor ``expire`` left: no restore before it (``{"restorable_from_us": ...}``)."""
     return f"{table_root(table)}/retention.json"

@@ -120,8 +120,12 @@ class Manifest:
         return _canonical({**body, "self_sha256": sha256_hex(_canonical(body))})
 
     @staticmethod
-    def from_json(data: bytes) -> Manifest:
-        """Parse a stored manifest; ValueError (or KeyError, TypeError) when it is not a sound one."""
+    def from_json(data: bytes, *, draft: bool = False) -> Manifest:
+        """Parse a stored manifest; ValueError (or KeyError, TypeError) when it is not a sound one.
+
+        ``draft``: a manifest written but not yet chained (generation 0), as a Spark job leaves it
+        for the compactor to publish.
+        """
         body = strict_json(data)  # Infinity or 1e400 would pass a checksum its forger computed
         if not isinstance(body, dict):
             raise TypeError("a manifest is a JSON object")
@@ -152,12 +156,12 @@ class Manifest:
             previous_sha256=body["previous_sha256"],
             format_version=int(body.get(MANIFEST_KEY, 1)),
         )
-        manifest.check_counts()
+        manifest.check_counts(published=not draft)
         return manifest
 
-    def check_counts(self) -> None:
+    def check_counts(self, *, published: bool = True) -> None:
         """Refuse a manifest whose parts' rows do not add up to its items and tombstones (ValueError)."""
-        if self.generation < 1:
+        if published and self.generation < 1:
             raise ValueError(f"generation {self.generation} is not a published one")
         if self.previous_sha256 is not None and not _is_sha256(self.previous_sha256):
             raise ValueError("previous_sha256 is not a sha256")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from changelog.errors import UsageError
@@ -10,7 +11,7 @@ from changelog.state import check_restorable, coverage
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from compactor.merge import MergeResult, merge_small_files
-from compactor.snapshots import build_snapshot, default_snapshot_time
+from compactor.snapshots import build_snapshot, default_snapshot_time, snapshot_input_bytes
 
 
 @dataclass(frozen=True)
@@ -19,9 +20,12 @@ class CompactionResult:
 
     merge: MergeResult
     snapshot: Manifest | None
+    # The Spark job started to compute the snapshot instead (compactor.spark_runs), when one was.
+    spark_job: str | None = None
 
 
-def compact(store: Store, table: str, at_us: int | None = None, *, merge: bool = True) -> CompactionResult:
+def compact(store: Store, table: str, at_us: int | None = None, *, merge: bool = True,
+            spark_above_bytes: int = 0, start_spark: Callable[[int], str] | None = None) -> CompactionResult:
     """Merge closed hours' small files, then snapshot at ``at_us`` (default: the watermark).
 
     ``at_us`` must lie inside the table's coverage (the one rule replay uses): a snapshot dated after
@@ -29,6 +33,9 @@ def compact(store: Store, table: str, at_us: int | None = None, *, merge: bool =
     restorable time would be built from partial history. With the default moment, no snapshot is
     taken when the newest one is already at or after the watermark; late files merged meanwhile are
     still read by every replay (they are not in any manifest's consumed list) until the next one.
+
+    With ``start_spark``, a snapshot reading more than ``spark_above_bytes`` is handed to it (it starts
+    the Spark job computing that moment and returns the job's id) instead of being built here.
     """
     cov = coverage(store, table, count_changes=False)
     target: int | None = at_us
@@ -44,4 +51,6 @@ def compact(store: Store, table: str, at_us: int | None = None, *, merge: bool =
     merged = merge_small_files(store, table, target) if merge else MergeResult(0, 0, 0, 0)
     if at_us is None and manifests and manifests[-1][1].snapshot_time_us >= target:
         return CompactionResult(merged, None)
+    if start_spark is not None and snapshot_input_bytes(store, table, target) > spark_above_bytes:
+        return CompactionResult(merged, None, spark_job=start_spark(target))
     return CompactionResult(merged, build_snapshot(store, table, target, cov=cov))

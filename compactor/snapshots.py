@@ -9,18 +9,20 @@ it (``publish_manifest``), so readers can check both the parts and the history.
 
 from __future__ import annotations
 
+import re
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from changelog.attributes import with_summary
 from changelog.changefile import COMPACTED_LEVEL, parquet_bytes
 from changelog.consistent import read_consistently, table_prefixes
-from changelog.errors import ConflictError, TimeOutOfRange
-from changelog.layout import snapshot_dir
+from changelog.errors import ConflictError, StoreError, TimeOutOfRange, UsageError
+from changelog.layout import changes_root, snapshot_dir, snapshots_root
 from changelog.snapshot import (
     MANIFEST,
     SNAPSHOT_SCHEMA,
@@ -31,6 +33,7 @@ from changelog.snapshot import (
     part_sum_of,
     write_removal,
 )
+from changelog.spec import STATE_COLUMNS
 from changelog.state import (
     Coverage,
     StatePlan,
@@ -39,6 +42,7 @@ from changelog.state import (
     manifest_bases,
     open_state,
     plan_state,
+    snapshot_parts,
 )
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
@@ -56,6 +60,13 @@ def default_snapshot_time(cov: Coverage) -> int | None:
         raise TimeOutOfRange(f"table {cov.table!r} has nothing captured yet: nothing to compact")
     moment = cov.latest_us - cov.latest_us % 1_000_000
     return moment if moment >= cov.earliest_us else None
+
+
+def snapshot_input_bytes(store: Store, table: str, at_us: int) -> int:
+    """What a snapshot at ``at_us`` reads: the sizes of its change files and of its base snapshot's parts."""
+    plan = plan_state(store, table, at_us)
+    sizes = {**store.sizes(changes_root(table) + "/"), **store.sizes(snapshots_root(table) + "/")}
+    return sum(sizes.get(path, 0) for path in (*plan.change_files, *snapshot_parts(plan)))
 
 
 def build_snapshot(store: Store, table: str, at_us: int, *, writer_id: str | None = None,
@@ -85,57 +96,95 @@ def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directo
     plan = plan_state(store, table, at_us)
     con = duckdb.connect()
     open_state(con, store, plan, name="snap", tombstones=True)
-    reader = con.sql(
-        """SELECT table_name, item_key, keys, event_name, event_time, sequence_number, image
-            FROM snap ORDER BY item_key"""
-    ).to_arrow_reader(part_rows)
-    parts: list[PartSum] = []
-    items = tombstones = 0
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-
-    def flush() -> None:
-        nonlocal pending, pending_rows
-        if not pending:
-            return
-        table_part = with_summary(pa.Table.from_batches(pending).cast(SNAPSHOT_SCHEMA), "image")
-        name = f"part-{writer}-{len(parts):05d}.parquet"
-        data = parquet_bytes(table_part, level=COMPACTED_LEVEL)
-        store.write(f"{directory}/{name}", data)
-        parts.append(part_sum_of(name, data, table_part.num_rows))
-        pending, pending_rows = [], 0
-
+    reader = con.sql(f"SELECT {STATE_COLUMNS} FROM snap ORDER BY item_key").to_arrow_reader(part_rows)
+    parts = PartWriter(store, directory, writer, part_rows)
     for batch in reader:
-        names = batch.column("event_name").to_pylist()
-        removed = sum(1 for name in names if name == "REMOVE")
-        tombstones += removed
-        items += len(names) - removed
-        pending.append(batch)
-        pending_rows += batch.num_rows
-        if pending_rows >= part_rows:
-            flush()
-    flush()
+        parts.add(batch)
+    manifest = snapshot_manifest(store, plan, cov, writer, parts.finish())
+    if publish:
+        manifest = publish_manifest(store, f"{directory}/{MANIFEST}", manifest)
+    return manifest
+
+
+@dataclass(frozen=True)
+class WrittenParts:
+    """A snapshot's parts as written, in key order, with what they hold."""
+
+    parts: tuple[PartSum, ...]
+    items: int
+    tombstones: int
+
+
+def part_name(writer: str, index: int) -> str:
+    """The name of a snapshot's ``index``-th part written by ``writer`` (the same on every path)."""
+    return f"part-{writer}-{index:05d}.parquet"
+
+
+def write_part(store: Store, path: str, rows: pa.Table) -> tuple[PartSum, int]:
+    """Write one part (rows of ``SNAPSHOT_SCHEMA`` in key order); its manifest entry and its tombstones.
+
+    The one writer of snapshot parts, whoever computed the rows (DuckDB here, Spark's executors in
+    ``compactor.spark_snapshot``): the same rows give the same bytes, whatever their batches were.
+    """
+    part = with_summary(rows.cast(SNAPSHOT_SCHEMA).combine_chunks(), "image")
+    data = parquet_bytes(part, level=COMPACTED_LEVEL)
+    store.write(path, data)
+    removed = pc.sum(pc.equal(part.column("event_name"), "REMOVE")).as_py() or 0
+    return part_sum_of(path.rsplit("/", 1)[-1], data, part.num_rows), int(removed)
+
+
+class PartWriter:
+    """Cuts a key-ordered stream of rows into parts of exactly ``part_rows`` rows (the last one fewer)."""
+
+    def __init__(self, store: Store, directory: str, writer: str, part_rows: int) -> None:
+        self._store, self._directory, self._writer, self._part_rows = store, directory, writer, part_rows
+        self._pending: list[pa.RecordBatch] = []
+        self._rows = 0
+        self._parts: list[PartSum] = []
+        self._tombstones = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self._pending.append(batch)
+        self._rows += batch.num_rows
+        while self._rows >= self._part_rows:
+            rows = pa.Table.from_batches(self._pending)
+            self._write(rows.slice(0, self._part_rows))
+            rest = rows.slice(self._part_rows)
+            self._pending, self._rows = rest.to_batches(), rest.num_rows
+
+    def finish(self) -> WrittenParts:
+        if self._rows:
+            self._write(pa.Table.from_batches(self._pending))
+        rows = sum(part.rows for part in self._parts)
+        return WrittenParts(tuple(self._parts), rows - self._tombstones, self._tombstones)
+
+    def _write(self, rows: pa.Table) -> None:
+        name = part_name(self._writer, len(self._parts))
+        part, removed = write_part(self._store, f"{self._directory}/{name}", rows)
+        self._parts.append(part)
+        self._tombstones += removed
+
+
+def snapshot_manifest(store: Store, plan: StatePlan, cov: Coverage, writer: str, written: WrittenParts) -> Manifest:
+    """The unpublished manifest of a compaction snapshot of ``plan`` (the same fields on every path)."""
     consumed = set(plan.change_files)
     if plan.snapshot is not None:
         consumed.update(plan.snapshot.consumed_files)
-    manifest = Manifest(
-        table_name=table,
-        snapshot_time_us=at_us,
+    return Manifest(
+        table_name=plan.table,
+        snapshot_time_us=plan.at_us,
         kind="compaction",
-        parts=tuple(part.name for part in parts),
-        part_sums=tuple(parts),
+        parts=tuple(part.name for part in written.parts),
+        part_sums=written.parts,
         consumed_files=tuple(sorted(consumed)),
-        items=items,
-        tombstones=tombstones,
+        items=written.items,
+        tombstones=written.tombstones,
         base_snapshot=plan.snapshot_path,
         restorable_from_us=None,
         created_at=datetime.now(UTC).isoformat(),
         # Checked against this watermark: coverage may trust the snapshot's moment (changelog.state).
-        extra={"writer": writer, "watermark_us": cov.latest_us, **_inherited(store, table, plan)},
+        extra={"writer": writer, "watermark_us": cov.latest_us, **_inherited(store, plan.table, plan)},
     )
-    if publish:
-        manifest = publish_manifest(store, f"{directory}/{MANIFEST}", manifest)
-    return manifest
 
 
 def publish_manifest(store: Store, path: str, manifest: Manifest) -> Manifest:
@@ -208,3 +257,40 @@ def _inherited(store: Store, table: str, plan: StatePlan) -> dict[str, object]:
     if plan.changes_from_us is not None:
         found["copy_floor_us"] = plan.changes_from_us
     return found
+
+
+WRITER_ID = re.compile(r"^[0-9a-f]{12}$")
+
+
+def draft_path(directory: str, writer: str) -> str:
+    """Where a snapshot computed elsewhere (a Spark job) leaves its unpublished manifest."""
+    if not WRITER_ID.match(writer):
+        raise UsageError(f"writer id {writer!r} is not 12 lowercase hex digits")
+    return f"{directory}/draft-{writer}.json"
+
+
+def write_draft(store: Store, manifest: Manifest) -> str:
+    """Leave ``manifest`` (unpublished) beside its parts, for ``publish_draft``; returns its path."""
+    path = draft_path(snapshot_dir(manifest.table_name, manifest.snapshot_time), str(manifest.extra["writer"]))
+    store.write(path, manifest.to_json())
+    return path
+
+
+def publish_draft(store: Store, table: str, at_us: int, writer: str) -> Manifest:
+    """Publish the snapshot a Spark job computed, by the same step as the Lambda's (``publish_manifest``).
+
+    The draft must be the one for this table and moment (StoreError otherwise: nothing published); it
+    is deleted once the manifest is published (a leftover is an orphan ``expire`` removes).
+    """
+    directory = snapshot_dir(table, from_micros(at_us))
+    path = draft_path(directory, writer)
+    try:
+        draft = Manifest.from_json(store.read(path), draft=True)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"the Spark snapshot's draft manifest {path} is unreadable: {exc}") from None
+    if (draft.table_name, draft.snapshot_time_us, draft.extra.get("writer")) != (table, at_us, writer):
+        raise StoreError(f"the draft manifest {path} is not the snapshot of {table!r} at "
+                         f"{format_time(from_micros(at_us))} by writer {writer}")
+    manifest = publish_manifest(store, f"{directory}/{MANIFEST}", draft)
+    store.delete(path)
+    return manifest

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from changelog.argtypes import table_arg as table_arg
 from changelog.errors import TimeOutOfRange, UsageError
-from changelog.names import s3_uri_problem, table_name_problem
+from changelog.names import s3_uri_problem
 from changelog.timefmt import format_time, from_micros, parse_time
 from compactor.policy import Policy, parse_policy
 
@@ -102,14 +103,6 @@ def resolve_times(args: argparse.Namespace) -> None:
     for name in names:
         setattr(args, name, moment)
     print(f"ddb-rewind: 'latest' is {format_time(moment)}", file=sys.stderr)
-
-
-def table_arg(text: str) -> str:
-    """argparse type for a DynamoDB table name (source or target): DynamoDB's own naming rules."""
-    problem = table_name_problem(text)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return text
 
 
 def path_arg(text: str) -> str:

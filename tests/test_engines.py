@@ -64,7 +64,7 @@ SPARK_PROPERTY = settings(max_examples=6, deadline=None,
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     """One local SparkSession for the whole run (the engine's own, as the CLI starts it)."""
-    from replayer.engines.spark_engine import session
+    from changelog.spark import session
 
     yield session()
 

@@ -1146,3 +1146,53 @@ def test_the_verifier_metric_names_are_the_ones_the_handler_publishes() -> None:
     source = inspect.getsource(scheduled.publish)
     for metric in VERIFIER_METRICS:
         assert f'name="{metric}"' in source
+
+
+# ------------------------------------------------------------------------------------------------
+# Compaction on Spark (EMR Serverless)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_spark_compaction_is_off_unless_its_threshold_is_set(template: dict[str, Any],
+                                                             resources: dict[str, Any]) -> None:
+    assert template["Parameters"]["SparkCompactionThresholdBytes"]["Default"] == 0
+    assert template["Conditions"]["UseSpark"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "SparkCompactionThresholdBytes"},
+                                                                                0]}]}
+    assert resources["SparkApplication"]["Condition"] == resources["SparkJobRole"]["Condition"] == "UseSpark"
+    assert resources["SparkApplication"]["Properties"]["Type"] == "SPARK"
+
+
+def test_the_compactor_is_told_the_threshold_application_role_and_job_code(template: dict[str, Any]) -> None:
+    env = _function(template, "CompactorFunction")["Environment"]["Variables"]
+    assert env["REWIND_SPARK_THRESHOLD_BYTES"] == {"Ref": "SparkCompactionThresholdBytes"}
+    assert env["REWIND_SPARK_APPLICATION_ID"] == {"Fn::If": ["UseSpark", {"Ref": "SparkApplication"}, ""]}
+    assert env["REWIND_SPARK_ROLE_ARN"] == {"Fn::If": ["UseSpark", {"Fn::GetAtt": ["SparkJobRole", "Arn"]}, ""]}
+    assert env["REWIND_SPARK_ENTRY_POINT"] == {"Fn::Sub": "s3://${StoreBucket}/ddb-rewind-spark/spark_snapshot.py"}
+    assert "spark.ddbrewind.s3Scheme=s3" in env["REWIND_SPARK_SUBMIT_PARAMETERS"]["Fn::Sub"]
+
+
+def test_the_compactor_may_only_start_and_follow_jobs_of_its_own_application(resources: dict[str, Any]) -> None:
+    run = _statement(resources, "CompactorRole", "RunSparkSnapshotJobs")
+    assert set(run["Action"]) == {"emr-serverless:StartJobRun", "emr-serverless:GetJobRun"}
+    assert run["Resource"] == [{"Fn::GetAtt": ["SparkApplication", "Arn"]},
+                               {"Fn::Sub": "${SparkApplication.Arn}/jobruns/*"}]
+    passing = _statement(resources, "CompactorRole", "PassSparkJobRole")
+    assert passing["Action"] == "iam:PassRole" and passing["Resource"] == {"Fn::GetAtt": ["SparkJobRole", "Arn"]}
+    assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "emr-serverless.amazonaws.com"}}
+
+
+def test_the_spark_job_reads_and_writes_the_store_prefix_reads_its_code_and_deletes_nothing(
+    resources: dict[str, Any]
+) -> None:
+    role = resources["SparkJobRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "emr-serverless.amazonaws.com"}
+    statements = [s for _, s in _policy_statements(role["Policies"], "SparkJobRole")]
+    actions = {action for s in statements if s.get("Effect") == "Allow"
+               for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert actions == {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload",
+                       "kms:GenerateDataKey", "kms:Decrypt"}
+    write = _statement(resources, "SparkJobRole", "ReadWriteStoreObjects")
+    assert write["Resource"] == {"Fn::Sub": "${StoreBucket.Arn}/${StorePrefix}/*"}
+    assert _statement(resources, "SparkJobRole", "ReadJobCode")["Resource"] == \
+        {"Fn::Sub": "${StoreBucket.Arn}/ddb-rewind-spark/*"}

@@ -19,14 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from changelog.argtypes import moment_arg, table_arg
 from changelog.docs import DOC_FUNCTION
 from changelog.errors import RewindError, UsageError
 from changelog.meta import read_meta
+from changelog.spark import register_doc_udf, spark_errors, state_frame
 from changelog.state import check_restorable, coverage, plan_state
 from changelog.store import open_store
 from changelog.timefmt import format_time, to_micros
-from ddb_rewind.args import table_arg, time_arg
-from replayer.engines.spark_engine import register_doc_udf, spark_errors, state_frame
 from replayer.restoring.export import JSONL_ITEM, PARQUET_SCHEMA
 from replayer.restoring.import_table import import_request
 
@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spark_job.py", description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="s3://bucket/prefix or a local directory")
     parser.add_argument("--table", required=True, type=table_arg, help="source table name")
-    parser.add_argument("--at", required=True, type=time_arg, metavar="TIME", help="ISO 8601 or epoch seconds")
+    parser.add_argument("--at", required=True, type=moment_arg, metavar="TIME", help="ISO 8601 or epoch seconds")
     parser.add_argument("--output", required=True, help="directory to create (s3a://..., s3://... or local)")
     parser.add_argument("--format", choices=("parquet", "jsonl", "dynamodb-json"), default="parquet",
                         help="dynamodb-json: gzip'd {\"Item\": ...} lines under OUTPUT/data/, what ImportTable reads")

@@ -143,7 +143,7 @@ def _differing_rows(store: Store, table: str, from_us: int, to_us: int,
     window_files = [p for p in change_files(store, table) if low <= partition_of(p) <= high]
     plans = {"from": plan_state(store, table, from_us), "to": plan_state(store, table, to_us)}
     if engine == "spark":
-        from replayer.engines.spark_engine import window_states
+        from changelog.spark import window_states
 
         for side, state in window_states(store, window_files, plans, from_us, to_us).items():
             con.execute("SET TimeZone = 'UTC'")

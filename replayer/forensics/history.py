@@ -96,7 +96,7 @@ def item_history(store: Store, table: str, key_text: str,
     def read() -> pa.Table:
         files = change_files(store, table)
         if engine == "spark":
-            from replayer.engines.spark_engine import run_sql
+            from changelog.spark import run_sql
 
             return run_sql(sql, {"history__changes": (store, files, SCHEMA)})
         connection = con or duckdb.connect()

@@ -97,7 +97,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
         check_restorable(coverage(store, table, con, count_changes=False), at, at_us)
         plan = plan_state(store, table, at_us, use_snapshots=use_snapshots)
         if engine == "spark":
-            from replayer.engines.spark_engine import state_table
+            from changelog.spark import state_table
 
             con.execute("SET TimeZone = 'UTC'")
             con.register("state__spark", state_table(store, plan))

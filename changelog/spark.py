@@ -1,5 +1,9 @@
 """The Spark engine: the specification's SQL (``changelog.spec``) run by Apache Spark over the store's files.
 
+Shared by every stage that computes a state on Spark (the replayer's ``--engine spark`` and its
+``spark_job.py``, the compactor's ``spark_snapshot.py``). pyspark is imported only inside functions, so
+importing this module costs a Lambda nothing.
+
 Spark reads exactly the Parquet files a plan lists (``state.plan_state``), after the same checksum
 and format check as DuckDB's, run by the executors that read the files (``verify_on_executors``),
 as the spec's logical relations, and runs the spec's SQL transpiled to Spark SQL. It returns Arrow
@@ -252,10 +256,13 @@ def _plan_relations(store: Store, plan: StatePlan, prefix: str) -> dict[str, Rel
             f"{prefix}__snapshot": (store, snapshot_parts(plan), SNAPSHOT_SCHEMA)}
 
 
-def state_frame(store: Store, plan: StatePlan) -> Any:
-    """The state the plan describes (``spec.STATE_COLUMNS``) as a lazy Spark DataFrame."""
+def state_frame(store: Store, plan: StatePlan, *, tombstones: bool = False) -> Any:
+    """The state the plan describes (``spec.STATE_COLUMNS``) as a lazy Spark DataFrame.
+
+    ``tombstones`` keeps removed items as rows without an image (what a snapshot holds).
+    """
     sql = state_sql(plan.table, plan.at_us, changes="state__changes", snapshot="state__snapshot",
-                    changes_from_us=plan.changes_from_us)
+                    changes_from_us=plan.changes_from_us, tombstones=tombstones)
     return frame(sql, _plan_relations(store, plan, "state"))
 
 

@@ -26,10 +26,10 @@ import orjson
 from changelog.docs import plain_of
 from changelog.errors import DecodeError, StreamConfigError, UsageError
 from changelog.names import table_name_problem
-from changelog.record import ChangeRow
+from changelog.record import KINESIS_SEQUENCE_WIDTH, STREAM_SEQUENCE_WIDTH, ChangeRow
 from changelog.timefmt import to_micros
 
-SEQUENCE_WIDTH = 40
+SEQUENCE_WIDTH = STREAM_SEQUENCE_WIDTH
 # DynamoDB Streams' sequence numbers have 21 to 40 digits, Kinesis's 56 today. A change file's name
 # holds two of them and must stay within the 255 bytes a file name may have; a longer one is no
 # stream's and is quarantined, not allowed to fail its batch on every retry.
@@ -449,11 +449,13 @@ def base64_to_binaries(value: Any) -> Any:
     return value
 
 
-def pad_sequence(sequence: Any) -> str:
-    """Zero-pad a sequence number to 40 digits so text order is numeric order.
+def pad_sequence(sequence: Any, width: int = SEQUENCE_WIDTH) -> str:
+    """Zero-pad a sequence number to ``width`` digits (40: DynamoDB Streams' widest) so text order is numeric order.
 
     Longer numbers (Kinesis's run to 56 and more) are kept whole, never cut; readers order by
-    (length, text), which is numeric order for every width.
+    (length, text), which is numeric order for every width. Kinesis numbers are padded to at least
+    41 (``record.KINESIS_SEQUENCE_WIDTH``): the width then tells a DynamoDB Streams row, whose
+    sequence order is its item's order, from a Kinesis one (``record.STREAM_ROW``).
     """
     text = str(sequence)
     if not (text.isascii() and text.isdigit()):  # isdigit alone takes "²" and "٣"
@@ -461,7 +463,7 @@ def pad_sequence(sequence: Any) -> str:
     if len(text) > MAX_SEQUENCE_DIGITS:
         raise DecodeError(f"a sequence number of {len(text)} digits is longer than any stream's "
                           f"({MAX_SEQUENCE_DIGITS} at most)")
-    return text.zfill(SEQUENCE_WIDTH)
+    return text.zfill(width)
 
 
 @functools.lru_cache(maxsize=256)  # every record of a batch carries the same ARN
@@ -703,7 +705,7 @@ def decode_kinesis_record(record: Mapping[str, Any]) -> ChangeRow:
         event_time_us=_kinesis_micros(
             body.get("ApproximateCreationDateTime"), body.get("ApproximateCreationDateTimePrecision")
         ),
-        sequence=pad_sequence(kinesis.get("sequenceNumber", "")),
+        sequence=pad_sequence(kinesis.get("sequenceNumber", ""), KINESIS_SEQUENCE_WIDTH),
         shard_id=shard,
         identity=payload.get("userIdentity"),
     )

@@ -31,13 +31,74 @@ SCHEMA = pa.schema(
 )
 
 
-# The order of versions of an item (docs/design.md, semantics 1): time, then the sequence number as a
-# number. Sequence numbers are zero-padded to 40 digits but longer ones are kept whole, so comparing
-# (length, text) is numeric order for every width. Every SQL that orders versions uses these.
-# Time comes first, so where a stream's clock steps back capture keeps an item's times in its
-# sequence order (``monotone_item_times``).
-VERSION_ORDER = "event_time, length(sequence_number), sequence_number"
-LATEST_FIRST = "event_time DESC, length(sequence_number) DESC, sequence_number DESC"
+# Sequence numbers as stored (changelog.codec.pad_sequence): DynamoDB Streams' have 21 to 40 digits
+# and are zero-padded to 40; Kinesis's (56 digits today) are padded to at least 41; bootstrap rows
+# carry 40 zeros (a number no stream gives). So the stored width tells a DynamoDB Streams row from
+# the rest without a column of its own. Comparing (length, text) is numeric order for every width.
+STREAM_SEQUENCE_WIDTH = 40
+KINESIS_SEQUENCE_WIDTH = STREAM_SEQUENCE_WIDTH + 1
+ZERO_SEQUENCE = "0" * STREAM_SEQUENCE_WIDTH
+# A row of a DynamoDB stream: its sequence order is its item's order of changes.
+STREAM_ROW = f"(length(sequence_number) = {STREAM_SEQUENCE_WIDTH} AND sequence_number <> '{ZERO_SEQUENCE}')"
+
+# The order of an item's versions (docs/design.md, semantics 1), over the rows a reader reads (its
+# changes up to T and its snapshot's rows): the time a row counts from (``counts_from``), then the
+# sequence number as a number. Every SQL that orders versions uses these, on a ``counts_from`` column.
+VERSION_ORDER = "counts_from, length(sequence_number), sequence_number"
+LATEST_FIRST = "counts_from DESC, length(sequence_number) DESC, sequence_number DESC"
+# How rows lie in a change file (``rows_to_table``): their stored time, then sequence.
+STORED_ORDER = "event_time, length(sequence_number), sequence_number"
+
+
+def counts_from(partition: str = "table_name, item_key") -> str:
+    """SQL: the time a row counts from, for ordering every version of an item (``VERSION_ORDER``).
+
+    DynamoDB Streams gives one item's records in the order of its changes, sequence numbers rising,
+    but stamps them with ApproximateCreationDateTime: the second, rounded down, of a clock that can
+    step back. So among an item's DynamoDB Streams rows sequence order is the order, and a row
+    counts from the latest stamp among the item's stream rows at or before it in sequence order (a
+    running max in sequence order). Capture already lifts times so within one batch
+    (``monotone_item_times``); this rule carries it across batches, which capture cannot (a Lambda
+    event does not name its shard). Kinesis rows (Kinesis may reorder and re-send) and bootstrap
+    rows keep their own time. Every row then has one time, and (counts_from, sequence) is one total
+    order of the item's versions, snapshot rows included (a snapshot row is its version, counting
+    from the time it counted from when the snapshot was built).
+
+    The rule can only use the rows a reader reads: for a moment T, the changes stamped at or before
+    T. A row stamped at or before T whose predecessor was stamped after T, and captured in another
+    batch, counts from its own stamp at T (the predecessor is not read): the later change shows
+    before the earlier one is visible. No store of stamps can decide that moment; every moment at or
+    after both stamps is exact.
+    """
+    return (f"CASE WHEN {STREAM_ROW} THEN max(CASE WHEN {STREAM_ROW} THEN event_time END) OVER ("
+            f"PARTITION BY {partition} ORDER BY length(sequence_number), sequence_number "
+            f"RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) ELSE event_time END")
+
+
+def latest_counts_from(partition: str = "item_key", stream_time: str = "event_time") -> str:
+    """SQL: ``counts_from`` where only each item's latest version is wanted (a state), without sorting.
+
+    An item's stream rows count from non-decreasing times in sequence order, so the latest of them
+    is the one with the greatest sequence number and counts from the item's latest stream time. Giving
+    every stream row that time ranks them by sequence alone: the same winner at the same time, with
+    no ordered window. ``stream_time`` is the column holding a row's stream time (a pre-aggregated
+    maximum where the caller kept only some rows).
+    """
+    return (f"CASE WHEN {STREAM_ROW} THEN max(CASE WHEN {STREAM_ROW} THEN {stream_time} END) OVER ("
+            f"PARTITION BY {partition}) ELSE event_time END")
+
+
+def may_be_latest(partition: str = "item_key") -> str:
+    """SQL condition (for QUALIFY): the row can hold its item's latest version (``latest_counts_from``).
+
+    Of the stream rows, those with the item's greatest sequence number; of the others (Kinesis,
+    bootstrap), those at their latest time. Copies of a record share its sequence number (stream)
+    or its time (Kinesis), so de-duplicating these few rows is as exact as de-duplicating them all.
+    """
+    window = f"OVER (PARTITION BY {partition})"
+    return (f"(CASE WHEN {STREAM_ROW} "
+            f"THEN sequence_number = max(CASE WHEN {STREAM_ROW} THEN sequence_number END) {window} "
+            f"ELSE event_time = max(CASE WHEN NOT {STREAM_ROW} THEN event_time END) {window} END)")
 
 
 def first_copies(source: str, columns: str = "*", where: str = "TRUE") -> str:
@@ -51,8 +112,8 @@ def first_copies(source: str, columns: str = "*", where: str = "TRUE") -> str:
     lifted it to a predecessor's (``monotone_item_times``) in one batch and not in another: the
     latest time counts, since a batch that saw more of the item's earlier changes lifts more. So:
     latest time first, then earliest sequence. De-duplication happens before versions are ranked,
-    never after. The state view ranks only each item's rows at its newest time, which this rule
-    keeps exact: the copy kept for a record holding that time is a copy at that time.
+    never after. The state view de-duplicates only the rows that may hold an item's latest version
+    (``may_be_latest``), which this rule keeps exact: every copy of such a record is among them.
     """
     return (f"SELECT {columns} FROM {source} WHERE {where} "
             f"QUALIFY row_number() OVER (PARTITION BY table_name, event_id "
@@ -62,15 +123,12 @@ def first_copies(source: str, columns: str = "*", where: str = "TRUE") -> str:
 def monotone_item_times(rows: Sequence[ChangeRow]) -> list[ChangeRow]:
     """DynamoDB Streams rows of one batch, each item's times made non-decreasing in sequence order.
 
-    DynamoDB Streams promises that one item's records appear in the order of its modifications and
-    that sequence numbers rise within a shard, but its ApproximateCreationDateTime is only the
-    second, rounded down, of a clock that can step back. Versions are ordered by time first
-    (``VERSION_ORDER``, which bootstrap rows and Kinesis rows need), so a record stamped earlier
-    than the item's previous one would lose to it. Lifting it to its predecessor's time keeps one
-    order for every reader and puts the later change last, where the stream says it belongs. One
-    batch (Lambda, the poller, recover) holds records of one shard, so sequence order is the
-    stream's order there. Kinesis rows must not come here: Kinesis may reorder and duplicate, and
-    its own time is the order.
+    The stored time is then the time the row counts from (``counts_from``) as far as this batch
+    shows: readers apply the same rule across batches, but a reader at a moment between a row's own
+    stamp and its predecessor's reads only the row, so lifting it here keeps every moment exact for
+    changes captured together. One batch (Lambda, the poller, recover) holds records of one shard,
+    so sequence order is the stream's order there. Kinesis rows must not come here: Kinesis may
+    reorder and duplicate, and its own time is the order.
     """
     latest: dict[tuple[str, str], int] = {}
     out = []
@@ -104,7 +162,7 @@ class ChangeRow:
     size_bytes: int
 
     def order(self) -> tuple[int, int, str]:
-        """Sort key: event time, then sequence number compared as a number."""
+        """Storage order (``STORED_ORDER``): stored time, then sequence number compared as a number."""
         return (self.event_time_us, len(self.sequence_number), self.sequence_number)
 
 

@@ -3,7 +3,8 @@
 State at T, one item's history and the items that differ between two moments are defined here over
 logical relations (``changes``: rows of ``record.SCHEMA``; ``snapshot``: rows of
 ``snapshot.SNAPSHOT_SCHEMA``), in DuckDB's dialect, from the one ordering rule
-(``record.VERSION_ORDER``/``LATEST_FIRST``) and the one de-duplication rule (``record.first_copies``).
+(``record.counts_from`` with ``VERSION_ORDER``/``LATEST_FIRST``) and the one de-duplication rule
+(``record.first_copies``).
 SQLGlot turns them into Spark SQL and Trino (Athena) SQL, so no engine keeps its own copy that could
 drift. Which files those relations hold (``state.plan_state``) and whether a moment is inside coverage
 (``state.check_restorable``) are decided in Python before any engine runs: an engine never answers
@@ -19,7 +20,7 @@ from typing import Literal
 
 import sqlglot
 
-from changelog.record import LATEST_FIRST, VERSION_ORDER, first_copies
+from changelog.record import LATEST_FIRST, VERSION_ORDER, counts_from, first_copies, latest_counts_from
 from changelog.timefmt import from_micros
 
 Dialect = Literal["duckdb", "spark", "trino"]
@@ -61,9 +62,11 @@ def state_sql(table: str, at_us: int, *, changes: str = "changes", snapshot: str
     """One row per item key as of ``at_us`` (columns ``STATE_COLUMNS``).
 
     Each change counts once, at its earliest copy (de-duplicated before versions are ranked); the
-    snapshot's rows compete with later changes by version; an item whose winning version is a
-    REMOVE is absent, or kept as a tombstone (no image) with ``tombstones``. ``only_keys`` names a
-    relation with an ``item_key`` column: the state of those keys alone.
+    snapshot's rows compete with later changes by version, in the one order
+    (``record.latest_counts_from``: an item's DynamoDB Streams rows by sequence); an item whose
+    winning version is a REMOVE is absent, or kept as a tombstone (no image) with ``tombstones``.
+    ``event_time`` is the time the version counts from. ``only_keys`` names a relation with an
+    ``item_key`` column: the state of those keys alone.
     """
     key_filter = f" AND item_key IN (SELECT item_key FROM {only_keys})" if only_keys else ""
     live_only = "" if tombstones else " AND event_name <> 'REMOVE'"
@@ -72,11 +75,13 @@ def state_sql(table: str, at_us: int, *, changes: str = "changes", snapshot: str
     # The source breaks a tie between a snapshot row and the change it folded in (same version, same
     # image): any engine then picks the same row.
     return f"""
-        SELECT {STATE_COLUMNS} FROM (
-            SELECT 0 AS src, {change_columns} FROM ({copies}) AS c
-            UNION ALL
-            SELECT 1 AS src, {STATE_COLUMNS} FROM {snapshot} WHERE TRUE{key_filter}
-        ) AS versions
+        SELECT table_name, item_key, keys, event_name, counts_from AS event_time, sequence_number, image FROM (
+            SELECT *, {latest_counts_from()} AS counts_from FROM (
+                SELECT 0 AS src, {change_columns} FROM ({copies}) AS c
+                UNION ALL
+                SELECT 1 AS src, {STATE_COLUMNS} FROM {snapshot} WHERE TRUE{key_filter}
+            ) AS versions
+        ) AS timed
         QUALIFY row_number() OVER (PARTITION BY item_key ORDER BY {LATEST_FIRST}, src) = 1{live_only}
     """
 
@@ -84,11 +89,16 @@ def state_sql(table: str, at_us: int, *, changes: str = "changes", snapshot: str
 def history_sql(table: str, canonical_key: str, changes: str = "changes") -> str:
     """Every change of one item (columns ``HISTORY_COLUMNS``), each once, in version order.
 
+    ``event_time`` is the time each version counts from (``record.counts_from``): times never go
+    back along a history, even where the stream's clock stepped back.
+
     The filter is a constant on ``item_key``, which the Parquet readers compare with row-group
     statistics (files are sorted by item_key), so a big store is mostly skipped.
     """
     where = f"item_key = {literal(canonical_key)} AND table_name = {literal(table)}"
-    return (f"SELECT {HISTORY_COLUMNS} FROM ({first_copies(changes, '*', where)}) AS h "
+    columns = HISTORY_COLUMNS.replace("event_time", "counts_from AS event_time", 1)
+    return (f"SELECT {columns} FROM (SELECT *, {counts_from()} AS counts_from "
+            f"FROM ({first_copies(changes, '*', where)}) AS c) AS h "
             f"ORDER BY {VERSION_ORDER}, event_id")
 
 

@@ -1,6 +1,7 @@
 """The table at a moment: which snapshot and change files to read, and the one query that merges them.
 
-State at T, for each item key, is the version with the greatest (event_time, sequence number)
+State at T, for each item key, is the latest version in the one order (``record.counts_from``: an
+item's DynamoDB Streams rows in sequence order, each counting from the latest stamp up to it)
 among the chosen snapshot's rows and every change with ``event_time <= T`` (each record counted
 once, at its earliest copy: ``record.first_copies``); the item exists unless that version is a
 REMOVE. Reading a change that the snapshot already folded in cannot change the answer (its version
@@ -32,7 +33,7 @@ from changelog.layout import (
 )
 from changelog.ledger import missing_losses
 from changelog.quarantine import Quarantined, list_quarantined
-from changelog.record import LATEST_FIRST, SCHEMA, first_copies
+from changelog.record import LATEST_FIRST, SCHEMA, STREAM_ROW, first_copies, latest_counts_from, may_be_latest
 from changelog.restorable import (
     GAP_REMEDY,
     QUARANTINE_REMEDY,
@@ -175,26 +176,32 @@ def open_state(con: duckdb.DuckDBPyConnection, store: Store, plan: StatePlan, *,
     con.execute(
         f"""
         CREATE OR REPLACE VIEW "{name}" AS
-        WITH latest_second AS (
-            -- Copies of a record share its event time, so only an item's newest time can hold its
-            -- winner, and de-duplicating those few rows is as exact as de-duplicating them all.
-            SELECT table_name, event_id, {light} FROM {changes} WHERE {changes_filter}{key_filter}
-            QUALIFY event_time = max(event_time) OVER (PARTITION BY item_key)
+        WITH candidates AS (
+            -- Only the rows that may hold an item's latest version (record.may_be_latest); each keeps
+            -- the item's latest stream time, which its winner counts from (record.latest_counts_from).
+            SELECT table_name, event_id, {light},
+                   max(CASE WHEN {STREAM_ROW} THEN event_time END) OVER (PARTITION BY item_key) AS stream_time
+            FROM {changes} WHERE {changes_filter}{key_filter}
+            QUALIFY {may_be_latest()}
         ),
         winners AS (
-            SELECT src, item_key, event_time, sequence_number, __f, __r FROM (
-                SELECT 0 AS src, item_key, event_name, event_time, sequence_number, __f, __r
-                FROM ({first_copies("latest_second", light)})
-                UNION ALL
-                SELECT 1 AS src, item_key, event_name, event_time, sequence_number, __f, __r
-                FROM {snapshot} WHERE TRUE{key_filter}
+            SELECT src, item_key, event_time, sequence_number, __f, __r, counts_from FROM (
+                SELECT *, {latest_counts_from(stream_time="stream_time")} AS counts_from FROM (
+                    SELECT 0 AS src, item_key, event_name, event_time, sequence_number, __f, __r, stream_time
+                    FROM ({first_copies("candidates", light + ", stream_time")})
+                    UNION ALL
+                    SELECT 1 AS src, item_key, event_name, event_time, sequence_number, __f, __r,
+                           event_time AS stream_time
+                    FROM {snapshot} WHERE TRUE{key_filter}
+                )
             )
             QUALIFY row_number() OVER (
                 PARTITION BY item_key
-                ORDER BY {LATEST_FIRST}
+                ORDER BY {LATEST_FIRST}, src
             ) = 1{live_only}
         )
-        SELECT v.table_name, v.item_key, v.keys, v.event_name, v.event_time, v.sequence_number, v.image
+        SELECT v.table_name, v.item_key, v.keys, v.event_name, w.counts_from AS event_time, v.sequence_number,
+               v.image
         FROM (
             SELECT 0 AS src, table_name, item_key, keys, event_name, event_time, sequence_number,
                    new_image AS image, __f, __r

@@ -40,7 +40,7 @@ from changelog.attributes import with_summary
 from changelog.aws import aws_boundary
 from changelog.aws import client as aws_client
 from changelog.changefile import COMPACTED_LEVEL, parquet_bytes
-from changelog.codec import SEQUENCE_WIDTH, dump_json, image_json, item_key
+from changelog.codec import dump_json, image_json, item_key
 from changelog.errors import (
     AwsError,
     ConflictError,
@@ -54,6 +54,7 @@ from changelog.forgotten import erased_keys
 from changelog.layout import hour_partition, snapshot_dir
 from changelog.meta import meta_from_description, read_meta, write_meta
 from changelog.progress import Progress
+from changelog.record import ZERO_SEQUENCE
 from changelog.scan import parallel_scan
 from changelog.settings import observe as observe_settings
 from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest, PartSum, list_manifests, part_sum_of
@@ -65,7 +66,6 @@ from compactor.retention import delete_snapshot
 from compactor.snapshots import PART_ROWS, publish_manifest
 
 BOOTSTRAP_KINDS = ("export", "scan")
-ZERO_SEQUENCE = "0" * SEQUENCE_WIDTH
 
 
 @dataclass(frozen=True)

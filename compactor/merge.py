@@ -18,7 +18,7 @@ from changelog.changefile import COMPACTED_LEVEL, publish_change_file
 from changelog.consistent import read_consistently
 from changelog.layout import changes_root, hour_partition, partition_of
 from changelog.ledger import record_removed
-from changelog.record import SCHEMA, VERSION_ORDER, first_copies
+from changelog.record import SCHEMA, STORED_ORDER, first_copies
 from changelog.snapshot import list_manifests
 from changelog.source import register_parquet
 from changelog.state import change_files
@@ -43,10 +43,10 @@ def merge_partition(store: Store, table: str, partition: str, files: list[str]) 
     columns = ", ".join(field.name for field in SCHEMA)
     merged = with_summary(con.sql(
         f"""SELECT {columns} FROM ({first_copies("merge_in", columns)})
-            ORDER BY item_key, {VERSION_ORDER}"""
+            ORDER BY item_key, {STORED_ORDER}"""
     ).to_arrow_table().cast(SCHEMA), "new_image")
     sequences = con.execute(
-        f"SELECT sequence_number FROM merge_in ORDER BY {VERSION_ORDER}"
+        f"SELECT sequence_number FROM merge_in ORDER BY {STORED_ORDER}"
     ).fetchall()
     path = publish_change_file(store, table, partition, sequences[0][0], sequences[-1][0], merged,
                                deduplicated=True, level=COMPACTED_LEVEL)

@@ -1,9 +1,12 @@
 """When the stream's clock steps back, an item's later change still wins.
 
 DynamoDB Streams gives one item's records in the order of its changes, with sequence numbers
-rising within a shard, but stamps each with a clock that can step back. Capture keeps each item's
-times in sequence order within a batch (``record.monotone_item_times``); every reader, and every
-copy of a record, then agrees with the independent model (``tests.model.model_state``).
+rising within a shard, but stamps each with a clock that can step back. Every reader orders an
+item's stream rows by sequence, each counting from the latest stamp up to it
+(``record.counts_from``), whichever batches captured them; capture does the same within a batch
+(``record.monotone_item_times``), which keeps the moments between two stamps exact too. Every
+reader, and every copy of a record, then agrees with the independent model
+(``tests.model.model_state``) wherever what it reads can decide the moment.
 """
 
 from __future__ import annotations
@@ -68,6 +71,50 @@ def test_a_copy_captured_without_its_predecessor_does_not_undo_the_order(local: 
     assert [version.sequence_number.lstrip("0") for version in history] == ["300", "301"]
 
 
+def _two_batches(store: Store) -> None:
+    """Version 300 stamped T+10, then in a later batch version 301 stamped a second earlier."""
+    handler.lambda_handler(event([_version(300, T + 10, 300)]), None)
+    handler.lambda_handler(event([_version(301, T + 9, 301)]), None)
+
+
+def test_a_later_change_stamped_earlier_in_a_later_batch_is_the_items_latest_version(local: Store) -> None:
+    _two_batches(local)
+    (image,) = _replayed(local, T + 10).values()
+    assert '"v":{"N":"301"}' in image
+
+
+def test_sql_state_at_orders_an_item_by_sequence_across_batches(local: Store) -> None:
+    _two_batches(local)
+    rows = open_sql(local).execute("SELECT item::VARCHAR, epoch(event_time) FROM state_at(?::TIMESTAMPTZ)",
+                                   [datetime.fromtimestamp(T + 10, tz=UTC)]).fetchall()
+    assert [(json.loads(item)["v"], seconds) for item, seconds in rows] == [({"N": "301"}, T + 10)]
+
+
+def test_history_across_batches_is_in_sequence_order_with_times_that_never_go_back(local: Store) -> None:
+    _two_batches(local)
+    history = item_history(local, TABLE, '{"pk":{"S":"a"}}')
+    assert [(v.sequence_number.lstrip("0"), v.event_time.timestamp()) for v in history] == [
+        ("300", T + 10), ("301", T + 10)]
+    sql = open_sql(local).execute("""SELECT sequence_number, epoch(event_time) FROM history('{"pk":{"S":"a"}}')""")
+    assert [(sequence.lstrip("0"), seconds) for sequence, seconds in sql.fetchall()] == [
+        ("300", T + 10), ("301", T + 10)]
+
+
+def test_a_snapshot_and_merged_hours_keep_the_sequence_order_across_batches(local: Store) -> None:
+    _two_batches(local)
+    build_snapshot(local, TABLE, (T + 10) * 1_000_000)
+    merge_small_files(local, TABLE, (T + 7200) * 1_000_000)
+    (image,) = _replayed(local, T + 10).values()
+    assert '"v":{"N":"301"}' in image
+
+
+def test_a_moment_between_the_two_stamps_shows_what_was_read_for_it(local: Store) -> None:
+    # At T+9 only 301 is stamped at or before the moment: nothing read then says 300 came first.
+    _two_batches(local)
+    (image,) = _replayed(local, T + 9).values()
+    assert '"v":{"N":"301"}' in image
+
+
 def test_kinesis_rows_keep_their_own_time_order(local: Store) -> None:
     # Kinesis may deliver out of order: its record's own time, not its sequence number, is the order.
     newer = kinesis_record(TABLE, "MODIFY", KEY, T * 1000 + 10_000, "300", new={**KEY, "v": {"N": "2"}},
@@ -92,44 +139,64 @@ def _canonical(images: dict[str, str]) -> dict[str, Any]:
     return {key: json.loads(image) for key, image in images.items()}
 
 
+def _decidable(records: list[dict[str, Any]], batches: list[list[int]], moments: list[int]) -> list[int]:
+    """The moments what a reader reads can decide: none where a batch holds an item's record r but not
+    an earlier record q of that item stamped later, from r's stamp up to q's (``record.counts_from``)."""
+    stamps = [int(r["dynamodb"]["ApproximateCreationDateTime"]) for r in records]
+    keys = [json.dumps(r["dynamodb"]["Keys"], sort_keys=True) for r in records]
+    windows = {(stamps[r], stamps[q]) for batch in map(set, batches) for r in batch for q in range(r)
+               if keys[q] == keys[r] and q not in batch and stamps[q] > stamps[r]}
+    return [m for m in moments if not any(low <= m < high for low, high in windows)]
+
+
+def _sql_state(store: Store, moment: int) -> dict[str, Any]:
+    rows = open_sql(store).execute("SELECT item_key, item::VARCHAR FROM state_at(?::TIMESTAMPTZ) WHERE table_name = ?",
+                                   [datetime.fromtimestamp(moment, tz=UTC), TABLE]).fetchall()
+    return _canonical(dict(rows))
+
+
 @PROPERTY
-@given(ops=operations(clock_steps=True), retries=st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)),
-                                                         max_size=3),
+@given(ops=operations(clock_steps=True), data=st.data(),
+       retries=st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), max_size=3),
        snapshot_at=st.integers(0, 100))
-def test_every_reader_equals_the_model_when_the_clock_steps_back(
-    tmp_path_factory: pytest.TempPathFactory, ops: list[Op], retries: list[tuple[int, int]], snapshot_at: int
+def test_every_reader_equals_the_model_when_the_clock_steps_back_in_any_batches(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[Op], data: st.DataObject, retries: list[tuple[int, int]],
+    snapshot_at: int
 ) -> None:
     records = stream_records(TABLE, ops)
     if not records:
         return
-    store = LocalStore(tmp_path_factory.mktemp("store"))
-    capture_batch(store, records, decode_lambda_record, source="test")
-    moments = _moments(records)
-    # A retry of a slice that misses a record's predecessor stores a copy at the record's own stamp:
-    # from the newest stamp on, the answer must not change (before it, that copy may count from its
-    # stamp, as capture could not know better).
+    # Each record goes to one of up to four batches (a batch holds any subset, in sequence order);
+    # a retry re-captures a slice, which may miss a record's predecessor.
+    owner = data.draw(st.lists(st.integers(0, 3), min_size=len(records), max_size=len(records)))
+    batches = [[i for i, b in enumerate(owner) if b == batch] for batch in sorted(set(owner))]
     for start, length in retries:
         first = start % len(records)
-        capture_batch(store, records[first:first + 1 + length % 4], decode_lambda_record, source="test")
-    if retries:
-        moments = moments[-1:]
-    assert {m: _replayed(store, m, use_snapshots=False) for m in moments} == {m: model_state(ops, m) for m in moments}
-    con = open_sql(store)
-    for m in moments:
-        rows = con.execute("SELECT item_key, item::VARCHAR FROM state_at(?::TIMESTAMPTZ) WHERE table_name = ?",
-                           [datetime.fromtimestamp(m, tz=UTC), TABLE]).fetchall()
-        assert _canonical(dict(rows)) == _canonical(model_state(ops, m))
-    # A snapshot and merged hours give the same answers.
-    chosen = moments[snapshot_at % len(moments)]
-    build_snapshot(store, TABLE, chosen * 1_000_000)
+        batches.append(list(range(first, min(len(records), first + 1 + length % 4))))
+    store = LocalStore(tmp_path_factory.mktemp("store"))
+    for batch in batches:
+        capture_batch(store, [records[i] for i in batch], decode_lambda_record, source="test")
+    moments = _decidable(records, batches, _moments(records))
+    newest = max(int(r["dynamodb"]["ApproximateCreationDateTime"]) for r in records)
+    assert newest in moments  # at and after every stamp, every moment is decided
+    expected = {m: model_state(ops, m) for m in moments}
+    assert {m: _replayed(store, m, use_snapshots=False) for m in moments} == expected
+    assert {m: _sql_state(store, m) for m in moments} == {m: _canonical(expected[m]) for m in moments}
+    # A snapshot (at any moment, decided or not) and merged hours give the same answers.
+    every = _moments(records)
+    build_snapshot(store, TABLE, every[snapshot_at % len(every)] * 1_000_000)
     merge_small_files(store, TABLE, (max(op.second for op in ops) + 7200) * 1_000_000)
-    for m in moments:
-        assert _replayed(store, m) == model_state(ops, m)
+    assert {m: _replayed(store, m) for m in moments} == expected
+    assert {m: _sql_state(store, m) for m in moments} == {m: _canonical(expected[m]) for m in moments}
     for key in KEYS:
         text = json.dumps(key, separators=(",", ":"), ensure_ascii=False)
         emitted = sum(1 for r in records if r["dynamodb"]["Keys"] == key)
-        versions = [v.sequence_number for v in item_history(store, TABLE, text)] if emitted else []
+        history = item_history(store, TABLE, text) if emitted else []
+        versions = [v.sequence_number for v in history]
         assert versions == sorted(set(versions)) and len(versions) == emitted
+        times = [v.event_time for v in history]
+        assert times == sorted(times)
+
 
 def test_the_model_orders_an_items_changes_by_sequence_when_the_clock_steps_back() -> None:
     ops = [Op(0, {**KEYS[0], "v": {"N": "300"}}, T + 10), Op(0, {**KEYS[0], "v": {"N": "301"}}, T + 10, clock_back=1)]

@@ -31,7 +31,7 @@ from changelog.record import SCHEMA
 from changelog.snapshot import SNAPSHOT_SCHEMA
 from changelog.source import register_parquet
 from changelog.spec import STATE_COLUMNS, render, state_sql
-from changelog.state import open_state, plan_state, snapshot_parts
+from changelog.state import coverage, open_state, plan_state, snapshot_parts
 from changelog.store import LocalStore, Store
 from compactor.bootstrap import bootstrap_from_scan
 from compactor.merge import merge_small_files
@@ -82,6 +82,12 @@ def _sample(moments: list[int], picks: list[float]) -> list[int]:
     return sorted({moments[int(p * (len(moments) - 1))] for p in picks})
 
 
+def _covered(store: Store, seconds: list[int]) -> list[int]:
+    """The seconds inside the table's coverage (a record stamped before the first one captured is not)."""
+    earliest = coverage(store, TABLE, count_changes=False).earliest_us or 0
+    return [second for second in seconds if second * 1_000_000 >= earliest]
+
+
 def _store_with_snapshot_and_late_files(tmp: Path, ops: list[Op], cuts: list[int], snapshot_share: float,
                                         late_share: float) -> tuple[LocalStore, list[dict[str, Any]]]:
     """Records captured in batches cut anywhere and then all again (a retry), a snapshot, late files."""
@@ -95,7 +101,7 @@ def _store_with_snapshot_and_late_files(tmp: Path, ops: list[Op], cuts: list[int
             capture_batch(store, on_time[start:end], decode_lambda_record, source="test")
     if on_time:
         capture_batch(store, on_time, decode_lambda_record, source="test")  # the retried whole batch
-        seconds = sorted({int(r["dynamodb"]["ApproximateCreationDateTime"]) for r in on_time})
+        seconds = _covered(store, sorted({int(r["dynamodb"]["ApproximateCreationDateTime"]) for r in on_time}))
         build_snapshot(store, TABLE, seconds[int(snapshot_share * (len(seconds) - 1))] * 1_000_000)
     late_records = [records[i] for i in sorted(late)]
     if late_records:
@@ -127,7 +133,8 @@ def _two_pass_state(store: Store, at_second: int, tombstones: bool) -> list[tupl
 
 
 @PROPERTY
-@given(ops=operations(), cuts=st.lists(st.integers(0, 100), max_size=4), snapshot_share=st.floats(0, 1),
+@given(ops=st.booleans().flatmap(lambda steps: operations(clock_steps=steps)),
+       cuts=st.lists(st.integers(0, 100), max_size=4), snapshot_share=st.floats(0, 1),
        late_share=st.floats(0, 0.5), tombstones=st.booleans())
 def test_the_spec_state_in_duckdb_equals_the_two_pass_replay_state(
     tmp_path_factory: pytest.TempPathFactory, ops: list[Op], cuts: list[int], snapshot_share: float,
@@ -183,6 +190,31 @@ def test_spark_state_history_and_diff_are_byte_identical_to_duckdb_and_the_model
     before, after = model_state(ops, first), model_state(ops, last)
     assert {c.item_key for c in spark_diff.added} == after.keys() - before.keys()
     assert {c.item_key for c in spark_diff.removed} == before.keys() - after.keys()
+
+
+@pytest.mark.spark
+@SPARK_PROPERTY
+@given(ops=operations(clock_steps=True), cuts=st.lists(st.integers(0, 100), min_size=1, max_size=4),
+       snapshot_share=st.floats(0, 1), picks=st.lists(st.floats(0, 1), min_size=2, max_size=3),
+       key_index=st.integers(0, len(KEYS) - 1))
+def test_spark_orders_an_item_by_sequence_like_duckdb_when_the_clock_steps_back_across_batches(
+    spark: Any, tmp_path_factory: pytest.TempPathFactory, ops: list[Op], cuts: list[int], snapshot_share: float,
+    picks: list[float], key_index: int
+) -> None:
+    # The same rows give the same answer at every moment, decided or not (record.counts_from).
+    store, records = _store_with_snapshot_and_late_files(tmp_path_factory.mktemp("store"), ops, cuts,
+                                                         snapshot_share, 0.3)
+    if not records:
+        return
+    moments = _sample(_covered(store, _moments(records)), picks)
+    for second in moments:
+        assert (_state_rows(open_items(store, TABLE, _at(second), engine="spark"))
+                == _state_rows(open_items(store, TABLE, _at(second))))
+    last = _moments(records)[-1]
+    assert {key: image for key, _, image, _ in _state_rows(open_items(store, TABLE, _at(last), engine="spark"))} \
+        == model_state(ops, last)
+    key = json.dumps(KEYS[key_index], separators=(",", ":"), ensure_ascii=False)
+    assert item_history(store, TABLE, key, engine="spark") == item_history(store, TABLE, key)
 
 
 @pytest.mark.spark

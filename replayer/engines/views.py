@@ -25,7 +25,16 @@ from changelog.plain import plain_select, quote_ident
 from changelog.predicate import lock_down
 from changelog.progress import query_progress, track_progress
 from changelog.quarantine import list_quarantined
-from changelog.record import LATEST_FIRST, SCHEMA, VERSION_ORDER, first_copies
+from changelog.record import (
+    LATEST_FIRST,
+    SCHEMA,
+    STREAM_ROW,
+    VERSION_ORDER,
+    counts_from,
+    first_copies,
+    latest_counts_from,
+    may_be_latest,
+)
 from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests, part_paths
 from changelog.source import register_parquet
 from changelog.state import (
@@ -144,9 +153,10 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
             "CREATE VIEW snapshot_rows AS SELECT *, NULL::TIMESTAMPTZ AS snapshot_time FROM snapshot_rows__empty"
         )
     _coverage_guard(con, store, tables)
-    # De-duplication (record.first_copies) runs on each item's newest second only: copies of a record
-    # share its event time, so only that second can hold the winner, and de-duplicating those few
-    # rows is as exact as de-duplicating them all (bench/sql.py: the raw latest-per-key query's speed).
+    # De-duplication (record.first_copies) runs only on the rows that may hold an item's latest
+    # version (record.may_be_latest): every copy of such a record is among them, so de-duplicating
+    # those few rows is as exact as de-duplicating them all (bench/sql.py: the raw latest-per-key
+    # query's speed). Each keeps its item's latest stream time, which the winner counts from.
     con.execute(
         f"""
         CREATE MACRO state_at(t, only_table := NULL) AS TABLE
@@ -160,37 +170,43 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
             SELECT table_name, max(changes_from) AS changes_from FROM snapshots
             WHERE snapshot_time <= t::TIMESTAMPTZ GROUP BY table_name
         ),
-        latest_second AS (
-            SELECT c.* FROM changes__raw c LEFT JOIN floors f ON c.table_name = f.table_name
+        candidates AS (
+            SELECT c.*, max(CASE WHEN {STREAM_ROW} THEN c.event_time END)
+                        OVER (PARTITION BY c.table_name, c.item_key) AS stream_time
+            FROM changes__raw c LEFT JOIN floors f ON c.table_name = f.table_name
             WHERE c.event_time <= t::TIMESTAMPTZ AND (only_table IS NULL OR c.table_name = only_table)
                 AND c.event_time >= coalesce(f.changes_from, '-infinity'::TIMESTAMPTZ)
-            QUALIFY c.event_time = max(c.event_time) OVER (PARTITION BY c.table_name, c.item_key)
+            QUALIFY {may_be_latest("c.table_name, c.item_key")}
         )
         SELECT table_name, item_key, keys::JSON AS keys, image::JSON AS item, rewind_doc(image)::JSON AS doc,
-               event_time, sequence_number
+               counts_from AS event_time, sequence_number
         -- The guard is a relation of its own, so a refusal is raised even when no row would come back.
         FROM (SELECT 1 WHERE rewind_restorable(t::TIMESTAMPTZ, only_table)) AS guard, (
-            SELECT table_name, item_key, keys, event_name, event_time, sequence_number,
-                   new_image AS image
-            FROM ({first_copies("latest_second")})
-            UNION ALL
-            SELECT r.table_name, r.item_key, r.keys, r.event_name, r.event_time, r.sequence_number, r.image
-            FROM snapshot_rows r JOIN chosen c ON r.table_name = c.table_name AND r.snapshot_time = c.snapshot_time
+            SELECT *, {latest_counts_from("table_name, item_key", "stream_time")} AS counts_from FROM (
+                SELECT 0 AS src, table_name, item_key, keys, event_name, event_time, sequence_number,
+                       new_image AS image, stream_time
+                FROM ({first_copies("candidates")})
+                UNION ALL
+                SELECT 1 AS src, r.table_name, r.item_key, r.keys, r.event_name, r.event_time, r.sequence_number,
+                       r.image, r.event_time AS stream_time
+                FROM snapshot_rows r JOIN chosen c ON r.table_name = c.table_name AND r.snapshot_time = c.snapshot_time
+            )
         )
         QUALIFY row_number() OVER (
             PARTITION BY table_name, item_key
-            ORDER BY {LATEST_FIRST}
+            ORDER BY {LATEST_FIRST}, src
         ) = 1 AND event_name <> 'REMOVE'
         """
     )
     sql_function(con, "rewind_key", _key_reader(store, tables), ["VARCHAR"], "VARCHAR")
     con.execute(
         f"""CREATE MACRO history(k) AS TABLE
-            SELECT table_name, event_time, event_name, sequence_number, is_ttl_delete,
+            SELECT table_name, counts_from AS event_time, event_name, sequence_number, is_ttl_delete,
                    old_image::JSON AS old_image, new_image::JSON AS new_image, event_id
             -- Refused, like the history command, while a table has a loss (changelog.restorable).
-            FROM (SELECT 1 WHERE rewind_complete()) AS guard, changes
-            WHERE item_key = rewind_key(k) ORDER BY table_name, {VERSION_ORDER}"""
+            FROM (SELECT 1 WHERE rewind_complete()) AS guard,
+                 (SELECT *, {counts_from()} AS counts_from FROM changes WHERE item_key = rewind_key(k))
+            ORDER BY table_name, {VERSION_ORDER}"""
     )
     if plain_tables:
         for table in tables:

@@ -79,7 +79,7 @@ def history_losses(store: Store, table: str) -> tuple[Loss, ...]:
 def item_history(store: Store, table: str, key_text: str,
                  con: duckdb.DuckDBPyConnection | None = None, *, engine: str = "duckdb",
                  partial: bool = False) -> list[Version]:
-    """Every change of the item with key ``key_text``, ordered by time then sequence number.
+    """Every change of the item with key ``key_text``, in version order (``changelog.record.counts_from``).
 
     Refused (TimeOutOfRange) while the table has a gap or a quarantined record, unless ``partial``.
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from changelog.codec import decode_lambda_record
 from changelog.errors import TimeOutOfRange, UsageError
 from changelog.snapshot import list_manifests
 from changelog.state import change_files, coverage
-from changelog.store import Store
+from changelog.store import LocalStore, Store
 from compactor.policy import parse_policy
 from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
@@ -46,13 +48,23 @@ def _seconds() -> list[int]:
     return [int(r["dynamodb"]["ApproximateCreationDateTime"]) for r in map(_change, range(CHANGES))]
 
 
-@pytest.fixture
-def history(store: Store) -> Store:
-    """A month of changes, a snapshot at noon every day, and one late file."""
+@pytest.fixture(scope="module")
+def built_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A month of changes, a snapshot at noon every day, and one late file: built once per module."""
+    root = tmp_path_factory.mktemp("history")
+    store = LocalStore(root)
     capture_batch(store, [_change(i) for i in range(CHANGES)], decode_lambda_record, source="test")
     for day in range(21):
         build_snapshot(store, TABLE, (BASE + day * DAY + 12 * 3600) * 1_000_000)
     capture_batch(store, [_late()], decode_lambda_record, source="test")
+    return root
+
+
+@pytest.fixture
+def history(store: Store, built_history: Path) -> Store:
+    """Each test's own copy of the month (tests expire from it), the same bytes as building it afresh."""
+    assert isinstance(store, LocalStore)
+    shutil.copytree(built_history, store.root, dirs_exist_ok=True)
     return store
 
 

@@ -159,13 +159,15 @@ class _Session:
     """One poll run's state: clients, checkpoints by shard, live iterators, and the counts so far."""
 
     def __init__(self, store: Store, table: str, arn: str, streams: Any, *, limit: int,
-                 deadline: float | None, progress: Progress | None, warn: Callable[[str], None]) -> None:
+                 deadline: float | None, progress: Progress | None, warn: Callable[[str], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.table = table
         self.arn = arn
         self.streams = streams
         self.limit = limit
         self.deadline = deadline
+        self.clock = clock
         self.progress = progress
         self.warn = warn
         self.checkpoints = read_checkpoints(store, table)
@@ -174,7 +176,7 @@ class _Session:
         self.records = self.captured = self.quarantined = self.files = self.gaps = 0
 
     def expired(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        return self.deadline is not None and self.clock() >= self.deadline
 
     def save(self, checkpoint: Checkpoint) -> None:
         write_checkpoint(self.store, self.table, checkpoint)
@@ -346,6 +348,7 @@ def poll(
     progress: Progress | None = None,
     warn: Callable[[str], None] = _warn,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
     limit: int = GETRECORDS_LIMIT,
 ) -> PollSummary:
     """Capture the table's stream into the store; with ``once``, drain what is there now and return.
@@ -359,8 +362,9 @@ def poll(
     description, arn = stream_arn(dynamodb, table)
     if not store.exists(meta_path(table)):
         write_meta(store, meta_from_description(description))
-    deadline = time.monotonic() + max_seconds if max_seconds is not None else None
-    session = _Session(store, table, arn, streams, limit=limit, deadline=deadline, progress=progress, warn=warn)
+    deadline = clock() + max_seconds if max_seconds is not None else None
+    session = _Session(store, table, arn, streams, limit=limit, deadline=deadline, progress=progress, warn=warn,
+                       clock=clock)
     rounds = 0
     interrupted = False
     try:
@@ -372,7 +376,7 @@ def poll(
             if seen == 0:
                 pause = poll_interval
                 if deadline is not None:
-                    pause = min(pause, max(0.0, deadline - time.monotonic()))
+                    pause = min(pause, max(0.0, deadline - clock()))
                 sleep(pause)
     except KeyboardInterrupt:
         interrupted = True

@@ -41,6 +41,7 @@ from tests.damage import (
     Damage,
     at,
     build_store,
+    copy_built_store,
     delete_newest_change_file,
     flip,
     fresh_s3_store,
@@ -70,7 +71,7 @@ def _commands(store: Store, damage: Damage, out: Path) -> dict[str, list[str]]:
 
 @pytest.fixture
 def built(store: Store) -> Store:
-    build_store(store)
+    copy_built_store(store)
     return store
 
 

@@ -27,6 +27,7 @@ from tests.damage import (
     US,
     Damage,
     build_store,
+    copy_built_store,
     fresh_s3_store,
     part_paths,
 )
@@ -58,7 +59,7 @@ def invoke(store: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 
 @pytest.fixture
 def built(store: Store) -> Store:
-    build_store(store)
+    copy_built_store(store)
     return store
 
 

@@ -99,7 +99,7 @@ def test_check_without_read_data_finds_structural_damage(built: Store, damage: D
 def test_check_finds_damage_in_an_s3_store(s3_over_http: Store, tmp_path: Path, damage: Damage,  # noqa: F811
                                            capsys: pytest.CaptureFixture[str]) -> None:
     store = fresh_s3_store(s3_over_http, tmp_path)
-    build_store(store)
+    copy_built_store(store)
     named = damage.apply(store)
     code, report = _check(store, capsys, "--read-data")
     assert code == 6 and named in json.dumps(report["problems"])

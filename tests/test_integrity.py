@@ -94,7 +94,7 @@ def test_every_reader_refuses_a_damaged_s3_store_in_one_line(
         s3_over_http: Store, damage: Damage, tmp_path: Path,  # noqa: F811
         capsys: pytest.CaptureFixture[str]) -> None:
     store = fresh_s3_store(s3_over_http, tmp_path)
-    build_store(store)
+    copy_built_store(store)
     named = damage.apply(store)
     out = tmp_path / "restore.jsonl"
     for command, argv in _commands(store, damage, out).items():

@@ -92,6 +92,7 @@ def _canonical(images: dict[str, str]) -> dict[str, Any]:
     return {key: json.loads(image) for key, image in images.items()}
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(ops=operations(clock_steps=True), retries=st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)),
                                                          max_size=3),

@@ -122,6 +122,7 @@ def _two_pass_state(store: Store, at_second: int, tombstones: bool) -> list[tupl
     return con.execute(f"SELECT {STATE_COLUMNS} FROM state ORDER BY item_key").fetchall()
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(ops=operations(), cuts=st.lists(st.integers(0, 100), max_size=4), snapshot_share=st.floats(0, 1),
        late_share=st.floats(0, 0.5), tombstones=st.booleans())

@@ -84,6 +84,7 @@ def _kept_moments(store: Store, floor_us: int, count: int = 30) -> list[int]:
     return kept[:: max(1, len(kept) // count)]
 
 
+@pytest.mark.slow
 def test_every_kept_restore_point_replays_identically_after_expire(history: Store) -> None:
     # 8 days back from the last change is day 12 after noon: the base is day 12's noon snapshot, and
     # the change file of that hour also holds a change made after noon, which must stay.
@@ -188,6 +189,7 @@ def test_snapshot_directories_without_a_manifest_are_removed_after_an_hour(histo
 # --- the deployed stack's retention: the scheduled compactor applies the same plan ----------------
 
 
+@pytest.mark.slow
 def test_the_scheduled_compactor_applies_the_stacks_retention_policy(
     history: Store, monkeypatch: pytest.MonkeyPatch, aws: None
 ) -> None:

@@ -166,13 +166,15 @@ class _Session:
     """One poll run's state: clients, checkpoints by shard, live iterators, and the counts so far."""
 
     def __init__(self, store: Store, table: str, arn: str, streams: Any, *, limit: int,
-                 deadline: float | None, progress: Progress | None, warn: Callable[[str], None]) -> None:
+                 deadline: float | None, progress: Progress | None, warn: Callable[[str], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.table = table
         self.arn = arn
         self.streams = streams
         self.limit = limit
         self.deadline = deadline
+        self.clock = clock
         self.progress = progress
         self.warn = warn
         self.checkpoints = read_checkpoints(store, table)
@@ -181,7 +183,7 @@ class _Session:
         self.records = self.captured = self.quarantined = self.files = self.gaps = self.erased = 0
 
     def expired(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        return self.deadline is not None and self.clock() >= self.deadline
 
     def save(self, checkpoint: Checkpoint) -> None:
         write_checkpoint(self.store, self.table, checkpoint)
@@ -354,6 +356,7 @@ def poll(
     progress: Progress | None = None,
     warn: Callable[[str], None] = _warn,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
     limit: int = GETRECORDS_LIMIT,
     autoscaling: Any = None,
 ) -> PollSummary:
@@ -376,9 +379,10 @@ def poll(
                                  dynamodb=dynamodb, autoscaling=autoscaling)
 
     observe_settings()
-    observed_at = time.monotonic()
-    deadline = time.monotonic() + max_seconds if max_seconds is not None else None
-    session = _Session(store, table, arn, streams, limit=limit, deadline=deadline, progress=progress, warn=warn)
+    observed_at = clock()
+    deadline = clock() + max_seconds if max_seconds is not None else None
+    session = _Session(store, table, arn, streams, limit=limit, deadline=deadline, progress=progress, warn=warn,
+                       clock=clock)
     rounds = 0
     interrupted = False
     try:
@@ -387,13 +391,13 @@ def poll(
             rounds += 1
             if once or session.expired():
                 break
-            if time.monotonic() - observed_at >= SETTINGS_EVERY_S:
+            if clock() - observed_at >= SETTINGS_EVERY_S:
                 observe_settings()
-                observed_at = time.monotonic()
+                observed_at = clock()
             if seen == 0:
                 pause = poll_interval
                 if deadline is not None:
-                    pause = min(pause, max(0.0, deadline - time.monotonic()))
+                    pause = min(pause, max(0.0, deadline - clock()))
                 sleep(pause)
     except KeyboardInterrupt:
         interrupted = True

@@ -63,3 +63,13 @@ def s3_store(aws: None) -> Store:
     """An empty store in a moto bucket."""
     boto3.client("s3").create_bucket(Bucket="rewind-store")
     return S3Store("rewind-store", "backups")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding slow or Spark tests first, each file's tests in their own order.
+
+    pytest-xdist (``--dist loadfile --no-loadscope-reorder``, pyproject.toml) hands files to workers in
+    this order: a long file handed out last would keep one worker busy after the other had finished.
+    """
+    heavy = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("spark")}
+    items.sort(key=lambda item: item.path not in heavy)

@@ -99,6 +99,7 @@ def _store(tmp: Path, ops: list[Op], snapshot_share: float | None) -> tuple[Loca
     return store, seconds
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(ops=operations(), snapshot_share=st.one_of(st.none(), st.floats(0, 1)), pick=st.floats(0, 1),
        key_index=st.integers(0, len(KEYS) - 1))

@@ -53,6 +53,7 @@ def _capture(store: Store, ops: list[Op]) -> bool:
     return bool(records)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=operations(), split=st.floats(0, 1))

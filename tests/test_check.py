@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -34,11 +33,13 @@ from tests.damage import (
     Damage,
     at,
     build_store,
+    copy_built_store,
     delete_newest_change_file,
     flip,
     fresh_s3_store,
     ledger_records,
     part_paths,
+    pristine,
 )
 from tests.model import model_state
 from tests.test_store import s3_over_http  # noqa: F401  (the fixture)
@@ -47,7 +48,7 @@ from tests.workloads import run_cli
 
 @pytest.fixture
 def built(store: Store) -> Store:
-    build_store(store)
+    copy_built_store(store)
     return store
 
 
@@ -98,7 +99,7 @@ def test_check_without_read_data_finds_structural_damage(built: Store, damage: D
 def test_check_finds_damage_in_an_s3_store(s3_over_http: Store, tmp_path: Path, damage: Damage,  # noqa: F811
                                            capsys: pytest.CaptureFixture[str]) -> None:
     store = fresh_s3_store(s3_over_http, tmp_path)
-    build_store(store)
+    copy_built_store(store)
     named = damage.apply(store)
     code, report = _check(store, capsys, "--read-data")
     assert code == 6 and named in json.dumps(report["problems"])
@@ -149,15 +150,6 @@ def test_check_prints_a_summary(built: Store, capsys: pytest.CaptureFixture[str]
     assert f"PROBLEM: {part} is missing" in out and "1 problem(s) found" in out
 
 
-@lru_cache(maxsize=1)
-def _pristine() -> Path:
-    """One built store per test session, copied for each example."""
-    root = Path(tempfile.mkdtemp(prefix="ddb-rewind-pristine-")) / "store"
-    root.mkdir()
-    build_store(LocalStore(root))
-    return root
-
-
 def _published(root: Path) -> list[str]:
     found = []
     for directory, _subdirs, files in os.walk(root / "tables"):
@@ -172,7 +164,7 @@ def _published(root: Path) -> list[str]:
 def test_any_single_byte_flip_is_detected_and_never_changes_a_replay(
         tmp_path: Path, file_choice: int, offset_choice: int, mask: int) -> None:
     target = Path(tempfile.mkdtemp(dir=tmp_path)) / "store"
-    shutil.copytree(_pristine(), target)
+    shutil.copytree(pristine(), target)
     files = _published(target)
     victim = target / files[file_choice % len(files)]
     data = victim.read_bytes()

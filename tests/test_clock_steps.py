@@ -155,6 +155,8 @@ def _sql_state(store: Store, moment: int) -> dict[str, Any]:
     return _canonical(dict(rows))
 
 
+
+@pytest.mark.slow
 @PROPERTY
 @given(ops=operations(clock_steps=True), data=st.data(),
        retries=st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), max_size=3),

@@ -107,6 +107,7 @@ def test_bad_windows_get_one_line_and_a_non_zero_exit(store: Store, capsys: pyte
     assert capsys.readouterr().err.count("\n") == 1
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), a=st.floats(0, 1), b=st.floats(0, 1))
 def test_diff_agrees_with_a_plain_model(tmp_path_factory: pytest.TempPathFactory, seed: int, a: float,

@@ -11,9 +11,6 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +18,6 @@ from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
-import pyspark
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -132,6 +128,7 @@ def _two_pass_state(store: Store, at_second: int, tombstones: bool) -> list[tupl
     return con.execute(f"SELECT {STATE_COLUMNS} FROM state ORDER BY item_key").fetchall()
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(ops=st.booleans().flatmap(lambda steps: operations(clock_steps=steps)),
        cuts=st.lists(st.integers(0, 100), max_size=4), snapshot_share=st.floats(0, 1),
@@ -280,12 +277,7 @@ def test_a_where_filter_gives_the_same_items_and_diff_on_spark(spark: Any, tmp_p
     assert diffs["spark"] == diffs["duckdb"] and [c["key"] for c in diffs["spark"]["changed"]] == [{"pk": {"S": "b"}}]
 
 
-# --- The CLI ----------------------------------------------------------------------------------------
-
-
-def _cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ddb_rewind", *argv], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=300)
+# --- Fixtures the in-process Spark tests share with tests/test_spark_cli.py -----------------------
 
 
 def _cli_store(tmp_path: Path) -> LocalStore:
@@ -295,50 +287,6 @@ def _cli_store(tmp_path: Path) -> LocalStore:
     store = LocalStore(tmp_path / "store")
     capture_batch(store, stream_records(TABLE, ops), decode_lambda_record, source="test")
     return store
-
-
-@pytest.mark.spark
-@pytest.mark.slow
-def test_replay_engine_spark_on_the_command_line_writes_the_bytes_duckdb_writes(tmp_path: Path) -> None:
-    store = _cli_store(tmp_path)
-    common = ["replay", "--table", TABLE, "--store", str(store.root), "--at", "2025-06-15T15:06:45Z"]
-
-    spark_run = _cli(*common, "--to-file", str(tmp_path / "spark.jsonl"), "--engine", "spark")
-    duck_run = _cli(*common, "--to-file", str(tmp_path / "duckdb.jsonl"))
-
-    assert (spark_run.returncode, spark_run.stderr) == (0, "")
-    assert spark_run.stdout.replace("spark.jsonl", "X") == duck_run.stdout.replace("duckdb.jsonl", "X")
-    assert (tmp_path / "spark.jsonl").read_bytes() == (tmp_path / "duckdb.jsonl").read_bytes()
-
-
-@pytest.mark.spark
-@pytest.mark.slow
-def test_local_spark_workers_run_the_interpreter_ddb_rewind_runs_in(tmp_path: Path) -> None:
-    store = _cli_store(tmp_path)
-    # The first python3 on this PATH has none of the packages: a worker started from it could not
-    # fingerprint a file.
-    env = {name: value for name, value in os.environ.items() if name != "PYSPARK_PYTHON"}
-    env.update(PATH="/usr/bin:/bin", PYTHONPATH=str(ROOT))
-    run = subprocess.run([sys.executable, "-m", "ddb_rewind", "replay", "--table", TABLE, "--store",
-                          str(store.root), "--at", "2025-06-15T15:06:45Z", "--to-file",
-                          str(tmp_path / "spark.parquet"), "--engine", "spark"],
-                         capture_output=True, text=True, env=env, timeout=300)
-
-    assert (run.returncode, run.stderr) == (0, "")
-    assert pq.read_table(tmp_path / "spark.parquet").column("doc").to_pylist() == ['{"pk":"b","s":["x","y"]}']
-
-
-@pytest.mark.spark
-@pytest.mark.slow
-def test_a_spark_that_cannot_start_is_one_line_not_a_java_traceback(tmp_path: Path) -> None:
-    store = _cli_store(tmp_path)
-
-    run = _cli("history", "--table", TABLE, "--store", str(store.root), "--key", '{"pk":{"S":"a"}}',
-               "--engine", "spark", env={"SPARK_MASTER": "nonsense://nowhere"})
-
-    assert run.returncode != 0 and run.stdout == ""
-    assert len(run.stderr.strip().splitlines()) == 1 and run.stderr.startswith("ddb-rewind: error: Spark")
-    assert "Master must" in run.stderr and "Traceback" not in run.stderr
 
 
 # --- The spark-submit job ---------------------------------------------------------------------------
@@ -403,27 +351,6 @@ def test_the_spark_job_refuses_a_moment_outside_coverage_with_exit_5(
 
     assert code == 5 and not (tmp_path / "out").exists()
     assert capsys.readouterr().err.startswith("ddb-rewind: error: 2020-01-01T00:00:00Z is before the earliest")
-
-
-@pytest.mark.spark
-@pytest.mark.slow
-def test_spark_submit_runs_the_job_file_unchanged(tmp_path: Path) -> None:
-    store = _cli_store(tmp_path)
-    submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
-
-    run = subprocess.run(
-        [str(submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
-         str(ROOT / "replayer" / "engines" / "spark_job.py"),
-         "--store", str(store.root), "--table", TABLE, "--at", "2025-06-15T15:06:45Z",
-         "--output", str(tmp_path / "out"), "--format", "jsonl"],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYSPARK_PYTHON": sys.executable,
-             "PYSPARK_DRIVER_PYTHON": sys.executable})
-
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "wrote 1 items of orders as of 2025-06-15T15:06:45Z" in run.stdout
-    lines = b"".join(p.read_bytes() for p in sorted((tmp_path / "out").glob("part-*"))).splitlines()
-    assert [json.loads(line)["Item"]["pk"] for line in lines] == [{"S": "b"}]
 
 
 def test_the_spark_job_accepts_the_arguments_a_glue_job_adds() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from changelog.codec import decode_lambda_record
 from changelog.errors import TimeOutOfRange, UsageError
 from changelog.snapshot import list_manifests
 from changelog.state import change_files, coverage
-from changelog.store import Store
+from changelog.store import LocalStore, Store
 from compactor.policy import parse_policy
 from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
@@ -46,13 +48,23 @@ def _seconds() -> list[int]:
     return [int(r["dynamodb"]["ApproximateCreationDateTime"]) for r in map(_change, range(CHANGES))]
 
 
-@pytest.fixture
-def history(store: Store) -> Store:
-    """A month of changes, a snapshot at noon every day, and one late file."""
+@pytest.fixture(scope="module")
+def built_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A month of changes, a snapshot at noon every day, and one late file: built once per module."""
+    root = tmp_path_factory.mktemp("history")
+    store = LocalStore(root)
     capture_batch(store, [_change(i) for i in range(CHANGES)], decode_lambda_record, source="test")
     for day in range(21):
         build_snapshot(store, TABLE, (BASE + day * DAY + 12 * 3600) * 1_000_000)
     capture_batch(store, [_late()], decode_lambda_record, source="test")
+    return root
+
+
+@pytest.fixture
+def history(store: Store, built_history: Path) -> Store:
+    """Each test's own copy of the month (tests expire from it), the same bytes as building it afresh."""
+    assert isinstance(store, LocalStore)
+    shutil.copytree(built_history, store.root, dirs_exist_ok=True)
     return store
 
 
@@ -72,6 +84,7 @@ def _kept_moments(store: Store, floor_us: int, count: int = 30) -> list[int]:
     return kept[:: max(1, len(kept) // count)]
 
 
+@pytest.mark.slow
 def test_every_kept_restore_point_replays_identically_after_expire(history: Store) -> None:
     # 8 days back from the last change is day 12 after noon: the base is day 12's noon snapshot, and
     # the change file of that hour also holds a change made after noon, which must stay.
@@ -176,6 +189,7 @@ def test_snapshot_directories_without_a_manifest_are_removed_after_an_hour(histo
 # --- the deployed stack's retention: the scheduled compactor applies the same plan ----------------
 
 
+@pytest.mark.slow
 def test_the_scheduled_compactor_applies_the_stacks_retention_policy(
     history: Store, monkeypatch: pytest.MonkeyPatch, aws: None
 ) -> None:

@@ -231,6 +231,7 @@ def old_and_new_images(draw: st.DrawFn) -> tuple[Any, dict[str, Any]]:
     return old, new
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(pair=old_and_new_images())
 def test_an_old_image_checked_beside_its_new_image_gets_the_verdict_of_a_whole_check(

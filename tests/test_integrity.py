@@ -41,6 +41,7 @@ from tests.damage import (
     Damage,
     at,
     build_store,
+    copy_built_store,
     delete_newest_change_file,
     flip,
     fresh_s3_store,
@@ -70,7 +71,7 @@ def _commands(store: Store, damage: Damage, out: Path) -> dict[str, list[str]]:
 
 @pytest.fixture
 def built(store: Store) -> Store:
-    build_store(store)
+    copy_built_store(store)
     return store
 
 
@@ -93,7 +94,7 @@ def test_every_reader_refuses_a_damaged_s3_store_in_one_line(
         s3_over_http: Store, damage: Damage, tmp_path: Path,  # noqa: F811
         capsys: pytest.CaptureFixture[str]) -> None:
     store = fresh_s3_store(s3_over_http, tmp_path)
-    build_store(store)
+    copy_built_store(store)
     named = damage.apply(store)
     out = tmp_path / "restore.jsonl"
     for command, argv in _commands(store, damage, out).items():

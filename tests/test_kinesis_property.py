@@ -46,6 +46,7 @@ def _with_sequence(record: dict[str, Any], sequence: int) -> dict[str, Any]:
     return copy
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(ops=operations(), resends=st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), max_size=6),
        cuts=st.lists(st.integers(0, 200), max_size=4), compact_at=st.integers(0, 200))

@@ -202,10 +202,15 @@ def test_ctrl_c_keeps_what_was_read_and_exits_130(aws: None, store: Store, capsy
 def test_without_once_it_stops_after_max_seconds(aws: None, store: Store) -> None:
     client = make_table()
     client.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})
-    # A budget that the first round fits in even on a loaded machine; the pauses between rounds are real.
-    summary = poll(store, TABLE, once=False, poll_interval=0.2, max_seconds=1.0)
+    # A clock that moves only while the poller sleeps: the outcome does not depend on how loaded the machine is.
+    now = [0.0]
+
+    def pause(seconds: float) -> None:
+        now[0] += seconds
+
+    summary = poll(store, TABLE, once=False, poll_interval=0.01, max_seconds=0.05, sleep=pause, clock=lambda: now[0])
     assert summary.captured == 1
-    assert summary.rounds >= 1
+    assert summary.rounds >= 1 and now[0] == pytest.approx(0.05)
 
 
 def test_consume_records_the_table_settings_when_it_starts(aws: None, store: Store) -> None:

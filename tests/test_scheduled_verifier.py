@@ -27,6 +27,7 @@ from tests.damage import (
     US,
     Damage,
     build_store,
+    copy_built_store,
     fresh_s3_store,
     part_paths,
 )
@@ -58,7 +59,7 @@ def invoke(store: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 
 @pytest.fixture
 def built(store: Store) -> Store:
-    build_store(store)
+    copy_built_store(store)
     return store
 
 
@@ -103,6 +104,7 @@ def test_a_damaged_file_in_an_s3_store_publishes_a_verification_failure(
     assert any(named in failure for failure in summary["failures"]), summary["failures"]
 
 
+@pytest.mark.slow
 def test_a_bit_flip_is_found_by_some_run_of_every_cycle(built: Store, monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     part = part_paths(built)[0]  # the oldest snapshot: no drill reads it, only the rotating check
@@ -163,6 +165,7 @@ def test_a_bad_cycle_setting_is_refused_before_anything_is_read(
         scheduled.lambda_handler({}, None)
 
 
+@pytest.mark.slow
 def test_every_file_is_hashed_once_over_a_cycle_of_runs(built: Store) -> None:
     files = set(change_files(built, TABLE)) | set(part_paths(built))
     hashed: set[str] = set()
@@ -174,6 +177,7 @@ def test_every_file_is_hashed_once_over_a_cycle_of_runs(built: Store) -> None:
     assert hashed == files
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(paths=st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=40, unique=True),
        interval_minutes=st.integers(5, 24 * 60), cycle_days=st.integers(1, 60),

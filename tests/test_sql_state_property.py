@@ -26,6 +26,7 @@ def _state_at(store: LocalStore, second: int) -> dict[str, str]:
     return dict(rows)
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=operations(), cuts=st.lists(st.integers(0, 100), max_size=4),
@@ -46,6 +47,7 @@ def test_state_at_equals_the_model_at_every_moment(tmp_path_factory: pytest.Temp
         assert _state_at(store, second) == model_state(ops, second)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=operations(), cuts=st.lists(st.integers(0, 100), max_size=4),

@@ -42,6 +42,7 @@ def _fresh(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
     return LocalStore(tmp_path_factory.mktemp("store"))
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(ops=operations(), cuts=st.lists(st.integers(0, 100), max_size=4), retry_cuts=st.lists(st.integers(0, 100),
        max_size=3))
@@ -57,6 +58,7 @@ def test_replay_equals_the_model_at_every_moment(tmp_path_factory: pytest.TempPa
         assert _replayed(store, second) == model_state(ops, second)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(ops=operations(), snapshot_share=st.floats(0, 1), late_share=st.floats(0, 0.5))
 def test_replay_from_a_snapshot_equals_replay_from_the_first_change(

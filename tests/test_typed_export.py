@@ -21,6 +21,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -119,6 +120,7 @@ def _numbers(draw: Any) -> str:
     return Decimal(sign + (text if not text.startswith(".") else "0" + text)).normalize().__format__("f")
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(numbers=st.lists(_numbers(), min_size=1, max_size=len(KEYS)))
 def test_numbers_up_to_38_digits_are_exact_in_parquet_and_csv(tmp_path_factory: Any, numbers: list[str]) -> None:
@@ -216,6 +218,7 @@ def _model_columns(images: list[dict[str, Any]]) -> list[Column]:
     return columns
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(images=_ITEMS)
 def test_duckdb_finds_the_columns_and_values_the_python_rule_gives_byte_for_byte(images: list[dict[str, Any]]) -> None:

@@ -79,4 +79,4 @@ def fault_store(request: pytest.FixtureRequest, proxy: FaultProxy, direct: Calla
         root.mkdir()
         return open_store(str(root))
     direct("s3").create_bucket(Bucket=BUCKET)
-    return open_store(f"s3://{BUCKET}/backups")
+    return open_store(f"s3://{BUCKET}/backups", allow_empty=True)  # a new store, filled by each test

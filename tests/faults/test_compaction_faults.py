@@ -33,7 +33,7 @@ def test_a_manifest_put_applied_with_its_answer_lost_is_the_compactors_success(
         fault_store: Store, proxy: FaultProxy, work: Any, capsys: pytest.CaptureFixture[str]) -> None:
     s3_only(fault_store)
     lost = proxy.add("drop_after", method="PUT", service="s3", path=r"manifest\.json")
-    assert cli("compact", "--table", work.table, "--store", fault_store.uri) == 0
+    assert cli("compact", "--no-settings", "--table", work.table, "--store", fault_store.uri) == 0
     out = capsys.readouterr()
     assert lost.exhausted and "another compactor" not in out.out + out.err
     assert len(list_manifests(fault_store, work.table)) == 1
@@ -46,11 +46,11 @@ def test_delete_failures_during_a_merge_are_one_line_and_a_rerun_completes(
     s3_only(fault_store)
     before = len(change_files(fault_store, work.table))
     proxy.add("error", method="DELETE", service="s3", count=1000)
-    assert cli("compact", "--table", work.table, "--store", fault_store.uri) == 7
+    assert cli("compact", "--no-settings", "--table", work.table, "--store", fault_store.uri) == 7
     assert "cannot delete" in _one_line(capsys)
     assert_every_replay_equals_the_model(fault_store, work)  # merged copies beside the originals
     proxy.clear()
-    assert cli("compact", "--table", work.table, "--store", fault_store.uri) == 0
+    assert cli("compact", "--no-settings", "--table", work.table, "--store", fault_store.uri) == 0
     assert len(change_files(fault_store, work.table)) < before
     assert_every_replay_equals_the_model(fault_store, work)
 
@@ -60,7 +60,7 @@ def test_delete_failures_during_expire_are_one_line_and_a_rerun_completes(
         fault_store: Store, proxy: FaultProxy, work: Any, capsys: pytest.CaptureFixture[str]) -> None:
     s3_only(fault_store)
     middle = BASE + 2 * 3600
-    assert cli("compact", "--table", work.table, "--store", fault_store.uri, "--at", str(middle)) == 0
+    assert cli("compact", "--no-settings", "--table", work.table, "--store", fault_store.uri, "--at", str(middle)) == 0
     kept = [s for s in sorted({step.seconds for step in work.steps}) if s >= middle]
     proxy.add("drop", method="DELETE", service="s3", count=1000)
     assert cli("expire", "--table", work.table, "--store", fault_store.uri, "--keep", "changes=1h", "--yes") == 7

@@ -41,7 +41,7 @@ def work(fault_store: Store) -> Any:
 
 
 def _compact(store: Store, work: Any, proxy: FaultProxy) -> Any:
-    return start_rewind("compact", "--table", work.table, "--store", store.uri, proxy=proxy)
+    return start_rewind("compact", "--no-settings", "--table", work.table, "--store", store.uri, proxy=proxy)
 
 
 def test_a_compactor_killed_before_its_manifest_then_rerun_equals_the_model(
@@ -55,7 +55,7 @@ def test_a_compactor_killed_before_its_manifest_then_rerun_equals_the_model(
         # Killed from outside as soon as the first part is being written (its temporary file
         # appears); the manifest may or may not have followed before the signal landed.
         assert kill_when_present(_compact(fault_store, work, proxy), root, "tables/*/snapshots/*/*")
-    rerun = run_rewind("compact", "--table", work.table, "--store", fault_store.uri, proxy=proxy)
+    rerun = run_rewind("compact", "--no-settings", "--table", work.table, "--store", fault_store.uri, proxy=proxy)
     assert rerun.returncode == 0, rerun.stderr
     assert len(list_manifests(fault_store, work.table)) == 1
     assert_every_replay_equals_the_model(fault_store, work)
@@ -67,7 +67,7 @@ def test_a_compactor_killed_between_merging_and_deleting_then_rerun_equals_the_m
     held = proxy.add("block", method="DELETE", service="s3", path=r"/changes/", skip=1)
     kill_when_blocked(_compact(fault_store, work, proxy), held)
     assert_every_replay_equals_the_model(fault_store, work)  # merged file and originals side by side
-    rerun = run_rewind("compact", "--table", work.table, "--store", fault_store.uri, proxy=proxy)
+    rerun = run_rewind("compact", "--no-settings", "--table", work.table, "--store", fault_store.uri, proxy=proxy)
     assert rerun.returncode == 0, rerun.stderr
     assert_every_replay_equals_the_model(fault_store, work)
 
@@ -101,7 +101,7 @@ def test_a_compactor_overtaken_by_another_publishes_nothing_and_says_so_in_one_l
     held = proxy.add("block", method=method, service="s3", path=held_at, then="forward")
     first = _compact(fault_store, work, proxy)
     wait_blocked(held)
-    second = run_rewind("compact", "--table", work.table, "--store", fault_store.uri, proxy=proxy)
+    second = run_rewind("compact", "--no-settings", "--table", work.table, "--store", fault_store.uri, proxy=proxy)
     held.release.set()
     out, err = first.communicate(timeout=120)
     _assert_one_published(fault_store, work, [(out, err, first.returncode),
@@ -137,7 +137,7 @@ def test_a_replay_whose_files_a_merge_deleted_meanwhile_equals_the_model_or_refu
     replay = start_rewind("replay", "--table", work.table, "--store", fault_store.uri, "--at", str(second),
                           "--to-file", str(out), proxy=proxy)
     wait_blocked(held)
-    merged = run_rewind("compact", "--table", work.table, "--store", fault_store.uri)
+    merged = run_rewind("compact", "--no-settings", "--table", work.table, "--store", fault_store.uri)
     assert merged.returncode == 0, merged.stderr
     held.release.set()
     _, err = replay.communicate(timeout=120)

@@ -28,7 +28,7 @@ def s3(proxy: FaultProxy, direct: Callable[[str], object]) -> Store:
     from changelog.store import open_store
 
     direct("s3").create_bucket(Bucket="faults")  # type: ignore[attr-defined]
-    store = open_store("s3://faults/backups")
+    store = open_store("s3://faults/backups", allow_empty=True)  # a new store
     store.write("t/x", b"old")
     return store
 

@@ -16,6 +16,14 @@ it read, and ``capture_holds`` is the only reader of those records:
   of every record (``eventID`` ``shardId-...:sequence``), so a Kinesis batch's records also carry
   ``shard_id`` and settle only by a record or gap of the same shard. A Kinesis stream may carry
   several tables: the batch is recorded under each table its records name.
+- The Lambda path also records, per shard, how far it has stored it (a *progress* record, replaced
+  after every batch) when its event names the shard: the stack turns on tumbling windows for a
+  DynamoDB stream read one batch at a time per shard, and then every event carries ``shardId``.
+  Lambda reads a shard in order and moves on only once a batch is stored or given up (pending), so
+  every record up to the progress record's sequence number is stored or pending. Progress alone
+  cannot see a shard that stored nothing yet, nor know a shard is idle: the scheduled probe
+  (``stream_consumer.probe``) lists the stream's shards and reads one page after each shard's
+  progress, and writes what that proves as the shard's checkpoint, in the poller's format.
 
 Holds (``Hold``, each named so that ``status`` can say what holds coverage back), each the latest
 moment it lets be restorable (None: no moment is proven):
@@ -26,7 +34,11 @@ moment it lets be restorable (None: no moment is proven):
   the changes right after it); a closed shard whose children are known holds nothing itself;
 - a pending batch: the second before its oldest change (None when its records carry no time).
 
-Without any shard record (the Lambda path), the newest stored change stands in for the shards.
+A shard's progress record raises its checkpoint's watermark to just before the newest stored
+record's second (the next record may share it); a shard known only by its progress is an open
+shard. Progress records without any checkpoint leave the lineage unknown: no moment is proven until
+the probe has listed the shards. Without any shard record at all (the Lambda path with events that
+name no shard), the newest stored change stands in for the shards.
 """
 
 from __future__ import annotations
@@ -36,13 +48,20 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from changelog.codec import MAX_SEQUENCE_DIGITS
 from changelog.damage import damaged, read_json_object
 from changelog.gaps import SECOND_US, floor_second, read_gaps
-from changelog.layout import capture_root, checkpoints_root, pending_batch_path, safe_name, stored_batch_path
+from changelog.layout import (
+    capture_root,
+    checkpoints_root,
+    pending_batch_path,
+    safe_name,
+    shard_progress_path,
+    stored_batch_path,
+)
 from changelog.store import Store
 
 # DynamoDB Streams sequence numbers are 21 to 40 digits; Kinesis's are 56 today, and the codec keeps
@@ -134,6 +153,51 @@ def is_pending(store: Store, table: str, stream_arn: str, first_sequence: str, s
 
 
 @dataclass(frozen=True)
+class ShardProgress:
+    """How far the Lambda path has stored one shard: every record up to ``last_sequence`` is stored or pending."""
+
+    shard_id: str
+    stream_arn: str
+    last_sequence: str
+    last_us: int | None  # the stream time of the record at ``last_sequence``; None: it carried none
+
+    def watermark_us(self) -> int | None:
+        """Complete strictly before the last stored record's time (the next may share its second), never past now."""
+        return None if self.last_us is None else min(self.last_us - 1, time.time_ns() // 1000)
+
+
+def record_shard_progress(store: Store, table: str, progress: ShardProgress) -> str:
+    """Record how far the shard is stored; call after the batch's files and its stored record are written.
+
+    Replacing it with an older position (a duplicate invocation of an earlier batch) only proves less.
+    """
+    _checked((progress.last_sequence,), progress.shard_id)
+    path = shard_progress_path(table, progress.shard_id)
+    body = {"shard_id": progress.shard_id, "stream_arn": progress.stream_arn,
+            "last_sequence": progress.last_sequence, "last_us": progress.last_us}
+    store.write(path, json.dumps(body, indent=1, sort_keys=True).encode("utf-8"))
+    return path
+
+
+def read_shard_progress(store: Store, table: str, listing: Iterable[str]) -> dict[str, ShardProgress]:
+    """Every progress record of the table, by shard id."""
+    prefix = capture_root(table) + "progress/"
+    found: dict[str, ShardProgress] = {}
+    for path in listing:
+        if path.startswith(prefix) and path.endswith(".json"):
+            body = read_json_object(store, path)
+            shard, arn, last, at = (body.get("shard_id"), body.get("stream_arn"), body.get("last_sequence"),
+                                    body.get("last_us"))
+            if not isinstance(shard, str) or path != shard_progress_path(table, shard) or not isinstance(arn, str) \
+                    or sequence_problem(last, MAX_SEQUENCE_DIGITS) \
+                    or not (at is None or (isinstance(at, int) and not isinstance(at, bool))):
+                raise damaged(store, path, "is not a sound shard progress record (shard_id, stream_arn, "
+                                           "last_sequence, last_us)")
+            found[shard] = ShardProgress(shard, arn, str(last), at)
+    return found
+
+
+@dataclass(frozen=True)
 class Hold:
     """One thing that limits the latest restorable time: the latest moment it lets be restorable."""
 
@@ -172,6 +236,19 @@ def lineage_holds(shards: Mapping[str, ShardRead]) -> list[Hold]:
     return holds
 
 
+def with_progress(shards: Mapping[str, ShardRead], progress: Iterable[ShardProgress]) -> dict[str, ShardRead]:
+    """The shards with each one's watermark raised to what its progress proves (an unknown shard: open)."""
+    merged = dict(shards)
+    for shard in progress:
+        mark = shard.watermark_us()
+        known = merged.get(shard.shard_id)
+        if known is None:
+            merged[shard.shard_id] = ShardRead(shard.shard_id, None, False, mark)
+        elif mark is not None and (known.watermark_us is None or mark > known.watermark_us):
+            merged[shard.shard_id] = replace(known, watermark_us=mark)
+    return merged
+
+
 def capture_holds(store: Store, table: str, listing: Sequence[str], newest_change_us: int | None) -> tuple[Hold, ...]:
     """Every hold on the table's latest restorable time (the rule above); ``watermark`` reduces them.
 
@@ -179,9 +256,18 @@ def capture_holds(store: Store, table: str, listing: Sequence[str], newest_chang
     which stands in for the shards when no shard record exists (the Lambda path).
     """
     shards = read_shard_records(store, table, listing)
-    holds = lineage_holds(shards) if shards else [
-        Hold(newest_change_us, "newest change",
-             "the newest stored change (without shard records nothing proves a later moment)")]
+    progress = read_shard_progress(store, table, listing)
+    if progress:
+        holds = lineage_holds(with_progress(shards, progress.values()))
+        if not shards:
+            holds.append(Hold(None, "shard", "the stream's shards (not listed yet: a shard that stored nothing "
+                                             "may be behind; the stack's scheduled probe lists them, or run "
+                                             "'ddb-rewind recover --probe')", unread=True))
+    elif shards:
+        holds = lineage_holds(shards)
+    else:
+        holds = [Hold(newest_change_us, "newest change",
+                      "the newest stored change (without shard records nothing proves a later moment)")]
     pending = _read_batches(store, listing, capture_root(table) + "pending/")
     if pending:
         stored = _read_batches(store, listing, capture_root(table) + "batches/")

@@ -222,6 +222,11 @@ def pending_batch_path(table: str, stream_arn: str, first_seq: str, shard_id: st
     return f"{capture_root(table)}pending/{first_seq}-{_batch_digest(stream_arn, shard_id)}.json"
 
 
+def shard_progress_path(table: str, shard_id: str) -> str:
+    """The Lambda path's record of how far it has stored one shard (replaced after every batch)."""
+    return f"{capture_root(table)}progress/{safe_name(shard_id, 'shard id')}.json"
+
+
 def ledger_root(table: str) -> str:
     """Prefix of the ledger's records of what the store's writers published and removed (ends with '/')."""
     return f"{table_root(table)}/ledger/"

@@ -16,6 +16,12 @@ latest restorable time before it until a retry or ``recover`` stores it (or ``re
 as a gap). Lambda may give up on a batch; the pending record does not. Both sources take this one
 path: a DynamoDB stream batch is recorded under the table its ARN names, a Kinesis batch under each
 table its records name (or ``REWIND_TABLE`` when none can be read), with its shard.
+
+Per-shard progress: when the event names its shard (the stack turns on tumbling windows for a
+DynamoDB stream read one batch at a time per shard, and such events carry ``shardId``), the stored
+batch's shard and its newest record are recorded too (``changelog.captured.record_shard_progress``),
+and the response carries the ``state`` Lambda requires of a windowed invocation (this function keeps
+none: an empty one).
 """
 
 from __future__ import annotations
@@ -31,7 +37,14 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from changelog.captured import hold_before, record_pending_batch, record_stored_batch, sequence_problem
+from changelog.captured import (
+    ShardProgress,
+    hold_before,
+    record_pending_batch,
+    record_shard_progress,
+    record_stored_batch,
+    sequence_problem,
+)
 from changelog.codec import (
     MAX_SEQUENCE_DIGITS,
     decode_kinesis_record,
@@ -41,7 +54,7 @@ from changelog.codec import (
     table_from_arn,
 )
 from changelog.errors import DecodeError, RewindError, StoreError, StreamConfigError
-from changelog.layout import meta_path
+from changelog.layout import meta_path, safe_name
 from changelog.meta import meta_from_description, meta_from_keys, write_meta
 from changelog.names import table_name_problem
 from changelog.store import Store, environment_store
@@ -100,18 +113,41 @@ class _Batch:
     first: str
     last: str
     hold_us: int | None
-    shard_id: str | None = None  # Kinesis only: a DynamoDB stream event does not name the shard
+    shard_id: str | None = None  # a DynamoDB stream event names it only in a tumbling window
+    last_us: int | None = None  # the stream time of the record at ``last`` (per-shard progress)
 
 
-def _batch(table: str, arn: str, records: list[Any]) -> _Batch | None:
+def _window_shard(event: dict[str, Any]) -> str | None:
+    """The shard a windowed DynamoDB stream event names, when it can name a record (None otherwise)."""
+    shard = event.get("shardId")
+    if not isinstance(shard, str) or not shard.startswith("shardId-"):
+        return None
+    try:
+        return safe_name(shard, "shard id")
+    except RewindError:
+        return None
+
+
+def _record_time_us(record: Any) -> int | None:
+    body = record.get("dynamodb") if isinstance(record, dict) else None
+    seconds = body.get("ApproximateCreationDateTime") if isinstance(body, dict) else None
+    if seconds is None or hold_before([seconds]) is None:  # not a stream time
+        return None
+    return int(float(seconds)) * 1_000_000
+
+
+def _batch(table: str, arn: str, records: list[Any], shard_id: str | None) -> _Batch | None:
     """The batch's range from the records whose sequence numbers can name a record (None when none can)."""
     sequences = [_identifier(record, "dynamodb.SequenceNumber") for record in records]
-    valid = [sequence for sequence in sequences if sequence_problem(sequence) is None]
+    valid = [(sequence, record) for sequence, record in zip(sequences, records, strict=True)
+             if sequence_problem(sequence) is None]
     if not valid:
         return None
     times = [record.get("dynamodb", {}).get("ApproximateCreationDateTime") for record in records
              if isinstance(record, dict) and isinstance(record.get("dynamodb"), dict)]
-    return _Batch(table, arn, min(valid, key=int), max(valid, key=int), hold_before(times))
+    first = min(valid, key=lambda pair: int(pair[0]))[0]
+    last, newest = max(valid, key=lambda pair: int(pair[0]))
+    return _Batch(table, arn, first, last, hold_before(times), shard_id, _record_time_us(newest))
 
 
 def _kinesis_seconds(records: list[Any]) -> dict[str, list[int]]:
@@ -186,9 +222,11 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
                      extra={"event_kind": type(event).__name__})
         metrics.add_metric(name="MalformedEvents", unit=MetricUnit.Count, value=1)
         return {"batchItemFailures": []}
+    # A windowed invocation without "state" in its response counts as failed.
+    window: dict[str, Any] = {"state": {}} if "window" in event or "shardId" in event else {}
     records = list(found)
     if not records:
-        return {"batchItemFailures": []}
+        return {"batchItemFailures": [], **window}
     source, decode, id_field = _source(records)
     batches: list[_Batch] = []
     table_hint = os.environ.get("REWIND_TABLE")
@@ -199,7 +237,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
                 # An invalid name is the record's problem (it is quarantined), not the batch's.
                 with contextlib.suppress(DecodeError):
                     table_hint = table_from_arn(arn)
-                    found_batch = _batch(table_hint, arn, records)
+                    found_batch = _batch(table_hint, arn, records, _window_shard(event))
                     batches = [found_batch] if found_batch is not None else []
         store = _store()
         result = capture_batch(store, records, decode, source=source, table_hint=table_hint)
@@ -211,6 +249,9 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         for batch in batches:
             record_stored_batch(store, batch.table, batch.stream_arn, batch.first, batch.last, "lambda",
                                 batch.shard_id)
+            if source == "lambda-dynamodb" and batch.shard_id is not None:
+                record_shard_progress(store, batch.table, ShardProgress(batch.shard_id, batch.stream_arn,
+                                                                        batch.last, batch.last_us))
     except StreamConfigError as exc:
         # No retry can succeed on a stream without images: the MisconfiguredStream alarm says so at
         # once; Lambda's bounded retries then hand the batch to recover, which records it as a gap.
@@ -229,7 +270,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
                      extra={"error": detail, "error_kind": type(exc).__name__,
                             "expected": isinstance(exc, RewindError)})
         metrics.add_metric(name="FailedBatches", unit=MetricUnit.Count, value=1)
-        return {"batchItemFailures": [{"itemIdentifier": _identifier(records[0], id_field)}]}
+        return {"batchItemFailures": [{"itemIdentifier": _identifier(records[0], id_field)}], **window}
     metrics.add_metric(name="ChangeRecords", unit=MetricUnit.Count, value=result.captured)
     metrics.add_metric(name="ChangeBytes", unit=MetricUnit.Bytes, value=result.size_bytes)
     metrics.add_metric(name="QuarantinedRecords", unit=MetricUnit.Count, value=result.quarantined)
@@ -249,4 +290,4 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             "files": list(result.files),
         },
     )
-    return {"batchItemFailures": []}
+    return {"batchItemFailures": [], **window}

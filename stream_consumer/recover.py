@@ -637,13 +637,42 @@ def _store() -> Store:
     return environment_store(_stores)
 
 
+def scheduled_probe() -> dict[str, Any]:
+    """The schedule's trigger: probe the shards of the stream the consumer reads (``stream_consumer.probe``).
+
+    A failure raises, so the function's error alarm fires; coverage simply stays where the last
+    probe left it.
+    """
+    from stream_consumer.probe import probe_stream
+
+    table = os.environ.get("REWIND_TABLE") or ""
+    arn = os.environ.get("REWIND_STREAM_ARN") or ""
+    try:
+        named = table_from_arn(arn) if ":table/" in arn else None
+    except DecodeError:
+        named = None
+    if table_name_problem(table) is not None or named != table:
+        raise UsageError("the probe needs REWIND_TABLE and REWIND_STREAM_ARN naming that table's stream")
+    summary = probe_stream(_store(), table, streams_client(), arn)
+    states = [finding.state for finding in summary.findings]
+    metrics.add_metric(name="ProbedShards", unit=MetricUnit.Count, value=len(states))
+    behind = states.count("behind") + states.count("trimmed")
+    metrics.add_metric(name="ShardsBehind", unit=MetricUnit.Count, value=behind)
+    if summary.gaps:
+        metrics.add_metric(name="PermanentGaps", unit=MetricUnit.Count, value=summary.gaps)
+    logger.info("shards probed", extra={"table": table, **{state: states.count(state) for state in set(states)}})
+    return {"probed": len(states), "gaps": summary.gaps}
+
+
 @metrics.log_metrics
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """SQS trigger on the on-failure queue: recover each message; failed ones are reported for a retry.
 
     Lambda deletes the messages not listed in ``batchItemFailures`` after this returns, that is
-    after their records or gap are stored.
+    after their records or gap are stored. The stack's schedule invokes it too, to probe the shards.
     """
+    if isinstance(event, dict) and event.get("detail-type") == "Scheduled Event":
+        return scheduled_probe()
     failures: list[dict[str, str]] = []
     streams = streams_client()
     kinesis: Any = None

@@ -279,10 +279,14 @@ def test_the_stream_trigger_sends_exhausted_batches_to_the_queue_recover_reads(e
     assert by_function["RecoverFunction"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
-def test_the_schedules_invoke_the_compactor_and_the_verifier(expanded: dict[str, Any]) -> None:
+def test_the_schedules_invoke_the_compactor_the_verifier_and_the_probe(expanded: dict[str, Any]) -> None:
     rules = _of_type(expanded, "AWS::Events::Rule")
     targets = {rule["Targets"][0]["Arn"]["Fn::GetAtt"][0]: rule for rule in rules.values()}
-    assert set(targets) == {"CompactorFunction", "VerifierFunction"}
+    assert set(targets) == {"CompactorFunction", "VerifierFunction", "RecoverFunction"}
+    # The probe runs only where the consumer records per-shard progress (a DynamoDB stream, one batch a shard).
+    assert targets["RecoverFunction"]["State"] == {"Fn::If": ["RecordsShardProgress", "ENABLED", "DISABLED"]}
+    recover_env = expanded["Resources"]["RecoverFunction"]["Properties"]["Environment"]["Variables"]
+    assert recover_env["REWIND_STREAM_ARN"] == {"Fn::If": ["ReadsDynamoDBStream", {"Ref": "TableStreamArn"}, ""]}
     assert targets["CompactorFunction"]["ScheduleExpression"] == {"Ref": "CompactionSchedule"}
     # The verifier is told the interval it runs at: each run reads its own slot of the cycle.
     assert targets["VerifierFunction"]["ScheduleExpression"] == {"Fn::Sub": "rate(${VerifyIntervalMinutes} minutes)"}
@@ -290,7 +294,18 @@ def test_the_schedules_invoke_the_compactor_and_the_verifier(expanded: dict[str,
     assert verifier_env["REWIND_VERIFY_INTERVAL_MINUTES"] == {"Ref": "VerifyIntervalMinutes"}
     permissions = _of_type(expanded, "AWS::Lambda::Permission")
     assert {(p["FunctionName"]["Ref"], p["Principal"]) for p in permissions.values()} == {
-        ("CompactorFunction", "events.amazonaws.com"), ("VerifierFunction", "events.amazonaws.com")}
+        ("CompactorFunction", "events.amazonaws.com"), ("VerifierFunction", "events.amazonaws.com"),
+        ("RecoverFunction", "events.amazonaws.com")}
+
+
+def test_the_consumer_names_its_shard_only_where_a_shard_is_read_one_batch_at_a_time(
+    expanded: dict[str, Any]
+) -> None:
+    mappings = _of_type(expanded, "AWS::Lambda::EventSourceMapping")
+    (consumer,) = [m for m in mappings.values() if m["FunctionName"]["Ref"] == "ConsumerFunction"]
+    assert consumer["TumblingWindowInSeconds"] == {"Fn::If": ["RecordsShardProgress", 900, {"Ref": "AWS::NoValue"}]}
+    assert expanded["Conditions"]["RecordsShardProgress"] == {"Fn::And": [
+        {"Condition": "ReadsDynamoDBStream"}, {"Fn::Equals": [{"Ref": "ParallelizationFactor"}, "1"]}]}
 
 
 def test_each_function_runs_with_its_own_role(expanded: dict[str, Any]) -> None:
@@ -654,9 +669,11 @@ def test_consumer_reads_only_the_kinesis_stream_when_it_is_the_source(template: 
                                              "kinesis:SubscribeToShard"}}
 
 
-def test_recover_re_reads_the_table_stream_only_when_it_is_the_source(template: dict[str, Any]) -> None:
+def test_recover_re_reads_and_probes_the_table_stream_only_when_it_is_the_source(template: dict[str, Any]) -> None:
+    # Failed ranges by iterator and GetRecords; the probe lists the shards (DescribeStream) too.
     assert _source_actions(template, "RecoverRole", DYNAMODB_SOURCE) == {
-        DYNAMODB_SOURCE["TableStreamArn"]: {"dynamodb:GetRecords", "dynamodb:GetShardIterator"}}
+        DYNAMODB_SOURCE["TableStreamArn"]: {"dynamodb:DescribeStream", "dynamodb:GetRecords",
+                                            "dynamodb:GetShardIterator"}}
 
 
 def test_recover_re_reads_only_the_named_kinesis_stream_when_it_is_the_source(template: dict[str, Any]) -> None:
@@ -719,7 +736,7 @@ def test_recover_reads_only_its_queue_the_table_stream_and_whose_stream_it_is(re
     assert set(queue["Action"]) == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
     assert queue["Resource"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
     stream = _statement(resources, "RecoverRole", "ReReadTableStream")
-    assert set(stream["Action"]) == {"dynamodb:GetShardIterator", "dynamodb:GetRecords"}
+    assert set(stream["Action"]) == {"dynamodb:DescribeStream", "dynamodb:GetShardIterator", "dynamodb:GetRecords"}
     assert stream["Resource"] == {"Ref": "TableStreamArn"}
     assert {a for a in _role_actions(resources, "RecoverRole") if a.startswith(("sqs:", "dynamodb:"))} == {
         *queue["Action"], *stream["Action"], "dynamodb:DescribeTable", "dynamodb:ListStreams"}

@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from changelog.store import open_store
+from changelog.errors import UsageError
+from changelog.store import Store, open_store
 from changelog.timefmt import format_time, from_micros
 from ddb_rewind.args import add_store
 
@@ -25,8 +26,12 @@ def register(subparsers: Any) -> None:
                     "or a message could not be read; exit 8 when messages are held invisible by another "
                     "reader (a recover still running, or one stopped within its 15-minute hold).",
     )
-    parser.add_argument("--queue-url", required=True, metavar="URL",
-                        help="the on-failure queue (the stack's FailureQueueUrl output)")
+    parser.add_argument("--queue-url", metavar="URL",
+                        help="the on-failure queue (the stack's FailureQueueUrl output); needed unless --probe")
+    parser.add_argument("--probe", action="store_true",
+                        help="then probe the shards of --table's stream: list them and read one page after "
+                             "what the consumer Lambda stored of each, and record what that proves (the stack "
+                             "runs this on a schedule); coverage on the Lambda path needs it")
     add_store(parser)
     parser.add_argument("--table", metavar="T", default=None,
                         help="only this table's batches (others stay in the queue); a Kinesis batch is the "
@@ -50,13 +55,41 @@ def _line(outcome: Outcome, dry_run: bool) -> str:
             f"{start} on need a new bootstrap; gap {recorded}")
 
 
+def _probe(args: argparse.Namespace, store: Store) -> int:
+    import boto3
+
+    from stream_consumer.poller import stream_arn
+    from stream_consumer.probe import probe_stream
+    from stream_consumer.recover import streams_client
+
+    _, arn = stream_arn(boto3.client("dynamodb"), args.table)
+    summary = probe_stream(store, args.table, streams_client(), arn, dry_run=args.dry_run)
+    for finding in summary.findings:
+        proven = format_time(from_micros(finding.watermark_us)) if finding.watermark_us is not None else "nothing"
+        print(f"probe {args.table} shard {finding.shard_id}: {finding.state}, complete to {proven}", flush=True)
+    states = [finding.state for finding in summary.findings]
+    print(f"probe: {len(states):,} shards, {states.count('behind'):,} behind, {states.count('trimmed'):,} trimmed, "
+          f"{summary.gaps:,} gaps" + (" (dry run: nothing written)" if summary.dry_run else ""))
+    return 1 if summary.gaps else 0
+
+
 def run(args: argparse.Namespace) -> int:
-    """Drain the queue, one line per batch and one summary line."""
+    """Drain the queue, one line per batch and one summary line; then probe the table's shards if asked."""
+    if args.queue_url is None and not args.probe:
+        raise UsageError("recover needs --queue-url (drain the on-failure queue), --probe (probe --table's "
+                         "shards), or both")
+    if args.probe and args.table is None:
+        raise UsageError("--probe needs --table (the table whose stream's shards are probed)")
+    store = open_store(args.store, allow_empty=True)  # recovered batches may start the store
+    status = _drain(args, store) if args.queue_url is not None else 0
+    return max(status, _probe(args, store)) if args.probe else status
+
+
+def _drain(args: argparse.Namespace, store: Store) -> int:
     import boto3
 
     from stream_consumer.recover import RecoveryInFlight, recover_queue, streams_client
 
-    store = open_store(args.store, allow_empty=True)  # recovered batches may start the store
     summary = recover_queue(
         store, boto3.client("sqs"), streams_client(), args.queue_url, table=args.table, dry_run=args.dry_run,
         report=lambda outcome: print(_line(outcome, args.dry_run), flush=True),

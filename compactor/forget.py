@@ -50,7 +50,7 @@ from changelog.ledger import record_removed
 from changelog.meta import resolve_key
 from changelog.plain import plain_columns
 from changelog.predicate import Predicate, lock_down
-from changelog.quarantine import quarantine_paths
+from changelog.quarantine import list_quarantined, quarantined_item_key
 from changelog.record import SCHEMA
 from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests, part_paths, part_sum_of
 from changelog.source import register_parquet
@@ -90,7 +90,8 @@ class ForgetPlan:
     latest_version_us: int | None  # the newest erased version's time
     refusal: str | None  # why the store cannot erase (Object Lock), if it cannot
     up_to_us: int | None = None  # only versions stamped at or before this (a later round's plan)
-    quarantined: int = 0  # quarantined records of the table: kept whole, not searched (see docs/forget.md)
+    quarantine: tuple[Hit, ...] = ()  # quarantined records of the item (their key attributes read exactly)
+    quarantine_unread: int = 0  # quarantined records whose key attributes cannot be read: whose they are is unknown
 
     @property
     def versions(self) -> int:
@@ -105,7 +106,7 @@ class ForgetPlan:
     @property
     def empty(self) -> bool:
         """True when no file holds the item."""
-        return not self.change_files and not self.parts
+        return not self.change_files and not self.parts and not self.quarantine
 
 
 def _row_groups_admitting(metadata: pq.FileMetaData, key: str) -> list[int]:
@@ -191,12 +192,43 @@ def _plan(store: Store, table: str, key: str, up_to_us: int | None) -> ForgetPla
     touched = {hit.manifest for hit in parts if hit.manifest is not None}
     touched |= {path for path, m in manifests if rewritten.intersection(m.consumed_files)}
     snapshots = tuple(path for path, _ in manifests if path in touched)
+    quarantined, unread = _quarantined(store, table, key, up_to_us)
     refusal = None
-    if hits or parts:
-        refusal = store.erase_refusal([hit.path for hit in hits] + [hit.path for hit in parts])
-    quarantined = len(quarantine_paths(store, table))
+    if hits or parts or quarantined:
+        refusal = store.erase_refusal([hit.path for hit in (*hits, *parts, *quarantined)])
     return ForgetPlan(table, key, tuple(hits), tuple(parts), snapshots, read, skipped, latest, refusal, up_to_us,
-                      quarantined)
+                      quarantined, unread)
+
+
+def _quarantined(store: Store, table: str, key: str, up_to_us: int | None) -> tuple[tuple[Hit, ...], int]:
+    """(the quarantined records of the item, how many quarantined records could not be told whose they are).
+
+    A quarantined record is kept whole, with the item's values: it is a stored version like any other.
+    Within a later round (``up_to_us``), only records quarantined at or before the erased-up-to moment
+    are the erasure's: one quarantined after it holds a later write, kept as usual.
+    """
+    hits: list[Hit] = []
+    unread = 0
+    for kept in list_quarantined(store, table):
+        found = quarantined_item_key(kept)
+        if found is None:
+            unread += 1
+            continue
+        if found != key:
+            continue
+        if up_to_us is not None:
+            at = _iso_micros(kept.field("quarantined_at"))
+            if at is not None and at > up_to_us:
+                continue
+        hits.append(Hit(kept.path, 1))
+    return tuple(hits), unread
+
+
+def _iso_micros(text: str | None) -> int | None:
+    try:
+        return to_micros(datetime.fromisoformat(text)) if text else None
+    except ValueError:
+        return None
 
 
 def _without(data: bytes, key: str, up_to_us: int | None, image: str) -> tuple[pa.Table, pa.Table]:
@@ -289,7 +321,8 @@ def apply_forget(store: Store, plan: ForgetPlan, reason: str, *, now_us: int | N
         reason=reason,
         versions_removed=plan.versions,
         snapshot_rows_removed=plan.snapshot_rows,
-        replaced=tuple(Replaced(old, new) for old, new in (*replaced.items(), *parts_replaced.items())),
+        replaced=tuple(Replaced(old, new) for old, new in (*replaced.items(), *parts_replaced.items(),
+                                                           *((hit.path, None) for hit in plan.quarantine))),
         snapshots=plan.snapshots,
     )
     path = write_erasure(store, table, erasure, now)
@@ -298,7 +331,7 @@ def apply_forget(store: Store, plan: ForgetPlan, reason: str, *, now_us: int | N
     record_removed(store, list(replaced))  # before deleting: the ledger tells an erasure from a loss
     for old in replaced:
         store.purge(old)
-    for hit in plan.parts:
+    for hit in (*plan.parts, *plan.quarantine):  # a quarantined copy left by a crash is dropped by requeue
         store.purge(hit.path)
     return replace(erasure, path=path)
 
@@ -367,6 +400,11 @@ class WherePlan:
     @property
     def snapshots(self) -> tuple[str, ...]:
         return tuple(sorted({path for plan in self.plans for path in plan.snapshots}))
+
+    @property
+    def quarantine(self) -> int:
+        """Quarantined records of the matched items."""
+        return sum(len(plan.quarantine) for plan in self.plans)
 
     @property
     def refusal(self) -> str | None:

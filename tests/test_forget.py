@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pyarrow.parquet as pq
@@ -376,3 +377,59 @@ def test_all_rows_of_a_file_erased_leave_no_replacement(store: Store) -> None:
     result = forget(store, plan_forget(store, TABLE, KEY_TEXT), "r")
     assert [r.new for r in result.erasures[0].replaced] == [None]
     assert check_store(store, TABLE).sound
+
+
+# --- quarantined records: a kept copy of an erased version is erased with it ---------------------------------
+
+
+def _quarantine(store: Store, name: str, key: dict[str, Any], value: str, source: str = "lambda-dynamodb") -> str:
+    """A quarantined stream record of ``key`` holding ``value``, undecodable (an attribute of no DynamoDB type)."""
+    record = lambda_record(TABLE, "MODIFY", key, BASE + 10, 10**21, new={**key, "email": {"S": value}})
+    record["dynamodb"]["NewImage"]["bad"] = {"X": "no such type"}
+    if source == "lambda-kinesis":
+        import base64
+
+        payload = {"eventName": "MODIFY", "tableName": TABLE, "dynamodb": record["dynamodb"]}
+        record = {"kinesis": {"data": base64.b64encode(json.dumps(payload).encode()).decode()}}
+    path = f"{TABLES}/{TABLE}/quarantine/{name}.json"
+    store.write(path, json.dumps({"reason": "test", "source": source, "quarantined_at": "2023-11-14T22:20:00+00:00",
+                                  "record": record}).encode())
+    return path
+
+
+@pytest.mark.parametrize("source", ["lambda-dynamodb", "lambda-kinesis"])
+def test_a_quarantined_record_of_the_erased_item_is_erased_with_it(filled: Store, source: str) -> None:
+    assert isinstance(filled, LocalStore)
+    path = _quarantine(filled, "0badf00d", KEYS[ERASED], "quarantined-copy-77e1", source)
+    plan = plan_forget(filled, TABLE, KEY_TEXT)
+    assert [hit.path for hit in plan.quarantine] == [path]
+    _forget(filled)
+    assert not filled.exists(path)
+    assert path in {swap.old for swap in read_erasures(filled, TABLE)[0].replaced}
+    assert not any(b"quarantined-copy-77e1" in data for _, data in _every_value(filled))
+    assert check_store(filled, TABLE).sound
+
+
+def test_a_quarantined_record_of_another_item_is_kept(filled: Store) -> None:
+    path = _quarantine(filled, "0ddba11", KEYS[2], "someone-else-3c1d")
+    _forget(filled)
+    assert filled.exists(path)
+
+
+def test_requeue_after_forget_brings_no_quarantined_copy_back(filled: Store) -> None:
+    from stream_consumer.requeue import requeue
+
+    _quarantine(filled, "0badf00d", KEYS[ERASED], "quarantined-copy-77e1")
+    _forget(filled)
+    summary = requeue(filled, TABLE)
+    assert (summary.captured, summary.erased, summary.still_failing) == (0, 0, 0)
+    assert item_history(filled, TABLE, KEY_TEXT) == []
+
+
+def test_a_quarantined_record_whose_key_cannot_be_read_is_reported_not_guessed(filled: Store) -> None:
+    path = f"{TABLES}/{TABLE}/quarantine/feedface.json"
+    filled.write(path, b'{"reason": "test", "source": "lambda-dynamodb", "record": "not an object"}')
+    plan = plan_forget(filled, TABLE, KEY_TEXT)
+    assert (plan.quarantine, plan.quarantine_unread) == ((), 1)
+    _forget(filled)
+    assert filled.exists(path)

@@ -52,6 +52,18 @@ def _print_plan(plan: ForgetPlan, verb: str) -> None:
     print(f"snapshot parts {verb}: {len(plan.parts):,} ({plan.snapshot_rows:,} rows of the item)")
     for line in describe_hits(plan.parts):
         print(f"  {line}")
+    deleted = "that would be deleted" if "would" in verb else "to delete"
+    print(f"quarantined records {deleted}: {len(plan.quarantine):,}")
+    for line in describe_hits(plan.quarantine):
+        print(f"  {line}")
+
+
+def _print_unread(unread: int, table: str) -> None:
+    if unread:
+        # Their key attributes cannot be read: forget cannot tell whose they are. 'requeue' drops an erased item's.
+        print(f"not attributed: {unread:,} quarantined records of {table!r} whose key cannot be read (run "
+              "'ddb-rewind requeue' once they decode: a record of an erased item is then dropped with its quarantine "
+              "copy)")
 
 
 def _check_reason(reason: str, key_text: str, item_key: str) -> None:
@@ -89,6 +101,8 @@ def _print_where(plan: WherePlan, verb: str) -> None:
     print(f"snapshot parts {verb}: {len(plan.parts):,}")
     for path in plan.parts:
         print(f"  {path}")
+    deleted = "that would be deleted" if "would" in verb else "to delete"
+    print(f"quarantined records {deleted}: {plan.quarantine:,}")
 
 
 def _run_where(args: argparse.Namespace, predicate: Predicate) -> int:
@@ -105,6 +119,7 @@ def _run_where(args: argparse.Namespace, predicate: Predicate) -> int:
         print(f"no stored version of {args.table!r} matches --where: nothing to forget")
         return 0
     _print_where(plan, "that would be rewritten" if args.dry_run else "to rewrite")
+    _print_unread(plan.plans[0].quarantine_unread, args.table)
     if args.dry_run:
         if plan.refusal is not None:
             print(f"cannot erase: {plan.refusal}")
@@ -134,10 +149,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"no file of {args.table!r} holds a version of the item: nothing to forget")
         return 0
     _print_plan(plan, "that would be rewritten" if args.dry_run else "to rewrite")
-    if plan.quarantined:
-        # Kept whole, undecoded: forget cannot tell whose they are. 'requeue' drops an erased item's.
-        print(f"not searched: {plan.quarantined:,} quarantined records of {args.table!r} (run 'ddb-rewind requeue' "
-              "once they decode: a record of the erased item is then dropped with its quarantine copy)")
+    _print_unread(plan.quarantine_unread, args.table)
     if args.dry_run:
         if plan.refusal is not None:
             print(f"cannot erase: {plan.refusal}")

@@ -288,10 +288,21 @@ def _rewrite_snapshot(store: Store, plan: ForgetPlan, manifest_path: str, manife
                    extra={**manifest.extra, "rewritten_by": "forget"})
 
 
+def _paths(plan: ForgetPlan) -> list[str]:
+    return [hit.path for hit in (*plan.change_files, *plan.parts, *plan.quarantine)]
+
+
 def check_erasable(store: Store, plan: ForgetPlan) -> None:
-    """Refuse (EraseRefused) a plan the store cannot carry out for good, before anything is written."""
-    if plan.refusal is not None:
-        raise EraseRefused(f"cannot forget in {store.uri}: {plan.refusal}; nothing was changed")
+    """Refuse (EraseRefused) a plan the store cannot carry out for good, before anything is written.
+
+    Beyond the plan's refusal (compliance mode, a legal hold), this tries what the erasure will need
+    (governance mode: the bypass permission), which a dry run does not.
+    """
+    refusal = plan.refusal
+    if refusal is None and not plan.empty:
+        refusal = store.erase_refusal(_paths(plan), probe=True)
+    if refusal is not None:
+        raise EraseRefused(f"cannot forget in {store.uri}: {refusal}; nothing was changed")
 
 
 def apply_forget(store: Store, plan: ForgetPlan, reason: str, *, now_us: int | None = None) -> Erasure:
@@ -450,9 +461,8 @@ def plan_forget_where(store: Store, table: str, predicate: Predicate) -> WherePl
 def forget_where(store: Store, plan: WherePlan, reason: str) -> ForgetResult:
     """Erase each matched item through ``forget``, one after another, each planned afresh (the one before
     it rewrote files they may share); one ledger record per item and round."""
-    refusal = plan.refusal
-    if refusal is not None:
-        raise EraseRefused(f"cannot forget in {store.uri}: {refusal}; nothing was changed")
+    for item_plan in plan.plans:
+        check_erasable(store, item_plan)  # every item's files, before the first is rewritten
     done: list[Erasure] = []
     for key in plan.item_keys:
         done += forget(store, plan_item(store, plan.table, key), reason).erasures

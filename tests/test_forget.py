@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from changelog.codec import decode_lambda_record
 from changelog.forgotten import read_erasures
 from changelog.layout import TABLES
-from changelog.store import LocalStore, Store, open_store
+from changelog.store import LocalStore, S3Store, Store, open_store
 from changelog.timefmt import format_time, from_micros
 from compactor.forget import EraseRefused, forget, plan_forget
 from compactor.merge import merge_small_files
@@ -433,3 +433,54 @@ def test_a_quarantined_record_whose_key_cannot_be_read_is_reported_not_guessed(f
     assert (plan.quarantine, plan.quarantine_unread) == ((), 1)
     _forget(filled)
     assert filled.exists(path)
+
+
+# --- S3 Object Lock in governance mode: erased with the bypass, refused without it --------------------------
+
+
+def _governed_store() -> Store:
+    """A store in a fresh bucket whose Object Lock keeps every version in governance mode for a day."""
+    s3 = boto3.client("s3")
+    bucket = f"governed-{uuid.uuid4().hex[:12]}"  # moto's state outlives its server: a name no other test used
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    store = open_store(f"s3://{bucket}/backups", allow_empty=True)  # a new store, filled below
+    _fill(store)
+    return store
+
+
+def _versions(store: Store) -> set[str]:
+    assert isinstance(store, S3Store)
+    found = store.client.list_object_versions(Bucket=store.bucket, Prefix="backups/")
+    return {v["Key"] for v in found.get("Versions", []) + found.get("DeleteMarkers", [])}
+
+
+def test_forget_erases_locked_versions_in_governance_mode_with_the_bypass(moto_server: None) -> None:
+    store = _governed_store()
+    plan = plan_forget(store, TABLE, KEY_TEXT)
+    assert plan.refusal is None
+    _forget(store)
+    assert not _versions(store) & {f"backups/{hit.path}" for hit in plan.change_files + plan.parts}
+    assert not any(key.startswith("backups/forget-probe-") for key in _versions(store))
+    for second in _moments():
+        assert _state_at(store, second) == model_state(KEPT, second)
+    assert check_store(store, TABLE).sound
+
+
+def test_governance_mode_without_the_bypass_permission_is_refused_before_writing(moto_server: None) -> None:
+    store = _governed_store()
+    assert isinstance(store, S3Store)
+
+    # moto does not evaluate IAM: a caller without s3:BypassGovernanceRetention is emulated by a request whose
+    # bypass header never reaches S3, which S3 (and moto) answer with AccessDenied for a locked version.
+    def without_bypass(request: Any, **_: Any) -> None:
+        if "x-amz-bypass-governance-retention" in request.headers:
+            del request.headers["x-amz-bypass-governance-retention"]
+
+    store.client.meta.events.register("before-sign.s3.DeleteObject", without_bypass)
+    before = store.sizes(TABLES)
+    plan = plan_forget(store, TABLE, KEY_TEXT)
+    with pytest.raises(EraseRefused, match="s3:BypassGovernanceRetention"):
+        forget(store, plan, "request 42")
+    assert store.sizes(TABLES) == before

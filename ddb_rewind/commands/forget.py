@@ -106,7 +106,7 @@ def _print_where(plan: WherePlan, verb: str) -> None:
 
 
 def _run_where(args: argparse.Namespace, predicate: Predicate) -> int:
-    from compactor.forget import forget_where, plan_forget_where
+    from compactor.forget import check_erasable, forget_where, plan_forget_where
 
     store = open_store(args.store)
     plan = plan_forget_where(store, args.table, predicate)
@@ -125,8 +125,8 @@ def _run_where(args: argparse.Namespace, predicate: Predicate) -> int:
             print(f"cannot erase: {plan.refusal}")
         print("dry run: nothing was changed")
         return 0
-    if plan.refusal is not None:
-        forget_where(store, plan, args.reason)  # raises EraseRefused with the reason, before anything is written
+    for item_plan in plan.plans:
+        check_erasable(store, item_plan)  # before asking: a bucket that cannot erase is refused with its reason
     confirm(args.yes, f"erase {len(plan.plans):,} items ({plan.versions:,} versions) from "
                       f"{len(plan.change_files):,} change files and {len(plan.snapshots):,} snapshots of "
                       f"{args.table!r}? This cannot be undone")

@@ -349,14 +349,15 @@ class S3Store(Store):
             if head.get("ObjectLockLegalHoldStatus") == "ON":
                 return f"{path} is under an S3 Object Lock legal hold: lift the hold to erase it"
             governed = governed or (head.get("ObjectLockMode") == "GOVERNANCE" and until is not None and until > now)
-        return self._bypass_refusal() if governed and probe else None
+        return self._bypass_refusal(default.get("Mode") == "GOVERNANCE") if governed and probe else None
 
-    def _bypass_refusal(self) -> str | None:
+    def _bypass_refusal(self, by_default: bool) -> str | None:
         """Whether this caller may delete a version under governance-mode retention (asked once per store).
 
         IAM grants s3:BypassGovernanceRetention per principal, and nothing but trying tells whether a
-        role holds it. The try is on an empty object of its own, written with a governance retention of
-        one day and deleted at once with the bypass; a caller without the permission leaves it behind
+        role holds it. The try is on an empty object of its own, under a governance retention (the
+        bucket's default when it has one, else one day set on the object, which needs
+        s3:PutObjectRetention) and deleted at once with the bypass; a caller without the permission leaves it behind
         (empty, outside ``tables/``, named as such), never a half-done erasure of the store's files.
         """
         if "bypass" in self._probed:
@@ -368,9 +369,10 @@ class S3Store(Store):
 
         key = self._key(f"forget-probe-{uuid.uuid4().hex}.empty")
         refusal: str | None = None
+        lock = {} if by_default else {"ObjectLockMode": "GOVERNANCE",
+                                      "ObjectLockRetainUntilDate": datetime.now(UTC) + timedelta(days=1)}
         with self._calls("write", key):
-            put = self.client.put_object(Bucket=self.bucket, Key=key, Body=b"", ObjectLockMode="GOVERNANCE",
-                                         ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=1))
+            put = self.client.put_object(Bucket=self.bucket, Key=key, Body=b"", **lock)
         with self._calls("erase", key):
             try:
                 self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=put["VersionId"],
@@ -384,7 +386,7 @@ class S3Store(Store):
             refusal = (f"the bucket {self.bucket} keeps objects under S3 Object Lock in governance mode, and this "
                        "caller may not delete a locked version: grant s3:BypassGovernanceRetention (with "
                        f"s3:DeleteObjectVersion) to the role that runs forget (the empty probe s3://{self.bucket}/"
-                       f"{key} stays until its one-day retention ends)")
+                       f"{key} stays until its retention ends)")
         self._probed["bypass"] = refusal
         return refusal
 

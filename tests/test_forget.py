@@ -9,6 +9,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -438,15 +439,22 @@ def test_a_quarantined_record_whose_key_cannot_be_read_is_reported_not_guessed(f
 # --- S3 Object Lock in governance mode: erased with the bypass, refused without it --------------------------
 
 
-def _governed_store() -> Store:
-    """A store in a fresh bucket whose Object Lock keeps every version in governance mode for a day."""
+def _governed_store(by_default: bool = True) -> Store:
+    """A store in a fresh bucket whose Object Lock keeps every version in governance mode for a day: by the
+    bucket's default retention, or by a retention set on each object."""
     s3 = boto3.client("s3")
     bucket = f"governed-{uuid.uuid4().hex[:12]}"  # moto's state outlives its server: a name no other test used
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-    s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
-        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    if by_default:
+        s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
     store = open_store(f"s3://{bucket}/backups", allow_empty=True)  # a new store, filled below
     _fill(store)
+    if not by_default:
+        until = datetime.now(UTC) + timedelta(days=1)
+        for version in s3.list_object_versions(Bucket=bucket, Prefix="backups/")["Versions"]:
+            s3.put_object_retention(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"],
+                                    Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until})
     return store
 
 
@@ -456,8 +464,10 @@ def _versions(store: Store) -> set[str]:
     return {v["Key"] for v in found.get("Versions", []) + found.get("DeleteMarkers", [])}
 
 
-def test_forget_erases_locked_versions_in_governance_mode_with_the_bypass(moto_server: None) -> None:
-    store = _governed_store()
+@pytest.mark.parametrize("by_default", [True, False], ids=["bucket-default", "per-object"])
+def test_forget_erases_locked_versions_in_governance_mode_with_the_bypass(moto_server: None,
+                                                                          by_default: bool) -> None:
+    store = _governed_store(by_default)
     plan = plan_forget(store, TABLE, KEY_TEXT)
     assert plan.refusal is None
     _forget(store)

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from changelog.codec import item_key, kinesis_payload
+from changelog.errors import DecodeError
 from changelog.layout import TABLES, table_names, table_root
 from changelog.store import ObjectMissing, Store
 
@@ -43,6 +45,35 @@ class Quarantined:
         body = self.record.get("dynamodb") if isinstance(self.record, dict) else None
         value = body.get("ApproximateCreationDateTime") if isinstance(body, dict) else None
         return None if value is None or isinstance(value, dict | list) else str(value)
+
+
+def _unmarked(value: Any) -> Any:
+    """A GetRecords key value as the Lambda form carries it: capture kept its bytes as a base64 marker."""
+    if isinstance(value, dict) and set(value) == {"__bytes_base64__"}:
+        return value["__bytes_base64__"]
+    if isinstance(value, dict):
+        return {name: _unmarked(inner) for name, inner in value.items()}
+    return value
+
+
+def quarantined_item_key(kept: Quarantined) -> str | None:
+    """The canonical key of the item a quarantined record is a change of, when its key attributes can be read
+    exactly (``Keys`` of its DynamoDB body, or of a Kinesis record's payload); None otherwise.
+
+    Only the keys are read, never the images: what made the record fail is usually elsewhere. ``forget``
+    uses this to find the quarantined copies of an erased item's versions.
+    """
+    record = kept.record
+    if not isinstance(record, dict):
+        return None
+    try:
+        body = kinesis_payload(record.get("kinesis")).get("dynamodb") if kept.field("source") == "lambda-kinesis" \
+            else record.get("dynamodb")
+        if not isinstance(body, dict):
+            return None
+        return item_key(_unmarked(body.get("Keys")))
+    except (DecodeError, ValueError, TypeError, RecursionError):
+        return None
 
 
 def quarantine_paths(store: Store, table: str | None = None) -> list[str]:

@@ -64,8 +64,13 @@ class Store:
         """Remove one object and every earlier version of it a versioned bucket keeps (for erasure)."""
         self.delete(path)
 
-    def erase_refusal(self, paths: Sequence[str]) -> str | None:
-        """Why these objects cannot be erased for good (S3 Object Lock in compliance mode), or None."""
+    def erase_refusal(self, paths: Sequence[str], *, probe: bool = False) -> str | None:
+        """Why these objects cannot be erased for good (S3 Object Lock in compliance mode), or None.
+
+        With ``probe`` (a real erasure, never a dry run) a store may also try what the erasure needs
+        (S3 Object Lock in governance mode: deleting a locked version with the bypass) on an object of
+        its own, so a missing permission is refused before anything is written.
+        """
         return None
 
     def exists(self, path: str) -> bool:
@@ -223,6 +228,7 @@ class S3Store(Store):
 
             client = boto3.client("s3")
         self.client: Any = client
+        self._probed: dict[str, str | None] = {}  # what erase_refusal learnt by trying (once per store)
 
     def _key(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path
@@ -313,7 +319,7 @@ class S3Store(Store):
                     if marker["Key"] == key and marker.get("VersionId") not in (None, "null"):
                         self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=marker["VersionId"])
 
-    def erase_refusal(self, paths: Sequence[str]) -> str | None:
+    def erase_refusal(self, paths: Sequence[str], *, probe: bool = False) -> str | None:
         from datetime import UTC, datetime
 
         from botocore.exceptions import ClientError
@@ -332,6 +338,7 @@ class S3Store(Store):
             return (f"the bucket {self.bucket} has S3 Object Lock in compliance mode by default: no one can delete "
                     "an object version before its retention ends, so the erased versions would stay in it")
         now = datetime.now(UTC)
+        governed = default.get("Mode") == "GOVERNANCE"
         for path in paths:
             with self._calls("look up", path):
                 head = self.client.head_object(Bucket=self.bucket, Key=self._key(path))
@@ -341,7 +348,47 @@ class S3Store(Store):
                         "delete it before then, so the erased versions would stay in it")
             if head.get("ObjectLockLegalHoldStatus") == "ON":
                 return f"{path} is under an S3 Object Lock legal hold: lift the hold to erase it"
-        return None
+            governed = governed or (head.get("ObjectLockMode") == "GOVERNANCE" and until is not None and until > now)
+        return self._bypass_refusal(default.get("Mode") == "GOVERNANCE") if governed and probe else None
+
+    def _bypass_refusal(self, by_default: bool) -> str | None:
+        """Whether this caller may delete a version under governance-mode retention (asked once per store).
+
+        IAM grants s3:BypassGovernanceRetention per principal, and nothing but trying tells whether a
+        role holds it. The try is on an empty object of its own, under a governance retention (the
+        bucket's default when it has one, else one day set on the object, which needs
+        s3:PutObjectRetention) and deleted at once with the bypass; a caller without the permission leaves it behind
+        (empty, outside ``tables/``, named as such), never a half-done erasure of the store's files.
+        """
+        if "bypass" in self._probed:
+            return self._probed["bypass"]
+        import uuid
+        from datetime import UTC, datetime, timedelta
+
+        from botocore.exceptions import ClientError
+
+        key = self._key(f"forget-probe-{uuid.uuid4().hex}.empty")
+        refusal: str | None = None
+        lock = {} if by_default else {"ObjectLockMode": "GOVERNANCE",
+                                      "ObjectLockRetainUntilDate": datetime.now(UTC) + timedelta(days=1)}
+        with self._calls("write", key):
+            put = self.client.put_object(Bucket=self.bucket, Key=key, Body=b"", **lock)
+        with self._calls("erase", key):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=put["VersionId"],
+                                          BypassGovernanceRetention=True)
+                denied = False
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "AccessDenied":
+                    raise
+                denied = True
+        if denied:  # deleting one version leaves no delete marker: nothing else to clear when it was allowed
+            refusal = (f"the bucket {self.bucket} keeps objects under S3 Object Lock in governance mode, and this "
+                       "caller may not delete a locked version: grant s3:BypassGovernanceRetention (with "
+                       f"s3:DeleteObjectVersion) to the role that runs forget (the empty probe s3://{self.bucket}/"
+                       f"{key} stays until its retention ends)")
+        self._probed["bypass"] = refusal
+        return refusal
 
     def exists(self, path: str) -> bool:
         try:

@@ -34,21 +34,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from changelog.attributes import METADATA_KEY, with_summary
+from changelog.attributes import METADATA_KEY, summarize, with_summary
 from changelog.changefile import COMPACTED_LEVEL, parquet_bytes, publish_change_file
-from changelog.errors import ConflictError
+from changelog.errors import ConflictError, UsageError
 from changelog.footer import DEDUPLICATED
 from changelog.forgotten import Erasure, Replaced, ensure_secret, key_hash, write_erasure
 from changelog.integrity import verify_for_read
 from changelog.layout import parse_change_file_name, partition_of
 from changelog.ledger import record_removed
 from changelog.meta import resolve_key
-from changelog.quarantine import quarantine_paths
-from changelog.snapshot import Manifest, list_manifests, part_paths, part_sum_of
+from changelog.plain import plain_columns
+from changelog.predicate import Predicate, lock_down
+from changelog.quarantine import list_quarantined, quarantined_item_key
+from changelog.record import SCHEMA
+from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests, part_paths, part_sum_of
+from changelog.source import register_parquet
 from changelog.state import change_files
 from changelog.store import Store
 from changelog.timefmt import to_micros
@@ -85,7 +90,8 @@ class ForgetPlan:
     latest_version_us: int | None  # the newest erased version's time
     refusal: str | None  # why the store cannot erase (Object Lock), if it cannot
     up_to_us: int | None = None  # only versions stamped at or before this (a later round's plan)
-    quarantined: int = 0  # quarantined records of the table: kept whole, not searched (see docs/forget.md)
+    quarantine: tuple[Hit, ...] = ()  # quarantined records of the item (their key attributes read exactly)
+    quarantine_unread: int = 0  # quarantined records whose key attributes cannot be read: whose they are is unknown
 
     @property
     def versions(self) -> int:
@@ -100,7 +106,7 @@ class ForgetPlan:
     @property
     def empty(self) -> bool:
         """True when no file holds the item."""
-        return not self.change_files and not self.parts
+        return not self.change_files and not self.parts and not self.quarantine
 
 
 def _row_groups_admitting(metadata: pq.FileMetaData, key: str) -> list[int]:
@@ -158,7 +164,12 @@ def _erased_rows(rows: pa.Table, key: str, up_to_us: int | None) -> pa.ChunkedAr
 def plan_forget(store: Store, table: str, key_text: str) -> ForgetPlan:
     """Find every change file and snapshot part holding a version of the item ``key_text`` names."""
     _key, canonical = resolve_key(store, table, key_text)
-    return _plan(store, table, canonical, None)
+    return plan_item(store, table, canonical)
+
+
+def plan_item(store: Store, table: str, item_key: str) -> ForgetPlan:
+    """Find every change file and snapshot part holding a version of the item of canonical key ``item_key``."""
+    return _plan(store, table, item_key, None)
 
 
 def _plan(store: Store, table: str, key: str, up_to_us: int | None) -> ForgetPlan:
@@ -181,12 +192,43 @@ def _plan(store: Store, table: str, key: str, up_to_us: int | None) -> ForgetPla
     touched = {hit.manifest for hit in parts if hit.manifest is not None}
     touched |= {path for path, m in manifests if rewritten.intersection(m.consumed_files)}
     snapshots = tuple(path for path, _ in manifests if path in touched)
+    quarantined, unread = _quarantined(store, table, key, up_to_us)
     refusal = None
-    if hits or parts:
-        refusal = store.erase_refusal([hit.path for hit in hits] + [hit.path for hit in parts])
-    quarantined = len(quarantine_paths(store, table))
+    if hits or parts or quarantined:
+        refusal = store.erase_refusal([hit.path for hit in (*hits, *parts, *quarantined)])
     return ForgetPlan(table, key, tuple(hits), tuple(parts), snapshots, read, skipped, latest, refusal, up_to_us,
-                      quarantined)
+                      quarantined, unread)
+
+
+def _quarantined(store: Store, table: str, key: str, up_to_us: int | None) -> tuple[tuple[Hit, ...], int]:
+    """(the quarantined records of the item, how many quarantined records could not be told whose they are).
+
+    A quarantined record is kept whole, with the item's values: it is a stored version like any other.
+    Within a later round (``up_to_us``), only records quarantined at or before the erased-up-to moment
+    are the erasure's: one quarantined after it holds a later write, kept as usual.
+    """
+    hits: list[Hit] = []
+    unread = 0
+    for kept in list_quarantined(store, table):
+        found = quarantined_item_key(kept)
+        if found is None:
+            unread += 1
+            continue
+        if found != key:
+            continue
+        if up_to_us is not None:
+            at = _iso_micros(kept.field("quarantined_at"))
+            if at is not None and at > up_to_us:
+                continue
+        hits.append(Hit(kept.path, 1))
+    return tuple(hits), unread
+
+
+def _iso_micros(text: str | None) -> int | None:
+    try:
+        return to_micros(datetime.fromisoformat(text)) if text else None
+    except ValueError:
+        return None
 
 
 def _without(data: bytes, key: str, up_to_us: int | None, image: str) -> tuple[pa.Table, pa.Table]:
@@ -246,10 +288,21 @@ def _rewrite_snapshot(store: Store, plan: ForgetPlan, manifest_path: str, manife
                    extra={**manifest.extra, "rewritten_by": "forget"})
 
 
+def _paths(plan: ForgetPlan) -> list[str]:
+    return [hit.path for hit in (*plan.change_files, *plan.parts, *plan.quarantine)]
+
+
 def check_erasable(store: Store, plan: ForgetPlan) -> None:
-    """Refuse (EraseRefused) a plan the store cannot carry out for good, before anything is written."""
-    if plan.refusal is not None:
-        raise EraseRefused(f"cannot forget in {store.uri}: {plan.refusal}; nothing was changed")
+    """Refuse (EraseRefused) a plan the store cannot carry out for good, before anything is written.
+
+    Beyond the plan's refusal (compliance mode, a legal hold), this tries what the erasure will need
+    (governance mode: the bypass permission), which a dry run does not.
+    """
+    refusal = plan.refusal
+    if refusal is None and not plan.empty:
+        refusal = store.erase_refusal(_paths(plan), probe=True)
+    if refusal is not None:
+        raise EraseRefused(f"cannot forget in {store.uri}: {refusal}; nothing was changed")
 
 
 def apply_forget(store: Store, plan: ForgetPlan, reason: str, *, now_us: int | None = None) -> Erasure:
@@ -279,7 +332,8 @@ def apply_forget(store: Store, plan: ForgetPlan, reason: str, *, now_us: int | N
         reason=reason,
         versions_removed=plan.versions,
         snapshot_rows_removed=plan.snapshot_rows,
-        replaced=tuple(Replaced(old, new) for old, new in (*replaced.items(), *parts_replaced.items())),
+        replaced=tuple(Replaced(old, new) for old, new in (*replaced.items(), *parts_replaced.items(),
+                                                           *((hit.path, None) for hit in plan.quarantine))),
         snapshots=plan.snapshots,
     )
     path = write_erasure(store, table, erasure, now)
@@ -288,7 +342,7 @@ def apply_forget(store: Store, plan: ForgetPlan, reason: str, *, now_us: int | N
     record_removed(store, list(replaced))  # before deleting: the ledger tells an erasure from a loss
     for old in replaced:
         store.purge(old)
-    for hit in plan.parts:
+    for hit in (*plan.parts, *plan.quarantine):  # a quarantined copy left by a crash is dropped by requeue
         store.purge(hit.path)
     return replace(erasure, path=path)
 
@@ -322,6 +376,96 @@ def forget(store: Store, plan: ForgetPlan, reason: str) -> ForgetResult:
         plan = _plan(store, plan.table, plan.item_key, erasure.erased_up_to_us)
     if not plan.empty:
         raise ConflictError(f"versions of the item kept arriving in {plan.table!r} while forget ran; run it again")
+    return ForgetResult(tuple(done))
+
+
+@dataclass(frozen=True)
+class WherePlan:
+    """What ``forget --where`` would erase: the items any stored version of which matches, one plan each.
+
+    Each item goes through the same per-key erasure (``forget``) and leaves its own ledger record.
+    """
+
+    table: str
+    plans: tuple[ForgetPlan, ...]  # one per matched item, in key order
+    versions_scanned: int  # stored versions (change images, snapshot images) the predicate was tested on
+
+    @property
+    def item_keys(self) -> tuple[str, ...]:
+        """The matched items' canonical keys (in memory; printed by --dry-run for the user to confirm)."""
+        return tuple(plan.item_key for plan in self.plans)
+
+    @property
+    def versions(self) -> int:
+        return sum(plan.versions for plan in self.plans)
+
+    @property
+    def change_files(self) -> tuple[str, ...]:
+        """Distinct change files that hold a version of any matched item."""
+        return tuple(sorted({hit.path for plan in self.plans for hit in plan.change_files}))
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(sorted({hit.path for plan in self.plans for hit in plan.parts}))
+
+    @property
+    def snapshots(self) -> tuple[str, ...]:
+        return tuple(sorted({path for plan in self.plans for path in plan.snapshots}))
+
+    @property
+    def quarantine(self) -> int:
+        """Quarantined records of the matched items."""
+        return sum(len(plan.quarantine) for plan in self.plans)
+
+    @property
+    def refusal(self) -> str | None:
+        return next((plan.refusal for plan in self.plans if plan.refusal is not None), None)
+
+
+def matching_items(store: Store, table: str, predicate: Predicate) -> tuple[list[str], int]:
+    """(the canonical keys of the items any stored version of which ``predicate`` holds for, how many
+    versions were tested).
+
+    A version is every image the store holds: each change's new and old image and each snapshot
+    image (a bootstrap's copy is in no change file). The predicate is bound exactly as replay and
+    diff bind it (``changelog.predicate``), over the attributes of every image, on a connection
+    locked once the images are read.
+    """
+    manifests = list_manifests(store, table)
+    con = duckdb.connect()
+    register_parquet(con, "forget__changes", store, change_files(store, table), SCHEMA, through_arrow=True)
+    register_parquet(con, "forget__parts", store, [part for path, m in manifests for part in part_paths(path, m)],
+                     SNAPSHOT_SCHEMA, through_arrow=True)
+    con.execute("""CREATE TEMP TABLE forget__versions AS
+                   SELECT item_key, new_image AS image FROM forget__changes WHERE new_image IS NOT NULL
+                   UNION ALL SELECT item_key, old_image FROM forget__changes WHERE old_image IS NOT NULL
+                   UNION ALL SELECT item_key, image FROM forget__parts WHERE image IS NOT NULL""")
+    where_sql, extra = predicate.bind_plain(plain_columns(summarize(con, "forget__versions", "image")))
+    lock_down(con)
+    (scanned,) = con.execute("SELECT count(*) FROM forget__versions").fetchone() or (0,)
+    try:
+        rows = con.execute(f"""SELECT DISTINCT __rewind_key FROM
+                                   (SELECT item_key AS __rewind_key{extra} FROM forget__versions)
+                               WHERE ({where_sql}) ORDER BY __rewind_key""").fetchall()
+    except duckdb.Error as exc:
+        raise UsageError(f"--where cannot be applied: {str(exc).splitlines()[0]}") from None
+    return [str(key) for (key,) in rows], int(scanned)
+
+
+def plan_forget_where(store: Store, table: str, predicate: Predicate) -> WherePlan:
+    """Plan the erasure of every item any stored version of which ``predicate`` holds for."""
+    keys, scanned = matching_items(store, table, predicate)
+    return WherePlan(table, tuple(plan_item(store, table, key) for key in keys), scanned)
+
+
+def forget_where(store: Store, plan: WherePlan, reason: str) -> ForgetResult:
+    """Erase each matched item through ``forget``, one after another, each planned afresh (the one before
+    it rewrote files they may share); one ledger record per item and round."""
+    for item_plan in plan.plans:
+        check_erasable(store, item_plan)  # every item's files, before the first is rewritten
+    done: list[Erasure] = []
+    for key in plan.item_keys:
+        done += forget(store, plan_item(store, plan.table, key), reason).erasures
     return ForgetResult(tuple(done))
 
 

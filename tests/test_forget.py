@@ -9,7 +9,9 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pyarrow.parquet as pq
@@ -20,7 +22,7 @@ from hypothesis import strategies as st
 from changelog.codec import decode_lambda_record
 from changelog.forgotten import read_erasures
 from changelog.layout import TABLES
-from changelog.store import LocalStore, Store, open_store
+from changelog.store import LocalStore, S3Store, Store, open_store
 from changelog.timefmt import format_time, from_micros
 from compactor.forget import EraseRefused, forget, plan_forget
 from compactor.merge import merge_small_files
@@ -376,3 +378,119 @@ def test_all_rows_of_a_file_erased_leave_no_replacement(store: Store) -> None:
     result = forget(store, plan_forget(store, TABLE, KEY_TEXT), "r")
     assert [r.new for r in result.erasures[0].replaced] == [None]
     assert check_store(store, TABLE).sound
+
+
+# --- quarantined records: a kept copy of an erased version is erased with it ---------------------------------
+
+
+def _quarantine(store: Store, name: str, key: dict[str, Any], value: str, source: str = "lambda-dynamodb") -> str:
+    """A quarantined stream record of ``key`` holding ``value``, undecodable (an attribute of no DynamoDB type)."""
+    record = lambda_record(TABLE, "MODIFY", key, BASE + 10, 10**21, new={**key, "email": {"S": value}})
+    record["dynamodb"]["NewImage"]["bad"] = {"X": "no such type"}
+    if source == "lambda-kinesis":
+        import base64
+
+        payload = {"eventName": "MODIFY", "tableName": TABLE, "dynamodb": record["dynamodb"]}
+        record = {"kinesis": {"data": base64.b64encode(json.dumps(payload).encode()).decode()}}
+    path = f"{TABLES}/{TABLE}/quarantine/{name}.json"
+    store.write(path, json.dumps({"reason": "test", "source": source, "quarantined_at": "2023-11-14T22:20:00+00:00",
+                                  "record": record}).encode())
+    return path
+
+
+@pytest.mark.parametrize("source", ["lambda-dynamodb", "lambda-kinesis"])
+def test_a_quarantined_record_of_the_erased_item_is_erased_with_it(filled: Store, source: str) -> None:
+    assert isinstance(filled, LocalStore)
+    path = _quarantine(filled, "0badf00d", KEYS[ERASED], "quarantined-copy-77e1", source)
+    plan = plan_forget(filled, TABLE, KEY_TEXT)
+    assert [hit.path for hit in plan.quarantine] == [path]
+    _forget(filled)
+    assert not filled.exists(path)
+    assert path in {swap.old for swap in read_erasures(filled, TABLE)[0].replaced}
+    assert not any(b"quarantined-copy-77e1" in data for _, data in _every_value(filled))
+    assert check_store(filled, TABLE).sound
+
+
+def test_a_quarantined_record_of_another_item_is_kept(filled: Store) -> None:
+    path = _quarantine(filled, "0ddba11", KEYS[2], "someone-else-3c1d")
+    _forget(filled)
+    assert filled.exists(path)
+
+
+def test_requeue_after_forget_brings_no_quarantined_copy_back(filled: Store) -> None:
+    from stream_consumer.requeue import requeue
+
+    _quarantine(filled, "0badf00d", KEYS[ERASED], "quarantined-copy-77e1")
+    _forget(filled)
+    summary = requeue(filled, TABLE)
+    assert (summary.captured, summary.erased, summary.still_failing) == (0, 0, 0)
+    assert item_history(filled, TABLE, KEY_TEXT) == []
+
+
+def test_a_quarantined_record_whose_key_cannot_be_read_is_reported_not_guessed(filled: Store) -> None:
+    path = f"{TABLES}/{TABLE}/quarantine/feedface.json"
+    filled.write(path, b'{"reason": "test", "source": "lambda-dynamodb", "record": "not an object"}')
+    plan = plan_forget(filled, TABLE, KEY_TEXT)
+    assert (plan.quarantine, plan.quarantine_unread) == ((), 1)
+    _forget(filled)
+    assert filled.exists(path)
+
+
+# --- S3 Object Lock in governance mode: erased with the bypass, refused without it --------------------------
+
+
+def _governed_store(by_default: bool = True) -> Store:
+    """A store in a fresh bucket whose Object Lock keeps every version in governance mode for a day: by the
+    bucket's default retention, or by a retention set on each object."""
+    s3 = boto3.client("s3")
+    bucket = f"governed-{uuid.uuid4().hex[:12]}"  # moto's state outlives its server: a name no other test used
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    if by_default:
+        s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    store = open_store(f"s3://{bucket}/backups", allow_empty=True)  # a new store, filled below
+    _fill(store)
+    if not by_default:
+        until = datetime.now(UTC) + timedelta(days=1)
+        for version in s3.list_object_versions(Bucket=bucket, Prefix="backups/")["Versions"]:
+            s3.put_object_retention(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"],
+                                    Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until})
+    return store
+
+
+def _versions(store: Store) -> set[str]:
+    assert isinstance(store, S3Store)
+    found = store.client.list_object_versions(Bucket=store.bucket, Prefix="backups/")
+    return {v["Key"] for v in found.get("Versions", []) + found.get("DeleteMarkers", [])}
+
+
+@pytest.mark.parametrize("by_default", [True, False], ids=["bucket-default", "per-object"])
+def test_forget_erases_locked_versions_in_governance_mode_with_the_bypass(moto_server: None,
+                                                                          by_default: bool) -> None:
+    store = _governed_store(by_default)
+    plan = plan_forget(store, TABLE, KEY_TEXT)
+    assert plan.refusal is None
+    _forget(store)
+    assert not _versions(store) & {f"backups/{hit.path}" for hit in plan.change_files + plan.parts}
+    assert not any(key.startswith("backups/forget-probe-") for key in _versions(store))
+    for second in _moments():
+        assert _state_at(store, second) == model_state(KEPT, second)
+    assert check_store(store, TABLE).sound
+
+
+def test_governance_mode_without_the_bypass_permission_is_refused_before_writing(moto_server: None) -> None:
+    store = _governed_store()
+    assert isinstance(store, S3Store)
+
+    # moto does not evaluate IAM: a caller without s3:BypassGovernanceRetention is emulated by a request whose
+    # bypass header never reaches S3, which S3 (and moto) answer with AccessDenied for a locked version.
+    def without_bypass(request: Any, **_: Any) -> None:
+        if "x-amz-bypass-governance-retention" in request.headers:
+            del request.headers["x-amz-bypass-governance-retention"]
+
+    store.client.meta.events.register("before-sign.s3.DeleteObject", without_bypass)
+    before = store.sizes(TABLES)
+    plan = plan_forget(store, TABLE, KEY_TEXT)
+    with pytest.raises(EraseRefused, match="s3:BypassGovernanceRetention"):
+        forget(store, plan, "request 42")
+    assert store.sizes(TABLES) == before

@@ -44,18 +44,18 @@ REPO = Path(__file__).resolve().parent.parent
 TABLE = "orders"
 T0 = 1_700_000_000
 PKS = ["a", "b", "ключ"]
-SKS = {"N": [-10, -1, 0, 1, 2, 15, 300], "S": ["a", "ab", "abc", "b", "ba", "é", "z"]}
+SKS: dict[str, list[Any]] = {"N": [-10, -1, 0, 1, 2, 15, 300], "S": ["a", "ab", "abc", "b", "ba", "é", "z"]}
 S_VALUES = ["a", "ab", "abc", "é", "b a"]
 # The table's secondary indexes: a GSI with a sort key projecting some attributes, a GSI without a sort
 # key projecting the keys only, and an LSI projecting everything.
-GSIS = [
+GSIS: list[Any] = [
     {"IndexName": "by_s", "KeySchema": [{"AttributeName": "s", "KeyType": "HASH"},
                                         {"AttributeName": "n", "KeyType": "RANGE"}],
      "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["tags"]}},
     {"IndexName": "by_n", "KeySchema": [{"AttributeName": "n", "KeyType": "HASH"}],
      "Projection": {"ProjectionType": "KEYS_ONLY"}},
 ]
-LSIS = [
+LSIS: list[Any] = [
     {"IndexName": "by_pk_n", "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"},
                                            {"AttributeName": "n", "KeyType": "RANGE"}],
      "Projection": {"ProjectionType": "ALL"}},
@@ -82,7 +82,7 @@ _padding = st.sampled_from([0, 0, 0, 300_000])
 @st.composite
 def workloads(draw: Any, sort_type: str) -> tuple[list[tuple[str, Any, dict[str, Any] | None]], int]:
     """Puts and deletes over a small key space, and the number of them that happened by the moment T."""
-    ops = []
+    ops: list[tuple[str, Any, dict[str, Any] | None]] = []
     for _ in range(draw(st.integers(1, 30))):
         pk, sk = draw(st.sampled_from(PKS)), draw(st.sampled_from(SKS[sort_type]))
         if ops and draw(st.integers(0, 4)) == 0:
@@ -108,7 +108,7 @@ def _key(pk: str, sk: Any, sort_type: str) -> dict[str, Any]:
 
 
 def _description(sort_type: str, indexed: bool = False) -> dict[str, Any]:
-    description = {
+    description: dict[str, Any] = {
         "TableName": TABLE,
         "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
         "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},

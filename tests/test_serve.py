@@ -32,6 +32,7 @@ from moto import mock_aws
 
 from changelog.codec import decode_lambda_record
 from changelog.meta import meta_from_description, write_meta
+from changelog.settings import record, stable
 from changelog.store import LocalStore, Store
 from ddb_rewind.cli import main
 from replayer.serving.keyorder import encode_number, encode_value
@@ -43,7 +44,22 @@ REPO = Path(__file__).resolve().parent.parent
 TABLE = "orders"
 T0 = 1_700_000_000
 PKS = ["a", "b", "ключ"]
-SKS = {"N": [-10, -1, 0, 1, 2, 15, 300], "S": ["a", "ab", "abc", "b", "ba", "é", "z"]}
+SKS: dict[str, list[Any]] = {"N": [-10, -1, 0, 1, 2, 15, 300], "S": ["a", "ab", "abc", "b", "ba", "é", "z"]}
+S_VALUES = ["a", "ab", "abc", "é", "b a"]
+# The table's secondary indexes: a GSI with a sort key projecting some attributes, a GSI without a sort
+# key projecting the keys only, and an LSI projecting everything.
+GSIS: list[Any] = [
+    {"IndexName": "by_s", "KeySchema": [{"AttributeName": "s", "KeyType": "HASH"},
+                                        {"AttributeName": "n", "KeyType": "RANGE"}],
+     "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["tags"]}},
+    {"IndexName": "by_n", "KeySchema": [{"AttributeName": "n", "KeyType": "HASH"}],
+     "Projection": {"ProjectionType": "KEYS_ONLY"}},
+]
+LSIS: list[Any] = [
+    {"IndexName": "by_pk_n", "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"},
+                                           {"AttributeName": "n", "KeyType": "RANGE"}],
+     "Projection": {"ProjectionType": "ALL"}},
+]
 
 _text = st.text(alphabet="abcé ", max_size=5)
 _value = st.recursive(
@@ -66,15 +82,17 @@ _padding = st.sampled_from([0, 0, 0, 300_000])
 @st.composite
 def workloads(draw: Any, sort_type: str) -> tuple[list[tuple[str, Any, dict[str, Any] | None]], int]:
     """Puts and deletes over a small key space, and the number of them that happened by the moment T."""
-    ops = []
+    ops: list[tuple[str, Any, dict[str, Any] | None]] = []
     for _ in range(draw(st.integers(1, 30))):
         pk, sk = draw(st.sampled_from(PKS)), draw(st.sampled_from(SKS[sort_type]))
         if ops and draw(st.integers(0, 4)) == 0:
             ops.append((pk, sk, None))
             continue
         # Each attribute keeps one type: moto fails (where DynamoDB answers false) on comparing a list to a number.
+        # n and s are the secondary indexes' keys: few values, so index partitions hold several items.
         attributes = draw(st.fixed_dictionaries({}, optional={
-            "n": st.integers(-50, 50).map(lambda n: {"N": str(n)}), "s": _text.map(lambda v: {"S": v}),
+            "n": st.integers(-3, 3).map(lambda n: {"N": str(n)}),
+            "s": st.sampled_from(S_VALUES).map(lambda v: {"S": v}),
             "tags": st.lists(st.text(alphabet="abc", min_size=1, max_size=3), min_size=1, max_size=3, unique=True)
             .map(lambda v: {"SS": v}),
             "doc": _value}))
@@ -89,12 +107,19 @@ def _key(pk: str, sk: Any, sort_type: str) -> dict[str, Any]:
     return {"pk": {"S": pk}, "sk": {sort_type: str(sk)}}
 
 
-def _description(sort_type: str) -> dict[str, Any]:
-    return {"TableName": TABLE,
-            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
-                                     {"AttributeName": "sk", "AttributeType": sort_type}],
-            "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"}}
+def _description(sort_type: str, indexed: bool = False) -> dict[str, Any]:
+    description: dict[str, Any] = {
+        "TableName": TABLE,
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
+                                 {"AttributeName": "sk", "AttributeType": sort_type}],
+        "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"}}
+    if indexed:
+        description["AttributeDefinitions"] += [{"AttributeName": "n", "AttributeType": "N"},
+                                                {"AttributeName": "s", "AttributeType": "S"}]
+        description["GlobalSecondaryIndexes"] = GSIS
+        description["LocalSecondaryIndexes"] = LSIS
+    return description
 
 
 def _at(second: int) -> datetime:
@@ -151,11 +176,55 @@ def _requests(sort_type: str) -> list[tuple[str, dict[str, Any]]]:
                   "ExpressionAttributeValues": {":m": {"S": "M"}}}),
         ("scan", {"Limit": 2, "FilterExpression": "NOT attribute_exists(tags)", "ProjectionExpression": "sk, tags"}),
     ]
+    requests += _index_requests()
     keys = [_key(pk, sk, sort_type) for pk in PKS for sk in SKS[sort_type]]
     requests += [("get_item", {"Key": key}) for key in keys]
     requests += [("get_item", {"Key": key, "ProjectionExpression": "#n, doc", "ExpressionAttributeNames": {"#n": "n"}})
                  for key in keys[:5]]
     requests.append(("batch_get_item", {"RequestItems": {TABLE: {"Keys": keys[:20]}}}))
+    return requests
+
+
+def _index_requests() -> list[tuple[str, dict[str, Any]]]:
+    """Query and Scan on each secondary index: key conditions, order, pages, projections, sparse items, errors."""
+    n_conditions: list[tuple[str, dict[str, Any]]] = [
+        ("", {}), (" AND n = :v", {":v": {"N": "0"}}), (" AND n < :v", {":v": {"N": "1"}}),
+        (" AND n >= :v", {":v": {"N": "-1"}}), (" AND n BETWEEN :v AND :w", {":v": {"N": "-1"}, ":w": {"N": "2"}}),
+    ]
+    partitions = [("by_s", "s", {"S": v}) for v in [*S_VALUES[:3], "nobody"]] + \
+                 [("by_pk_n", "pk", {"S": v}) for v in PKS]
+    requests: list[tuple[str, dict[str, Any]]] = []
+    for index, attribute, value in partitions:
+        for condition, values in n_conditions:
+            for forward in (True, False):
+                for limit in (None, 2):
+                    request: dict[str, Any] = {
+                        "IndexName": index, "KeyConditionExpression": f"#h = :p{condition}",
+                        "ScanIndexForward": forward,
+                        "ExpressionAttributeNames": {"#h": attribute},
+                        "ExpressionAttributeValues": {":p": value, **values}, **({"Limit": limit} if limit else {})}
+                    requests.append(("query", request))
+        base = {"IndexName": index, "KeyConditionExpression": "#h = :p", "ExpressionAttributeNames": {"#h": attribute},
+                "ExpressionAttributeValues": {":p": value}}
+        requests += [("query", {**base, "Select": "COUNT"}),
+                     ("query", {**base, "Limit": 1, "ProjectionExpression": "pk, sk, tags, doc"}),
+                     ("query", {**base, "FilterExpression": "attribute_exists(tags)"})]
+    for n in range(-3, 4):
+        for forward in (True, False):
+            requests.append(("query", {"IndexName": "by_n", "KeyConditionExpression": "n = :n", "ScanIndexForward":
+                                       forward, "ExpressionAttributeValues": {":n": {"N": str(n)}}, "Limit": 2}))
+    for index in ("by_s", "by_n", "by_pk_n"):
+        for limit in (None, 1, 3):
+            requests.append(("scan", {"IndexName": index, **({"Limit": limit} if limit else {})}))
+            requests.append(("scan", {"IndexName": index, "Segment": 1, "TotalSegments": 2,
+                                      **({"Limit": limit} if limit else {})}))
+    requests += [
+        ("query", {"IndexName": "by_s", "KeyConditionExpression": "s = :p", "Select": "ALL_ATTRIBUTES",
+                   "ExpressionAttributeValues": {":p": {"S": "a"}}}),
+        ("query", {"IndexName": "by_n", "KeyConditionExpression": "n = :p", "ConsistentRead": True,
+                   "ExpressionAttributeValues": {":p": {"N": "1"}}}),
+        ("scan", {"IndexName": "by_s", "FilterExpression": "n > :z", "ExpressionAttributeValues": {":z": {"N": "0"}}}),
+    ]
     return requests
 
 
@@ -201,7 +270,7 @@ def _capture(store: Store, ops: list[tuple[str, Any, dict[str, Any] | None]], so
         records.append(lambda_record(TABLE, "MODIFY" if old else "INSERT", key, float(T0 + number), sequence,
                                      new=new, old=old))
     capture_batch(store, records, decode_lambda_record, source="test")
-    write_meta(store, meta_from_description(_description(sort_type)))
+    write_meta(store, meta_from_description(_description(sort_type, indexed=True)))
 
 
 @contextmanager
@@ -213,9 +282,12 @@ def _captured(sort_type: str, ops: list[tuple[str, Any, dict[str, Any] | None]],
         asked: list[Any] = []
         with mock_aws():
             moto = boto3.client("dynamodb", region_name="us-east-1")
-            description = _description(sort_type)
+            description = _description(sort_type, indexed=True)
             moto.create_table(TableName=TABLE, KeySchema=description["KeySchema"],
-                              AttributeDefinitions=description["AttributeDefinitions"], BillingMode="PAY_PER_REQUEST")
+                              AttributeDefinitions=description["AttributeDefinitions"], BillingMode="PAY_PER_REQUEST",
+                              GlobalSecondaryIndexes=GSIS, LocalSecondaryIndexes=LSIS)
+            # The table's settings (its indexes) as observed before the first write.
+            record(store, TABLE, {"table": stable(moto.describe_table(TableName=TABLE)["Table"])}, (T0 - 60) * 10**6)
             _capture(store, ops, sort_type, moto, ask_at, asked)
         yield store, asked
     finally:

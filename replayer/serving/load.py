@@ -21,7 +21,7 @@ from changelog.store import Store
 from changelog.timefmt import format_time, to_micros
 from replayer.restoring.many import check_all_restorable
 from replayer.restoring.replay import BATCH_ROWS, open_items
-from replayer.serving.index import Index, KeyNames, build
+from replayer.serving.index import Index, IndexKeys, KeyNames, build
 from replayer.serving.moment import MomentBackend, MomentTable
 
 _DESCRIBED = ("TableName", "KeySchema", "AttributeDefinitions", "BillingModeSummary", "ProvisionedThroughput",
@@ -67,6 +67,32 @@ def describe_at(store: Store, table: str, meta: Mapping[str, Any], at_us: int) -
     return description
 
 
+def served_indexes(description: Mapping[str, Any], names: KeyNames) -> tuple[IndexKeys, ...]:
+    """The secondary indexes of ``description`` that can be served: one partition and at most one sort attribute.
+
+    An index with keys of several attributes, or a key whose type is not recorded, is left out: a
+    request naming it is refused (``MomentTable``), never answered from a guess.
+    """
+    types = tuple((str(d["AttributeName"]), str(d["AttributeType"]))
+                  for d in description.get("AttributeDefinitions") or [])
+    declared = dict(types)
+    served = []
+    indexes = [*(description.get("LocalSecondaryIndexes") or []), *(description.get("GlobalSecondaryIndexes") or [])]
+    for index in indexes:
+        schema = index.get("KeySchema") or []
+        hashes = [k["AttributeName"] for k in schema if k.get("KeyType") == "HASH"]
+        ranges = [k["AttributeName"] for k in schema if k.get("KeyType") == "RANGE"]
+        if len(hashes) != 1 or len(ranges) > 1:
+            continue
+        range_key = ranges[0] if ranges else None
+        order_key = range_key or names.range_key or names.hash_key
+        if any(declared.get(a) not in ("S", "N", "B") for a in (hashes[0], order_key, names.hash_key,
+                                                                *([names.range_key] if names.range_key else []))):
+            continue
+        served.append(IndexKeys(str(index["IndexName"]), hashes[0], range_key, order_key, types))
+    return tuple(served)
+
+
 def load_tables(store: Store, tables: list[str], at: datetime, workdir: Path,
                 say: Callable[[str], None] = lambda line: None) -> MomentBackend:
     """Prove ``at`` for every table, then load each table's state at ``at`` into an index under ``workdir``."""
@@ -81,11 +107,14 @@ def load_tables(store: Store, tables: list[str], at: datetime, workdir: Path,
         try:
             names = KeyNames(schema[0]["AttributeName"], schema[1]["AttributeName"] if len(schema) > 1 else None)
             path = workdir / f"table-{number}.sqlite"
-            count = build(path, names, con.sql("SELECT keys, image FROM items").to_arrow_reader(BATCH_ROWS))
+            indexes = served_indexes({**description, "AttributeDefinitions":
+                                      description.get("AttributeDefinitions") or attributes}, names)
+            count = build(path, names, con.sql("SELECT keys, image FROM items").to_arrow_reader(BATCH_ROWS), indexes)
         finally:
             con.close()
         say(f"loaded {table}: {count:,} items as of {format_time(at)}")
         table_model = MomentTable(  # type: ignore[abstract]  # moto's Table is instantiated so too
-            table, schema, description.get("AttributeDefinitions") or attributes, Index(path, count), description)
+            table, schema, description.get("AttributeDefinitions") or attributes, Index(path, count), description,
+            indexes)
         served.append(table_model)
     return MomentBackend(served)

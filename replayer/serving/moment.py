@@ -19,7 +19,7 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import RESULT_SIZE_LIMIT, Table
 
-from replayer.serving.index import Bound, Index, KeyNames
+from replayer.serving.index import Bound, Index, IndexKeys, KeyNames
 from replayer.serving.keyorder import NotAKey, encode_value, prefix_end
 
 ACCOUNT = "123456789012"
@@ -31,11 +31,15 @@ class MomentTable(Table):
     """moto's Table over an on-disk index: GetItem, Query and Scan read the index; nothing writes."""
 
     def __init__(self, name: str, key_schema: list[dict[str, Any]], attributes: list[dict[str, str]],
-                 index: Index, description: Mapping[str, Any]) -> None:
-        super().__init__(name, ACCOUNT, REGION, schema=key_schema, attr=attributes)
+                 index: Index, description: Mapping[str, Any], served: tuple[IndexKeys, ...] = ()) -> None:
+        super().__init__(name, ACCOUNT, REGION, schema=key_schema, attr=attributes,
+                         indexes=list(description.get("LocalSecondaryIndexes") or []),
+                         global_indexes=list(description.get("GlobalSecondaryIndexes") or []))
         self.index = index
         self.description = description
         self.keys = KeyNames(self.hash_key_attr, self.range_key_attr)
+        # Secondary index name -> (its number in the index file, its keys).
+        self.served = {keys.name: (number, keys) for number, keys in enumerate(served)}
 
     # -- items from the index ------------------------------------------------------------------
 
@@ -92,11 +96,12 @@ class MomentTable(Table):
               hash_key_conditions: list[tuple[str, DynamoType]] | None = None,
               range_key_conditions: list[tuple[str, str, list[DynamoType]]] | None = None,
               **filter_kwargs: Any) -> tuple[list[Item], int, dict[str, Any] | None]:
-        if index_name:
-            self.get_index(index_name, error_if_not=True)
-            raise MockValidationException(f"index {index_name!r} is not served at a moment yet: query the table")
         if filter_kwargs:
             raise MockValidationException("QueryFilter is not served at a moment: use FilterExpression")
+        if index_name:
+            return self._query_index(index_name, hash_key, hash_key_conditions, range_comparison, range_objs, limit,
+                                     exclusive_start_key, scan_index_forward, projection_expressions,
+                                     consistent_read, filter_expression)
         if hash_key is None:
             raise MockValidationException("Query condition missed key schema element: " + self.hash_key_attr)
         mismatch = "One or more parameter values were invalid: Condition parameter type does not match schema type"
@@ -127,12 +132,72 @@ class MomentTable(Table):
                 stopped = _stops(results, self._item(following), limit)
         return self._finish(results, scanned, stopped, filter_expression, projection_expressions)
 
+    def _served_index(self, index_name: str, consistent_read: bool) -> tuple[int, IndexKeys]:
+        index = self.get_index(index_name, error_if_not=True)
+        if consistent_read and index in self.global_indexes:
+            raise MockValidationException("Consistent reads are not supported on global secondary indexes")
+        if index_name not in self.served:
+            raise MockValidationException(f"index {index_name!r} has keys of more than one attribute or of a type "
+                                          "not recorded: it is not served at a moment")
+        return self.served[index_name]
+
+    def _index_key_of(self, keys: IndexKeys, key: Mapping[str, Any], attributes: tuple[str, ...]) -> tuple[bytes, ...]:
+        """ExclusiveStartKey of an index as the index file's key bytes, in the order of ``attributes``."""
+        if not isinstance(key, Mapping) or not set(attributes) <= set(key):
+            raise MockValidationException(_INVALID_KEY)
+        self._key_of(key)  # the table's keys must fit too
+        return tuple(self._encode(key[attribute], keys.type_of(attribute)) for attribute in attributes)
+
+    def _query_index(self, index_name: str, hash_key: DynamoType | None,
+                     hash_key_conditions: list[tuple[str, DynamoType]] | None, range_comparison: str | None,
+                     range_objs: list[DynamoType], limit: int, exclusive_start_key: dict[str, Any] | None,
+                     scan_index_forward: bool, projection_expressions: list[list[str]] | None,
+                     consistent_read: bool, filter_expression: Any) -> tuple[list[Item], int, dict[str, Any] | None]:
+        """Query on a secondary index, in moto's index order: its sort key, then the table's keys."""
+        number, keys = self._served_index(index_name, consistent_read)
+        if hash_key_conditions:
+            hash_key = dict(hash_key_conditions).get(keys.hash_key, hash_key)
+        if hash_key is None:
+            raise MockValidationException("Query condition missed key schema element: " + keys.hash_key)
+        if range_comparison and keys.range_key is None:
+            raise MockValidationException(f"Range Key comparison but no range key found for index: {index_name}")
+        mismatch = "One or more parameter values were invalid: Condition parameter type does not match schema type"
+        partition = self._encode(hash_key, keys.type_of(keys.hash_key), mismatch)
+        low, high = self._range(range_comparison, range_objs, mismatch,
+                                keys.type_of(keys.range_key) if keys.range_key else None)
+        forward = scan_index_forward is not False
+        after = None
+        if exclusive_start_key is not None:
+            start = self._index_key_of(keys, exclusive_start_key, self._index_order(keys, by_order_key=True))
+            if start[0] != partition:
+                raise MockValidationException("The provided starting key is invalid: "
+                                              "The provided key element does not match the schema")
+            after = (start[1], start[2], start[3] if len(start) > 3 else b"")
+        with closing(self.index.index_partition(number, partition, low, high, after, forward=forward)) as images:
+            results, scanned, stopped = _page(map(self._item, images), limit)
+        if stopped is None and results:
+            # As for the table: moto's loop goes on through the index partition past the key condition.
+            last = self._index_key_of(keys, results[-1].attrs, self._index_order(keys, by_order_key=True))
+            rest = self.index.index_partition(number, partition, None, None,
+                                              (last[1], last[2], last[3] if len(last) > 3 else b""), forward=forward)
+            with closing(rest):
+                following = next(rest, None)
+            if following is not None:
+                stopped = _stops(results, self._item(following), limit)
+        return self._finish(results, scanned, stopped, filter_expression, projection_expressions, index_name)
+
+    def _index_order(self, keys: IndexKeys, *, by_order_key: bool) -> tuple[str, ...]:
+        """The attributes an index's rows are ordered by: partition, [order key], table partition, table sort."""
+        table_keys = (self.hash_key_attr, *([self.range_key_attr] if self.range_key_attr else []))
+        return (keys.hash_key, *([keys.order_key] if by_order_key else []), *table_keys)
+
     def _range(self, comparison: str | None, values: list[DynamoType],
-               mismatch: str) -> tuple[Bound | None, Bound | None]:
-        """The key condition on the sort key as index bounds."""
+               mismatch: str, kind: str | None = None) -> tuple[Bound | None, Bound | None]:
+        """The key condition on the sort key (the table's, or ``kind`` given: an index's) as index bounds."""
         if comparison is None:
             return None, None
-        encoded = [self._encode(v, self.range_key_type, mismatch) for v in values]
+        kind = kind or self.range_key_type
+        encoded = [self._encode(v, kind, mismatch) for v in values]
         op = comparison.upper()
         if op in ("=", "EQ"):
             return Bound(encoded[0], True), Bound(encoded[0], True)
@@ -147,7 +212,7 @@ class MomentTable(Table):
         if op == "BETWEEN":
             return Bound(encoded[0], True), Bound(encoded[1], True)
         if op == "BEGINS_WITH":
-            if self.range_key_type == "N":
+            if kind == "N":
                 raise MockValidationException("Invalid KeyConditionExpression: Incorrect operand type for operator "
                                               "or function; operator or function: begins_with, operand type: N")
             end = prefix_end(encoded[0])
@@ -159,19 +224,33 @@ class MomentTable(Table):
              projection_expression: list[list[str]] | None = None,
              segments: tuple[None, None] | tuple[int, int] = (None, None),
              ) -> tuple[list[Item], int, dict[str, Any] | None]:
-        if index_name:
-            self.get_index(index_name, error_if_not=True)
-            raise MockValidationException(f"index {index_name!r} is not served at a moment yet: scan the table")
-        after = self._key_of(exclusive_start_key) if exclusive_start_key is not None else None
         segment = None if segments == (None, None) else (int(segments[0]), int(segments[1]))  # type: ignore[arg-type]
+        if index_name:
+            number, keys = self._served_index(index_name, consistent_read)
+            by_order_key = keys.range_key is not None
+            order = self._index_order(keys, by_order_key=by_order_key)
+            start = (self._index_key_of(keys, exclusive_start_key, order)
+                     if exclusive_start_key is not None else None)
+            if start is not None and not self.range_key_attr:
+                start = (*start, b"")
+            with closing(self.index.index_scan(number, by_order_key, start, segment)) as images:
+                results, scanned, stopped = _page(map(self._item, images), limit,
+                                                  keep=lambda item: _passes(item, filters))
+            return self._finish(results, scanned, stopped, filter_expression, projection_expression, index_name)
+        after = self._key_of(exclusive_start_key) if exclusive_start_key is not None else None
         with closing(self.index.scan(after, segment)) as images:
             results, scanned, stopped = _page(map(self._item, images), limit,
                                               keep=lambda item: _passes(item, filters))
         return self._finish(results, scanned, stopped, filter_expression, projection_expression)
 
     def _finish(self, results: list[Item], scanned: int, stopped: bool | None, filter_expression: Any,
-                projection: list[list[str]] | None) -> tuple[list[Item], int, dict[str, Any] | None]:
-        last_key = self._get_last_evaluated_key(results[-1], None) if stopped else None
+                projection: list[list[str]] | None,
+                index_name: str | None = None) -> tuple[list[Item], int, dict[str, Any] | None]:
+        last_key = self._get_last_evaluated_key(results[-1], index_name) if stopped else None
+        if index_name:
+            # The index's projection first (KEYS_ONLY, INCLUDE), as moto does: the filter sees what the index holds.
+            index = self.get_index(index_name)
+            results = [index.project(item) for item in results]
         if filter_expression is not None:
             results = [item for item in results if filter_expression.expr(item)]
         if projection:
@@ -235,6 +314,13 @@ class MomentBackend(DynamoDBBackend):
         super().__init__(REGION, ACCOUNT)
         for table in sorted(tables, key=lambda t: t.name):
             self.tables[table.name] = table
+
+    def get_schema(self, table_name: str, index_name: str | None) -> list[dict[str, Any]]:
+        # DynamoDB's answer to an index the table does not have (moto's is ResourceNotFound).
+        table = self.get_table(table_name)
+        if index_name:
+            return table.get_index(index_name, error_if_not=True).schema
+        return table.schema
 
     def describe_table(self, name: str) -> dict[str, Any]:
         table = self.tables.get(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import os
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -141,8 +142,8 @@ def write_avro(path: Path, images: Iterable[str]) -> int:
     """
     count = 0
     with open(path, "wb") as handle:
-        writer = fastavro.write.Writer(handle, fastavro.parse_schema(AVRO_SCHEMA), codec="deflate")
-        sync = writer.sync_marker
+        sync = os.urandom(16)  # what fastavro draws when given none
+        fastavro.write.Writer(handle, fastavro.parse_schema(AVRO_SCHEMA), codec="deflate", sync_marker=sync)
         block = bytearray()
         in_block = 0
         for image in images:

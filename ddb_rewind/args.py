@@ -95,6 +95,10 @@ def resolve_times(args: argparse.Namespace) -> None:
     if not tables or not getattr(args, "store", None):
         raise UsageError("TIME 'latest' needs --store and --table (or --tables): give an explicit time")
     store = open_store(args.store)
+    if [t.lower() for t in tables] == ["all"] and not getattr(args, "table", None):
+        from changelog.layout import TABLES, table_names
+
+        tables = table_names(store.list(TABLES + "/"))  # serve's --tables all: every table of the store
     latest = [coverage(store, table, count_changes=False).latest_us for table in tables]
     if any(value is None for value in latest):
         missing = ", ".join(t for t, value in zip(tables, latest, strict=True) if value is None)

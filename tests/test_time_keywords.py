@@ -76,3 +76,16 @@ def test_a_time_before_now_is_taken_after_a_space_too(captured: Store, capsys: p
     assert main(["timeline", "--table", TABLE, "--store", captured.uri, "--from", "-520w", "--to", "-1s",
                  "--format", "json"]) == 0
     assert sum(b["total"] for b in json.loads(capsys.readouterr().out)) == 5
+
+
+def test_latest_with_every_table_is_the_latest_moment_all_of_them_share(captured: Store) -> None:
+    from ddb_rewind.args import resolve_times
+
+    records = [lambda_record("users", "INSERT", {"pk": {"S": "u"}}, BASE + 12, 300, new={"pk": {"S": "u"}})]
+    capture_batch(captured, records, decode_lambda_record, source="test")
+    args = argparse.Namespace(store=captured.uri, tables="all", at=Latest())
+
+    resolve_times(args)
+
+    shared = min(coverage(captured, table).latest_us or 0 for table in (TABLE, "users"))
+    assert args.at == from_micros(shared)

@@ -367,6 +367,26 @@ def test_describe_table_gives_the_keys_and_the_item_count_at_the_moment(served: 
     assert _client(served).list_tables()["TableNames"] == [TABLE]
 
 
+def test_describe_table_lists_the_indexes_the_table_had_at_the_moment(served: int) -> None:
+    table = _client(served).describe_table(TableName=TABLE)["Table"]
+    assert sorted(index["IndexName"] for index in table["GlobalSecondaryIndexes"]) == ["by_n", "by_s"]
+    assert [index["IndexName"] for index in table["LocalSecondaryIndexes"]] == ["by_pk_n"]
+
+
+def test_a_keys_only_index_holds_only_the_items_with_its_key_and_only_their_keys(served: int) -> None:
+    answer = _client(served).query(TableName=TABLE, IndexName="by_n", KeyConditionExpression="n = :n",
+                                   ExpressionAttributeValues={":n": {"N": "5"}})
+    # Only ("a", 1) has an ``n``: the others are not in the sparse index.
+    assert answer["Items"] == [{"pk": {"S": "a"}, "sk": {"N": "1"}, "n": {"N": "5"}}]
+    assert _client(served).scan(TableName=TABLE, IndexName="by_n")["Count"] == 1
+
+
+def test_an_index_the_table_did_not_have_is_a_validation_error(served: int) -> None:
+    with pytest.raises(ClientError) as raised:
+        _client(served).scan(TableName=TABLE, IndexName="by_nothing")
+    assert raised.value.response["Error"]["Code"] == "ValidationException"
+
+
 def test_a_table_not_served_is_resource_not_found(served: int) -> None:
     with pytest.raises(ClientError) as raised:
         _client(served).get_item(TableName="customers", Key={"pk": {"S": "a"}})

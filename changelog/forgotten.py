@@ -31,6 +31,7 @@ from typing import Any
 from changelog.damage import damaged, micros, parse_json_object
 from changelog.errors import ConflictError
 from changelog.layout import forgotten_root
+from changelog.quarantine import Quarantined, quarantined_item_key
 from changelog.record import ChangeRow
 from changelog.store import ObjectMissing, Store
 
@@ -172,6 +173,15 @@ class ErasedKeys:
         """True when a version of ``item_key`` stamped at ``event_time_us`` was erased."""
         limit = self.up_to.get(key_hash(self.secret, item_key))
         return limit is not None and event_time_us <= limit
+
+    def holds_erased(self, kept: Quarantined) -> bool:
+        """True when a quarantined record is a copy of a version an erasure covers (its keys read exactly).
+
+        The same rule ``forget`` erases quarantined records by (``Quarantined.is_version_by``).
+        """
+        key = quarantined_item_key(kept)
+        limit = None if key is None else self.up_to.get(key_hash(self.secret, key))
+        return limit is not None and kept.is_version_by(limit)
 
 
 def erased_keys(store: Store, table: str) -> ErasedKeys | None:

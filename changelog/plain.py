@@ -126,10 +126,25 @@ def _value_sql(column: Column, texts: list[str]) -> str:
     (value,) = texts
     if column.kind == "N":
         # Exact: the scale is at least every value's and the digits fit 38 (column_of).
+        if column.scale == MAX_DIGITS:
+            value = _fraction_first(value)
         return f"CAST({value} AS {column.sql_type})"
     return {"B": f"from_base64({value})", "BOOL": f"{value}::BOOLEAN",
             "SS": f"CAST({value}::JSON AS VARCHAR[])", "NS": f"CAST({value}::JSON AS VARCHAR[])",
             "BS": f"list_transform(CAST({value}::JSON AS VARCHAR[]), lambda b: from_base64(b))"}.get(column.kind, value)
+
+
+def _fraction_first(value: str) -> str:
+    """``value`` with an exponent's mantissa written as a fraction: ``1.5e-7`` as ``.15e-6``.
+
+    DuckDB refuses to cast an exponent form whose mantissa has an integer digit to DECIMAL(38,38) (no room
+    for an integer digit, even one the exponent moves away); every such value is below 1, so the shift is exact.
+    """
+    shifted = rf"regexp_replace({value}, '^([+-]?)(\d*)\.?(\d*)[eE]([+-]?\d+)$', '\1.\2\3e')"
+    exponent = rf"TRY_CAST(regexp_extract({value}, '[eE]([+-]?\d+)$', 1) AS BIGINT)"
+    integer_digits = rf"length(regexp_extract({value}, '^[+-]?(\d*)', 1))"
+    return (rf"CASE WHEN regexp_matches({value}, '[eE]') THEN {shifted} || ({exponent} + {integer_digits})"
+            rf" ELSE {value} END")
 
 
 def column_sql(column: Column, image: str) -> str:

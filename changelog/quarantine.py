@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from changelog.codec import item_key, kinesis_payload
 from changelog.errors import DecodeError
 from changelog.layout import TABLES, table_names, table_root
 from changelog.store import ObjectMissing, Store
+from changelog.timefmt import to_micros
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,54 @@ class Quarantined:
         return value if isinstance(value, str) else None
 
     @property
+    def quarantined_at_us(self) -> int | None:
+        """When capture kept the record, or None when the document does not say it readably."""
+        return _iso_us(self.field("quarantined_at"))
+
+    @property
+    def stream_time_us(self) -> int | None:
+        """The record's stream time floored to the second, or None when it cannot be read as a real moment."""
+        return _stream_time_us(self.event_time)
+
+    def is_version_by(self, up_to_us: int | None) -> bool:
+        """True when the record may be a version stamped at or before ``up_to_us`` (None: any moment).
+
+        Its stream time says so when readable; a record quarantined by then was created by then; and one
+        whose time of quarantine cannot be read may be of any moment. The rule ``forget`` erases quarantined
+        records by, capture drops a late one by, and ``check`` proves an erasure with.
+        """
+        if up_to_us is None:
+            return True
+        kept_at, created = self.quarantined_at_us, self.stream_time_us
+        return kept_at is None or kept_at <= up_to_us or (created is not None and created <= up_to_us)
+
+    @property
     def event_time(self) -> str | None:
         """The record's stream time as it came (text: it may be the impossible value it was kept for)."""
         body = self.record.get("dynamodb") if isinstance(self.record, dict) else None
         value = body.get("ApproximateCreationDateTime") if isinstance(body, dict) else None
         return None if value is None or isinstance(value, dict | list) else str(value)
+
+
+def _iso_us(text: str | None) -> int | None:
+    try:
+        return to_micros(datetime.fromisoformat(text)) if text else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def _stream_time_us(text: str | None) -> int | None:
+    """A DynamoDB stream time (epoch seconds, or ISO 8601 as the poller's records carry it), floored to the second."""
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        micros = _iso_us(text)
+        return None if micros is None else micros - micros % 1_000_000
+    if not 0 <= seconds < 253402300800:  # year 9999
+        return None
+    return int(seconds) * 1_000_000
 
 
 def _unmarked(value: Any) -> Any:
@@ -76,10 +121,15 @@ def quarantined_item_key(kept: Quarantined) -> str | None:
         return None
 
 
+def is_quarantine_path(table: str, path: str) -> bool:
+    """True when ``path`` (a store path) is one of ``table``'s quarantine documents."""
+    return path.startswith(table_root(table) + "/quarantine/") and path.endswith(".json")
+
+
 def quarantine_paths(store: Store, table: str | None = None) -> list[str]:
     """Every quarantine document of ``table`` (or of every table), in name order."""
     tables = [table] if table else table_names(store.list(TABLES + "/"))
-    return sorted(p for t in tables for p in store.list(table_root(t) + "/quarantine/") if p.endswith(".json"))
+    return sorted(p for t in tables for p in store.list(table_root(t) + "/quarantine/") if is_quarantine_path(t, p))
 
 
 def read_quarantined(store: Store, path: str) -> Quarantined | None:

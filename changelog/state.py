@@ -48,7 +48,7 @@ from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests, part_p
 from changelog.source import local_parquet, register_parquet
 from changelog.spec import changes_condition, moment
 from changelog.store import ObjectMissing, Store
-from changelog.timefmt import format_time, from_micros, to_micros
+from changelog.timefmt import format_time, from_micros
 
 
 def change_files(store: Store, table: str) -> list[str]:
@@ -252,8 +252,8 @@ def quarantine_loss(record: Quarantined) -> Loss:
     The record was created before capture kept it, so ``quarantined_at`` bounds its time from above;
     a record whose own time cannot be read may belong to any earlier moment.
     """
-    quarantined_at = _iso_us(record.field("quarantined_at"))
-    created = _stream_time_us(record.event_time)
+    quarantined_at = record.quarantined_at_us
+    created = record.stream_time_us
     end = quarantined_at if quarantined_at is not None else created
     if end is None:
         start: int | None = None
@@ -263,29 +263,6 @@ def quarantine_loss(record: Quarantined) -> Loss:
     name = record.path.rsplit("/", 1)[-1]
     reason = record.field("reason") or "no reason recorded"
     return Loss(start, end, f"a quarantined record {name} ({reason})", QUARANTINE_REMEDY)
-
-
-def _iso_us(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return to_micros(datetime.fromisoformat(text))
-    except (ValueError, OverflowError):
-        return None
-
-
-def _stream_time_us(text: str | None) -> int | None:
-    """A DynamoDB stream time (epoch seconds, or ISO 8601 as the poller's records carry it), floored to the second."""
-    if text is None:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        micros = _iso_us(text)
-        return None if micros is None else micros - micros % 1_000_000
-    if not 0 <= seconds < 253402300800:  # year 9999
-        return None
-    return int(seconds) * 1_000_000
 
 
 def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = None, *,

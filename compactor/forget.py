@@ -204,8 +204,8 @@ def _quarantined(store: Store, table: str, key: str, up_to_us: int | None) -> tu
     """(the quarantined records of the item, how many quarantined records could not be told whose they are).
 
     A quarantined record is kept whole, with the item's values: it is a stored version like any other.
-    Within a later round (``up_to_us``), only records quarantined at or before the erased-up-to moment
-    are the erasure's: one quarantined after it holds a later write, kept as usual.
+    Within a later round (``up_to_us``), only records that may be versions at or before the erased-up-to
+    moment are the erasure's (``Quarantined.is_version_by``): a later write is kept as usual.
     """
     hits: list[Hit] = []
     unread = 0
@@ -214,21 +214,9 @@ def _quarantined(store: Store, table: str, key: str, up_to_us: int | None) -> tu
         if found is None:
             unread += 1
             continue
-        if found != key:
-            continue
-        if up_to_us is not None:
-            at = _iso_micros(kept.field("quarantined_at"))
-            if at is not None and at > up_to_us:
-                continue
-        hits.append(Hit(kept.path, 1))
+        if found == key and kept.is_version_by(up_to_us):
+            hits.append(Hit(kept.path, 1))
     return tuple(hits), unread
-
-
-def _iso_micros(text: str | None) -> int | None:
-    try:
-        return to_micros(datetime.fromisoformat(text)) if text else None
-    except ValueError:
-        return None
 
 
 def _without(data: bytes, key: str, up_to_us: int | None, image: str) -> tuple[pa.Table, pa.Table]:

@@ -14,8 +14,9 @@ from typing import Any
 from changelog.changefile import write_change_files
 from changelog.codec import decode_kinesis_record, kinesis_payload, kinesis_table, table_from_arn
 from changelog.errors import DecodeError, StreamConfigError
-from changelog.forgotten import drop_erased
+from changelog.forgotten import drop_erased, erased_keys
 from changelog.layout import digest, quarantine_path
+from changelog.quarantine import Quarantined
 from changelog.record import ChangeRow, monotone_item_times
 from changelog.store import Store
 
@@ -69,8 +70,9 @@ def _table_of(raw: Any, fallback: str | None) -> str:
 
 
 def quarantine(store: Store, raw: Any, reason: str, source: str, table_hint: str | None,
-               shard_id: str | None = None) -> str:
-    """Keep a record that could not be decoded, whole, under its table's quarantine; returns the path.
+               shard_id: str | None = None) -> str | None:
+    """Keep a record that could not be decoded, whole, under its table's quarantine; returns the path, or
+    None when the record is a version an erasure removed (``forget``): dropped, as its decoded rows would be.
 
     The name is a digest of the record only, so a retried batch rewrites the same object whenever
     it is retried. A GetRecords record does not name its shard, so the shard is kept beside it
@@ -82,11 +84,16 @@ def quarantine(store: Store, raw: Any, reason: str, source: str, table_hint: str
     readable = _encodable(body)
     text = json.dumps(body, sort_keys=True, ensure_ascii=not readable)
     now = datetime.now(UTC)
-    path = quarantine_path(_table_of(raw, table_hint), digest([text]))
+    table = _table_of(raw, table_hint)
+    path = quarantine_path(table, digest([text]))
     document = {"reason": reason, "source": source, "quarantined_at": now.isoformat(), "record": body}
     if shard_id is not None:
         document["shard_id"] = shard_id
-    store.write(path, json.dumps(document, ensure_ascii=not readable, indent=1).encode("utf-8"))
+    data = json.dumps(document, ensure_ascii=not readable, indent=1)
+    ledger = erased_keys(store, table)
+    if ledger is not None and ledger.holds_erased(Quarantined(path, table, data, document)):
+        return None
+    store.write(path, data.encode("utf-8"))
     return path
 
 
@@ -135,19 +142,18 @@ def capture_batch(
     # A late, re-sent or recovered record of an erased item must not bring it back: dropped, counted.
     rows, erased = drop_erased(store, rows) if rows else (rows, 0)
     files = write_change_files(store, rows) if rows else []
-    for raw, reason in rejected:
-        quarantine(store, raw, reason, source, hint, shard_id)
+    kept = [raw for raw, reason in rejected if quarantine(store, raw, reason, source, hint, shard_id) is not None]
     times = [row.event_time_us for row in rows]
     return CaptureResult(
         records=len(raw_records),
         captured=len(rows),
-        quarantined=len(rejected),
+        quarantined=len(kept),
         size_bytes=sum(row.size_bytes for row in rows),
         files=tuple(files),
         oldest_event_us=min(times) if times else None,
         newest_event_us=max(times) if times else None,
         sample_key=(rows[0].table_name, rows[0].keys) if rows else None,
-        erased=erased,
+        erased=erased + len(rejected) - len(kept),
         tables=tuple(sorted({row.table_name for row in rows})),
     )
 

@@ -427,6 +427,38 @@ def test_requeue_after_forget_brings_no_quarantined_copy_back(filled: Store) -> 
     assert item_history(filled, TABLE, KEY_TEXT) == []
 
 
+def test_a_late_undecodable_record_of_the_erased_item_is_dropped_not_quarantined(filled: Store) -> None:
+    assert isinstance(filled, LocalStore)
+    _forget(filled)
+    late = lambda_record(TABLE, "MODIFY", KEYS[ERASED], BASE + 3700, 10**21,
+                         new={**KEYS[ERASED], "email": {"S": "late-bad-copy-6d2f"}})
+    late["dynamodb"]["NewImage"]["bad"] = {"X": "no such type"}
+    result = capture_batch(filled, [late], decode_lambda_record, source="test")
+    assert (result.captured, result.quarantined, result.erased) == (0, 0, 1)
+    assert not any(b"late-bad-copy-6d2f" in data for _, data in _every_value(filled))
+
+
+def test_an_undecodable_write_after_the_erasure_is_quarantined_as_usual(filled: Store) -> None:
+    _forget(filled)
+    later = lambda_record(TABLE, "INSERT", KEYS[ERASED], int(time.time()) + 5, 10**21,
+                          new={**KEYS[ERASED], "bad": {"X": "no such type"}})
+    result = capture_batch(filled, [later], decode_lambda_record, source="test")
+    assert (result.quarantined, result.erased) == (1, 0)
+
+
+def test_check_finds_a_quarantined_copy_of_an_erased_version_kept_after_the_erasure(filled: Store) -> None:
+    _forget(filled)
+    # Quarantined after the erasure (as an older capture would have kept a late record), stamped before it.
+    path = _quarantine(filled, "0badf00d", KEYS[ERASED], "quarantined-late-5e0c")
+    document = json.loads(filled.read(path))
+    filled.write(path, json.dumps({**document, "quarantined_at": "2099-01-01T00:00:00+00:00"}).encode())
+    assert [f.path for f in check_store(filled, TABLE, read_data=True).problems] == [path]
+    assert check_store(filled, TABLE).sound  # contents are read only with --read-data
+    _forget(filled)
+    assert not filled.exists(path)
+    assert check_store(filled, TABLE, read_data=True).sound
+
+
 def test_a_quarantined_record_whose_key_cannot_be_read_is_reported_not_guessed(filled: Store) -> None:
     path = f"{TABLES}/{TABLE}/quarantine/feedface.json"
     filled.write(path, b'{"reason": "test", "source": "lambda-dynamodb", "record": "not an object"}')

@@ -157,6 +157,14 @@ def test_numbers_no_decimal_38_holds_stay_exact_text(store: Store, tmp_path: Pat
     assert sorted(table.column("n").to_pylist()) == sorted(["1" * 30, "0." + "1" * 10])
 
 
+def test_an_exponent_form_fits_a_column_of_38_fraction_digits(store: Store, tmp_path: Path) -> None:
+    _fill(store, [Op(0, {**KEYS[0], "n": {"N": "1e-5"}}, T0), Op(1, {**KEYS[1], "n": {"N": "0." + "1" * 38}}, T0)])
+    _replay(store, T0, tmp_path / "x.parquet")
+    table = pq.read_table(tmp_path / "x.parquet")
+    assert table.schema.field("n").type == pa.decimal128(38, 38)
+    assert sorted(table.column("n").to_pylist()) == [Decimal("0.00001"), Decimal("0." + "1" * 38)]
+
+
 def test_mixed_types_are_one_text_column_of_dynamodb_json(store: Store, tmp_path: Path) -> None:
     _fill(store, [Op(0, {**KEYS[0], "v": {"S": "x"}}, T0), Op(1, {**KEYS[1], "v": {"N": "5"}}, T0)])
     _replay(store, T0, tmp_path / "x.parquet")

@@ -12,9 +12,10 @@ record parses, and every gap a checkpoint lists still has its record; every chan
 record the ledger names is there unless merge or expire recorded removing it, and no ledger record
 is missing before its chain's newest (``changelog.ledger``, read from the listing alone); every erasure
 ``forget`` recorded (``changelog.forgotten``) replaced files that are gone, with replacements the ledger
-names, and (with ``read_data``) no file read holds a version it erased. With ``read_data`` every part
-and change file is read whole, hashed and fully decoded (page checksums verified). It names orphans
-(parts no manifest lists, ``.tmp-*`` leftovers of a crashed write) as notes: they affect no restore.
+names, and (with ``read_data``) no file or quarantined record read holds a version it erased. With
+``read_data`` every part and change file is read whole, hashed and fully decoded (page checksums
+verified). It names orphans (parts no manifest lists, ``.tmp-*`` leftovers of a crashed write) as
+notes: they affect no restore.
 Each problem says which restore points it affects. A ``sample`` limits the reading to the files it
 selects (the scheduled verifier re-hashes a rotating share each run, ``replayer.proving.scheduled``); every
 other check still covers every file.
@@ -56,6 +57,7 @@ from changelog.layout import (
     table_root,
 )
 from changelog.ledger import CHANGE_FILE, find_missing, parse_records
+from changelog.quarantine import is_quarantine_path, read_quarantined
 from changelog.snapshot import (
     MANIFEST,
     Removal,
@@ -107,7 +109,8 @@ class CheckReport:
                 f"{self.gaps:,} gap records, and that every change file and gap record the ledger's "
                 f"{self.ledger:,} records name is present unless merge or expire removed it"
                 + (f"; {self.erasures:,} erasures: every file they replaced is gone and every replacement is in "
-                   "the ledger" + (", and no file read holds a version they erased" if self.read_data else "")
+                   "the ledger" + (", and no file or quarantined record read holds a version they erased"
+                                  if self.read_data else "")
                    if self.erasures else ""))
 
     @property
@@ -318,11 +321,12 @@ def _check_ledger(store: Store, table: str, sizes: dict[str, int], listed_gaps: 
     return found, len(records)
 
 
-def _check_erasures(store: Store, table: str, sizes: dict[str, int], read: list[str]) -> tuple[list[Finding], int]:
+def _check_erasures(store: Store, table: str, sizes: dict[str, int], read: list[str],
+                    quarantine: list[str]) -> tuple[list[Finding], int]:
     """The forget ledger (``changelog.forgotten``): each erasure's replaced files are gone, each replacement
     is present or was removed on the ledger's record (a later merge or forget); and, among the files
-    read whole (``read``), none holds a version an erasure covers: proven with the ledger's keyed
-    hashes, never with a key."""
+    read whole (``read``) and the quarantined records read (``quarantine``), none holds a version an
+    erasure covers: proven with the ledger's keyed hashes, never with a key."""
     found = [Finding(table, path, "is not a forget record ddb-rewind writes (a foreign or renamed object)",
                      "no restore point, but the forget ledger cannot vouch for it")
              for path in foreign_objects(sizes, table)]
@@ -375,6 +379,12 @@ def _check_erasures(store: Store, table: str, sizes: dict[str, int], read: list[
                 found.append(Finding(table, path, f"holds {count:,} versions an erasure removed (the ledger's "
                                      "keyed hash matches)", "the erased item can still be restored: run forget "
                                      "again for the same key"))
+        for path in (p for p in quarantine if p not in reported):
+            kept = read_quarantined(store, path)
+            if kept is not None and ledger.holds_erased(kept):
+                found.append(Finding(table, path, "is a quarantined copy of a version an erasure removed (the "
+                                     "ledger's keyed hash matches)", "requeue would bring the erased item back: "
+                                     "run forget again for the same key"))
     return found, len(erasures)
 
 
@@ -405,7 +415,9 @@ def check_table(store: Store, table: str, read_data: bool, sample: Callable[[str
     findings += change_findings
     ledger_findings, ledger_count = _check_ledger(store, table, sizes, listed_gaps, manifests)
     findings += ledger_findings
-    erasure_findings, erasures = _check_erasures(store, table, sizes, read)
+    quarantine = [path for path in sorted(sizes) if is_quarantine_path(table, path)
+                  and read_data and (sample is None or sample(path))]
+    erasure_findings, erasures = _check_erasures(store, table, sizes, read, quarantine)
     findings += erasure_findings
     findings += [Finding(table, path, "is a leftover of an interrupted write", "no restore point (safe to delete)",
                          is_problem=False) for path in _tmp_leftovers(store, table)]

@@ -184,6 +184,18 @@ class ErasedKeys:
         return limit is not None and kept.is_version_by(limit)
 
 
+def erasure_note(store: Store, table: str) -> str | None:
+    """What a restore of ``table`` must say when ``forget`` erased items from its history: they are left out of
+    every moment, those before the erasure included. None when nothing was erased (one listing)."""
+    erasures = read_erasures(store, table)
+    if not erasures:
+        return None
+    items = len({erasure.key_hash for erasure in erasures})
+    return (f"note: {table}: forget erased {items:,} item{'s' if items != 1 else ''} from the history "
+            f"(the latest erasure at {erasures[-1].at}); this restore leaves {'them' if items != 1 else 'it'} out "
+            "at every moment, as 'ddb-rewind check' records")
+
+
 def erased_keys(store: Store, table: str) -> ErasedKeys | None:
     """The table's erasures, or None when it has none (one listing of a prefix that is almost always empty)."""
     listing = store.list(forgotten_root(table))

@@ -118,6 +118,19 @@ def test_replay_at_every_moment_equals_the_model_without_the_item(filled: Store,
         assert got == {key: '{"Item":' + image + "}" for key, image in model_state(KEPT, second).items()}
 
 
+def test_a_restore_says_that_an_erased_item_is_left_out(filled: Store, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    at = format_time(from_micros((BASE + 2) * 1_000_000))  # a moment before the erasure, the item alive
+    argv = ["replay", "--table", TABLE, "--store", filled.uri, "--at", at, "--to-file", str(tmp_path / "x.jsonl")]
+    assert run_cli(argv) == 0
+    assert "forget erased" not in capsys.readouterr().out
+    _forget(filled)
+    assert run_cli([*argv, "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: {TABLE}: forget erased 1 item from the history" in out and "leaves it out" in out
+    assert SECRETS[0] not in out and KEY_TEXT not in out
+
+
 def test_history_of_the_erased_item_is_empty_and_others_are_unchanged(filled: Store) -> None:
     before = [v.as_json() for v in item_history(filled, TABLE, json.dumps(KEYS[2]))]
     _forget(filled)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from changelog.errors import Interrupted, UsageError, WriteFailed
 from changelog.meta import read_meta
 from changelog.progress import Progress
-from changelog.store import check_outside, open_store
+from changelog.store import Store, check_outside, open_store
 from changelog.timefmt import format_time
 from ddb_rewind.args import (
     add_engine,
@@ -118,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
     con = open_items(store, args.table, args.at, where=args.where, engine=args.engine)
     selection = select_counts(con)
     what = f"{selection.items:,} items ({selection.image_bytes:,} bytes of DynamoDB JSON) as of {format_time(args.at)}"
+    messages = sys.stderr if args.to_file == "-" else sys.stdout  # stdout carries the data then
+    say_erasures(store, [args.table], messages)
     if args.to_file:
-        messages = sys.stderr if args.to_file == "-" else sys.stdout  # stdout carries the data then
         if args.dry_run:
             print(f"dry run: would write {what} to {args.to_file}", file=messages)
             return 0
@@ -180,6 +181,16 @@ def check_table_options(args: argparse.Namespace) -> None:
                          "or restore into a table with --to-table")
 
 
+def say_erasures(store: Store, tables: list[str], out: TextIO) -> None:
+    """A restore says when ``forget`` left items out of the table's history."""
+    from changelog.forgotten import erasure_note
+
+    for table in tables:
+        note = erasure_note(store, table)
+        if note:
+            print(note, file=out)
+
+
 def check_export_options(args: argparse.Namespace) -> None:
     """Options that only make sense with an export or an import, and the ones an import excludes."""
     exporting = bool(args.to_export or args.via_import)
@@ -209,6 +220,7 @@ def _run_many(args: argparse.Namespace, without: frozenset[str]) -> int:
     store = open_store(args.store)
     if args.to_dir is not None:
         check_outside(store, args.to_dir, "--to-dir")
+    say_erasures(store, tables, sys.stdout)
     with aws_boundary(f"replay of {len(tables)} tables"):
         outcomes = restore_many(
             store, tables, args.at, targets, to_files=args.to_dir is not None, overwrite=args.overwrite,

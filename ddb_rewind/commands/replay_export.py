@@ -4,6 +4,7 @@ export, and a new table made from it by DynamoDB's ImportTable (parsing done in 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
 from changelog.errors import Interrupted, TargetExists, UsageError
@@ -11,6 +12,7 @@ from changelog.meta import read_meta
 from changelog.progress import Progress
 from changelog.store import EXPORTS_DIR, Store, check_outside, open_location, open_store
 from changelog.timefmt import format_time, to_micros
+from ddb_rewind.commands.replay import say_erasures
 
 if TYPE_CHECKING:
     from replayer.restoring.import_table import ImportRequest
@@ -80,6 +82,7 @@ def run_export(args: argparse.Namespace) -> int:
     if target is not None:
         check_destination(target, folder, args.overwrite)
     con = open_items(store, args.table, args.at, where=args.where)
+    say_erasures(store, [args.table], sys.stdout)
     if args.dry_run:
         plan = plan_export(export_image_lengths(con), max_bytes)
         print(f"dry run: would write {plan.items:,} items as of {format_time(args.at)} ({plan.line_bytes:,} bytes "

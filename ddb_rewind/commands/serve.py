@@ -12,6 +12,7 @@ from changelog.layout import TABLES, table_names
 from changelog.store import open_store
 from changelog.timefmt import format_time
 from ddb_rewind.args import add_store, int_range, time_arg
+from ddb_rewind.commands.replay import say_erasures
 
 
 def register(subparsers: Any) -> None:
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
+
+    say_erasures(store, tables, sys.stderr)
 
     with serving(store, tables, args.at, host=args.host, port=args.port, say=say) as server:
         host, port = str(server.server_address[0]), int(server.server_address[1])

@@ -26,6 +26,7 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from changelog.damage import damaged, micros, parse_json_object
@@ -34,6 +35,7 @@ from changelog.layout import forgotten_root
 from changelog.quarantine import Quarantined, quarantined_item_key
 from changelog.record import ChangeRow
 from changelog.store import ObjectMissing, Store
+from changelog.timefmt import format_time
 
 SECRET = "secret.key"
 _SECRET_BYTES = 32
@@ -191,8 +193,11 @@ def erasure_note(store: Store, table: str) -> str | None:
     if not erasures:
         return None
     items = len({erasure.key_hash for erasure in erasures})
+    latest = erasures[-1].at
+    with contextlib.suppress(ValueError):
+        latest = format_time(datetime.fromisoformat(latest))
     return (f"note: {table}: forget erased {items:,} item{'s' if items != 1 else ''} from the history "
-            f"(the latest erasure at {erasures[-1].at}); this restore leaves {'them' if items != 1 else 'it'} out "
+            f"(the latest erasure at {latest}); this restore leaves {'them' if items != 1 else 'it'} out "
             "at every moment, as 'ddb-rewind check' records")
 
 

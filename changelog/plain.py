@@ -116,6 +116,18 @@ def _paths(column: Column) -> list[str]:
     return [_pointer(column.name, "N" if column.kind == "NTEXT" else column.kind)]
 
 
+# A stored number's text (codec._NUMBER) with an exponent, as a plain decimal with the same digits:
+# sign, integer part, fraction and exponent split, then the point moved (zeros added as needed).
+_PLAIN_NUMBER = (
+    "list_transform([regexp_extract({value}, '^(-?)([0-9]*)(?:\\.([0-9]*))?[eE]([-+]?[0-9]+)$', "
+    "['sign', 'whole', 'fraction', 'exponent'])], lambda p: p.sign || list_transform("
+    "[{{'digits': p.whole || p.fraction, 'point': length(p.whole) + CAST(p.exponent AS INTEGER)}}], "
+    "lambda d: CASE WHEN d.point <= 0 THEN '0.' || repeat('0', -d.point) || d.digits "
+    "WHEN d.point >= length(d.digits) THEN d.digits || repeat('0', d.point - length(d.digits)) "
+    "ELSE d.digits[1:d.point] || '.' || d.digits[d.point + 1:] END)[1])[1]"
+)
+
+
 def _value_sql(column: Column, texts: list[str]) -> str:
     """The typed value of ``column`` from the extracted texts of its ``_paths`` (SQL expressions)."""
     if column.kind == "JSON":
@@ -125,8 +137,11 @@ def _value_sql(column: Column, texts: list[str]) -> str:
         return "NULL"
     (value,) = texts
     if column.kind == "N":
-        # Exact: the scale is at least every value's and the digits fit 38 (column_of).
-        return f"CAST({value} AS {column.sql_type})"
+        # Exact: the scale is at least every value's and the digits fit 38 (column_of). DuckDB scales
+        # an exponent form's digits before applying its exponent and refuses a number that fits
+        # ("12e-6" as DECIMAL(38,37)): such text is written out as a plain decimal first.
+        return (f"CASE WHEN regexp_matches({value}, '[eE]') THEN CAST({_PLAIN_NUMBER.format(value=value)} AS "
+                f"{column.sql_type}) ELSE CAST({value} AS {column.sql_type}) END")
     return {"B": f"from_base64({value})", "BOOL": f"{value}::BOOLEAN",
             "SS": f"CAST({value}::JSON AS VARCHAR[])", "NS": f"CAST({value}::JSON AS VARCHAR[])",
             "BS": f"list_transform(CAST({value}::JSON AS VARCHAR[]), lambda b: from_base64(b))"}.get(column.kind, value)

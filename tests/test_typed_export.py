@@ -189,6 +189,7 @@ def test_to_file_dash_writes_json_lines_to_stdout_and_messages_to_stderr(store: 
 _NAMES = st.sampled_from(["a", "b/c", "~1", "~", "", 'q"', "back\\slash", "é", "Case", "case", "it's"]) | st.text(
     max_size=3)
 _ODD_NUMBERS = st.sampled_from(["1.5E+3", "0.050", "-0.0", "007", ".5", "5.", "1e-5", "12E2", "-1E+37", "0",
+                                "12e-6", "-0.0E1", "000123456789.10e-20", ".5e+0", "5.E2",
                                 "9" * 38, "0." + "1" * 37, "0." + "1" * 38, "1" * 30, "-" + "9" * 20 + ".5"])
 _ITEMS = st.lists(st.dictionaries(_NAMES, st.one_of(good_values, _ODD_NUMBERS.map(lambda n: {"N": n})), max_size=6),
                   min_size=1, max_size=6)

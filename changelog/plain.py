@@ -32,6 +32,7 @@ a missing attribute are SQL null (empty in CSV). Whatever the column, the lossle
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from changelog.attributes import AttributeTypes, Summary
 
@@ -241,3 +243,45 @@ def text_value(column: Column, value: dict[str, Any] | None) -> str:
         shown = [base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v for v in typed]
         return json.dumps(shown, ensure_ascii=False, separators=(",", ":"))
     return str(typed)
+
+
+def text_array(column: Column, array: pa.Array, number_text: pa.Array | None = None) -> pa.Array:
+    """A column of ``typed_query``'s values as CSV texts ("" for null), byte for byte what ``text_value`` gives.
+
+    ``number_text`` is needed for an N column: the numbers' own text (``typed_query``'s value of the
+    column as NTEXT). A decimal has no negative zero, Python's Decimal has: "-0.0" at scale 2 is
+    "-0.00" (a stored number is negative exactly when its text starts with "-", codec._NUMBER).
+    """
+    kind = column.kind
+    if kind == "NULL":
+        return pa.array([""] * len(array), pa.string())
+    if kind == "N":
+        if number_text is None:
+            raise ValueError(f"the text of N column {column.name!r} is needed for its sign")
+        numbers = array.cast(column.arrow)
+        texts = numbers.cast(pa.string())
+        # Arrow writes values below 1E-6 (zeros of a scale above 6 too) in exponent form ("0E-7"):
+        # those few are formatted by Decimal, as text_value does.
+        exponent = pc.fill_null(pc.match_substring(texts, "E"), False)
+        if pc.any(exponent).as_py():
+            plain = [f"{value:f}" for value in pc.filter(numbers, exponent).to_pylist()]
+            texts = pc.replace_with_mask(texts, exponent, pa.array(plain, pa.string()))
+        negative_zero = pc.and_(pc.equal(numbers, pa.scalar(0, column.arrow)), pc.starts_with(number_text, "-"))
+        texts = pc.if_else(negative_zero, pc.binary_join_element_wise("-", texts, ""), texts)
+    elif kind == "BOOL":
+        texts = pc.if_else(array.cast(pa.bool_()), "true", "false")
+    elif kind == "B":
+        texts = pa.array([None if value is None else binascii.b2a_base64(value, newline=False).decode("ascii")
+                          for value in array.cast(pa.binary()).to_pylist()], pa.string())
+    elif kind in ("SS", "NS", "BS"):
+        # orjson writes a list of strings as json.dumps(..., ensure_ascii=False, separators=(",", ":"))
+        # does (changelog.codec); base64 needs no escapes.
+        lists = finish_array(column, array).to_pylist()
+        texts = pa.array([None if value is None else orjson.dumps(
+            [binascii.b2a_base64(v, newline=False).decode("ascii") for v in value] if kind == "BS" else value
+        ).decode() for value in lists], pa.string())
+    elif kind == "JSON":
+        texts = finish_array(column, array).storage
+    else:  # S, NTEXT
+        texts = array.cast(pa.string())
+    return pc.fill_null(texts, "")

@@ -142,8 +142,9 @@ def _value_sql(column: Column, texts: list[str]) -> str:
         # Exact: the scale is at least every value's and the digits fit 38 (column_of). DuckDB scales
         # an exponent form's digits before applying its exponent and refuses a number that fits
         # ("12e-6" as DECIMAL(38,37)): such text is written out as a plain decimal first.
-        return (f"CASE WHEN regexp_matches({value}, '[eE]') THEN CAST({_PLAIN_NUMBER.format(value=value)} AS "
-                f"{column.sql_type}) ELSE CAST({value} AS {column.sql_type}) END")
+        plain = _PLAIN_NUMBER.format(value=value)
+        return (f"CASE WHEN contains({value}, 'e') OR contains({value}, 'E') THEN CAST({plain} AS {column.sql_type}) "
+                f"ELSE CAST({value} AS {column.sql_type}) END")
     return {"B": f"from_base64({value})", "BOOL": f"{value}::BOOLEAN",
             "SS": f"CAST({value}::JSON AS VARCHAR[])", "NS": f"CAST({value}::JSON AS VARCHAR[])",
             "BS": f"list_transform(CAST({value}::JSON AS VARCHAR[]), lambda b: from_base64(b))"}.get(column.kind, value)

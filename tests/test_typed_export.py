@@ -152,6 +152,18 @@ def test_a_38_digit_number_is_a_decimal_38_column(store: Store, tmp_path: Path) 
     assert sorted(table.column("n").to_pylist()) == [Decimal(-1), Decimal(big)]
 
 
+def test_a_number_in_exponent_form_is_exact_beside_numbers_of_a_high_scale(store: Store, tmp_path: Path) -> None:
+    # 12e-6 at scale 37: DuckDB alone refuses the cast (its digits scaled first would pass 38).
+    _fill(store, [Op(0, {**KEYS[0], "n": {"N": "12e-6"}}, T0), Op(1, {**KEYS[1], "n": {"N": "0." + "1" * 37}}, T0)])
+    _replay(store, T0, tmp_path / "x.parquet")
+    assert sorted(pq.read_table(tmp_path / "x.parquet").column("n").to_pylist()) == [Decimal("12e-6"),
+                                                                                     Decimal("0." + "1" * 37)]
+    _replay(store, T0, tmp_path / "x.csv")
+    with open(tmp_path / "x.csv", encoding="utf-8", newline="") as handle:
+        assert sorted(row["n"] for row in csv.DictReader(handle)) == ["0.0000120000000000000000000000000000000",
+                                                                      "0." + "1" * 37]
+
+
 def test_numbers_no_decimal_38_holds_stay_exact_text(store: Store, tmp_path: Path) -> None:
     _fill(store, [Op(0, {**KEYS[0], "n": {"N": "1" * 30}}, T0), Op(1, {**KEYS[1], "n": {"N": "0." + "1" * 10}}, T0)])
     _replay(store, T0, tmp_path / "x.parquet")

@@ -32,6 +32,7 @@ a missing attribute are SQL null (empty in CSV). Whatever the column, the lossle
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from changelog.attributes import AttributeTypes, Summary
 
@@ -116,6 +118,18 @@ def _paths(column: Column) -> list[str]:
     return [_pointer(column.name, "N" if column.kind == "NTEXT" else column.kind)]
 
 
+# A stored number's text (codec._NUMBER) with an exponent, as a plain decimal with the same digits:
+# sign, integer part, fraction and exponent split, then the point moved (zeros added as needed).
+_PLAIN_NUMBER = (
+    "list_transform([regexp_extract({value}, '^(-?)([0-9]*)(?:\\.([0-9]*))?[eE]([-+]?[0-9]+)$', "
+    "['sign', 'whole', 'fraction', 'exponent'])], lambda p: p.sign || list_transform("
+    "[{{'digits': p.whole || p.fraction, 'point': length(p.whole) + CAST(p.exponent AS INTEGER)}}], "
+    "lambda d: CASE WHEN d.point <= 0 THEN '0.' || repeat('0', -d.point) || d.digits "
+    "WHEN d.point >= length(d.digits) THEN d.digits || repeat('0', d.point - length(d.digits)) "
+    "ELSE d.digits[1:d.point] || '.' || d.digits[d.point + 1:] END)[1])[1]"
+)
+
+
 def _value_sql(column: Column, texts: list[str]) -> str:
     """The typed value of ``column`` from the extracted texts of its ``_paths`` (SQL expressions)."""
     if column.kind == "JSON":
@@ -125,26 +139,15 @@ def _value_sql(column: Column, texts: list[str]) -> str:
         return "NULL"
     (value,) = texts
     if column.kind == "N":
-        # Exact: the scale is at least every value's and the digits fit 38 (column_of).
-        if column.scale == MAX_DIGITS:
-            value = _fraction_first(value)
-        return f"CAST({value} AS {column.sql_type})"
+        # Exact: the scale is at least every value's and the digits fit 38 (column_of). DuckDB scales
+        # an exponent form's digits before applying its exponent and refuses a number that fits
+        # ("12e-6" as DECIMAL(38,37)): such text is written out as a plain decimal first.
+        plain = _PLAIN_NUMBER.format(value=value)
+        return (f"CASE WHEN contains({value}, 'e') OR contains({value}, 'E') THEN CAST({plain} AS {column.sql_type}) "
+                f"ELSE CAST({value} AS {column.sql_type}) END")
     return {"B": f"from_base64({value})", "BOOL": f"{value}::BOOLEAN",
             "SS": f"CAST({value}::JSON AS VARCHAR[])", "NS": f"CAST({value}::JSON AS VARCHAR[])",
             "BS": f"list_transform(CAST({value}::JSON AS VARCHAR[]), lambda b: from_base64(b))"}.get(column.kind, value)
-
-
-def _fraction_first(value: str) -> str:
-    """``value`` with an exponent's mantissa written as a fraction: ``1.5e-7`` as ``.15e-6``.
-
-    DuckDB refuses to cast an exponent form whose mantissa has an integer digit to DECIMAL(38,38) (no room
-    for an integer digit, even one the exponent moves away); every such value is below 1, so the shift is exact.
-    """
-    shifted = rf"regexp_replace({value}, '^([+-]?)(\d*)\.?(\d*)[eE]([+-]?\d+)$', '\1.\2\3e')"
-    exponent = rf"TRY_CAST(regexp_extract({value}, '[eE]([+-]?\d+)$', 1) AS BIGINT)"
-    integer_digits = rf"length(regexp_extract({value}, '^[+-]?(\d*)', 1))"
-    return (rf"CASE WHEN regexp_matches({value}, '[eE]') THEN {shifted} || ({exponent} + {integer_digits})"
-            rf" ELSE {value} END")
 
 
 def column_sql(column: Column, image: str) -> str:
@@ -241,3 +244,45 @@ def text_value(column: Column, value: dict[str, Any] | None) -> str:
         shown = [base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v for v in typed]
         return json.dumps(shown, ensure_ascii=False, separators=(",", ":"))
     return str(typed)
+
+
+def text_array(column: Column, array: pa.Array, number_text: pa.Array | None = None) -> pa.Array:
+    """A column of ``typed_query``'s values as CSV texts ("" for null), byte for byte what ``text_value`` gives.
+
+    ``number_text`` is needed for an N column: the numbers' own text (``typed_query``'s value of the
+    column as NTEXT). A decimal has no negative zero, Python's Decimal has: "-0.0" at scale 2 is
+    "-0.00" (a stored number is negative exactly when its text starts with "-", codec._NUMBER).
+    """
+    kind = column.kind
+    if kind == "NULL":
+        return pa.array([""] * len(array), pa.string())
+    if kind == "N":
+        if number_text is None:
+            raise ValueError(f"the text of N column {column.name!r} is needed for its sign")
+        numbers = array.cast(column.arrow)
+        texts = numbers.cast(pa.string())
+        # Arrow writes values below 1E-6 (zeros of a scale above 6 too) in exponent form ("0E-7"):
+        # those few are formatted by Decimal, as text_value does.
+        exponent = pc.fill_null(pc.match_substring(texts, "E"), False)
+        if pc.any(exponent).as_py():
+            plain = [f"{value:f}" for value in pc.filter(numbers, exponent).to_pylist()]
+            texts = pc.replace_with_mask(texts, exponent, pa.array(plain, pa.string()))
+        negative_zero = pc.and_(pc.equal(numbers, pa.scalar(0, column.arrow)), pc.starts_with(number_text, "-"))
+        texts = pc.if_else(negative_zero, pc.binary_join_element_wise("-", texts, ""), texts)
+    elif kind == "BOOL":
+        texts = pc.if_else(array.cast(pa.bool_()), "true", "false")
+    elif kind == "B":
+        texts = pa.array([None if value is None else binascii.b2a_base64(value, newline=False).decode("ascii")
+                          for value in array.cast(pa.binary()).to_pylist()], pa.string())
+    elif kind in ("SS", "NS", "BS"):
+        # orjson writes a list of strings as json.dumps(..., ensure_ascii=False, separators=(",", ":"))
+        # does (changelog.codec); base64 needs no escapes.
+        lists = finish_array(column, array).to_pylist()
+        texts = pa.array([None if value is None else orjson.dumps(
+            [binascii.b2a_base64(v, newline=False).decode("ascii") for v in value] if kind == "BS" else value
+        ).decode() for value in lists], pa.string())
+    elif kind == "JSON":
+        texts = finish_array(column, array).storage
+    else:  # S, NTEXT
+        texts = array.cast(pa.string())
+    return pc.fill_null(texts, "")

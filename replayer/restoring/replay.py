@@ -29,6 +29,7 @@ from replayer.restoring.export import (
     RESERVED,
     STDOUT,
     check_format,
+    csv_query,
     write_avro,
     write_csv,
     write_jsonl,
@@ -190,19 +191,13 @@ def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, ove
         elif kind == ".avro":
             count = write_avro(partial, _images(con, progress))
         elif kind == ".csv":
-            count = write_csv(partial, _rows(con, progress), columns, len(keys))
+            count = write_csv(partial, _counted(_read(con, csv_query(columns, "items")), progress), columns,
+                              len(keys))
         else:
             query = typed_query(columns, "items", "item_key, keys, image, doc")
             count = write_parquet(_counted(_read(con, query), progress), partial, columns, len(keys))
     progress.close()
     return count
-
-
-def _rows(con: duckdb.DuckDBPyConnection, progress: Progress) -> Iterator[tuple[str, str]]:
-    for batch in _batches(con, "item_key, image"):
-        keys, images = batch.column(0).to_pylist(), batch.column(1).to_pylist()
-        yield from zip(keys, images, strict=True)
-        progress.advance(len(images))
 
 
 def _counted(batches: Iterator[pa.RecordBatch], progress: Progress) -> Iterator[pa.RecordBatch]:

@@ -71,18 +71,31 @@ class _Handler(DynamoHandler):
 
     def serialized(self, action_result: ActionResult) -> TYPE_RESPONSE:
         # moto's model-driven serializer walks every attribute value of every item through botocore's
-        # shapes (about 3 ms per 300-byte item, 90% of a Scan page). GetItem, Query and Scan answers hold
-        # only items (DynamoDB JSON whose B values moto decoded to bytes), counts and keys, which is
-        # exactly what plain JSON with base64 bytes writes; anything else in them goes to moto's path.
-        result = action_result.result
-        if self._get_action() in PLAIN_ANSWERS and isinstance(result, dict):
-            try:
-                body = orjson.dumps(result, default=_base64).decode()
-            except TypeError:
-                return super().serialized(action_result)
-            headers: dict[str, str | int] = {"Content-Type": JSON_1_0, **self.response_headers, "status": 200}
-            return 200, headers, body
-        return super().serialized(action_result)
+        # shapes (about 3 ms per 300-byte item, 90% of a Scan page): item answers are written directly.
+        body = plain_answer(action_result.result) if self._get_action() in PLAIN_ANSWERS else None
+        if body is None:
+            return super().serialized(action_result)
+        headers: dict[str, str | int] = {"Content-Type": JSON_1_0, **self.response_headers, "status": 200}
+        return 200, headers, body
+
+
+def plain_answer(result: object) -> str | None:
+    """A GetItem, Query or Scan answer as its JSON body; None when it holds anything but JSON and bytes.
+
+    Such an answer holds items and keys (DynamoDB JSON whose B and BS values moto decoded to bytes),
+    counts and consumed capacity: plain JSON with bytes as base64 is what moto's serializer writes for
+    them (tests/test_serve_answers.py holds the two equal). Anything else (a date, a set) is left to moto.
+    """
+    if not isinstance(result, dict):
+        return None
+    try:
+        return orjson.dumps(result, default=_base64, option=_ONLY_JSON).decode()
+    except TypeError:
+        return None
+
+
+# What orjson would otherwise write its own way (dates as ISO text) goes to _base64, which refuses it.
+_ONLY_JSON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
 def _base64(value: object) -> str:

@@ -15,7 +15,9 @@ partition), then, each in its own process:
    request at 1M items), then P Scan pages of
    DynamoDB's 1 MB (items/s over those pages; moto's Scan walks the whole table for every page, so a
    full scan is not timed); the first 200 GetItem answers of the two must be equal;
-5. peak RSS (VmHWM) of the serve process and of the moto process after the whole workload.
+5. peak RSS (VmHWM) of the serve process and of the moto process after the whole workload, and the serve
+   process's resident memory (VmRSS) once answering and after the workload (its peak is the start-up's
+   state computation, the same DuckDB query as replay's).
 
 ``--anchor-items A`` loads only the first A items of the state into moto (the requests then go to keys
 of those A items on both sides) where moto cannot hold the whole table. Prints one table; asserts only
@@ -82,10 +84,10 @@ def _client(port: int) -> Any:
                         config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=600))
 
 
-def _peak_rss_mb(pid: int) -> float:
-    """VmHWM of a live process, in MB."""
+def _rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """VmHWM (peak resident) or VmRSS (resident now) of a live process, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -240,9 +242,10 @@ def main() -> None:
         try:
             _wait_answering(client, serve, 3600)
             serve_s = time.perf_counter() - started
-            print(f"serve: answering after {serve_s:,.1f} s", flush=True)
+            loaded_rss = _rss_mb(serve.pid, "VmRSS")
+            print(f"serve: answering after {serve_s:,.1f} s, resident {loaded_rss:,.0f} MB", flush=True)
             served = _workload(client, gets, partitions, args.scan_pages)
-            serve_rss = _peak_rss_mb(serve.pid)
+            serve_rss, serving_rss = _rss_mb(serve.pid), _rss_mb(serve.pid, "VmRSS")
         finally:
             serve.terminate()
             serve.wait()
@@ -258,7 +261,7 @@ def main() -> None:
             print(f"moto: {loaded:,} items loaded into its backend in {load_s:,.1f} s{subset}", flush=True)
             anchor = _workload(_client(moto_port), gets, partitions[:args.anchor_queries], args.scan_pages)
             assert moto.pid is not None
-            moto_rss = _peak_rss_mb(moto.pid)
+            moto_rss = _rss_mb(moto.pid)
             ours.send("done")
         finally:
             moto.join(30)
@@ -275,6 +278,7 @@ def main() -> None:
     print(_row("start-up", serve_s, replay_s, "replay --to-file of the same moment", "s"))
     print(_row("peak RSS", serve_rss, replay_rss, "replay --to-file", "MB"))
     print(_row("peak RSS", serve_rss, moto_rss, "moto server holding the items", "MB"))
+    print(_row("RSS after the workload", serving_rss, moto_rss, "moto server's peak", "MB"))
     for name, ours_ms, theirs_ms in (("GetItem", served.get_ms, anchor.get_ms),
                                      ("Query pk = :p", served.query_ms, anchor.query_ms)):
         for p in (50, 99):

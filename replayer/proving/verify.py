@@ -27,7 +27,7 @@ from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import TableNotFound
 from changelog.scan import parallel_scan
 from changelog.snapshot import list_manifests
-from changelog.state import check_restorable, coverage, open_state, plan_state
+from changelog.state import check_restorable, coverage, open_state, plan_state, retention_floor
 from changelog.store import Store
 from changelog.timefmt import from_micros
 from replayer.forensics.attrdiff import canonical_text, items_equal
@@ -119,7 +119,8 @@ def verify_table(store: Store, table: str, client: Any, against: str, at_us: int
 
 @dataclass(frozen=True)
 class DrillResult:
-    """The state at one moment computed twice: from the latest snapshot + changes, and from changes only."""
+    """The state at one moment computed twice: from the latest snapshot + changes, and from the oldest start
+    the store has (changes only, or after ``expire`` the snapshot its floor rests on + changes)."""
 
     table: str
     at_us: int
@@ -158,12 +159,20 @@ _DRILL_BATCH = 20_000
 
 
 def state_fingerprint(store: Store, table: str, at_us: int, *, use_snapshots: bool = True) -> tuple[int, str]:
-    """(items, ``state_checksum``) of the stored state at ``at_us``, streamed: never the whole state in memory."""
+    """(items, ``state_checksum``) of the stored state at ``at_us``, streamed: never the whole state in memory.
+
+    Without ``use_snapshots`` the state is computed from the oldest start the store still has: the
+    changes alone, or, once ``expire`` removed the oldest changes, the snapshot its floor rests on
+    and every change after it (an item last changed before the floor lives on only there).
+    """
 
     def read() -> tuple[int, str]:
         con = duckdb.connect(config={"memory_limit": DRILL_MEMORY_LIMIT,
                                      "temp_directory": str(Path(tempfile.gettempdir()) / "ddb-rewind-duckdb")})
-        open_state(con, store, plan_state(store, table, at_us, use_snapshots=use_snapshots), name="drill_state")
+        floor = None if use_snapshots else retention_floor(store, table)
+        plan = plan_state(store, table, at_us, use_snapshots=use_snapshots or floor is not None,
+                          snapshots_until_us=floor)
+        open_state(con, store, plan, name="drill_state")
         reader = con.sql("SELECT item_key, image FROM drill_state").to_arrow_reader(_DRILL_BATCH)
         count = total = 0
         for batch in reader:

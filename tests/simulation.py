@@ -485,6 +485,7 @@ class Invocation:
     error: str | None
     metrics: dict[str, Any]  # name -> value of the EMF documents it printed (summed over documents)
     service: str | None  # the "service" dimension of its metrics
+    cpu_s: float = 0.0  # process CPU the invocation took (the moto server's included)
 
 
 class Simulator:
@@ -503,6 +504,9 @@ class Simulator:
         self.pending: list[dict[str, Any]] = []  # stream records read, not yet delivered
         self.trimmed: set[str] = set()  # sequence numbers the stream no longer holds (injected)
         self.failing_batches = 0
+        self.last_given_up: list[dict[str, Any]] = []
+        # Called with a batch's records when the mapping gives up on it (before its on-failure record is sent).
+        self.on_give_up: Callable[[list[dict[str, Any]]], None] | None = None
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -548,6 +552,7 @@ class Simulator:
         self._read_stack()
         self._unhook_moto_mappings()
         self.now_s = int(self.start.timestamp())
+        self._through = self.now_s
         self._real_stdout = sys.stdout
         sys.stdout = self.stdout
         return self
@@ -696,6 +701,7 @@ class Simulator:
         error = None
         result: Any = None
         self.stdout.take()
+        started = time.process_time()
         with self._environment(function), acting_as(logical):
             try:
                 result = handler(event, _Context(function, 900_000))
@@ -712,7 +718,8 @@ class Simulator:
                     for metric in directive["Metrics"]:
                         value = document[metric["Name"]]
                         metrics[metric["Name"]] += sum(value) if isinstance(value, list) else value
-        found = Invocation(logical, int(self.now_s), trigger, result, error, dict(metrics), service)
+        found = Invocation(logical, int(self.now_s), trigger, result, error, dict(metrics), service,
+                           time.process_time() - started)
         self.invocations.append(found)
         return found
 
@@ -728,7 +735,7 @@ class Simulator:
         simulator = self
 
         def get_shard_iterator(backend: Any, arn: str, shard_id: str, kind: str, sequence: Any = None) -> Any:
-            if kind == "AT_SEQUENCE_NUMBER" and sequence in simulator.trimmed:
+            if kind == "AT_SEQUENCE_NUMBER" and str(sequence) in simulator.trimmed:
                 raise JsonRESTError("TrimmedDataAccessException",
                                     "The operation attempted to read past the oldest stream record in a shard.")
             return real(backend, arn, shard_id, kind, sequence)
@@ -809,6 +816,9 @@ class Simulator:
     def _give_up(self, mapping: StreamMapping, shard: str, records: list[dict[str, Any]], attempts: int) -> None:
         """Lambda's on-failure record of the batch, sent with the consumer's role; the mapping moves on."""
         self.failing_batches += 1
+        self.last_given_up = records
+        if self.on_give_up is not None:
+            self.on_give_up(records)
         if mapping.on_failure is None:
             return
         first, last = records[0]["dynamodb"], records[-1]["dynamodb"]
@@ -867,13 +877,30 @@ class Simulator:
     def schedules(self) -> list[tuple[str, Schedule]]:
         return [(f.logical_id, s) for f in self.functions.values() for s in f.schedules if s.enabled]
 
+    def refuse_store_writes(self, logical: str) -> Callable[[], None]:
+        """From now on every S3 write ``logical`` makes is refused (503 SlowDown, after botocore's own
+        retries); the function returned ends it."""
+        from botocore.exceptions import ClientError
+
+        def refuse(who: str, operation: str, params: dict[str, Any]) -> Exception | None:
+            if who == logical and operation in ("s3:PutObject", "s3:CreateMultipartUpload"):
+                return ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
+                                    "ResponseMetadata": {"HTTPStatusCode": 503}}, operation.split(":")[1])
+            return None
+
+        self.recorder.faults.append(refuse)
+        return lambda: self.recorder.faults.remove(refuse)
+
     def run_until(self, end_s: int, *, writes: Callable[[int], None] | None = None, write_every_s: int = HOUR,
-                  on_day: Callable[[int], None] | None = None) -> None:
+                  on_day: Callable[[int], None] | None = None,
+                  after: Callable[[int, str], None] | None = None) -> None:
         """Advance to ``end_s``: writes every ``write_every_s`` (delivered within the batching window) and
         every enabled schedule at its rate, in time order."""
         window = int(self._mapping_window())
         due: list[tuple[int, int, str, Schedule | None]] = []
-        first = int(self.now_s)
+        # Every tick after the last one already run (moving the clock by hand skips none).
+        first = self._through
+        self._through = end_s
         for index, (logical, schedule) in enumerate(self.schedules()):
             period = schedule.period_s
             second = first - first % period + period
@@ -899,6 +926,8 @@ class Simulator:
             else:
                 assert schedule is not None
                 self.invoke(what, scheduled_event(schedule, second), schedule.rule)
+            if after is not None:
+                after(second, what)
             today = (int(self.now_s) - int(self.start.timestamp())) // DAY
             if today != day and on_day is not None:
                 on_day(today)

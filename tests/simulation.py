@@ -30,6 +30,7 @@ recorded as an IAM action and resource, and checked against the role's policy as
 
 from __future__ import annotations
 
+import argparse
 import ast
 import base64
 import contextlib
@@ -984,6 +985,205 @@ def _simulated_sleep(advance: Callable[[float], None]) -> Iterator[None]:
         time.sleep = real
         for value, attribute, defaults in patched:
             setattr(value, attribute, defaults)
+
+
+# ------------------------------------------------------------------------------------------------
+# A month of operation: python -m tests.simulation --days 30
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Month:
+    """The month's scenario, its incidents, the operator's answers to them, and what was proven."""
+
+    sim: Simulator
+    days: int
+    seed: int = 7
+    keys: int = 40
+    replays: list[tuple[int, bool]] = field(default_factory=list)
+    incidents: list[str] = field(default_factory=list)
+
+    def run(self, report: Callable[[str], None]) -> None:
+        import random
+
+        from changelog.store import open_store
+        from tests.workloads import Workload
+
+        sim = self.sim
+        rng = random.Random(self.seed)
+        store = open_store(sim.outputs["StoreUri"], allow_empty=True)
+        model = Workload(table=TABLE, client=sim.dynamodb)
+        t0 = int(sim.start.timestamp())
+        gap_at = t0 + (self.days // 3) * DAY + 12 * HOUR
+        corrupt_at = t0 + (2 * self.days // 3) * DAY + 12 * HOUR
+        state: dict[str, Any] = {"count": 0, "stop_refusing": None, "corrupted": None, "gap_seen": False}
+
+        def lost(records: list[dict[str, Any]]) -> None:
+            sim.trimmed.update(r["dynamodb"]["SequenceNumber"] for r in records)
+            state["stop_refusing"]()
+
+        sim.on_give_up = lost
+
+        def writes(second: int) -> None:
+            if second == t0 + 5 * DAY:
+                sim.dynamodb.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={
+                    "Enabled": True, "AttributeName": "expires"})
+                self.incidents.append(f"{_iso(second)} settings: TTL turned on")
+            if second == gap_at:
+                state["stop_refusing"] = sim.refuse_store_writes("ConsumerFunction")
+                self.incidents.append(f"{_iso(second)} injected: S3 refuses the consumer's writes for one batch, "
+                                      "and the stream trims it before recover reads it")
+            for _ in range(6):
+                state["count"] += 1
+                key = {"pk": {"S": f"k{rng.randrange(self.keys)}"}}
+                if rng.random() < 0.2:
+                    model.delete(key, second)
+                else:
+                    model.put({**key, "v": {"N": str(state["count"])}}, second)
+
+        def after(second: int, what: str) -> None:
+            last = sim.invocations[-1] if sim.invocations else None
+            if second == corrupt_at and state["corrupted"] is None:
+                path = change_files_of(store)[-1]
+                key = f"{sim.outputs['StoreUri'].split('/', 3)[3]}/{path}"
+                original = store.read(path)
+                data = bytearray(original)
+                data[len(data) // 2] ^= 0x01
+                sim.s3.put_object(Bucket=sim.outputs["StoreBucketName"], Key=key, Body=bytes(data))
+                state["corrupted"] = key
+                state["original"] = original
+                self.incidents.append(f"{_iso(second)} injected: one byte of {path.rsplit('/', 1)[-1]} flipped")
+            if last is not None and last.function == "VerifierFunction" and last.at_s >= second:
+                if last.metrics.get("Gaps") and not state["gap_seen"]:
+                    state["gap_seen"] = True
+                    self.incidents.append(f"{_iso(second)} Gaps alarm metric: {last.metrics['Gaps']:g}; "
+                                          "operator runs ddb-rewind bootstrap --scan")
+                    _operator(["bootstrap", "--table", TABLE, "--store", sim.outputs["StoreUri"], "--scan"])
+                if last.metrics.get("VerificationFailures") and state["corrupted"]:
+                    self.incidents.append(f"{_iso(second)} VerificationFailures alarm metric: "
+                                          f"{last.metrics['VerificationFailures']:g}; operator restores the "
+                                          "file from a copy")
+                    sim.s3.put_object(Bucket=sim.outputs["StoreBucketName"], Key=state["corrupted"],
+                                      Body=state["original"])
+                    state["corrupted"] = ""
+            if what == "write" and second % (6 * HOUR) == 0 and not state["corrupted"]:
+                restorable = [(low // 1_000_000 + 1, high // 1_000_000)
+                              for low, high in coverage_of(store).intervals]
+                restorable = [(low, high) for low, high in restorable if low <= high]
+                if restorable:
+                    low, high = rng.choice(restorable)
+                    moment = rng.randint(low, high)
+                    self.replays.append((moment, replayed(store, moment) == model.state_at(moment)))
+
+        def on_day(day: int) -> None:
+            report(self.day_line(day))
+
+        sim.run_until(t0 + self.days * DAY, writes=writes, after=after, on_day=on_day)
+
+    def day_line(self, day: int) -> str:
+        mine = [i for i in self.sim.invocations if i.at_s < int(self.sim.start.timestamp()) + day * DAY]
+        counts = Counter(i.function for i in mine)
+        verifier = [i for i in mine if i.function == "VerifierFunction"]
+        passed = sum(1 for i in verifier if i.metrics.get("DrillsPassed") == 1)
+        failures = sum(1 for i in verifier if i.metrics.get("VerificationFailures"))
+        return (f"day {day:>2}: invocations {dict(sorted(counts.items()))}, drills passed {passed}/{len(verifier)}, "
+                f"runs with failures {failures}, replays {sum(e for _, e in self.replays)}/{len(self.replays)} exact")
+
+
+def change_files_of(store: Any) -> list[str]:
+    from changelog.state import change_files
+
+    return list(change_files(store, TABLE))
+
+
+def coverage_of(store: Any) -> Any:
+    from changelog.state import coverage
+
+    return coverage(store, TABLE)
+
+
+def replayed(store: Any, at_s: int) -> dict[str, Any]:
+    from replayer.restoring.replay import open_items
+
+    con = open_items(store, TABLE, datetime.fromtimestamp(at_s, tz=UTC))
+    return {key: json.loads(image) for key, image in con.execute("SELECT item_key, image FROM items").fetchall()}
+
+
+def _operator(argv: list[str]) -> None:
+    """An operator's CLI command (not a function of the stack: not IAM-checked)."""
+    from ddb_rewind.cli import main as cli
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        code = cli(argv)
+    if code != 0:
+        raise AssertionError(f"ddb-rewind {' '.join(argv[:1])} exited {code}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.simulation",
+                                     description="Run the deployed stack for simulated days and print what was proven.")
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--retention", default="daily=7d,changes=7d", help="the stack's RetentionPolicy")
+    args = parser.parse_args(argv)
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    logging.disable(logging.WARNING)
+    out = sys.stdout
+    started = time.perf_counter()
+    cpu = time.process_time()
+    with Simulator(datetime(2026, 1, 1, tzinfo=UTC), {"RetentionPolicy": args.retention}) as sim:
+        month = Month(sim, args.days)
+
+        def report(line: str) -> None:
+            print(f"{line}  [{time.perf_counter() - started:.0f} s]", file=out, flush=True)
+
+        month.run(report)
+        findings = iam_check(sim.functions, sim.recorder.calls)
+        print(f"\nsimulated {args.days} days in {time.perf_counter() - started:.0f} s "
+              f"({time.process_time() - cpu:.0f} s CPU); parameters: RetentionPolicy={args.retention}, "
+              "others the template's defaults", file=out)
+        print("invocations: " + ", ".join(f"{k} {v}" for k, v in
+                                          sorted(Counter(i.function for i in sim.invocations).items())), file=out)
+        errors = Counter(i.function for i in sim.invocations if i.error)
+        print(f"function errors: {dict(errors) or 'none'}", file=out)
+        alarms: Counter[str] = Counter()
+        for invocation in sim.invocations:
+            for name in ("Gaps", "PermanentGaps", "VerificationFailures", "QuarantinedRecords", "FailedBatches",
+                         "UnreadShards"):
+                if invocation.metrics.get(name):
+                    alarms[f"{name} ({invocation.function})"] += 1
+        print(f"alarm metrics above 0 (invocations): {dict(alarms) or 'none'}", file=out)
+        verifier = [i for i in sim.invocations if i.function == "VerifierFunction"]
+        print(f"drills passed: {sum(1 for i in verifier if i.metrics.get('DrillsPassed') == 1)} of {len(verifier)} "
+              "verifier runs", file=out)
+        retention = [i.result["retention"] for i in sim.invocations if i.function == "CompactorFunction"
+                     and isinstance(i.result, dict) and "retention" in i.result]
+        print(f"retention: {len(retention)} runs applied it, {sum(r['change_files_deleted'] for r in retention)} "
+              f"change files and {sum(r['snapshots_deleted'] for r in retention)} snapshots deleted", file=out)
+        exact = sum(1 for _, e in month.replays if e)
+        print(f"replays checked against the model: {exact} exact of {len(month.replays)}", file=out)
+        for line in month.incidents:
+            print(f"  {line}", file=out)
+        seen: set[str] = set()
+        for invocation in verifier:
+            for failure in invocation.result.get("failures", []) if isinstance(invocation.result, dict) else []:
+                kind = failure.split(":")[0][:40]
+                if kind not in seen:
+                    seen.add(kind)
+                    print(f"  first verifier finding of its kind, {_iso(invocation.at_s)}: {failure[:300]}", file=out)
+        for logical, found in findings.items():
+            calls = Counter(c.action for c in sim.recorder.calls if c.principal == logical)
+            print(f"IAM {logical}: {sum(calls.values())} requests, {len(calls)} actions; denied "
+                  f"{[(c.action, c.resource) for c in found.denied] or 'none'}; allowed but unused "
+                  f"{list(found.unused) or 'none'}", file=out)
+        ok = exact == len(month.replays) and not any(f.denied for f in findings.values())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
 
 
 __all__ = ["Call", "Function", "IamFinding", "Invocation", "Schedule", "Simulator", "allowing_statement",

@@ -105,11 +105,17 @@ def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def plan_state(store: Store, table: str, at_us: int, *, use_snapshots: bool = True) -> StatePlan:
-    """Choose the latest snapshot at or before ``at_us`` and the change files that may be newer."""
+def plan_state(store: Store, table: str, at_us: int, *, use_snapshots: bool = True,
+               snapshots_until_us: int | None = None) -> StatePlan:
+    """Choose the latest snapshot at or before ``at_us`` and the change files that may be newer.
+
+    ``snapshots_until_us`` leaves out the snapshots after it (the restore drill's second computation
+    starts from the snapshot the retention floor rests on, the oldest start the store still has).
+    """
     files = change_files(store, table)
     manifests = list_manifests(store, table) if use_snapshots else []
-    chosen = [(path, m) for path, m in manifests if m.snapshot_time_us <= at_us]
+    until = at_us if snapshots_until_us is None else min(at_us, snapshots_until_us)
+    chosen = [(path, m) for path, m in manifests if m.snapshot_time_us <= until]
     upper = hour_partition(at_us)
     if not chosen:
         return StatePlan(table, at_us, None, None, tuple(p for p in files if partition_of(p) <= upper))

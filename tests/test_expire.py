@@ -19,6 +19,7 @@ from compactor.policy import parse_policy
 from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
 from ddb_rewind.cli import main
+from replayer.proving.verify import restore_drill
 from replayer.restoring.replay import open_items
 from stream_consumer.capture import capture_batch
 from tests.events import lambda_record
@@ -96,6 +97,26 @@ def test_every_kept_restore_point_replays_identically_after_expire(history: Stor
     before = {second: _state(history, second) for second in moments}
     apply_expire(history, plan)
     assert {second: _state(history, second) for second in moments} == before
+
+
+def test_restore_drills_still_match_after_expire_removed_the_oldest_changes(store: Store) -> None:
+    # An item last changed before the retention floor lives on only in the snapshot the floor rests
+    # on: the drill's second computation must start there, not from the changes alone.
+    quiet = {"pk": {"S": "quiet"}}
+    records = [lambda_record(TABLE, "INSERT", quiet, BASE, 1, new={**quiet, "n": {"N": "1"}})]
+    busy = {"pk": {"S": "busy"}}
+    for index in range(1, 15):
+        records.append(lambda_record(TABLE, "MODIFY" if index > 1 else "INSERT", busy, BASE + index * 5 * 3600,
+                                     1 + index, new={**busy, "n": {"N": str(index)}}))
+    capture_batch(store, records, decode_lambda_record, source="test")
+    for day in range(3):
+        build_snapshot(store, TABLE, (BASE + day * DAY + 12 * 3600) * 1_000_000)
+    plan = plan_expire(store, TABLE, parse_policy("changes=1d"))
+    assert plan.drop_changes
+    apply_expire(store, plan)
+    for seed in range(3):
+        drill = restore_drill(store, TABLE, seed=seed)
+        assert drill.matches and drill.items_with_snapshot == 2
 
 
 def test_the_late_file_a_snapshot_never_consumed_is_kept(history: Store) -> None:

@@ -27,7 +27,7 @@ from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import TableNotFound
 from changelog.scan import parallel_scan
 from changelog.snapshot import list_manifests
-from changelog.state import check_restorable, coverage, open_state, plan_state
+from changelog.state import check_restorable, coverage, open_state, plan_state, retention_floor
 from changelog.store import Store
 from changelog.timefmt import from_micros
 from replayer.forensics.attrdiff import canonical_text, items_equal
@@ -119,7 +119,9 @@ def verify_table(store: Store, table: str, client: Any, against: str, at_us: int
 
 @dataclass(frozen=True)
 class DrillResult:
-    """The state at one moment computed twice: from the latest snapshot + changes, and from changes only."""
+    """The state at one moment computed twice: from the latest snapshot + changes, and from the oldest start
+    the store has (changes only, or the snapshot the retention floor rests on, or the newest bootstrap's copy,
+    + changes)."""
 
     table: str
     at_us: int
@@ -158,12 +160,29 @@ _DRILL_BATCH = 20_000
 
 
 def state_fingerprint(store: Store, table: str, at_us: int, *, use_snapshots: bool = True) -> tuple[int, str]:
-    """(items, ``state_checksum``) of the stored state at ``at_us``, streamed: never the whole state in memory."""
+    """(items, ``state_checksum``) of the stored state at ``at_us``, streamed: never the whole state in memory.
+
+    Without ``use_snapshots`` the state is computed from the oldest start the store still has for
+    that moment: the changes alone; or, once ``expire`` removed the oldest changes, the snapshot its
+    floor rests on (an item last changed before the floor lives on only there); or, after a bootstrap,
+    the bootstrap's copy (changes a gap lost before it live on only there); and every change after it.
+    """
+
+    def start_us() -> int | None:
+        starts = [m.snapshot_time_us for _, m in list_manifests(store, table)
+                  if m.restorable_from_us is not None and m.snapshot_time_us <= at_us]
+        floor = retention_floor(store, table)
+        if floor is not None:
+            starts.append(floor)
+        return max(starts) if starts else None
 
     def read() -> tuple[int, str]:
         con = duckdb.connect(config={"memory_limit": DRILL_MEMORY_LIMIT,
                                      "temp_directory": str(Path(tempfile.gettempdir()) / "ddb-rewind-duckdb")})
-        open_state(con, store, plan_state(store, table, at_us, use_snapshots=use_snapshots), name="drill_state")
+        start = None if use_snapshots else start_us()
+        plan = plan_state(store, table, at_us, use_snapshots=use_snapshots or start is not None,
+                          snapshots_until_us=start)
+        open_state(con, store, plan, name="drill_state")
         reader = con.sql("SELECT item_key, image FROM drill_state").to_arrow_reader(_DRILL_BATCH)
         count = total = 0
         for batch in reader:

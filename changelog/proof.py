@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from changelog.captured import binding_holds
-from changelog.restorable import blocking_loss
-from changelog.state import Coverage, coverage
+from changelog.restorable import blocking_loss, bridged
+from changelog.state import Coverage, coverage, gap_loss
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 
@@ -31,7 +31,7 @@ class CoverageProof:
     held_by: tuple[str, ...]  # what stops it being later (shards, pending batches, a loss)
     shards: int  # shards of the lineage that hold coverage (Lambda path: 0, it has no shard records)
     unread_shards: tuple[str, ...]  # listed, nothing read from them yet
-    gaps: int
+    gaps: int  # gaps no bootstrap has bridged yet: they cut the newest moments (bridged ones stay in status)
     quarantined: int
 
     @property
@@ -56,7 +56,7 @@ class CoverageProof:
         unread = f" ({', '.join(self.unread_shards)})" if self.unread_shards else ""
         return (f"{self.table} proof: latest restorable {latest}{lag_text}, held back by "
                 f"{'; '.join(self.held_by) or 'nothing captured yet'}; {len(self.unread_shards):,} of "
-                f"{self.shards:,} shard(s) unread{unread}, {self.gaps:,} gap(s), "
+                f"{self.shards:,} shard(s) unread{unread}, {self.gaps:,} open gap(s), "
                 f"{self.quarantined:,} quarantined record(s)")
 
 
@@ -81,7 +81,7 @@ def prove(cov: Coverage, now_us: int) -> CoverageProof:
         held_by=tuple(held_by),
         shards=len(shard_holds),
         unread_shards=tuple(sorted(hold.shard_id for hold in shard_holds if hold.shard_id and hold.unread)),
-        gaps=len(cov.gaps),
+        gaps=sum(1 for gap in cov.gaps if not bridged(gap_loss(gap), cov.bootstraps_us)),
         quarantined=cov.quarantined,
     )
 

@@ -48,14 +48,17 @@ QUARANTINE_REMEDY = ("fix the cause and run 'ddb-rewind requeue', or bootstrap a
                      "'ddb-rewind bootstrap --scan' to restore moments after it")
 
 
+def bridged(loss: Loss, bases_us: Sequence[int], at_us: int | None = None) -> bool:
+    """True when a whole copy of the table became consistent after the loss's end (at or before ``at_us``,
+    if given): the moments after that copy no longer depend on the lost change."""
+    return any(loss.end_us < base and (at_us is None or base <= at_us) for base in bases_us)
+
+
 def blocking_loss(losses: Sequence[Loss], bases_us: Sequence[int], at_us: int) -> Loss | None:
     """The first loss that makes the state at ``at_us`` unknowable, or None."""
     for loss in losses:
-        if not loss.affects(at_us):
-            continue
-        if any(loss.end_us < base <= at_us for base in bases_us):
-            continue
-        return loss
+        if loss.affects(at_us) and not bridged(loss, bases_us, at_us):
+            return loss
     return None
 
 

@@ -139,6 +139,20 @@ def test_status_lists_the_restorable_intervals_on_either_side_of_the_gap(
     assert row["restorable"][0]["to"] == "2025-06-15T15:06:44.999999Z"  # the gap starts 5 s before its record
 
 
+def test_the_proof_counts_a_gap_open_until_a_bootstrap_bridges_it(
+    scenario: Scenario, store: Store, queue: str, trimmed: None
+) -> None:
+    from changelog.proof import coverage_proof
+
+    lose_the_middle_batch(scenario, store, queue)
+    assert coverage_proof(store, TABLE, (T0 + 60) * SECOND).gaps == 1  # the alarm's metric: raised
+    bootstrap_after_the_gap(scenario, store)
+    capture_a_later_write(scenario, store)
+    proof = coverage_proof(store, TABLE, (T0 + 60) * SECOND)
+    assert proof.gaps == 0  # the remedy clears the alarm; status still lists the gap
+    assert proof.latest_restorable_us is not None and proof.latest_restorable_us >= (T0 + 40) * SECOND
+
+
 def compacted_after_a_gap_and_its_bootstrap(scenario: Scenario, store: Store, queue: str) -> None:
     """Gap, the bootstrap the refusal asks for, a later write, then a compaction snapshot on top."""
     lose_the_middle_batch(scenario, store, queue)

@@ -36,7 +36,7 @@ from tests.model import KEYS, Op, model_state, operations, stream_records
 TABLE = "orders"
 KEY = {"pk": {"S": "a"}}
 T = 1_750_000_000
-PROPERTY = settings(max_examples=40, deadline=None,
+PROPERTY = settings(max_examples=20, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

@@ -53,7 +53,7 @@ TABLE = "orders"
 ROOT = Path(__file__).resolve().parents[1]
 PROPERTY = settings(max_examples=20, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-SPARK_PROPERTY = settings(max_examples=6, deadline=None,
+SPARK_PROPERTY = settings(max_examples=4, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

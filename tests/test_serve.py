@@ -296,7 +296,7 @@ def _captured(sort_type: str, ops: list[tuple[str, Any, dict[str, Any] | None]],
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sort_type", ["N", "S"])
-@settings(max_examples=8, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+@settings(max_examples=5, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())

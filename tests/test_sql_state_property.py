@@ -27,7 +27,7 @@ def _state_at(store: LocalStore, second: int) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@settings(max_examples=30, deadline=None,
+@settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=operations(), cuts=st.lists(st.integers(0, 100), max_size=4),
        retry_cuts=st.lists(st.integers(0, 100), max_size=3), snapshot_share=st.none() | st.floats(0, 1))

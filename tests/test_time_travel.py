@@ -23,7 +23,7 @@ from tests.model import Op, model_state, operations, stream_records
 from tests.workloads import deliver_in_cuts
 
 TABLE = "orders"
-PROPERTY = settings(max_examples=30, deadline=None,
+PROPERTY = settings(max_examples=20, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

@@ -245,7 +245,7 @@ def _model_columns(images: list[dict[str, Any]]) -> list[Column]:
 
 
 @pytest.mark.slow
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(images=_ITEMS)
 def test_duckdb_finds_the_columns_and_values_the_python_rule_gives_byte_for_byte(images: list[dict[str, Any]]) -> None:
     con = duckdb.connect()
@@ -271,7 +271,7 @@ def _python_csv(rows: list[tuple[str, dict[str, Any]]], columns: list[Column], k
 
 
 @pytest.mark.slow
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(images=_ITEMS, item_keys=st.lists(st.text(max_size=4), min_size=6, max_size=6), keys=st.integers(0, 2),
        batch=st.integers(1, 4))
 def test_csv_written_a_column_at_a_time_is_the_python_rules_csv_byte_for_byte(

@@ -51,7 +51,7 @@ from tests.test_store import s3_over_http as s3_over_http
 
 TABLE = "orders"
 ROOT = Path(__file__).resolve().parents[1]
-PROPERTY = settings(max_examples=20, deadline=None,
+PROPERTY = settings(max_examples=12, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 SPARK_PROPERTY = settings(max_examples=4, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

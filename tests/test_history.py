@@ -101,7 +101,7 @@ def test_a_malformed_key_gets_one_line_and_a_non_zero_exit(store: Store, capsys:
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000))
 def test_history_agrees_with_a_plain_model(tmp_path_factory: pytest.TempPathFactory, seed: int) -> None:
     from changelog.store import LocalStore

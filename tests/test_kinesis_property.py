@@ -29,7 +29,7 @@ from tests.events import kinesis_record
 from tests.model import KEYS, Op, emitted_changes, model_state, operations
 
 TABLE = "sensors"
-PROPERTY = settings(max_examples=30, deadline=None,
+PROPERTY = settings(max_examples=20, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

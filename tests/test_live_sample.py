@@ -82,6 +82,20 @@ def test_a_difference_coverage_has_not_passed_yet_is_undecided_not_a_failure(sto
     assert "coverage did not pass" in sample.why_inconclusive[0]
 
 
+def test_a_difference_behind_a_gap_is_undecided_at_once_without_waiting(store: Store, work: Workload) -> None:
+    from changelog.gaps import Gap, write_gap
+
+    write_gap(store, work.table, Gap("shardId-1", detected_at_us=READ_S * US, reason="trimmed",
+                                     start_us=(READ_S - 30) * US, end_us=(READ_S - 20) * US,
+                                     after_sequence_number="5"))
+    work.client.put_item(TableName=work.table, Item={"pk": {"S": "k03"}, "n": {"N": "2"}})
+    slept: list[float] = []
+    sample = live_sample(store, work.table, work.client, 50, seed=1, wait_s=120, sleep=slept.append,
+                         clock=lambda: READ_S * US + int(sum(slept) * US))  # a clock the sleeps move on
+    assert sample.mismatched == () and sample.inconclusive == 1
+    assert slept == [] and "a gap" in sample.why_inconclusive[0]
+
+
 def test_an_item_that_changed_around_the_read_agrees_with_the_version_after_it(store: Store, work: Workload) -> None:
     # The change reached the table before the read and the stream stamped it a second later.
     item = {"pk": {"S": "k04"}, "n": {"N": "7"}}

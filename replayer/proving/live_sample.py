@@ -36,6 +36,7 @@ from changelog.codec import binaries_to_base64, item_key
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import RewindError
 from changelog.meta import read_meta
+from changelog.restorable import blocking_loss
 from changelog.state import check_restorable, coverage, open_state, plan_state
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
@@ -184,6 +185,12 @@ def compare(store: Store, table: str, reads: list[LiveRead], *, wait_s: float,
         target = (newest_end // SECOND_US + SLACK_S + 1) * SECOND_US
         deadline = clock() + int(wait_s * SECOND_US)
         cov = coverage(store, table)
+        lost = blocking_loss(cov.losses, cov.bootstraps_us, target)
+        if lost is not None:
+            # No wait lets a moment past a loss be proven (only a bootstrap does): undecided at once,
+            # rather than a run billed for its whole wait at every interval while the loss stands.
+            reasons.append(f"{format_time(from_micros(target))} is not restorable: {lost.what}")
+            return LiveSample(compared, agreed, (), len(undecided), tuple(reasons))
         while (cov.latest_us or 0) < target and clock() < deadline:
             sleep(min(5.0, max(0.0, (deadline - clock()) / SECOND_US)))
             cov = coverage(store, table)

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         args.store = Path(tempfile.mkdtemp(prefix="rewind-bench-diff-")) / "store"
         generate_store(args.store, TABLE, changes=args.changes, keys=args.keys)
     store = LocalStore(args.store)
-    latest = coverage(store, TABLE, count_changes=False).latest_us
+    latest = coverage(store, TABLE).latest_us
     assert latest is not None, "the store holds no changes"
     to_us = latest - latest % 1_000_000
     from_us = to_us - args.window_minutes * 60_000_000

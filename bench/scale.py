@@ -147,7 +147,7 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
         from changelog.state import coverage
         from changelog.store import LocalStore
 
-        cov = coverage(LocalStore(work / "store"), TABLE, count_changes=False)
+        cov = coverage(LocalStore(work / "store"), TABLE)
         generated = GeneratedStore(work / "store", TABLE, args.changes, args.keys, cov.change_files,
                                    cov.earliest_us or 0, cov.latest_us or 0, cov.bytes_stored)
     else:

@@ -88,4 +88,4 @@ def prove(cov: Coverage, now_us: int) -> CoverageProof:
 
 def coverage_proof(store: Store, table: str, now_us: int) -> CoverageProof:
     """The proof for ``table`` in ``store`` at ``now_us`` (changes are not counted: only times are read)."""
-    return prove(coverage(store, table, count_changes=False), now_us)
+    return prove(coverage(store, table), now_us)

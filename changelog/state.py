@@ -272,7 +272,7 @@ def quarantine_loss(record: Quarantined) -> Loss:
 
 
 def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = None, *,
-             count_changes: bool = True) -> Coverage:
+             count_changes: bool = False) -> Coverage:
     """Earliest and latest restorable times, the losses between them, and counts for one table.
 
     Earliest: the first bootstrap taken before any loss, else the first captured change; once
@@ -281,8 +281,9 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
     complete to; otherwise the newest captured change.
     Between them, gaps and quarantined records cut the moments a later base does not re-open
     (``Coverage.intervals``).
-    ``count_changes=False`` skips counting distinct changes (a scan of every file's event ids):
-    ``changes`` is then None; the times read only the first and last hour partitions.
+    ``count_changes=True`` also counts distinct changes, a read of every change file's event ids
+    (only ``status`` shows the count); without it ``changes`` is None and the times read only the
+    first and last hour partitions, so proving a moment costs the same however long the history.
     """
     listing = store.list(table_root(table) + "/")
     if not listing:

@@ -37,7 +37,7 @@ def compact(store: Store, table: str, at_us: int | None = None, *, merge: bool =
     With ``start_spark``, a snapshot reading more than ``spark_above_bytes`` is handed to it (it starts
     the Spark job computing that moment and returns the job's id) instead of being built here.
     """
-    cov = coverage(store, table, count_changes=False)
+    cov = coverage(store, table)
     target: int | None = at_us
     if at_us is not None:
         check_restorable(cov, from_micros(at_us), at_us)  # before merging anything

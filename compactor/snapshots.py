@@ -79,7 +79,7 @@ def build_snapshot(store: Store, table: str, at_us: int, *, writer_id: str | Non
     Raises ConflictError when a snapshot at that moment is already published (or another writer
     publishes first). ``publish=False`` writes the parts only (used to test crashes).
     """
-    cov = cov or coverage(store, table, count_changes=False)
+    cov = cov or coverage(store, table)
     check_restorable(cov, from_micros(at_us), at_us)
     directory = snapshot_dir(table, from_micros(at_us))
     manifest_path = f"{directory}/{MANIFEST}"

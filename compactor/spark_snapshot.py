@@ -72,7 +72,7 @@ def run(argv: list[str] | None = None) -> Manifest:
     args = _parser().parse_args(argv)
     store = open_store(args.store)
     at_us = to_micros(args.at)
-    cov = coverage(store, args.table, count_changes=False)
+    cov = coverage(store, args.table)
     check_restorable(cov, args.at, at_us)
     directory = snapshot_dir(args.table, args.at)
     if store.exists(f"{directory}/{MANIFEST}"):

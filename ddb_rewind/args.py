@@ -99,7 +99,7 @@ def resolve_times(args: argparse.Namespace) -> None:
         from changelog.layout import TABLES, table_names
 
         tables = table_names(store.list(TABLES + "/"))  # serve's --tables all: every table of the store
-    latest = [coverage(store, table, count_changes=False).latest_us for table in tables]
+    latest = [coverage(store, table).latest_us for table in tables]
     if any(value is None for value in latest):
         missing = ", ".join(t for t, value in zip(tables, latest, strict=True) if value is None)
         raise TimeOutOfRange(f"'latest' names no moment: no restorable moment of {missing} is proven yet")

@@ -80,7 +80,7 @@ def _sample(moments: list[int], picks: list[float]) -> list[int]:
 
 def _covered(store: Store, seconds: list[int]) -> list[int]:
     """The seconds inside the table's coverage (a record stamped before the first one captured is not)."""
-    earliest = coverage(store, TABLE, count_changes=False).earliest_us or 0
+    earliest = coverage(store, TABLE).earliest_us or 0
     return [second for second in seconds if second * 1_000_000 >= earliest]
 
 

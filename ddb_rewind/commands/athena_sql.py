@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if not store.uri.startswith("s3://"):
         raise UsageError(f"Athena reads the store on S3: give --store s3://bucket/prefix, not {args.store!r}")
     catalog = Catalog(args.database or default_database(args.table), store.uri)
-    cov = coverage(store, args.table, count_changes=False)
+    cov = coverage(store, args.table)
     if args.key is not None:
         from changelog.docs import key_text
         from changelog.meta import key_names

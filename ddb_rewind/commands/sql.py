@@ -56,7 +56,7 @@ def _tables(session: SqlSession) -> None:
 
     store = session.store
     names = [row[0] for row in (session.query("SELECT table_name FROM tables ORDER BY 1") or ([], []))[1]]
-    rows = [(name, describe_intervals(coverage(store, name, count_changes=False).intervals)) for name in names]
+    rows = [(name, describe_intervals(coverage(store, name).intervals)) for name in names]
     print_rows(("table", "restorable"), rows, "table")
 
 

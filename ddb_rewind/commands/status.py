@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     coverages = []
     for table in tables:
-        cov = coverage(store, table)
+        cov = coverage(store, table, count_changes=True)
         coverages.append(cov)
         rows.append([
             table,

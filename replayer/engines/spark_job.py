@@ -66,7 +66,7 @@ def run(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     store = open_store(args.store)
     at_us = to_micros(args.at)
-    check_restorable(coverage(store, args.table, count_changes=False), args.at, at_us)
+    check_restorable(coverage(store, args.table), args.at, at_us)
     state = state_frame(store, plan_state(store, args.table, at_us))
     with spark_errors(f"writing {args.output}"):
         if args.format == "dynamodb-json":

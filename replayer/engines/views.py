@@ -264,7 +264,7 @@ def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store, tables: list[s
             # reaches a path (it could name a directory outside the store).
             return f"the store holds no table {table!r}"
         if table not in known:
-            known[table] = coverage(store, table, count_changes=False)
+            known[table] = coverage(store, table)
         try:
             check(known[table])
         except TimeOutOfRange as exc:

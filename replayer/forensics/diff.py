@@ -100,7 +100,7 @@ def check_window(store: Store, table: str, from_us: int, to_us: int,
             f"--from {format_time(from_micros(from_us))} is after --to {format_time(from_micros(to_us))}: "
             "give the earlier time first"
         )
-    cov = coverage(store, table, con, count_changes=False)
+    cov = coverage(store, table, con)
     for moment in (from_us, to_us):
         check_restorable(cov, from_micros(moment), moment)
 

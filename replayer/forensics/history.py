@@ -73,7 +73,7 @@ def check_history_complete(cov: Coverage, shown: str) -> None:
 
 def history_losses(store: Store, table: str) -> tuple[Loss, ...]:
     """The table's losses, which a partial history names beside the changes the store holds."""
-    return coverage(store, table, count_changes=False).losses
+    return coverage(store, table).losses
 
 
 def item_history(store: Store, table: str, key_text: str,
@@ -90,7 +90,7 @@ def item_history(store: Store, table: str, key_text: str,
     """
     key, canonical = resolve_key(store, table, key_text)
     if not partial:
-        check_history_complete(coverage(store, table, count_changes=False), plain_key(key, key_names(store, table)))
+        check_history_complete(coverage(store, table), plain_key(key, key_names(store, table)))
     sql = history_sql(table, canonical, changes="history__changes")
 
     def read() -> pa.Table:

@@ -139,7 +139,7 @@ def timeline(store: Store, table: str, bucket: str = "auto", from_us: int | None
         check_bucket_count(choose_width(bucket, to_us - from_us, max_buckets), to_us - from_us)
     # Counts across a loss would be short by changes nobody can count: ask for a window beside it.
     # (coverage refuses a table the store does not hold, in the same words as below.)
-    check_complete(coverage(store, table, count_changes=False), from_us, to_us, what="the timeline",
+    check_complete(coverage(store, table), from_us, to_us, what="the timeline",
                    narrow="give --from and --to around it to count the changes on either side")
 
     def read() -> tuple[str, list[tuple[Any, ...]], int | None, int | None]:

@@ -77,7 +77,7 @@ def check_all_restorable(store: Store, tables: list[str], at: datetime) -> None:
     problems = []
     for table in tables:
         try:
-            check_restorable(coverage(store, table, count_changes=False), at, to_micros(at))
+            check_restorable(coverage(store, table), at, to_micros(at))
         except RewindError as exc:
             problems.append(str(exc))
     if problems:

@@ -95,7 +95,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
                                      "memory_limit": memory_limit()})
         track_progress(con)
         register_doc_function(con)
-        check_restorable(coverage(store, table, con, count_changes=False), at, at_us)
+        check_restorable(coverage(store, table, con), at, at_us)
         plan = plan_state(store, table, at_us, use_snapshots=use_snapshots)
         if engine == "spark":
             from changelog.spark import state_table

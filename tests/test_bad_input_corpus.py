@@ -1,16 +1,19 @@
 """The bad-input corpus: every command and the Lambda handler, fed what a hostile tester would feed them.
 
-Each case runs as a real process (``python -m ddb_rewind`` with this checkout first on PYTHONPATH;
-the handler through a small ``python -c``) and must end with: no traceback, the documented exit
+Each case runs as a real process: ``ddb-rewind`` forked from a warm interpreter of this checkout
+(``tests.forkserver``: its own environment, stdio and exit code, without paying the imports two
+hundred times), the handler through a small ``python -c``. Each must end with: no traceback, the documented exit
 code (changelog/errors.py, docs/reliability.md), exactly one line on stderr, and the store
-byte-for-byte as it was. The processes run four at a time; the store is built once per module.
+byte-for-byte as it was. The processes run a few at a time; the store is built once per module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -26,6 +29,7 @@ import pytest
 from changelog.store import LocalStore
 from compactor.compaction import compact
 from tests.events import ARN, kinesis_record, lambda_record
+from tests.forkserver import ForkServer
 from tests.workloads import Workload
 
 pytestmark = pytest.mark.slow
@@ -43,6 +47,8 @@ HANDLER = (
     "print('RESULT ' + json.dumps(result))\n"
 )
 # No case may reach the internet: AWS calls go to a closed local port unless a case says otherwise.
+# Cases run this many at a time (each in a child of its own warm interpreter).
+WORKERS = 3
 UNREACHABLE = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard"}
 
 
@@ -534,11 +540,16 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Out
     before = {name: _digest(root) for name, root in stores.items()}
     scratch_before = _digest(scratch)
 
+    servers: queue.SimpleQueue[ForkServer] = queue.SimpleQueue()
+
     def run_case(case: Case) -> Outcome:
         argv = [a.replace("{S}", str(stores[case.store])).replace("{D}", str(scratch)) for a in case.argv]
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "ddb_rewind", *argv], capture_output=True, text=True,
-                              env=_env(case.env), stdin=subprocess.DEVNULL, timeout=120, check=False)
+        server = servers.get()
+        try:
+            done = server.run(argv, _env(case.env))
+        finally:
+            servers.put(server)
         changed = _digest(stores[case.store]) != before[case.store]
         return Outcome(done.returncode, done.stdout, done.stderr, changed, seconds=time.monotonic() - started)
 
@@ -552,9 +563,11 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Out
         return Outcome(done.returncode, done.stdout, done.stderr, False, root / "store")
 
     results: dict[str, Outcome] = {}
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {case.name: pool.submit(run_case, case) for case in CASES}
-        futures |= {f"handler-{name}": pool.submit(run_handler, name) for name in HANDLER_EVENTS}
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(max_workers=WORKERS + 1) as pool:
+        for _ in range(WORKERS):
+            servers.put(stack.enter_context(ForkServer(_env({}))))
+        futures = {f"handler-{name}": pool.submit(run_handler, name) for name in HANDLER_EVENTS}
+        futures |= {case.name: pool.submit(run_case, case) for case in CASES}
         for name, future in futures.items():
             results[name] = future.result()
     if os.environ.get("CORPUS_TIMES"):

@@ -1002,6 +1002,8 @@ class Month:
     keys: int = 40
     replays: list[tuple[int, bool]] = field(default_factory=list)
     incidents: list[str] = field(default_factory=list)
+    # Each restore point kept at the end: (moment, items equal the model, TTL as the table had it then).
+    restores: list[tuple[int, bool, bool]] = field(default_factory=list)
 
     def run(self, report: Callable[[str], None]) -> None:
         import random
@@ -1079,6 +1081,30 @@ class Month:
             report(self.day_line(day))
 
         sim.run_until(t0 + self.days * DAY, writes=writes, after=after, on_day=on_day)
+        self.restore_points(store, model, ttl_on_at=t0 + 5 * DAY)
+
+    def restore_points(self, store: Any, model: Any, ttl_on_at: int) -> None:
+        """Every snapshot the store keeps at the end, restored as an operator would into a new table.
+
+        ``replay --to-table --create-table`` at the snapshot's moment: the new table must hold the
+        model's items of that moment, and have TTL on exactly when the table had it on then.
+        """
+        from changelog.codec import item_key
+        from changelog.snapshot import list_manifests
+        from changelog.timefmt import format_time, from_micros
+
+        for number, (_, manifest) in enumerate(list_manifests(store, TABLE)):
+            moment_us = manifest.snapshot_time_us
+            target = f"restored-{number}"
+            _operator(["replay", "--table", TABLE, "--store", self.sim.outputs["StoreUri"], "--at",
+                       format_time(from_micros(moment_us)), "--to-table", target, "--create-table"])
+            items = self.sim.dynamodb.scan(TableName=target, ConsistentRead=True)["Items"]
+            restored = {item_key({"pk": i["pk"]}): i for i in items}
+            expected = model.state_at(moment_us / 1_000_000)
+            ttl = self.sim.dynamodb.describe_time_to_live(TableName=target)["TimeToLiveDescription"]
+            ttl_on = ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING")
+            self.restores.append((moment_us // 1_000_000, restored == expected,
+                                  ttl_on == (moment_us // 1_000_000 >= ttl_on_at)))
 
     def day_line(self, day: int) -> str:
         mine = [i for i in self.sim.invocations if i.at_s < int(self.sim.start.timestamp()) + day * DAY]
@@ -1164,6 +1190,10 @@ def main(argv: list[str] | None = None) -> int:
               f"change files and {sum(r['snapshots_deleted'] for r in retention)} snapshots deleted", file=out)
         exact = sum(1 for _, e in month.replays if e)
         print(f"replays checked against the model: {exact} exact of {len(month.replays)}", file=out)
+        restored = [(_iso(moment), items, ttl) for moment, items, ttl in month.restores]
+        print(f"restore points kept at the end, each restored with --create-table: {len(restored)}; items exact "
+              f"{sum(1 for _, i, _ in restored if i)}, TTL as the table had it {sum(1 for *_, t in restored if t)} "
+              f"({', '.join(moment for moment, *_ in restored)})", file=out)
         for line in month.incidents:
             print(f"  {line}", file=out)
         seen: set[str] = set()
@@ -1178,7 +1208,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"IAM {logical}: {sum(calls.values())} requests, {len(calls)} actions; denied "
                   f"{[(c.action, c.resource) for c in found.denied] or 'none'}; allowed but unused "
                   f"{list(found.unused) or 'none'}", file=out)
-        ok = exact == len(month.replays) and not any(f.denied for f in findings.values())
+        ok = (exact == len(month.replays) and not any(f.denied for f in findings.values())
+              and all(items and ttl for _, items, ttl in month.restores))
     return 0 if ok else 1
 
 

@@ -32,7 +32,7 @@ class CoverageProof:
     shards: int  # shards of the lineage that hold coverage (Lambda path: 0, it has no shard records)
     unread_shards: tuple[str, ...]  # listed, nothing read from them yet
     gaps: int  # gaps no bootstrap has bridged yet: they cut the newest moments (bridged ones stay in status)
-    quarantined: int
+    quarantined: int  # quarantined records no bootstrap has bridged yet (status counts every one kept)
 
     @property
     def capture_lag_seconds(self) -> float | None:
@@ -82,7 +82,10 @@ def prove(cov: Coverage, now_us: int) -> CoverageProof:
         shards=len(shard_holds),
         unread_shards=tuple(sorted(hold.shard_id for hold in shard_holds if hold.shard_id and hold.unread)),
         gaps=sum(1 for gap in cov.gaps if not bridged(gap_loss(gap), cov.bootstraps_us)),
-        quarantined=cov.quarantined,
+        # Like a gap, a quarantined record stops cutting moments once a bootstrap is newer than it; its
+        # file stays (requeue may still want it), so counting files would hold the alarm for ever.
+        quarantined=sum(1 for loss in cov.losses
+                        if loss.kind == "quarantine" and not bridged(loss, cov.bootstraps_us)),
     )
 
 

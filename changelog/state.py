@@ -249,7 +249,7 @@ class Coverage:
 
 def gap_loss(gap: Gap) -> Loss:
     """A gap as a loss coverage counts."""
-    return Loss(gap.start_us, gap.latest_affected_us, f"a gap: {gap.describe()}", GAP_REMEDY)
+    return Loss(gap.start_us, gap.latest_affected_us, f"a gap: {gap.describe()}", GAP_REMEDY, "gap")
 
 
 def quarantine_loss(record: Quarantined) -> Loss:
@@ -268,7 +268,7 @@ def quarantine_loss(record: Quarantined) -> Loss:
         start = created if created is not None and created <= end else None
     name = record.path.rsplit("/", 1)[-1]
     reason = record.field("reason") or "no reason recorded"
-    return Loss(start, end, f"a quarantined record {name} ({reason})", QUARANTINE_REMEDY)
+    return Loss(start, end, f"a quarantined record {name} ({reason})", QUARANTINE_REMEDY, "quarantine")
 
 
 def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = None, *,

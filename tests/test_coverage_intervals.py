@@ -153,6 +153,30 @@ def test_the_proof_counts_a_gap_open_until_a_bootstrap_bridges_it(
     assert proof.latest_restorable_us is not None and proof.latest_restorable_us >= (T0 + 40) * SECOND
 
 
+def quarantine_a_record_of_the_middle_batch(scenario: Scenario, store: Store) -> None:
+    import copy
+
+    import time_machine
+
+    from changelog.codec import decode_getrecords_record
+
+    records = copy.deepcopy(scenario.batches[1])
+    records[0]["dynamodb"]["NewImage"]["v"] = {"XX": "1"}  # no such type: the record is undecodable
+    with time_machine.travel(T0 + 12, tick=False):  # captured (and quarantined) two seconds after it was written
+        capture_batch(store, records, lambda r: decode_getrecords_record(r, TABLE, scenario.shard), source="test")
+
+
+def test_the_proof_counts_a_quarantined_record_until_a_bootstrap_bridges_it(scenario: Scenario, store: Store) -> None:
+    from changelog.proof import coverage_proof
+
+    quarantine_a_record_of_the_middle_batch(scenario, store)
+    assert coverage_proof(store, TABLE, (T0 + 60) * SECOND).quarantined == 1  # the alarm's metric: raised
+    bootstrap_after_the_gap(scenario, store)
+    capture_a_later_write(scenario, store)
+    assert coverage_proof(store, TABLE, (T0 + 60) * SECOND).quarantined == 0  # the remedy clears the alarm
+    assert coverage(store, TABLE).quarantined == 1  # the record stays, and status still counts it
+
+
 def compacted_after_a_gap_and_its_bootstrap(scenario: Scenario, store: Store, queue: str) -> None:
     """Gap, the bootstrap the refusal asks for, a later write, then a compaction snapshot on top."""
     lose_the_middle_batch(scenario, store, queue)

@@ -173,6 +173,87 @@ def _condition(template: dict[str, Any], node: Any, parameters: dict[str, str]) 
     return all(values) if function == "Fn::And" else any(values)
 
 
+def _resolve(template: dict[str, Any], node: Any, parameters: dict[str, str]) -> Any:
+    """``_resolve_if`` plus ``Fn::Sub`` of parameters (what the stack's alarm properties use)."""
+    node = _resolve_if(template, node, parameters)
+    if isinstance(node, dict) and set(node) == {"Fn::Sub"} and isinstance(node["Fn::Sub"], str):
+        def value(found: re.Match[str]) -> str:
+            name = found.group(1)
+            return str(parameters.get(name, template["Parameters"].get(name, {}).get("Default", found.group(0))))
+
+        return re.sub(r"\$\{([A-Za-z0-9:]+)\}", value, node["Fn::Sub"])
+    if isinstance(node, dict):
+        return {key: _resolve(template, value, parameters) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_resolve(template, value, parameters) for value in node]
+    return node
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """One CloudWatch alarm of the stack, its properties decided for the deployed parameters."""
+
+    logical_id: str
+    namespace: str
+    metric: str
+    dimensions: tuple[tuple[str, str], ...]
+    statistic: str
+    period_s: int
+    evaluation_periods: int
+    datapoints_to_alarm: int
+    threshold: float
+    comparison: str
+
+    def breaches(self, value: float) -> bool:
+        return {"GreaterThanThreshold": value > self.threshold,
+                "GreaterThanOrEqualToThreshold": value >= self.threshold,
+                "LessThanThreshold": value < self.threshold,
+                "LessThanOrEqualToThreshold": value <= self.threshold}[self.comparison]
+
+
+def stack_alarms(template: dict[str, Any], parameters: dict[str, str]) -> list[Alarm]:
+    """Every AWS::CloudWatch::Alarm of the template, as CloudFormation would create it."""
+    alarms = []
+    for logical, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        spec = _resolve(template, resource["Properties"], parameters)
+        # A dimension naming a resource of the stack (the function's name) is kept as its logical id.
+        dimensions = tuple((d["Name"], d["Value"]["Ref"] if isinstance(d["Value"], dict) and "Ref" in d["Value"]
+                            else d["Value"] if isinstance(d["Value"], str) else json.dumps(d["Value"]))
+                           for d in spec.get("Dimensions", []))
+        evaluation = int(spec["EvaluationPeriods"])
+        alarms.append(Alarm(logical, spec["Namespace"], spec["MetricName"], dimensions, spec["Statistic"],
+                            int(spec["Period"]), evaluation, int(spec.get("DatapointsToAlarm", evaluation)),
+                            float(spec["Threshold"]), spec["ComparisonOperator"]))
+    return alarms
+
+
+def alarm_transitions(alarm: Alarm, datapoints: list[tuple[int, float]], start_s: int,
+                      end_s: int) -> list[tuple[int, str]]:
+    """(period end, new state) each time the alarm changes state, evaluated at every period's end as
+    CloudWatch does: ALARM when at least DatapointsToAlarm of the last EvaluationPeriods periods breach;
+    a period without data does not breach (TreatMissingData notBreaching, as every alarm here says)."""
+    by_period: dict[int, list[float]] = defaultdict(list)
+    for second, value in datapoints:
+        by_period[second // alarm.period_s].append(value)
+    breached: list[bool] = []
+    state, transitions = "OK", []
+    for period in range(start_s // alarm.period_s, end_s // alarm.period_s + 1):
+        values = by_period.get(period)
+        if values:
+            statistic = {"Maximum": max, "Minimum": min, "Sum": sum,
+                         "Average": lambda v: sum(v) / len(v), "SampleCount": len}[alarm.statistic](values)
+            breached.append(alarm.breaches(float(statistic)))
+        else:
+            breached.append(False)
+        now = "ALARM" if sum(breached[-alarm.evaluation_periods:]) >= alarm.datapoints_to_alarm else "OK"
+        if now != state:
+            transitions.append(((period + 1) * alarm.period_s, now))
+            state = now
+    return transitions
+
+
 # ------------------------------------------------------------------------------------------------
 # Recording the AWS calls of each function, as IAM actions
 # ------------------------------------------------------------------------------------------------
@@ -508,6 +589,23 @@ class Simulator:
         self.last_given_up: list[dict[str, Any]] = []
         # Called with a batch's records when the mapping gives up on it (before its on-failure record is sent).
         self.on_give_up: Callable[[list[dict[str, Any]]], None] | None = None
+        # Injected: changes the next batch's event records before it is delivered (then cleared).
+        self.mangle_next_batch: Callable[[list[dict[str, Any]]], None] | None = None
+        # Injected: the stream mapping delivers nothing before this second (a consumer outage).
+        self.delivery_paused_until = 0
+
+    def datapoints(self, alarm: Alarm) -> list[tuple[int, float]] | None:
+        """The datapoints the run published to ``alarm``'s metric, or None for a metric it cannot see
+        (one the Lambda or SQS service computes: IteratorAge, the queue's message age)."""
+        dimensions = dict(alarm.dimensions)
+        if alarm.namespace == "AWS/Lambda" and alarm.metric == "Errors":
+            logical = dimensions["FunctionName"]
+            assert logical in self.functions, logical
+            return [(i.at_s, 1.0 if i.error else 0.0) for i in self.invocations if i.function == logical]
+        if alarm.namespace.startswith("AWS/"):
+            return None
+        return [(i.at_s, float(i.metrics[alarm.metric])) for i in self.invocations
+                if alarm.metric in i.metrics and i.service == dimensions.get("service")]
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -792,6 +890,9 @@ class Simulator:
 
     def _deliver_batch(self, mapping: StreamMapping, shard: str, batch: list[dict[str, Any]], window: int) -> bool:
         records = [lambda_stream_record(r, mapping.source_arn) for r in batch]
+        if self.mangle_next_batch is not None:
+            self.mangle_next_batch(records)
+            self.mangle_next_batch = None
         attempts = 0
         while True:
             event: dict[str, Any] = {"Records": records}
@@ -922,7 +1023,8 @@ class Simulator:
                 assert writes is not None
                 writes(second)
                 self.move_to(second + window)  # the mapping's batching window
-                self.deliver()
+                if self.now_s >= self.delivery_paused_until:
+                    self.deliver()
                 self.drain_queue()
             else:
                 assert schedule is not None
@@ -992,6 +1094,17 @@ def _simulated_sleep(advance: Callable[[float], None]) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------
 
 
+OUTAGE_S = 4 * HOUR  # longer than the CaptureLagAlarm's default 7,200 s
+OPERATOR_DELAY_S = 10 * MINUTE
+# The alarms each injected fault must raise (and nothing else may: see ``main``).
+FAULT_ALARMS = {
+    "gap": ("ConsumerFailedBatchesAlarm", "PermanentGapsAlarm", "StoreGapsAlarm"),
+    "quarantine": ("QuarantinedRecordsAlarm", "StoreQuarantinedRecordsAlarm"),
+    "outage": ("CaptureLagAlarm",),
+    "corruption": ("VerificationFailuresAlarm", "CompactorErrorsAlarm"),
+}
+
+
 @dataclass
 class Month:
     """The month's scenario, its incidents, the operator's answers to them, and what was proven."""
@@ -1002,6 +1115,7 @@ class Month:
     keys: int = 40
     replays: list[tuple[int, bool]] = field(default_factory=list)
     incidents: list[str] = field(default_factory=list)
+    faults: dict[str, int] = field(default_factory=dict)  # injected fault -> when
     # Each restore point kept at the end: (moment, items equal the model, TTL as the table had it then).
     restores: list[tuple[int, bool, bool]] = field(default_factory=list)
 
@@ -1017,8 +1131,16 @@ class Month:
         model = Workload(table=TABLE, client=sim.dynamodb)
         t0 = int(sim.start.timestamp())
         gap_at = t0 + (self.days // 3) * DAY + 12 * HOUR
+        quarantine_at = t0 + (self.days // 2) * DAY + 6 * HOUR
+        outage_at = t0 + (self.days // 2) * DAY + 18 * HOUR
         corrupt_at = t0 + (2 * self.days // 3) * DAY + 12 * HOUR
-        state: dict[str, Any] = {"count": 0, "stop_refusing": None, "corrupted": None, "gap_seen": False}
+        self.faults = {"gap": gap_at, "quarantine": quarantine_at, "outage": outage_at, "corruption": corrupt_at}
+        state: dict[str, Any] = {"count": 0, "stop_refusing": None, "corrupted": None, "gap_seen": False,
+                                 "quarantine_seen": False}
+
+        def undecodable(records: list[dict[str, Any]]) -> None:
+            image = next(r["dynamodb"]["NewImage"] for r in records if "NewImage" in r["dynamodb"])
+            image["v"] = {"XX": "1"}  # no such AttributeValue type
 
         def lost(records: list[dict[str, Any]]) -> None:
             sim.trimmed.update(r["dynamodb"]["SequenceNumber"] for r in records)
@@ -1035,6 +1157,14 @@ class Month:
                 state["stop_refusing"] = sim.refuse_store_writes("ConsumerFunction")
                 self.incidents.append(f"{_iso(second)} injected: S3 refuses the consumer's writes for one batch, "
                                       "and the stream trims it before recover reads it")
+            if second == quarantine_at:
+                sim.mangle_next_batch = undecodable
+                self.incidents.append(f"{_iso(second)} injected: one record of the next batch carries an "
+                                      "attribute of no AttributeValue type")
+            if second == outage_at:
+                sim.delivery_paused_until = second + OUTAGE_S
+                self.incidents.append(f"{_iso(second)} injected: the stream mapping delivers nothing for "
+                                      f"{OUTAGE_S // HOUR} hours (the consumer is throttled)")
             for _ in range(6):
                 state["count"] += 1
                 key = {"pk": {"S": f"k{rng.randrange(self.keys)}"}}
@@ -1056,11 +1186,15 @@ class Month:
                 state["original"] = original
                 self.incidents.append(f"{_iso(second)} injected: one byte of {path.rsplit('/', 1)[-1]} flipped")
             if last is not None and last.function == "VerifierFunction" and last.at_s >= second:
-                if last.metrics.get("Gaps") and not state["gap_seen"]:
-                    state["gap_seen"] = True
-                    self.incidents.append(f"{_iso(second)} Gaps alarm metric: {last.metrics['Gaps']:g}; "
-                                          "operator runs ddb-rewind bootstrap --scan")
-                    _operator(["bootstrap", "--table", TABLE, "--store", sim.outputs["StoreUri"], "--scan"])
+                for metric, seen in (("Gaps", "gap_seen"), ("QuarantinedRecords", "quarantine_seen")):
+                    if last.metrics.get(metric) and not state[seen]:
+                        state[seen] = True
+                        # The operator answers the alarm some minutes later (the simulated clock stands
+                        # still meanwhile: a scan at the very microsecond of the loss could not follow it).
+                        sim.advance(OPERATOR_DELAY_S)
+                        self.incidents.append(f"{_iso(second)} {metric} alarm metric: {last.metrics[metric]:g}; "
+                                              f"{_iso(sim.now_s)} operator runs ddb-rewind bootstrap --scan")
+                        _operator(["bootstrap", "--table", TABLE, "--store", sim.outputs["StoreUri"], "--scan"])
                 if last.metrics.get("VerificationFailures") and state["corrupted"]:
                     self.incidents.append(f"{_iso(second)} VerificationFailures alarm metric: "
                                           f"{last.metrics['VerificationFailures']:g}; operator restores the "
@@ -1096,8 +1230,14 @@ class Month:
         for number, (_, manifest) in enumerate(list_manifests(store, TABLE)):
             moment_us = manifest.snapshot_time_us
             target = f"restored-{number}"
-            _operator(["replay", "--table", TABLE, "--store", self.sim.outputs["StoreUri"], "--at",
-                       format_time(from_micros(moment_us)), "--to-table", target, "--create-table"])
+            try:
+                _operator(["replay", "--table", TABLE, "--store", self.sim.outputs["StoreUri"], "--at",
+                           format_time(from_micros(moment_us)), "--to-table", target, "--create-table"])
+            except AssertionError as refused:
+                self.incidents.append(f"restore point {format_time(from_micros(moment_us))} ({manifest.kind}) "
+                                      f"not restored: {refused}")
+                self.restores.append((moment_us // 1_000_000, False, False))
+                continue
             items = self.sim.dynamodb.scan(TableName=target, ConsistentRead=True)["Items"]
             restored = {item_key({"pk": i["pk"]}): i for i in items}
             expected = model.state_at(moment_us / 1_000_000)
@@ -1139,10 +1279,10 @@ def _operator(argv: list[str]) -> None:
     """An operator's CLI command (not a function of the stack: not IAM-checked)."""
     from ddb_rewind.cli import main as cli
 
-    with contextlib.redirect_stderr(io.StringIO()):
+    with contextlib.redirect_stderr(io.StringIO()) as said:
         code = cli(argv)
     if code != 0:
-        raise AssertionError(f"ddb-rewind {' '.join(argv[:1])} exited {code}")
+        raise AssertionError(f"ddb-rewind {' '.join(argv[:1])} exited {code}: {said.getvalue().strip()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1150,7 +1290,11 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run the deployed stack for simulated days and print what was proven.")
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--retention", default="daily=7d,changes=7d", help="the stack's RetentionPolicy")
+    parser.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
+                        help="another stack parameter (e.g. VerifyIntervalMinutes=180); repeatable")
     args = parser.parse_args(argv)
+    parameters = {"RetentionPolicy": args.retention,
+                  **dict(item.split("=", 1) for item in args.parameter)}
     import logging
     import warnings
 
@@ -1159,7 +1303,7 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout
     started = time.perf_counter()
     cpu = time.process_time()
-    with Simulator(datetime(2026, 1, 1, tzinfo=UTC), {"RetentionPolicy": args.retention}) as sim:
+    with Simulator(datetime(2026, 1, 1, tzinfo=UTC), parameters) as sim:
         month = Month(sim, args.days)
 
         def report(line: str) -> None:
@@ -1168,8 +1312,8 @@ def main(argv: list[str] | None = None) -> int:
         month.run(report)
         findings = iam_check(sim.functions, sim.recorder.calls)
         print(f"\nsimulated {args.days} days in {time.perf_counter() - started:.0f} s "
-              f"({time.process_time() - cpu:.0f} s CPU); parameters: RetentionPolicy={args.retention}, "
-              "others the template's defaults", file=out)
+              f"({time.process_time() - cpu:.0f} s CPU); parameters: "
+              f"{', '.join(f'{k}={v}' for k, v in parameters.items())}, others the template's defaults", file=out)
         print("invocations: " + ", ".join(f"{k} {v}" for k, v in
                                           sorted(Counter(i.function for i in sim.invocations).items())), file=out)
         errors = Counter(i.function for i in sim.invocations if i.error)
@@ -1198,18 +1342,45 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {line}", file=out)
         seen: set[str] = set()
         for invocation in verifier:
-            for failure in invocation.result.get("failures", []) if isinstance(invocation.result, dict) else []:
-                kind = failure.split(":")[0][:40]
-                if kind not in seen:
-                    seen.add(kind)
-                    print(f"  first verifier finding of its kind, {_iso(invocation.at_s)}: {failure[:300]}", file=out)
+            result = invocation.result if isinstance(invocation.result, dict) else {}
+            for label, findings_of in (("finding", result.get("failures", [])), ("skip", result.get("skipped", []))):
+                for finding in findings_of:
+                    kind = f"{label} {str(finding).split(':')[0][:40]}"
+                    if kind not in seen:
+                        seen.add(kind)
+                        print(f"  first verifier {label} of its kind, {_iso(invocation.at_s)}: {str(finding)[:300]}",
+                              file=out)
+        end_s = int(sim.now_s)
+        raised: dict[str, list[tuple[int, str]]] = {}
+        print("alarms, evaluated as CloudWatch would on what the functions published:", file=out)
+        for alarm in stack_alarms(sim.expanded, sim.parameters):
+            points = sim.datapoints(alarm)
+            if points is None:
+                print(f"  {alarm.logical_id}: not evaluated ({alarm.namespace} {alarm.metric} is the service's "
+                      "own metric)", file=out)
+                continue
+            raised[alarm.logical_id] = alarm_transitions(alarm, points, int(sim.start.timestamp()), end_s)
+            history = ", ".join(f"{state} {_iso(at)}" for at, state in raised[alarm.logical_id]) or "never raised"
+            print(f"  {alarm.logical_id}: {history}", file=out)
+        expected = {name: fault for fault, names in FAULT_ALARMS.items() for name in names}
+        for fault, at in month.faults.items():
+            for name in FAULT_ALARMS[fault]:
+                fired = [t for t, state in raised.get(name, []) if state == "ALARM" and t >= at]
+                print(f"  fault {fault} ({_iso(at)}) -> {name}: "
+                      f"{'ALARM ' + _iso(fired[0]) if fired else 'NOT RAISED'}", file=out)
+        unexpected = sorted(name for name, history in raised.items()
+                            if any(state == "ALARM" for _, state in history) and name not in expected)
+        print(f"  raised with no fault injected for it: {unexpected or 'none'}", file=out)
+        alarms_right = not unexpected and all(
+            any(state == "ALARM" and t >= at for t, state in raised.get(name, []))
+            for fault, at in month.faults.items() for name in FAULT_ALARMS[fault])
         for logical, found in findings.items():
             calls = Counter(c.action for c in sim.recorder.calls if c.principal == logical)
             print(f"IAM {logical}: {sum(calls.values())} requests, {len(calls)} actions; denied "
                   f"{[(c.action, c.resource) for c in found.denied] or 'none'}; allowed but unused "
                   f"{list(found.unused) or 'none'}", file=out)
         ok = (exact == len(month.replays) and not any(f.denied for f in findings.values())
-              and all(items and ttl for _, items, ttl in month.restores))
+              and all(items and ttl for _, items, ttl in month.restores) and alarms_right)
     return 0 if ok else 1
 
 
@@ -1217,5 +1388,19 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["Call", "Function", "IamFinding", "Invocation", "Schedule", "Simulator", "allowing_statement",
-           "iam_check", "rate_seconds", "scheduled_event", "timedelta"]
+__all__ = [
+    "Alarm",
+    "Call",
+    "Function",
+    "IamFinding",
+    "Invocation",
+    "Schedule",
+    "Simulator",
+    "alarm_transitions",
+    "allowing_statement",
+    "iam_check",
+    "rate_seconds",
+    "scheduled_event",
+    "stack_alarms",
+    "timedelta",
+]

@@ -32,7 +32,18 @@ from changelog.store import Store, open_store
 from compactor.policy import parse_policy
 from compactor.retention import plan_expire
 from replayer.restoring.replay import open_items
-from tests.simulation import HOUR, TABLE, Call, Invocation, Simulator, allowing_statement, iam_check
+from tests.simulation import (
+    HOUR,
+    TABLE,
+    Alarm,
+    Call,
+    Invocation,
+    Simulator,
+    alarm_transitions,
+    allowing_statement,
+    iam_check,
+    stack_alarms,
+)
 from tests.workloads import Workload
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")]
@@ -189,6 +200,23 @@ def test_retention_was_applied_exactly_as_the_policy_says(run: Run) -> None:
     assert (plan.drop_changes, plan.drop_snapshots) == ((), ())
 
 
+def test_each_injected_fault_raised_its_alarm_and_nothing_else_did(run: Run) -> None:
+    raised = {}
+    for alarm in stack_alarms(run.sim.expanded, run.sim.parameters):
+        points = run.sim.datapoints(alarm)
+        if points is not None:
+            raised[alarm.logical_id] = [(at, state) for at, state in alarm_transitions(alarm, points, T0, T0 + SPAN_S)
+                                        if state == "ALARM"]
+    assert {name for name, alarmed in raised.items() if alarmed} == {
+        # The lost batch; no bootstrap follows it here, so the newest restorable moment stays before it.
+        "ConsumerFailedBatchesAlarm", "PermanentGapsAlarm", "StoreGapsAlarm", "CaptureLagAlarm",
+        "VerificationFailuresAlarm", "CompactorErrorsAlarm",  # the flipped byte
+    }
+    assert min(at for at, _ in raised["StoreGapsAlarm"]) > GAP_AT
+    assert min(at for at, _ in raised["CaptureLagAlarm"]) > GAP_AT + 7200  # CaptureLagAlarmSeconds' default
+    assert min(at for at, _ in raised["VerificationFailuresAlarm"]) > CORRUPT_AT
+
+
 def test_settings_were_recorded_and_match_the_table(run: Run) -> None:
     import boto3
 
@@ -218,6 +246,21 @@ def test_every_permission_is_used_or_explained(run: Run) -> None:
 
 def test_the_store_holds_only_this_table(run: Run) -> None:
     assert run.store.list("tables/") and all(p.startswith(table_root(TABLE)) for p in run.store.list("tables/"))
+
+
+# --- the alarm evaluation and the IAM check themselves --------------------------------------------
+
+TWO_OF_TWO = Alarm("A", "N", "M", (), "Maximum", 3600, 2, 2, 0.0, "GreaterThanThreshold")
+
+
+def test_an_alarm_of_two_periods_needs_a_breach_in_both() -> None:
+    assert alarm_transitions(TWO_OF_TWO, [(100, 1.0)], 0, 4 * HOUR) == []
+    assert alarm_transitions(TWO_OF_TWO, [(100, 1.0), (HOUR + 5, 2.0)], 0, 4 * HOUR) == \
+        [(2 * HOUR, "ALARM"), (3 * HOUR, "OK")]
+
+
+def test_a_period_without_data_does_not_breach() -> None:
+    assert alarm_transitions(TWO_OF_TWO, [(100, 1.0), (2 * HOUR + 5, 1.0)], 0, 4 * HOUR) == []
 
 
 # --- the IAM check itself -------------------------------------------------------------------------

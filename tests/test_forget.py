@@ -70,11 +70,15 @@ def _moments() -> list[int]:
     return sorted({*seconds, *(s + 1 for s in seconds[:-1])})
 
 
-def _state_at(store: Store, second: int) -> dict[str, str]:
-    at = format_time(from_micros(second * 1_000_000))
-    rows = open_sql(store).execute(
-        f"SELECT item_key, item::VARCHAR FROM state_at('{at}', only_table := '{TABLE}')").fetchall()
-    return dict(rows)
+def _states_at(store: Store, seconds: list[int]) -> dict[int, dict[str, str]]:
+    """The table at each second, as SQL's ``state_at`` gives it (one session for all of them)."""
+    con = open_sql(store)
+    states = {}
+    for second in seconds:
+        at = format_time(from_micros(second * 1_000_000))
+        states[second] = dict(con.execute(
+            f"SELECT item_key, item::VARCHAR FROM state_at('{at}', only_table := '{TABLE}')").fetchall())
+    return states
 
 
 def _forget(store: Store) -> None:
@@ -100,8 +104,7 @@ def filled(store: Store) -> Store:
 
 def test_state_at_every_moment_equals_the_model_without_the_item(filled: Store) -> None:
     _forget(filled)
-    for second in _moments():
-        assert _state_at(filled, second) == model_state(KEPT, second)
+    assert _states_at(filled, _moments()) == {second: model_state(KEPT, second) for second in _moments()}
 
 
 def test_replay_at_every_moment_equals_the_model_without_the_item(filled: Store, tmp_path: Path) -> None:
@@ -316,8 +319,7 @@ def test_forget_on_a_versioned_bucket_leaves_no_old_version(moto_server: None) -
     versions = s3.list_object_versions(Bucket=bucket, Prefix="backups/")
     left = {v["Key"] for v in versions.get("Versions", []) + versions.get("DeleteMarkers", [])}
     assert not left & {f"backups/{hit.path}" for hit in plan.change_files + plan.parts}
-    for second in _moments():
-        assert _state_at(store, second) == model_state(KEPT, second)
+    assert _states_at(store, _moments()) == {second: model_state(KEPT, second) for second in _moments()}
     assert check_store(store, TABLE).sound
 
 
@@ -377,8 +379,8 @@ def test_any_history_after_forget_equals_the_model_without_the_item(
     deliver_in_cuts(store, records, [])  # every record again, late: the erased item's are dropped
     # Moments where the kept items' history is in the store (the erased item may have held the edges).
     kept_seconds = sorted({int(r["dynamodb"]["ApproximateCreationDateTime"]) for r in kept_records})
-    for second in [s for s in seconds if kept_seconds[0] <= s <= kept_seconds[-1]]:
-        assert _state_at(store, second) == model_state(kept, second)
+    inside = [s for s in seconds if kept_seconds[0] <= s <= kept_seconds[-1]]
+    assert _states_at(store, inside) == {second: model_state(kept, second) for second in inside}
     assert check_store(store, TABLE, read_data=True).sound
     assert item_history(store, TABLE, json.dumps(KEYS[erased])) == []
 
@@ -518,8 +520,7 @@ def test_forget_erases_locked_versions_in_governance_mode_with_the_bypass(moto_s
     _forget(store)
     assert not _versions(store) & {f"backups/{hit.path}" for hit in plan.change_files + plan.parts}
     assert not any(key.startswith("backups/forget-probe-") for key in _versions(store))
-    for second in _moments():
-        assert _state_at(store, second) == model_state(KEPT, second)
+    assert _states_at(store, _moments()) == {second: model_state(KEPT, second) for second in _moments()}
     assert check_store(store, TABLE).sound
 
 

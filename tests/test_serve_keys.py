@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from changelog.errors import DamagedStore
+from replayer.restoring.replay import laid_out
 from replayer.serving.index import Index, KeyNames, build, layout, segment_byte, sql_segment
 from replayer.serving.keyorder import NotAKey, define_sql, encode_value, sql_key, sql_text
 
@@ -96,11 +97,9 @@ def _items(documents: list[str]) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     plan = layout(NAMES, KINDS)
     plan.prepare(con)
-    ((name, sql),) = plan.columns
     con.execute("CREATE TABLE raw (keys VARCHAR, image VARCHAR)")
     con.executemany("INSERT INTO raw VALUES (?, ?)", [(d, d) for d in documents])
-    con.execute(f"CREATE TABLE items AS SELECT * FROM (SELECT keys, image, {sql} AS {name} FROM raw) "
-                f"ORDER BY {plan.order_by}")
+    con.execute(f"CREATE TABLE items AS {laid_out(plan, 'raw')}")
     return con
 
 
@@ -118,7 +117,7 @@ def test_the_state_key_column_reads_any_key_document_as_python_reads_it(
         documents.append(json.dumps(document) if spaced else orjson.dumps(document).decode())
     con = _items(documents)
     got = {row[0]: (row[1], row[2], row[3])
-           for row in con.execute("SELECT keys, rewind_key.h, rewind_key.s, rewind_key.seg FROM items").fetchall()}
+           for row in con.execute("SELECT keys, rewind_h, rewind_s, rewind_seg FROM items").fetchall()}
     for text in documents:
         parsed = orjson.loads(text)
         h, s = _python(parsed["pk"]), _python(parsed["sk"])

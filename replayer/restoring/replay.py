@@ -67,14 +67,25 @@ MIN_MEMORY, MAX_MEMORY = 64 * 1024**2, 1024**5
 class Layout:
     """How ``open_items`` keeps the state for a reader other than replay: more columns, another row order.
 
-    ``columns`` are (name, SQL over the state's columns) computed once per item as the state is
-    written, and passed through the ``items`` view; ``order_by`` orders the rows instead of
+    ``columns`` are (name, SQL over the state's columns and the columns before it), computed once
+    per item as the state is written (each in its own projection, so a value named twice is computed
+    once); ``kept`` are those the ``items`` view passes on; ``order_by`` orders the rows instead of
     ``item_key``; ``prepare`` defines on the connection what that SQL needs (macros).
     """
 
     columns: tuple[tuple[str, str], ...]
+    kept: tuple[str, ...]
     order_by: str
     prepare: Callable[[duckdb.DuckDBPyConnection], None] = lambda con: None
+
+
+def laid_out(layout: Layout, source: str) -> str:
+    """The query of the rows of ``source`` (a table or view) as ``layout`` lays them out."""
+    for name, sql in layout.columns:
+        source = f"(SELECT *, {sql} AS {name} FROM {source})"
+    dropped = [name for name, _ in layout.columns if name not in layout.kept]
+    columns = f"* EXCLUDE ({', '.join(dropped)})" if dropped else "*"
+    return f"SELECT {columns} FROM {source} ORDER BY {layout.order_by}"
 
 
 def memory_limit() -> str:
@@ -124,18 +135,17 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
         # Computed once, kept in key order: counting, --where discovery and writing then scan rows
         # instead of recomputing the state each time, and reads keep that order without sorting again
         # (preserve_insertion_order). DuckDB spills the table to a temporary file if memory runs short.
-        source, order_by = "state__view", "item_key"
+        query = "SELECT * FROM state__view ORDER BY item_key"
         if layout is not None:
             layout.prepare(con)
-            source = f"(SELECT *{''.join(f', {sql} AS {name}' for name, sql in layout.columns)} FROM state__view)"
-            order_by = layout.order_by
+            query = laid_out(layout, "state__view")
         with query_progress(con, f"reading {table} as of {format_time(at)}"):
-            con.execute(f"CREATE TEMP TABLE state AS SELECT * FROM {source} ORDER BY {order_by}")
+            con.execute(f"CREATE TEMP TABLE state AS {query}")
         return con
 
     # Everything after this reads the materialised table, never the store's files again.
     con = read_consistently(store, table_prefixes(table), materialise)
-    passed = "".join(f", {name}" for name, _ in layout.columns) if layout is not None else ""
+    passed = "".join(f", {name}" for name in layout.kept) if layout is not None else ""
     if predicate is None:
         lock_down(con)
         con.execute(f"CREATE VIEW items AS SELECT item_key, keys, image, rewind_doc(image) AS doc{passed} FROM state")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import pyarrow.compute as pc
 
 from changelog.errors import DamagedStore
 from replayer.restoring.replay import Layout
-from replayer.serving.keyorder import define_sql, sql_bytes, sql_key, sql_text
+from replayer.serving.keyorder import define_sql, sql_bytes, sql_text
 
 BATCH_ROWS = 65_536
 FETCH_ROWS = 64
@@ -104,15 +105,17 @@ def _attribute(document: str, name: str) -> str:
     return f"json_extract({document}, {_quoted(_pointer(name))})"
 
 
-def _document(names: tuple[tuple[str, str], ...], texts: str) -> str:
-    """SQL of the compact JSON text of a key document holding ``texts`` (a SQL list) as ``names`` (name, type)."""
-    members = [f"{_quoted(orjson.dumps(name).decode() + ':{' + orjson.dumps(kind).decode() + ':')} "
-               f"|| to_json({texts}[{n + 1}]) || '}}'" for n, (name, kind) in enumerate(names)]
-    return "'{' || " + " || ',' || ".join(members) + " || '}'"
+def _document(names: tuple[tuple[str, str], ...], order: tuple[int, ...], texts: str) -> str:
+    """SQL of the compact JSON text of a key document with members ``order`` of ``names`` (name, type) holding
+    ``texts`` (a SQL list, in the order of ``names``)."""
+    members = [f"{_quoted(orjson.dumps(names[n][0]).decode() + ':{' + orjson.dumps(names[n][1]).decode() + ':')}, "
+               f"to_json({texts}[{n + 1}]), '}}'" for n in order]
+    return "concat('{', " + ", ',', ".join(members) + ", '}')"
 
 
 def layout(keys: KeyNames, kinds: dict[str, str]) -> Layout:
-    """The state as the index is built from it: column ``rewind_key`` (h, s, seg), rows in (h, s) order.
+    """The state as the index is built from it: columns ``rewind_h``, ``rewind_s``, ``rewind_seg``, rows in
+    (h, s) order.
 
     An item's key text is read from its ``keys`` document with one parse when the document is the
     plain text the consumer writes (the text rebuilt from what was read equals it: then it holds
@@ -123,15 +126,18 @@ def layout(keys: KeyNames, kinds: dict[str, str]) -> Layout:
     names = ((keys.hash_key, kinds[keys.hash_key]),
              *([(keys.range_key, kinds[keys.range_key])] if keys.range_key else []))
     pointers = "[" + ", ".join(_quoted(_pointer(name) + "/" + kind) for name, kind in names) + "]"
-    documents = " OR ".join(f"keys = {_document(order, 'f')}" for order in {names, names[::-1]})
+    orders = sorted({tuple(range(len(names))), tuple(reversed(range(len(names))))})
+    documents = " OR ".join(f"keys = {_document(names, order, 'rewind_read')}" for order in orders)
     careful = "[" + ", ".join(sql_text(_attribute("keys", name), kind) for name, kind in names) + "]"
-    texts = (f"list_transform([json_extract_string(keys, {pointers})], "
-             f"lambda f: CASE WHEN {documents} THEN f ELSE {careful} END)[1]")
-    hash_kind = names[0][1]
-    range_bytes = sql_bytes("t[2]", names[1][1]) if keys.range_key else "''::BLOB"
-    key = (f"list_transform([{texts}], lambda t: {{'h': {sql_bytes('t[1]', hash_kind)}, 's': {range_bytes}, "
-           f"'seg': {sql_segment('t[1]')}}})[1]")
-    return Layout((("rewind_key", key),), "rewind_key.h NULLS LAST, rewind_key.s NULLS LAST", define_sql)
+    columns = (("rewind_read", f"json_extract_string(keys, {pointers})"),
+               ("rewind_text", f"CASE WHEN {documents} THEN rewind_read ELSE {careful} END"),
+               ("rewind_ht", "rewind_text[1]"),
+               ("rewind_st", "rewind_text[2]" if keys.range_key else "NULL"),
+               ("rewind_h", sql_bytes("rewind_ht", names[0][1])),
+               ("rewind_s", sql_bytes("rewind_st", names[1][1]) if keys.range_key else "''::BLOB"),
+               ("rewind_seg", sql_segment("rewind_ht")))
+    return Layout(columns, ("rewind_h", "rewind_s", "rewind_seg"),
+                  "rewind_h NULLS LAST, rewind_s NULLS LAST", define_sql)
 
 
 def build(path: Path, con: duckdb.DuckDBPyConnection, keys: KeyNames, indexes: tuple[IndexKeys, ...] = ()) -> int:
@@ -143,7 +149,7 @@ def build(path: Path, con: duckdb.DuckDBPyConnection, keys: KeyNames, indexes: t
     is a damaged store: DynamoDB refuses such writes, so a stream cannot hold them.
     """
     path.mkdir()
-    keyed = "(SELECT rewind_key.h AS h, rewind_key.s AS s, rewind_key.seg AS seg, image, keys FROM items)"
+    keyed = "(SELECT rewind_h AS h, rewind_s AS s, rewind_seg AS seg, image, keys FROM items)"
     try:
         # Rows come in (h, s) order, as the state was written: no sort here.
         count = _write(path / "items.arrow", con.sql(f"SELECT h, s, seg, image FROM {keyed}"), ordered=("h", "s"))
@@ -158,15 +164,16 @@ def build(path: Path, con: duckdb.DuckDBPyConnection, keys: KeyNames, indexes: t
 
 def _build_index(path: Path, con: duckdb.DuckDBPyConnection, keyed: str, number: int, index: IndexKeys) -> None:
     """The files of secondary index ``number``: its rows, sorted as its Query and its Scan read them."""
-    values = {attribute: _attribute("image", attribute) for attribute in (index.hash_key, index.order_key)}
-    columns = {name: (f"x.{name}_json", sql_key(f"x.{name}_json", index.type_of(attribute)))
-               for name, attribute in (("ih", index.hash_key), ("ir", index.order_key))}
+    kinds = {"ih": index.type_of(index.hash_key), "ir": index.type_of(index.order_key)}
     # Rows as the items file numbers them: (h, s) is unique, so both sorts give one order.
     numbered = (f"(SELECT h, s, seg, row_number() OVER (ORDER BY h, s) - 1 AS row, "
-                f"{values[index.hash_key]} AS ih_json, {values[index.order_key]} AS ir_json FROM {keyed})")
-    present = " AND ".join(f"{json} IS NOT NULL AND json_type({json}) <> 'NULL'" for json, _ in columns.values())
-    rows = (f"(SELECT {columns['ih'][1]} AS ih, {columns['ir'][1]} AS ir, h, s, seg, row FROM {numbered} AS x "
-            f"WHERE {present})")
+                f"{_attribute('image', index.hash_key)} AS ih_json, {_attribute('image', index.order_key)} AS ir_json "
+                f"FROM {keyed})")
+    present = " AND ".join(f"{name}_json IS NOT NULL AND json_type({name}_json) <> 'NULL'" for name in kinds)
+    texts = (f"(SELECT *, {sql_text('ih_json', kinds['ih'])} AS ih_text, {sql_text('ir_json', kinds['ir'])} AS ir_text "
+             f"FROM {numbered} WHERE {present})")
+    rows = (f"(SELECT {sql_bytes('ih_text', kinds['ih'])} AS ih, {sql_bytes('ir_text', kinds['ir'])} AS ir, "
+            f"h, s, seg, row FROM {texts})")
     # DynamoDB refuses a write whose index key is of another type, so the stream cannot hold one.
     if con.execute(f"SELECT 1 FROM {rows} WHERE ih IS NULL OR ir IS NULL LIMIT 1").fetchone() is not None:
         raise DamagedStore(f"an item's key of index {index.name!r} is not of the type the index declares")
@@ -191,14 +198,23 @@ def _write(path: Path, relation: duckdb.DuckDBPyRelation, ordered: tuple[str, ..
     count = 0
     last: tuple[bytes, ...] | None = None
     # Closed on a refusal too: the connection answers no other query while a result is open.
-    with relation.to_arrow_reader(BATCH_ROWS) as reader, pa.ipc.new_file(str(path), reader.schema) as writer:
-        for batch in reader:
-            if not batch.num_rows:
-                continue
-            if ordered:
-                last = _check_order(batch, ordered, last)
-            writer.write_batch(batch)
-            count += batch.num_rows
+    with (relation.to_arrow_reader(BATCH_ROWS) as reader, pa.ipc.new_file(str(path), reader.schema) as writer,
+          ThreadPoolExecutor(1) as disk):
+        # One batch goes to disk while DuckDB makes the next (both release the GIL).
+        pending: Future[None] | None = None
+        try:
+            for batch in reader:
+                if not batch.num_rows:
+                    continue
+                if ordered:
+                    last = _check_order(batch, ordered, last)
+                if pending is not None:
+                    pending.result()
+                pending = disk.submit(writer.write_batch, batch)
+                count += batch.num_rows
+        finally:
+            if pending is not None:
+                pending.result()
     return count
 
 

@@ -96,11 +96,12 @@ def prefix_end(prefix: bytes) -> bytes | None:
 # -- the same rule in DuckDB SQL -------------------------------------------------------------------
 
 _PARTS = r"^([+-]?)([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?)0*([0-9]+))?$"
-# A macro's argument is copied wherever it is named; ``list_transform([x], lambda v: ...)[1]`` binds it
-# once instead (the regular expressions would otherwise run a dozen times per value).
+# A macro's argument is copied wherever it is named: ``sql_bytes`` is given a column, and the
+# rarer forms bind theirs once by ``list_transform([x], lambda v: ...)[1]`` (the regular expressions
+# would otherwise run a dozen times per value).
 _MACROS = (
     # A positive integer without leading zeros (most number keys) is its digits at exponent len(digits).
-    f"""CREATE OR REPLACE TEMP MACRO rewind_number_key(t) AS list_transform([t], lambda x: CASE
+    f"""CREATE OR REPLACE TEMP MACRO rewind_number_key(x) AS CASE
         WHEN regexp_full_match(x, '[1-9][0-9]*') AND length(x) <= {0xFFFF - _EXPONENT_BIAS}
             THEN unhex('{_POSITIVE.hex()}' || lpad(hex(length(x) + {_EXPONENT_BIAS}), 4, '0')) || encode(rtrim(x, '0'))
         WHEN x = '0' THEN unhex('{_ZERO.hex()}')
@@ -109,7 +110,7 @@ _MACROS = (
             lambda p: rewind_number_scaled(p.sign = '-', ltrim(p.int || p.frac, '0'),
                 CASE WHEN p.exp = '' THEN 0 WHEN length(p.exp) > {_EXPONENT_DIGITS} THEN NULL
                      ELSE CAST(p.exp AS BIGINT) * (CASE WHEN p.esign = '-' THEN -1 ELSE 1 END) END
-                - length(p.frac)))[1] END)[1]""",
+                - length(p.frac)))[1] END""",
     # 0.digits x 10^(exp10 + len(digits)): ``digits`` without leading zeros, exp10 the exponent of its last digit.
     f"""CREATE OR REPLACE TEMP MACRO rewind_number_scaled(negative, digits, exp10) AS list_transform(
         [{{'negative': negative, 'digits': digits, 'exp10': exp10}}], lambda v: CASE
@@ -134,24 +135,23 @@ def define_sql(con: Any) -> None:
 
 
 def sql_text(value: str, kind: str) -> str:
-    """SQL for the text inside a key value of type ``kind`` (``value``: SQL of JSON ``{"S": ...}``); NULL
-    when the value is not one member of that type holding a string."""
+    """SQL for the text inside a key value of type ``kind`` (``value``: SQL of JSON ``{"S": ...}``, a column or
+    cheap to repeat); NULL when the value is not one member of that type holding a string."""
     if kind not in KEY_TYPES:
         raise NotAKey(f"a key value is one of S, N or B, not {kind!r}")
-    return (f"list_transform([{value}], lambda j: CASE WHEN json_type(j) = 'OBJECT' AND len(json_keys(j)) = 1 "
-            f"AND json_type(j, '$.{kind}') = 'VARCHAR' THEN j ->> '$.{kind}' END)[1]")
+    return (f"(CASE WHEN json_type({value}) = 'OBJECT' AND len(json_keys({value})) = 1 "
+            f"AND json_type({value}, '$.{kind}') = 'VARCHAR' THEN {value} ->> '$.{kind}' END)")
 
 
 def sql_bytes(text: str, kind: str) -> str:
-    """SQL for ``encode_value`` of a key value of type ``kind`` given the text inside it (``text``: SQL of a
-    VARCHAR): a BLOB, NULL where ``encode_value`` refuses. ``define_sql`` first."""
+    """SQL for ``encode_value`` of a key value of type ``kind`` given the text inside it (``text``: a column, or
+    SQL cheap to repeat, of type VARCHAR): a BLOB, NULL where ``encode_value`` refuses. ``define_sql`` first."""
     if kind == "S":
         return f"encode({text})"
     if kind == "N":
         return f"rewind_number_key({text})"
     if kind == "B":
-        return (f"list_transform([{text}], lambda b: CASE WHEN regexp_full_match(b, '{BASE64}') "
-                "THEN from_base64(b) END)[1]")
+        return f"(CASE WHEN regexp_full_match({text}, '{BASE64}') THEN from_base64({text}) END)"
     raise NotAKey(f"a key value is one of S, N or B, not {kind!r}")
 
 

@@ -25,6 +25,7 @@ from replayer.serving.keyorder import NotAKey, define_sql, encode_value, sql_key
 _DIGITS = st.text("0123456789", min_size=1, max_size=40)
 NUMBERS = st.one_of(
     st.integers(-(10**38) + 1, 10**38 - 1).map(str),
+    st.integers(10**120, 10**135).map(str),  # either side of the 127 digits of the short path
     st.decimals(allow_nan=False, allow_infinity=False).map(str),
     st.builds(lambda sign, whole, point, fraction, e, exponent: f"{sign}{whole}{point}{fraction}{e}{exponent}",
               st.sampled_from(["", "-", "+"]), st.one_of(st.just(""), _DIGITS), st.sampled_from(["", "."]),

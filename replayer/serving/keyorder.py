@@ -1,4 +1,4 @@
-"""Key values as bytes that sort exactly as DynamoDB orders them, so SQLite's BLOB order is DynamoDB's.
+"""Key values as bytes that sort exactly as DynamoDB orders them, so byte order is DynamoDB's key order.
 
 DynamoDB orders S by UTF-8 bytes, B by unsigned bytes and N numerically, exactly (38 significant
 digits, far past a float). A number becomes: a sign class (negative < zero < positive), then its
@@ -100,10 +100,12 @@ _PARTS = r"^([+-]?)([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?)0*([0-9]+))?$"
 # rarer forms bind theirs once by ``list_transform([x], lambda v: ...)[1]`` (the regular expressions
 # would otherwise run a dozen times per value).
 _MACROS = (
-    # A positive integer without leading zeros (most number keys) is its digits at exponent len(digits).
+    # A positive integer of up to 127 digits: every byte of its encoding is ASCII (the exponent's two
+    # are 0x40 and the digit count), so it is built as text, with no hex round trip.
     f"""CREATE OR REPLACE TEMP MACRO rewind_number_key(x) AS CASE
-        WHEN regexp_full_match(x, '[1-9][0-9]*') AND length(x) <= {0xFFFF - _EXPONENT_BIAS}
-            THEN unhex('{_POSITIVE.hex()}' || lpad(hex(length(x) + {_EXPONENT_BIAS}), 4, '0')) || encode(rtrim(x, '0'))
+        WHEN regexp_full_match(x, '[1-9][0-9]*') AND length(x) <= 127
+            THEN encode(chr({_POSITIVE[0]}) || chr({_EXPONENT_BIAS >> 8}) || chr(CAST(length(x) AS INTEGER))
+                        || rtrim(x, '0'))
         WHEN x = '0' THEN unhex('{_ZERO.hex()}')
         WHEN regexp_full_match(x, '{NUMBER}') THEN list_transform(
             [regexp_extract(x, '{_PARTS}', ['sign', 'int', 'frac', 'esign', 'exp'])],

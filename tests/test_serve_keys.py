@@ -98,8 +98,8 @@ def _items(documents: list[str]) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     plan = layout(NAMES, KINDS)
     plan.prepare(con)
-    con.execute("CREATE TABLE raw (keys VARCHAR, image VARCHAR)")
-    con.executemany("INSERT INTO raw VALUES (?, ?)", [(d, d) for d in documents])
+    con.execute("CREATE TABLE raw (item_key VARCHAR, keys VARCHAR, image VARCHAR)")
+    con.executemany("INSERT INTO raw VALUES (?, ?, ?)", [(d, d, d) for d in documents])
     con.execute(f"CREATE TABLE items AS {laid_out(plan, 'raw')}")
     return con
 

@@ -69,8 +69,9 @@ class Layout:
 
     ``columns`` are (name, SQL over the state's columns and the columns before it), computed once
     per item as the state is written (each in its own projection, so a value named twice is computed
-    once); ``kept`` are those the ``items`` view passes on; ``order_by`` orders the rows instead of
-    ``item_key``; ``prepare`` defines on the connection what that SQL needs (macros).
+    once); ``kept`` are those the ``items`` view passes on (the state keeps only them and what
+    ``items`` reads); ``order_by`` orders the rows instead of ``item_key``; ``prepare`` defines on the
+    connection what that SQL needs (macros).
     """
 
     columns: tuple[tuple[str, str], ...]
@@ -83,9 +84,8 @@ def laid_out(layout: Layout, source: str) -> str:
     """The query of the rows of ``source`` (a table or view) as ``layout`` lays them out."""
     for name, sql in layout.columns:
         source = f"(SELECT *, {sql} AS {name} FROM {source})"
-    dropped = [name for name, _ in layout.columns if name not in layout.kept]
-    columns = f"* EXCLUDE ({', '.join(dropped)})" if dropped else "*"
-    return f"SELECT {columns} FROM {source} ORDER BY {layout.order_by}"
+    # Only what ``items`` reads is kept (the sort carries every column it keeps).
+    return f"SELECT item_key, keys, image, {', '.join(layout.kept)} FROM {source} ORDER BY {layout.order_by}"
 
 
 def memory_limit() -> str:

@@ -17,7 +17,8 @@ partition), then, each in its own process:
    full scan is not timed); the first 200 GetItem answers of the two must be equal;
 5. peak RSS (VmHWM) of the serve process and of the moto process after the whole workload, and the serve
    process's resident memory (VmRSS) once answering and after the workload (its peak is the start-up's
-   state computation, the same DuckDB query as replay's).
+   state computation, the same DuckDB query as replay's), and how much of the latter is anonymous
+   (RssAnon; the rest is pages of the memory-mapped index files, which the kernel can drop).
 
 ``--anchor-items A`` loads only the first A items of the state into moto (the requests then go to keys
 of those A items on both sides) where moto cannot hold the whole table. Prints one table; asserts only
@@ -246,6 +247,8 @@ def main() -> None:
             print(f"serve: answering after {serve_s:,.1f} s, resident {loaded_rss:,.0f} MB", flush=True)
             served = _workload(client, gets, partitions, args.scan_pages)
             serve_rss, serving_rss = _rss_mb(serve.pid), _rss_mb(serve.pid, "VmRSS")
+            # VmRSS counts the pages of the mapped index files read so far: the kernel's to drop, unlike RssAnon.
+            serving_anon = _rss_mb(serve.pid, "RssAnon")
         finally:
             serve.terminate()
             serve.wait()
@@ -279,6 +282,7 @@ def main() -> None:
     print(_row("peak RSS", serve_rss, replay_rss, "replay --to-file", "MB"))
     print(_row("peak RSS", serve_rss, moto_rss, "moto server holding the items", "MB"))
     print(_row("RSS after the workload", serving_rss, moto_rss, "moto server's peak", "MB"))
+    print(_row("  of it anonymous", serving_anon, moto_rss, "moto server's peak (the rest: mapped index files)", "MB"))
     for name, ours_ms, theirs_ms in (("GetItem", served.get_ms, anchor.get_ms),
                                      ("Query pk = :p", served.query_ms, anchor.query_ms)):
         for p in (50, 99):

@@ -6,7 +6,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -63,6 +63,31 @@ _UNITS = {"kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
 MIN_MEMORY, MAX_MEMORY = 64 * 1024**2, 1024**5
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How ``open_items`` keeps the state for a reader other than replay: more columns, another row order.
+
+    ``columns`` are (name, SQL over the state's columns and the columns before it), computed once
+    per item as the state is written (each in its own projection, so a value named twice is computed
+    once); ``kept`` are those the ``items`` view passes on (the state keeps only them and what
+    ``items`` reads); ``order_by`` orders the rows instead of ``item_key``; ``prepare`` defines on the
+    connection what that SQL needs (macros).
+    """
+
+    columns: tuple[tuple[str, str], ...]
+    kept: tuple[str, ...]
+    order_by: str
+    prepare: Callable[[duckdb.DuckDBPyConnection], None] = lambda con: None
+
+
+def laid_out(layout: Layout, source: str) -> str:
+    """The query of the rows of ``source`` (a table or view) as ``layout`` lays them out."""
+    for name, sql in layout.columns:
+        source = f"(SELECT *, {sql} AS {name} FROM {source})"
+    # Only what ``items`` reads is kept (the sort carries every column it keeps).
+    return f"SELECT item_key, keys, image, {', '.join(layout.kept)} FROM {source} ORDER BY {layout.order_by}"
+
+
 def memory_limit() -> str:
     """DuckDB's memory bound for a replay: DDB_REWIND_MEMORY_LIMIT (e.g. 8GB), else 2GB."""
     value = os.environ.get("DDB_REWIND_MEMORY_LIMIT", "").strip() or DEFAULT_MEMORY_LIMIT
@@ -77,7 +102,8 @@ def memory_limit() -> str:
 
 
 def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate | None = None,
-               use_snapshots: bool = True, engine: str = "duckdb") -> duckdb.DuckDBPyConnection:
+               use_snapshots: bool = True, engine: str = "duckdb",
+               layout: Layout | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with view ``items`` (item_key, keys, image, doc): the table at ``at``.
 
     Refuses a moment outside the table's coverage. ``where`` is a predicate over plain attribute
@@ -85,6 +111,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
     read the connection is locked: no file, network or extension access from then on.
     ``engine`` computes the state (DuckDB, or Spark by ``changelog.spec``); everything after it
     (the filter, counts, writing) is the same DuckDB code for both, so both give the same bytes.
+    ``layout`` adds columns to ``items`` and orders it otherwise (``serving`` keys it so, in the same pass).
     """
     predicate = parse_predicate(where) if isinstance(where, str) else where
     at_us = to_micros(at)
@@ -108,15 +135,20 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
         # Computed once, kept in key order: counting, --where discovery and writing then scan rows
         # instead of recomputing the state each time, and reads keep that order without sorting again
         # (preserve_insertion_order). DuckDB spills the table to a temporary file if memory runs short.
+        query = "SELECT * FROM state__view ORDER BY item_key"
+        if layout is not None:
+            layout.prepare(con)
+            query = laid_out(layout, "state__view")
         with query_progress(con, f"reading {table} as of {format_time(at)}"):
-            con.execute("CREATE TEMP TABLE state AS SELECT * FROM state__view ORDER BY item_key")
+            con.execute(f"CREATE TEMP TABLE state AS {query}")
         return con
 
     # Everything after this reads the materialised table, never the store's files again.
     con = read_consistently(store, table_prefixes(table), materialise)
+    passed = "".join(f", {name}" for name in layout.kept) if layout is not None else ""
     if predicate is None:
         lock_down(con)
-        con.execute("CREATE VIEW items AS SELECT item_key, keys, image, rewind_doc(image) AS doc FROM state")
+        con.execute(f"CREATE VIEW items AS SELECT item_key, keys, image, rewind_doc(image) AS doc{passed} FROM state")
         return con
     where_sql, extra = predicate.bind_plain(plain_columns(summarize(con, "state", "image")))
     lock_down(con)
@@ -124,8 +156,8 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
         con.execute(
             f"""CREATE VIEW items AS
                 SELECT __rewind_key AS item_key, __rewind_keys AS keys, __rewind_image AS image,
-                       rewind_doc(__rewind_image) AS doc
-                FROM (SELECT item_key AS __rewind_key, keys AS __rewind_keys, image AS __rewind_image{extra}
+                       rewind_doc(__rewind_image) AS doc{passed}
+                FROM (SELECT item_key AS __rewind_key, keys AS __rewind_keys, image AS __rewind_image{extra}{passed}
                       FROM state)
                 WHERE ({where_sql})"""
         )

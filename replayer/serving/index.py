@@ -1,34 +1,39 @@
-"""A table's state at T as an on-disk SQLite index: key-ordered rows of DynamoDB JSON, never all in memory.
+"""A table's state at T as sorted, memory-mapped Arrow files: key-ordered rows, never all in Python memory.
 
-One file per served table, one row per item: the partition key's bytes, the sort key's bytes (both
-from ``keyorder``, so SQLite's BLOB order is DynamoDB's key order), the item's scan segment byte, and
-its DynamoDB JSON. Rows arrive from DuckDB in Arrow batches and go to disk as they come; the unique
-index over (partition, sort, segment) is built once after loading, and answers GetItem, Query ranges,
-Scan pages and parallel Scan segments without reading an image it does not return.
+Per served table, one directory. ``items.arrow`` holds one row per item: the partition key's bytes,
+the sort key's bytes (both ``keyorder``'s encoding, so byte order is DynamoDB's key order), the item's
+scan segment byte and its DynamoDB JSON, sorted by (partition, sort). DuckDB computes every column
+and sorts (``keyorder.sql_key``: the key rule in SQL; its sort spills to disk, so memory stays bounded);
+Python only hands its Arrow batches to the file. The server maps the file (zero copy) and finds a key
+by binary search: GetItem, Query ranges, Scan pages and parallel Scan segments read no image they do
+not return.
 
-Each secondary index the table had at T is one more SQLite table of key bytes pointing at the item's
-row: (index partition, index order, table partition, table sort), ordered as moto orders an index
-(its sort key, ties broken by the table's keys). An item without every key attribute of the index is
-not in it (a sparse index).
+Each secondary index the table had at T is one more sorted file, ``ix<n>.arrow``, of key bytes pointing
+at the item's row: (index partition, index order, table partition, table sort, segment, row), ordered
+as moto orders an index (its sort key, ties broken by the table's keys); an index without a sort key
+also has ``ix<n>-scan.arrow``, ordered (index partition, table partition, table sort) as a Scan of it
+goes. An item without every key attribute of the index is not in it (a sparse index).
 """
 
 from __future__ import annotations
 
 import hashlib
-import queue
-import sqlite3
 from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from changelog.errors import DamagedStore
-from replayer.serving.keyorder import NotAKey, encode_value
+from replayer.restoring.replay import Layout
+from replayer.serving.keyorder import define_sql, sql_bytes, sql_text
 
-BATCH_ROWS = 10_000
+BATCH_ROWS = 65_536
 FETCH_ROWS = 64
 
 
@@ -72,147 +77,317 @@ def segment_byte(hash_value: Any) -> int:
     """The byte a Scan segment is chosen by: the first byte of md5 of the partition key's text.
 
     moto's rule (DynamoDB's own is unpublished): every item of one partition key lands in one segment.
+    ``sql_segment`` is the same rule in SQL.
     """
     inner = next(iter(hash_value.values()))
     text = inner.decode("ascii") if isinstance(inner, bytes) else str(inner)
     return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).digest()[0]
 
 
-def _row(keys: KeyNames, key_json: str, image: str) -> tuple[bytes, bytes, int, str]:
-    key = orjson.loads(key_json)
-    try:
-        hash_value = key[keys.hash_key]
-        range_value = key[keys.range_key] if keys.range_key else None
-        return (encode_value(hash_value), b"" if range_value is None else encode_value(range_value),
-                segment_byte(hash_value), image)
-    except (KeyError, NotAKey) as exc:
-        raise DamagedStore(f"an item's key {key_json[:80]} does not fit the table's key schema ({exc})") from None
+def sql_segment(text: str) -> str:
+    """SQL for ``segment_byte`` of a partition key (``text``: SQL of the text inside its value)."""
+    # md5_number reads the digest's 16 bytes little-endian: its lowest byte is the digest's first.
+    return f"CAST(md5_number({text}) & 255 AS UTINYINT)"
 
 
-def _index_row(index: IndexKeys, row: tuple[bytes, bytes, int, str], item_id: int,
-               attrs: dict[str, Any]) -> tuple[bytes, bytes, bytes, bytes, int, int] | None:
-    """The row of one item in a secondary index, or None when the item lacks one of its key attributes."""
-    values = []
-    for attribute in (index.hash_key, index.order_key):
-        value = attrs.get(attribute)
-        if value is None:
-            return None
-        kind = index.type_of(attribute)
-        if not isinstance(value, dict) or set(value) != {kind}:
-            # DynamoDB refuses such a write, so the stream cannot hold it: the store is not what was written.
-            raise DamagedStore(f"an item's {attribute!r} is not of type {kind}, as index {index.name!r} "
-                               "declares it")
-        try:
-            values.append(encode_value(value))
-        except NotAKey as exc:
-            raise DamagedStore(f"an item's {attribute!r} cannot be a key of index {index.name!r} ({exc})") from None
-    return values[0], values[1], row[0], row[1], row[2], item_id
+def _quoted(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
-def build(path: Path, keys: KeyNames, batches: Iterator[Any], indexes: tuple[IndexKeys, ...] = ()) -> int:
-    """Write the rows of ``batches`` (Arrow batches of columns ``keys``, ``image``) to a new index at ``path``.
+def _pointer(name: str) -> str:
+    """The JSON pointer of a top-level member (``~`` and ``/`` escaped)."""
+    return "/" + name.replace("~", "~0").replace("/", "~1")
 
-    ``indexes`` are the secondary indexes to build beside the items (index ``n`` is SQL table ``ix<n>``).
-    Returns how many items it holds.
+
+def _attribute(document: str, name: str) -> str:
+    """SQL of one top-level attribute of a DynamoDB JSON document."""
+    return f"json_extract({document}, {_quoted(_pointer(name))})"
+
+
+def _document(names: tuple[tuple[str, str], ...], order: tuple[int, ...], texts: str) -> str:
+    """SQL of the compact JSON text of a key document with members ``order`` of ``names`` (name, type) holding
+    ``texts`` (a SQL list, in the order of ``names``)."""
+    members = [f"{_quoted(orjson.dumps(names[n][0]).decode() + ':{' + orjson.dumps(names[n][1]).decode() + ':')}, "
+               f"to_json({texts}[{n + 1}]), '}}'" for n in order]
+    return "concat('{', " + ", ',', ".join(members) + ", '}')"
+
+
+def layout(keys: KeyNames, kinds: dict[str, str]) -> Layout:
+    """The state as the index is built from it: columns ``rewind_h``, ``rewind_s``, ``rewind_seg``, rows in
+    (h, s) order.
+
+    An item's key text is read from its ``keys`` document with one parse when the document is the
+    plain text the consumer writes (the text rebuilt from what was read equals it: then it holds
+    exactly those members, of those types); any other document (spaces, escapes, a damaged one) is
+    read by ``keyorder.sql_text``, which refuses what is not one member of the declared type. A key
+    that is refused is NULL, sorted last, where ``build`` finds it.
     """
-    con = sqlite3.connect(path)
+    names = ((keys.hash_key, kinds[keys.hash_key]),
+             *([(keys.range_key, kinds[keys.range_key])] if keys.range_key else []))
+    pointers = "[" + ", ".join(_quoted(_pointer(name) + "/" + kind) for name, kind in names) + "]"
+    orders = sorted({tuple(range(len(names))), tuple(reversed(range(len(names))))})
+    documents = " OR ".join(f"keys = {_document(names, order, 'rewind_read')}" for order in orders)
+    careful = "[" + ", ".join(sql_text(_attribute("keys", name), kind) for name, kind in names) + "]"
+    columns = (("rewind_read", f"json_extract_string(keys, {pointers})"),
+               ("rewind_text", f"CASE WHEN {documents} THEN rewind_read ELSE {careful} END"),
+               ("rewind_ht", "rewind_text[1]"),
+               ("rewind_st", "rewind_text[2]" if keys.range_key else "NULL"),
+               ("rewind_h", sql_bytes("rewind_ht", names[0][1])),
+               ("rewind_s", sql_bytes("rewind_st", names[1][1]) if keys.range_key else "''::BLOB"),
+               ("rewind_seg", sql_segment("rewind_ht")))
+    return Layout(columns, ("rewind_h", "rewind_s", "rewind_seg"),
+                  "rewind_h NULLS LAST, rewind_s NULLS LAST", define_sql)
+
+
+def build(path: Path, con: duckdb.DuckDBPyConnection, keys: KeyNames, indexes: tuple[IndexKeys, ...] = ()) -> int:
+    """Write the ``items`` view of ``con`` (opened with ``layout``) as the sorted files of a new index in the
+    directory ``path``.
+
+    ``indexes`` are the secondary indexes to build beside the items (index ``n`` is file ``ix<n>``).
+    Returns how many items it holds. A key that is not of its declared type, or two items of one key,
+    is a damaged store: DynamoDB refuses such writes, so a stream cannot hold them.
+    """
+    path.mkdir()
+    keyed = "(SELECT rewind_h AS h, rewind_s AS s, rewind_seg AS seg, image, keys FROM items)"
     try:
-        # A scratch file rebuilt at every start: no journal, no fsync.
-        con.execute("PRAGMA journal_mode = OFF")
-        con.execute("PRAGMA synchronous = OFF")
-        con.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, h BLOB NOT NULL, s BLOB NOT NULL, "
-                    "seg INTEGER NOT NULL, image TEXT NOT NULL)")
-        for number in range(len(indexes)):
-            con.execute(f"CREATE TABLE ix{number} (ih BLOB NOT NULL, ir BLOB NOT NULL, h BLOB NOT NULL, "
-                        "s BLOB NOT NULL, seg INTEGER NOT NULL, item INTEGER NOT NULL)")
-        count = 0
-        for batch in batches:
-            key_texts, images = batch.column(0).to_pylist(), batch.column(1).to_pylist()
-            rows = [_row(keys, k, i) for k, i in zip(key_texts, images, strict=True)]
-            con.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?)",
-                            [(count + n, *row) for n, row in enumerate(rows)])
-            if indexes:
-                parsed = [orjson.loads(image) for image in images]
-                for number, index in enumerate(indexes):
-                    index_rows = (_index_row(index, row, count + n, attrs)
-                                  for n, (row, attrs) in enumerate(zip(rows, parsed, strict=True)))
-                    con.executemany(f"INSERT INTO ix{number} VALUES (?, ?, ?, ?, ?, ?)",
-                                    [r for r in index_rows if r is not None])
-            count += len(images)
-        con.execute("CREATE UNIQUE INDEX items_key ON items (h, s, seg)")
-        for number, index in enumerate(indexes):
-            con.execute(f"CREATE INDEX ix{number}_order ON ix{number} (ih, ir, h, s)")
-            if index.range_key is None:
-                # A Scan of an index without a sort key goes by the table's keys within a partition.
-                con.execute(f"CREATE INDEX ix{number}_scan ON ix{number} (ih, h, s)")
-        con.execute("ANALYZE")
-        con.commit()
-    finally:
-        con.close()
+        # Rows come in (h, s) order, as the state was written: no sort here.
+        count = _write(path / "items.arrow", con.sql(f"SELECT h, s, seg, image FROM {keyed}"), ordered=("h", "s"))
+    except _NotAKey:
+        refused = con.execute(f"SELECT keys FROM {keyed} WHERE h IS NULL OR s IS NULL LIMIT 1").fetchone()
+        shown = "" if refused is None else f" {str(refused[0])[:80]}"
+        raise DamagedStore(f"an item's key{shown} does not fit the table's key schema") from None
+    for number, index in enumerate(indexes):
+        _build_index(path, con, keyed, number, index)
     return count
 
 
-class Index:
-    """Read access to one built index, safe from many threads (each request borrows a connection)."""
+def _build_index(path: Path, con: duckdb.DuckDBPyConnection, keyed: str, number: int, index: IndexKeys) -> None:
+    """The files of secondary index ``number``: its rows, sorted as its Query and its Scan read them."""
+    kinds = {"ih": index.type_of(index.hash_key), "ir": index.type_of(index.order_key)}
+    # Rows as the items file numbers them: (h, s) is unique, so both sorts give one order.
+    numbered = (f"(SELECT h, s, seg, row_number() OVER (ORDER BY h, s) - 1 AS row, "
+                f"{_attribute('image', index.hash_key)} AS ih_json, {_attribute('image', index.order_key)} AS ir_json "
+                f"FROM {keyed})")
+    present = " AND ".join(f"{name}_json IS NOT NULL AND json_type({name}_json) <> 'NULL'" for name in kinds)
+    texts = (f"(SELECT *, {sql_text('ih_json', kinds['ih'])} AS ih_text, {sql_text('ir_json', kinds['ir'])} AS ir_text "
+             f"FROM {numbered} WHERE {present})")
+    rows = (f"(SELECT {sql_bytes('ih_text', kinds['ih'])} AS ih, {sql_bytes('ir_text', kinds['ir'])} AS ir, "
+            f"h, s, seg, row FROM {texts})")
+    # DynamoDB refuses a write whose index key is of another type, so the stream cannot hold one.
+    if con.execute(f"SELECT 1 FROM {rows} WHERE ih IS NULL OR ir IS NULL LIMIT 1").fetchone() is not None:
+        raise DamagedStore(f"an item's key of index {index.name!r} is not of the type the index declares")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE rewind_index AS SELECT * FROM {rows}")
+    try:
+        _write(path / f"ix{number}.arrow", con.sql("SELECT * FROM rewind_index ORDER BY ih, ir, h, s"),
+               ordered=("ih", "ir", "h", "s"))
+        if index.range_key is None:
+            # A Scan of an index without a sort key goes by the table's keys within a partition.
+            _write(path / f"ix{number}-scan.arrow", con.sql("SELECT * FROM rewind_index ORDER BY ih, h, s"),
+                   ordered=("ih", "h", "s"))
+    finally:
+        con.execute("DROP TABLE rewind_index")
 
-    def __init__(self, path: Path, count: int) -> None:
+
+def _write(path: Path, relation: duckdb.DuckDBPyRelation, ordered: tuple[str, ...] = ()) -> int:
+    """Stream ``relation`` into an Arrow IPC file at ``path``.
+
+    With ``ordered``: its rows must come in strictly increasing order of those columns (a NULL among
+    them is ``_NotAKey``; two rows of one key a damaged store), so that a binary search finds them.
+    """
+    count = 0
+    last: tuple[bytes, ...] | None = None
+    # Closed on a refusal too: the connection answers no other query while a result is open.
+    with (relation.to_arrow_reader(BATCH_ROWS) as reader, pa.ipc.new_file(str(path), reader.schema) as writer,
+          ThreadPoolExecutor(1) as disk):
+        # One batch goes to disk while DuckDB makes the next (both release the GIL).
+        pending: Future[None] | None = None
+        try:
+            for batch in reader:
+                if not batch.num_rows:
+                    continue
+                if ordered:
+                    last = _check_order(batch, ordered, last)
+                if pending is not None:
+                    pending.result()
+                pending = disk.submit(writer.write_batch, batch)
+                count += batch.num_rows
+        finally:
+            if pending is not None:
+                pending.result()
+    return count
+
+
+class _NotAKey(Exception):
+    """A row of the items file without key bytes: its key is not of the table's key types."""
+
+
+def _check_order(batch: pa.RecordBatch, names: tuple[str, ...], before: tuple[bytes, ...] | None) -> tuple[bytes, ...]:
+    """Refuse a batch not strictly increasing in ``names`` (from ``before``, the previous batch's last key)."""
+    columns = [batch.column(name) for name in names]
+    if any(column.null_count for column in columns):
+        raise _NotAKey
+    first = tuple(column[0].as_py() for column in columns)
+    if before is not None and first <= before:
+        _disorder(first == before)
+    # Row i+1 follows row i when greater in the first column, or equal there and greater in the next...
+    follows, equal = None, None
+    for column in columns:
+        later, earlier = column.slice(1), column.slice(0, len(column) - 1)
+        greater = pc.greater(later, earlier)
+        follows = greater if follows is None else pc.or_(follows, pc.and_(equal, greater))
+        same = pc.equal(later, earlier)
+        equal = same if equal is None else pc.and_(equal, same)
+    if follows is not None and len(follows) and not pc.all(follows).as_py():
+        _disorder(bool(pc.any(equal).as_py()))
+    return tuple(column[len(column) - 1].as_py() for column in columns)
+
+
+def _disorder(duplicate: bool) -> None:
+    if duplicate:
+        raise DamagedStore("two items of the store have one key (numbers equal but written differently?)")
+    raise AssertionError("the state did not come in key order")
+
+
+class _Sorted:
+    """One memory-mapped Arrow file sorted by its first columns: binary search and reads by position."""
+
+    def __init__(self, path: Path, key_columns: tuple[str, ...]) -> None:
+        self._source = pa.memory_map(str(path))
+        reader = pa.ipc.open_file(self._source)
+        self.batches = [reader.get_batch(n) for n in range(reader.num_record_batches)]
+        self.starts = [0]
+        for batch in self.batches:
+            self.starts.append(self.starts[-1] + batch.num_rows)
+        self.count = self.starts[-1]
+        self.key_columns = key_columns
+        self._columns = [[_Binary(batch.column(name)) for name in key_columns] for batch in self.batches]
+
+    def key(self, position: int, width: int) -> tuple[bytes, ...]:
+        batch, row = self.locate(position)
+        return tuple(column[row] for column in self._columns[batch][:width])
+
+    def locate(self, position: int) -> tuple[int, int]:
+        """(batch, row in it) of a position in the file."""
+        low, high = 0, len(self.batches) - 1
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self.starts[middle] <= position:
+                low = middle
+            else:
+                high = middle - 1
+        return low, position - self.starts[low]
+
+    def bound(self, target: tuple[bytes, ...], *, after: bool) -> int:
+        """The first position whose key (its first ``len(target)`` columns) is >= ``target``, or > it with ``after``."""
+        width = len(target)
+        low, high = 0, self.count
+        while low < high:
+            middle = (low + high) // 2
+            key = self.key(middle, width)
+            if key < target or (after and key == target):
+                low = middle + 1
+            else:
+                high = middle
+        return low
+
+    def column(self, name: str, start: int, stop: int) -> Iterator[list[Any]]:
+        """Values of column ``name`` from ``start`` to ``stop`` (forward), a few at a time."""
+        position = start
+        while position < stop:
+            batch, row = self.locate(position)
+            take = min(FETCH_ROWS, stop - position, self.batches[batch].num_rows - row)
+            yield self.batches[batch].column(name).slice(row, take).to_pylist()
+            position += take
+
+    def backward(self, name: str, start: int, stop: int) -> Iterator[list[Any]]:
+        """Values of column ``name`` from ``stop - 1`` down to ``start``, a few at a time."""
+        position = stop
+        while position > start:
+            batch, row = self.locate(position - 1)
+            take = min(FETCH_ROWS, position - start, row + 1)
+            values = self.batches[batch].column(name).slice(row + 1 - take, take).to_pylist()
+            yield values[::-1]
+            position -= take
+
+    def value(self, name: str, position: int) -> Any:
+        batch, row = self.locate(position)
+        return self.batches[batch].column(name)[row].as_py()
+
+    def close(self) -> None:
+        self.batches, self._columns = [], []
+        self._source.close()
+
+
+class _Binary:
+    """Items of an Arrow binary column as bytes, read straight from its buffers (no scalar per probe)."""
+
+    def __init__(self, array: pa.Array) -> None:
+        _, offsets, data = array.buffers()
+        wide = pa.types.is_large_binary(array.type)
+        self._offsets = memoryview(offsets).cast("q" if wide else "i")[array.offset:]
+        self._data = memoryview(data) if data is not None else memoryview(b"")
+
+    def __getitem__(self, row: int) -> bytes:
+        return bytes(self._data[self._offsets[row]:self._offsets[row + 1]])
+
+
+class Index:
+    """Read access to one built index; safe from many threads (the files are only read)."""
+
+    def __init__(self, path: Path, count: int, indexes: int = 0, unsorted: tuple[int, ...] = ()) -> None:
+        """``indexes`` secondary indexes were built; those in ``unsorted`` have no sort key (a scan file too)."""
         self.path = path
         self.count = count
-        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._items = _Sorted(path / "items.arrow", ("h", "s"))
+        self._indexes = [_Sorted(path / f"ix{n}.arrow", ("ih", "ir", "h", "s")) for n in range(indexes)]
+        self._scans = {n: _Sorted(path / f"ix{n}-scan.arrow", ("ih", "h", "s")) for n in unsorted}
 
-    @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        try:
-            con = self._idle.get_nowait()
-        except queue.Empty:
-            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-        try:
-            yield con
-        finally:
-            self._idle.put(con)
+    def _images(self, start: int, stop: int, *, forward: bool = True) -> Generator[str, None, None]:
+        chunks = (self._items.column("image", start, stop) if forward
+                  else self._items.backward("image", start, stop))
+        for chunk in chunks:
+            yield from chunk
 
-    def _rows(self, sql: str, params: tuple[Any, ...]) -> Generator[str, None, None]:
-        # Fetched a few rows at a time: a page stops at its Limit or 1 MB, long before the range ends.
-        with self._connection() as con:
-            cursor = con.execute(sql, params)
-            try:
-                while rows := cursor.fetchmany(FETCH_ROWS):
-                    for (image,) in rows:
-                        yield image
-            finally:
-                cursor.close()
+    def _pointed(self, sorted_file: _Sorted, start: int, stop: int, segment: tuple[int, int] | None, *,
+                 forward: bool = True) -> Generator[str, None, None]:
+        """Images of the items the rows ``start:stop`` of an index file point at, in its order."""
+        rows = sorted_file.column("row", start, stop) if forward else sorted_file.backward("row", start, stop)
+        segments = (sorted_file.column("seg", start, stop) if segment is not None else None)
+        for chunk in rows:
+            kept = chunk
+            if segment is not None and segments is not None:
+                kept = [r for r, s in zip(chunk, next(segments), strict=True) if s % segment[1] == segment[0]]
+            for row in kept:
+                yield self._items.value("image", row)
 
     def get(self, hash_key: bytes, range_key: bytes) -> str | None:
         """The image of one item, or None."""
-        with self._connection() as con:
-            row = con.execute("SELECT image FROM items WHERE h = ? AND s = ?", (hash_key, range_key)).fetchone()
-        return None if row is None else str(row[0])
+        position = self._items.bound((hash_key, range_key), after=False)
+        if position < self.count and self._items.key(position, 2) == (hash_key, range_key):
+            return str(self._items.value("image", position))
+        return None
 
     def partition(self, hash_key: bytes, low: Bound | None, high: Bound | None, *,
                   forward: bool) -> Generator[str, None, None]:
         """Images of one partition whose sort key lies within [low, high], in sort-key order (or reversed)."""
-        where, params = ["h = ?"], [hash_key]
-        if low is not None:
-            where.append("s >= ?" if low.inclusive else "s > ?")
-            params.append(low.value)
-        if high is not None:
-            where.append("s <= ?" if high.inclusive else "s < ?")
-            params.append(high.value)
-        order = "ASC" if forward else "DESC"
-        yield from self._rows(f"SELECT image FROM items WHERE {' AND '.join(where)} ORDER BY s {order}",
-                              tuple(params))
+        items = self._items
+        start = (items.bound((hash_key,), after=False) if low is None
+                 else items.bound((hash_key, low.value), after=not low.inclusive))
+        stop = (items.bound((hash_key,), after=True) if high is None
+                else items.bound((hash_key, high.value), after=high.inclusive))
+        yield from self._images(start, max(start, stop), forward=forward)
 
     def scan(self, after: tuple[bytes, bytes] | None, segment: tuple[int, int] | None) -> Generator[str, None, None]:
         """Images in (partition, sort) order after the key ``after``; only segment ``s`` of ``n`` when given."""
-        where: list[str] = ["1"]
-        params: list[Any] = []
-        if after is not None:
-            where.append("(h, s) > (?, ?)")
-            params.extend(after)
-        if segment is not None:
-            where.append("seg % ? = ?")
-            params.extend((segment[1], segment[0]))
-        yield from self._rows(f"SELECT image FROM items WHERE {' AND '.join(where)} ORDER BY h, s", tuple(params))
+        start = 0 if after is None else self._items.bound(after, after=True)
+        if segment is None:
+            yield from self._images(start, self.count)
+            return
+        images = self._items.column("image", start, self.count)
+        for segments in self._items.column("seg", start, self.count):
+            chunk = next(images)
+            yield from (image for image, s in zip(chunk, segments, strict=True) if s % segment[1] == segment[0])
 
     def index_partition(self, number: int, partition: bytes, low: Bound | None, high: Bound | None,
                         after: tuple[bytes, bytes, bytes] | None, *, forward: bool) -> Generator[str, None, None]:
@@ -220,40 +395,26 @@ class Index:
 
         ``low``/``high`` bound the order key; ``after`` is the (order key, partition, sort) a page ended at.
         """
-        where, params = ["x.ih = ?"], [partition]
-        if low is not None:
-            where.append("x.ir >= ?" if low.inclusive else "x.ir > ?")
-            params.append(low.value)
-        if high is not None:
-            where.append("x.ir <= ?" if high.inclusive else "x.ir < ?")
-            params.append(high.value)
+        rows = self._indexes[number]
+        start = (rows.bound((partition,), after=False) if low is None
+                 else rows.bound((partition, low.value), after=not low.inclusive))
+        stop = (rows.bound((partition,), after=True) if high is None
+                else rows.bound((partition, high.value), after=high.inclusive))
         if after is not None:
-            where.append("(x.ir, x.h, x.s) > (?, ?, ?)" if forward else "(x.ir, x.h, x.s) < (?, ?, ?)")
-            params.extend(after)
-        order = "ASC" if forward else "DESC"
-        yield from self._rows(f"SELECT i.image FROM ix{number} x JOIN items i ON i.id = x.item "
-                              f"WHERE {' AND '.join(where)} ORDER BY x.ir {order}, x.h {order}, x.s {order}",
-                              tuple(params))
+            if forward:
+                start = max(start, rows.bound((partition, *after), after=True))
+            else:
+                stop = min(stop, rows.bound((partition, *after), after=False))
+        yield from self._pointed(rows, start, max(start, stop), None, forward=forward)
 
     def index_scan(self, number: int, by_order_key: bool, after: tuple[bytes, ...] | None,
                    segment: tuple[int, int] | None) -> Generator[str, None, None]:
         """Images of index ``number`` in (partition, [order key], table keys) order after the key ``after``."""
-        columns = ("x.ih", "x.ir", "x.h", "x.s") if by_order_key else ("x.ih", "x.h", "x.s")
-        where: list[str] = ["1"]
-        params: list[Any] = []
-        if after is not None:
-            where.append(f"({', '.join(columns)}) > ({', '.join('?' * len(columns))})")
-            params.extend(after)
-        if segment is not None:
-            where.append("x.seg % ? = ?")
-            params.extend((segment[1], segment[0]))
-        yield from self._rows(f"SELECT i.image FROM ix{number} x JOIN items i ON i.id = x.item "
-                              f"WHERE {' AND '.join(where)} ORDER BY {', '.join(columns)}", tuple(params))
+        rows = self._indexes[number] if by_order_key else self._scans[number]
+        start = 0 if after is None else rows.bound(tuple(after), after=True)
+        yield from self._pointed(rows, start, rows.count, segment)
 
     def close(self) -> None:
-        """Close every idle connection."""
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
+        """Release the mapped files."""
+        for sorted_file in (self._items, *self._indexes, *self._scans.values()):
+            sorted_file.close()

@@ -20,8 +20,8 @@ from changelog.settings import settings_at
 from changelog.store import Store
 from changelog.timefmt import format_time, to_micros
 from replayer.restoring.many import check_all_restorable
-from replayer.restoring.replay import BATCH_ROWS, open_items
-from replayer.serving.index import Index, IndexKeys, KeyNames, build
+from replayer.restoring.replay import open_items
+from replayer.serving.index import Index, IndexKeys, KeyNames, build, layout
 from replayer.serving.moment import MomentBackend, MomentTable
 
 _DESCRIBED = ("TableName", "KeySchema", "AttributeDefinitions", "BillingModeSummary", "ProvisionedThroughput",
@@ -103,18 +103,20 @@ def load_tables(store: Store, tables: list[str], at: datetime, workdir: Path,
         meta = read_meta(store, table)
         description = describe_at(store, table, meta, at_us)
         schema, attributes = key_schema(meta, table)
-        con = open_items(store, table, at)
+        names = KeyNames(schema[0]["AttributeName"], schema[1]["AttributeName"] if len(schema) > 1 else None)
+        # The state is keyed and put in key order as it is computed: one sort, not two.
+        con = open_items(store, table, at, layout=layout(names, {a["AttributeName"]: a["AttributeType"]
+                                                                 for a in attributes}))
         try:
-            names = KeyNames(schema[0]["AttributeName"], schema[1]["AttributeName"] if len(schema) > 1 else None)
-            path = workdir / f"table-{number}.sqlite"
+            path = workdir / f"table-{number}"
             indexes = served_indexes({**description, "AttributeDefinitions":
                                       description.get("AttributeDefinitions") or attributes}, names)
-            count = build(path, names, con.sql("SELECT keys, image FROM items").to_arrow_reader(BATCH_ROWS), indexes)
+            count = build(path, con, names, indexes)
         finally:
             con.close()
         say(f"loaded {table}: {count:,} items as of {format_time(at)}")
+        index = Index(path, count, len(indexes), tuple(n for n, keys in enumerate(indexes) if keys.range_key is None))
         table_model = MomentTable(  # type: ignore[abstract]  # moto's Table is instantiated so too
-            table, schema, description.get("AttributeDefinitions") or attributes, Index(path, count), description,
-            indexes)
+            table, schema, description.get("AttributeDefinitions") or attributes, index, description, indexes)
         served.append(table_model)
     return MomentBackend(served)

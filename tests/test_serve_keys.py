@@ -1,0 +1,166 @@
+"""The key rule in SQL (``keyorder.sql_key``, ``index.layout``) gives exactly the bytes the Python rule gives.
+
+``serve`` keys every item of a table in DuckDB; requests are keyed in Python (``keyorder.encode_value``).
+Both must agree byte for byte, and refuse the same values, or a GetItem would miss an item it holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from changelog.errors import DamagedStore
+from replayer.restoring.replay import laid_out
+from replayer.serving.index import Index, KeyNames, build, layout, segment_byte, sql_segment
+from replayer.serving.keyorder import NotAKey, define_sql, encode_value, sql_key, sql_text
+
+_DIGITS = st.text("0123456789", min_size=1, max_size=40)
+NUMBERS = st.one_of(
+    st.integers(-(10**38) + 1, 10**38 - 1).map(str),
+    st.integers(10**120, 10**135).map(str),  # either side of the 127 digits of the short path
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),
+    st.builds(lambda sign, whole, point, fraction, e, exponent: f"{sign}{whole}{point}{fraction}{e}{exponent}",
+              st.sampled_from(["", "-", "+"]), st.one_of(st.just(""), _DIGITS), st.sampled_from(["", "."]),
+              st.one_of(st.just(""), _DIGITS), st.sampled_from(["", "e", "E", "e+", "E-", "e-0"]),
+              st.one_of(st.just(""), st.integers(0, 60_000).map(str), _DIGITS)),
+    st.text("0123456789+-.eE _", max_size=12),
+    st.sampled_from(["1.0", "-0.12", "-0.123", "0", "-0", "0.000", "1E+5", "1e49150", "1e49151", "1e-16384",
+                     "1e-16385", "0e9999999999999999", "0e99999999999999999", "9" * 38, "-" + "9" * 38 + "e-130",
+                     "Infinity", "NaN", "1_0", " 1", "١"]),
+)
+BINARIES = st.one_of(st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode()),
+                     st.text("ABCQRab+/=09", max_size=9))
+
+
+def _python(value: dict[str, Any]) -> bytes | None:
+    try:
+        return encode_value(value)
+    except NotAKey:
+        return None
+
+
+def _sql(values: list[dict[str, Any]], kind: str) -> list[tuple[bytes | None, int | None]]:
+    con = duckdb.connect()
+    define_sql(con)
+    rows = con.execute(f"SELECT {sql_key('v', kind)}, {sql_segment(sql_text('v', kind))} "
+                       "FROM (SELECT unnest(?)::JSON AS v, generate_subscripts(?, 1) AS n) ORDER BY n",
+                       [[orjson.dumps(v).decode() for v in values]] * 2).fetchall()
+    return [(row[0], row[1]) for row in rows]
+
+
+def _agree(values: list[dict[str, Any]], kind: str) -> None:
+    for value, (key, segment) in zip(values, _sql(values, kind), strict=True):
+        expected = _python(value)
+        assert key == expected, value
+        if expected is not None:
+            assert segment == segment_byte(value), value
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(NUMBERS, min_size=1, max_size=30))
+def test_sql_encodes_numbers_exactly_as_python_and_refuses_what_it_refuses(numbers: list[str]) -> None:
+    _agree([{"N": n} for n in numbers], "N")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(max_size=8), min_size=1, max_size=30))
+def test_sql_encodes_strings_as_their_utf8_bytes(strings: list[str]) -> None:
+    _agree([{"S": s} for s in strings], "S")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(BINARIES, min_size=1, max_size=30))
+def test_sql_decodes_binaries_as_python_and_refuses_what_is_not_padded_base64(blobs: list[str]) -> None:
+    _agree([{"B": b} for b in blobs], "B")
+
+
+def test_a_value_not_of_the_declared_type_has_no_sql_key() -> None:
+    values: list[Any] = [{"N": 1}, {"S": "a", "N": "1"}, {"B": "QQ=="}, [1], None, {}]
+    assert [key for key, _ in _sql(values, "N")] == [None] * len(values)
+
+
+# -- the state's key column and the index built from it ------------------------------------------
+
+NAMES = KeyNames("pk", "sk")
+KINDS = {"pk": "S", "sk": "N"}
+
+
+def _items(documents: list[str]) -> duckdb.DuckDBPyConnection:
+    """A connection with view ``items`` as ``open_items`` lays it out for ``layout``."""
+    con = duckdb.connect()
+    plan = layout(NAMES, KINDS)
+    plan.prepare(con)
+    con.execute("CREATE TABLE raw (item_key VARCHAR, keys VARCHAR, image VARCHAR)")
+    con.executemany("INSERT INTO raw VALUES (?, ?, ?)", [(d, d, d) for d in documents])
+    con.execute(f"CREATE TABLE items AS {laid_out(plan, 'raw')}")
+    return con
+
+
+@given(st.lists(st.tuples(st.text(max_size=5), NUMBERS, st.booleans(), st.booleans()), min_size=1, max_size=20,
+                unique_by=lambda t: t[0] + "|" + t[1]))
+@settings(max_examples=60, deadline=None)
+def test_the_state_key_column_reads_any_key_document_as_python_reads_it(
+        keys: list[tuple[str, str, bool, bool]]) -> None:
+    # The consumer's compact text (read with one parse) and other texts of the same document (read carefully).
+    documents = []
+    for pk, sk, spaced, reversed_order in keys:
+        members = [("pk", {"S": pk}), ("sk", {"N": sk})]
+        document = dict(members[::-1] if reversed_order else members)
+        # json.dumps: spaces after separators, non-ASCII as \u escapes.
+        documents.append(json.dumps(document) if spaced else orjson.dumps(document).decode())
+    con = _items(documents)
+    got = {row[0]: (row[1], row[2], row[3])
+           for row in con.execute("SELECT keys, rewind_h, rewind_s, rewind_seg FROM items").fetchall()}
+    for text in documents:
+        parsed = orjson.loads(text)
+        h, s = _python(parsed["pk"]), _python(parsed["sk"])
+        expected = (h, s, segment_byte(parsed["pk"])) if s is not None else (h, None, got[text][2])
+        assert got[text] == expected
+
+
+def test_an_item_whose_key_is_not_of_the_declared_type_is_a_damaged_store(tmp_path: Path) -> None:
+    con = _items(['{"pk":{"S":"a"},"sk":{"N":"1"}}', '{"pk":{"S":"b"},"sk":{"S":"1"}}'])
+    with pytest.raises(DamagedStore, match="does not fit the table's key schema"):
+        build(tmp_path / "t", con, NAMES)
+
+
+def test_an_item_whose_number_key_is_not_a_number_is_a_damaged_store(tmp_path: Path) -> None:
+    con = _items(['{"pk":{"S":"a"},"sk":{"N":"1"}}', '{"pk":{"S":"b"},"sk":{"N":"1_0"}}'])
+    with pytest.raises(DamagedStore, match="does not fit the table's key schema"):
+        build(tmp_path / "t", con, NAMES)
+
+
+def test_two_items_of_one_key_written_differently_are_a_damaged_store(tmp_path: Path) -> None:
+    con = _items(['{"pk":{"S":"a"},"sk":{"N":"1"}}', '{"pk":{"S":"a"},"sk":{"N":"1.0"}}'])
+    with pytest.raises(DamagedStore, match="one key"):
+        build(tmp_path / "t", con, NAMES)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "ab", "é"]), st.integers(-50, 50)), min_size=1, max_size=60,
+                unique=True))
+@settings(max_examples=40, deadline=None)
+def test_the_index_finds_every_item_and_orders_them_as_the_python_keys_do(tmp_path_factory: Any,
+                                                                        keys: list[tuple[str, int]]) -> None:
+    documents = [orjson.dumps({"pk": {"S": pk}, "sk": {"N": str(sk)}}).decode() for pk, sk in keys]
+    con = _items(documents)
+    path = tmp_path_factory.mktemp("index") / "t"
+    assert build(path, con, NAMES) == len(keys)
+    index = Index(path, len(keys))
+    try:
+        by_key = sorted(documents, key=lambda d: (encode_value(orjson.loads(d)["pk"]),
+                                                   encode_value(orjson.loads(d)["sk"])))
+        assert list(index.scan(None, None)) == by_key
+        for document in documents:
+            parsed = orjson.loads(document)
+            assert index.get(encode_value(parsed["pk"]), encode_value(parsed["sk"])) == document
+        assert index.get(b"zz", b"") is None
+    finally:
+        index.close()

@@ -17,7 +17,7 @@ from compactor.snapshots import build_snapshot
 from replayer.forensics.history import item_history
 from replayer.proving.check import check_store
 from tests.model import KEYS, Op, model_state, operations, stream_records
-from tests.test_forget import BASE, ERASED, KEPT, OPS, SECRETS, TABLE, _every_value, _fill, _moments, _state_at
+from tests.test_forget import BASE, ERASED, KEPT, OPS, SECRETS, TABLE, _every_value, _fill, _moments, _states_at
 from tests.workloads import deliver_in_cuts, run_cli
 
 # Only the second version of the item holds this value: its other versions must go too.
@@ -36,8 +36,7 @@ def _forget_where(store: Store, where: str) -> None:
 
 def test_an_item_one_version_of_which_matches_is_erased_whole(filled: Store) -> None:
     _forget_where(filled, WHERE)
-    for second in _moments():
-        assert _state_at(filled, second) == model_state(KEPT, second)
+    assert _states_at(filled, _moments()) == {second: model_state(KEPT, second) for second in _moments()}
     assert item_history(filled, TABLE, json.dumps(KEYS[ERASED])) == []
 
 
@@ -49,11 +48,11 @@ def test_no_value_of_a_matched_item_is_left_in_any_file(filled: Store) -> None:
 
 
 def test_items_no_version_of_which_matches_are_kept(filled: Store) -> None:
-    before = {second: _state_at(filled, second) for second in _moments()}
+    before = _states_at(filled, _moments())
     plan = plan_forget_where(filled, TABLE, parse_predicate("email = 'nobody'"))
     assert plan.plans == ()
     forget_where(filled, plan, "request 42")
-    assert {second: _state_at(filled, second) for second in _moments()} == before
+    assert _states_at(filled, _moments()) == before
     assert read_erasures(filled, TABLE) == []
 
 
@@ -68,8 +67,7 @@ def test_each_matched_item_leaves_its_own_ledger_record(filled: Store) -> None:
     erasures = read_erasures(filled, TABLE)
     assert len({e.key_hash for e in erasures}) == 2
     kept = [op for op in OPS if op.key_index not in (ERASED, 2)]
-    for second in _moments():
-        assert _state_at(filled, second) == model_state(kept, second)
+    assert _states_at(filled, _moments()) == {second: model_state(kept, second) for second in _moments()}
     assert check_store(filled, TABLE, read_data=True).sound
 
 
@@ -144,7 +142,7 @@ def test_any_history_after_forget_where_equals_the_model_without_the_matched_ite
     forget_where(store, plan, "property")
     deliver_in_cuts(store, records, [])  # every record again, late: the erased items' are dropped
     kept_seconds = sorted({int(r["dynamodb"]["ApproximateCreationDateTime"]) for r in kept_records})
-    for second in [s for s in seconds if kept_seconds[0] <= s <= kept_seconds[-1]]:
-        assert _state_at(store, second) == model_state(kept, second)
+    inside = [s for s in seconds if kept_seconds[0] <= s <= kept_seconds[-1]]
+    assert _states_at(store, inside) == {second: model_state(kept, second) for second in inside}
     assert check_store(store, TABLE, read_data=True).sound
     assert BASE  # the shared fixture's epoch, kept for the reader

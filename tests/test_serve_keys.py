@@ -100,7 +100,7 @@ def _items(documents: list[str]) -> duckdb.DuckDBPyConnection:
     plan.prepare(con)
     con.execute("CREATE TABLE raw (item_key VARCHAR, keys VARCHAR, image VARCHAR)")
     con.executemany("INSERT INTO raw VALUES (?, ?, ?)", [(d, d, d) for d in documents])
-    con.execute(f"CREATE TABLE items AS {laid_out(plan, 'raw')}")
+    con.execute(f"CREATE TABLE items AS {laid_out(plan, 'raw')}")  # image: the document itself (see raw)
     return con
 
 
@@ -118,7 +118,7 @@ def test_the_state_key_column_reads_any_key_document_as_python_reads_it(
         documents.append(json.dumps(document) if spaced else orjson.dumps(document).decode())
     con = _items(documents)
     got = {row[0]: (row[1], row[2], row[3])
-           for row in con.execute("SELECT keys, rewind_h, rewind_s, rewind_seg FROM items").fetchall()}
+           for row in con.execute("SELECT image, rewind_h, rewind_s, rewind_seg FROM items").fetchall()}
     for text in documents:
         parsed = orjson.loads(text)
         h, s = _python(parsed["pk"]), _python(parsed["sk"])

@@ -78,6 +78,8 @@ class Layout:
     kept: tuple[str, ...]
     order_by: str
     prepare: Callable[[duckdb.DuckDBPyConnection], None] = lambda con: None
+    # The state's own columns carried through the sort (a reader that needs only the image sorts less).
+    carried: tuple[str, ...] = ("item_key", "keys", "image")
 
 
 def laid_out(layout: Layout, source: str) -> str:
@@ -85,7 +87,7 @@ def laid_out(layout: Layout, source: str) -> str:
     for name, sql in layout.columns:
         source = f"(SELECT *, {sql} AS {name} FROM {source})"
     # Only what ``items`` reads is kept (the sort carries every column it keeps).
-    return f"SELECT item_key, keys, image, {', '.join(layout.kept)} FROM {source} ORDER BY {layout.order_by}"
+    return f"SELECT {', '.join((*layout.carried, *layout.kept))} FROM {source} ORDER BY {layout.order_by}"
 
 
 def memory_limit() -> str:
@@ -114,6 +116,8 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
     ``layout`` adds columns to ``items`` and orders it otherwise (``serving`` keys it so, in the same pass).
     """
     predicate = parse_predicate(where) if isinstance(where, str) else where
+    if predicate is not None and layout is not None and layout.carried != Layout.carried:
+        raise UsageError("a --where needs the state's keys, which this layout does not carry")
     at_us = to_micros(at)
 
     def materialise() -> duckdb.DuckDBPyConnection:
@@ -148,7 +152,8 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
     passed = "".join(f", {name}" for name in layout.kept) if layout is not None else ""
     if predicate is None:
         lock_down(con)
-        con.execute(f"CREATE VIEW items AS SELECT item_key, keys, image, rewind_doc(image) AS doc{passed} FROM state")
+        carried = ", ".join(layout.carried) if layout is not None else "item_key, keys, image"
+        con.execute(f"CREATE VIEW items AS SELECT {carried}, rewind_doc(image) AS doc{passed} FROM state")
         return con
     where_sql, extra = predicate.bind_plain(plain_columns(summarize(con, "state", "image")))
     lock_down(con)

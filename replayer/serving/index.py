@@ -114,8 +114,8 @@ def _document(names: tuple[tuple[str, str], ...], order: tuple[int, ...], texts:
 
 
 def layout(keys: KeyNames, kinds: dict[str, str]) -> Layout:
-    """The state as the index is built from it: columns ``rewind_h``, ``rewind_s``, ``rewind_seg``, rows in
-    (h, s) order.
+    """The state as the index is built from it: columns ``image``, ``rewind_h``, ``rewind_s``, ``rewind_seg``
+    and ``rewind_keys`` (the keys document of a refused key, else NULL), rows in (h, s) order.
 
     An item's key text is read from its ``keys`` document with one parse when the document is the
     plain text the consumer writes (the text rebuilt from what was read equals it: then it holds
@@ -135,9 +135,11 @@ def layout(keys: KeyNames, kinds: dict[str, str]) -> Layout:
                ("rewind_st", "rewind_text[2]" if keys.range_key else "NULL"),
                ("rewind_h", sql_bytes("rewind_ht", names[0][1])),
                ("rewind_s", sql_bytes("rewind_st", names[1][1]) if keys.range_key else "''::BLOB"),
-               ("rewind_seg", sql_segment("rewind_ht")))
-    return Layout(columns, ("rewind_h", "rewind_s", "rewind_seg"),
-                  "rewind_h NULLS LAST, rewind_s NULLS LAST", define_sql)
+               ("rewind_seg", sql_segment("rewind_ht")),
+               # The keys document is kept only where it is refused (to name it): the sort carries no other copy.
+               ("rewind_keys", "CASE WHEN rewind_h IS NULL OR rewind_s IS NULL THEN keys END"))
+    return Layout(columns, ("rewind_h", "rewind_s", "rewind_seg", "rewind_keys"),
+                  "rewind_h NULLS LAST, rewind_s NULLS LAST", define_sql, carried=("image",))
 
 
 def build(path: Path, con: duckdb.DuckDBPyConnection, keys: KeyNames, indexes: tuple[IndexKeys, ...] = ()) -> int:
@@ -149,7 +151,7 @@ def build(path: Path, con: duckdb.DuckDBPyConnection, keys: KeyNames, indexes: t
     is a damaged store: DynamoDB refuses such writes, so a stream cannot hold them.
     """
     path.mkdir()
-    keyed = "(SELECT rewind_h AS h, rewind_s AS s, rewind_seg AS seg, image, keys FROM items)"
+    keyed = "(SELECT rewind_h AS h, rewind_s AS s, rewind_seg AS seg, image, rewind_keys AS keys FROM items)"
     try:
         # Rows come in (h, s) order, as the state was written: no sort here.
         count = _write(path / "items.arrow", con.sql(f"SELECT h, s, seg, image FROM {keyed}"), ordered=("h", "s"))

@@ -307,6 +307,7 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         server.stop()
 
 
+@pytest.mark.slow
 def test_forget_on_a_versioned_bucket_leaves_no_old_version(moto_server: None) -> None:
     s3 = boto3.client("s3")
     bucket = f"versioned-{uuid.uuid4().hex[:12]}"  # moto's state outlives its server: a name no other test used
@@ -358,6 +359,7 @@ def test_the_cli_refuses_object_lock_compliance_in_one_line(moto_server: None,
 # --- the property: any writes, any erased key, any late copies ---------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=operations(max_ops=15), erased=st.integers(0, len(KEYS) - 1), cuts=st.lists(st.integers(0, 100), max_size=3),
@@ -511,6 +513,7 @@ def _versions(store: Store) -> set[str]:
     return {v["Key"] for v in found.get("Versions", []) + found.get("DeleteMarkers", [])}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("by_default", [True, False], ids=["bucket-default", "per-object"])
 def test_forget_erases_locked_versions_in_governance_mode_with_the_bypass(moto_server: None,
                                                                           by_default: bool) -> None:

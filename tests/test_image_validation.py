@@ -170,6 +170,7 @@ def _dumpable(image: Any) -> bytes:
         raise
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(image=images)
 def test_the_walk_accepts_exactly_what_dynamodb_accepts(image: Any) -> None:
@@ -181,6 +182,7 @@ def test_the_walk_accepts_exactly_what_dynamodb_accepts(image: Any) -> None:
             check_image(image)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(image=images)
 def test_the_one_pass_pattern_never_accepts_an_invalid_image(image: Any) -> None:
@@ -189,6 +191,7 @@ def test_the_one_pass_pattern_never_accepts_an_invalid_image(image: Any) -> None
         assert model_image_valid(image)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(image=st.one_of(good_images, one_defect_images(), st.dictionaries(names, values, max_size=6)))
 def test_capture_refuses_exactly_the_invalid_images_and_stores_what_orjson_wrote(image: Any) -> None:

@@ -450,6 +450,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("aws") is None, reason="the AWS CLI is not installed")
 def test_the_aws_cli_queries_a_served_moment_unchanged() -> None:
     ops: list[tuple[str, Any, dict[str, Any] | None]] = [("customer-034", 1, {"total": {"N": "12"}})]

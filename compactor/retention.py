@@ -17,10 +17,12 @@ H = now - changes (or at or before the existing floor, if an earlier run went fu
   file its ancestors consumed) and every row in it is at or before S0's time: S0 already holds the
   effect of each such row, and no restore at or after S0 reads them. Every other file stays.
 - snapshots before S0 are deleted: no kept moment can use them, except a bootstrap whose moment S0
-  does not carry (``changelog.state.manifest_bases``): it still clears the gap it was taken for, and
-  deleting it would cut every kept moment after that gap. Snapshots after S0 are a cache for kept
-  moments: the daily/monthly policy chooses which of them stay, plus always S0, the newest snapshot
-  and every bootstrap (export/scan) snapshot after S0 (the base for the moments after it).
+  does not carry (``changelog.state.manifest_bases``) while it clears a gap (or quarantined record)
+  that no base S0 carries clears: deleting it would cut every kept moment after that loss. A bootstrap
+  whose losses a later base S0 carries also clears is deleted: it serves no kept moment.
+  Snapshots after S0 are a cache for kept moments: the daily/monthly policy chooses which of them
+  stay, plus always S0, the newest snapshot and every bootstrap (export/scan) snapshot after S0 (the
+  base for the moments after it).
 - Daily or monthly snapshots older than S0 are NOT kept as "archived" exact-moment restore points:
   with the change files gone, their exactness at their own moment would depend on late files, and
   no reader can ask for a moment before the floor. To keep monthly restore points for two years,
@@ -47,6 +49,7 @@ import pyarrow.parquet as pq
 from changelog.integrity import verify_for_read
 from changelog.layout import partition_of, retention_path, table_root
 from changelog.ledger import record_removed
+from changelog.restorable import Loss, bridged
 from changelog.snapshot import MANIFEST, Manifest, list_manifests, write_removal
 from changelog.state import change_files, coverage, manifest_bases, retention_floor, snapshot_dirs
 from changelog.store import ObjectMissing, Store
@@ -204,10 +207,16 @@ def plan_expire(store: Store, table: str, policy: Policy, *, now_us: int | None 
     base_path, base = candidates[-1] if candidates else (None, None)
     chosen = selected_by_policy(manifests, now_us, policy)
     keep, drop = [], []
+    losses: tuple[Loss, ...] | None = None
     for index, (path, manifest) in enumerate(manifests):
-        if (base is not None and manifest.snapshot_time_us < base.snapshot_time_us
-                and set(manifest_bases(manifest)) <= set(manifest_bases(base))):
-            drop.append(path)
+        if base is not None and manifest.snapshot_time_us < base.snapshot_time_us:
+            own = set(manifest_bases(manifest)) - set(manifest_bases(base))
+            if own and losses is None:
+                losses = coverage(store, table).losses
+            if not own or _clears_nothing_more(own, base, losses or ()):
+                drop.append(path)
+            else:
+                keep.append(path)
         elif (path == base_path or manifest.kind in BOOTSTRAP_KINDS or path in chosen
               or index == len(manifests) - 1):
             keep.append(path)
@@ -219,6 +228,16 @@ def plan_expire(store: Store, table: str, policy: Policy, *, now_us: int | None 
         floor = base.snapshot_time_us if floor is None else max(floor, base.snapshot_time_us)
     return ExpirePlan(table, policy, now_us, horizon, base_path, floor, previous_floor, tuple(keep), tuple(drop),
                       changes, orphans, sizes)
+
+
+def _clears_nothing_more(bases_us: set[int], base: Manifest, losses: tuple[Loss, ...]) -> bool:
+    """Whether every loss a bootstrap at ``bases_us`` clears is cleared for the kept moments by ``base`` too.
+
+    Every kept moment is at or after ``base``; a loss ``base`` carries a later whole copy for needs
+    nothing older, so the older bootstrap would be kept for ever and serve no moment.
+    """
+    cleared = [loss for loss in losses if any(loss.end_us < moment for moment in bases_us)]
+    return all(bridged(loss, manifest_bases(base), base.snapshot_time_us) for loss in cleared)
 
 
 def delete_snapshot(store: Store, manifest_path: str, manifest: Manifest, *, reason: str) -> None:

@@ -198,6 +198,25 @@ def test_expire_after_gap_bootstrap_and_compaction_keeps_every_moment_its_policy
     assert replay(store, T0 + 40, tmp_path / "s.jsonl") == (0, scenario.expected(T0 + 40))
 
 
+def test_expire_deletes_an_older_bootstrap_whose_gap_a_later_one_the_base_carries_also_clears(
+    scenario: Scenario, store: Store, queue: str, trimmed: None, tmp_path: Path
+) -> None:
+    lose_the_middle_batch(scenario, store, queue)
+    bootstrap_after_the_gap(scenario, store)
+    # A later bootstrap (the remedy of a later loss, say) becomes the base: a bootstrap carries only its
+    # own moment, which clears the gap as well as the first one did.
+    ticks = iter([(T0 + 33) * SECOND, (T0 + 34) * SECOND + 200_000])
+    bootstrap_from_scan(store, TABLE, client=scenario.client, clock=lambda: next(ticks))
+    capture_a_later_write(scenario, store)
+
+    apply_expire(store, plan_expire(store, TABLE, parse_policy("changes=1h"), now_us=(T0 + 40 + 3600) * SECOND))
+
+    # Kept, the first bootstrap would stay for ever (a whole copy of the table) and serve no moment.
+    assert [(m.kind, m.snapshot_time_us) for _, m in list_manifests(store, TABLE)] == [
+        ("scan", (T0 + 35) * SECOND)]  # a bootstrap is dated at the next whole second
+    assert replay(store, T0 + 40, tmp_path / "s.jsonl") == (0, scenario.expected(T0 + 40))
+
+
 def test_expire_keeps_a_bootstrap_its_base_snapshot_does_not_carry(
     scenario: Scenario, store: Store, queue: str, trimmed: None
 ) -> None:

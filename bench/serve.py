@@ -20,6 +20,12 @@ partition), then, each in its own process:
    state computation, the same DuckDB query as replay's), and how much of the latter is anonymous
    (RssAnon; the rest is pages of the memory-mapped index files, which the kernel can drop).
 
+``--startup-pairs N`` then measures start-up alone N more times, a ``replay --to-file`` and a serve
+start-up back to back, which one goes first alternating, and prints each pair's wall and CPU
+(user + system of the child) ratios and their medians: on a shared machine one pair's ratio moves
+with the load, the median of alternated pairs much less. ``--startup-only`` skips the workload and
+moto (only the pairs).
+
 ``--anchor-items A`` loads only the first A items of the state into moto (the requests then go to keys
 of those A items on both sides) where moto cannot hold the whole table. Prints one table; asserts only
 that the answers agree.
@@ -141,6 +147,54 @@ def _moto_child(state: str, limit: int, port: int, reply: Connection) -> None:
     server.stop()
 
 
+def _child_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _replay_startup(cli: str, root: Path, at: str, target: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of ``replay --to-file`` of ``at`` (the start-up anchor)."""
+    target.unlink(missing_ok=True)
+    cpu, started = _child_cpu_s(), time.perf_counter()
+    subprocess.run([cli, "replay", "--table", TABLE, "--store", str(root), "--at", at, "--to-file", str(target)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started, _child_cpu_s() - cpu
+
+
+def _serve_startup(cli: str, root: Path, at: str) -> tuple[float, float]:
+    """Wall seconds from spawning ``serve --at`` until DescribeTable answers, and the process's CPU seconds."""
+    port = _free_port()
+    cpu, started = _child_cpu_s(), time.perf_counter()
+    serve = subprocess.Popen([cli, "serve", "--store", str(root), "--at", at, "--tables", TABLE,
+                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_answering(_client(port), serve, 3600)
+        wall = time.perf_counter() - started
+    finally:
+        serve.terminate()
+        serve.wait()
+    return wall, _child_cpu_s() - cpu
+
+
+def _startup_pairs(cli: str, root: Path, at: str, work: Path, pairs: int) -> None:
+    """Start-up of serve against replay --to-file, ``pairs`` times back to back, the first of each alternating."""
+    walls, cpus = [], []
+    for number in range(pairs):
+        if number % 2 == 0:
+            replay, serve = _replay_startup(cli, root, at, work / "pair.jsonl"), _serve_startup(cli, root, at)
+        else:
+            serve, replay = _serve_startup(cli, root, at), _replay_startup(cli, root, at, work / "pair.jsonl")
+        walls.append(serve[0] / replay[0])
+        cpus.append(serve[1] / replay[1])
+        first = "replay" if number % 2 == 0 else "serve"
+        print(f"pair {number + 1} ({first} first, load {os.getloadavg()[0]:.1f}): serve {serve[0]:.2f} s wall "
+              f"{serve[1]:.2f} s cpu, replay {replay[0]:.2f} s wall {replay[1]:.2f} s cpu: "
+              f"{walls[-1]:.2f}x wall, {cpus[-1]:.2f}x cpu", flush=True)
+    print(f"start-up over {pairs} pairs: median {statistics.median(walls):.2f}x wall "
+          f"(from {min(walls):.2f}x to {max(walls):.2f}x), median {statistics.median(cpus):.2f}x cpu "
+          f"(from {min(cpus):.2f}x to {max(cpus):.2f}x) of replay --to-file", flush=True)
+
+
 def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
     started = time.perf_counter()
     answer = call()
@@ -195,7 +249,12 @@ def main() -> None:
     parser.add_argument("--anchor-items", type=int, help="load only this many items into moto (default: all)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--store", type=Path, help="an empty directory for the store (default: a temporary one)")
+    parser.add_argument("--startup-pairs", type=int, default=0,
+                        help="then time start-up alone this many times, replay and serve back to back")
+    parser.add_argument("--startup-only", action="store_true", help="only the start-up pairs (no workload, no moto)")
     args = parser.parse_args()
+    if args.startup_only and args.startup_pairs < 1:
+        parser.error("--startup-only needs --startup-pairs N")
     os.environ["AWS_ACCOUNT_ID_ENDPOINT_MODE"] = "disabled"
     changes = args.changes or int(args.keys * 1.2)
     cli = _cli()
@@ -213,6 +272,9 @@ def main() -> None:
               f"({generated.bytes_written / 1e6:,.0f} MB), built in {time.perf_counter() - started:,.1f} s; "
               f"moment {at}", flush=True)
 
+        if args.startup_only:
+            _startup_pairs(cli, root, at, work, args.startup_pairs)
+            return
         state = work / "state.jsonl"
         started = time.perf_counter()
         subprocess.run([cli, "replay", "--table", TABLE, "--store", str(root), "--at", at, "--to-file", str(state)],
@@ -270,6 +332,8 @@ def main() -> None:
             moto.join(30)
             if moto.is_alive():
                 moto.terminate()
+        if args.startup_pairs:
+            _startup_pairs(cli, root, at, work, args.startup_pairs)
 
     if served.gets != anchor.gets:
         raise SystemExit("serve and moto returned different items for the same GetItem")

@@ -21,8 +21,10 @@ H = now - changes (or at or before the existing floor, if an earlier run went fu
   that no base S0 carries clears: deleting it would cut every kept moment after that loss. A bootstrap
   whose losses a later base S0 carries also clears is deleted: it serves no kept moment.
   Snapshots after S0 are a cache for kept moments: the daily/monthly policy chooses which of them
-  stay, plus always S0, the newest snapshot and every bootstrap (export/scan) snapshot after S0 (the
-  base for the moments after it).
+  stay, plus always S0, the newest snapshot, every bootstrap (export/scan) snapshot after S0 (the
+  base for the moments after it) and the next bases: the newest snapshot of each day after S0 (of
+  each eighth of the changes window, when that is longer), so that S0 keeps up with the horizon
+  (``next_bases``) instead of staying behind with every change since.
 - Daily or monthly snapshots older than S0 are NOT kept as "archived" exact-moment restore points:
   with the change files gone, their exactness at their own moment would depend on late files, and
   no reader can ask for a moment before the floor. To keep monthly restore points for two years,
@@ -57,6 +59,8 @@ from changelog.timefmt import from_micros, to_micros
 from compactor.policy import CHANGE_UNITS, Policy
 
 BOOTSTRAP_KINDS = ("export", "scan")
+DAY_US = 86_400_000_000
+NEXT_BASE_STEPS = 8
 ORPHAN_AGE_SECONDS = 3600
 def _minus_months(moment: datetime, months: int) -> datetime:
     index = moment.year * 12 + moment.month - 1 - months
@@ -122,6 +126,26 @@ class ExpirePlan:
         """Every object of the snapshots to drop (manifests and parts)."""
         prefixes = tuple(path.rsplit("/", 1)[0] + "/" for path in self.drop_snapshots)
         return tuple(p for p in self.sizes if p.startswith(prefixes)) if prefixes else ()
+
+
+def next_bases(manifests: list[tuple[str, Manifest]], base: Manifest | None, horizon_us_: int,
+               now_us: int) -> set[str]:
+    """Snapshots after the base kept so that later runs find a base close behind their horizon.
+
+    The base is the newest snapshot at or before the horizon, and the horizon moves on with every run;
+    a snapshot after it that the daily/monthly rules do not keep would be gone by the time the
+    horizon passes it, and the base would stay behind (for ever when the policy keeps no daily
+    snapshots right after the horizon), keeping every change since. So the newest snapshot of each
+    step after the base is kept: a step is a day, or an eighth of the changes window when that is
+    longer, which bounds both the extra snapshots (about eight) and how far the floor lags its horizon.
+    """
+    step = max(DAY_US, (now_us - horizon_us_) // NEXT_BASE_STEPS)
+    newest_of: dict[int, str] = {}
+    for path, manifest in manifests:  # oldest first: the last one seen per step is the newest
+        moment = manifest.snapshot_time_us
+        if (base is None or moment > base.snapshot_time_us) and moment <= now_us:
+            newest_of[moment // step] = path
+    return set(newest_of.values())
 
 
 def _max_event_us(store: Store, path: str) -> int | None:
@@ -205,7 +229,7 @@ def plan_expire(store: Store, table: str, policy: Policy, *, now_us: int | None 
     limit = max(horizon, previous_floor) if previous_floor is not None else horizon
     candidates = [(path, m) for path, m in manifests if m.snapshot_time_us <= limit]
     base_path, base = candidates[-1] if candidates else (None, None)
-    chosen = selected_by_policy(manifests, now_us, policy)
+    chosen = selected_by_policy(manifests, now_us, policy) | next_bases(manifests, base, horizon, now_us)
     keep, drop = [], []
     losses: tuple[Loss, ...] | None = None
     for index, (path, manifest) in enumerate(manifests):

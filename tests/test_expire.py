@@ -119,6 +119,23 @@ def test_restore_drills_still_match_after_expire_removed_the_oldest_changes(stor
         assert drill.matches and drill.items_with_snapshot == 2
 
 
+def test_the_floor_keeps_up_with_the_horizon_when_expire_runs_every_day(tmp_path: Path) -> None:
+    # Run as the stack runs it: a snapshot each noon, expire an hour later, keeping three days of
+    # changes and no daily snapshots. The base must advance with the horizon, not stay at the first one.
+    store = LocalStore(tmp_path / "store")
+    capture_batch(store, [_change(i) for i in range(CHANGES)], decode_lambda_record, source="test")
+    policy = parse_policy("changes=3d")
+    for day in range(21):
+        build_snapshot(store, TABLE, (BASE + day * DAY + 12 * 3600) * 1_000_000)
+        plan = plan_expire(store, TABLE, policy, now_us=(BASE + day * DAY + 13 * 3600) * 1_000_000)
+        apply_expire(store, plan)
+
+    horizon = BASE + 17 * DAY + 13 * 3600
+    floor = coverage(store, TABLE).earliest_us
+    assert floor is not None and horizon - DAY <= floor // 1_000_000 <= horizon
+    assert len(list_manifests(store, TABLE)) <= 5  # the base, the newest and a next base per day between
+
+
 def test_the_late_file_a_snapshot_never_consumed_is_kept(history: Store) -> None:
     late_files = [p for p in change_files(history, TABLE) if "dt=2023-11-18/hour=00" in p]
     apply_expire(history, plan_expire(history, TABLE, parse_policy("changes=10d")))

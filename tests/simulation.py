@@ -1118,6 +1118,8 @@ class Month:
     faults: dict[str, int] = field(default_factory=dict)  # injected fault -> when
     # Each restore point kept at the end: (moment, items equal the model, TTL as the table had it then).
     restores: list[tuple[int, bool, bool]] = field(default_factory=list)
+    # At the end: (the policy's change horizon, the store's floor), µs; None without a policy.
+    floor: tuple[int, int | None] | None = None
 
     def run(self, report: Callable[[str], None]) -> None:
         import random
@@ -1216,6 +1218,19 @@ class Month:
 
         sim.run_until(t0 + self.days * DAY, writes=writes, after=after, on_day=on_day)
         self.restore_points(store, model, ttl_on_at=t0 + 5 * DAY)
+        self.floor = self.floor_against_policy(store)
+
+    def floor_against_policy(self, store: Any) -> tuple[int, int | None] | None:
+        """The policy's change horizon at the last compactor run and the floor the store keeps."""
+        from changelog.state import retention_floor
+        from compactor.policy import parse_policy
+        from compactor.retention import horizon_us
+
+        text = str(self.sim.parameters.get("RetentionPolicy") or "")
+        runs = [i for i in self.sim.invocations if i.function == "CompactorFunction" and not i.error]
+        if not text or not runs:
+            return None
+        return horizon_us(int(runs[-1].at_s * 1_000_000), parse_policy(text)), retention_floor(store, TABLE)
 
     def restore_points(self, store: Any, model: Any, ttl_on_at: int) -> None:
         """Every snapshot the store keeps at the end, restored as an operator would into a new table.
@@ -1332,6 +1347,17 @@ def main(argv: list[str] | None = None) -> int:
                      and isinstance(i.result, dict) and "retention" in i.result]
         print(f"retention: {len(retention)} runs applied it, {sum(r['change_files_deleted'] for r in retention)} "
               f"change files and {sum(r['snapshots_deleted'] for r in retention)} snapshots deleted", file=out)
+        floor_kept_up = True
+        if month.floor is not None:
+            horizon, floor = month.floor
+            # The base is the newest snapshot at or before the horizon, and expire keeps one a day after it.
+            # Before the horizon passes the run's first days there is no base to expect.
+            young = horizon < (int(sim.start.timestamp()) + 2 * DAY) * 1_000_000
+            floor_kept_up = young or (floor is not None and horizon - 2 * DAY * 1_000_000 <= floor <= horizon)
+            lag = "none" if floor is None else f"{(horizon - floor) / 3.6e9:.1f} h behind it"
+            print(f"retention floor {_iso(floor // 1_000_000) if floor else 'none'}, the policy's horizon at the "
+                  f"last compaction {_iso(horizon // 1_000_000)}: {lag}"
+                  f"{'' if floor_kept_up else ' (NOT within two days)'}", file=out)
         exact = sum(1 for _, e in month.replays if e)
         print(f"replays checked against the model: {exact} exact of {len(month.replays)}", file=out)
         restored = [(_iso(moment), items, ttl) for moment, items, ttl in month.restores]
@@ -1380,7 +1406,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{[(c.action, c.resource) for c in found.denied] or 'none'}; allowed but unused "
                   f"{list(found.unused) or 'none'}", file=out)
         ok = (exact == len(month.replays) and not any(f.denied for f in findings.values())
-              and all(items and ttl for _, items, ttl in month.restores) and alarms_right)
+              and all(items and ttl for _, items, ttl in month.restores) and alarms_right and floor_kept_up)
     return 0 if ok else 1
 
 

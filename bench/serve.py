@@ -276,10 +276,7 @@ def main() -> None:
             _startup_pairs(cli, root, at, work, args.startup_pairs)
             return
         state = work / "state.jsonl"
-        started = time.perf_counter()
-        subprocess.run([cli, "replay", "--table", TABLE, "--store", str(root), "--at", at, "--to-file", str(state)],
-                       check=True, stdout=subprocess.DEVNULL)
-        replay_s = time.perf_counter() - started
+        replay_s, _ = _replay_startup(cli, root, at, state)
         replay_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the only child so far
         keys = []
         with state.open("rb") as lines:

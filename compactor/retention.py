@@ -128,7 +128,7 @@ class ExpirePlan:
         return tuple(p for p in self.sizes if p.startswith(prefixes)) if prefixes else ()
 
 
-def next_bases(manifests: list[tuple[str, Manifest]], base: Manifest | None, horizon_us_: int,
+def next_bases(manifests: list[tuple[str, Manifest]], base: Manifest | None, horizon: int,
                now_us: int) -> set[str]:
     """Snapshots after the base kept so that later runs find a base close behind their horizon.
 
@@ -139,7 +139,7 @@ def next_bases(manifests: list[tuple[str, Manifest]], base: Manifest | None, hor
     step after the base is kept: a step is a day, or an eighth of the changes window when that is
     longer, which bounds both the extra snapshots (about eight) and how far the floor lags its horizon.
     """
-    step = max(DAY_US, (now_us - horizon_us_) // NEXT_BASE_STEPS)
+    step = max(DAY_US, (now_us - horizon) // NEXT_BASE_STEPS)
     newest_of: dict[int, str] = {}
     for path, manifest in manifests:  # oldest first: the last one seen per step is the newest
         moment = manifest.snapshot_time_us
@@ -216,8 +216,9 @@ def orphan_files(store: Store, table: str, *, older_than_s: float = ORPHAN_AGE_S
 def plan_expire(store: Store, table: str, policy: Policy, *, now_us: int | None = None,
                 clock: Callable[[], float] = time.time) -> ExpirePlan:
     """Work out what ``policy`` deletes; ``now_us`` defaults to the watermark (latest restorable time)."""
-    if now_us is None:
-        now_us = coverage(store, table).latest_us
+    covered = coverage(store, table) if now_us is None else None
+    if covered is not None:
+        now_us = covered.latest_us
     previous_floor = retention_floor(store, table)
     sizes = store.sizes(table_root(table) + "/")
     orphans = tuple(orphan_files(store, table, clock=clock))
@@ -236,7 +237,7 @@ def plan_expire(store: Store, table: str, policy: Policy, *, now_us: int | None 
         if base is not None and manifest.snapshot_time_us < base.snapshot_time_us:
             own = set(manifest_bases(manifest)) - set(manifest_bases(base))
             if own and losses is None:
-                losses = coverage(store, table).losses
+                losses = (covered or coverage(store, table)).losses
             if not own or _clears_nothing_more(own, base, losses or ()):
                 drop.append(path)
             else:

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from changelog.errors import DamagedStore
 from replayer.restoring.replay import laid_out
-from replayer.serving.index import Index, KeyNames, build, layout, segment_byte, sql_segment
-from replayer.serving.keyorder import NotAKey, define_sql, encode_value, sql_key, sql_text
+from replayer.serving.index import Index, KeyNames, build, layout
+from replayer.serving.keyorder import NotAKey, define_sql, encode_value, sql_key
 
 _DIGITS = st.text("0123456789", min_size=1, max_size=40)
 NUMBERS = st.one_of(
@@ -47,21 +47,18 @@ def _python(value: dict[str, Any]) -> bytes | None:
         return None
 
 
-def _sql(values: list[dict[str, Any]], kind: str) -> list[tuple[bytes | None, int | None]]:
+def _sql(values: list[dict[str, Any]], kind: str) -> list[bytes | None]:
     con = duckdb.connect()
     define_sql(con)
-    rows = con.execute(f"SELECT {sql_key('v', kind)}, {sql_segment(sql_text('v', kind))} "
+    rows = con.execute(f"SELECT {sql_key('v', kind)} "
                        "FROM (SELECT unnest(?)::JSON AS v, generate_subscripts(?, 1) AS n) ORDER BY n",
                        [[orjson.dumps(v).decode() for v in values]] * 2).fetchall()
-    return [(row[0], row[1]) for row in rows]
+    return [row[0] for row in rows]
 
 
 def _agree(values: list[dict[str, Any]], kind: str) -> None:
-    for value, (key, segment) in zip(values, _sql(values, kind), strict=True):
-        expected = _python(value)
-        assert key == expected, value
-        if expected is not None:
-            assert segment == segment_byte(value), value
+    for value, key in zip(values, _sql(values, kind), strict=True):
+        assert key == _python(value), value
 
 
 @settings(max_examples=150, deadline=None)
@@ -84,7 +81,7 @@ def test_sql_decodes_binaries_as_python_and_refuses_what_is_not_padded_base64(bl
 
 def test_a_value_not_of_the_declared_type_has_no_sql_key() -> None:
     values: list[Any] = [{"N": 1}, {"S": "a", "N": "1"}, {"B": "QQ=="}, [1], None, {}]
-    assert [key for key, _ in _sql(values, "N")] == [None] * len(values)
+    assert _sql(values, "N") == [None] * len(values)
 
 
 # -- the state's key column and the index built from it ------------------------------------------
@@ -117,13 +114,10 @@ def test_the_state_key_column_reads_any_key_document_as_python_reads_it(
         # json.dumps: spaces after separators, non-ASCII as \u escapes.
         documents.append(json.dumps(document) if spaced else orjson.dumps(document).decode())
     con = _items(documents)
-    got = {row[0]: (row[1], row[2], row[3])
-           for row in con.execute("SELECT image, rewind_h, rewind_s, rewind_seg FROM items").fetchall()}
+    got = {row[0]: (row[1], row[2]) for row in con.execute("SELECT image, rewind_h, rewind_s FROM items").fetchall()}
     for text in documents:
         parsed = orjson.loads(text)
-        h, s = _python(parsed["pk"]), _python(parsed["sk"])
-        expected = (h, s, segment_byte(parsed["pk"])) if s is not None else (h, None, got[text][2])
-        assert got[text] == expected
+        assert got[text] == (_python(parsed["pk"]), _python(parsed["sk"]))
 
 
 def test_an_item_whose_key_is_not_of_the_declared_type_is_a_damaged_store(tmp_path: Path) -> None:
@@ -153,7 +147,7 @@ def test_the_index_finds_every_item_and_orders_them_as_the_python_keys_do(tmp_pa
     con = _items(documents)
     path = tmp_path_factory.mktemp("index") / "t"
     assert build(path, con, NAMES) == len(keys)
-    index = Index(path, len(keys))
+    index = Index(path, len(keys), "pk")
     try:
         by_key = sorted(documents, key=lambda d: (encode_value(orjson.loads(d)["pk"]),
                                                    encode_value(orjson.loads(d)["sk"])))

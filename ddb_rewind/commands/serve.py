@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import threading
 from typing import Any
@@ -48,10 +49,9 @@ def chosen_tables(store: Any, text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the moment, say where it is served, and answer until Ctrl-C."""
-    try:
-        import moto.dynamodb  # noqa: F401 - serve's only extra dependency, checked before any work
-    except ImportError:
-        raise UsageError("serve needs moto's DynamoDB: pip install 'ddb-rewind[serve]'") from None
+    # serve's only extra dependency, checked before any work (imported beside the loading, not here).
+    if importlib.util.find_spec("moto") is None:
+        raise UsageError("serve needs moto's DynamoDB: pip install 'ddb-rewind[serve]'")
     from replayer.serving.server import serving
 
     store = open_store(args.store)

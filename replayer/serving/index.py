@@ -1,15 +1,16 @@
 """A table's state at T as sorted, memory-mapped Arrow files: key-ordered rows, never all in Python memory.
 
 Per served table, one directory. ``items.arrow`` holds one row per item: the partition key's bytes,
-the sort key's bytes (both ``keyorder``'s encoding, so byte order is DynamoDB's key order), the item's
-scan segment byte and its DynamoDB JSON, sorted by (partition, sort). DuckDB computes every column
+the sort key's bytes (both ``keyorder``'s encoding, so byte order is DynamoDB's key order) and its
+DynamoDB JSON, sorted by (partition, sort). DuckDB computes every column
 and sorts (``keyorder.sql_key``: the key rule in SQL; its sort spills to disk, so memory stays bounded);
 Python only hands its Arrow batches to the file. The server maps the file (zero copy) and finds a key
-by binary search: GetItem, Query ranges, Scan pages and parallel Scan segments read no image they do
-not return.
+by binary search: GetItem, Query ranges and Scan pages read no image they do not return. A parallel
+Scan's segment is computed from the images it reads (``segment_byte``), not stored: every start-up
+would pay for it, and only parallel Scans ask.
 
 Each secondary index the table had at T is one more sorted file, ``ix<n>.arrow``, of key bytes pointing
-at the item's row: (index partition, index order, table partition, table sort, segment, row), ordered
+at the item's row: (index partition, index order, table partition, table sort, row), ordered
 as moto orders an index (its sort key, ties broken by the table's keys); an index without a sort key
 also has ``ix<n>-scan.arrow``, ordered (index partition, table partition, table sort) as a Scan of it
 goes. An item without every key attribute of the index is not in it (a sparse index).
@@ -77,17 +78,10 @@ def segment_byte(hash_value: Any) -> int:
     """The byte a Scan segment is chosen by: the first byte of md5 of the partition key's text.
 
     moto's rule (DynamoDB's own is unpublished): every item of one partition key lands in one segment.
-    ``sql_segment`` is the same rule in SQL.
     """
     inner = next(iter(hash_value.values()))
     text = inner.decode("ascii") if isinstance(inner, bytes) else str(inner)
     return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).digest()[0]
-
-
-def sql_segment(text: str) -> str:
-    """SQL for ``segment_byte`` of a partition key (``text``: SQL of the text inside its value)."""
-    # md5_number reads the digest's 16 bytes little-endian: its lowest byte is the digest's first.
-    return f"CAST(md5_number({text}) & 255 AS UTINYINT)"
 
 
 def _quoted(text: str) -> str:
@@ -114,8 +108,8 @@ def _document(names: tuple[tuple[str, str], ...], order: tuple[int, ...], texts:
 
 
 def layout(keys: KeyNames, kinds: dict[str, str]) -> Layout:
-    """The state as the index is built from it: columns ``image``, ``rewind_h``, ``rewind_s``, ``rewind_seg``
-    and ``rewind_keys`` (the keys document of a refused key, else NULL), rows in (h, s) order.
+    """The state as the index is built from it: columns ``image``, ``rewind_h``, ``rewind_s`` and
+    ``rewind_keys`` (the keys document of a refused key, else NULL), rows in (h, s) order.
 
     An item's key text is read from its ``keys`` document with one parse when the document is the
     plain text the consumer writes (the text rebuilt from what was read equals it: then it holds
@@ -135,10 +129,9 @@ def layout(keys: KeyNames, kinds: dict[str, str]) -> Layout:
                ("rewind_st", "rewind_text[2]" if keys.range_key else "NULL"),
                ("rewind_h", sql_bytes("rewind_ht", names[0][1])),
                ("rewind_s", sql_bytes("rewind_st", names[1][1]) if keys.range_key else "''::BLOB"),
-               ("rewind_seg", sql_segment("rewind_ht")),
                # The keys document is kept only where it is refused (to name it): the sort carries no other copy.
                ("rewind_keys", "CASE WHEN rewind_h IS NULL OR rewind_s IS NULL THEN keys END"))
-    return Layout(columns, ("rewind_h", "rewind_s", "rewind_seg", "rewind_keys"),
+    return Layout(columns, ("rewind_h", "rewind_s", "rewind_keys"),
                   "rewind_h NULLS LAST, rewind_s NULLS LAST", define_sql, carried=("image",))
 
 
@@ -151,10 +144,10 @@ def build(path: Path, con: duckdb.DuckDBPyConnection, keys: KeyNames, indexes: t
     is a damaged store: DynamoDB refuses such writes, so a stream cannot hold them.
     """
     path.mkdir()
-    keyed = "(SELECT rewind_h AS h, rewind_s AS s, rewind_seg AS seg, image, rewind_keys AS keys FROM items)"
+    keyed = "(SELECT rewind_h AS h, rewind_s AS s, image, rewind_keys AS keys FROM items)"
     try:
         # Rows come in (h, s) order, as the state was written: no sort here.
-        count = _write(path / "items.arrow", con.sql(f"SELECT h, s, seg, image FROM {keyed}"), ordered=("h", "s"))
+        count = _write(path / "items.arrow", con.sql(f"SELECT h, s, image FROM {keyed}"), ordered=("h", "s"))
     except _NotAKey:
         refused = con.execute(f"SELECT keys FROM {keyed} WHERE h IS NULL OR s IS NULL LIMIT 1").fetchone()
         shown = "" if refused is None else f" {str(refused[0])[:80]}"
@@ -168,14 +161,14 @@ def _build_index(path: Path, con: duckdb.DuckDBPyConnection, keyed: str, number:
     """The files of secondary index ``number``: its rows, sorted as its Query and its Scan read them."""
     kinds = {"ih": index.type_of(index.hash_key), "ir": index.type_of(index.order_key)}
     # Rows as the items file numbers them: (h, s) is unique, so both sorts give one order.
-    numbered = (f"(SELECT h, s, seg, row_number() OVER (ORDER BY h, s) - 1 AS row, "
+    numbered = (f"(SELECT h, s, row_number() OVER (ORDER BY h, s) - 1 AS row, "
                 f"{_attribute('image', index.hash_key)} AS ih_json, {_attribute('image', index.order_key)} AS ir_json "
                 f"FROM {keyed})")
     present = " AND ".join(f"{name}_json IS NOT NULL AND json_type({name}_json) <> 'NULL'" for name in kinds)
     texts = (f"(SELECT *, {sql_text('ih_json', kinds['ih'])} AS ih_text, {sql_text('ir_json', kinds['ir'])} AS ir_text "
              f"FROM {numbered} WHERE {present})")
     rows = (f"(SELECT {sql_bytes('ih_text', kinds['ih'])} AS ih, {sql_bytes('ir_text', kinds['ir'])} AS ir, "
-            f"h, s, seg, row FROM {texts})")
+            f"h, s, row FROM {texts})")
     # DynamoDB refuses a write whose index key is of another type, so the stream cannot hold one.
     if con.execute(f"SELECT 1 FROM {rows} WHERE ih IS NULL OR ir IS NULL LIMIT 1").fetchone() is not None:
         raise DamagedStore(f"an item's key of index {index.name!r} is not of the type the index declares")
@@ -337,10 +330,14 @@ class _Binary:
 class Index:
     """Read access to one built index; safe from many threads (the files are only read)."""
 
-    def __init__(self, path: Path, count: int, indexes: int = 0, unsorted: tuple[int, ...] = ()) -> None:
-        """``indexes`` secondary indexes were built; those in ``unsorted`` have no sort key (a scan file too)."""
+    def __init__(self, path: Path, count: int, hash_key: str, indexes: int = 0, unsorted: tuple[int, ...] = ()) -> None:
+        """``indexes`` secondary indexes were built; those in ``unsorted`` have no sort key (a scan file too).
+
+        ``hash_key`` is the table's partition key attribute: a parallel Scan's segment is read from it.
+        """
         self.path = path
         self.count = count
+        self.hash_key = hash_key
         self._items = _Sorted(path / "items.arrow", ("h", "s"))
         self._indexes = [_Sorted(path / f"ix{n}.arrow", ("ih", "ir", "h", "s")) for n in range(indexes)]
         self._scans = {n: _Sorted(path / f"ix{n}-scan.arrow", ("ih", "h", "s")) for n in unsorted}
@@ -351,17 +348,19 @@ class Index:
         for chunk in chunks:
             yield from chunk
 
+    def _in_segment(self, image: str, segment: tuple[int, int]) -> bool:
+        """Whether an item falls in segment ``s`` of ``n`` of a parallel Scan (by its table partition key)."""
+        return segment_byte(orjson.loads(image)[self.hash_key]) % segment[1] == segment[0]
+
     def _pointed(self, sorted_file: _Sorted, start: int, stop: int, segment: tuple[int, int] | None, *,
                  forward: bool = True) -> Generator[str, None, None]:
         """Images of the items the rows ``start:stop`` of an index file point at, in its order."""
         rows = sorted_file.column("row", start, stop) if forward else sorted_file.backward("row", start, stop)
-        segments = (sorted_file.column("seg", start, stop) if segment is not None else None)
         for chunk in rows:
-            kept = chunk
-            if segment is not None and segments is not None:
-                kept = [r for r, s in zip(chunk, next(segments), strict=True) if s % segment[1] == segment[0]]
-            for row in kept:
-                yield self._items.value("image", row)
+            for row in chunk:
+                image = self._items.value("image", row)
+                if segment is None or self._in_segment(image, segment):
+                    yield image
 
     def get(self, hash_key: bytes, range_key: bytes) -> str | None:
         """The image of one item, or None."""
@@ -386,10 +385,7 @@ class Index:
         if segment is None:
             yield from self._images(start, self.count)
             return
-        images = self._items.column("image", start, self.count)
-        for segments in self._items.column("seg", start, self.count):
-            chunk = next(images)
-            yield from (image for image, s in zip(chunk, segments, strict=True) if s % segment[1] == segment[0])
+        yield from (image for image in self._images(start, self.count) if self._in_segment(image, segment))
 
     def index_partition(self, number: int, partition: bytes, low: Bound | None, high: Bound | None,
                         after: tuple[bytes, bytes, bytes] | None, *, forward: bool) -> Generator[str, None, None]:

@@ -5,11 +5,15 @@ quarantine and integrity refusals included), and the tables are checked together
 (``check_all_restorable``) before any is loaded, so a moment that cannot be proven for one of them
 refuses at once. What DescribeTable says comes from the settings recorded for T
 (``changelog.settings``), the key schema from the table's meta.json.
+
+Nothing here imports moto: ``server`` imports it beside the loading, and ``moment.backend_of`` then
+puts the loaded tables behind moto's handler.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,6 @@ from changelog.timefmt import format_time, to_micros
 from replayer.restoring.many import check_all_restorable
 from replayer.restoring.replay import open_items
 from replayer.serving.index import Index, IndexKeys, KeyNames, build, layout
-from replayer.serving.moment import MomentBackend, MomentTable
 
 _DESCRIBED = ("TableName", "KeySchema", "AttributeDefinitions", "BillingModeSummary", "ProvisionedThroughput",
               "GlobalSecondaryIndexes", "LocalSecondaryIndexes", "TableArn", "TableId", "StreamSpecification",
@@ -93,12 +96,25 @@ def served_indexes(description: Mapping[str, Any], names: KeyNames) -> tuple[Ind
     return tuple(served)
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """One table of the moment, loaded: its index on disk and what DescribeTable says of it."""
+
+    table: str
+    key_schema: list[dict[str, str]]
+    attributes: list[dict[str, str]]
+    index: Index
+    description: dict[str, Any]
+    indexes: tuple[IndexKeys, ...]
+
+
 def load_tables(store: Store, tables: list[str], at: datetime, workdir: Path,
-                say: Callable[[str], None] = lambda line: None) -> MomentBackend:
+                say: Callable[[str], None] = lambda line: None) -> list[Loaded]:
     """Prove ``at`` for every table, then load each table's state at ``at`` into an index under ``workdir``."""
-    check_all_restorable(store, tables, at)
+    if len(tables) > 1:  # one table is proven by open_items itself, as replay's is
+        check_all_restorable(store, tables, at)
     at_us = to_micros(at)
-    served = []
+    loaded = []
     for number, table in enumerate(tables):
         meta = read_meta(store, table)
         description = describe_at(store, table, meta, at_us)
@@ -115,8 +131,8 @@ def load_tables(store: Store, tables: list[str], at: datetime, workdir: Path,
         finally:
             con.close()
         say(f"loaded {table}: {count:,} items as of {format_time(at)}")
-        index = Index(path, count, len(indexes), tuple(n for n, keys in enumerate(indexes) if keys.range_key is None))
-        table_model = MomentTable(  # type: ignore[abstract]  # moto's Table is instantiated so too
-            table, schema, description.get("AttributeDefinitions") or attributes, index, description, indexes)
-        served.append(table_model)
-    return MomentBackend(served)
+        index = Index(path, count, names.hash_key, len(indexes),
+                      tuple(n for n, keys in enumerate(indexes) if keys.range_key is None))
+        loaded.append(Loaded(table, schema, description.get("AttributeDefinitions") or attributes, index,
+                             description, indexes))
+    return loaded

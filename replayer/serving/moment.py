@@ -21,6 +21,7 @@ from moto.dynamodb.models.table import RESULT_SIZE_LIMIT, Table
 
 from replayer.serving.index import Bound, Index, IndexKeys, KeyNames
 from replayer.serving.keyorder import NotAKey, encode_value, prefix_end
+from replayer.serving.load import Loaded
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -327,6 +328,12 @@ class MomentBackend(DynamoDBBackend):
         if not isinstance(table, MomentTable):
             raise ResourceNotFoundException(table_name=name)
         return {"Table": table.describe_moment()}
+
+
+def backend_of(loaded: Iterable[Loaded]) -> MomentBackend:
+    """The loaded tables of a moment behind moto's DynamoDB backend."""
+    return MomentBackend(MomentTable(  # type: ignore[abstract]  # moto's Table is instantiated so too
+        one.table, one.key_schema, one.attributes, one.index, one.description, one.indexes) for one in loaded)
 
 
 def images_of(items: Iterator[Item]) -> Iterator[dict[str, Any]]:

@@ -13,7 +13,6 @@ import base64
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import cache
 
 import orjson
@@ -22,29 +21,14 @@ from moto.core.responses import TYPE_RESPONSE, ActionResult
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 
+from replayer.serving.shapes import JSON_1_0, Response, error
+
 PREFIX = "DynamoDB_20120810."
-ERROR_TYPE = "com.amazonaws.dynamodb.v20120810#"
-JSON_1_0 = "application/x-amz-json-1.0"
 # Answers made only of items, counts and keys: written straight as JSON (see _Handler.serialized).
 PLAIN_ANSWERS = frozenset({"GetItem", "Query", "Scan"})
 READS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan", "DescribeTable", "ListTables", "TransactGetItems"})
 
 log = logging.getLogger("ddb_rewind.serve")
-
-
-@dataclass(frozen=True)
-class Response:
-    """What goes back on the wire."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-
-def error(kind: str, message: str) -> Response:
-    """DynamoDB's error shape."""
-    body = json.dumps({"__type": ERROR_TYPE + kind, "message": message}).encode()
-    return Response(400, {"Content-Type": JSON_1_0}, body)
 
 
 @cache

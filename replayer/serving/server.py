@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -9,13 +10,16 @@ from contextlib import contextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from changelog.errors import UsageError
 from changelog.store import Store
 from changelog.timefmt import format_time
-from replayer.serving.load import load_tables
-from replayer.serving.moment import MomentBackend, MomentTable
-from replayer.serving.protocol import Protocol, Response, error
+from replayer.serving.load import Loaded, load_tables
+from replayer.serving.shapes import Response, error
+
+if TYPE_CHECKING:
+    from replayer.serving.protocol import Protocol
 
 # DynamoDB's own request limit (BatchGetItem, TransactGetItems are far below it).
 MAX_BODY = 16 * 1024 * 1024
@@ -87,6 +91,21 @@ def start(server: MomentServer) -> threading.Thread:
     return thread
 
 
+class _Importing(threading.Thread):
+    """Imports moto's DynamoDB handler (about half a second of CPU) while the state is computed."""
+
+    def __init__(self) -> None:
+        super().__init__(name="ddb-rewind-import", daemon=True)
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            importlib.import_module("replayer.serving.protocol")
+            importlib.import_module("replayer.serving.moment")
+        except BaseException as exc:  # raised again where the modules are used
+            self.failure = exc
+
+
 @contextmanager
 def serving(store: Store, tables: list[str], at: datetime, *, host: str = "127.0.0.1", port: int = 0,
             say: Callable[[str], None] = lambda line: None) -> Iterator[MomentServer]:
@@ -97,19 +116,26 @@ def serving(store: Store, tables: list[str], at: datetime, *, host: str = "127.0
     """
     server = bind(host, port)
     start(server)
-    backend: MomentBackend | None = None
+    importing = _Importing()
+    importing.start()
+    loaded: list[Loaded] = []
     try:
         with tempfile.TemporaryDirectory(prefix="ddb-rewind-serve-") as work:
             try:
                 server.loading = f"loading {', '.join(tables)} as of {format_time(at)}"
-                backend = load_tables(store, tables, at, Path(work), say)
-                server.protocol = Protocol(backend, f"{', '.join(tables)} as of {format_time(at)}")
+                loaded = load_tables(store, tables, at, Path(work), say)
+                importing.join()
+                if importing.failure is not None:
+                    raise importing.failure
+                from replayer.serving.moment import backend_of
+                from replayer.serving.protocol import Protocol
+
+                server.protocol = Protocol(backend_of(loaded), f"{', '.join(tables)} as of {format_time(at)}")
                 yield server
             finally:
                 server.shutdown()
                 server.server_close()
-                for table in backend.tables.values() if backend is not None else []:
-                    if isinstance(table, MomentTable):
-                        table.index.close()
+                for one in loaded:
+                    one.index.close()
     finally:
         server.server_close()

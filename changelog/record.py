@@ -101,6 +101,26 @@ def may_be_latest(partition: str = "item_key") -> str:
             f"ELSE event_time = max(CASE WHEN NOT {STREAM_ROW} THEN event_time END) {window} END)")
 
 
+def latest_rows(rows: str) -> str:
+    """SQL: the rows of the query ``rows`` that may hold their item's latest version (``may_be_latest``),
+    each with its item's latest stream time as ``stream_time`` (``latest_counts_from``).
+
+    The same rule as ``may_be_latest``, for a reader whose rows carry their images: each item's
+    maxima come from a grouping of the light columns, and the rows are matched to them by equality
+    (a hash join), so no window partitions the images. ``rows`` (with ``table_name``, ``item_key``,
+    ``event_time`` and ``sequence_number``) is read twice, each time as a subquery of its own: a
+    common table expression read more than once is materialised whole, images included.
+    """
+    latest = (f"(SELECT table_name, item_key, max(CASE WHEN {STREAM_ROW} THEN event_time END) AS stream_time, "
+              f"max(CASE WHEN {STREAM_ROW} THEN sequence_number END) AS latest_sequence, "
+              f"max(CASE WHEN NOT {STREAM_ROW} THEN event_time END) AS latest_time "
+              f"FROM ({rows}) GROUP BY table_name, item_key)")
+    return (f"SELECT r.*, m.stream_time FROM ({rows}) AS r JOIN {latest} AS m "
+            f"ON r.table_name = m.table_name AND r.item_key = m.item_key "
+            f"WHERE CASE WHEN {STREAM_ROW} THEN r.sequence_number = m.latest_sequence "
+            f"ELSE r.event_time = m.latest_time END")
+
+
 def first_copies(source: str, columns: str = "*", where: str = "TRUE") -> str:
     """SQL selecting one row per stream record from ``source``: of its copies, the best-informed one.
 

@@ -1,9 +1,9 @@
-"""Property: Kinesis re-sends, arriving anywhere later in any batches, never change a replay.
+"""Property: Kinesis re-sends, arriving anywhere later in any batches, never change a replay or SQL's state_at.
 
 Operations share milliseconds; each becomes one Kinesis record with a rising Kinesis sequence
 number. Any of them may be re-sent later (same DynamoDB eventID, a new, larger Kinesis sequence
 number), interleaved with later records, in batches cut anywhere, with a snapshot and a merge
-taken part-way. Replay at every moment equals the independent model (tests/model.py) applying the
+taken part-way. Replay and ``state_at`` at every moment equal the independent model (tests/model.py) applying the
 operations once each, in their original order.
 """
 
@@ -21,8 +21,10 @@ from hypothesis import strategies as st
 
 from changelog.codec import decode_kinesis_record
 from changelog.store import LocalStore
+from changelog.timefmt import format_time, from_micros
 from compactor.merge import merge_small_files
 from compactor.snapshots import build_snapshot
+from replayer.engines.views import open_sql
 from replayer.restoring.replay import open_items
 from stream_consumer.capture import capture_batch
 from tests.events import kinesis_record
@@ -50,7 +52,7 @@ def _with_sequence(record: dict[str, Any], sequence: int) -> dict[str, Any]:
 @PROPERTY
 @given(ops=operations(), resends=st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), max_size=6),
        cuts=st.lists(st.integers(0, 200), max_size=4), compact_at=st.integers(0, 200))
-def test_kinesis_re_sends_never_change_a_replay(tmp_path_factory: pytest.TempPathFactory, ops: list[Op],
+def test_kinesis_re_sends_never_change_a_replay_or_state_at(tmp_path_factory: pytest.TempPathFactory, ops: list[Op],
                                                 resends: list[tuple[int, int]], cuts: list[int],
                                                 compact_at: int) -> None:
     emitted = _records(ops)
@@ -74,9 +76,14 @@ def test_kinesis_re_sends_never_change_a_replay(tmp_path_factory: pytest.TempPat
                                for r in delivery[:end]})
             build_snapshot(store, TABLE, captured[-1] * 1_000_000)
             merge_small_files(store, TABLE, (captured[-1] + 7200) * 1_000_000)
+    sql = open_sql(store)
     for second in seconds:
         con = open_items(store, TABLE, datetime.fromtimestamp(second, tz=UTC))
         assert dict(con.execute("SELECT item_key, image FROM items").fetchall()) == model_state(ops, second)
+        # SQL finds each item's latest rows its own way (record.latest_rows): Kinesis rows go by their time.
+        at = format_time(from_micros(second * 1_000_000))
+        rows = sql.execute(f"SELECT item_key, item::VARCHAR FROM state_at('{at}', only_table := '{TABLE}')").fetchall()
+        assert dict(rows) == model_state(ops, second)
 
 
 def _payload(record: dict[str, Any]) -> str:

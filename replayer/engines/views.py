@@ -28,12 +28,11 @@ from changelog.quarantine import list_quarantined
 from changelog.record import (
     LATEST_FIRST,
     SCHEMA,
-    STREAM_ROW,
     VERSION_ORDER,
     counts_from,
     first_copies,
     latest_counts_from,
-    may_be_latest,
+    latest_rows,
 )
 from changelog.snapshot import SNAPSHOT_SCHEMA, list_manifests, part_paths
 from changelog.source import register_parquet
@@ -157,6 +156,15 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
     # version (record.may_be_latest): every copy of such a record is among them, so de-duplicating
     # those few rows is as exact as de-duplicating them all (bench/sql.py: the raw latest-per-key
     # query's speed). Each keeps its item's latest stream time, which the winner counts from.
+    # A bootstrap is a whole copy: changes stamped before it do not count (state.copy_floor_us). The
+    # floors are a subquery, not a common table expression: latest_rows reads ``floored`` three times,
+    # and a CTE read more than once is materialised, which keeps DuckDB from leaving out the columns a
+    # query does not read (the doc of every item was computed for a count).
+    floors = ("SELECT table_name, max(changes_from) AS changes_from FROM snapshots "
+              "WHERE snapshot_time <= t::TIMESTAMPTZ GROUP BY table_name")
+    floored = (f"SELECT c.* FROM changes__raw c LEFT JOIN ({floors}) f ON c.table_name = f.table_name "
+               "WHERE c.event_time <= t::TIMESTAMPTZ AND (only_table IS NULL OR c.table_name = only_table) "
+               "AND c.event_time >= coalesce(f.changes_from, '-infinity'::TIMESTAMPTZ)")
     con.execute(
         f"""
         CREATE MACRO state_at(t, only_table := NULL) AS TABLE
@@ -165,18 +173,8 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
             WHERE snapshot_time <= t::TIMESTAMPTZ AND (only_table IS NULL OR table_name = only_table)
             GROUP BY table_name
         ),
-        floors AS (
-            -- A bootstrap is a whole copy: changes stamped before it do not count (state.copy_floor_us).
-            SELECT table_name, max(changes_from) AS changes_from FROM snapshots
-            WHERE snapshot_time <= t::TIMESTAMPTZ GROUP BY table_name
-        ),
         candidates AS (
-            SELECT c.*, max(CASE WHEN {STREAM_ROW} THEN c.event_time END)
-                        OVER (PARTITION BY c.table_name, c.item_key) AS stream_time
-            FROM changes__raw c LEFT JOIN floors f ON c.table_name = f.table_name
-            WHERE c.event_time <= t::TIMESTAMPTZ AND (only_table IS NULL OR c.table_name = only_table)
-                AND c.event_time >= coalesce(f.changes_from, '-infinity'::TIMESTAMPTZ)
-            QUALIFY {may_be_latest("c.table_name, c.item_key")}
+            {latest_rows(floored)}
         )
         SELECT table_name, item_key, keys::JSON AS keys, image::JSON AS item, rewind_doc(image)::JSON AS doc,
                counts_from AS event_time, sequence_number

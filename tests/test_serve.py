@@ -411,6 +411,19 @@ def test_serve_refuses_when_one_of_the_tables_cannot_be_proven(capsys: pytest.Ca
     assert len(err) == 1 and "customers" in err[0]
 
 
+def test_serve_without_motos_dynamodb_is_one_clear_line(capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # moto's handler is imported beside the loading: a broken install is still one line, exit 2.
+    for module in ("replayer.serving.protocol", "replayer.serving.moment"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setitem(sys.modules, "moto.dynamodb.responses", None)
+    with _captured("N", [("a", 1, {})], 1) as (store, _):
+        code = main(["serve", "--store", store.uri, "--at", _at(T0).isoformat(), "--tables", TABLE, "--port", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("ddb-rewind: error: serve needs moto's DynamoDB")
+
+
 def test_a_busy_port_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as busy, _captured("N", [("a", 1, {})], 1) as (store, _):
         busy.bind(("127.0.0.1", 0))

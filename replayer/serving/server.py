@@ -125,6 +125,9 @@ def serving(store: Store, tables: list[str], at: datetime, *, host: str = "127.0
                 server.loading = f"loading {', '.join(tables)} as of {format_time(at)}"
                 loaded = load_tables(store, tables, at, Path(work), say)
                 importing.join()
+                if isinstance(importing.failure, ImportError):
+                    raise UsageError(f"serve needs moto's DynamoDB ({importing.failure}): "
+                                     "pip install 'ddb-rewind[serve]'") from None
                 if importing.failure is not None:
                     raise importing.failure
                 from replayer.serving.moment import backend_of

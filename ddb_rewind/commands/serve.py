@@ -49,10 +49,11 @@ def chosen_tables(store: Any, text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the moment, say where it is served, and answer until Ctrl-C."""
+    from replayer.serving.server import moto_missing, serving
+
     # serve's only extra dependency, checked before any work (imported beside the loading, not here).
     if importlib.util.find_spec("moto") is None:
-        raise UsageError("serve needs moto's DynamoDB: pip install 'ddb-rewind[serve]'")
-    from replayer.serving.server import serving
+        raise moto_missing()
 
     store = open_store(args.store)
     tables = chosen_tables(store, args.tables)

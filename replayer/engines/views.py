@@ -153,11 +153,11 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
         )
     _coverage_guard(con, store, tables)
     # De-duplication (record.first_copies) runs only on the rows that may hold an item's latest
-    # version (record.may_be_latest): every copy of such a record is among them, so de-duplicating
-    # those few rows is as exact as de-duplicating them all (bench/sql.py: the raw latest-per-key
-    # query's speed). Each keeps its item's latest stream time, which the winner counts from.
+    # version (record.latest_rows, the rule of may_be_latest): every copy of such a record is among
+    # them, so de-duplicating those few rows is as exact as de-duplicating them all (bench/sql.py: the
+    # raw latest-per-key query's speed). Each keeps its item's latest stream time, which the winner counts from.
     # A bootstrap is a whole copy: changes stamped before it do not count (state.copy_floor_us). The
-    # floors are a subquery, not a common table expression: latest_rows reads ``floored`` three times,
+    # floors are a subquery, not a common table expression: latest_rows reads ``floored`` twice,
     # and a CTE read more than once is materialised, which keeps DuckDB from leaving out the columns a
     # query does not read (the doc of every item was computed for a count).
     floors = ("SELECT table_name, max(changes_from) AS changes_from FROM snapshots "

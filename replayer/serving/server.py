@@ -91,6 +91,12 @@ def start(server: MomentServer) -> threading.Thread:
     return thread
 
 
+def moto_missing(reason: str = "") -> UsageError:
+    """The refusal when moto's DynamoDB, serve's one extra dependency, cannot be imported."""
+    detail = f" ({reason})" if reason else ""
+    return UsageError(f"serve needs moto's DynamoDB{detail}: pip install 'ddb-rewind[serve]'")
+
+
 class _Importing(threading.Thread):
     """Imports moto's DynamoDB handler (about half a second of CPU) while the state is computed."""
 
@@ -126,8 +132,7 @@ def serving(store: Store, tables: list[str], at: datetime, *, host: str = "127.0
                 loaded = load_tables(store, tables, at, Path(work), say)
                 importing.join()
                 if isinstance(importing.failure, ImportError):
-                    raise UsageError(f"serve needs moto's DynamoDB ({importing.failure}): "
-                                     "pip install 'ddb-rewind[serve]'") from None
+                    raise moto_missing(str(importing.failure)) from None
                 if importing.failure is not None:
                     raise importing.failure
                 from replayer.serving.moment import backend_of

@@ -11,7 +11,7 @@ a damaged store from an AWS outage:
     6  damaged store: a file is missing, unreadable, truncated, swapped or fails its checksum
     7  AWS or the store could not be reached or refused the call (credentials, region, network)
     8  conflict: another writer got there first, or the target holds what it must not
-    130 interrupted (Ctrl-C)
+    130 interrupted (Ctrl-C or SIGTERM)
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class WriteFailed(RewindError):
 
 
 class Interrupted(RewindError):
-    """Ctrl-C (or SIGINT): what was done so far is reported, and whether re-running is safe."""
+    """Ctrl-C or SIGTERM: what was done so far is reported, and whether re-running is safe."""
 
     exit_code = EXIT_INTERRUPTED
 

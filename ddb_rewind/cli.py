@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any, NoReturn
 
 from changelog.errors import (
@@ -107,12 +111,40 @@ def _os_error(exc: OSError) -> RewindError:
     return StoreError(f"{reason}{where}")
 
 
+_TERMINATED = threading.Event()  # set by SIGTERM: the interruption is worded after its cause
+
+
+def _interrupted() -> Interrupted:
+    return Interrupted("interrupted (SIGTERM)" if _TERMINATED.is_set() else "interrupted (Ctrl-C)")
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    _TERMINATED.set()
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (a supervisor, ``kill``, ``timeout``) stops a command as Ctrl-C does: what it holds is
+    cleaned up (serve's index, a partial output file), what it did is reported, and it exits 130
+    (serve and a kept demo stop as asked, 0). Python's default for SIGTERM ends the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _TERMINATED.clear()
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _as_error(exc: BaseException) -> RewindError | None:
     """The typed error for an expected failure from outside our packages; None for a bug."""
     if isinstance(exc, RewindError):
         return exc
     if isinstance(exc, KeyboardInterrupt):
-        return Interrupted("interrupted (Ctrl-C)")
+        return _interrupted()
     # DuckDB, botocore and pyarrow are looked up, not imported: an exception of theirs means the command
     # loaded them, and a command that did not should not pay for them here (lazy start-up).
     if (known := refusal_behind(exc) or remote_read_failure(exc)) is not None:
@@ -123,7 +155,7 @@ def _as_error(exc: BaseException) -> RewindError | None:
         if error is not None:
             return error
     elif isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower():
-        return Interrupted("interrupted (Ctrl-C)")
+        return _interrupted()
     botocore = sys.modules.get("botocore.exceptions")
     if botocore is not None and isinstance(exc, botocore.BotoCoreError | botocore.ClientError):
         from changelog.aws import translate
@@ -141,7 +173,7 @@ def _duckdb_error(duckdb: Any, exc: BaseException) -> RewindError | None:
     if isinstance(exc, duckdb.InterruptException) or (
         isinstance(exc, duckdb.Error | RuntimeError) and "interrupted" in str(exc).lower()
     ):
-        return Interrupted("interrupted (Ctrl-C)")
+        return _interrupted()
     if isinstance(exc, duckdb.OutOfMemoryException):
         return UsageError(f"DuckDB ran out of memory ({_first_line(exc)}); free memory or narrow the question")
     if isinstance(exc, duckdb.IOException | duckdb.InvalidInputException | duckdb.SerializationException):
@@ -163,8 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse has printed its one line (or --help, --version)
         return int(exc.code or 0)
     try:
-        resolve_times(args)
-        return int(args.run(args) or 0)
+        with _sigterm_as_ctrl_c():
+            resolve_times(args)
+            return int(args.run(args) or 0)
     except BrokenPipeError:
         # A reader such as `head` closed the pipe: not an error of ours.
         sys.stderr.close()

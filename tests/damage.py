@@ -7,6 +7,7 @@ captured after the last snapshot.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -57,6 +58,7 @@ def build_store(store: Store) -> None:
 def pristine() -> Path:
     """One local store built by ``build_store`` per test process (the build is the same every time)."""
     root = Path(tempfile.mkdtemp(prefix="ddb-rewind-pristine-")) / "store"
+    atexit.register(shutil.rmtree, root.parent, True)
     root.mkdir()
     build_store(LocalStore(root))
     return root

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +170,18 @@ def test_without_store_or_rewind_store_the_store_is_asked_for(monkeypatch: pytes
     monkeypatch.delenv("REWIND_STORE", raising=False)
     assert main(["status"]) == 2
     assert "--store" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals reach the main thread")
+def test_sigterm_interrupts_a_command_as_ctrl_c_does(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    def terminated(args: argparse.Namespace) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal arrives first
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr("ddb_rewind.commands.status.run", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["status", "--store", "anything"]) == 130
+    assert capsys.readouterr().err == "ddb-rewind: error: interrupted (SIGTERM)\n"
+    assert signal.getsignal(signal.SIGTERM) is before

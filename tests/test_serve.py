@@ -122,6 +122,12 @@ def _description(sort_type: str, indexed: bool = False) -> dict[str, Any]:
     return description
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _at(second: int) -> datetime:
     return datetime.fromtimestamp(second, tz=UTC)
 
@@ -310,6 +316,27 @@ def test_every_read_at_a_moment_equals_what_the_table_answered_then(sort_type: s
         assert got == want, (operation, request)
 
 
+@pytest.mark.slow
+def test_sigterm_stops_serve_and_deletes_its_index(tmp_path: Path) -> None:
+    ops: list[tuple[str, Any, dict[str, Any] | None]] = [("a", 1, {"n": {"N": "5"}})]
+    with _captured("N", ops, 1) as (store, _):
+        server = subprocess.Popen([sys.executable, "-m", "ddb_rewind", "serve", "--store", store.uri, "--at",
+                                   _at(T0).isoformat(), "--port", str(_free_port())], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)})
+        try:
+            assert server.stdout is not None
+            assert "serving" in server.stdout.readline()
+            assert [p.name for p in tmp_path.glob("ddb-rewind-serve-*")], "the index is where TMPDIR says"
+            server.terminate()
+            _out, err = server.communicate(timeout=30)
+        finally:
+            server.kill()
+    assert server.returncode == 0, err
+    assert err.splitlines()[-1] == "stopped"
+    assert list(tmp_path.glob("ddb-rewind-serve-*")) == []
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[int]:
     """``orders`` (sort key N) with three items, served at the moment after the third."""
@@ -455,12 +482,6 @@ def test_strings_and_binaries_order_by_their_bytes(strings: list[str], blobs: li
     assert sorted(strings, key=lambda s: encode_value({"S": s})) == sorted(strings, key=lambda s: s.encode())
     encoded = [{"B": base64.b64encode(b).decode()} for b in blobs]
     assert [encode_value(v) for v in sorted(encoded, key=encode_value)] == sorted(blobs)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.slow

@@ -48,7 +48,7 @@ def chosen_tables(store: Any, text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the moment, say where it is served, and answer until Ctrl-C."""
+    """Load the moment, say where it is served, and answer until Ctrl-C or SIGTERM."""
     from replayer.serving.server import moto_missing, serving
 
     # serve's only extra dependency, checked before any work (imported beside the loading, not here).
@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
 
     with serving(store, tables, args.at, host=args.host, port=args.port, say=say) as server:
         host, port = str(server.server_address[0]), int(server.server_address[1])
-        print(f"serving {', '.join(tables)} as of {format_time(args.at)} at http://{host}:{port} "
-              "(read-only; Ctrl-C stops)", flush=True)
-        try:
+        try:  # a stop may come as soon as the line is read, before print returns
+            print(f"serving {', '.join(tables)} as of {format_time(args.at)} at http://{host}:{port} "
+                  "(read-only; Ctrl-C or SIGTERM stops)", flush=True)
             threading.Event().wait()
         except KeyboardInterrupt:
             say("stopped")

@@ -20,6 +20,7 @@ import argparse
 import json
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,7 +63,7 @@ def phase_state(store: LocalStore, at: datetime, out: Path) -> dict[str, Any]:
 
     con, opened = _timed(lambda: open_items(store, TABLE, at))
     selection, counted = _timed(lambda: select_counts(con))
-    written, wrote = _timed(lambda: replay_to_file(con, str(out), selection.items))
+    written, wrote = _timed(lambda: replay_to_file(con, str(out), selection.items, overwrite=True))
     return {"items": written, "seconds": opened + counted + wrote,
             "detail": {"open_items": opened, "select_counts": counted, "replay_to_file": wrote}}
 
@@ -182,6 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-jsonl", action="store_true", help="skip the .jsonl variant")
     parser.add_argument("--formats", action="store_true", help="also replay into .avro and .csv")
     parser.add_argument("--only", help="comma-separated phases to run (e.g. raw,state,state-csv)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the phases this many times, in reversed order every other round, and give each "
+                             "ratio as the median of the rounds' ratios (this VM's runs vary by 10%% or more)")
     parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one, removed after)")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
@@ -222,9 +226,16 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
         wanted = args.only.split(",")
         plan = [step for step in plan if step[0] in wanted]
     results: dict[str, dict[str, Any]] = {}
-    for name, file_name in plan:
-        results[name] = run_phase(name, root, at_us, outputs / file_name)
-        _report(name, results[name], generated.changes)
+    rounds: list[dict[str, dict[str, Any]]] = []
+    for number in range(max(1, args.rounds)):
+        if args.rounds > 1:
+            print(f"round {number + 1}:", flush=True)
+        this: dict[str, dict[str, Any]] = {}
+        for name, file_name in plan if number % 2 == 0 else plan[::-1]:
+            this[name] = run_phase(name, root, at_us, outputs / file_name)
+            _report(name, this[name], generated.changes)
+        rounds.append(this)
+    results = rounds[0]
     if args.snapshot:
         cut = generated.first_us + (generated.last_us - generated.first_us) * 4 // 5
         cut -= cut % 1_000_000
@@ -234,16 +245,20 @@ def _bench(args: argparse.Namespace, work: Path) -> None:
                                                    outputs / "state-from-snapshot.parquet")
         _report("state-from-snapshot", results["state-from-snapshot"], generated.changes)
     _check(outputs, results)
-    state, raw = results["state"]["seconds"], results["raw"]["seconds"]
+    state = results["state"]["seconds"] if "state" in results else 0.0
     for name in ("state", "state-jsonl", "state-avro", "state-csv"):
-        if name in results:
-            print(f"{name} / raw query: {results[name]['seconds'] / raw:.2f}x wall, "
-                  f"{results[name]['cpu'] / results['raw']['cpu']:.2f}x cpu (target <= 1.3x)")
+        if name in results and "raw" in results:
+            walls = [one[name]["seconds"] / one["raw"]["seconds"] for one in rounds]
+            cpus = [one[name]["cpu"] / one["raw"]["cpu"] for one in rounds]
+            spread = f" (rounds from {min(walls):.2f}x to {max(walls):.2f}x)" if len(rounds) > 1 else ""
+            print(f"{name} / raw query: {statistics.median(walls):.2f}x wall{spread}, "
+                  f"{statistics.median(cpus):.2f}x cpu (target <= 1.3x)")
     if "naive" in results:
         print(f"naive / state: {results['naive']['seconds'] / state:.1f}x faster wall, "
               f"{results['naive']['cpu'] / results['state']['cpu']:.1f}x cpu (target >= 20x)")
     if "state-from-snapshot" in results:
-        print(f"state from snapshot / raw query: {results['state-from-snapshot']['seconds'] / raw:.2f}x")
+        print(f"state from snapshot / raw query: "
+              f"{results['state-from-snapshot']['seconds'] / results['raw']['seconds']:.2f}x")
     peak = max(r["peak_mb"] for r in results.values())
     print(f"largest peak memory of any phase: {peak:,.0f} MB (target < 4,096 MB)")
 
@@ -257,13 +272,14 @@ def _report(name: str, figures: dict[str, Any], changes: int | None) -> None:
 
 
 def _check(outputs: Path, results: dict[str, dict[str, Any]]) -> None:
-    expected = fingerprint(outputs / "state.parquet")
+    first = "state" if "state" in results else "raw"
+    expected = fingerprint(outputs / f"{first}.parquet")
     for name in ("raw", "naive", "state-from-snapshot"):
         if name in results and fingerprint(outputs / f"{name}.parquet") != expected:
-            raise SystemExit(f"{name} does not hold the same items as state")
+            raise SystemExit(f"{name} does not hold the same items as {first}")
     for name in ("state-jsonl", "state-avro", "state-csv"):
         if name in results and results[name]["items"] != expected[0]:
-            raise SystemExit(f"{name} does not hold as many items as state")
+            raise SystemExit(f"{name} does not hold as many items as {first}")
     print(f"outputs agree: {expected[0]:,} items", flush=True)
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from changelog.codec import decode_lambda_record
@@ -79,8 +80,8 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_partial_file(tmp_path: 
     out = tmp_path / "state.jsonl"
     out.write_text(OLD)
 
-    def images() -> Iterator[str]:
-        yield '{"pk":{"S":"a"}}'
+    def images() -> Iterator[pa.RecordBatch]:
+        yield pa.record_batch({"image": ['{"pk":{"S":"a"}}']})
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt), output_file(str(out), overwrite=True) as partial:

@@ -90,14 +90,32 @@ NAMES = KeyNames("pk", "sk")
 KINDS = {"pk": "S", "sk": "N"}
 
 
-def _items(documents: list[str]) -> duckdb.DuckDBPyConnection:
-    """A connection with view ``items`` as ``open_items`` lays it out for ``layout``."""
+def _raw(documents: list[str]) -> duckdb.DuckDBPyConnection:
+    """A connection with table ``raw`` (item_key, keys, image), each the document itself."""
     con = duckdb.connect()
-    plan = layout(NAMES, KINDS)
-    plan.prepare(con)
     con.execute("CREATE TABLE raw (item_key VARCHAR, keys VARCHAR, image VARCHAR)")
     con.executemany("INSERT INTO raw VALUES (?, ?, ?)", [(d, d, d) for d in documents])
-    con.execute(f"CREATE TABLE items AS {laid_out(plan, 'raw')}")  # image: the document itself (see raw)
+    return con
+
+
+def _laid_out(documents: list[str]) -> duckdb.DuckDBPyConnection:
+    """A connection with table ``items``: the documents as ``layout`` lays them out."""
+    con = _raw(documents)
+    plan = layout(NAMES, KINDS, Path("unused"))
+    plan.prepare(con)
+    con.execute(f"CREATE TABLE items AS {laid_out(plan, 'raw')}")
+    return con
+
+
+def _kept(documents: list[str], path: Path) -> duckdb.DuckDBPyConnection:
+    """A connection with view ``items`` as ``open_items`` leaves it for ``layout``: its items file kept in ``path``."""
+    con = _raw(documents)
+    path.mkdir()
+    plan = layout(NAMES, KINDS, path / "items.arrow")
+    plan.prepare(con)
+    assert plan.keep is not None
+    plan.keep(con, laid_out(plan, "raw"))
+    con.execute("CREATE VIEW items AS SELECT * FROM state")
     return con
 
 
@@ -113,7 +131,7 @@ def test_the_state_key_column_reads_any_key_document_as_python_reads_it(
         document = dict(members[::-1] if reversed_order else members)
         # json.dumps: spaces after separators, non-ASCII as \u escapes.
         documents.append(json.dumps(document) if spaced else orjson.dumps(document).decode())
-    con = _items(documents)
+    con = _laid_out(documents)
     got = {row[0]: (row[1], row[2]) for row in con.execute("SELECT image, rewind_h, rewind_s FROM items").fetchall()}
     for text in documents:
         parsed = orjson.loads(text)
@@ -121,21 +139,18 @@ def test_the_state_key_column_reads_any_key_document_as_python_reads_it(
 
 
 def test_an_item_whose_key_is_not_of_the_declared_type_is_a_damaged_store(tmp_path: Path) -> None:
-    con = _items(['{"pk":{"S":"a"},"sk":{"N":"1"}}', '{"pk":{"S":"b"},"sk":{"S":"1"}}'])
-    with pytest.raises(DamagedStore, match="does not fit the table's key schema"):
-        build(tmp_path / "t", con, NAMES)
+    with pytest.raises(DamagedStore, match=r'"sk":\{"S":"1"\}\} does not fit the table\'s key schema'):
+        _kept(['{"pk":{"S":"a"},"sk":{"N":"1"}}', '{"pk":{"S":"b"},"sk":{"S":"1"}}'], tmp_path / "t")
 
 
 def test_an_item_whose_number_key_is_not_a_number_is_a_damaged_store(tmp_path: Path) -> None:
-    con = _items(['{"pk":{"S":"a"},"sk":{"N":"1"}}', '{"pk":{"S":"b"},"sk":{"N":"1_0"}}'])
-    with pytest.raises(DamagedStore, match="does not fit the table's key schema"):
-        build(tmp_path / "t", con, NAMES)
+    with pytest.raises(DamagedStore, match=r'"sk":\{"N":"1_0"\}\} does not fit the table\'s key schema'):
+        _kept(['{"pk":{"S":"a"},"sk":{"N":"1"}}', '{"pk":{"S":"b"},"sk":{"N":"1_0"}}'], tmp_path / "t")
 
 
 def test_two_items_of_one_key_written_differently_are_a_damaged_store(tmp_path: Path) -> None:
-    con = _items(['{"pk":{"S":"a"},"sk":{"N":"1"}}', '{"pk":{"S":"a"},"sk":{"N":"1.0"}}'])
     with pytest.raises(DamagedStore, match="one key"):
-        build(tmp_path / "t", con, NAMES)
+        _kept(['{"pk":{"S":"a"},"sk":{"N":"1"}}', '{"pk":{"S":"a"},"sk":{"N":"1.0"}}'], tmp_path / "t")
 
 
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "ab", "é"]), st.integers(-50, 50)), min_size=1, max_size=60,
@@ -144,9 +159,8 @@ def test_two_items_of_one_key_written_differently_are_a_damaged_store(tmp_path: 
 def test_the_index_finds_every_item_and_orders_them_as_the_python_keys_do(tmp_path_factory: Any,
                                                                         keys: list[tuple[str, int]]) -> None:
     documents = [orjson.dumps({"pk": {"S": pk}, "sk": {"N": str(sk)}}).decode() for pk, sk in keys]
-    con = _items(documents)
     path = tmp_path_factory.mktemp("index") / "t"
-    assert build(path, con, NAMES) == len(keys)
+    assert build(path, _kept(documents, path), NAMES) == len(keys)
     index = Index(path, len(keys), "pk")
     try:
         by_key = sorted(documents, key=lambda d: (encode_value(orjson.loads(d)["pk"]),

@@ -13,6 +13,7 @@ import io
 import os
 import zlib
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from changelog.errors import UsageError
+from changelog.errors import DamagedStore, UsageError
 from changelog.plain import Column, finish_array, text_array, typed_query
 
 FORMATS = (".jsonl", ".parquet", ".avro", ".csv")
@@ -115,21 +116,36 @@ def from_avro_value(value: dict[str, Any]) -> dict[str, Any]:
 JSONL_ITEM = ('{"Item":', "}")
 
 
-def write_jsonl(path: Path, images: Iterable[str]) -> int:
-    """One ``{"Item": ...}`` line per item, as DynamoDB's native export writes; the image text as stored."""
-    with open(path, "w", encoding="utf-8") as handle:
-        return write_jsonl_to(handle, images)
+def write_jsonl(path: Path, batches: Iterable[pa.RecordBatch]) -> int:
+    """One ``{"Item": ...}`` line per item, as DynamoDB's native export writes; the image text as stored.
+
+    Each batch's first column holds the images (none null).
+    """
+    with open(path, "wb") as handle:
+        return write_jsonl_to(handle, batches)
 
 
-def write_jsonl_to(handle: IO[str], images: Iterable[str]) -> int:
-    """``write_jsonl`` into an open text stream (stdout for ``--to-file -``)."""
+def write_jsonl_to(handle: IO[bytes], batches: Iterable[pa.RecordBatch]) -> int:
+    """``write_jsonl`` into an open binary stream (stdout's for ``--to-file -``).
+
+    A batch's lines are joined in Arrow and written as one buffer, on a thread while the next batch
+    is computed (both release the GIL): no Python string per item.
+    """
     count = 0
-    before, after = JSONL_ITEM
-    for image in images:
-        handle.write(before)
-        handle.write(image)
-        handle.write(after + "\n")
-        count += 1
+    before, after = _text(JSONL_ITEM[0]), _text(JSONL_ITEM[1] + "\n")
+    with ThreadPoolExecutor(1) as disk:
+        pending: Future[int] | None = None
+        for batch in batches:
+            images = batch.column(0).cast(pa.large_string())
+            if images.null_count:
+                raise DamagedStore("an item of the state has no image; the store may be damaged")
+            lines = pc.binary_join_element_wise(before, images, after, _text(""))
+            if pending is not None:
+                pending.result()
+            pending = disk.submit(handle.write, _joined(lines))
+            count += batch.num_rows
+        if pending is not None:
+            pending.result()
     return count
 
 

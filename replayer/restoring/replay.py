@@ -72,6 +72,12 @@ class Layout:
     once); ``kept`` are those the ``items`` view passes on (the state keeps only them and what
     ``items`` reads); ``order_by`` orders the rows instead of ``item_key``; ``prepare`` defines on the
     connection what that SQL needs (macros).
+
+    ``keep`` runs the laid-out query and leaves its rows on the connection as ``state``, with the
+    carried and kept columns; without it they go into a temporary table. A reader that writes every
+    row out anyway (serve's index file) writes them there as they are computed and registers what it
+    wrote, rather than copying them into DuckDB first and reading them back. It runs while the store
+    is read (``read_consistently`` runs it again when a merge replaced a file meanwhile).
     """
 
     columns: tuple[tuple[str, str], ...]
@@ -80,6 +86,7 @@ class Layout:
     prepare: Callable[[duckdb.DuckDBPyConnection], None] = lambda con: None
     # The state's own columns carried through the sort (a reader that needs only the image sorts less).
     carried: tuple[str, ...] = ("item_key", "keys", "image")
+    keep: Callable[[duckdb.DuckDBPyConnection, str], None] | None = None
 
 
 def laid_out(layout: Layout, source: str) -> str:
@@ -144,7 +151,10 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
             layout.prepare(con)
             query = laid_out(layout, "state__view")
         with query_progress(con, f"reading {table} as of {format_time(at)}"):
-            con.execute(f"CREATE TEMP TABLE state AS {query}")
+            if layout is not None and layout.keep is not None:
+                layout.keep(con, query)
+            else:
+                con.execute(f"CREATE TEMP TABLE state AS {query}")
         return con
 
     # Everything after this reads the materialised table, never the store's files again.
@@ -213,8 +223,9 @@ def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, ove
     kind = check_format(path)
     progress = Progress("replay", total=total)
     if path == STDOUT:
-        count = write_jsonl_to(sys.stdout, _images(con, progress))
         sys.stdout.flush()
+        count = write_jsonl_to(sys.stdout.buffer, _counted(_batches(con, "image"), progress))
+        sys.stdout.buffer.flush()
         progress.close()
         return count
     # Parquet and CSV: a first pass over the images finds each attribute's type (changelog.plain's rule).
@@ -224,7 +235,7 @@ def replay_to_file(con: duckdb.DuckDBPyConnection, path: str, total: int, *, ove
             columns = columns_of(summarize(con, "items", "image"), keys, RESERVED)
     with output_file(path, overwrite) as partial:
         if kind == ".jsonl":
-            count = write_jsonl(partial, _images(con, progress))
+            count = write_jsonl(partial, _counted(_batches(con, "image"), progress))
         elif kind == ".avro":
             count = write_avro(partial, _images(con, progress))
         elif kind == ".csv":

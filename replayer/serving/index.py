@@ -2,12 +2,13 @@
 
 Per served table, one directory. ``items.arrow`` holds one row per item: the partition key's bytes,
 the sort key's bytes (both ``keyorder``'s encoding, so byte order is DynamoDB's key order) and its
-DynamoDB JSON, sorted by (partition, sort). DuckDB computes every column
-and sorts (``keyorder.sql_key``: the key rule in SQL; its sort spills to disk, so memory stays bounded);
-Python only hands its Arrow batches to the file. The server maps the file (zero copy) and finds a key
-by binary search: GetItem, Query ranges and Scan pages read no image they do not return. A parallel
-Scan's segment is computed from the images it reads (``segment_byte``), not stored: every start-up
-would pay for it, and only parallel Scans ask.
+DynamoDB JSON, sorted by (partition, sort). DuckDB computes every column and sorts
+(``keyorder.sql_key``: the key rule in SQL; its sort spills to disk, so memory stays bounded); Python
+only hands its Arrow batches to the file as the state is computed (``keep_items``: the state is not
+copied into DuckDB first, and the secondary indexes are built from the file itself). The server maps
+the file (zero copy) and finds a key by binary search: GetItem, Query ranges and Scan pages read no
+image they do not return. A parallel Scan's segment is computed from the images it reads
+(``segment_byte``), not stored: every start-up would pay for it, and only parallel Scans ask.
 
 Each secondary index the table had at T is one more sorted file, ``ix<n>.arrow``, of key bytes pointing
 at the item's row: (index partition, index order, table partition, table sort, row), ordered
@@ -107,9 +108,10 @@ def _document(names: tuple[tuple[str, str], ...], order: tuple[int, ...], texts:
     return "concat('{', " + ", ',', ".join(members) + ", '}')"
 
 
-def layout(keys: KeyNames, kinds: dict[str, str]) -> Layout:
+def layout(keys: KeyNames, kinds: dict[str, str], items_file: Path) -> Layout:
     """The state as the index is built from it: columns ``image``, ``rewind_h``, ``rewind_s`` and
-    ``rewind_keys`` (the keys document of a refused key, else NULL), rows in (h, s) order.
+    ``rewind_keys`` (the keys document of a refused key, else NULL), rows in (h, s) order, kept as
+    the index's items file ``items_file`` as they are computed (``keep_items``).
 
     An item's key text is read from its ``keys`` document with one parse when the document is the
     plain text the consumer writes (the text rebuilt from what was read equals it: then it holds
@@ -132,29 +134,45 @@ def layout(keys: KeyNames, kinds: dict[str, str]) -> Layout:
                # The keys document is kept only where it is refused (to name it): the sort carries no other copy.
                ("rewind_keys", "CASE WHEN rewind_h IS NULL OR rewind_s IS NULL THEN keys END"))
     return Layout(columns, ("rewind_h", "rewind_s", "rewind_keys"),
-                  "rewind_h NULLS LAST, rewind_s NULLS LAST", define_sql, carried=("image",))
+                  "rewind_h NULLS LAST, rewind_s NULLS LAST", define_sql, carried=("image",),
+                  keep=lambda con, query: keep_items(items_file, con, query))
+
+
+def keep_items(path: Path, con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Write the rows of ``query`` (the state laid out by ``layout``) as the items file ``path``, then
+    register the file, memory-mapped, as the connection's ``state``: the secondary indexes are built
+    from it without a copy of the images in DuckDB.
+
+    A key that is not of its declared type, or two items of one key, is a damaged store: DynamoDB
+    refuses such writes, so a stream cannot hold them.
+    """
+    keyed = f"SELECT rewind_h AS h, rewind_s AS s, image, rewind_keys AS keys FROM ({query})"
+    try:
+        # Rows come in (h, s) order, as the state is computed: no sort here.
+        _write(path, con.sql(keyed), ordered=("h", "s"), dropped=("keys",))
+    except _NotAKey as refused:
+        keys = refused.batch.filter(pc.or_(pc.is_null(refused.batch.column("h")),
+                                           pc.is_null(refused.batch.column("s")))).column("keys")
+        shown = f" {str(keys[0].as_py())[:80]}" if len(keys) else ""
+        raise DamagedStore(f"an item's key{shown} does not fit the table's key schema") from None
+    con.register("rewind_items_file", pa.ipc.open_file(pa.memory_map(str(path))).read_all())
+    # Every key was checked as it was written: none is refused.
+    con.execute("CREATE TEMP VIEW state AS SELECT image, h AS rewind_h, s AS rewind_s, "
+                "NULL::VARCHAR AS rewind_keys FROM rewind_items_file")
 
 
 def build(path: Path, con: duckdb.DuckDBPyConnection, keys: KeyNames, indexes: tuple[IndexKeys, ...] = ()) -> int:
-    """Write the ``items`` view of ``con`` (opened with ``layout``) as the sorted files of a new index in the
-    directory ``path``.
+    """The secondary indexes of the index in the directory ``path``, whose items file the ``items`` view
+    of ``con`` (opened with ``layout``) was kept as.
 
-    ``indexes`` are the secondary indexes to build beside the items (index ``n`` is file ``ix<n>``).
-    Returns how many items it holds. A key that is not of its declared type, or two items of one key,
-    is a damaged store: DynamoDB refuses such writes, so a stream cannot hold them.
+    ``indexes`` are the secondary indexes to build (index ``n`` is file ``ix<n>``). Returns how many
+    items the index holds.
     """
-    path.mkdir()
-    keyed = "(SELECT rewind_h AS h, rewind_s AS s, image, rewind_keys AS keys FROM items)"
-    try:
-        # Rows come in (h, s) order, as the state was written: no sort here.
-        count = _write(path / "items.arrow", con.sql(f"SELECT h, s, image FROM {keyed}"), ordered=("h", "s"))
-    except _NotAKey:
-        refused = con.execute(f"SELECT keys FROM {keyed} WHERE h IS NULL OR s IS NULL LIMIT 1").fetchone()
-        shown = "" if refused is None else f" {str(refused[0])[:80]}"
-        raise DamagedStore(f"an item's key{shown} does not fit the table's key schema") from None
+    keyed = "(SELECT rewind_h AS h, rewind_s AS s, image FROM items)"
     for number, index in enumerate(indexes):
         _build_index(path, con, keyed, number, index)
-    return count
+    (row,) = con.execute("SELECT count(*) FROM state").fetchall()
+    return int(row[0])
 
 
 def _build_index(path: Path, con: duckdb.DuckDBPyConnection, keyed: str, number: int, index: IndexKeys) -> None:
@@ -184,8 +202,9 @@ def _build_index(path: Path, con: duckdb.DuckDBPyConnection, keyed: str, number:
         con.execute("DROP TABLE rewind_index")
 
 
-def _write(path: Path, relation: duckdb.DuckDBPyRelation, ordered: tuple[str, ...] = ()) -> int:
-    """Stream ``relation`` into an Arrow IPC file at ``path``.
+def _write(path: Path, relation: duckdb.DuckDBPyRelation, ordered: tuple[str, ...] = (),
+           dropped: tuple[str, ...] = ()) -> int:
+    """Stream ``relation``, less its columns ``dropped``, into an Arrow IPC file at ``path``.
 
     With ``ordered``: its rows must come in strictly increasing order of those columns (a NULL among
     them is ``_NotAKey``; two rows of one key a damaged store), so that a binary search finds them.
@@ -193,35 +212,41 @@ def _write(path: Path, relation: duckdb.DuckDBPyRelation, ordered: tuple[str, ..
     count = 0
     last: tuple[bytes, ...] | None = None
     # Closed on a refusal too: the connection answers no other query while a result is open.
-    with (relation.to_arrow_reader(BATCH_ROWS) as reader, pa.ipc.new_file(str(path), reader.schema) as writer,
-          ThreadPoolExecutor(1) as disk):
-        # One batch goes to disk while DuckDB makes the next (both release the GIL).
-        pending: Future[None] | None = None
-        try:
-            for batch in reader:
-                if not batch.num_rows:
-                    continue
-                if ordered:
-                    last = _check_order(batch, ordered, last)
+    with relation.to_arrow_reader(BATCH_ROWS) as reader:
+        written = [name for name in reader.schema.names if name not in dropped]
+        schema = pa.schema([reader.schema.field(name) for name in written])
+        with pa.ipc.new_file(str(path), schema) as writer, ThreadPoolExecutor(1) as disk:
+            # One batch goes to disk while DuckDB makes the next (both release the GIL).
+            pending: Future[None] | None = None
+            try:
+                for batch in reader:
+                    if not batch.num_rows:
+                        continue
+                    if ordered:
+                        last = _check_order(batch, ordered, last)
+                    if pending is not None:
+                        pending.result()
+                    pending = disk.submit(writer.write_batch, batch.select(written))
+                    count += batch.num_rows
+            finally:
                 if pending is not None:
                     pending.result()
-                pending = disk.submit(writer.write_batch, batch)
-                count += batch.num_rows
-        finally:
-            if pending is not None:
-                pending.result()
     return count
 
 
 class _NotAKey(Exception):
     """A row of the items file without key bytes: its key is not of the table's key types."""
 
+    def __init__(self, batch: pa.RecordBatch) -> None:
+        super().__init__("a key without key bytes")
+        self.batch = batch
+
 
 def _check_order(batch: pa.RecordBatch, names: tuple[str, ...], before: tuple[bytes, ...] | None) -> tuple[bytes, ...]:
     """Refuse a batch not strictly increasing in ``names`` (from ``before``, the previous batch's last key)."""
     columns = [batch.column(name) for name in names]
     if any(column.null_count for column in columns):
-        raise _NotAKey
+        raise _NotAKey(batch)
     first = tuple(column[0].as_py() for column in columns)
     if before is not None and first <= before:
         _disorder(first == before)

@@ -120,11 +120,12 @@ def load_tables(store: Store, tables: list[str], at: datetime, workdir: Path,
         description = describe_at(store, table, meta, at_us)
         schema, attributes = key_schema(meta, table)
         names = KeyNames(schema[0]["AttributeName"], schema[1]["AttributeName"] if len(schema) > 1 else None)
-        # The state is keyed and put in key order as it is computed: one sort, not two.
+        path = workdir / f"table-{number}"
+        path.mkdir()
+        # The state is keyed, put in key order and written as the items file as it is computed: one sort, no copy.
         con = open_items(store, table, at, layout=layout(names, {a["AttributeName"]: a["AttributeType"]
-                                                                 for a in attributes}))
+                                                                 for a in attributes}, path / "items.arrow"))
         try:
-            path = workdir / f"table-{number}"
             indexes = served_indexes({**description, "AttributeDefinitions":
                                       description.get("AttributeDefinitions") or attributes}, names)
             count = build(path, con, names, indexes)

@@ -8,10 +8,15 @@ it read, and ``capture_holds`` is the only reader of those records:
 - The poller keeps one checkpoint per shard (``stream_consumer.checkpoint``; the keys read here are
   part of the store's format). It writes one for every shard DescribeStream lists, before reading
   it, so a listed shard nobody has read yet is known.
-- The Lambda path records batches by sequence range: a *stored* record for each batch it stored
-  and a *pending* record, written before it reports a batch failed, for the batch Lambda may give
-  up on. ``recover`` writes a stored record for a batch it re-captured, or a gap
-  (``changelog.gaps``) for one it could not; either settles the pending record. A DynamoDB stream
+- The Lambda path records the batches Lambda may give up on: a *pending* record, written before it
+  reports a batch failed, named by the batch's first sequence number. A retry of that batch starts
+  at the same record (the handler reports the whole batch failed), so the retry that stores it
+  writes a *stored* record from that first sequence number (``settle_pending_batch``); ``recover``
+  writes one for a batch it re-captured, or a gap (``changelog.gaps``) for one it could not. Either
+  settles the pending record: a stored record only when it starts where the pending one does (its
+  range alone could settle another shard's or another concurrent batch's pending record, since
+  their sequence numbers interleave). A batch stored at its first attempt leaves no record here:
+  one object per batch, listed by every reader's coverage, would grow without end. A DynamoDB stream
   event carries only the stream ARN, so its records name no shard; a Kinesis event names the shard
   of every record (``eventID`` ``shardId-...:sequence``), so a Kinesis batch's records also carry
   ``shard_id`` and settle only by a record or gap of the same shard. A Kinesis stream may carry
@@ -134,6 +139,15 @@ def record_stored_batch(store: Store, table: str, stream_arn: str, first_sequenc
             "source": source, **({"shard_id": shard_id} if shard_id is not None else {})}
     store.write(path, json.dumps(body, indent=1, sort_keys=True).encode("utf-8"))
     return path
+
+
+def settle_pending_batch(store: Store, table: str, stream_arn: str, first_sequence: str, last_sequence: str,
+                         source: str, shard_id: str | None = None) -> str | None:
+    """After a batch is stored: its stored record when a pending record waits for it (a retry), else nothing."""
+    _checked((first_sequence, last_sequence), shard_id)
+    if not is_pending(store, table, stream_arn, first_sequence, shard_id):
+        return None
+    return record_stored_batch(store, table, stream_arn, first_sequence, last_sequence, source, shard_id)
 
 
 def record_pending_batch(store: Store, table: str, stream_arn: str, first_sequence: str,
@@ -284,7 +298,7 @@ def capture_holds(store: Store, table: str, listing: Sequence[str], newest_chang
         for batch in pending:
             first = int(batch.first_sequence)
             settled = any(s.stream_arn == batch.stream_arn and same_shard(batch.shard_id, s.shard_id)
-                          and int(s.first_sequence) <= first <= int(s.last_sequence) for s in stored) \
+                          and int(s.first_sequence) == first for s in stored) \
                 or any(same_shard(batch.shard_id, shard) and low <= first <= high for shard, low, high in lost)
             if not settled:
                 shard = f" of shard {batch.shard_id}" if batch.shard_id else ""

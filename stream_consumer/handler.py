@@ -42,8 +42,8 @@ from changelog.captured import (
     hold_before,
     record_pending_batch,
     record_shard_progress,
-    record_stored_batch,
     sequence_problem,
+    settle_pending_batch,
 )
 from changelog.codec import (
     MAX_SEQUENCE_DIGITS,
@@ -247,8 +247,8 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         if source == "lambda-kinesis":
             batches = _kinesis_batches(records, {table: [] for table in result.tables}, table_hint)
         for batch in batches:
-            record_stored_batch(store, batch.table, batch.stream_arn, batch.first, batch.last, "lambda",
-                                batch.shard_id)
+            settle_pending_batch(store, batch.table, batch.stream_arn, batch.first, batch.last, "lambda",
+                                 batch.shard_id)
             if source == "lambda-dynamodb" and batch.shard_id is not None:
                 record_shard_progress(store, batch.table, ShardProgress(batch.shard_id, batch.stream_arn,
                                                                         batch.last, batch.last_us))

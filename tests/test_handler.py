@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from changelog.errors import StreamConfigError
-from changelog.layout import changes_root, table_root
+from changelog.layout import capture_root, changes_root, table_root
 from changelog.meta import read_meta
 from changelog.state import coverage
 from changelog.store import Store
@@ -323,6 +323,25 @@ def test_a_failed_batch_holds_coverage_before_its_first_change(local: Store, mon
 
     # The newest stored change is at ...003, but the changes of ...001 and ...002 are not stored.
     assert coverage(local, TABLE).latest_us == 1_750_000_001 * 1_000_000 - 1
+
+
+def test_a_batch_stored_at_its_first_attempt_leaves_no_capture_record(local: Store) -> None:
+    # One object per batch, listed by every coverage read, would grow without end.
+    for batch in realistic_batch():
+        invoke([batch])
+    assert local.list(capture_root(TABLE)) == []
+    assert coverage(local, TABLE).latest_us == 1_750_000_003 * 1_000_000
+
+
+def test_a_retry_that_stores_a_failed_batch_records_it_beside_its_pending_record(
+        local: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = realistic_batch()
+    _fail_batches_starting_at(monkeypatch, "102")
+    invoke(batches[2:4])
+    monkeypatch.undo()
+    monkeypatch.setenv("REWIND_STORE", local.uri)
+    invoke(batches[2:5])
+    assert [path.split("/")[-2] for path in local.list(capture_root(TABLE))] == ["batches", "pending"]
 
 
 def test_a_failed_batch_stored_on_a_retry_releases_coverage(local: Store, monkeypatch: pytest.MonkeyPatch) -> None:

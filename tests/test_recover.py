@@ -21,7 +21,7 @@ import pytest
 from moto.core.exceptions import JsonRESTError
 from moto.sqs.models import SQSBackend
 
-from changelog.captured import hold_before, record_pending_batch
+from changelog.captured import hold_before, record_pending_batch, record_stored_batch
 from changelog.codec import decode_getrecords_record, item_key
 from changelog.gaps import STREAM_TIME_MARGIN_US, gaps_root, read_gaps
 from changelog.layout import table_root
@@ -573,6 +573,19 @@ def test_a_pending_batch_holds_coverage_until_recover_stores_it(
     send(queue, scenario.failure_message())
     assert run_recover(store, queue) == 0
 
+    assert coverage(store, TABLE).latest_us == (T0 + 20) * SECOND
+
+
+def test_a_stored_batch_whose_range_only_contains_the_pending_start_does_not_settle_it(
+    scenario: Scenario, store: Store
+) -> None:
+    # Another shard's batch, or a concurrent one of the same shard: its sequence numbers interleave.
+    pending_from_the_handler(scenario, store)
+    first = int(scenario.first_lost_sequence())
+    record_stored_batch(store, TABLE, scenario.arn, str(first - 1), str(first + 1), "lambda")
+    assert coverage(store, TABLE).latest_us == (T0 + 10) * SECOND - 1
+
+    record_stored_batch(store, TABLE, scenario.arn, str(first), str(first + 1), "lambda")
     assert coverage(store, TABLE).latest_us == (T0 + 20) * SECOND
 
 

@@ -250,6 +250,48 @@ def lineage_holds(shards: Mapping[str, ShardRead]) -> list[Hold]:
     return holds
 
 
+# DynamoDB Streams keeps a record 24 hours; a closed shard leaves DescribeStream with its last record.
+# An hour more for the stream's clock and the reader's.
+STREAM_KEEPS_US = 25 * 3_600_000_000
+
+
+def settled_shards(shards: Mapping[str, ShardRead], kept: frozenset[str] = frozenset()) -> list[str]:
+    """The shards whose records no longer change what ``lineage_holds`` proves, in the order to remove them;
+    never one in ``kept`` (whose record holds more than its read: a checkpoint listing a gap).
+
+    A closed shard, read to its end, whose parent is not (or no longer) among the records, whose
+    children are known and all read, and whose end lies more than the stream keeps a record before
+    the furthest any shard is read: it holds nothing (its children are known) and bounds nothing (no
+    child is unread), and no reader lists it again (a poller or probe that met it in DescribeStream
+    would start it afresh). Removed, it leaves its children as roots that are read; removing from
+    the roots down keeps every closed shard that stays named as a parent. A record per shard ever
+    seen (a new shard every few hours), each fetched by every coverage read, would otherwise grow
+    without end.
+    """
+    marks = [shard.watermark_us for shard in shards.values() if shard.watermark_us is not None]
+    if not marks:
+        return []
+    furthest = max(marks)
+    remaining = dict(shards)
+    order: list[str] = []
+    while True:
+        children: dict[str, list[ShardRead]] = {}
+        for shard in remaining.values():
+            if shard.parent_shard_id:
+                children.setdefault(shard.parent_shard_id, []).append(shard)
+        settled = sorted(
+            shard.shard_id for shard in remaining.values()
+            if shard.closed and shard.watermark_us is not None and shard.parent_shard_id not in remaining
+            and shard.shard_id not in kept and shard.watermark_us + STREAM_KEEPS_US <= furthest
+            and children.get(shard.shard_id)
+            and all(child.watermark_us is not None for child in children[shard.shard_id]))
+        if not settled:
+            return order
+        for shard_id in settled:
+            del remaining[shard_id]
+        order.extend(settled)
+
+
 def with_progress(shards: Mapping[str, ShardRead], progress: Iterable[ShardProgress]) -> dict[str, ShardRead]:
     """The shards with each one's watermark raised to what its progress proves (an unknown shard: open)."""
     merged = dict(shards)

@@ -1,4 +1,5 @@
-"""One compaction run: merge small files of closed hours, then a base snapshot at the watermark."""
+"""One compaction run: merge small files of closed hours, remove the records of settled shards, then a
+base snapshot at the watermark."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from changelog.state import check_restorable, coverage
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from compactor.merge import MergeResult, merge_small_files
+from compactor.shard_records import prune_shard_records
 from compactor.snapshots import build_snapshot, default_snapshot_time, snapshot_input_bytes
 
 
@@ -22,6 +24,8 @@ class CompactionResult:
     snapshot: Manifest | None
     # The Spark job started to compute the snapshot instead (compactor.spark_runs), when one was.
     spark_job: str | None = None
+    # Shards whose records no longer change coverage, removed (compactor.shard_records).
+    settled_shards: int = 0
 
 
 def compact(store: Store, table: str, at_us: int | None = None, *, merge: bool = True,
@@ -49,8 +53,9 @@ def compact(store: Store, table: str, at_us: int | None = None, *, merge: bool =
     if target is None:
         return CompactionResult(MergeResult(0, 0, 0, 0), None)
     merged = merge_small_files(store, table, target) if merge else MergeResult(0, 0, 0, 0)
+    settled = prune_shard_records(store, table)
     if at_us is None and manifests and manifests[-1][1].snapshot_time_us >= target:
-        return CompactionResult(merged, None)
+        return CompactionResult(merged, None, settled_shards=settled)
     if start_spark is not None and snapshot_input_bytes(store, table, target) > spark_above_bytes:
-        return CompactionResult(merged, None, spark_job=start_spark(target))
-    return CompactionResult(merged, build_snapshot(store, table, target, cov=cov))
+        return CompactionResult(merged, None, spark_job=start_spark(target), settled_shards=settled)
+    return CompactionResult(merged, build_snapshot(store, table, target, cov=cov), settled_shards=settled)

@@ -9,6 +9,7 @@
     tables/<table>/capture/batches/<first seq>-<last seq>-<stream digest>.json
     tables/<table>/capture/pending/<first seq>-<stream digest>.json
     tables/<table>/ledger/<chain>/<n>-<written µs>~<what was published or removed> (changelog.ledger)
+    tables/<table>/ledger/folds/<written µs>-<sha256 of the bytes, 16 hex>.json   (compactor.ledger_fold)
     tables/<table>/forgotten/secret.key + <written µs>-<key hash>.json   (changelog.forgotten)
     tables/<table>/retention.json
     tables/<table>/gaps/<shard id>-<sequence numbers>.json   (changelog/gaps.py)

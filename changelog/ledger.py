@@ -9,7 +9,8 @@ recorded as removed right before it is deleted. Write first, record last: a cras
 a file no record names, which is never an alarm (stores written before the ledger have only such).
 
 Each record is one empty object whose name says everything, so the ledger is read from the listing
-every reader already makes (``changelog.state.coverage``) and never fetched:
+every reader already makes (``changelog.state.coverage``), never fetched, but for its folds
+(``read_ledger``; each compaction folds the records, ``compactor.ledger_fold``):
 
     tables/<table>/ledger/<chain>/<n, 12 digits>-<written µs, 16 digits>~put~<bytes>~dt=YYYY-MM-DD~hour=HH~<file name>
     ...~del~dt=YYYY-MM-DD~hour=HH~<file name>
@@ -40,10 +41,11 @@ import time
 import uuid
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from changelog.damage import damaged, read_json_object
 from changelog.layout import (
     HOUR_US,
     change_file_place,
@@ -58,6 +60,8 @@ from changelog.timefmt import format_time, from_micros
 # How long before a record is written a change it names may be stamped (changelog.gaps's margin).
 _MARGIN_US = 5_000_000
 _CHAIN = r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{16}"
+# A fold of records (compactor.ledger_fold): JSON, fetched by every reader of the ledger.
+FOLD = re.compile(r"folds/[0-9]{16}-[0-9a-f]{16}\.json")
 _PARTITION = r"dt=[0-9]{4}-[0-9]{2}-[0-9]{2}~hour=[0-9]{2}"
 # Names are kept without their extensions: no glob for *.parquet or *.json ever matches a record.
 _FILE = r"[0-9]{1,40}-[0-9]{1,40}-[0-9a-f]{32}"
@@ -160,27 +164,79 @@ def record_gap(store: Store, table: str, path: str, start_us: int | None, end_us
 
 
 def parse_records(table: str, listing: Iterable[str]) -> tuple[list[Record], list[str]]:
-    """The ledger records of ``table`` in a listing of its prefix, and the paths under the ledger that are none."""
+    """The ledger records of ``table`` in a listing of its prefix, and the paths under the ledger that are none
+    (a fold, read by ``read_ledger``, is neither)."""
     root = ledger_root(table)
     records: list[Record] = []
     foreign: list[str] = []
     for path in listing:
         if not path.startswith(root):
             continue
-        match = _RECORD.fullmatch(path[len(root):])
-        if match is None:
+        record = parse_record(table, path)
+        if record is not None:
+            records.append(record)
+        elif not FOLD.fullmatch(path[len(root):]):
             foreign.append(path)
-            continue
-        common = (path, match["chain"], int(match["n"]), int(match["written"]))
-        if match["put"] is not None:
-            records.append(Record(*common, "put", _change_path(table, match["put"]), size=int(match["size"])))
-        elif match["del"] is not None:
-            records.append(Record(*common, "del", _change_path(table, match["del"])))
-        else:
-            start = None if match["start"] == "x" else int(match["start"])
-            records.append(Record(*common, "gap", f"{table_root(table)}/gaps/{match['gap']}.json",
-                                  start_us=start, end_us=int(match["end"])))
     return records, foreign
+
+
+def parse_record(table: str, path: str) -> Record | None:
+    """The record a path under the table's ledger names; None when it names none."""
+    match = _RECORD.fullmatch(path[len(ledger_root(table)):])
+    if match is None:
+        return None
+    common = (path, match["chain"], int(match["n"]), int(match["written"]))
+    if match["put"] is not None:
+        return Record(*common, "put", _change_path(table, match["put"]), size=int(match["size"]))
+    if match["del"] is not None:
+        return Record(*common, "del", _change_path(table, match["del"]))
+    start = None if match["start"] == "x" else int(match["start"])
+    return Record(*common, "gap", f"{table_root(table)}/gaps/{match['gap']}.json", start_us=start,
+                  end_us=int(match["end"]))
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """The table's ledger as its records and folds say.
+
+    ``records``: those listed and those the folds carry; ``folded``: per chain, the number below which
+    its records were folded; ``folds``: the fold objects' paths; ``foreign``: other objects under it.
+    """
+
+    records: list[Record]
+    foreign: list[str]
+    folded: dict[str, int]
+    folds: list[str]
+
+
+def read_ledger(store: Store, table: str, listing: Sequence[str]) -> Ledger:
+    """The ledger of ``table`` from a listing of its prefix: its records, and what its folds carry.
+
+    A fold (``compactor.ledger_fold``) stands for each chain's records below a number: it carries
+    those that still say something and replaces their objects; the put and del of a file removed on
+    purpose say nothing more together and are dropped. A fold that does not parse is a damaged store.
+    """
+    records, foreign = parse_records(table, listing)
+    root = ledger_root(table)
+    folds = sorted(path for path in listing if path.startswith(root) and FOLD.fullmatch(path[len(root):]))
+    by_path = {record.path: record for record in records}
+    folded: dict[str, int] = {}
+    for path in folds:
+        body = read_json_object(store, path)
+        chains, carried = body.get("chains"), body.get("records")
+        if not isinstance(chains, dict) or not isinstance(carried, list) \
+                or not all(isinstance(c, str) and re.fullmatch(_CHAIN, c) and isinstance(n, int)
+                           and not isinstance(n, bool) and n >= 0 for c, n in chains.items()) \
+                or not all(isinstance(name, str) for name in carried):
+            raise damaged(store, path, "is not a sound ledger fold (chains, records)")
+        for name in carried:
+            record = parse_record(table, root + name)
+            if record is None or record.number >= chains.get(record.chain, 0):
+                raise damaged(store, path, f"carries {name[:80]!r}, which is no record it folded")
+            by_path.setdefault(record.path, record)
+        for chain, below in chains.items():
+            folded[chain] = max(folded.get(chain, 0), below)
+    return Ledger(sorted(by_path.values(), key=lambda r: r.path), foreign, folded, folds)
 
 
 def _change_path(table: str, entry: str) -> str:
@@ -189,12 +245,13 @@ def _change_path(table: str, entry: str) -> str:
 
 
 def find_missing(store: Store, table: str, listing: Sequence[str], records: Sequence[Record],
-                 gap_records: Iterable[str]) -> tuple[Missing, ...]:
+                 gap_records: Iterable[str], folded: Mapping[str, int] | None = None) -> tuple[Missing, ...]:
     """What the ledger records and the store no longer holds, unless its own writer removed it.
 
     ``listing`` is of the table's prefix; ``gap_records`` the gap record paths known otherwise
-    (listed by a checkpoint). A suspect is looked up once more before it is reported: a listing is
-    not one instant, and a writer may have added a file and its record while it ran.
+    (listed by a checkpoint); ``folded`` what ``read_ledger`` says the folds stand for. A suspect is
+    looked up once more before it is reported: a listing is not one instant, and a writer may have
+    added a file and its record while it ran.
     """
     present = set(listing)
     known_gaps = set(gap_records)
@@ -207,7 +264,7 @@ def find_missing(store: Store, table: str, listing: Sequence[str], records: Sequ
             found[record.target] = _missing_file(record)
         if record.kind == "gap" and record.target not in known_gaps and not store.exists(record.target):
             found[record.target] = _missing_gap(record)
-    for hole in _holes(store, table, records):
+    for hole in _holes(store, table, records, folded or {}):
         found[hole.path] = hole
     return tuple(found[path] for path in sorted(found))
 
@@ -233,19 +290,20 @@ def _missing_gap(record: Record) -> Missing:
     return Missing(record.target, GAP_RECORD, problem, loss)
 
 
-def _holes(store: Store, table: str, records: Sequence[Record]) -> list[Missing]:
-    """Records missing inside a chain (numbers below its newest that no record carries)."""
+def _holes(store: Store, table: str, records: Sequence[Record], folded: Mapping[str, int]) -> list[Missing]:
+    """Records missing inside a chain (numbers below its newest that no record carries and no fold stands for)."""
     by_chain: dict[str, dict[int, int]] = defaultdict(dict)
     for record in records:
         by_chain[record.chain][record.number] = record.written_us
     holes: list[Missing] = []
     for chain, numbers in sorted(by_chain.items()):
-        if len(numbers) == max(numbers) + 1:
+        below = folded.get(chain, 0)
+        if all(number in numbers for number in range(below, max(numbers))):
             continue
         # Listed again: a writer may have written the later records while the listing passed.
         again, _ = parse_records(table, store.list(f"{ledger_root(table)}{chain}/"))
         numbers = {**numbers, **{r.number: r.written_us for r in again}}
-        for number in range(max(numbers)):
+        for number in range(below, max(numbers)):
             if number in numbers:
                 continue
             later = min(written for n, written in numbers.items() if n > number)
@@ -260,5 +318,6 @@ def _holes(store: Store, table: str, records: Sequence[Record]) -> list[Missing]
 
 def missing_losses(store: Store, table: str, listing: Sequence[str], gap_records: Iterable[str]) -> list[Loss]:
     """The losses coverage counts for what went missing (``find_missing``); foreign names are ``check``'s."""
-    records, _foreign = parse_records(table, listing)
-    return [missing.loss for missing in find_missing(store, table, listing, records, gap_records)]
+    ledger = read_ledger(store, table, listing)
+    return [missing.loss for missing in find_missing(store, table, listing, ledger.records, gap_records,
+                                                     ledger.folded)]

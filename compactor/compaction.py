@@ -1,16 +1,17 @@
-"""One compaction run: merge small files of closed hours, remove the records of settled shards, then a
-base snapshot at the watermark."""
+"""One compaction run: merge small files of closed hours and take a base snapshot at the watermark, then
+remove the records of settled shards and fold the ledger."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from changelog.errors import UsageError
 from changelog.snapshot import Manifest, list_manifests
 from changelog.state import check_restorable, coverage
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
+from compactor.ledger_fold import fold_ledger
 from compactor.merge import MergeResult, merge_small_files
 from compactor.shard_records import prune_shard_records
 from compactor.snapshots import build_snapshot, default_snapshot_time, snapshot_input_bytes
@@ -26,10 +27,22 @@ class CompactionResult:
     spark_job: str | None = None
     # Shards whose records no longer change coverage, removed (compactor.shard_records).
     settled_shards: int = 0
+    # Ledger records replaced by a fold (compactor.ledger_fold).
+    folded_records: int = 0
 
 
 def compact(store: Store, table: str, at_us: int | None = None, *, merge: bool = True,
             spark_above_bytes: int = 0, start_spark: Callable[[int], str] | None = None) -> CompactionResult:
+    """``_merge_and_snapshot``, then the store's own records tidied: the records of settled shards
+    removed and the ledger folded, last, so that a large first fold never delays a snapshot."""
+    result = _merge_and_snapshot(store, table, at_us, merge=merge, spark_above_bytes=spark_above_bytes,
+                                 start_spark=start_spark)
+    return replace(result, settled_shards=prune_shard_records(store, table), folded_records=fold_ledger(store, table))
+
+
+def _merge_and_snapshot(store: Store, table: str, at_us: int | None = None, *, merge: bool = True,
+                        spark_above_bytes: int = 0, start_spark: Callable[[int], str] | None = None
+                        ) -> CompactionResult:
     """Merge closed hours' small files, then snapshot at ``at_us`` (default: the watermark).
 
     ``at_us`` must lie inside the table's coverage (the one rule replay uses): a snapshot dated after
@@ -53,9 +66,8 @@ def compact(store: Store, table: str, at_us: int | None = None, *, merge: bool =
     if target is None:
         return CompactionResult(MergeResult(0, 0, 0, 0), None)
     merged = merge_small_files(store, table, target) if merge else MergeResult(0, 0, 0, 0)
-    settled = prune_shard_records(store, table)
     if at_us is None and manifests and manifests[-1][1].snapshot_time_us >= target:
-        return CompactionResult(merged, None, settled_shards=settled)
+        return CompactionResult(merged, None)
     if start_spark is not None and snapshot_input_bytes(store, table, target) > spark_above_bytes:
-        return CompactionResult(merged, None, spark_job=start_spark(target), settled_shards=settled)
-    return CompactionResult(merged, build_snapshot(store, table, target, cov=cov), settled_shards=settled)
+        return CompactionResult(merged, None, spark_job=start_spark(target))
+    return CompactionResult(merged, build_snapshot(store, table, target, cov=cov))

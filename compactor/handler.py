@@ -71,7 +71,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return summary
     else:
         summary.update(merged_partitions=result.merge.partitions, merged_files=result.merge.files_in,
-                       settled_shards=result.settled_shards,
+                       settled_shards=result.settled_shards, folded_ledger_records=result.folded_records,
                        snapshot=result.snapshot.snapshot_time.isoformat() if result.snapshot else None,
                        items=result.snapshot.items if result.snapshot else None)
     if policy is not None:

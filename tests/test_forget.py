@@ -25,6 +25,7 @@ from changelog.layout import TABLES
 from changelog.store import LocalStore, S3Store, Store, open_store
 from changelog.timefmt import format_time, from_micros
 from compactor.forget import EraseRefused, forget, plan_forget
+from compactor.ledger_fold import fold_ledger
 from compactor.merge import merge_small_files
 from compactor.snapshots import build_snapshot
 from replayer.engines.views import open_sql
@@ -196,6 +197,15 @@ def test_check_passes_after_forget_and_reports_the_erasure(filled: Store) -> Non
     assert report.sound, report.problems
     assert report.erasures == 1 and "erasures" in report.verified
     assert any("records an erasure" in f.problem and "request 42" in f.problem for f in report.findings)
+
+
+def test_check_passes_after_forget_then_a_merge_and_a_ledger_fold(filled: Store) -> None:
+    # The erasure's replacement files merged away: the fold keeps their put and del, which check reads.
+    _forget(filled)
+    merge_small_files(filled, TABLE, (BASE + 7200) * 1_000_000, min_files=1)
+    assert fold_ledger(filled, TABLE) > 0
+    report = check_store(filled, TABLE, read_data=True)
+    assert report.sound, report.problems
 
 
 def test_check_finds_a_replaced_file_put_back(filled: Store, tmp_path: Path) -> None:

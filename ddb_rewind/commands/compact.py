@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if result.merge.files_in:
         print(f"merged {result.merge.files_in:,} change files into {result.merge.files_out:,} "
               f"({result.merge.records:,} records, {result.merge.partitions} hours)")
+    if result.folded_records:
+        print(f"folded {result.folded_records:,} ledger records")
     if result.settled_shards:
         print(f"removed the records of {result.settled_shards:,} closed shards that no longer change coverage")
     if result.snapshot is None:

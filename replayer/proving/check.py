@@ -56,7 +56,7 @@ from changelog.layout import (
     table_names,
     table_root,
 )
-from changelog.ledger import CHANGE_FILE, find_missing, parse_records
+from changelog.ledger import CHANGE_FILE, find_missing, read_ledger
 from changelog.quarantine import is_quarantine_path, read_quarantined
 from changelog.snapshot import (
     MANIFEST,
@@ -300,11 +300,12 @@ def _check_ledger(store: Store, table: str, sizes: dict[str, int], listed_gaps: 
                   manifests: list[StoredManifest]) -> tuple[list[Finding], int]:
     """What the ledger records and the store no longer holds (``changelog.ledger``), and a recorded
     change file whose size differs from its record."""
-    records, foreign = parse_records(table, sorted(sizes))
+    ledger = read_ledger(store, table, sorted(sizes))
+    records = ledger.records
     found = [Finding(table, path, "is not a ledger record ddb-rewind writes (a foreign or renamed object)",
                      "no restore point, but the ledger cannot vouch for what it replaced")
-             for path in foreign]
-    for missing in find_missing(store, table, sorted(sizes), records, listed_gaps):
+             for path in ledger.foreign]
+    for missing in find_missing(store, table, sorted(sizes), records, listed_gaps, ledger.folded):
         if missing.kind == CHANGE_FILE:
             affects = _change_window(missing.path, manifests)
         else:
@@ -343,7 +344,7 @@ def _check_erasures(store: Store, table: str, sizes: dict[str, int], read: list[
         ledger = erased_keys(store, table)
     except DamagedStore as exc:
         return [*found, Finding(table, forgotten_root(table), str(exc), "capture of the table fails")], len(erasures)
-    records, _foreign = parse_records(table, sorted(sizes))
+    records = read_ledger(store, table, sorted(sizes)).records
     removed = {r.target for r in records if r.kind == "del"}
     published = {r.target for r in records if r.kind == "put"}
     for erasure in erasures:

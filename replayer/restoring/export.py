@@ -12,8 +12,7 @@ import csv
 import io
 import os
 import zlib
-from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 
 from changelog.errors import DamagedStore, UsageError
 from changelog.plain import Column, finish_array, text_array, typed_query
+from replayer.restoring.outfile import write_behind
 
 FORMATS = (".jsonl", ".parquet", ".avro", ".csv")
 RESERVED = frozenset({"item_key", "keys", "item", "doc"})  # the lossless columns; such attributes stay in item
@@ -133,19 +133,17 @@ def write_jsonl_to(handle: IO[bytes], batches: Iterable[pa.RecordBatch]) -> int:
     """
     count = 0
     before, after = _text(JSONL_ITEM[0]), _text(JSONL_ITEM[1] + "\n")
-    with ThreadPoolExecutor(1) as disk:
-        pending: Future[int] | None = None
+
+    def joined() -> Iterator[memoryview]:
+        nonlocal count
         for batch in batches:
             images = batch.column(0).cast(pa.large_string())
             if images.null_count:
                 raise DamagedStore("an item of the state has no image; the store may be damaged")
-            lines = pc.binary_join_element_wise(before, images, after, _text(""))
-            if pending is not None:
-                pending.result()
-            pending = disk.submit(handle.write, _joined(lines))
             count += batch.num_rows
-        if pending is not None:
-            pending.result()
+            yield _joined(pc.binary_join_element_wise(before, images, after, _text("")))
+
+    write_behind(handle.write, joined())
     return count
 
 

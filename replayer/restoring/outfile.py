@@ -12,10 +12,29 @@ import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from changelog.errors import UsageError, WriteFailed
+
+T = TypeVar("T")
+
+
+def write_behind(write: Callable[[T], object], pieces: Iterable[T]) -> None:
+    """``write`` each of ``pieces`` on one thread while the caller's makes the next (DuckDB computing a
+    batch and the disk taking the last both release the GIL); a failure of either is raised here."""
+    with ThreadPoolExecutor(1) as disk:
+        pending: Future[object] | None = None
+        try:
+            for piece in pieces:
+                if pending is not None:
+                    pending.result()
+                pending = disk.submit(write, piece)
+        finally:
+            if pending is not None:
+                pending.result()
 
 
 def check_output(path: str, overwrite: bool) -> Path:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from changelog.errors import DamagedStore
+from replayer.restoring.outfile import write_behind
 from replayer.restoring.replay import Layout
 from replayer.serving.keyorder import define_sql, sql_bytes, sql_text
 
@@ -210,27 +210,24 @@ def _write(path: Path, relation: duckdb.DuckDBPyRelation, ordered: tuple[str, ..
     them is ``_NotAKey``; two rows of one key a damaged store), so that a binary search finds them.
     """
     count = 0
-    last: tuple[bytes, ...] | None = None
+
+    def checked(reader: pa.RecordBatchReader, written: list[str]) -> Iterator[pa.RecordBatch]:
+        nonlocal count
+        last: tuple[bytes, ...] | None = None
+        for batch in reader:
+            if not batch.num_rows:
+                continue
+            if ordered:
+                last = _check_order(batch, ordered, last)
+            count += batch.num_rows
+            yield batch.select(written)
+
     # Closed on a refusal too: the connection answers no other query while a result is open.
     with relation.to_arrow_reader(BATCH_ROWS) as reader:
         written = [name for name in reader.schema.names if name not in dropped]
         schema = pa.schema([reader.schema.field(name) for name in written])
-        with pa.ipc.new_file(str(path), schema) as writer, ThreadPoolExecutor(1) as disk:
-            # One batch goes to disk while DuckDB makes the next (both release the GIL).
-            pending: Future[None] | None = None
-            try:
-                for batch in reader:
-                    if not batch.num_rows:
-                        continue
-                    if ordered:
-                        last = _check_order(batch, ordered, last)
-                    if pending is not None:
-                        pending.result()
-                    pending = disk.submit(writer.write_batch, batch.select(written))
-                    count += batch.num_rows
-            finally:
-                if pending is not None:
-                    pending.result()
+        with pa.ipc.new_file(str(path), schema) as writer:
+            write_behind(writer.write_batch, checked(reader, written))
     return count
 
 

@@ -6,7 +6,7 @@ It builds a synthetic store with ``bench.storegen`` (key schema ``pk`` S, ``sk``
 partition), then, each in its own process:
 
 1. start-up anchor: ``ddb-rewind replay --to-file state.jsonl`` of the last moment (wall time, peak RSS);
-2. ``ddb-rewind serve --at`` the same moment: time from spawn until DescribeTable first answers;
+2. ``ddb-rewind serve --at`` the same moment: time from spawn until it says it serves and DescribeTable answers;
 3. latency anchor: moto's ThreadedMotoServer on 127.0.0.1 in a child process, the table created with the
    same key schema and the replayed items put straight into its backend (load time printed);
 4. against both, with one boto3 client each, the same requests in the same order: G GetItem of random
@@ -107,20 +107,6 @@ def _cli() -> str:
     return found
 
 
-def _wait_answering(client: Any, process: subprocess.Popen[bytes], limit_s: float) -> None:
-    """Return once DescribeTable answers (polled every 20 ms)."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < limit_s:
-        if process.poll() is not None:
-            raise SystemExit(f"serve exited with {process.returncode} before answering")
-        try:
-            client.describe_table(TableName=TABLE)
-            return
-        except Exception:  # not listening yet (refused) or still loading (ResourceNotFound)
-            time.sleep(0.02)
-    raise SystemExit(f"serve did not answer within {limit_s:.0f} s")
-
-
 def _moto_child(state: str, limit: int, port: int, reply: Connection) -> None:
     """A moto server holding the first ``limit`` items of ``state`` (put straight into its backend)."""
     os.environ["AWS_ACCOUNT_ID_ENDPOINT_MODE"] = "disabled"
@@ -161,18 +147,28 @@ def _replay_startup(cli: str, root: Path, at: str, target: Path) -> tuple[float,
     return time.perf_counter() - started, _child_cpu_s() - cpu
 
 
+def _start_serve(cli: str, root: Path, at: str, port: int) -> subprocess.Popen[bytes]:
+    """``serve --at`` started, returned once it says it serves and DescribeTable has answered.
+
+    serve prints its "serving" line once the moment is loaded; polling instead (a request every
+    20 ms) made the server answer about 250 "loading" errors on the two cores its load was using.
+    """
+    serve = subprocess.Popen([cli, "serve", "--store", str(root), "--at", at, "--tables", TABLE,
+                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert serve.stdout is not None
+    if not serve.stdout.readline().startswith(b"serving "):
+        raise SystemExit(f"serve exited with {serve.wait()} before serving")
+    _client(port).describe_table(TableName=TABLE)
+    return serve
+
+
 def _serve_startup(cli: str, root: Path, at: str) -> tuple[float, float]:
     """Wall seconds from spawning ``serve --at`` until DescribeTable answers, and the process's CPU seconds."""
-    port = _free_port()
     cpu, started = _child_cpu_s(), time.perf_counter()
-    serve = subprocess.Popen([cli, "serve", "--store", str(root), "--at", at, "--tables", TABLE,
-                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_answering(_client(port), serve, 3600)
-        wall = time.perf_counter() - started
-    finally:
-        serve.terminate()
-        serve.wait()
+    serve = _start_serve(cli, root, at, _free_port())
+    wall = time.perf_counter() - started
+    serve.terminate()
+    serve.wait()
     return wall, _child_cpu_s() - cpu
 
 
@@ -297,10 +293,8 @@ def main() -> None:
         port = _free_port()
         client = _client(port)
         started = time.perf_counter()
-        serve = subprocess.Popen([cli, "serve", "--store", str(root), "--at", at, "--tables", TABLE,
-                                  "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        serve = _start_serve(cli, root, at, port)
         try:
-            _wait_answering(client, serve, 3600)
             serve_s = time.perf_counter() - started
             loaded_rss = _rss_mb(serve.pid, "VmRSS")
             print(f"serve: answering after {serve_s:,.1f} s, resident {loaded_rss:,.0f} MB", flush=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
+from moto.sqs.models import SQSBackend
 
 from changelog.store import LocalStore, S3Store, Store
 from stream_consumer import handler
@@ -40,6 +42,23 @@ def aws() -> Iterator[None]:
     """Every boto3 call inside goes to moto's in-process AWS."""
     with mock_aws():
         yield
+
+
+@pytest.fixture
+def sqs_answers_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's in-process SQS answers a long poll of an empty queue at once.
+
+    ``recover`` long-polls (real SQS's short poll samples only some servers, so an empty answer proves
+    little). moto's queue is exact and nothing sends to it while recover waits, so its empty answer
+    is the same without the wait (a second per run).
+    """
+    real_receive = SQSBackend.receive_message
+
+    def receive_without_waiting(self: SQSBackend, queue_name: str, count: int, wait_seconds_timeout: int,
+                                *args: Any, **kwargs: Any) -> Any:
+        return real_receive(self, queue_name, count, 0, *args, **kwargs)
+
+    monkeypatch.setattr(SQSBackend, "receive_message", receive_without_waiting)
 
 
 @pytest.fixture

@@ -52,8 +52,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from moto.server import ThreadedMotoServer
-
+from tests.moto_http import MotoHttpServer
 from tests.sam import ACCOUNT, REGION, deploy, expand
 
 STACK = "rewind-orders"
@@ -425,14 +424,6 @@ def _recording_app(app: Any, recorder: Recorder) -> Any:
     return wrapped
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _matches(pattern: str, value: str) -> bool:
     return fnmatch.fnmatchcase(value.lower(), pattern.lower()) if "*" in pattern or "?" in pattern \
         else pattern.lower() == value.lower()
@@ -620,7 +611,7 @@ class Simulator:
         self.traveller = self._stack.enter_context(time_machine.travel(self.start, tick=False))
         # A moto server in this process, reached over HTTP: the store's Parquet readers (pyarrow, DuckDB)
         # talk to S3 themselves, not through botocore, and must reach the same buckets.
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+        server = MotoHttpServer()
         server.start()
         self._stack.callback(server.stop)
         assert server._server is not None

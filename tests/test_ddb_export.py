@@ -17,7 +17,6 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from moto.server import ThreadedMotoServer
 
 from changelog.codec import binaries_to_base64, decode_lambda_record
 from changelog.errors import EXIT_CONFLICT, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_WRITE_FAILED
@@ -37,6 +36,7 @@ from replayer.restoring.ddb_export import (
 from stream_consumer.capture import capture_batch
 from tests.events import pk_table_description
 from tests.model import Op, model_state, stream_records
+from tests.moto_http import MotoHttpServer
 from tests.workloads import EVERY_TYPE
 
 TABLE = "orders"
@@ -219,12 +219,9 @@ def test_export_options_without_an_export_are_refused(filled: Store, tmp_path: P
 @pytest.fixture
 def s3_over_http(monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     """A store in a bucket of a fresh moto server on 127.0.0.1, reached over HTTP like real S3."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = MotoHttpServer()
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = server.url
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from replayer.proving.check import check_store
 from stream_consumer.capture import capture_batch
 from tests.events import lambda_record
 from tests.model import KEYS, Op, model_state, operations, stream_records
+from tests.moto_http import MotoHttpServer
 from tests.workloads import deliver_in_cuts, run_cli
 
 TABLE = "orders"
@@ -297,20 +297,11 @@ def test_the_cli_forgets_with_yes(filled: Store, capsys: pytest.CaptureFixture[s
 # --- S3: versioned buckets and Object Lock (a moto server, so Parquet readers reach it too) ----------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = MotoHttpServer()
     server.start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
     try:
         yield
     finally:

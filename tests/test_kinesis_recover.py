@@ -153,7 +153,7 @@ def stream(handler_store: Store, monkeypatch: pytest.MonkeyPatch) -> Stream:
 
 
 @pytest.fixture
-def queue(stream: Stream) -> str:
+def queue(stream: Stream, sqs_answers_at_once: None) -> str:
     return str(boto3.client("sqs").create_queue(QueueName="rewind-failures")["QueueUrl"])
 
 

@@ -19,7 +19,6 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 from moto.core.exceptions import JsonRESTError
-from moto.sqs.models import SQSBackend
 
 from changelog.captured import hold_before, record_pending_batch, record_stored_batch
 from changelog.codec import decode_getrecords_record, item_key
@@ -60,17 +59,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 @pytest.fixture
-def queue(aws: None, monkeypatch: pytest.MonkeyPatch) -> str:
-    # recover long-polls (real SQS's short poll samples only some servers, so an empty answer proves
-    # little). moto's in-process queue is exact and nothing sends to it while recover waits, so its
-    # empty answer is the same without the wait: moto answers every receive at once (1 s per run saved).
-    real_receive = SQSBackend.receive_message
-
-    def receive_without_waiting(self: SQSBackend, queue_name: str, count: int, wait_seconds_timeout: int,
-                                *args: Any, **kwargs: Any) -> Any:
-        return real_receive(self, queue_name, count, 0, *args, **kwargs)
-
-    monkeypatch.setattr(SQSBackend, "receive_message", receive_without_waiting)
+def queue(aws: None, sqs_answers_at_once: None) -> str:
     return str(boto3.client("sqs").create_queue(QueueName="rewind-failures")["QueueUrl"])
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import boto3
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from changelog.codec import decode_lambda_record
 from changelog.errors import ConflictError, StoreNotFound
@@ -22,6 +20,7 @@ from ddb_rewind.cli import main
 from replayer.engines.views import open_sql
 from stream_consumer.capture import capture_batch
 from tests.events import lambda_record
+from tests.moto_http import MotoHttpServer
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -121,19 +120,12 @@ def test_a_reader_of_an_s3_prefix_holding_no_store_says_so_in_one_line_exit_4(
     assert "rows" not in captured.out
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def s3_over_http(monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     """A store in a bucket of a moto server on 127.0.0.1, reached over HTTP like real S3."""
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = MotoHttpServer()
     server.start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
     try:
         boto3.client("s3").create_bucket(Bucket="http-store")
         yield open_store("s3://http-store/backups", allow_empty=True)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 # DynamoDB's own request limit (BatchGetItem, TransactGetItems are far below it).
 MAX_BODY = 16 * 1024 * 1024
+POLL_SECONDS = 0.05
 
 
 class MomentServer(ThreadingHTTPServer):
@@ -86,7 +87,9 @@ def bind(host: str, port: int) -> MomentServer:
 
 def start(server: MomentServer) -> threading.Thread:
     """Answer requests on a background thread until ``server.shutdown()``."""
-    thread = threading.Thread(target=server.serve_forever, name="ddb-rewind-serve", daemon=True)
+    # A stop waits for the loop's next poll: socketserver's default of half a second is felt on every Ctrl-C.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": POLL_SECONDS},
+                              name="ddb-rewind-serve", daemon=True)
     thread.start()
     return thread
 

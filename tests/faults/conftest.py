@@ -9,31 +9,23 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+from botocore.retries.standard import ExponentialBackoff
 
 from changelog.store import Store, open_store
 from stream_consumer import handler
 from tests.faults.proxy import FaultProxy
+from tests.moto_http import MotoHttpServer
 
 BUCKET = "faults"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """moto's server on 127.0.0.1, one for the session."""
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = MotoHttpServer()
     server.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield server.url
     finally:
         server.stop()
 
@@ -54,6 +46,10 @@ def proxy(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy
     # persistent one fails in about a second instead of the default's ten attempts.
     monkeypatch.setenv("AWS_RETRY_MODE", "standard")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+    # Before retrying a throttled call botocore waits a random part of 1, 2, 4 s: the same retries,
+    # twenty times sooner, in this process (what is tested is what is retried, not botocore's wait).
+    real_delay = ExponentialBackoff.delay_amount
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: real_delay(self, context) / 20)
     # Fresh handler caches: a cached S3 client would still point at an earlier test's endpoint.
     monkeypatch.setattr(handler, "_stores", {})
     monkeypatch.setattr(handler, "_known_meta", set())

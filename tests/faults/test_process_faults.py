@@ -6,7 +6,6 @@ product refused with one line and a non-zero exit where refusing is right.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +147,11 @@ def test_a_replay_whose_files_a_merge_deleted_meanwhile_equals_the_model_or_refu
 
 
 def test_a_consumer_killed_at_its_checkpoint_then_rerun_equals_the_live_table(
-        fault_store: Store, proxy: FaultProxy, direct: Any) -> None:
+        fault_store: Store, proxy: FaultProxy, direct: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import random
+    from datetime import timedelta
+
+    from moto.dynamodb.models import table as moto_table
 
     from changelog.codec import binaries_to_base64, item_key
     from changelog.state import coverage
@@ -162,6 +164,10 @@ def test_a_consumer_killed_at_its_checkpoint_then_rerun_equals_the_live_table(
                           AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
                           BillingMode="PAY_PER_REQUEST",
                           StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+    # The poller's watermark stays 5 s behind the wall clock: the writes are stamped 10 s back (moto
+    # serves from this process), so every one is behind it at once, without waiting.
+    stamped = moto_table.utcnow
+    monkeypatch.setattr(moto_table, "utcnow", lambda: stamped() - timedelta(seconds=10))
     rng = random.Random(3)
     for _ in range(40):
         key = {"pk": {"S": f"k{rng.randrange(8)}"}}
@@ -171,8 +177,6 @@ def test_a_consumer_killed_at_its_checkpoint_then_rerun_equals_the_live_table(
             from changelog.codec import base64_to_binaries
 
             dynamodb.put_item(TableName="live", Item=base64_to_binaries(random_item(rng, key)))
-    # The poller's watermark stays 5 s behind the wall clock: wait until it is past every write.
-    time.sleep(6.5)
     held = proxy.add("block", method="PUT", service="s3", path=r"/checkpoints/")
     args = ("consume", "--table", "live", "--store", fault_store.uri, "--once")
     kill_when_blocked(start_rewind(*args, proxy=proxy), held)

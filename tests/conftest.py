@@ -26,6 +26,8 @@ for _name, _value in {
 }.items():
     os.environ[_name] = _value
 os.environ.pop("AWS_ENDPOINT_URL", None)
+# Spark's JVMs (sessions and spark-submit) start with the suite's settings (see its spark-defaults.conf).
+os.environ["SPARK_CONF_DIR"] = str(Path(__file__).parent / "spark-conf")
 os.environ.pop("AWS_PROFILE", None)
 
 

@@ -337,9 +337,10 @@ def test_sigterm_stops_serve_and_deletes_its_index(tmp_path: Path) -> None:
     assert list(tmp_path.glob("ddb-rewind-serve-*")) == []
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[int]:
-    """``orders`` (sort key N) with three items, served at the moment after the third."""
+@pytest.fixture(scope="module")
+def served() -> Iterator[int]:
+    """``orders`` (sort key N) with three items, served at the moment after the third (read-only, so one
+    server answers every test of the module)."""
     ops: list[tuple[str, Any, dict[str, Any] | None]] = [("a", 1, {"n": {"N": "5"}}), ("a", 2, {}), ("b", 1, {})]
     with _captured("N", ops, len(ops)) as (store, _), serving(store, [TABLE], _at(T0 + 2)) as server:
         yield int(server.server_address[1])

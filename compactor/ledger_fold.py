@@ -21,6 +21,7 @@ import hashlib
 import json
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 from changelog.forgotten import read_erasures
 from changelog.layout import forgotten_root, ledger_root
@@ -32,8 +33,34 @@ from changelog.store import Store
 MAX_DELETES = 20_000
 
 
+@dataclass(frozen=True)
+class _Fold:
+    """One run's fold: the object to write, the folds it replaces and the records it deletes, in that order."""
+
+    path: str
+    body: bytes
+    old_folds: tuple[str, ...]
+    doomed: tuple[str, ...]
+
+
 def fold_ledger(store: Store, table: str, max_deletes: int = MAX_DELETES) -> int:
     """Fold the table's ledger; returns how many record objects this run deleted."""
+    fold = _plan(store, table, max_deletes)
+    if fold is None:
+        return 0
+    store.write(fold.path, fold.body)
+    for path in (*fold.old_folds, *fold.doomed):
+        store.delete(path)
+    return len(fold.doomed)
+
+
+def foldable_records(store: Store, table: str, max_deletes: int = MAX_DELETES) -> int:
+    """How many record objects ``fold_ledger`` would delete now (nothing is written)."""
+    fold = _plan(store, table, max_deletes)
+    return 0 if fold is None else len(fold.doomed)
+
+
+def _plan(store: Store, table: str, max_deletes: int) -> _Fold | None:
     root = ledger_root(table)
     listing = store.list(root)
     ledger = read_ledger(store, table, listing)
@@ -51,7 +78,7 @@ def fold_ledger(store: Store, table: str, max_deletes: int = MAX_DELETES) -> int
     folding = [record for record in ledger.records if record.number < below.get(record.chain, 0)]
     gone = [record for record in folding if record.path in listed]
     if not gone:
-        return 0
+        return None
     named = {path for erasure in read_erasures(store, table, store.list(forgotten_root(table)))
              for swap in erasure.replaced for path in (swap.old, swap.new) if path}
     settled = ({r.target for r in folding if r.kind == "put"} & {r.target for r in folding if r.kind == "del"}) - named
@@ -65,11 +92,7 @@ def fold_ledger(store: Store, table: str, max_deletes: int = MAX_DELETES) -> int
 
     kept = sorted(record.path[len(root):] for record in folding if carried(record))
     body = json.dumps({"chains": dict(sorted(below.items())), "records": kept}, sort_keys=True).encode("utf-8")
-    store.write(f"{root}folds/{time.time_ns() // 1000:016d}-{hashlib.sha256(body).hexdigest()[:16]}.json", body)
-    for path in ledger.folds:
-        store.delete(path)
     # Puts first: a del deleted while its put is still listed would make the put's file look missing.
     doomed = sorted(gone, key=lambda r: r.kind != "put")[:max_deletes]
-    for record in doomed:
-        store.delete(record.path)
-    return len(doomed)
+    return _Fold(f"{root}folds/{time.time_ns() // 1000:016d}-{hashlib.sha256(body).hexdigest()[:16]}.json", body,
+                 tuple(ledger.folds), tuple(record.path for record in doomed))

@@ -69,21 +69,33 @@ def _worth_merging(store: Store, files: list[str], consumed: set[str], min_files
     return len(files) == 1 and files[0] not in consumed and footer_summary(store, files[0]) is None
 
 
-def merge_small_files(store: Store, table: str, before_us: int, *, min_files: int = 2) -> MergeResult:
-    """Merge change files in every hour partition that ends at or before ``before_us``.
+def mergeable_hours(store: Store, table: str, before_us: int, *, min_files: int = 2) -> dict[str, list[str]]:
+    """The hour partitions ``merge_small_files`` would merge now, each with its change files, in hour order.
 
     Only closed hours are merged (a file can still land in the current hour).
     """
+    return _mergeable(store, table, before_us, min_files, _consumed(store, table))
+
+
+def _mergeable(store: Store, table: str, before_us: int, min_files: int, consumed: set[str]) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = defaultdict(list)
     for path in change_files(store, table):
         groups[partition_of(path)].append(path)
     open_hour = hour_partition(before_us)
+    return {partition: files for partition, files in sorted(groups.items())
+            if partition < open_hour and _worth_merging(store, files, consumed, min_files)}
+
+
+def _consumed(store: Store, table: str) -> set[str]:
     manifests = list_manifests(store, table)
-    consumed = set(manifests[-1][1].consumed_files) if manifests else set()
+    return set(manifests[-1][1].consumed_files) if manifests else set()
+
+
+def merge_small_files(store: Store, table: str, before_us: int, *, min_files: int = 2) -> MergeResult:
+    """Merge change files in every hour partition that ends at or before ``before_us`` (``mergeable_hours``)."""
+    consumed = _consumed(store, table)
     partitions = files_in = files_out = records = 0
-    for partition, files in sorted(groups.items()):
-        if partition >= open_hour or not _worth_merging(store, files, consumed, min_files):
-            continue
+    for partition in _mergeable(store, table, before_us, min_files, consumed):
 
         def merge_current(partition: str = partition) -> tuple[int, int] | None:
             # Listed afresh on every attempt: another compactor may have merged this hour meanwhile

@@ -39,6 +39,7 @@ from replayer.serving.keyorder import encode_number, encode_value
 from replayer.serving.server import serving
 from stream_consumer.capture import capture_batch
 from tests.events import lambda_record
+from tests.moto_http import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TABLE = "orders"
@@ -120,12 +121,6 @@ def _description(sort_type: str, indexed: bool = False) -> dict[str, Any]:
         description["GlobalSecondaryIndexes"] = GSIS
         description["LocalSecondaryIndexes"] = LSIS
     return description
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _at(second: int) -> datetime:
@@ -321,7 +316,7 @@ def test_sigterm_stops_serve_and_deletes_its_index(tmp_path: Path) -> None:
     ops: list[tuple[str, Any, dict[str, Any] | None]] = [("a", 1, {"n": {"N": "5"}})]
     with _captured("N", ops, 1) as (store, _):
         server = subprocess.Popen([sys.executable, "-m", "ddb_rewind", "serve", "--store", store.uri, "--at",
-                                   _at(T0).isoformat(), "--port", str(_free_port())], stdout=subprocess.PIPE,
+                                   _at(T0).isoformat(), "--port", str(free_port())], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True,
                                   env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)})
         try:
@@ -490,7 +485,7 @@ def test_strings_and_binaries_order_by_their_bytes(strings: list[str], blobs: li
 def test_the_aws_cli_queries_a_served_moment_unchanged() -> None:
     ops: list[tuple[str, Any, dict[str, Any] | None]] = [("customer-034", 1, {"total": {"N": "12"}})]
     with _captured("N", ops, 1) as (store, _):
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         server = subprocess.Popen([sys.executable, "-m", "ddb_rewind", "serve", "--store", store.uri, "--at",
                                    _at(T0).isoformat(), "--port", str(port)], stdout=subprocess.PIPE,

@@ -28,7 +28,7 @@ from changelog.layout import forgotten_root, ledger_root
 from changelog.ledger import Record, read_ledger
 from changelog.store import Store
 
-# Deletions per run: one call each, so a first fold of a large ledger is spread over several runs
+# Deletions per run (1,000 a call on S3): a first fold of a large ledger is spread over several runs
 # (each run's fold carries what is still listed below it; the next deletes the rest).
 MAX_DELETES = 20_000
 
@@ -40,7 +40,8 @@ class _Fold:
     path: str
     body: bytes
     old_folds: tuple[str, ...]
-    doomed: tuple[str, ...]
+    puts: tuple[str, ...]
+    dels: tuple[str, ...]  # and gaps: the records deleted once the puts are
 
 
 def fold_ledger(store: Store, table: str, max_deletes: int = MAX_DELETES) -> int:
@@ -49,15 +50,17 @@ def fold_ledger(store: Store, table: str, max_deletes: int = MAX_DELETES) -> int
     if fold is None:
         return 0
     store.write(fold.path, fold.body)
-    for path in (*fold.old_folds, *fold.doomed):
-        store.delete(path)
-    return len(fold.doomed)
+    store.delete_many(fold.old_folds)
+    # Puts first (see _plan): the dels only once every put is gone.
+    store.delete_many(fold.puts)
+    store.delete_many(fold.dels)
+    return len(fold.puts) + len(fold.dels)
 
 
 def foldable_records(store: Store, table: str, max_deletes: int = MAX_DELETES) -> int:
     """How many record objects ``fold_ledger`` would delete now (nothing is written)."""
     fold = _plan(store, table, max_deletes)
-    return 0 if fold is None else len(fold.doomed)
+    return 0 if fold is None else len(fold.puts) + len(fold.dels)
 
 
 def _plan(store: Store, table: str, max_deletes: int) -> _Fold | None:
@@ -95,4 +98,5 @@ def _plan(store: Store, table: str, max_deletes: int) -> _Fold | None:
     # Puts first: a del deleted while its put is still listed would make the put's file look missing.
     doomed = sorted(gone, key=lambda r: r.kind != "put")[:max_deletes]
     return _Fold(f"{root}folds/{time.time_ns() // 1000:016d}-{hashlib.sha256(body).hexdigest()[:16]}.json", body,
-                 tuple(ledger.folds), tuple(record.path for record in doomed))
+                 tuple(ledger.folds), tuple(record.path for record in doomed if record.kind == "put"),
+                 tuple(record.path for record in doomed if record.kind != "put"))

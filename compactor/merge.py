@@ -52,8 +52,7 @@ def merge_partition(store: Store, table: str, partition: str, files: list[str]) 
                                deduplicated=True, level=COMPACTED_LEVEL)
     replaced = [original for original in files if original != path]
     record_removed(store, replaced)  # before deleting: the ledger tells a merge from a loss
-    for original in replaced:
-        store.delete(original)
+    store.delete_many(replaced)
     return path, merged.num_rows
 
 

@@ -274,8 +274,7 @@ def delete_snapshot(store: Store, manifest_path: str, manifest: Manifest, *, rea
     directory = manifest_path.rsplit("/", 1)[0]
     write_removal(store, manifest.table_name, manifest_path, reason)
     store.delete(manifest_path)
-    for part in manifest.parts:
-        store.delete(f"{directory}/{part}")
+    store.delete_many([f"{directory}/{part}" for part in manifest.parts])
 
 
 def write_floor(store: Store, table: str, floor_us: int | None, policy: Policy) -> None:
@@ -292,7 +291,5 @@ def apply_expire(store: Store, plan: ExpirePlan) -> None:
         if path in manifests:
             delete_snapshot(store, path, manifests[path], reason=f"expired by policy {plan.policy.text}")
     record_removed(store, plan.drop_changes)  # before deleting: the ledger tells an expire from a loss
-    for path in plan.drop_changes:
-        store.delete(path)
-    for path in plan.drop_orphans:
-        store.delete(path)
+    store.delete_many(plan.drop_changes)
+    store.delete_many(plan.drop_orphans)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import duckdb
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from changelog.codec import decode_lambda_record
-from changelog.errors import ConflictError, StoreNotFound
+from changelog.errors import ConflictError, StoreError, StoreNotFound
 from changelog.record import SCHEMA
 from changelog.source import register_parquet
 from changelog.state import change_files
@@ -66,6 +67,40 @@ def test_delete_removes_and_tolerates_a_missing_object(any_store: Store) -> None
     any_store.delete("d/x")
     any_store.delete("d/x")
     assert any_store.list("d/") == []
+
+
+def test_delete_many_removes_exactly_the_objects_named_and_tolerates_missing_ones(any_store: Store) -> None:
+    for n in range(7):
+        any_store.write(f"d/{n}", b"-")
+    any_store.delete_many(["d/0", "d/2", "d/5", "d/missing"])
+    assert any_store.list("d/") == ["d/1", "d/3", "d/4", "d/6"]
+    any_store.delete_many([])
+
+
+def test_s3_deletes_many_objects_a_batch_a_call(s3_store: S3Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("changelog.store._DELETE_BATCH", 3)  # S3's own limit is 1,000 keys a call
+    calls: list[int] = []
+    s3_store.client.meta.events.register(
+        "before-parameter-build.s3.DeleteObjects", lambda params, **_: calls.append(len(params["Delete"]["Objects"])))
+    for n in range(7):
+        s3_store.write(f"d/{n}", b"-")
+    s3_store.delete_many([f"d/{n}" for n in range(7)])
+    assert calls == [3, 3, 1]
+    assert s3_store.list("d/") == []
+
+
+def test_an_object_s3_did_not_delete_is_one_store_error_naming_it(s3_store: S3Store) -> None:
+    s3_store.write("d/kept", b"-")
+    s3_store.write("d/gone", b"-")
+
+    def refuse_one(parsed: dict[str, Any], **_: Any) -> None:
+        # S3 answers a DeleteObjects in part: what it could not delete is listed, the call succeeds.
+        parsed["Errors"] = [{"Key": "backups/d/kept", "Code": "AccessDenied", "Message": "Access Denied"}]
+
+    s3_store.client.meta.events.register("after-call.s3.DeleteObjects", refuse_one)
+    with pytest.raises(StoreError, match=r"cannot delete d/kept in s3://rewind-store/backups: AccessDenied: .*"
+                                         r"\(1 of 2 objects not deleted\)"):
+        s3_store.delete_many(["d/kept", "d/gone"])
 
 
 def test_a_second_write_if_absent_is_a_conflict(any_store: Store) -> None:

@@ -77,6 +77,10 @@ class Rule:
         return self.hits >= self.count
 
 
+# The path of S3's DeleteObjects (a POST to the bucket): the keys are in its body, not its path.
+DELETE_OBJECTS = r"\?delete"
+
+
 class FaultProxy:
     """The proxy: ``url`` to point clients at, ``rules`` to add faults, ``log`` of requests seen."""
 

@@ -10,7 +10,7 @@ from changelog.snapshot import list_manifests
 from changelog.state import change_files
 from changelog.store import Store
 from tests.faults.harness import assert_every_replay_equals_the_model, cli, hours_workload, s3_only
-from tests.faults.proxy import FaultProxy
+from tests.faults.proxy import DELETE_OBJECTS, FaultProxy
 from tests.workloads import BASE
 
 
@@ -45,7 +45,7 @@ def test_delete_failures_during_a_merge_are_one_line_and_a_rerun_completes(
         fault_store: Store, proxy: FaultProxy, work: Any, capsys: pytest.CaptureFixture[str]) -> None:
     s3_only(fault_store)
     before = len(change_files(fault_store, work.table))
-    proxy.add("error", method="DELETE", service="s3", count=1000)
+    proxy.add("error", method="POST", service="s3", path=DELETE_OBJECTS, count=1000)
     assert cli("compact", "--no-settings", "--table", work.table, "--store", fault_store.uri) == 7
     assert "cannot delete" in _one_line(capsys)
     assert_every_replay_equals_the_model(fault_store, work)  # merged copies beside the originals
@@ -62,7 +62,7 @@ def test_delete_failures_during_expire_are_one_line_and_a_rerun_completes(
     middle = BASE + 2 * 3600
     assert cli("compact", "--no-settings", "--table", work.table, "--store", fault_store.uri, "--at", str(middle)) == 0
     kept = [s for s in sorted({step.seconds for step in work.steps}) if s >= middle]
-    proxy.add("drop", method="DELETE", service="s3", count=1000)
+    proxy.add("drop", method="POST", service="s3", path=DELETE_OBJECTS, count=1000)
     assert cli("expire", "--table", work.table, "--store", fault_store.uri, "--keep", "changes=1h", "--yes") == 7
     assert "cannot delete" in _one_line(capsys)
     assert_every_replay_equals_the_model(fault_store, work, [kept[0], kept[-1]])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
 import tempfile
 import urllib.request
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from replayer.restoring.ddb_export import (
 from stream_consumer.capture import capture_batch
 from tests.events import pk_table_description
 from tests.model import Op, model_state, stream_records
-from tests.moto_http import MotoHttpServer
+from tests.moto_http import MotoHttpServer, free_port
 from tests.workloads import EVERY_TYPE
 
 TABLE = "orders"
@@ -337,9 +336,7 @@ def test_via_import_without_to_table_is_a_usage_error(filled: Store, tmp_path: P
 
 def test_unreachable_dynamodb_is_one_line_and_exit_7(filled: Store, monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as probe:  # a port nothing listens on: the connection is refused at once
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    closed = free_port()  # a port nothing listens on: the connection is refused at once
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{closed}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     assert _import(filled, "restored", "--import-prefix", "s3://staging/restores") == EXIT_UNREACHABLE

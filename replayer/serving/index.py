@@ -7,8 +7,8 @@ DynamoDB JSON, sorted by (partition, sort). DuckDB computes every column and sor
 only hands its Arrow batches to the file as the state is computed (``keep_items``: the state is not
 copied into DuckDB first, and the secondary indexes are built from the file itself). The server maps
 the file (zero copy) and finds a key by binary search: GetItem, Query ranges and Scan pages read no
-image they do not return. A parallel Scan's segment is computed from the images it reads
-(``segment_byte``), not stored: every start-up would pay for it, and only parallel Scans ask.
+image they do not return. A parallel Scan's segment is not stored: every start-up would pay for it,
+and only parallel Scans ask (``moment`` picks a segment's items from the images it parses anyway).
 
 Each secondary index the table had at T is one more sorted file, ``ix<n>.arrow``, of key bytes pointing
 at the item's row: (index partition, index order, table partition, table sort, row), ordered
@@ -19,7 +19,6 @@ goes. An item without every key attribute of the index is not in it (a sparse in
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,16 +72,6 @@ class Bound:
 
     value: bytes
     inclusive: bool
-
-
-def segment_byte(hash_value: Any) -> int:
-    """The byte a Scan segment is chosen by: the first byte of md5 of the partition key's text.
-
-    moto's rule (DynamoDB's own is unpublished): every item of one partition key lands in one segment.
-    """
-    inner = next(iter(hash_value.values()))
-    text = inner.decode("ascii") if isinstance(inner, bytes) else str(inner)
-    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).digest()[0]
 
 
 def _quoted(text: str) -> str:
@@ -161,7 +150,7 @@ def keep_items(path: Path, con: duckdb.DuckDBPyConnection, query: str) -> None:
                 "NULL::VARCHAR AS rewind_keys FROM rewind_items_file")
 
 
-def build(path: Path, con: duckdb.DuckDBPyConnection, keys: KeyNames, indexes: tuple[IndexKeys, ...] = ()) -> int:
+def build(path: Path, con: duckdb.DuckDBPyConnection, indexes: tuple[IndexKeys, ...] = ()) -> int:
     """The secondary indexes of the index in the directory ``path``, whose items file the ``items`` view
     of ``con`` (opened with ``layout``) was kept as.
 
@@ -352,14 +341,10 @@ class _Binary:
 class Index:
     """Read access to one built index; safe from many threads (the files are only read)."""
 
-    def __init__(self, path: Path, count: int, hash_key: str, indexes: int = 0, unsorted: tuple[int, ...] = ()) -> None:
-        """``indexes`` secondary indexes were built; those in ``unsorted`` have no sort key (a scan file too).
-
-        ``hash_key`` is the table's partition key attribute: a parallel Scan's segment is read from it.
-        """
+    def __init__(self, path: Path, count: int, indexes: int = 0, unsorted: tuple[int, ...] = ()) -> None:
+        """``indexes`` secondary indexes were built; those in ``unsorted`` have no sort key (a scan file too)."""
         self.path = path
         self.count = count
-        self.hash_key = hash_key
         self._items = _Sorted(path / "items.arrow", ("h", "s"))
         self._indexes = [_Sorted(path / f"ix{n}.arrow", ("ih", "ir", "h", "s")) for n in range(indexes)]
         self._scans = {n: _Sorted(path / f"ix{n}-scan.arrow", ("ih", "h", "s")) for n in unsorted}
@@ -370,19 +355,13 @@ class Index:
         for chunk in chunks:
             yield from chunk
 
-    def _in_segment(self, image: str, segment: tuple[int, int]) -> bool:
-        """Whether an item falls in segment ``s`` of ``n`` of a parallel Scan (by its table partition key)."""
-        return segment_byte(orjson.loads(image)[self.hash_key]) % segment[1] == segment[0]
-
-    def _pointed(self, sorted_file: _Sorted, start: int, stop: int, segment: tuple[int, int] | None, *,
+    def _pointed(self, sorted_file: _Sorted, start: int, stop: int, *,
                  forward: bool = True) -> Generator[str, None, None]:
         """Images of the items the rows ``start:stop`` of an index file point at, in its order."""
         rows = sorted_file.column("row", start, stop) if forward else sorted_file.backward("row", start, stop)
         for chunk in rows:
             for row in chunk:
-                image = self._items.value("image", row)
-                if segment is None or self._in_segment(image, segment):
-                    yield image
+                yield self._items.value("image", row)
 
     def get(self, hash_key: bytes, range_key: bytes) -> str | None:
         """The image of one item, or None."""
@@ -401,13 +380,10 @@ class Index:
                 else items.bound((hash_key, high.value), after=high.inclusive))
         yield from self._images(start, max(start, stop), forward=forward)
 
-    def scan(self, after: tuple[bytes, bytes] | None, segment: tuple[int, int] | None) -> Generator[str, None, None]:
-        """Images in (partition, sort) order after the key ``after``; only segment ``s`` of ``n`` when given."""
+    def scan(self, after: tuple[bytes, bytes] | None) -> Generator[str, None, None]:
+        """Images in (partition, sort) order after the key ``after``."""
         start = 0 if after is None else self._items.bound(after, after=True)
-        if segment is None:
-            yield from self._images(start, self.count)
-            return
-        yield from (image for image in self._images(start, self.count) if self._in_segment(image, segment))
+        yield from self._images(start, self.count)
 
     def index_partition(self, number: int, partition: bytes, low: Bound | None, high: Bound | None,
                         after: tuple[bytes, bytes, bytes] | None, *, forward: bool) -> Generator[str, None, None]:
@@ -425,14 +401,14 @@ class Index:
                 start = max(start, rows.bound((partition, *after), after=True))
             else:
                 stop = min(stop, rows.bound((partition, *after), after=False))
-        yield from self._pointed(rows, start, max(start, stop), None, forward=forward)
+        yield from self._pointed(rows, start, max(start, stop), forward=forward)
 
-    def index_scan(self, number: int, by_order_key: bool, after: tuple[bytes, ...] | None,
-                   segment: tuple[int, int] | None) -> Generator[str, None, None]:
+    def index_scan(self, number: int, by_order_key: bool,
+                   after: tuple[bytes, ...] | None) -> Generator[str, None, None]:
         """Images of index ``number`` in (partition, [order key], table keys) order after the key ``after``."""
         rows = self._indexes[number] if by_order_key else self._scans[number]
         start = 0 if after is None else rows.bound(tuple(after), after=True)
-        yield from self._pointed(rows, start, rows.count, segment)
+        yield from self._pointed(rows, start, rows.count)
 
     def close(self) -> None:
         """Release the mapped files."""

@@ -128,11 +128,11 @@ def load_tables(store: Store, tables: list[str], at: datetime, workdir: Path,
         try:
             indexes = served_indexes({**description, "AttributeDefinitions":
                                       description.get("AttributeDefinitions") or attributes}, names)
-            count = build(path, con, names, indexes)
+            count = build(path, con, indexes)
         finally:
             con.close()
         say(f"loaded {table}: {count:,} items as of {format_time(at)}")
-        index = Index(path, count, names.hash_key, len(indexes),
+        index = Index(path, count, len(indexes),
                       tuple(n for n, keys in enumerate(indexes) if keys.range_key is None))
         loaded.append(Loaded(table, schema, description.get("AttributeDefinitions") or attributes, index,
                              description, indexes))

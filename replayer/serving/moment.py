@@ -9,6 +9,7 @@ ScannedCount) are moto's loop, fed from the index instead of from a sorted list 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
 from typing import Any
@@ -45,7 +46,9 @@ class MomentTable(Table):
     # -- items from the index ------------------------------------------------------------------
 
     def _item(self, image: str) -> Item:
-        attrs = orjson.loads(image)
+        return self._item_of(orjson.loads(image))
+
+    def _item_of(self, attrs: dict[str, Any]) -> Item:
         hash_key = DynamoType(attrs[self.hash_key_attr])
         range_key = DynamoType(attrs[self.range_key_attr]) if self.range_key_attr else None
         return Item(hash_key, range_key, attrs)
@@ -234,15 +237,24 @@ class MomentTable(Table):
                      if exclusive_start_key is not None else None)
             if start is not None and not self.range_key_attr:
                 start = (*start, b"")
-            with closing(self.index.index_scan(number, by_order_key, start, segment)) as images:
-                results, scanned, stopped = _page(map(self._item, images), limit,
+            with closing(self.index.index_scan(number, by_order_key, start)) as images:
+                results, scanned, stopped = _page(self._segment_items(images, segment), limit,
                                                   keep=lambda item: _passes(item, filters))
             return self._finish(results, scanned, stopped, filter_expression, projection_expression, index_name)
         after = self._key_of(exclusive_start_key) if exclusive_start_key is not None else None
-        with closing(self.index.scan(after, segment)) as images:
-            results, scanned, stopped = _page(map(self._item, images), limit,
+        with closing(self.index.scan(after)) as images:
+            results, scanned, stopped = _page(self._segment_items(images, segment), limit,
                                               keep=lambda item: _passes(item, filters))
         return self._finish(results, scanned, stopped, filter_expression, projection_expression)
+
+    def _segment_items(self, images: Iterator[str], segment: tuple[int, int] | None) -> Iterator[Item]:
+        """The items of ``images``, of segment ``s`` of ``n`` only when a parallel Scan asks for one."""
+        if segment is None:
+            return map(self._item, images)
+        number, total = segment
+        parsed = map(orjson.loads, images)
+        return map(self._item_of, (attrs for attrs in parsed
+                                   if segment_byte(attrs[self.hash_key_attr]) % total == number))
 
     def _finish(self, results: list[Item], scanned: int, stopped: bool | None, filter_expression: Any,
                 projection: list[list[str]] | None,
@@ -261,6 +273,16 @@ class MomentTable(Table):
     def describe_moment(self) -> dict[str, Any]:
         """DescribeTable's ``Table``: the table as configured at the moment, its item count at the moment."""
         return {**self.description, "TableStatus": "ACTIVE", "ItemCount": self.index.count}
+
+
+def segment_byte(hash_value: Any) -> int:
+    """The byte a Scan segment is chosen by: the first byte of md5 of the partition key's text.
+
+    moto's rule (DynamoDB's own is unpublished): every item of one partition key lands in one segment.
+    """
+    inner = next(iter(hash_value.values()))
+    text = inner.decode("ascii") if isinstance(inner, bytes) else str(inner)
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).digest()[0]
 
 
 def _tighter(bound: Bound | None, other: Bound, *, lower: bool) -> Bound:

@@ -61,7 +61,15 @@ from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest, PartSum, lis
 from changelog.state import change_files, retention_floor
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
-from compactor.export_reader import ExportInvalid, open_export, read_data_files, read_items, read_summary
+from compactor.export_reader import (
+    DataFile,
+    ExportInvalid,
+    ExportSummary,
+    open_export,
+    read_data_files,
+    read_items,
+    read_summary,
+)
 from compactor.retention import delete_snapshot
 from compactor.snapshots import PART_ROWS, publish_manifest
 
@@ -78,6 +86,23 @@ class BootstrapResult:
     warnings: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class BootstrapPlan:
+    """What a bootstrap would do now (``--dry-run``), its refusals checked; the copy itself is not read.
+
+    ``items`` is the export summary's count, or for a Scan DescribeTable's ItemCount (which DynamoDB
+    updates about every six hours); ``snapshot_time_us`` is the export's time, None for a Scan (the
+    snapshot is at its end); ``stale`` are the snapshots it would withdraw (``stale_snapshots``).
+    """
+
+    kind: str
+    items: int | None
+    data_files: int | None
+    snapshot_time_us: int | None
+    stale: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
 def row_version_us(copy_started_us: int) -> int:
     """The version (µs) of a copied row: 1 µs before the whole second in which the copy began."""
     return copy_started_us - copy_started_us % 1_000_000 - 1
@@ -88,6 +113,14 @@ def key_names(store: Store, table: str, client: Any = None) -> list[str]:
 
     Raises TableNotFound when neither is available.
     """
+    names, unsaved = _key_names(store, table, client)
+    if unsaved is not None:
+        write_meta(store, unsaved)
+    return names
+
+
+def _key_names(store: Store, table: str, client: Any) -> tuple[list[str], dict[str, Any] | None]:
+    """The key attribute names, and the meta.json to save when they came from DescribeTable."""
     try:
         meta = read_meta(store, table)
     except TableNotFound:
@@ -95,11 +128,9 @@ def key_names(store: Store, table: str, client: Any = None) -> list[str]:
     if meta is not None:
         names = [k["AttributeName"] for k in meta.get("key_schema", []) if k.get("AttributeName")]
         if names:
-            return names
-    description = describe_table(table, client)
-    meta = meta_from_description(description)
-    write_meta(store, meta)
-    return [k["AttributeName"] for k in meta["key_schema"]]
+            return names, None
+    meta = meta_from_description(describe_table(table, client))
+    return [k["AttributeName"] for k in meta["key_schema"]], meta
 
 
 def describe_table(table: str, client: Any = None) -> dict[str, Any]:
@@ -241,19 +272,24 @@ def _check_can_bootstrap(store: Store, table: str, version_us: int, snapshot_tim
         raise ConflictError(f"a snapshot of {table!r} at {format_time(from_micros(snapshot_time_us))} already exists")
 
 
-def withdraw_stale_snapshots(store: Store, table: str, after_us: int) -> list[str]:
-    """Withdraw snapshots newer than ``after_us`` built from changes alone (no bootstrap beneath them).
+def stale_snapshots(store: Store, table: str, after_us: int) -> list[tuple[str, Manifest]]:
+    """Snapshots newer than ``after_us`` built from changes alone (no bootstrap beneath them).
 
     They lack the items that existed before the stream; a reader would prefer them to the bootstrap.
-    Returns the manifest paths withdrawn (manifest first, then parts: never a visible half snapshot).
     """
     manifests = list_manifests(store, table)
     by_path = dict(manifests)
+    return [(path, manifest) for path, manifest in manifests
+            if manifest.snapshot_time_us > after_us and not _descends_from_bootstrap(path, by_path)]
+
+
+def withdraw_stale_snapshots(store: Store, table: str, after_us: int) -> list[str]:
+    """Withdraw the ``stale_snapshots``; returns the manifest paths withdrawn (manifest first, then parts:
+    never a visible half snapshot)."""
     withdrawn = []
-    for path, manifest in manifests:
-        if manifest.snapshot_time_us > after_us and not _descends_from_bootstrap(path, by_path):
-            delete_snapshot(store, path, manifest, reason="withdrawn by a bootstrap: built from changes alone")
-            withdrawn.append(path)
+    for path, manifest in stale_snapshots(store, table, after_us):
+        delete_snapshot(store, path, manifest, reason="withdrawn by a bootstrap: built from changes alone")
+        withdrawn.append(path)
     return withdrawn
 
 
@@ -295,14 +331,8 @@ def _table_of_arn(arn: str) -> str:
     return arn[start + len(marker):].split("/", 1)[0] if start >= 0 else ""
 
 
-def bootstrap_from_export(store: Store, table: str, uri: str, *, client: Any = None,
-                          progress_stream: TextIO | None = None) -> BootstrapResult:
-    """Import a native DYNAMODB_JSON full export at ``uri`` as the base snapshot of ``table``.
-
-    The snapshot is at the export time and restorable from it. Every data file's MD5 and item
-    count is verified and every item validated; any mismatch raises ExportInvalid (one line naming
-    the file) and nothing is published.
-    """
+def _checked_export(store: Store, table: str, uri: str) -> tuple[Store, ExportSummary, list[DataFile], int]:
+    """The export at ``uri`` (its folder, summary and data files) and its rows' version, once it may be imported."""
     source = open_export(uri)
     summary = read_summary(source)
     exported = _table_of_arn(summary.table_arn)
@@ -311,6 +341,27 @@ def bootstrap_from_export(store: Store, table: str, uri: str, *, client: Any = N
     files = read_data_files(source, summary)
     version = row_version_us(summary.export_time_us)
     _check_can_bootstrap(store, table, version, summary.export_time_us)
+    return source, summary, files, version
+
+
+def plan_bootstrap_from_export(store: Store, table: str, uri: str, *, client: Any = None) -> BootstrapPlan:
+    """What ``bootstrap_from_export`` would do now, with its refusals; its data files are not read."""
+    _, summary, files, version = _checked_export(store, table, uri)
+    _key_names(store, table, client)
+    return BootstrapPlan("export", summary.item_count, len(files), summary.export_time_us,
+                         tuple(path for path, _ in stale_snapshots(store, table, version)),
+                         tuple(_coverage_warnings(store, table, summary.export_time_us)))
+
+
+def bootstrap_from_export(store: Store, table: str, uri: str, *, client: Any = None,
+                          progress_stream: TextIO | None = None) -> BootstrapResult:
+    """Import a native DYNAMODB_JSON full export at ``uri`` as the base snapshot of ``table``.
+
+    The snapshot is at the export time and restorable from it. Every data file's MD5 and item
+    count is verified and every item validated; any mismatch raises ExportInvalid (one line naming
+    the file) and nothing is published.
+    """
+    source, summary, files, version = _checked_export(store, table, uri)
     writer = SnapshotWriter(store, table, summary.export_time_us, version, key_names(store, table, client))
     progress = Progress("export items", total=summary.item_count, stream=progress_stream)
     try:
@@ -370,6 +421,27 @@ def check_stream(description: dict[str, Any], table: str) -> None:
                                 "set it to NEW_AND_OLD_IMAGES")
 
 
+def _checked_scan(store: Store, table: str, client: Any, clock: Callable[[], int]) -> tuple[dict[str, Any], int, int]:
+    """DescribeTable's ``Table``, the scan's start and its rows' version, once the table may be scanned."""
+    description = describe_table(table, client)
+    check_stream(description, table)
+    started = clock()
+    version = row_version_us(started)
+    _check_can_bootstrap(store, table, version, None)
+    return description, started, version
+
+
+def plan_bootstrap_from_scan(store: Store, table: str, *, client: Any = None,
+                             clock: Callable[[], int] = _now_us) -> BootstrapPlan:
+    """What ``bootstrap_from_scan`` would do now, with its refusals; nothing is scanned, no settings recorded."""
+    client = client or aws_client("dynamodb")
+    description, started, version = _checked_scan(store, table, client, clock)
+    _key_names(store, table, client)
+    return BootstrapPlan("scan", description.get("ItemCount"), None, None,
+                         tuple(path for path, _ in stale_snapshots(store, table, version)),
+                         tuple(_coverage_warnings(store, table, started)))
+
+
 def bootstrap_from_scan(store: Store, table: str, *, segments: int = 4, client: Any = None,
                         clock: Callable[[], int] = _now_us, progress_stream: TextIO | None = None,
                         page_size: int | None = None) -> BootstrapResult:
@@ -385,13 +457,9 @@ def bootstrap_from_scan(store: Store, table: str, *, segments: int = 4, client: 
     once the captured stream covers the whole scan window (the watermark).
     """
     client = client or aws_client("dynamodb")
-    description = describe_table(table, client)
-    check_stream(description, table)
+    description, started, version = _checked_scan(store, table, client, clock)
     observe_settings(store, table, dynamodb=client)
     keys = key_names(store, table, client)
-    started = clock()
-    version = row_version_us(started)
-    _check_can_bootstrap(store, table, version, None)
     writer = SnapshotWriter(store, table, started, version, keys)
     progress = Progress("scanned items", total=int(description.get("ItemCount") or 0) or None,
                         stream=progress_stream)

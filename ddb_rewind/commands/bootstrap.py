@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from changelog.store import open_store
+from changelog.store import Store, open_store
 from changelog.timefmt import format_time, from_micros
 from ddb_rewind.args import add_store, add_table
 
@@ -34,6 +34,8 @@ def register(subparsers: Any) -> None:
     source.add_argument("--scan", action="store_true",
                         help="parallel Scan of the live table (its stream must already be captured)")
     parser.add_argument("--segments", type=_segments, default=4, metavar="N", help="Scan segments (default 4)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check what a run checks first and say what it would copy; read no item, write nothing")
     parser.set_defaults(run=run)
 
 
@@ -42,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from compactor.bootstrap import bootstrap_from_export, bootstrap_from_scan
 
     store = open_store(args.store, allow_empty=True)  # a bootstrap may start the store
+    if args.dry_run:
+        return _dry_run(store, args)
     if args.from_export:
         result = bootstrap_from_export(store, args.table, args.from_export)
     else:
@@ -55,4 +59,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"withdrew {len(result.withdrawn):,} newer snapshot(s) built from changes alone")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _dry_run(store: Store, args: argparse.Namespace) -> int:
+    """Print what a run would copy and withdraw (the same refusals as a run); nothing is read or written."""
+    from compactor.bootstrap import plan_bootstrap_from_export, plan_bootstrap_from_scan
+
+    if args.from_export:
+        plan = plan_bootstrap_from_export(store, args.table, args.from_export)
+        assert plan.snapshot_time_us is not None
+        print(f"would import the export of {args.table}: {plan.items:,} items in {plan.data_files:,} data files "
+              "(the run checks each file's MD5 and every item as it reads them)")
+        print(f"the snapshot would be at {format_time(from_micros(plan.snapshot_time_us))}, restorable from then")
+    else:
+        plan = plan_bootstrap_from_scan(store, args.table)
+        count = f"about {plan.items:,} items" if isinstance(plan.items, int) else "an unknown number of items"
+        print(f"would Scan {args.table} in {args.segments} segments: {count} (DescribeTable's ItemCount, "
+              "which DynamoDB updates about every six hours)")
+        print("the snapshot would be at the Scan's end, restorable from then")
+    if plan.stale:
+        print(f"would withdraw {len(plan.stale):,} newer snapshot(s) built from changes alone")
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print("dry run: nothing was written")
     return 0

@@ -38,6 +38,9 @@ def register(subparsers: Any) -> None:
                         help="pause after a round that found nothing (default 1)")
     parser.add_argument("--max-seconds", type=_seconds, default=None, metavar="N",
                         help="stop after about N seconds (default: until Ctrl-C, or the end with --once)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="probe each unfinished shard after its checkpoint (one page) and say which are behind, "
+                             "caught up or closed, and which gaps a run would record; write nothing")
     parser.set_defaults(run=run)
 
 
@@ -47,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.table:
         raise UsageError("--table must name a table")
+    if args.dry_run:
+        from ddb_rewind.commands.recover import probe
+
+        found = probe(open_store(args.store, allow_empty=True), args.table, dry_run=True)
+        # A run records a gap for a shard trimmed past its checkpoint, and then exits 1.
+        return 1 if found.gaps or any(f.state == "trimmed" for f in found.findings) else 0
     store = open_store(args.store, create=True)
     progress = Progress(f"consume {args.table}", stream=sys.stderr, unit="records")
     summary = poll(store, args.table, once=args.once, poll_interval=args.poll_interval,

@@ -12,6 +12,7 @@ from changelog.timefmt import format_time, from_micros
 from ddb_rewind.args import add_store
 
 if TYPE_CHECKING:
+    from stream_consumer.probe import ProbeSummary
     from stream_consumer.recover import Outcome
 
 
@@ -55,22 +56,23 @@ def _line(outcome: Outcome, dry_run: bool) -> str:
             f"{start} on need a new bootstrap; gap {recorded}")
 
 
-def _probe(args: argparse.Namespace, store: Store) -> int:
+def probe(store: Store, table: str, *, dry_run: bool) -> ProbeSummary:
+    """Probe the shards of ``table``'s stream (a refused stream raises as ``consume`` does) and print each finding."""
     import boto3
 
     from stream_consumer.poller import stream_arn
     from stream_consumer.probe import probe_stream
     from stream_consumer.recover import streams_client
 
-    _, arn = stream_arn(boto3.client("dynamodb"), args.table)
-    summary = probe_stream(store, args.table, streams_client(), arn, dry_run=args.dry_run)
+    _, arn = stream_arn(boto3.client("dynamodb"), table)
+    summary = probe_stream(store, table, streams_client(), arn, dry_run=dry_run)
     for finding in summary.findings:
         proven = format_time(from_micros(finding.watermark_us)) if finding.watermark_us is not None else "nothing"
-        print(f"probe {args.table} shard {finding.shard_id}: {finding.state}, complete to {proven}", flush=True)
+        print(f"probe {table} shard {finding.shard_id}: {finding.state}, complete to {proven}", flush=True)
     states = [finding.state for finding in summary.findings]
     print(f"probe: {len(states):,} shards, {states.count('behind'):,} behind, {states.count('trimmed'):,} trimmed, "
           f"{summary.gaps:,} gaps" + (" (dry run: nothing written)" if summary.dry_run else ""))
-    return 1 if summary.gaps else 0
+    return summary
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--probe needs --table (the table whose stream's shards are probed)")
     store = open_store(args.store, allow_empty=True)  # recovered batches may start the store
     status = _drain(args, store) if args.queue_url is not None else 0
-    return max(status, _probe(args, store)) if args.probe else status
+    if not args.probe:
+        return status
+    return max(status, 1 if probe(store, args.table, dry_run=args.dry_run).gaps else 0)
 
 
 def _drain(args: argparse.Namespace, store: Store) -> int:

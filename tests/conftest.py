@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 import pytest
 from moto import mock_aws
 from moto.sqs.models import SQSBackend
@@ -29,6 +31,10 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 # Spark's JVMs (sessions and spark-submit) start with the suite's settings (see its spark-defaults.conf).
 os.environ["SPARK_CONF_DIR"] = str(Path(__file__).parent / "spark-conf")
 os.environ.pop("AWS_PROFILE", None)
+# moto starts every test with a new boto3 session, and each session parses the services' model files
+# again: about 50 ms for a test's first client. The models are read-only, so one loader serves them all.
+_LOADER = botocore.loaders.create_loader()
+botocore.session.create_loader = lambda *args, **kwargs: _LOADER  # type: ignore[assignment]
 
 
 @pytest.fixture

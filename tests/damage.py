@@ -7,12 +7,8 @@ captured after the last snapshot.
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from changelog.codec import decode_lambda_record
@@ -20,10 +16,11 @@ from changelog.layout import changes_root
 from changelog.snapshot import list_manifests
 from changelog.snapshot import part_paths as snapshot_part_paths
 from changelog.state import change_files
-from changelog.store import LocalStore, Store, open_store
+from changelog.store import Store, open_store
 from changelog.timefmt import format_time, from_micros
 from compactor.snapshots import build_snapshot
 from stream_consumer.capture import capture_batch
+from tests.built import built_once, copy_store
 from tests.model import KEYS, Op, stream_records
 
 TABLE = "orders"
@@ -54,28 +51,13 @@ def build_store(store: Store) -> None:
     capture_batch(store, records[10:], decode_lambda_record, source="test")
 
 
-@lru_cache(maxsize=1)
-def pristine() -> Path:
-    """One local store built by ``build_store`` per test process (the build is the same every time)."""
-    root = Path(tempfile.mkdtemp(prefix="ddb-rewind-pristine-")) / "store"
-    atexit.register(shutil.rmtree, root.parent, True)
-    root.mkdir()
-    build_store(LocalStore(root))
-    return root
+# One local store built by ``build_store`` per test process (the build is the same every time).
+pristine = built_once(build_store)
 
 
 def copy_built_store(store: Store) -> None:
-    """Make an empty ``store`` what ``build_store`` makes, byte for byte, by copying the pristine build.
-
-    An S3 store gets each object through the store's own ``write``: the readers under test then meet
-    the same objects the S3 writers would have left, without capturing and snapshotting over HTTP.
-    """
-    root = store.local_root()
-    if root is not None:
-        shutil.copytree(pristine(), root, dirs_exist_ok=True)
-        return
-    for path in sorted(p for p in pristine().rglob("*") if p.is_file()):
-        store.write(path.relative_to(pristine()).as_posix(), path.read_bytes())
+    """Make an empty ``store`` what ``build_store`` makes, byte for byte, by copying the pristine build."""
+    copy_store(pristine(), store)
 
 
 def fresh_s3_store(s3_over_http: Store, tmp_path: Path) -> Store:

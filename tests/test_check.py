@@ -65,6 +65,7 @@ def test_a_sound_store_passes_check(built: Store, capsys: pytest.CaptureFixture[
                                  "ledger_records": 7, "erasures": 0}
 
 
+@pytest.mark.slow
 def test_a_sound_s3_store_passes_check(s3_over_http: Store, tmp_path: Path,  # noqa: F811
                                        capsys: pytest.CaptureFixture[str]) -> None:
     store = fresh_s3_store(s3_over_http, tmp_path)
@@ -95,6 +96,7 @@ def test_check_without_read_data_finds_structural_damage(built: Store, damage: D
     assert code == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", DAMAGES, ids=[d.name for d in DAMAGES])
 def test_check_finds_damage_in_an_s3_store(s3_over_http: Store, tmp_path: Path, damage: Damage,  # noqa: F811
                                            capsys: pytest.CaptureFixture[str]) -> None:

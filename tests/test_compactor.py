@@ -102,6 +102,7 @@ def test_merging_twice_changes_nothing(captured: Store) -> None:
     assert change_files(captured, TABLE) == files
 
 
+@pytest.mark.slow
 def test_compaction_at_the_watermark_then_replay_matches_the_model_everywhere(captured: Store) -> None:
     result = compact(captured, TABLE)
     assert result.snapshot is not None

@@ -13,6 +13,7 @@ from ddb_rewind.demo import MARKER, claim_store, run_demo
 from replayer.forensics.timeline import timeline
 
 
+@pytest.mark.slow
 def test_the_demo_restores_the_table_as_it_was_before_the_bad_deploy(tmp_path: Path) -> None:
     lines: list[str] = []
     assert run_demo(tmp_path / "store", say=lines.append, orders=60)
@@ -21,6 +22,7 @@ def test_the_demo_restores_the_table_as_it_was_before_the_bad_deploy(tmp_path: P
     assert [p.name for p in (tmp_path / "store" / "tables").iterdir()] == ["orders"]
 
 
+@pytest.mark.slow
 def test_the_demos_history_spans_hours_with_the_bad_deploy_as_its_spike(tmp_path: Path) -> None:
     assert run_demo(tmp_path / "store", say=lambda line: None, orders=60)
     line = timeline(open_store(str(tmp_path / "store")), "orders", bucket="15min")
@@ -89,6 +91,7 @@ def test_the_cli_refuses_a_foreign_store_in_one_line(tmp_path: Path, capsys: pyt
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_keep_running_leaves_the_local_aws_up_for_every_command(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     lines: list[str] = []

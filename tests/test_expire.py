@@ -119,6 +119,7 @@ def test_restore_drills_still_match_after_expire_removed_the_oldest_changes(stor
         assert drill.matches and drill.items_with_snapshot == 2
 
 
+@pytest.mark.slow
 def test_the_floor_keeps_up_with_the_horizon_when_expire_runs_every_day(tmp_path: Path) -> None:
     # Run as the stack runs it: a snapshot each noon, expire an hour later, keeping three days of
     # changes and no daily snapshots. The base must advance with the horizon, not stay at the first one.
@@ -156,6 +157,7 @@ def test_status_shows_the_new_earliest_and_earlier_moments_are_refused(history: 
         open_items(history, TABLE, datetime.fromtimestamp(plan.floor_us / 1_000_000 - 1, tz=UTC))
 
 
+@pytest.mark.slow
 def test_the_floor_snapshot_survives_a_later_more_generous_policy(history: Store) -> None:
     first = plan_expire(history, TABLE, parse_policy("changes=5d"))
     apply_expire(history, first)

@@ -32,6 +32,7 @@ from replayer.forensics.diff import diff_states
 from replayer.forensics.history import item_history
 from replayer.proving.check import check_store
 from stream_consumer.capture import capture_batch
+from tests.built import built_once, copy_store
 from tests.events import lambda_record
 from tests.model import KEYS, Op, model_state, operations, stream_records
 from tests.moto_http import MotoHttpServer
@@ -97,9 +98,13 @@ def _every_value(store: LocalStore) -> Iterator[tuple[str, bytes]]:
         yield str(path), path.read_bytes()
 
 
+_pristine = built_once(_fill)
+
+
 @pytest.fixture
 def filled(store: Store) -> Store:
-    _fill(store)
+    """A store ``_fill`` made (copied from one build per test process)."""
+    copy_store(_pristine(), store)
     return store
 
 
@@ -337,6 +342,7 @@ def _locked_store() -> Store:
     return store
 
 
+@pytest.mark.slow
 def test_forget_refuses_a_bucket_in_object_lock_compliance_mode(moto_server: None) -> None:
     store = _locked_store()
     before = store.sizes("")
@@ -347,6 +353,7 @@ def test_forget_refuses_a_bucket_in_object_lock_compliance_mode(moto_server: Non
     assert store.sizes("") == before
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_object_lock_compliance_in_one_line(moto_server: None,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     store = _locked_store()
@@ -528,6 +535,7 @@ def test_forget_erases_locked_versions_in_governance_mode_with_the_bypass(moto_s
     assert check_store(store, TABLE).sound
 
 
+@pytest.mark.slow
 def test_governance_mode_without_the_bypass_permission_is_refused_before_writing(moto_server: None) -> None:
     store = _governed_store()
     assert isinstance(store, S3Store)

@@ -16,8 +16,20 @@ from compactor.forget import forget_where, plan_forget_where
 from compactor.snapshots import build_snapshot
 from replayer.forensics.history import item_history
 from replayer.proving.check import check_store
+from tests.built import copy_store
 from tests.model import KEYS, Op, model_state, operations, stream_records
-from tests.test_forget import BASE, ERASED, KEPT, OPS, SECRETS, TABLE, _every_value, _fill, _moments, _states_at
+from tests.test_forget import (
+    BASE,
+    ERASED,
+    KEPT,
+    OPS,
+    SECRETS,
+    TABLE,
+    _every_value,
+    _moments,
+    _pristine,
+    _states_at,
+)
 from tests.workloads import deliver_in_cuts, run_cli
 
 # Only the second version of the item holds this value: its other versions must go too.
@@ -26,7 +38,7 @@ WHERE = f"email = '{SECRETS[1]}'"
 
 @pytest.fixture
 def filled(store: Store) -> Store:
-    _fill(store)
+    copy_store(_pristine(), store)
     return store
 
 
@@ -115,6 +127,7 @@ def _model_matches(ops: list[Op]) -> set[int]:
     return {op.key_index for op in ops if op.item is not None and op.item.get("n") not in (None, {"NULL": True})}
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=operations(max_ops=12), cuts=st.lists(st.integers(0, 100), max_size=3),

@@ -334,6 +334,7 @@ def _blocking(matches: list[Any]) -> list[str]:
     return [f"{m.rule.id} {m.message} ({m.filename}:{m.linenumber})" for m in matches if m.rule.id[0] in "EW"]
 
 
+@pytest.mark.slow
 def test_template_passes_cfn_lint_without_errors_or_warnings() -> None:
     from cfnlint.api import ManualArgs, lint_file
 
@@ -341,6 +342,7 @@ def test_template_passes_cfn_lint_without_errors_or_warnings() -> None:
     assert _blocking(matches) == []
 
 
+@pytest.mark.slow
 def test_expanded_template_passes_cfn_lint(template: dict[str, Any]) -> None:
     # Checks the Lambda function and event source mapping properties (enums, types, runtimes)
     # against the plain CloudFormation schemas, which cfn-lint does not apply to SAM resources.

@@ -89,6 +89,7 @@ def test_every_reader_refuses_a_damaged_local_store_in_one_line(
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", DAMAGES, ids=[d.name for d in DAMAGES])
 def test_every_reader_refuses_a_damaged_s3_store_in_one_line(
         s3_over_http: Store, damage: Damage, tmp_path: Path,  # noqa: F811

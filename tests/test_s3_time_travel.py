@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from changelog.codec import decode_lambda_record
 from changelog.store import Store
 from ddb_rewind.cli import main
@@ -19,6 +21,7 @@ OPS = [Op(i % 3, {"pk": {"S": "abc"[i % 3]}, "n": {"N": str(i)}, "b": {"B": "AAE
        for i in range(10)]
 
 
+@pytest.mark.slow
 def test_compact_then_replay_from_s3_equals_the_model(s3_over_http: Store, tmp_path: Path) -> None:  # noqa: F811
     capture_batch(s3_over_http, stream_records(TABLE, OPS[:6]), decode_lambda_record, source="test")
     assert main(["compact", "--table", TABLE, "--store", s3_over_http.uri]) == 0

@@ -26,7 +26,6 @@ from tests.damage import (
     TABLE,
     US,
     Damage,
-    build_store,
     copy_built_store,
     fresh_s3_store,
     part_paths,
@@ -66,7 +65,7 @@ def built(store: Store) -> Store:
 @pytest.fixture
 def s3_built(s3_over_http: Store, tmp_path: Path) -> Store:
     store = fresh_s3_store(s3_over_http, tmp_path)
-    build_store(store)
+    copy_built_store(store)
     return store
 
 

@@ -61,18 +61,21 @@ def _agree(values: list[dict[str, Any]], kind: str) -> None:
         assert key == _python(value), value
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(st.lists(NUMBERS, min_size=1, max_size=30))
 def test_sql_encodes_numbers_exactly_as_python_and_refuses_what_it_refuses(numbers: list[str]) -> None:
     _agree([{"N": n} for n in numbers], "N")
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.text(max_size=8), min_size=1, max_size=30))
 def test_sql_encodes_strings_as_their_utf8_bytes(strings: list[str]) -> None:
     _agree([{"S": s} for s in strings], "S")
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(st.lists(BINARIES, min_size=1, max_size=30))
 def test_sql_decodes_binaries_as_python_and_refuses_what_is_not_padded_base64(blobs: list[str]) -> None:
@@ -119,6 +122,7 @@ def _kept(documents: list[str], path: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+@pytest.mark.slow
 @given(st.lists(st.tuples(st.text(max_size=5), NUMBERS, st.booleans(), st.booleans()), min_size=1, max_size=20,
                 unique_by=lambda t: t[0] + "|" + t[1]))
 @settings(max_examples=60, deadline=None)
@@ -153,6 +157,7 @@ def test_two_items_of_one_key_written_differently_are_a_damaged_store(tmp_path: 
         _kept(['{"pk":{"S":"a"},"sk":{"N":"1"}}', '{"pk":{"S":"a"},"sk":{"N":"1.0"}}'], tmp_path / "t")
 
 
+@pytest.mark.slow
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "ab", "é"]), st.integers(-50, 50)), min_size=1, max_size=60,
                 unique=True))
 @settings(max_examples=40, deadline=None)

@@ -64,6 +64,7 @@ def lineages(draw: Any) -> tuple[list[Checkpoint], list[ShardProgress]]:
     return checkpoints, progress
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(lineages())
 def test_removing_settled_shards_never_changes_the_latest_restorable_time(

@@ -101,6 +101,7 @@ def test_a_missing_bucket_is_still_not_found(proxy: FaultProxy) -> None:
     assert done.returncode == 4 and "does not exist" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_failed_second_read_of_a_verified_file_is_s3_failing_not_damage(s3: Store, proxy: FaultProxy,
                                                                           tmp_path: Path) -> None:
     from tests.faults.harness import one_error_line, run_rewind

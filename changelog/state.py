@@ -47,7 +47,7 @@ from changelog.restorable import (
 from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests, part_paths
 from changelog.source import local_parquet, register_parquet
 from changelog.spec import changes_condition, moment
-from changelog.store import ObjectMissing, Store
+from changelog.store import ObjectMissing, ReadOnce, Store
 from changelog.timefmt import format_time, from_micros
 
 
@@ -285,7 +285,10 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
     (only ``status`` shows the count); without it ``changes`` is None and the times read only the
     first and last hour partitions, so proving a moment costs the same however long the history.
     """
-    listing = store.list(table_root(table) + "/")
+    # One listing gives both the paths and the bytes stored (on S3 a listing of the whole table is a
+    # call per thousand objects, and a store that runs for years holds tens of thousands).
+    sized = store.sizes(table_root(table) + "/")
+    listing = sorted(sized)
     if not listing:
         raise TableNotFound(f"the store {store.uri} holds no table {table!r}: run 'ddb-rewind status' to list tables")
     manifests = list_manifests(store, table)
@@ -302,7 +305,8 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         return first, last, count, len(current)
 
     first, last, count, files = read_consistently(store, (changes_root(table) + "/",), read)
-    gaps = all_gaps(store, table, listing)
+    records = ReadOnce(store)  # each checkpoint is read for its gaps here and for its shard's progress below
+    gaps = all_gaps(records, table, listing)
     quarantined = list_quarantined(store, table) if any("/quarantine/" in p for p in listing) else []
     # What the ledger records and the store lost (a deleted change file or gap record) counts too.
     missing = missing_losses(store, table, listing, [gap_path(table, gap) for gap in gaps])
@@ -319,7 +323,7 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
     if floor is not None:
         # The floor is a kept snapshot's moment: restorable even when no change of that time is left.
         earliest = max(floor, min(initial)) if initial else floor
-    holds = capture_holds(store, table, listing, last)
+    holds = capture_holds(records, table, listing, last)
     latest = watermark(holds)
     # A snapshot proves its moment only if it says it was inside coverage when it was built: a
     # bootstrap (the copy was consistent then), or a compaction that recorded the watermark it was
@@ -330,7 +334,6 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
               if m.restorable_from_us is not None or m.snapshot_time_us <= _checked_watermark(m)]
     if proven:
         latest = max(proven) if latest is None else max(latest, max(proven))
-    sizes = sum(store.sizes(table_root(table) + "/").values())
     return Coverage(
         table=table,
         earliest_us=earliest,
@@ -339,7 +342,7 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         change_files=files,
         snapshots=len(manifests),
         quarantined=sum(1 for p in listing if "/quarantine/" in p),
-        bytes_stored=sizes,
+        bytes_stored=sum(sized.values()),
         gaps=gaps,
         bootstraps_us=tuple(bases),
         losses=losses,

@@ -120,6 +120,42 @@ class Store:
         raise NotImplementedError
 
 
+class ReadOnce(Store):
+    """A read-only view of ``store`` that fetches each object at most once.
+
+    For one reader that reads some records twice through different rules (coverage reads each
+    checkpoint for its shard's progress and for the gaps it lists): on S3 each read is a GET.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.uri = store.uri
+        self._read: dict[str, bytes] = {}
+
+    def read(self, path: str) -> bytes:
+        if path not in self._read:
+            self._read[path] = self.store.read(path)
+        return self._read[path]
+
+    def list(self, prefix: str) -> list[str]:
+        return self.store.list(prefix)
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        return self.store.sizes(prefix)
+
+    def modified_times(self, prefix: str) -> dict[str, float]:
+        return self.store.modified_times(prefix)
+
+    def arrow(self) -> tuple[pafs.FileSystem, str]:
+        return self.store.arrow()
+
+    def local_root(self) -> Path | None:
+        return self.store.local_root()
+
+    def relative(self, destination: str) -> str | None:
+        return self.store.relative(destination)
+
+
 class LocalStore(Store):
     """A directory on this machine."""
 

@@ -66,17 +66,20 @@ def _dry_run(store: Store, args: argparse.Namespace) -> int:
     """Print what a run would copy and withdraw (the same refusals as a run); nothing is read or written."""
     from compactor.bootstrap import plan_bootstrap_from_export, plan_bootstrap_from_scan
 
-    if args.from_export:
-        plan = plan_bootstrap_from_export(store, args.table, args.from_export)
-        assert plan.snapshot_time_us is not None
-        print(f"would import the export of {args.table}: {plan.items:,} items in {plan.data_files:,} data files "
+    plan = (plan_bootstrap_from_export(store, args.table, args.from_export) if args.from_export
+            else plan_bootstrap_from_scan(store, args.table))
+    items = "an unknown number of items" if plan.items is None else f"{plan.items:,} items"
+    if plan.kind == "export":
+        files = f" in {plan.data_files:,} data files" if plan.data_files is not None else ""
+        print(f"would import the export of {args.table}: {items}{files} "
               "(the run checks each file's MD5 and every item as it reads them)")
+    else:
+        items = items if plan.items is None else f"about {items}"
+        print(f"would Scan {args.table} in {args.segments} segments: {items} (DescribeTable's ItemCount, "
+              "which DynamoDB updates about every six hours)")
+    if plan.snapshot_time_us is not None:
         print(f"the snapshot would be at {format_time(from_micros(plan.snapshot_time_us))}, restorable from then")
     else:
-        plan = plan_bootstrap_from_scan(store, args.table)
-        count = f"about {plan.items:,} items" if isinstance(plan.items, int) else "an unknown number of items"
-        print(f"would Scan {args.table} in {args.segments} segments: {count} (DescribeTable's ItemCount, "
-              "which DynamoDB updates about every six hours)")
         print("the snapshot would be at the Scan's end, restorable from then")
     if plan.stale:
         print(f"would withdraw {len(plan.stale):,} newer snapshot(s) built from changes alone")

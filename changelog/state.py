@@ -12,6 +12,7 @@ manifest did not consume (a late file), read whole so that every copy of a late 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -408,6 +409,18 @@ def check_restorable(cov: Coverage, at: datetime, at_us: int) -> None:
             f"{format_time(at)} is at or after {loss.what} in the backup of {cov.table!r}; {loss.remedy} "
             f"(restorable: {describe_intervals(cov.intervals)})"
         )
+
+
+def latest_restorable(tables: Sequence[str], coverage_of: Callable[[str], Coverage]) -> datetime:
+    """What TIME ``latest`` stands for: the latest moment every one of ``tables`` can be restored to.
+
+    Raises TimeOutOfRange when a table has no restorable moment proven yet.
+    """
+    latest = {table: coverage_of(table).latest_us for table in tables}
+    missing = [table for table, value in latest.items() if value is None]
+    if missing:
+        raise TimeOutOfRange(f"'latest' names no moment: no restorable moment of {', '.join(missing)} is proven yet")
+    return from_micros(min(value for value in latest.values() if value is not None))
 
 
 def check_complete(cov: Coverage, low_us: int | None, high_us: int | None, *, what: str, narrow: str) -> None:

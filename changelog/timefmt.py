@@ -1,9 +1,10 @@
-"""Parsing and printing of the TIME arguments: ISO 8601 (offsets allowed) or epoch seconds, always UTC inside."""
+"""Parsing and printing of TIME: ISO 8601 (offsets allowed), epoch seconds, ``now``, a time before now
+(``-2h``) or ``latest``; always UTC inside. The command line and SQL's ``<table>_at(TIME)`` read it alike."""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from changelog.errors import UsageError
 
@@ -23,6 +24,44 @@ def _in_range(moment: datetime, text: str) -> datetime:
     if not EARLIEST <= moment < LATEST:
         raise _out_of_range(text)
     return moment
+
+
+_RELATIVE = re.compile(r"^-([0-9]{1,9})([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+TIME_FORMS = ("ISO 8601 (2025-06-29T23:59:00Z, offsets allowed), epoch seconds, 'latest' (the latest restorable "
+              "moment), 'now', or a time before now such as -30m, -2h, -7d")
+LATEST_KEYWORD = "latest"
+
+
+def is_relative(text: str) -> bool:
+    """Whether ``text`` is a time before now such as ``-2h``."""
+    return _RELATIVE.match(text.strip().lower()) is not None
+
+
+def parse_moment(text: str, now: datetime | None = None) -> datetime | None:
+    """A user TIME in any of its forms (TIME_FORMS); None for ``latest``, which only the store resolves
+    (``changelog.state.latest_restorable``). ``now`` and ``-2h`` are read against ``now``, by default
+    this machine's clock.
+
+    Raises UsageError naming the accepted forms.
+    """
+    value = text.strip().lower()
+    if value == LATEST_KEYWORD:
+        return None
+    clock = now or datetime.now(UTC)
+    if value == "now":
+        return clock
+    relative = _RELATIVE.match(value)
+    if relative:
+        seconds = int(relative.group(1)) * _UNIT_SECONDS[relative.group(2)]
+        try:
+            return clock - timedelta(seconds=seconds)
+        except OverflowError:
+            raise UsageError(f"time {text!r} reaches before year 1") from None
+    try:
+        return parse_time(text)
+    except UsageError as exc:
+        raise UsageError(f"{exc}; TIME is {TIME_FORMS}") from None
 
 
 def parse_time(text: str) -> datetime:

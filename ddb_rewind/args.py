@@ -7,17 +7,16 @@ before any store or AWS is touched.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from changelog.argtypes import table_arg as table_arg
-from changelog.errors import TimeOutOfRange, UsageError
+from changelog.errors import UsageError
 from changelog.names import s3_uri_problem
-from changelog.timefmt import format_time, from_micros, parse_time
+from changelog.timefmt import format_time, is_relative, parse_moment
 from compactor.policy import Policy, parse_policy
 
 if TYPE_CHECKING:
@@ -25,15 +24,12 @@ if TYPE_CHECKING:
 
 
 
+TIME_HELP = "ISO 8601, epoch seconds, latest, now, or before now as -2h"  # TIME in a --help line
+
+
 @dataclass(frozen=True)
 class Latest:
     """TIME given as ``latest``: the latest restorable moment, known once the store is read (``resolve_times``)."""
-
-
-_RELATIVE = re.compile(r"^-([0-9]{1,9})([smhdw])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
-TIME_FORMS = ("ISO 8601 (2025-06-29T23:59:00Z, offsets allowed), epoch seconds, 'latest' (the latest restorable "
-              "moment), 'now', or a time before now such as -30m, -2h, -7d")
 
 
 def time_arg(text: str) -> datetime | Latest:
@@ -42,22 +38,11 @@ def time_arg(text: str) -> datetime | Latest:
     ``now`` and ``-2h`` are read against this machine's clock when the command starts; ``latest``
     is resolved from the store before the command runs.
     """
-    value = text.strip().lower()
-    if value == "latest":
-        return Latest()
-    if value == "now":
-        return datetime.now(UTC)
-    relative = _RELATIVE.match(value)
-    if relative:
-        seconds = int(relative.group(1)) * _UNIT_SECONDS[relative.group(2)]
-        try:
-            return datetime.now(UTC) - timedelta(seconds=seconds)
-        except OverflowError:
-            raise argparse.ArgumentTypeError(f"time {text!r} reaches before year 1") from None
     try:
-        return parse_time(text)
+        moment = parse_moment(text)
     except UsageError as exc:
-        raise argparse.ArgumentTypeError(f"{exc}; TIME is {TIME_FORMS}") from None
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return Latest() if moment is None else moment
 
 
 TIME_OPTIONS = frozenset({"--at", "--from", "--to", "--drill-at"})
@@ -69,7 +54,7 @@ def joined_relative_times(argv: list[str]) -> list[str]:
     index = 0
     while index < len(argv):
         token = argv[index]
-        if token in TIME_OPTIONS and index + 1 < len(argv) and _RELATIVE.match(argv[index + 1].strip().lower()):
+        if token in TIME_OPTIONS and index + 1 < len(argv) and is_relative(argv[index + 1]):
             joined.append(f"{token}={argv[index + 1]}")
             index += 2
             continue
@@ -87,7 +72,7 @@ def resolve_times(args: argparse.Namespace) -> None:
     names = [name for name, value in vars(args).items() if isinstance(value, Latest)]
     if not names:
         return
-    from changelog.state import coverage
+    from changelog.state import coverage, latest_restorable
     from changelog.store import open_store
 
     tables = [args.table] if getattr(args, "table", None) else \
@@ -99,11 +84,7 @@ def resolve_times(args: argparse.Namespace) -> None:
         from changelog.layout import TABLES, table_names
 
         tables = table_names(store.list(TABLES + "/"))  # serve's --tables all: every table of the store
-    latest = [coverage(store, table).latest_us for table in tables]
-    if any(value is None for value in latest):
-        missing = ", ".join(t for t, value in zip(tables, latest, strict=True) if value is None)
-        raise TimeOutOfRange(f"'latest' names no moment: no restorable moment of {missing} is proven yet")
-    moment = from_micros(min(value for value in latest if value is not None))
+    moment = latest_restorable(tables, lambda table: coverage(store, table))
     for name in names:
         setattr(args, name, moment)
     print(f"ddb-rewind: 'latest' is {format_time(moment)}", file=sys.stderr)

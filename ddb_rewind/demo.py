@@ -260,7 +260,7 @@ def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 
 
         clock.advance(30)
         say("3. A bad deploy: within five minutes 15% of the orders get status 'ERROR' and total 0, "
-            "and 5% are deleted")
+            "and 5% are deleted; new orders keep coming for two more hours")
         alive = [json.loads(k) for k in before]
         damaged = rng.sample(alive, len(alive) * 15 // 100)
         deleted = rng.sample(alive, len(alive) * 5 // 100)

@@ -89,3 +89,67 @@ def test_latest_with_every_table_is_the_latest_moment_all_of_them_share(captured
 
     shared = min(coverage(captured, table).latest_us or 0 for table in (TABLE, "users"))
     assert args.at == from_micros(shared)
+
+
+def _sql(store: Store, query: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict[str, object]], str]:
+    code = main(["sql", "--store", store.uri, query, "--format", "json"])
+    captured_out = capsys.readouterr()
+    rows = json.loads(captured_out.out) if code == 0 else []
+    return code, rows, captured_out.err
+
+
+def test_sql_table_at_latest_is_the_state_the_command_line_restores_for_latest(
+    captured: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    latest = coverage(captured, TABLE).latest_us
+    assert latest is not None
+    exact = format_time(from_micros(latest))
+
+    code, by_keyword, _ = _sql(captured, f"SELECT item_key FROM {TABLE}_at('latest') ORDER BY 1", capsys)
+    assert code == 0
+    _, by_moment, _ = _sql(captured, f"SELECT item_key FROM {TABLE}_at('{exact}') ORDER BY 1", capsys)
+
+    assert by_keyword == by_moment and len(by_keyword) == 5
+
+
+def test_sql_state_at_takes_epoch_seconds(captured: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    code, rows, err = _sql(captured, f"SELECT count(*) AS n FROM state_at({BASE + 25}, only_table := '{TABLE}')",
+                           capsys)
+    assert (code, rows) == (0, [{"n": 3}]), err
+
+
+def test_sql_table_at_reads_a_time_before_now_against_the_clock(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = int(datetime.now(UTC).timestamp())
+    records = [lambda_record(TABLE, "INSERT", {"pk": {"S": f"k{hours}"}}, now - hours * 3600, 100 + i,
+                             new={"pk": {"S": f"k{hours}"}}) for i, hours in enumerate((4, 3, 1))]
+    capture_batch(store, records, decode_lambda_record, source="test")
+
+    code, rows, err = _sql(store, f"SELECT item_key FROM {TABLE}_at('-2h') ORDER BY 1", capsys)
+
+    assert code == 0, err
+    assert [row["item_key"] for row in rows] == [json.dumps({"pk": {"S": "k3"}}, separators=(",", ":")),
+                                                 json.dumps({"pk": {"S": "k4"}}, separators=(",", ":"))]
+
+
+def test_sql_a_time_before_the_history_is_refused(captured: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _sql(captured, f"SELECT count(*) FROM {TABLE}_at('-520w')", capsys)
+    assert code == 5 and "before the earliest restorable time of 'orders'" in err
+
+
+def test_sql_state_at_of_a_table_the_store_does_not_hold_is_refused_not_empty(
+    captured: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _sql(captured, f"SELECT count(*) FROM state_at({BASE + 25}, only_table := 'ordres')", capsys)
+    assert code == 4
+    assert err.strip().count("\n") == 0 and "holds no table 'ordres'" in err
+
+
+@pytest.mark.parametrize("time", ["'yesterday'", "NULL"])
+def test_sql_a_time_it_cannot_read_is_one_line_naming_the_forms(
+    time: str, captured: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _sql(captured, f"SELECT count(*) FROM {TABLE}_at({time})", capsys)
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "'latest'" in err and "-2h" in err

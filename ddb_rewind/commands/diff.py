@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from changelog.errors import UsageError
 from changelog.store import check_outside, open_store
 from changelog.timefmt import format_time, from_micros, to_micros
-from ddb_rewind.args import add_engine, add_store, add_table, add_where, time_arg
+from ddb_rewind.args import TIME_HELP, add_engine, add_store, add_table, add_where, time_arg
 
 if TYPE_CHECKING:
     from replayer.forensics.diff import StateDiff
@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
     add_table(parser)
     add_store(parser)
     parser.add_argument("--from", dest="start", type=time_arg, required=True, metavar="TIME",
-                        help="the earlier moment (ISO 8601 or epoch seconds)")
+                        help=f"the earlier moment ({TIME_HELP})")
     parser.add_argument("--to", dest="end", type=time_arg, required=True, metavar="TIME", help="the later moment")
     add_where(parser, "one condition over plain attribute names; an item matching on either side is kept")
     parser.add_argument("--format", choices=("table", "json", "parquet"), default="table",

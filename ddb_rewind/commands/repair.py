@@ -10,6 +10,7 @@ from changelog.errors import WriteFailed
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros, to_micros
 from ddb_rewind.args import (
+    TIME_HELP,
     add_store,
     add_table,
     add_yes,
@@ -34,7 +35,7 @@ def register(subparsers: Any) -> None:
     add_table(parser)
     add_store(parser)
     parser.add_argument("--from", dest="start", type=time_arg, required=True, metavar="TIME",
-                        help="the moment to put items back to (ISO 8601 or epoch seconds)")
+                        help=f"the moment to put items back to ({TIME_HELP})")
     parser.add_argument("--to", dest="end", type=time_arg, required=True, metavar="TIME",
                         help="the end of the window whose changes are undone")
     parser.add_argument("--target", required=True, type=table_arg, metavar="NAME",

@@ -12,6 +12,7 @@ from changelog.progress import Progress
 from changelog.store import Store, check_outside, open_store
 from changelog.timefmt import format_time
 from ddb_rewind.args import (
+    TIME_HELP,
     add_engine,
     add_store,
     add_where,
@@ -42,7 +43,7 @@ def register(subparsers: Any) -> None:
                              "(targets: --to-table-suffix or --to-dir)")
     add_store(parser)
     parser.add_argument("--at", required=True, type=time_arg, metavar="TIME",
-                        help="ISO 8601, epoch seconds, latest, now, or before now as -2h")
+                        help=TIME_HELP)
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--to-table", type=table_arg, metavar="NAME", help="DynamoDB table to write the items into")
     target.add_argument("--to-file", type=path_arg, metavar="PATH",

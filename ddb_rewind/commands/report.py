@@ -7,7 +7,7 @@ from typing import Any
 
 from changelog.store import check_outside, open_store
 from changelog.timefmt import to_micros
-from ddb_rewind.args import add_store, add_table, add_where, int_range, time_arg
+from ddb_rewind.args import TIME_HELP, add_store, add_table, add_where, int_range, time_arg
 
 
 def register(subparsers: Any) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
     add_table(parser)
     add_store(parser)
     parser.add_argument("--from", dest="start", type=time_arg, required=True, metavar="TIME",
-                        help="the window start: the state repair would restore (ISO 8601 or epoch seconds)")
+                        help=f"the window start: the state repair would restore ({TIME_HELP})")
     parser.add_argument("--to", dest="end", type=time_arg, required=True, metavar="TIME", help="the window end")
     parser.add_argument("-o", "--output", required=True, metavar="PATH", help="the HTML file to write")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")

@@ -12,7 +12,7 @@ from changelog.errors import UsageError
 from changelog.layout import TABLES, table_names
 from changelog.store import open_store
 from changelog.timefmt import format_time
-from ddb_rewind.args import add_store, int_range, time_arg
+from ddb_rewind.args import TIME_HELP, add_store, int_range, time_arg
 from ddb_rewind.commands.replay import say_erasures
 
 
@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
                     "with --endpoint-url; any credentials are accepted.")
     add_store(parser)
     parser.add_argument("--at", required=True, type=time_arg, metavar="TIME",
-                        help="ISO 8601, epoch seconds, latest, now, or before now as -2h")
+                        help=TIME_HELP)
     parser.add_argument("--tables", default="all", metavar="T1,T2|all",
                         help="tables to serve, all at the same TIME; all: every table in the store")
     parser.add_argument("--port", type=int_range("--port", 0, 65535), default=8000,

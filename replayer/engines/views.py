@@ -43,10 +43,11 @@ from changelog.state import (
     check_restorable,
     copy_floor_us,
     coverage,
+    latest_restorable,
     timestamp_literal,
 )
 from changelog.store import Store
-from changelog.timefmt import to_micros
+from changelog.timefmt import TIME_FORMS, parse_moment, to_micros
 from changelog.udf import sql_function
 
 
@@ -161,16 +162,16 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
     # and a CTE read more than once is materialised, which keeps DuckDB from leaving out the columns a
     # query does not read (the doc of every item was computed for a count).
     floors = ("SELECT table_name, max(changes_from) AS changes_from FROM snapshots "
-              "WHERE snapshot_time <= t::TIMESTAMPTZ GROUP BY table_name")
+              f"WHERE snapshot_time <= {AT} GROUP BY table_name")
     floored = (f"SELECT c.* FROM changes__raw c LEFT JOIN ({floors}) f ON c.table_name = f.table_name "
-               "WHERE c.event_time <= t::TIMESTAMPTZ AND (only_table IS NULL OR c.table_name = only_table) "
+               f"WHERE c.event_time <= {AT} AND (only_table IS NULL OR c.table_name = only_table) "
                "AND c.event_time >= coalesce(f.changes_from, '-infinity'::TIMESTAMPTZ)")
     con.execute(
         f"""
         CREATE MACRO state_at(t, only_table := NULL) AS TABLE
         WITH chosen AS (
             SELECT table_name, max(snapshot_time) AS snapshot_time FROM snapshots
-            WHERE snapshot_time <= t::TIMESTAMPTZ AND (only_table IS NULL OR table_name = only_table)
+            WHERE snapshot_time <= {AT} AND (only_table IS NULL OR table_name = only_table)
             GROUP BY table_name
         ),
         candidates AS (
@@ -179,7 +180,7 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
         SELECT table_name, item_key, keys::JSON AS keys, image::JSON AS item, rewind_doc(image)::JSON AS doc,
                counts_from AS event_time, sequence_number
         -- The guard is a relation of its own, so a refusal is raised even when no row would come back.
-        FROM (SELECT 1 WHERE rewind_restorable(t::TIMESTAMPTZ, only_table)) AS guard, (
+        FROM (SELECT 1 WHERE rewind_held(only_table) AND rewind_restorable({AT}, only_table)) AS guard, (
             SELECT *, {latest_counts_from("table_name, item_key", "stream_time")} AS counts_from FROM (
                 SELECT 0 AS src, table_name, item_key, keys, event_name, event_time, sequence_number,
                        new_image AS image, stream_time
@@ -242,6 +243,9 @@ def _quarantine_view(con: duckdb.DuckDBPyConnection, store: Store) -> None:
 
 
 REFUSED = "outside coverage: "
+# The moment a macro's TIME argument ``t`` names (``_coverage_guard``'s rewind_time): any form the
+# command line takes, ``latest`` of the table(s) asked, ``now`` and ``-2h`` from the statement's start.
+AT = "rewind_time(t::VARCHAR, only_table, current_timestamp)"
 
 
 def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store, tables: list[str]) -> None:
@@ -255,16 +259,19 @@ def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store, tables: list[s
     known: dict[str, Coverage] = {}
     held = frozenset(tables)
 
+    def covered(table: str) -> Coverage:
+        if table not in known:
+            known[table] = coverage(store, table)
+        return known[table]
+
     def reason(table: str, check: Callable[[Coverage], None]) -> str:
         """Why ``check`` refuses ``table`` ('' when it does not: a DuckDB Python function may not return NULL)."""
         if table not in held:
             # A query may call these functions itself: a name that is no table of the store never
             # reaches a path (it could name a directory outside the store).
             return f"the store holds no table {table!r}"
-        if table not in known:
-            known[table] = coverage(store, table)
         try:
-            check(known[table])
+            check(covered(table))
         except TimeOutOfRange as exc:
             return str(exc)
         return ""
@@ -280,6 +287,26 @@ def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store, tables: list[s
             cov, None, None, what="history()",
             narrow="the changes view lists what the store holds, without the lost changes"))
 
+    def moment(text: str | None, only_table: str | None, now: datetime) -> datetime:
+        # TIME as the command line takes it. DuckDB calls this while planning a query, its arguments
+        # being constants, and puts the moment in the plan (filters on it still reach the files);
+        # ``now`` is the statement's start, the same for every part of it.
+        if text is None:
+            raise UsageError(f"TIME is NULL: give {TIME_FORMS}")
+        at = parse_moment(text, now)
+        if at is not None:
+            return at
+        return latest_restorable([only_table] if only_table is not None else sorted(held), covered)
+
+    def held_table(only_table: str | None) -> bool:
+        # Else a misspelt only_table would answer with no items, as if the table had been empty.
+        if only_table is not None and only_table not in held:
+            raise TableNotFound(f"the store holds no table {only_table!r}: the tables view lists those it holds")
+        return True
+
+    sql_function(con, "rewind_held", held_table, ["VARCHAR"], "BOOLEAN", side_effects=False, null_handling="special")
+    sql_function(con, "rewind_time", moment, ["VARCHAR", "VARCHAR", "TIMESTAMPTZ"], "TIMESTAMPTZ", side_effects=False,
+                 null_handling="special")
     sql_function(con, "rewind_refusal", refusal, ["VARCHAR", "TIMESTAMPTZ"], "VARCHAR", side_effects=False)
     sql_function(con, "rewind_incomplete", incomplete, ["VARCHAR"], "VARCHAR", side_effects=False)
     con.execute(

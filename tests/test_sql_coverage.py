@@ -11,8 +11,9 @@ from compactor.policy import parse_policy
 from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
 from ddb_rewind.cli import main
-from replayer.engines.views import ensure_plain_macros, open_sql
+from replayer.engines.views import SqlSession, ensure_plain_macros, open_sql
 from stream_consumer.capture import capture_batch
+from tests.events import lambda_record
 from tests.model import Op, stream_records
 
 T0 = 1_700_000_000
@@ -86,3 +87,16 @@ def test_the_cli_refuses_with_the_out_of_coverage_exit_code(expired: Store,
     err = capsys.readouterr().err
     assert code == 5
     assert err.count("\n") == 1 and "earliest restorable time" in err
+
+
+def test_a_change_captured_after_the_session_opened_is_neither_proven_nor_missed(store: Store) -> None:
+    # The session reads the files listed when it opened; the moments it proves must be those files'
+    # moments, not the store's a minute later, or a moment the files do not reach would be answered.
+    capture_batch(store, stream_records("users", OPS[:5]), decode_lambda_record, source="test")
+    session = SqlSession(store)
+    later = lambda_record("users", "INSERT", {"pk": {"S": "f"}}, T0 + 600, 10**21, new={"pk": {"S": "f"}})
+    capture_batch(store, [later], decode_lambda_record, source="test")
+
+    with pytest.raises(duckdb.Error, match="after the latest restorable time of 'users'"):
+        session.query(f"SELECT count(*) FROM users_at({T0 + 600})")
+    assert session.query("SELECT count(*) FROM users_at('latest')") == (["count_star()"], [(5,)])

@@ -50,13 +50,12 @@ def _line_editing() -> None:
 
 
 def _tables(session: SqlSession) -> None:
-    """``.tables``: each table of the store with its restorable intervals."""
+    """``.tables``: each table of the store with the intervals the session can answer for."""
     from changelog.restorable import describe_intervals
-    from changelog.state import coverage
+    from changelog.state import Coverage
 
-    store = session.store
-    names = [row[0] for row in (session.query("SELECT table_name FROM tables ORDER BY 1") or ([], []))[1]]
-    rows = [(name, describe_intervals(coverage(store, name).intervals)) for name in names]
+    rows = [(name, describe_intervals(found.intervals) if isinstance(found, Coverage) else f"unreadable: {found}")
+            for name, found in sorted(session.proven.items())]
     print_rows(("table", "restorable"), rows, "table")
 
 

@@ -17,7 +17,7 @@ from changelog.attributes import stored_summary
 from changelog.codec import item_key, parse_key
 from changelog.consistent import listing, read_consistently
 from changelog.docs import register_doc_function
-from changelog.errors import TableNotFound, TimeOutOfRange, UsageError
+from changelog.errors import RewindError, TableNotFound, TimeOutOfRange, UsageError
 from changelog.footer import DEDUPLICATED, footers
 from changelog.layout import TABLES, partition_of, table_names
 from changelog.meta import key_attribute_schema, key_names, read_meta
@@ -93,7 +93,27 @@ def _key_reader(store: Store, tables: list[str]) -> Callable[[str], str]:
     return canonical
 
 
-def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConnection:
+Proven = dict[str, Coverage | RewindError]  # each table's coverage, or why it could not be read
+
+
+def prove_tables(store: Store) -> Proven:
+    """The coverage of every table of the store, read before its files are listed (``open_sql``).
+
+    Capture writes a table's files before the records that prove them, so files listed after a
+    coverage read hold every change that coverage proves; the other order would prove moments the
+    listed files do not reach. A table whose coverage cannot be read keeps its error, raised only
+    when a query asks that table.
+    """
+    proven: Proven = {}
+    for table in table_names(store.list(TABLES + "/")):
+        try:
+            proven[table] = coverage(store, table)
+        except RewindError as exc:
+            proven[table] = exc
+    return proven
+
+
+def open_sql(store: Store, *, plain_tables: bool = False, proven: Proven | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the store's views and macros.
 
     - ``changes``: every captured change, de-duplicated on event_id, with ``new_doc``/``old_doc`` JSON
@@ -106,12 +126,15 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
     - per table ``<table>_at(TIME)``: its items at TIME with one typed column per attribute
       (``WHERE status = 'shipped'``). Finding the attributes reads every image of the table, so
       these are made on demand by ``ensure_plain_macros``; ``plain_tables`` makes them all now.
+
+    The moments it answers for are those ``proven`` (by default ``prove_tables`` now) proves.
     """
+    proven = prove_tables(store) if proven is None else proven
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     track_progress(con)
     register_doc_function(con)
-    tables = table_names(store.list(TABLES + "/"))
+    tables = list(proven)
     # Every relation is an Arrow object registered from Python, not a DuckDB table: SQL cannot change
     # what it holds, and reading it needs no file access (the connection is locked below).
     con.register("tables", pa.table({"table_name": pa.array(tables, pa.string())}))
@@ -152,7 +175,7 @@ def open_sql(store: Store, *, plain_tables: bool = False) -> duckdb.DuckDBPyConn
         con.execute(
             "CREATE VIEW snapshot_rows AS SELECT *, NULL::TIMESTAMPTZ AS snapshot_time FROM snapshot_rows__empty"
         )
-    _coverage_guard(con, store, tables)
+    _coverage_guard(con, proven)
     # De-duplication (record.first_copies) runs only on the rows that may hold an item's latest
     # version (record.latest_rows, the rule of may_be_latest): every copy of such a record is among
     # them, so de-duplicating those few rows is as exact as de-duplicating them all (bench/sql.py: the
@@ -248,7 +271,7 @@ REFUSED = "outside coverage: "
 AT = "rewind_time(t::VARCHAR, only_table, current_timestamp)"
 
 
-def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store, tables: list[str]) -> None:
+def _coverage_guard(con: duckdb.DuckDBPyConnection, proven: Proven) -> None:
     """Macro ``rewind_restorable(t, only_table)``: TRUE, or an error naming the table and its bounds.
 
     The SQL macros answer only what ``replay`` would answer: the one coverage rule
@@ -256,13 +279,13 @@ def _coverage_guard(con: duckdb.DuckDBPyConnection, store: Store, tables: list[s
     ``state_at(t)`` spans every table, so it refuses when any table cannot answer for t;
     ``state_at(t, only_table := 'orders')`` and ``orders_at(t)`` ask for one table only.
     """
-    known: dict[str, Coverage] = {}
-    held = frozenset(tables)
+    held = frozenset(proven)
 
     def covered(table: str) -> Coverage:
-        if table not in known:
-            known[table] = coverage(store, table)
-        return known[table]
+        found = proven[table]
+        if isinstance(found, RewindError):
+            raise found
+        return found
 
     def reason(table: str, check: Callable[[Coverage], None]) -> str:
         """Why ``check`` refuses ``table`` ('' when it does not: a DuckDB Python function may not return NULL)."""
@@ -343,7 +366,13 @@ class SqlSession:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.listed = listing(store, (TABLES + "/",))
-        self.con = read_consistently(store, (TABLES + "/",), lambda: open_sql(store), listed=self.listed)
+        self.proven: Proven = {}
+        self.con = read_consistently(store, (TABLES + "/",), self._open, listed=self.listed)
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        # The moments the session answers for are the ones its files were listed after (prove_tables).
+        self.proven = prove_tables(self.store)
+        return open_sql(self.store, proven=self.proven)
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]] | None:
         """Run ``sql``: its column names and rows, or None for a statement without a result.
@@ -358,7 +387,7 @@ class SqlSession:
             nonlocal attempts
             if attempts:
                 self.listed = listing(self.store, (TABLES + "/",))
-                self.con = open_sql(self.store)
+                self.con = self._open()
             attempts += 1
             with query_progress(self.con, "query"):
                 ensure_plain_macros(self.con, self.store, sql)

@@ -7,6 +7,7 @@ through unchanged boto3, and the answers must be equal.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -505,3 +506,41 @@ def test_the_aws_cli_queries_a_served_moment_unchanged() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("shape", ["one 409,000-byte string", "1,000 attributes"])
+def test_an_item_at_dynamodbs_limits_is_served_whole(shape: str, store: Store) -> None:
+    # DynamoDB's limit is 400 KB (409,600 bytes of names and values); moto's own item check stops at
+    # 405,000 and costs a sum over every attribute for each one added.
+    key = _key("wide", 1, "N")
+    if shape.startswith("one"):
+        item = {**key, "big": {"S": "x" * 409_000}}
+    else:
+        item = {**key, **{f"attribute_{number:04}": {"S": "v" * 300} for number in range(1_000)}}
+    capture_batch(store, [lambda_record(TABLE, "INSERT", key, float(T0), 10**20, new=item)], decode_lambda_record,
+                  source="test")
+    write_meta(store, meta_from_description(_description("N")))
+
+    with serving(store, [TABLE], _at(T0)) as server:
+        client = _client(int(server.server_address[1]))
+        got = client.get_item(TableName=TABLE, Key=key)["Item"]
+        scanned = client.scan(TableName=TABLE)["Items"]
+
+    assert got == item and scanned == [item]
+
+
+def test_the_items_a_request_read_are_not_kept_once_it_is_answered(served: int) -> None:
+    # A serve that runs for days answers millions of reads: what one read made must not outlive it.
+    from moto.dynamodb.models.dynamo_type import Item
+
+    def items_alive() -> set[int]:
+        gc.collect()
+        return {id(thing) for thing in gc.get_objects() if isinstance(thing, Item)}
+
+    before = items_alive()
+    client = _client(served)
+    scanned = client.scan(TableName=TABLE)["Items"]
+    client.get_item(TableName=TABLE, Key={name: scanned[0][name] for name in ("pk", "sk")}, ProjectionExpression="pk")
+
+    assert len(scanned) == 3
+    assert items_alive() - before == set()

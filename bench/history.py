@@ -70,7 +70,7 @@ def build_store(store: Store, changes: int, keys: int, files: int) -> None:
         }
         table = pa.Table.from_arrays([pa.array(columns[fl.name], type=fl.type) for fl in SCHEMA], schema=SCHEMA)
         table = table.sort_by([("item_key", "ascending"), ("event_time", "ascending")])
-        publish_change_file(store, TABLE, hour_partition(hour_us), sequences[0], sequences[-1], table)
+        publish_change_file(store, TABLE, hour_partition(hour_us), sequences[0], sequences[-1], table, lifted=())
 
 
 def main() -> None:

@@ -201,5 +201,5 @@ def _write_file(store: LocalStore, table: str, rng: np.random.Generator, names: 
     data = data.sort_by([("item_key", "ascending"), ("event_time", "ascending"), ("sequence_number", "ascending")])
     first_us = int(seconds[lo]) * 1_000_000
     path = publish_change_file(store, table, hour_partition(first_us), sequence[0].as_py(),
-                               sequence[count - 1].as_py(), data)
+                               sequence[count - 1].as_py(), data, lifted=())
     return (store.root / path).stat().st_size

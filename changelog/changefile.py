@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from changelog.footer import DEDUPLICATED
+from changelog.footer import DEDUPLICATED, LIFTED
 from changelog.formats import FOOTER_KEY, FORMAT_VERSION
 from changelog.layout import HOUR_US, change_file_path, hour_partition
 from changelog.ledger import record_published
@@ -44,14 +45,22 @@ def parquet_bytes(table: pa.Table, *, level: int | None = None) -> bytes:
 
 
 def publish_change_file(store: Store, table_name: str, partition: str, first_seq: str, last_seq: str,
-                        rows: pa.Table, *, deduplicated: bool = False, level: int | None = None) -> str:
+                        rows: pa.Table, *, deduplicated: bool = False, level: int | None = None,
+                        lifted: Iterable[str] | None = None) -> str:
     """Write one change file named by its sequence range and the digest of its bytes; returns its path.
 
     Every writer of change files (capture, poller, merge, bench) goes through here, so names,
     checksums and the ledger record of each file (``changelog.ledger``) are made in one place.
+    ``lifted``: the event ids of its rows stored in a later hour than their own stamp's
+    (``changelog.footer.LIFTED``); None keeps what ``rows`` already says.
     """
-    if deduplicated:  # every record once: readers may skip de-duplicating its hour (changelog.footer)
-        rows = rows.replace_schema_metadata({**(rows.schema.metadata or {}), DEDUPLICATED: b"1"})
+    metadata = dict(rows.schema.metadata or {})
+    if deduplicated:  # every record once in its hour (changelog.footer)
+        metadata[DEDUPLICATED] = b"1"
+    if lifted is not None:
+        metadata[LIFTED] = json.dumps(sorted(set(lifted)), separators=(",", ":")).encode()
+    if metadata != dict(rows.schema.metadata or {}):
+        rows = rows.replace_schema_metadata(metadata)
     data = parquet_bytes(rows, level=level)
     path = change_file_path(table_name, partition, first_seq, last_seq, data)
     store.write(path, data)
@@ -59,12 +68,14 @@ def publish_change_file(store: Store, table_name: str, partition: str, first_seq
     return path
 
 
-def write_change_files(store: Store, rows: Sequence[ChangeRow]) -> list[str]:
+def write_change_files(store: Store, rows: Sequence[ChangeRow], lifted: frozenset[str] = frozenset()) -> list[str]:
     """Write rows as one file per (table, hour partition); returns the paths written.
 
     A batch that spans an hour boundary is split, so the ``dt``/``hour`` partitions bound the times
     inside them exactly and readers may prune on both sides. Names derive from the rows alone,
     so retrying the same batch rewrites the same objects. A failed write raises (StoreError).
+    ``lifted``: the event ids of the rows stored in a later hour than their own stamp's; each file's
+    footer lists those it holds (none, for rows never lifted).
     """
     groups: dict[tuple[str, int], list[ChangeRow]] = defaultdict(list)
     for row in rows:
@@ -76,5 +87,6 @@ def write_change_files(store: Store, rows: Sequence[ChangeRow]) -> list[str]:
         # rows_to_table puts the rows in one fixed order: the same rows, however a retry delivers
         # them, give the same bytes.
         written.append(publish_change_file(store, table_name, partition, min(versions)[2], max(versions)[2],
-                                           rows_to_table(group)))
+                                           rows_to_table(group),
+                                           lifted=[row.event_id for row in group if row.event_id in lifted]))
     return written

@@ -9,6 +9,7 @@ can never be stale. Footers are cached per process by path: store files are neve
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,9 +17,14 @@ import pyarrow.parquet as pq
 
 from changelog.store import Store
 
-# Set by the merge: every stream record in the file appears once (copies of a record share its hour
-# partition, so an hour with one such file needs no de-duplication at all).
+# Set by the merge: every stream record in the file appears once within its hour partition.
 DEDUPLICATED = b"ddb_rewind.deduplicated"
+# The event ids of the rows capture stored in a later hour than their own stamp's
+# (``record.monotone_item_times`` lifted them to a predecessor's time), as a JSON list; a merge carries
+# its inputs' lists. A copy of such a record captured without its predecessor is in its own hour:
+# only these records can have copies in two hours. Files written before it existed have no entry,
+# and nothing is known of their lifts.
+LIFTED = b"ddb_rewind.lifted"
 _WORKERS = 8
 _cache: dict[tuple[str, str], Mapping[bytes, bytes]] = {}
 
@@ -46,3 +52,29 @@ def footers(store: Store, paths: list[str]) -> dict[str, Mapping[bytes, bytes]]:
         return {path: footer(store, path) for path in paths}
     with ThreadPoolExecutor(_WORKERS) as pool:
         return dict(zip(paths, pool.map(lambda path: footer(store, path), paths), strict=True))
+
+
+def lifted_ids(metadata: Mapping[bytes, bytes]) -> list[str] | None:
+    """The event ids a file's footer says capture lifted (``LIFTED``); None when it does not say, or
+    says something that is not a list of ids (then nothing is known of its lifts)."""
+    text = metadata.get(LIFTED)
+    if text is None:
+        return None
+    try:
+        ids = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(ids, list) or not all(isinstance(one, str) for one in ids):
+        return None
+    return ids
+
+
+def recorded_lifts(store: Store, paths: list[str]) -> list[str] | None:
+    """Every event id the footers of ``paths`` say was lifted; None when one of them does not say."""
+    found: set[str] = set()
+    for metadata in footers(store, paths).values():
+        ids = lifted_ids(metadata)
+        if ids is None:
+            return None
+        found.update(ids)
+    return sorted(found)

@@ -16,6 +16,7 @@ import duckdb
 from changelog.attributes import footer_summary, with_summary
 from changelog.changefile import COMPACTED_LEVEL, publish_change_file
 from changelog.consistent import read_consistently
+from changelog.footer import recorded_lifts
 from changelog.layout import changes_root, hour_partition, partition_of
 from changelog.ledger import record_removed
 from changelog.record import SCHEMA, STORED_ORDER, first_copies
@@ -49,7 +50,7 @@ def merge_partition(store: Store, table: str, partition: str, files: list[str]) 
         f"SELECT sequence_number FROM merge_in ORDER BY {STORED_ORDER}"
     ).fetchall()
     path = publish_change_file(store, table, partition, sequences[0][0], sequences[-1][0], merged,
-                               deduplicated=True, level=COMPACTED_LEVEL)
+                               deduplicated=True, level=COMPACTED_LEVEL, lifted=recorded_lifts(store, files))
     replaced = [original for original in files if original != path]
     record_removed(store, replaced)  # before deleting: the ledger tells a merge from a loss
     store.delete_many(replaced)

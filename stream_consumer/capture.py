@@ -15,7 +15,7 @@ from changelog.changefile import write_change_files
 from changelog.codec import decode_kinesis_record, kinesis_payload, kinesis_table, table_from_arn
 from changelog.errors import DecodeError, StreamConfigError
 from changelog.forgotten import drop_erased, erased_keys
-from changelog.layout import digest, quarantine_path
+from changelog.layout import HOUR_US, digest, quarantine_path
 from changelog.quarantine import Quarantined
 from changelog.record import ChangeRow, monotone_item_times
 from changelog.store import Store
@@ -136,12 +136,19 @@ def capture_batch(
             # Failing the batch would fail it on every retry and block the shard: the record is kept
             # whole (named by the kind of failure only: its text may quote the item) and the rest goes on.
             rejected.append((raw, f"the record could not be decoded ({type(exc).__name__})"))
+    lifted: frozenset[str] = frozenset()
     if stream_order if stream_order is not None else decode is not decode_kinesis_record:
+        stamps = {row.event_id: row.event_time_us for row in rows}
         rows = monotone_item_times(rows)
+        # A row lifted into a later hour than its own stamp's is there, and a copy captured without
+        # its predecessor is in its own hour: its file says so, for readers that trust a merged hour
+        # to hold each record once (footer.LIFTED).
+        lifted = frozenset(row.event_id for row in rows
+                           if row.event_time_us // HOUR_US != stamps[row.event_id] // HOUR_US)
     hint = table_hint or (rows[0].table_name if rows else None)
     # A late, re-sent or recovered record of an erased item must not bring it back: dropped, counted.
     rows, erased = drop_erased(store, rows) if rows else (rows, 0)
-    files = write_change_files(store, rows) if rows else []
+    files = write_change_files(store, rows, lifted) if rows else []
     kept = [raw for raw, reason in rejected if quarantine(store, raw, reason, source, hint, shard_id) is not None]
     times = [row.event_time_us for row in rows]
     return CaptureResult(

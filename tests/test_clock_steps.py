@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from changelog.changefile import publish_change_file
 from changelog.codec import decode_lambda_record
 from changelog.errors import TimeOutOfRange
+from changelog.footer import footer, lifted_ids
+from changelog.layout import hour_partition
+from changelog.record import rows_to_table
+from changelog.state import change_files
 from changelog.store import LocalStore, Store
 from compactor.merge import merge_small_files
 from compactor.snapshots import build_snapshot
@@ -192,6 +198,7 @@ def test_every_reader_equals_the_model_when_the_clock_steps_back_in_any_batches(
     merge_small_files(store, TABLE, (max(op.second for op in ops) + 7200) * 1_000_000)
     assert {m: _replayed(store, m) for m in moments} == expected
     assert _sql_states(store, moments) == {m: _canonical(expected[m]) for m in moments}
+    assert _listed_twice(store) == []
     for key in KEYS:
         text = json.dumps(key, separators=(",", ":"), ensure_ascii=False)
         emitted = sum(1 for r in records if r["dynamodb"]["Keys"] == key)
@@ -200,6 +207,52 @@ def test_every_reader_equals_the_model_when_the_clock_steps_back_in_any_batches(
         assert versions == sorted(set(versions)) and len(versions) == emitted
         times = [v.event_time for v in history]
         assert times == sorted(times)
+
+
+def _listed_twice(store: Store) -> list[Any]:
+    """Records SQL's ``changes`` view lists more than once."""
+    return open_sql(store).execute(
+        "SELECT event_id FROM changes GROUP BY table_name, event_id HAVING count(*) > 1").fetchall()
+
+
+def test_a_record_lifted_into_the_next_hour_by_one_batch_and_not_by_another_is_one_change(local: Store) -> None:
+    # 301 is stamped in the hour before 300: the batch holding both stores 301 in 300's hour, a
+    # re-split retry holding 301 alone stores it in its own. Each hour merged alone still holds it once.
+    boundary = T - T % 3600 + 3600
+    first = _version(300, boundary, 10**20 + 1)
+    second = lambda_record(TABLE, "MODIFY", KEY, boundary - 0.5, 10**20 + 2, new={**KEY, "v": {"N": "301"}})
+    capture_batch(local, [first, second], decode_lambda_record, source="test")
+    capture_batch(local, [second], decode_lambda_record, source="test")
+    merge_small_files(local, TABLE, (boundary + 7200) * 1_000_000)
+
+    assert _listed_twice(local) == []
+    (image,) = _replayed(local, boundary).values()
+    assert '"v":{"N":"301"}' in image
+
+
+def test_a_merged_file_says_which_of_its_records_capture_lifted_into_its_hour(local: Store) -> None:
+    boundary = T - T % 3600 + 3600
+    second = lambda_record(TABLE, "MODIFY", KEY, boundary - 0.5, 10**20 + 2, new={**KEY, "v": {"N": "301"}})
+    capture_batch(local, [_version(300, boundary, 10**20 + 1), second], decode_lambda_record, source="test")
+    capture_batch(local, [_version(302, boundary + 1, 10**20 + 3)], decode_lambda_record, source="test")
+    merge_small_files(local, TABLE, (boundary + 7200) * 1_000_000)
+
+    (merged,) = change_files(local, TABLE)
+    assert lifted_ids(footer(local, merged)) == [second["eventID"]]
+
+
+def test_merged_hours_that_do_not_say_which_records_were_lifted_are_de_duplicated(local: Store) -> None:
+    # Files merged before capture recorded its lifts: nothing says a copy is not in another hour.
+    boundary = T - T % 3600 + 3600
+    row = decode_lambda_record(lambda_record(TABLE, "MODIFY", KEY, boundary - 0.5, 10**20 + 2,
+                                             new={**KEY, "v": {"N": "301"}}))
+    lifted = replace(row, event_time_us=boundary * 1_000_000)
+    for copy in (row, lifted):
+        publish_change_file(local, TABLE, hour_partition(copy.event_time_us), copy.sequence_number,
+                            copy.sequence_number, rows_to_table([copy]), deduplicated=True)
+
+    assert _listed_twice(local) == []
+    assert len(open_sql(local).execute("SELECT * FROM changes").fetchall()) == 1
 
 
 def test_the_model_orders_an_items_changes_by_sequence_when_the_clock_steps_back() -> None:

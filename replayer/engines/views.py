@@ -18,7 +18,7 @@ from changelog.codec import item_key, parse_key
 from changelog.consistent import listing, read_consistently
 from changelog.docs import register_doc_function
 from changelog.errors import RewindError, TableNotFound, TimeOutOfRange, UsageError
-from changelog.footer import DEDUPLICATED, footers
+from changelog.footer import DEDUPLICATED, footers, lifted_ids
 from changelog.layout import TABLES, partition_of, table_names
 from changelog.meta import key_attribute_schema, key_names, read_meta
 from changelog.plain import plain_select, quote_ident
@@ -51,14 +51,43 @@ from changelog.timefmt import TIME_FORMS, parse_moment, to_micros
 from changelog.udf import sql_function
 
 
-def _split_deduplicated(store: Store, files: list[str]) -> tuple[list[str], list[str]]:
-    """(files alone in their hour partition and de-duplicated by the merge, every other file)."""
+def _split_deduplicated(store: Store, files: list[str]) -> tuple[list[str], list[str], pa.Table | None]:
+    """(files alone in their hour partition, de-duplicated by the merge and saying which records
+    capture lifted into a later hour; every other file; every file's lifted records as
+    ``table_name, event_id``, or None when a file does not say which)."""
+    said = footers(store, files)
     by_hour: dict[tuple[str, str], list[str]] = {}
     for path in files:
         by_hour.setdefault((path.split("/", 2)[1], partition_of(path)), []).append(path)
-    alone = [paths[0] for paths in by_hour.values() if len(paths) == 1]
-    marked = {path for path, metadata in footers(store, alone).items() if metadata.get(DEDUPLICATED) == b"1"}
-    return [p for p in files if p in marked], [p for p in files if p not in marked]
+    alone = {paths[0] for paths in by_hour.values() if len(paths) == 1}
+    ids = {path: lifted_ids(said[path]) for path in files}
+    clean = [p for p in files if p in alone and said[p].get(DEDUPLICATED) == b"1" and ids[p] is not None]
+    other = [p for p in files if p not in set(clean)]
+    if any(found is None for found in ids.values()):
+        return clean, other, None
+    lifted = [(path.split("/", 2)[1], event_id) for path, found in ids.items() for event_id in found or ()]
+    rows = pa.table({"table_name": pa.array([t for t, _ in lifted], pa.string()),
+                     "event_id": pa.array([e for _, e in lifted], pa.string())})
+    return clean, other, rows
+
+
+def _changes_sql(clean: list[str], lifted: pa.Table | None) -> str:
+    """The ``changes`` rows: each stream record once (``first_copies``), reading a merged hour as it is.
+
+    A merged hour holds each record once, and a copy in another hour can only be a row capture lifted
+    into a later hour (footer.LIFTED): those records go through first_copies with the unmerged hours.
+    When a file does not say what capture lifted, every record an unmerged hour also holds goes too.
+    """
+    if not clean:
+        return first_copies("changes__other")
+    if lifted is not None and lifted.num_rows == 0:
+        return f"SELECT * FROM changes__clean UNION ALL BY NAME {first_copies('changes__other')}"
+    elsewhere = "(SELECT table_name, event_id FROM changes__lifted"
+    elsewhere += ")" if lifted is not None else " UNION SELECT table_name, event_id FROM changes__other)"
+    copies = (f"(SELECT * FROM changes__other UNION ALL BY NAME "
+              f"SELECT * FROM changes__clean SEMI JOIN {elsewhere} AS e USING (table_name, event_id))")
+    return (f"SELECT * FROM changes__clean ANTI JOIN {elsewhere} AS e USING (table_name, event_id) "
+            f"UNION ALL BY NAME {first_copies(copies)}")
 
 
 def _key_reader(store: Store, tables: list[str]) -> Callable[[str], str]:
@@ -141,15 +170,15 @@ def open_sql(store: Store, *, plain_tables: bool = False, proven: Proven | None 
     _quarantine_view(con, store)
     files = [path for table in tables for path in change_files(store, table)]
     register_parquet(con, "changes__raw", store, files, SCHEMA, through_arrow=True)
-    clean, other = _split_deduplicated(store, files)
+    clean, other, lifted = _split_deduplicated(store, files)
     register_parquet(con, "changes__clean", store, clean, SCHEMA, through_arrow=True)
     register_parquet(con, "changes__other", store, other, SCHEMA, through_arrow=True)
-    # Copies of a record share its hour: an hour whose one file the merge de-duplicated is read as it
-    # is, and only the other hours pay for first_copies (a window over every row they hold).
+    con.register("changes__lifted", lifted if lifted is not None else pa.table(
+        {"table_name": pa.array([], pa.string()), "event_id": pa.array([], pa.string())}))
     con.execute(
         f"""CREATE VIEW changes AS
            SELECT *, rewind_doc(new_image)::JSON AS new_doc, rewind_doc(old_image)::JSON AS old_doc
-           FROM (SELECT * FROM changes__clean UNION ALL BY NAME {first_copies("changes__other")})"""
+           FROM ({_changes_sql(clean, lifted)})"""
     )
     snapshots: list[dict[str, Any]] = []
     selects: list[str] = []

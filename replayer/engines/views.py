@@ -55,14 +55,17 @@ def _split_deduplicated(store: Store, files: list[str]) -> tuple[list[str], list
     """(files alone in their hour partition, de-duplicated by the merge and saying which records
     capture lifted into a later hour; every other file; every file's lifted records as
     ``table_name, event_id``, or None when a file does not say which)."""
-    said = footers(store, files)
     by_hour: dict[tuple[str, str], list[str]] = {}
     for path in files:
         by_hour.setdefault((path.split("/", 2)[1], partition_of(path)), []).append(path)
-    alone = {paths[0] for paths in by_hour.values() if len(paths) == 1}
+    said = footers(store, [paths[0] for paths in by_hour.values() if len(paths) == 1])
+    merged = {p for p, metadata in said.items()
+              if metadata.get(DEDUPLICATED) == b"1" and lifted_ids(metadata) is not None}
+    clean, other = [p for p in files if p in merged], [p for p in files if p not in merged]
+    if not clean:  # every record goes through first_copies: what capture lifted does not matter
+        return clean, other, None
+    said = {**said, **footers(store, [p for p in files if p not in said])}
     ids = {path: lifted_ids(said[path]) for path in files}
-    clean = [p for p in files if p in alone and said[p].get(DEDUPLICATED) == b"1" and ids[p] is not None]
-    other = [p for p in files if p not in set(clean)]
     if any(found is None for found in ids.values()):
         return clean, other, None
     lifted = [(path.split("/", 2)[1], event_id) for path, found in ids.items() for event_id in found or ()]

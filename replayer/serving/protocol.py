@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from functools import cache
 
 import orjson
-from moto.core.base_backend import model_data
+from moto.core.model_instances import model_data
 from moto.core.request import Request
 from moto.core.responses import TYPE_RESPONSE, ActionResult
 from moto.dynamodb.models import DynamoDBBackend
@@ -93,8 +93,8 @@ def forget_models() -> None:
     """Let go of the DynamoDB model objects moto keeps.
 
     moto keeps every model object it makes (``BaseModel.__new__`` adds it to its class's
-    ``instances_tracked``, for its reset API): each item a request read, projected or not, would stay
-    in memory for as long as serve runs, a million of them after one Scan of a million items.
+    ``instances_tracked``, for its server's dashboard): each item a request read, projected or not,
+    would stay in memory for as long as serve runs, a million of them after one Scan of a million items.
     """
     for model in model_data.get("dynamodb", {}).values():
         tracked = getattr(model, "instances_tracked", None)

@@ -230,6 +230,16 @@ def test_a_record_lifted_into_the_next_hour_by_one_batch_and_not_by_another_is_o
     assert '"v":{"N":"301"}' in image
 
 
+def test_a_lifted_record_not_yet_merged_is_one_change_beside_its_merged_copy(local: Store) -> None:
+    boundary = T - T % 3600 + 3600
+    second = lambda_record(TABLE, "MODIFY", KEY, boundary - 0.5, 10**20 + 2, new={**KEY, "v": {"N": "301"}})
+    capture_batch(local, [second], decode_lambda_record, source="test")
+    merge_small_files(local, TABLE, (boundary + 7200) * 1_000_000)
+    capture_batch(local, [_version(300, boundary, 10**20 + 1), second], decode_lambda_record, source="test")
+
+    assert _listed_twice(local) == []
+
+
 def test_a_merged_file_says_which_of_its_records_capture_lifted_into_its_hour(local: Store) -> None:
     boundary = T - T % 3600 + 3600
     second = lambda_record(TABLE, "MODIFY", KEY, boundary - 0.5, 10**20 + 2, new={**KEY, "v": {"N": "301"}})

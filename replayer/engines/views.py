@@ -18,7 +18,7 @@ from changelog.codec import item_key, parse_key
 from changelog.consistent import listing, read_consistently
 from changelog.docs import register_doc_function
 from changelog.errors import RewindError, TableNotFound, TimeOutOfRange, UsageError
-from changelog.footer import DEDUPLICATED, footers, lifted_ids
+from changelog.footer import DEDUPLICATED, footers, lifted_ids, recorded_lifts
 from changelog.layout import TABLES, partition_of, table_names
 from changelog.meta import key_attribute_schema, key_names, read_meta
 from changelog.plain import plain_select, quote_ident
@@ -50,6 +50,8 @@ from changelog.store import Store
 from changelog.timefmt import TIME_FORMS, parse_moment, to_micros
 from changelog.udf import sql_function
 
+_LIFTED = pa.schema([("table_name", pa.string()), ("event_id", pa.string())])
+
 
 def _split_deduplicated(store: Store, files: list[str]) -> tuple[list[str], list[str], pa.Table | None]:
     """(files alone in their hour partition, de-duplicated by the merge and saying which records
@@ -64,14 +66,16 @@ def _split_deduplicated(store: Store, files: list[str]) -> tuple[list[str], list
     clean, other = [p for p in files if p in merged], [p for p in files if p not in merged]
     if not clean:  # every record goes through first_copies: what capture lifted does not matter
         return clean, other, None
-    said = {**said, **footers(store, [p for p in files if p not in said])}
-    ids = {path: lifted_ids(said[path]) for path in files}
-    if any(found is None for found in ids.values()):
-        return clean, other, None
-    lifted = [(path.split("/", 2)[1], event_id) for path, found in ids.items() for event_id in found or ()]
-    rows = pa.table({"table_name": pa.array([t for t, _ in lifted], pa.string()),
-                     "event_id": pa.array([e for _, e in lifted], pa.string())})
-    return clean, other, rows
+    by_table: dict[str, list[str]] = {}
+    for path in files:
+        by_table.setdefault(path.split("/", 2)[1], []).append(path)
+    lifted = []
+    for table, paths in by_table.items():
+        ids = recorded_lifts(store, paths)
+        if ids is None:
+            return clean, other, None
+        lifted += [{"table_name": table, "event_id": event_id} for event_id in ids]
+    return clean, other, pa.Table.from_pylist(lifted, schema=_LIFTED)
 
 
 def _changes_sql(clean: list[str], lifted: pa.Table | None) -> str:
@@ -176,8 +180,7 @@ def open_sql(store: Store, *, plain_tables: bool = False, proven: Proven | None 
     clean, other, lifted = _split_deduplicated(store, files)
     register_parquet(con, "changes__clean", store, clean, SCHEMA, through_arrow=True)
     register_parquet(con, "changes__other", store, other, SCHEMA, through_arrow=True)
-    con.register("changes__lifted", lifted if lifted is not None else pa.table(
-        {"table_name": pa.array([], pa.string()), "event_id": pa.array([], pa.string())}))
+    con.register("changes__lifted", lifted if lifted is not None else _LIFTED.empty_table())
     con.execute(
         f"""CREATE VIEW changes AS
            SELECT *, rewind_doc(new_image)::JSON AS new_doc, rewind_doc(old_image)::JSON AS old_doc
@@ -313,8 +316,13 @@ def _coverage_guard(con: duckdb.DuckDBPyConnection, proven: Proven) -> None:
     """
     held = frozenset(proven)
 
+    def not_held(table: str) -> TableNotFound:
+        return TableNotFound(f"the store holds no table {table!r}: the tables view lists those it holds")
+
     def covered(table: str) -> Coverage:
-        found = proven[table]
+        found = proven.get(table)
+        if found is None:  # 'latest' of an only_table may be asked before rewind_held refuses it
+            raise not_held(table)
         if isinstance(found, RewindError):
             raise found
         return found
@@ -356,7 +364,7 @@ def _coverage_guard(con: duckdb.DuckDBPyConnection, proven: Proven) -> None:
     def held_table(only_table: str | None) -> bool:
         # Else a misspelt only_table would answer with no items, as if the table had been empty.
         if only_table is not None and only_table not in held:
-            raise TableNotFound(f"the store holds no table {only_table!r}: the tables view lists those it holds")
+            raise not_held(only_table)
         return True
 
     sql_function(con, "rewind_held", held_table, ["VARCHAR"], "BOOLEAN", side_effects=False, null_handling="special")

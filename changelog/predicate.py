@@ -17,6 +17,7 @@ import difflib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
 import duckdb
 import sqlglot
@@ -27,6 +28,7 @@ from sqlglot.tokens import TokenType
 from changelog.errors import UsageError
 
 MAX_LENGTH = 10_000
+MAX_DIGITS = 38  # DynamoDB's precision, and the widest DECIMAL a number column is (changelog.plain)
 KNOWN_LISTED = 8
 # Far beyond any real filter; keeps generation and DuckDB's own parser clear of their recursion limits.
 MAX_DEPTH = 256
@@ -178,8 +180,43 @@ def parse_predicate(text: str) -> Predicate:
             raise UsageError(f"--where is nested more than {MAX_DEPTH} levels deep: {_HINT}")
         for child in node.iter_expressions():
             depth[id(child)] = level
+    for literal in tree.find_all(exp.Literal):
+        if literal.is_number:
+            literal.set("this", exact_number(literal.this))
     columns = tuple(dict.fromkeys(column.name for column in tree.find_all(exp.Column)))
     return Predicate(text, tree, columns)
+
+
+def exact_number(text: str) -> str:
+    """A number literal in the positional form DuckDB reads exactly (1E+37 -> 1 and 37 zeros, 5.10 -> 5.1).
+
+    DuckDB reads a literal in exponent form, or of more than 38 digits, as a DOUBLE, and then compares
+    a DECIMAL(38,s) column through doubles: ``n = 1E+37`` matched 10^37 + 1 too. Positional with at
+    most 38 digits, it is an exact DECIMAL or integer. A number needing more digits than that cannot
+    be compared exactly with any DynamoDB number column, and is refused.
+    """
+    try:
+        sign, digits, exponent = Decimal(text).as_tuple()
+    except InvalidOperation:
+        raise UsageError(f"--where holds {text[:40]!r}, which is not a number: {_HINT}") from None
+    if not isinstance(exponent, int):
+        raise UsageError(f"--where holds {text[:40]!r}, which is not a finite number: {_HINT}")
+    figures = "".join(map(str, digits)).lstrip("0")
+    while exponent < 0 and figures.endswith("0"):
+        figures, exponent = figures[:-1], exponent + 1
+    if not figures:
+        return "0"
+    if exponent >= 0:
+        plain, width = figures + "0" * exponent, len(figures) + exponent
+    else:
+        whole, fraction = figures[:exponent], figures[exponent:].rjust(-exponent, "0")
+        # No leading 0 below 1: DuckDB counts it as a digit, and 0. with 38 decimals would be a DOUBLE.
+        plain, width = f"{whole}.{fraction}", len(whole) - exponent
+    if width > MAX_DIGITS:
+        raise UsageError(f"--where holds the number {text[:40]}, which needs {width} digits: a number is compared "
+                         f"exactly only within {MAX_DIGITS} digits (DynamoDB's precision); cast the attribute "
+                         "(n::DOUBLE) to compare approximately")
+    return ("-" if sign else "") + plain
 
 
 def lock_down(con: duckdb.DuckDBPyConnection) -> None:

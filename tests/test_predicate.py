@@ -177,3 +177,31 @@ def test_the_table_macro_leaves_attributes_differing_only_in_case_in_item(cased:
     count = con.execute(f"SELECT count(*) FROM {TABLE}_at('{_at(T0 + 1).isoformat()}') "
                         "WHERE item->>'$.status.S' = 'new'").fetchone()
     assert count == (2,)
+
+
+# Keys a, b, ключ and d (tests.model.KEYS), each with a 38-digit number.
+BIG = [Op(0, {"n": {"N": "12345678901234567890123456789012345678"}}, T0),
+       Op(1, {"n": {"N": "12345678901234567890123456789012345679"}}, T0),
+       Op(2, {"n": {"N": "10000000000000000000000000000000000000"}}, T0),
+       Op(3, {"n": {"N": "10000000000000000000000000000000000001"}}, T0)]
+
+
+@pytest.mark.parametrize(("where", "expected"), [
+    ("n = 12345678901234567890123456789012345678.0", {"a"}),
+    ("n = 1E+37", {"ключ"}),
+    ("n = 1.0000000000000000000000000000000000000e37", {"ключ"}),
+    ("n > 1e37 AND n < 12345678901234567890123456789012345679", {"d", "a"}),
+])
+def test_a_number_written_with_an_exponent_or_trailing_zeros_compares_exactly(store: Store, where: str,
+                                                                             expected: set[str]) -> None:
+    # DuckDB reads such a literal as a DOUBLE and compared 38-digit numbers through it.
+    capture_batch(store, stream_records(TABLE, BIG), decode_lambda_record, source="test")
+    con = open_items(store, TABLE, _at(T0), where=where)
+    keys = {row[0] for row in con.execute("SELECT keys::JSON->>'$.pk.S' FROM items").fetchall()}
+    assert keys == expected
+
+
+@pytest.mark.parametrize("number", ["1e38", "123456789012345678901234567890123456789", "1e-39"])
+def test_a_number_too_wide_to_compare_exactly_is_refused(number: str) -> None:
+    with pytest.raises(UsageError, match="38 digits"):
+        parse_predicate(f"n = {number}")

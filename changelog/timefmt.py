@@ -72,7 +72,7 @@ def parse_time(text: str) -> datetime:
     value = text.strip()
     if _EPOCH.match(value):
         try:
-            return _in_range(datetime.fromtimestamp(float(value), tz=UTC), text)
+            return _in_range(from_micros(_epoch_micros(value)), text)
         except (OverflowError, OSError, ValueError):
             raise _out_of_range(text) from None
     iso = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
@@ -91,6 +91,17 @@ def parse_time(text: str) -> datetime:
     except OverflowError:
         raise _out_of_range(text) from None
     return _in_range(moment, text)
+
+
+def _epoch_micros(value: str) -> int:
+    """Epoch seconds as text, to the microsecond at or before it (digits past the sixth are cut, as an
+    ISO time's are). Read as a float, 1700000009.9999996 was 1700000010: a moment after the one asked."""
+    negative = value.startswith("-")
+    whole, _, fraction = value.lstrip("-").partition(".")
+    micros = int(whole) * 1_000_000 + int(fraction[:6].ljust(6, "0"))
+    if negative:
+        return -(micros + (1 if fraction[6:].strip("0") else 0))
+    return micros
 
 
 def format_time(moment: datetime | None) -> str:

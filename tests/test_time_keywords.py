@@ -153,3 +153,11 @@ def test_sql_a_time_it_cannot_read_is_one_line_naming_the_forms(
     code, _, err = _sql(captured, f"SELECT count(*) FROM {TABLE}_at({time})", capsys)
     assert code == 2
     assert err.strip().count("\n") == 0 and "'latest'" in err and "-2h" in err
+
+
+@pytest.mark.parametrize("text", ["1700000009.9999996", "1700000009.9999999", "1700000009.999999"])
+def test_epoch_seconds_past_the_microsecond_are_cut_not_rounded_up(text: str) -> None:
+    # As a float, 1700000009.9999996 was 1700000010: a moment after the one asked, holding its changes.
+    from changelog.timefmt import parse_time
+
+    assert format_time(parse_time(text)) == "2023-11-14T22:13:29.999999Z"

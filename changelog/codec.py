@@ -376,7 +376,9 @@ def _general_item_key(keys: Any) -> str:
             text = '"' + canonical + '"'  # digits, a sign and a dot never need escaping
         elif tag == "B":
             _check_base64(inner)
-            text = _encode_str(inner)
+            # Base64 may spell one byte string more than one way (AAF= and AAE= are both 00 01):
+            # the key is its bytes, so its text is their one canonical spelling.
+            text = _encode_str(base64.b64encode(base64.b64decode(inner)).decode("ascii"))
         else:
             raise DecodeError(f"key attributes must be S, N or B, not {tag!r}")
         parts.append(f'{_encode_str(name)}:{{"{tag}":{text}}}')
@@ -402,10 +404,20 @@ def parse_key(text: str, key_schema: list[dict[str, str]] | None = None) -> dict
             raise UsageError("a plain key (pk=a,sk=5) needs the table's key schema; give DynamoDB JSON instead")
         types = {entry["AttributeName"]: entry["AttributeType"] for entry in key_schema}
         key = {}
-        for part in filter(None, (p.strip() for p in stripped.split(","))):
+        for raw in text.split(","):
+            part = raw.strip()
+            if not part:
+                continue
             name, sep, value = part.partition("=")
             if not sep or name.strip() not in types:
                 raise UsageError(f"cannot read key part {part!r}: expected NAME=VALUE with NAME in {sorted(types)}")
+            if name.strip() in key:
+                raise UsageError(f"key part {part!r}: the key names {name.strip()!r} twice")
+            value = raw.partition("=")[2]
+            if types[name.strip()] == "S" and value != value.strip():
+                # pk= a may name ' a' or 'a': which one is not for this form to guess.
+                raise UsageError(f"key part {raw!r}: a plain key cannot hold a text that starts or ends with a "
+                                 "space; give the key as DynamoDB JSON, e.g. {\"pk\":{\"S\":\" a\"}}")
             key[name.strip()] = {types[name.strip()]: value.strip()}
     try:
         item_key(key)

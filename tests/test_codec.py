@@ -177,6 +177,29 @@ def test_plain_keys_are_typed_from_the_key_schema() -> None:
     assert parse_key("pk=a,sk=5", schema) == {"pk": {"S": "a"}, "sk": {"N": "5"}}
 
 
+def test_a_binary_key_spelt_with_other_padding_bits_is_the_same_key() -> None:
+    # AAF= and AAE= both decode to 00 01: one item, one canonical key text.
+    assert item_key({"pk": {"B": "AAF="}}) == item_key({"pk": {"B": "AAE="}}) == '{"pk":{"B":"AAE="}}'
+
+
+@pytest.mark.parametrize("text", ["pk= a,sk=5", "pk=a ,sk=5"])
+def test_a_plain_key_refuses_a_text_value_with_a_space_at_either_end(text: str) -> None:
+    schema = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "N"}]
+    with pytest.raises(UsageError, match="JSON"):
+        parse_key(text, schema)
+
+
+def test_a_plain_key_naming_an_attribute_twice_is_refused() -> None:
+    schema = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "N"}]
+    with pytest.raises(UsageError, match="twice"):
+        parse_key("pk=a,sk=5,pk=b", schema)
+
+
+def test_a_plain_key_takes_spaces_around_its_parts_and_numbers() -> None:
+    schema = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "N"}]
+    assert parse_key(" pk=a, sk = 5 ", schema) == {"pk": {"S": "a"}, "sk": {"N": "5"}}
+
+
 def test_a_key_of_the_wrong_shape_is_a_usage_error() -> None:
     schema = [{"AttributeName": "pk", "AttributeType": "S"}]
     with pytest.raises(UsageError, match="key schema"):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
+import math
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any, TextIO
 
@@ -18,28 +20,54 @@ def _moment(value: datetime) -> str:
     return format_time(value) if value.tzinfo is not None else value.isoformat()
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return _moment(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    return str(value)
-
-
 def _jsonable(value: Any) -> Any:
+    """A query value as JSON holds it, by the export's text rule (docs/formats.md): decimals exact and
+    positional, binaries base64; times ISO 8601; what JSON has no value for (a NaN, an interval, a
+    UUID) as its text."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")  # 1E-38 and 0E-8 as 0.00...01 and 0.00000000, never an exponent
     if isinstance(value, datetime):
         return _moment(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.hex()
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
+    return str(value)
+
+
+def _text(value: Any) -> str:
+    """A query value as one CSV or table cell: the JSON value's text, a list or a map as compact JSON."""
+    plain = _jsonable(value)
+    if plain is None:
+        return ""
+    if isinstance(plain, bool):
+        return "true" if plain else "false"
+    if isinstance(plain, list | dict):
+        return json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
+    return str(plain)
+
+
+def _named(columns: Sequence[str]) -> list[str]:
+    """Column names made distinct for JSON objects (a second ``item_key`` is ``item_key_2``), so no
+    column of a join hides another."""
+    taken: set[str] = set()
+    names = []
+    for column in columns:
+        name, number = column, 1
+        while name in taken:
+            number += 1
+            name = f"{column}_{number}"
+        taken.add(name)
+        names.append(name)
+    return names
 
 
 def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table",
@@ -47,8 +75,9 @@ def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str =
     """Print rows in ``fmt`` (table, csv or json); table cells are cut at ``max_width`` characters."""
     out = out or sys.stdout
     if fmt == "json":
-        json.dump([dict(zip(columns, map(_jsonable, row), strict=True)) for row in rows], out,
-                  ensure_ascii=False, indent=2)
+        names = _named(columns)
+        json.dump([dict(zip(names, map(_jsonable, row), strict=True)) for row in rows], out,
+                  ensure_ascii=False, indent=2, allow_nan=False)
         out.write("\n")
         return
     if fmt == "csv":

@@ -161,3 +161,39 @@ def test_a_query_that_is_not_utf8_is_one_line(tmp_path: Path, capsys: pytest.Cap
     assert main(["sql", "--store", str(tmp_path / "store"), "SELECT '\udcff'"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "not valid UTF-8" in err
+
+
+@pytest.mark.parametrize("statement", [
+    "SELECT event_time, (SELECT count(*) FROM users_at(event_time)) FROM (SELECT DISTINCT event_time FROM changes)",
+    "SELECT count(*) FROM (SELECT DISTINCT event_time FROM changes) c, LATERAL state_at(c.event_time) s",
+    "SELECT count(*) FROM tables c, LATERAL state_at('latest', only_table := c.table_name) s",
+    "SELECT item_key, (SELECT count(*) FROM history(item_key)) FROM (SELECT DISTINCT item_key FROM changes)",
+])
+def test_a_macro_given_a_column_is_refused_not_answered_from_its_own_rows(
+        filled: Store, statement: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # A macro's arguments are bound inside its body: c.event_time there is the store's own column.
+    assert main(["sql", "--store", filled.uri, statement]) == 2
+    assert "takes constants" in capsys.readouterr().err
+
+
+def test_a_semicolon_in_a_comment_or_a_string_does_not_end_a_statement_read_from_stdin(
+        filled: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    script = "SELECT count(*) AS n FROM changes -- all of them;\nWHERE table_name = 'no;pe';\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(script))
+    assert main(["sql", "--store", filled.uri, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["n", "0"]
+
+
+def test_json_output_holds_every_value_duckdb_returns(filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _json(capsys, "--store", filled.uri,
+                 "SELECT DATE '2024-01-02' AS d, 'nan'::DOUBLE AS n, 1e-38::DECIMAL(38,38) AS e, "
+                 "[blob '\\x00', blob '\\xff'] AS bs, a.item_key, b.item_key "
+                 "FROM changes a JOIN changes b ON a.item_key = b.item_key ORDER BY a.item_key LIMIT 1")
+    assert rows == [{"d": "2024-01-02", "n": "nan", "e": "0.00000000000000000000000000000000000001",
+                     "bs": ["AA==", "/w=="], "item_key": '{"pk":{"S":"a"}}', "item_key_2": '{"pk":{"S":"a"}}'}]
+
+
+def test_csv_output_writes_values_as_the_csv_export_does(filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sql", "--store", filled.uri, "--format", "csv",
+                 "SELECT true AS b, blob '\\x00\\x01\\x02' AS x, ['b', 'a'] AS l, 0::DECIMAL(38,8) AS z"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["b,x,l,z", 'true,AAEC,"[""b"",""a""]",0.00000000']

@@ -103,6 +103,14 @@ def _run_query(session: SqlSession, query: str, fmt: str) -> None:
         print_rows(result[0], result[1], fmt)
 
 
+def _ends_statement(text: str) -> bool:
+    """Whether ``text`` ends with a ';' of its own: not one inside a comment or a string, as DuckDB reads it."""
+    import duckdb
+
+    tokens = [(at, kind) for at, kind in duckdb.tokenize(text) if kind != duckdb.token_type.comment]
+    return bool(tokens) and tokens[-1][1] == duckdb.token_type.operator and text[tokens[-1][0]:].startswith(";")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run one query, or a shell reading queries from stdin."""
     from replayer.engines.views import SqlSession
@@ -132,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
                 _tables(con)
             continue
         buffer.append(line)
-        if line.rstrip().endswith(";"):
+        if _ends_statement("\n".join(buffer)):
             try:
                 _run_query(con, "\n".join(buffer), args.format)
             except RewindError as exc:

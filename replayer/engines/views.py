@@ -487,6 +487,55 @@ def _check_statement(con: duckdb.DuckDBPyConnection, statement: Any) -> None:
     if writing:
         raise UsageError(_ONLY_READS.format(writing[0].removesuffix("_QUERY_NODE").removesuffix("_NODE")
                                             + " (inside a SELECT)"))
+    named = _macro_reading_a_column(tree)
+    if named:
+        raise UsageError(f"{named}() takes constants: a column in its arguments would be read from the store's "
+                         "own rows inside it, not from yours; give TIME (and only_table) as constants")
+
+
+def _is_macro(name: str) -> bool:
+    # state_at, history and every table's <table>_at: SQL macros, whose arguments are pasted into
+    # their bodies and bound there.
+    return name in ("state_at", "history") or name.endswith("_at")
+
+
+def _macro_reading_a_column(tree: Any) -> str | None:
+    """The first of the store's macros called with a column in its arguments, if any.
+
+    A macro's arguments are bound inside its body: ``state_at(c.event_time)`` or
+    ``LATERAL state_at(t, only_table := c.table_name)`` read the macro's own rows (whose alias and
+    columns they share), answered every row with one moment and passed the coverage check for a
+    table the moment was refused for.
+    """
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            function = node.get("function") if node.get("type") == "TABLE_FUNCTION" else None
+            if isinstance(function, dict):
+                name = str(function.get("function_name", "")).lower()
+                arguments = [function.get("arguments"), function.get("children")]
+                if _is_macro(name) and "COLUMN_REF" in _expression_kinds(arguments):
+                    return name
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return None
+
+
+def _expression_kinds(tree: Any) -> set[str]:
+    found: set[str] = set()
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            kind = node.get("class")
+            if isinstance(kind, str):
+                found.add(kind)
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
 
 
 def _query_nodes(tree: Any) -> set[str]:

@@ -8,8 +8,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from changelog.aws import translate
 from changelog.codec import binaries_to_base64
-from changelog.errors import RewindError, TableNotFound, UsageError
+from changelog.errors import TableNotFound, UsageError
 
 PageSink = Callable[[list[dict[str, Any]]], None]
 
@@ -45,6 +46,6 @@ def parallel_scan(client: Any, table: str, segments: int, sink: PageSink, *, pag
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ResourceNotFoundException":
             raise TableNotFound(f"DynamoDB has no table {table!r} to scan") from None
-        raise RewindError(f"the scan of {table!r} failed: {exc}") from None
+        raise translate(exc, f"the scan of {table!r} failed") from None
     except BotoCoreError as exc:
-        raise RewindError(f"the scan of {table!r} failed: {exc}") from None
+        raise translate(exc, f"the scan of {table!r} failed") from None

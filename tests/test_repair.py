@@ -188,3 +188,17 @@ def test_a_dry_run_of_a_missing_target_is_refused_as_the_real_run_is(store: Stor
     plan = plan_repair(store, "orders", story.from_s * US, story.to_s * US)
     with pytest.raises(TargetError, match="does not exist"):
         execute_repair(plan, boto3.client("dynamodb"), "no-such-table", dry_run=True)
+
+
+def test_a_scan_aws_refuses_is_an_aws_error_not_a_usage_error(story: BadDeploy) -> None:
+    from changelog.errors import AwsError
+
+    client = boto3.client("dynamodb")
+
+    def refuse(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "Scan")
+
+    client.meta.events.register("before-call.dynamodb.Scan", refuse)
+    with pytest.raises(AwsError, match="AccessDeniedException") as refused:
+        scan_table(client, "orders", segments=2)
+    assert refused.value.exit_code == 7

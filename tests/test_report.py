@@ -91,6 +91,16 @@ def test_the_repair_command_parses_back_to_the_same_window_store_and_table(tmp_p
     assert (to_micros(args.start), to_micros(args.end)) == (FROM * US + 123_456, TO * US + 1)
 
 
+def test_the_repair_command_of_a_table_named_like_an_option_parses_back(store: Store) -> None:
+    # -orders is a valid DynamoDB name; "--table -orders" is an option missing its value to argparse.
+    import dataclasses
+
+    capture_incident(store)
+    report = dataclasses.replace(build_report(store, "orders", FROM * US, TO * US), table="-orders")
+    args = build_parser().parse_args(shlex.split(report.repair_command)[1:])
+    assert (args.table, args.target) == ("-orders", "-orders")
+
+
 def test_the_page_shows_the_repair_command_to_paste(store: Store) -> None:
     capture_incident(store)
     report = build_report(store, "orders", FROM * US, TO * US)

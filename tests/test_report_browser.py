@@ -103,7 +103,7 @@ def test_the_samples_show_damaged_items_first_with_plain_keys(page: Page) -> Non
 
 def test_the_repair_command_is_shown_whole(page: Page) -> None:
     text = page.evaluate("document.getElementById('repair-command').textContent")
-    assert text.startswith("ddb-rewind repair --table orders --store ") and text.endswith(" --target orders --dry-run")
+    assert text.startswith("ddb-rewind repair --table=orders --store=") and text.endswith(" --target=orders --dry-run")
 
 
 def test_the_overview_counts_the_window(page: Page) -> None:

@@ -83,10 +83,11 @@ class IncidentReport:
 
         The target is the table itself: an incident is repaired where it happened.
         """
-        words = ["ddb-rewind", "repair", "--table", self.table, "--store", self.store_uri,
-                 "--from", format_time(from_micros(self.from_us)), "--to", format_time(from_micros(self.to_us)),
-                 "--target", self.table, "--dry-run"]
-        return shlex.join(words)
+        options = [("--table", self.table), ("--store", self.store_uri),
+                   ("--from", format_time(from_micros(self.from_us))), ("--to", format_time(from_micros(self.to_us))),
+                   ("--target", self.table)]
+        # --table=VALUE: a value that starts with '-' (a table named -orders) is then no option to argparse.
+        return shlex.join(["ddb-rewind", "repair", *(f"{option}={value}" for option, value in options), "--dry-run"])
 
 
 def damaged_first(diff: StateDiff) -> tuple[ItemChange, ...]:

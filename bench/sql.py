@@ -14,12 +14,17 @@ footers) and times, each in a fresh DuckDB session:
 
 Each phase's seconds are split into opening the session, making the ``<table>_at`` macro
 (attribute discovery) and the query itself. All three must count the same items.
+
+``--rounds N`` then times, N times in alternating order, the raw query over the merged files against
+``sql, summarized``, and gives the median of the rounds' ratios (single runs on a shared machine
+move by 30% or more).
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -97,6 +102,21 @@ def _summarize(store: LocalStore, last_us: int) -> float:
     return time.perf_counter() - started
 
 
+def _rounds(store: LocalStore, at: str, rounds: int) -> None:
+    """Raw query over the merged files against ``sql, summarized``, alternating which runs first."""
+    ratios = []
+    for number in range(rounds):
+        phases = [_raw, _session] if number % 2 == 0 else [_session, _raw]
+        timed = {phase: phase(store, at) for phase in phases}
+        (raw_count, raw), (sql_count, sql) = timed[_raw], timed[_session]
+        assert raw_count == sql_count, f"the raw query and sql disagree: {raw_count} vs {sql_count}"
+        ratios.append(sum(sql.values()) / sum(raw.values()))
+        print(f"round {number + 1}: sql, summarized {sum(sql.values()):.2f} s, raw over the merged files "
+              f"{sum(raw.values()):.2f} s: {ratios[-1]:.2f}x", flush=True)
+    print(f"sql, summarized / raw over the same merged files: median {statistics.median(ratios):.2f}x "
+          f"of {rounds} rounds ({min(ratios):.2f}x to {max(ratios):.2f}x; target <= 1.3x)")
+
+
 def _line(name: str, figures: dict[str, float], anchor: float) -> str:
     total = sum(figures.values())
     parts = ", ".join(f"{k} {v:.2f}s" for k, v in figures.items())
@@ -109,9 +129,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--changes", type=int, default=5_000_000)
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one, removed after)")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="after the merge, time the raw query over the merged files and `sql, summarized` "
+                             "this many times, in alternating order, and print the median ratio")
     args = parser.parse_args(argv)
     work = args.dir or Path(tempfile.mkdtemp(prefix="rewind-bench-sql-"))
     try:
+        shutil.rmtree(work / "store", ignore_errors=True)  # a store left in --dir would be added to
         generated = generate_store(work / "store", TABLE, changes=args.changes, keys=args.keys)
         store = LocalStore(work / "store")
         at = format_time(from_micros(generated.first_us + (generated.last_us - generated.first_us) * 9 // 10))
@@ -132,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         print(_by_day_line("merged files", after_merge))
         print(f"(the merge that wrote the summaries: {merged:.1f} s, once, offline in the compactor; "
               f"{counts.pop():,} items matched)")
+        if args.rounds > 0:
+            _rounds(store, at, args.rounds)
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)

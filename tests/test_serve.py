@@ -230,8 +230,22 @@ def _index_requests() -> list[tuple[str, dict[str, Any]]]:
     return requests
 
 
+def _sets_sorted(value: Any) -> Any:
+    """``value`` with the members of every SS, NS and BS sorted: a set's members come in no set order."""
+    if isinstance(value, dict):
+        return {k: sorted(v, key=repr) if k in ("SS", "NS", "BS") and isinstance(v, list) else _sets_sorted(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sets_sorted(v) for v in value]
+    return value
+
+
 def _ask(client: Any, operation: str, request: dict[str, Any]) -> Any:
-    """The answer to one read: every page of it (LastEvaluatedKey followed), or the error's code."""
+    """The answer to one read: every page of it (LastEvaluatedKey followed), or the error's code; sets sorted."""
+    return _sets_sorted(_asked(client, operation, request))
+
+
+def _asked(client: Any, operation: str, request: dict[str, Any]) -> Any:
     if operation == "batch_get_item":
         answer = client.batch_get_item(**request)
         return sorted(json.dumps(item, sort_keys=True, default=str) for item in answer["Responses"][TABLE])
@@ -527,6 +541,97 @@ def test_an_item_at_dynamodbs_limits_is_served_whole(shape: str, store: Store) -
         scanned = client.scan(TableName=TABLE)["Items"]
 
     assert got == item and scanned == [item]
+
+
+def test_binary_attributes_are_compared_and_sized_as_bytes(store: Store) -> None:
+    # The store keeps binaries as base64 text; DynamoDB compares their bytes and size() counts bytes.
+    items = [{**_key("zero", 1, "N"), "v": {"B": "AA=="}, "bs": {"BS": ["AA==", "AQ=="]},
+              "m": {"M": {"b": {"B": "AA=="}}}},
+             {**_key("two", 1, "N"), "v": {"B": "/wE="}}]
+    records = [lambda_record(TABLE, "INSERT", {k: item[k] for k in ("pk", "sk")}, float(T0), 10**20 + number,
+                             new=item) for number, item in enumerate(items)]
+    capture_batch(store, records, decode_lambda_record, source="test")
+    write_meta(store, meta_from_description(_description("N")))
+
+    def matching(client: Any, expression: str, value: dict[str, Any]) -> list[str]:
+        answer = client.scan(TableName=TABLE, FilterExpression=expression, ExpressionAttributeValues={":v": value})
+        return sorted(item["pk"]["S"] for item in answer["Items"])
+
+    with serving(store, [TABLE], _at(T0)) as server:
+        client = _client(int(server.server_address[1]))
+        assert matching(client, "v = :v", {"B": b"\x00"}) == ["zero"]
+        assert matching(client, "v IN (:v)", {"B": b"\xff\x01"}) == ["two"]
+        assert matching(client, "contains(bs, :v)", {"B": b"\x01"}) == ["zero"]
+        assert matching(client, "m.b = :v", {"B": b"\x00"}) == ["zero"]
+        assert matching(client, "size(v) = :v", {"N": "2"}) == ["two"]
+        assert client.get_item(TableName=TABLE, Key=_key("zero", 1, "N"))["Item"]["bs"] == {"BS": [b"\x00", b"\x01"]}
+
+
+def test_values_of_two_types_are_never_equal_and_compare_false(store: Store) -> None:
+    # moto compares Python values: N 1 == BOOL true there, and N < S raised a TypeError for the request.
+    values = {"one": {"N": "1"}, "zero": {"N": "0"}, "true": {"BOOL": True}, "false": {"BOOL": False},
+              "text": {"S": "1"}, "listed": {"L": [{"BOOL": True}]}}
+    items = [{**_key(name, 1, "N"), "v": value} for name, value in values.items()]
+    records = [lambda_record(TABLE, "INSERT", _key(name, 1, "N"), float(T0), 10**20 + number, new=item)
+               for number, (name, item) in enumerate(zip(values, items, strict=True))]
+    capture_batch(store, records, decode_lambda_record, source="test")
+    write_meta(store, meta_from_description(_description("N")))
+
+    def matching(client: Any, expression: str, value: dict[str, Any]) -> list[str]:
+        answer = client.scan(TableName=TABLE, FilterExpression=expression, ExpressionAttributeValues={":v": value})
+        return sorted(item["pk"]["S"] for item in answer["Items"])
+
+    with serving(store, [TABLE], _at(T0)) as server:
+        client = _client(int(server.server_address[1]))
+        assert matching(client, "v = :v", {"BOOL": True}) == ["true"]
+        assert matching(client, "v = :v", {"N": "1"}) == ["one"]
+        assert matching(client, "v IN (:v)", {"BOOL": False}) == ["false"]
+        assert matching(client, "v <> :v", {"N": "0"}) == ["false", "listed", "one", "text", "true"]
+        assert matching(client, "contains(v, :v)", {"N": "1"}) == []
+        assert matching(client, "v < :v", {"N": "5"}) == ["one", "zero"]
+        assert matching(client, ":v > v", {"N": "5"}) == ["one", "zero"]
+        assert matching(client, "v >= :v", {"S": "0"}) == ["text"]
+
+
+def test_between_with_its_bounds_reversed_is_refused_as_dynamodb_refuses_it(served: int) -> None:
+    with pytest.raises(ClientError, match="BETWEEN operator requires upper bound"):
+        _client(served).query(TableName=TABLE, KeyConditionExpression="pk = :p AND sk BETWEEN :a AND :b",
+                              ExpressionAttributeValues={":p": {"S": "a"}, ":a": {"N": "5"}, ":b": {"N": "1"}})
+
+
+def test_one_key_written_two_ways_is_a_duplicate_in_batch_get_item(served: int) -> None:
+    keys = [{"pk": {"S": "a"}, "sk": {"N": "1"}}, {"sk": {"N": "1.0"}, "pk": {"S": "a"}}]
+    with pytest.raises(ClientError, match="contains duplicates"):
+        _client(served).batch_get_item(RequestItems={TABLE: {"Keys": keys}})
+
+
+@pytest.mark.parametrize(("expression", "expected"), [
+    ("a[0], a[2]", {"a": {"L": [{"S": "a0"}, {"S": "a2"}]}}),
+    ("a[2], a[0]", {"a": {"L": [{"S": "a0"}, {"S": "a2"}]}}),
+    ("a[3][1]", {"a": {"L": [{"L": [{"N": "6"}]}]}}),
+    ("a[1].b, a[1].c", {"a": {"L": [{"M": {"b": {"N": "1"}, "c": {"S": "x"}}}]}}),
+    ("pk, a[9], m.nope", {"pk": {"S": "p"}}),
+])
+def test_a_projection_keeps_every_path_it_names_lists_in_order(store: Store, expression: str,
+                                                              expected: dict[str, Any]) -> None:
+    # moto merged paths as nested dictionaries: a[0], a[2] kept only one element.
+    item = {**_key("p", 1, "N"), "a": {"L": [{"S": "a0"}, {"M": {"b": {"N": "1"}, "c": {"S": "x"}}}, {"S": "a2"},
+                                              {"L": [{"N": "5"}, {"N": "6"}]}]}, "m": {"M": {"x": {"N": "1"}}}}
+    capture_batch(store, [lambda_record(TABLE, "INSERT", _key("p", 1, "N"), float(T0), 10**20, new=item)],
+                  decode_lambda_record, source="test")
+    write_meta(store, meta_from_description(_description("N")))
+    with serving(store, [TABLE], _at(T0)) as server:
+        got = _client(int(server.server_address[1])).get_item(TableName=TABLE, Key=_key("p", 1, "N"),
+                                                              ProjectionExpression=expression)["Item"]
+    assert got == expected
+
+
+@pytest.mark.parametrize("expression", ["a[0], a", "m, m.x", "a[0], a.b"])
+def test_overlapping_or_conflicting_projection_paths_are_refused_as_dynamodb_refuses_them(served: int,
+                                                                                          expression: str) -> None:
+    with pytest.raises(ClientError, match="Two document paths"):
+        _client(served).get_item(TableName=TABLE, Key={"pk": {"S": "a"}, "sk": {"N": "1"}},
+                                 ProjectionExpression=expression)
 
 
 def test_the_items_a_request_read_are_not_kept_once_it_is_answered(served: int) -> None:

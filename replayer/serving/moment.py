@@ -9,6 +9,7 @@ ScannedCount) are moto's loop, fed from the index instead of from a sorted list 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
@@ -20,9 +21,11 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.table import RESULT_SIZE_LIMIT, Table
 
+from replayer.serving.compare import StoredType
 from replayer.serving.index import Bound, Index, IndexKeys, KeyNames
 from replayer.serving.keyorder import NotAKey, encode_value, prefix_end
 from replayer.serving.load import Loaded
+from replayer.serving.projection import project
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -89,7 +92,7 @@ class MomentTable(Table):
         if image is None:
             return None
         item = self._item(image)
-        return item.project(projection_expression) if projection_expression else item
+        return project(item, projection_expression) if projection_expression else item
 
     def query(self, hash_key: DynamoType | None, range_comparison: str | None, range_objs: list[DynamoType],
               limit: int, exclusive_start_key: dict[str, Any], scan_index_forward: bool,
@@ -212,6 +215,11 @@ class MomentTable(Table):
         if op in (">=", "GE"):
             return Bound(encoded[0], True), None
         if op == "BETWEEN":
+            if encoded[0] > encoded[1]:  # the index's bytes order as the key values do
+                low, high = (f"AttributeValue: {{{v.type}:{v.value}}}" for v in values)
+                raise MockValidationException(
+                    "Invalid KeyConditionExpression: The BETWEEN operator requires upper bound to be greater than "
+                    f"or equal to lower bound; lower bound operand: {low}, upper bound operand: {high}")
             return Bound(encoded[0], True), Bound(encoded[1], True)
         if op == "BEGINS_WITH":
             if kind == "N":
@@ -265,7 +273,7 @@ class MomentTable(Table):
         if filter_expression is not None:
             results = [item for item in results if filter_expression.expr(item)]
         if projection:
-            results = [item.project(projection) for item in results]
+            results = [project(item, projection) for item in results]
         return results, scanned, last_key
 
     def describe_moment(self) -> dict[str, Any]:
@@ -279,13 +287,32 @@ def stored_item(attrs: dict[str, Any], hash_key_attr: str, range_key_attr: str |
     moto's constructor adds the attributes one by one, summing the size of every attribute already
     there at each step: an item of 400 attributes took 51 ms, of 1,000 attributes 312 ms, for every
     GetItem and every item a Query or Scan read. A stored image was a DynamoDB item, so within its
-    size; the attributes are the same ``DynamoType`` values moto's constructor makes.
+    size. Its values are compared as DynamoDB compares them (``replayer.serving.compare``).
     """
     item = cast(Item, Item.__new__(Item))
-    item.attrs = LimitedSizeDict({name: DynamoType(value) for name, value in attrs.items()})
-    item.hash_key = DynamoType(attrs[hash_key_attr])
-    item.range_key = DynamoType(attrs[range_key_attr]) if range_key_attr else None
+    item.attrs = LimitedSizeDict({name: StoredType(wire_value(value)) for name, value in attrs.items()})
+    item.hash_key = item.attrs[hash_key_attr]
+    item.range_key = item.attrs[range_key_attr] if range_key_attr else None
     return item
+
+
+def wire_value(value: dict[str, Any]) -> dict[str, Any]:
+    """A stored AttributeValue as moto holds one it parsed from a request: B and BS values as bytes.
+
+    A store keeps binaries as base64 text (DynamoDB JSON); moto decodes a request's binaries, so a
+    filter's ``:b`` is bytes. Left as text, a stored binary never equalled one, and ``size()``
+    counted its base64 characters instead of its bytes.
+    """
+    ((tag, inner),) = value.items()
+    if tag == "B":
+        return {"B": base64.b64decode(inner)}
+    if tag == "BS":
+        return {"BS": [base64.b64decode(element) for element in inner]}
+    if tag == "M":
+        return {"M": {name: wire_value(element) for name, element in inner.items()}}
+    if tag == "L":
+        return {"L": [wire_value(element) for element in inner]}
+    return value
 
 
 def segment_byte(hash_value: Any) -> int:

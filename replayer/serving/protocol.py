@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Mapping
 from functools import cache
+from typing import Any
 
 import orjson
 from moto.core.model_instances import model_data
@@ -22,6 +23,7 @@ from moto.core.responses import TYPE_RESPONSE, ActionResult
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 
+from replayer.serving.keyorder import NotAKey, encode_value
 from replayer.serving.shapes import JSON_1_0, Response, error
 
 PREFIX = "DynamoDB_20120810."
@@ -53,6 +55,20 @@ class _Handler(DynamoHandler):
 
     def _authenticate_and_authorize_normal_action(self, resource: str = "*") -> None:
         return None
+
+    def _contains_duplicates(self, keys: list[Any]) -> bool:
+        # One key written twice (N 1 and 1.0, or names in another order) is a duplicate to DynamoDB;
+        # moto compares the keys as they were written, and answered such a BatchGetItem with one item twice.
+        seen: set[Any] = set()
+        for key in keys:
+            try:
+                canonical = tuple(sorted((name, encode_value(value)) for name, value in key.items()))
+            except (AttributeError, NotAKey):
+                return super()._contains_duplicates(keys)
+            if canonical in seen:
+                return True
+            seen.add(canonical)
+        return False
 
     def serialized(self, action_result: ActionResult) -> TYPE_RESPONSE:
         # moto's model-driven serializer walks every attribute value of every item through botocore's

@@ -128,10 +128,34 @@ def erasure_records(listing: Iterable[str], table: str) -> list[str]:
 
 
 def foreign_objects(listing: Iterable[str], table: str) -> list[str]:
-    """Objects under the forget ledger that are neither its secret nor an erasure record."""
+    """Objects under the forget ledger that are neither its secret, an erasure record nor a kept bound."""
     root = forgotten_root(table)
     return sorted(p for p in listing if p.startswith(root) and p != root + SECRET
-                  and not _RECORD.fullmatch(p[len(root):]))
+                  and not _RECORD.fullmatch(p[len(root):]) and not _BOUND.fullmatch(p[len(root):]))
+
+
+# The first and last change times the table's files showed when a forget began, each an empty object
+# named by its time (µs): the erased item's versions may have been the first or the last stored, and
+# coverage, which reads those times from the files, reads these from the listing it holds (no request).
+_BOUND = re.compile(r"bounds/(first|last)-([0-9]{16})")
+
+
+def keep_bounds(store: Store, table: str, first_us: int | None, last_us: int | None) -> None:
+    """Record the table's stored time bounds before a forget removes any row (idempotent: named by value)."""
+    for which, value in (("first", first_us), ("last", last_us)):
+        if value is not None:
+            store.write(f"{forgotten_root(table)}bounds/{which}-{value:016d}", b"")
+
+
+def kept_bounds(listing: Iterable[str], table: str) -> tuple[int | None, int | None]:
+    """The earliest first and the latest last change time forgets recorded, from a listing of the table."""
+    root = forgotten_root(table)
+    found: dict[str, list[int]] = {"first": [], "last": []}
+    for path in listing:
+        match = _BOUND.fullmatch(path[len(root):]) if path.startswith(root) else None
+        if match:
+            found[match.group(1)].append(int(match.group(2)))
+    return (min(found["first"]) if found["first"] else None, max(found["last"]) if found["last"] else None)
 
 
 def read_erasure(store: Store, path: str) -> Erasure:

@@ -23,6 +23,7 @@ from changelog.captured import Hold, capture_holds, watermark
 from changelog.consistent import read_consistently
 from changelog.damage import damaged, read_json_object
 from changelog.errors import TableNotFound, TimeOutOfRange
+from changelog.forgotten import kept_bounds
 from changelog.gaps import Gap, all_gaps, gap_path
 from changelog.layout import (
     changes_root,
@@ -306,6 +307,10 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         return first, last, count, len(current)
 
     first, last, count, files = read_consistently(store, (changes_root(table) + "/",), read)
+    # A forget may have erased the first or last stored change: the times it recorded still bound what was captured.
+    kept_first, kept_last = kept_bounds(listing, table)
+    first = min((t for t in (first, kept_first) if t is not None), default=None)
+    last = max((t for t in (last, kept_last) if t is not None), default=None)
     records = ReadOnce(store)  # each checkpoint is read for its gaps here and for its shard's progress below
     gaps = all_gaps(records, table, listing)
     quarantined = list_quarantined(store, table) if any("/quarantine/" in p for p in listing) else []
@@ -355,6 +360,11 @@ def _checked_watermark(manifest: Manifest) -> int:
     """The watermark a compaction snapshot was checked against; -1 when it recorded none."""
     value = manifest.extra.get("watermark_us")
     return value if isinstance(value, int) and not isinstance(value, bool) else -1
+
+
+def stored_time_bounds(store: Store, table: str) -> tuple[int | None, int | None]:
+    """The first and last change time (µs) the table's change files hold now."""
+    return _time_bounds(duckdb.connect(), store, change_files(store, table))
 
 
 def _time_bounds(con: duckdb.DuckDBPyConnection, store: Store, files: list[str]) -> tuple[int | None, int | None]:

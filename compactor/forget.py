@@ -43,7 +43,7 @@ from changelog.attributes import METADATA_KEY, summarize, with_summary
 from changelog.changefile import COMPACTED_LEVEL, parquet_bytes, publish_change_file
 from changelog.errors import ConflictError, UsageError
 from changelog.footer import DEDUPLICATED
-from changelog.forgotten import Erasure, Replaced, ensure_secret, key_hash, write_erasure
+from changelog.forgotten import Erasure, Replaced, ensure_secret, keep_bounds, key_hash, write_erasure
 from changelog.integrity import verify_for_read
 from changelog.layout import parse_change_file_name, partition_of
 from changelog.ledger import record_removed
@@ -54,7 +54,7 @@ from changelog.quarantine import list_quarantined, quarantined_item_key
 from changelog.record import SCHEMA
 from changelog.snapshot import SNAPSHOT_SCHEMA, Manifest, list_manifests, part_paths, part_sum_of
 from changelog.source import register_parquet
-from changelog.state import change_files
+from changelog.state import change_files, stored_time_bounds
 from changelog.store import Store
 from changelog.timefmt import to_micros
 from compactor.snapshots import republish_manifest
@@ -300,6 +300,8 @@ def apply_forget(store: Store, plan: ForgetPlan, reason: str, *, now_us: int | N
     started = datetime.now(UTC)
     now = to_micros(started) if now_us is None else now_us
     secret = ensure_secret(store, table)
+    # Before any row goes: the erased versions may be the first or last stored, which bound coverage.
+    keep_bounds(store, table, *stored_time_bounds(store, table))
     replaced: dict[str, str | None] = {}
     for hit in plan.change_files:
         replaced[hit.path] = _rewrite_change_file(store, plan, hit.path)

@@ -405,6 +405,24 @@ def test_all_rows_of_a_file_erased_leave_no_replacement(store: Store) -> None:
     assert check_store(store, TABLE).sound
 
 
+def test_erasing_the_first_and_last_stored_changes_keeps_every_moment_restorable(store: Store) -> None:
+    # Coverage reads its earliest and latest moments from the first and last stored change: the
+    # erased item's, here. Every moment must still answer, without the item.
+    from changelog.state import coverage
+
+    records = [lambda_record(TABLE, "INSERT", KEYS[ERASED], BASE, 100, new=KEYS[ERASED]),
+               lambda_record(TABLE, "INSERT", KEYS[0], BASE + 60, 101, new=KEYS[0]),
+               lambda_record(TABLE, "MODIFY", KEYS[ERASED], BASE + 120, 102, new=KEYS[ERASED])]
+    deliver_in_cuts(store, records, [1, 2])
+    before = coverage(store, TABLE)
+    forget(store, plan_forget(store, TABLE, KEY_TEXT), "r")
+    after = coverage(store, TABLE)
+
+    assert (after.earliest_us, after.latest_us) == (before.earliest_us, before.latest_us) == \
+        (BASE * 1_000_000, (BASE + 120) * 1_000_000)
+    assert check_store(store, TABLE).sound
+
+
 # --- quarantined records: a kept copy of an erased version is erased with it ---------------------------------
 
 

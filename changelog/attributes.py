@@ -128,6 +128,15 @@ def _from_footer(metadata: Mapping[bytes, bytes]) -> dict[str, AttributeTypes] |
     return decode(data) if data is not None else None
 
 
+def summarized_names(store: Store, paths: Iterable[str]) -> set[str]:
+    """The attribute names the footers of ``paths`` summarize (a file without a summary adds none: no scan)."""
+    names: set[str] = set()
+    for metadata in footers(store, list(paths)).values():
+        summary = _from_footer(metadata)
+        names.update(summary or ())
+    return names
+
+
 def stored_summary(store: Store, change_files: Iterable[str],
                    snapshot_parts: Iterable[str]) -> dict[str, AttributeTypes]:
     """The summary of every new image in ``change_files`` and every image in ``snapshot_parts``.

@@ -205,3 +205,23 @@ def test_a_number_written_with_an_exponent_or_trailing_zeros_compares_exactly(st
 def test_a_number_too_wide_to_compare_exactly_is_refused(number: str) -> None:
     with pytest.raises(UsageError, match="38 digits"):
         parse_predicate(f"n = {number}")
+
+
+def test_diff_where_over_a_window_without_changes_is_an_empty_diff(filled: Store) -> None:
+    at = (T0 + 2) * 1_000_000
+    assert diff_states(filled, TABLE, at, at, where="nothing_has_this = 1").all() == ()
+
+
+def test_diff_where_names_an_attribute_only_unchanged_items_hold_as_null(store: Store) -> None:
+    # The columns are typed from the items that changed; the table's summarized files (here a
+    # snapshot's parts) say that status is an attribute: NULL for the changed item, not a typo.
+    from compactor.snapshots import build_snapshot
+
+    ops = [Op(0, {"status": {"S": "shipped"}}, T0), Op(1, {"v": {"N": "1"}}, T0), Op(1, {"v": {"N": "2"}}, T0 + 10)]
+    capture_batch(store, stream_records(TABLE, ops), decode_lambda_record, source="test")
+    build_snapshot(store, TABLE, (T0 + 5) * 1_000_000)
+    window = ((T0 + 6) * 1_000_000, (T0 + 10) * 1_000_000)
+
+    assert diff_states(store, TABLE, *window, where="status = 'shipped'").all() == ()
+    assert {c.item_key for c in diff_states(store, TABLE, *window, where="status IS NULL").all()} == \
+        {'{"pk":{"S":"b"}}'}

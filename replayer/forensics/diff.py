@@ -16,7 +16,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from changelog.attributes import summarize
+from changelog.attributes import AttributeTypes, summarize, summarized_names
 from changelog.codec import dump_json
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import UsageError
@@ -26,7 +26,7 @@ from changelog.predicate import Predicate, lock_down, parse_predicate
 from changelog.record import SCHEMA
 from changelog.source import register_parquet
 from changelog.spec import differing_sql, window_keys_sql
-from changelog.state import change_files, check_restorable, coverage, open_state, plan_state
+from changelog.state import change_files, check_restorable, coverage, open_state, plan_state, snapshot_parts
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from replayer.forensics.attrdiff import PathChange, diff_items
@@ -105,16 +105,23 @@ def check_window(store: Store, table: str, from_us: int, to_us: int,
         check_restorable(cov, from_micros(moment), moment)
 
 
-def _filter_sql(con: duckdb.DuckDBPyConnection, predicate: Predicate) -> str:
+def _filter_sql(con: duckdb.DuckDBPyConnection, predicate: Predicate, known: set[str]) -> str:
     """A condition on ``key`` keeping keys whose item matches ``predicate`` on either side.
 
+    The columns are typed from the items that changed. An attribute none of them holds is NULL in
+    each (``status IS NULL`` keeps them all, ``status = 'x'`` none) when ``known`` (the attributes the
+    table's summarized files name) holds it; a name neither knows is refused as a likely typo.
     The predicate runs in a second connection that holds only the two sides' plain columns (as
     Arrow) and is locked before it runs: it can read nothing else, on disk or on the network.
     """
     con.execute("CREATE OR REPLACE TEMP VIEW diff__docs AS "
                 "SELECT image FROM diff_from UNION ALL SELECT image FROM diff_to")
-    where_sql, extra = predicate.bind_plain(plain_columns(summarize(con, "diff__docs", "image"),
-                                                           reserved=frozenset({"item_key"})))
+    summary = summarize(con, "diff__docs", "image")
+    if not summary and not con.execute("SELECT count(*) FROM diff__docs").fetchall()[0][0]:
+        return "FALSE"  # nothing changed in the window: no item can match, whatever the names
+    absent = {name: AttributeTypes(frozenset({"NULL"})) for name in predicate.columns
+              if name in known and name not in summary}
+    where_sql, extra = predicate.bind_plain(plain_columns({**summary, **absent}, reserved=frozenset({"item_key"})))
     sides = {side: con.sql(f"SELECT item_key{extra} FROM diff_{side}").to_arrow_table() for side in ("from", "to")}
     judge = duckdb.connect()
     for side, rows in sides.items():
@@ -154,7 +161,10 @@ def _differing_rows(store: Store, table: str, from_us: int, to_us: int,
         con.execute(f"CREATE TEMP TABLE diff__keys AS {window_keys_sql(from_us, to_us, 'diff__window')}")
         for side, plan in plans.items():
             open_state(con, store, plan, name=f"diff_{side}", only_keys="diff__keys")
-    condition = _filter_sql(con, predicate) if predicate is not None else "TRUE"
+    condition = "TRUE"
+    if predicate is not None:
+        parts = [part for plan in plans.values() for part in snapshot_parts(plan)]
+        condition = _filter_sql(con, predicate, summarized_names(store, [*window_files, *parts]))
     rows: list[tuple[Any, ...]] = con.execute(differing_sql("diff_from", "diff_to", condition)).fetchall()
     return rows
 

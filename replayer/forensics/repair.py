@@ -6,8 +6,10 @@ write must never be clobbered, so by default each write is guarded twice: a cons
 items that no longer equal their state at ``to``, and the write itself carries a condition that
 the item still equals that state (every attribute ``=`` its value, ``attribute_not_exists`` for
 attributes it must not have, or ``attribute_not_exists(<partition key>)`` for an item that must be
-absent), which closes the race between the read and the write. A failed condition is a skip, not
-an error. ``force`` writes unconditionally.
+absent), which closes the race between the read and the write for every attribute the item had at
+``to``; an attribute another writer adds in between is not seen (a condition cannot say "no other
+attribute"; docs/operations.md says so). A failed condition is a skip, not an error. ``force``
+writes unconditionally.
 """
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ def test_a_missing_target_table_needs_create_table(filled: Store, aws: None,
 
 
 def test_replay_memory_bound_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from replayer.restoring.replay import DEFAULT_MEMORY_LIMIT, memory_limit
+    from changelog.connection import DEFAULT_MEMORY_LIMIT, memory_limit
 
     monkeypatch.delenv("DDB_REWIND_MEMORY_LIMIT", raising=False)
     assert memory_limit() == DEFAULT_MEMORY_LIMIT
@@ -193,8 +193,8 @@ def test_replay_memory_bound_comes_from_the_environment(monkeypatch: pytest.Monk
 
 
 def test_a_memory_bound_that_is_not_an_amount_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from changelog.connection import memory_limit
     from changelog.errors import UsageError
-    from replayer.restoring.replay import memory_limit
 
     monkeypatch.setenv("DDB_REWIND_MEMORY_LIMIT", "lots")
     with pytest.raises(UsageError, match="DDB_REWIND_MEMORY_LIMIT"):

@@ -197,3 +197,12 @@ def test_csv_output_writes_values_as_the_csv_export_does(filled: Store, capsys: 
     assert main(["sql", "--store", filled.uri, "--format", "csv",
                  "SELECT true AS b, blob '\\x00\\x01\\x02' AS x, ['b', 'a'] AS l, 0::DECIMAL(38,8) AS z"]) == 0
     assert capsys.readouterr().out.splitlines() == ["b,x,l,z", 'true,AAEC,"[""b"",""a""]",0.00000000']
+
+
+def test_a_sql_session_spills_beside_temporary_files_not_into_the_working_directory(filled: Store) -> None:
+    # DuckDB's own default is .tmp in the working directory: a large query would leave files there.
+    from changelog.connection import SPILL_DIRECTORY
+    from replayer.engines.views import open_sql
+
+    con = open_sql(filled)
+    assert con.execute("SELECT current_setting('temp_directory')").fetchall() == [(SPILL_DIRECTORY,)]

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from changelog.attributes import stored_summary
 from changelog.codec import item_key, parse_key
+from changelog.connection import bounded_connection
 from changelog.consistent import listing, read_consistently
 from changelog.docs import register_doc_function
 from changelog.errors import RewindError, TableNotFound, TimeOutOfRange, UsageError
@@ -166,7 +167,7 @@ def open_sql(store: Store, *, plain_tables: bool = False, proven: Proven | None 
     The moments it answers for are those ``proven`` (by default ``prove_tables`` now) proves.
     """
     proven = prove_tables(store) if proven is None else proven
-    con = duckdb.connect()
+    con = bounded_connection()
     con.execute("SET TimeZone = 'UTC'")
     track_progress(con)
     register_doc_function(con)

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from changelog.attributes import AttributeTypes, summarize, summarized_names
 from changelog.codec import dump_json
+from changelog.connection import bounded_connection
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import UsageError
 from changelog.layout import hour_partition, partition_of
@@ -143,7 +144,7 @@ def _filter_sql(con: duckdb.DuckDBPyConnection, predicate: Predicate, known: set
 def _differing_rows(store: Store, table: str, from_us: int, to_us: int,
                     predicate: Predicate | None, engine: str = "duckdb") -> list[tuple[Any, ...]]:
     """(key, keys, image before, image after) of every key whose version differs, by key."""
-    con = duckdb.connect()
+    con = bounded_connection()
     # Only an item with a change in (from, to] can differ: compute both states for those keys alone.
     # Files never span an hour partition, so the window's partitions hold every such change.
     low, high = hour_partition(from_us), hour_partition(to_us)

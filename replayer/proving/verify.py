@@ -13,16 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from changelog.codec import item_key
+from changelog.connection import bounded_connection
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import TableNotFound
 from changelog.scan import parallel_scan
@@ -177,8 +176,7 @@ def state_fingerprint(store: Store, table: str, at_us: int, *, use_snapshots: bo
         return max(starts) if starts else None
 
     def read() -> tuple[int, str]:
-        con = duckdb.connect(config={"memory_limit": DRILL_MEMORY_LIMIT,
-                                     "temp_directory": str(Path(tempfile.gettempdir()) / "ddb-rewind-duckdb")})
+        con = bounded_connection(DRILL_MEMORY_LIMIT)
         start = None if use_snapshots else start_us()
         plan = plan_state(store, table, at_us, use_snapshots=use_snapshots or start is not None,
                           snapshots_until_us=start)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from changelog.attributes import summarize
+from changelog.connection import bounded_connection
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.docs import register_doc_function
 from changelog.errors import UsageError
@@ -49,18 +46,6 @@ class Selection:
 
     items: int
     image_bytes: int
-
-
-# DuckDB's own default is 80% of the machine's memory, so a large replay held it all; with a bound it
-# spills its sorts and the materialised state to the temporary directory instead (5M changes: peak
-# 1.7 GB -> 1.2 GB at a 1 GB bound for +7% time; bench/replay.py --memory-limit).
-DEFAULT_MEMORY_LIMIT = "2GB"
-
-
-_UNITS = {"kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
-          "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
-# Below this DuckDB cannot hold one vector of a query; above it DuckDB's own parser refuses the amount.
-MIN_MEMORY, MAX_MEMORY = 64 * 1024**2, 1024**5
 
 
 @dataclass(frozen=True)
@@ -97,19 +82,6 @@ def laid_out(layout: Layout, source: str) -> str:
     return f"SELECT {', '.join((*layout.carried, *layout.kept))} FROM {source} ORDER BY {layout.order_by}"
 
 
-def memory_limit() -> str:
-    """DuckDB's memory bound for a replay: DDB_REWIND_MEMORY_LIMIT (e.g. 8GB), else 2GB."""
-    value = os.environ.get("DDB_REWIND_MEMORY_LIMIT", "").strip() or DEFAULT_MEMORY_LIMIT
-    found = re.fullmatch(r"(\d{1,20}(?:\.\d{1,9})?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE)
-    if not found:
-        raise UsageError(f"DDB_REWIND_MEMORY_LIMIT={value[:40]!r} is not an amount of memory: write e.g. 4GB or 512MB")
-    amount = float(found.group(1)) * _UNITS[found.group(2).lower()]
-    if not MIN_MEMORY <= amount <= MAX_MEMORY:
-        raise UsageError(f"DDB_REWIND_MEMORY_LIMIT={value!r} is out of range: give from 64MiB to 1024TiB "
-                         "(e.g. 4GB or 512MB)")
-    return value
-
-
 def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate | None = None,
                use_snapshots: bool = True, engine: str = "duckdb",
                layout: Layout | None = None) -> duckdb.DuckDBPyConnection:
@@ -128,9 +100,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
     at_us = to_micros(at)
 
     def materialise() -> duckdb.DuckDBPyConnection:
-        # Spill next to other temporary files, not into the caller's working directory (DuckDB's default).
-        con = duckdb.connect(config={"temp_directory": str(Path(tempfile.gettempdir()) / "ddb-rewind-duckdb"),
-                                     "memory_limit": memory_limit()})
+        con = bounded_connection()
         track_progress(con)
         register_doc_function(con)
         check_restorable(coverage(store, table, con), at, at_us)

@@ -634,6 +634,36 @@ def test_overlapping_or_conflicting_projection_paths_are_refused_as_dynamodb_ref
                                  ProjectionExpression=expression)
 
 
+def test_a_local_index_fetches_from_the_table_what_a_request_names_beyond_its_projection(store: Store) -> None:
+    # DynamoDB's Query reference: a local secondary index fetches non-projected attributes from the table.
+    description = _description("N")
+    description["AttributeDefinitions"].append({"AttributeName": "lk", "AttributeType": "S"})
+    description["LocalSecondaryIndexes"] = [{
+        "IndexName": "by_lk", "Projection": {"ProjectionType": "KEYS_ONLY"},
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "lk", "KeyType": "RANGE"}]}]
+    items = [{**_key("p", number, "N"), "lk": {"S": f"x{number}"}, "big": {"N": str(10 * number)}}
+             for number in range(3)]
+    capture_batch(store, [lambda_record(TABLE, "INSERT", _key("p", number, "N"), float(T0), 10**20 + number,
+                                        new=item) for number, item in enumerate(items)],
+                  decode_lambda_record, source="test")
+    write_meta(store, meta_from_description(description))
+    query = {"TableName": TABLE, "IndexName": "by_lk", "KeyConditionExpression": "pk = :p",
+             "ExpressionAttributeValues": {":p": {"S": "p"}}}
+
+    with serving(store, [TABLE], _at(T0)) as server:
+        client = _client(int(server.server_address[1]))
+        whole = client.query(**query, Select="ALL_ATTRIBUTES")["Items"]
+        named = client.query(**query, ProjectionExpression="sk, big")["Items"]
+        filtered = client.query(**{**query, "ExpressionAttributeValues": {":p": {"S": "p"}, ":v": {"N": "5"}}},
+                                FilterExpression="big > :v")["Items"]
+        projected = client.query(**query)["Items"]
+
+    assert whole == items
+    assert named == [{"sk": item["sk"], "big": item["big"]} for item in items]
+    assert filtered == [{k: item[k] for k in ("pk", "sk", "lk")} for item in items[1:]]
+    assert projected == [{k: item[k] for k in ("pk", "sk", "lk")} for item in items]
+
+
 def test_the_items_a_request_read_are_not_kept_once_it_is_answered(served: int) -> None:
     # A serve that runs for days answers millions of reads: what one read made must not outlive it.
     from moto.dynamodb.models.dynamo_type import Item

@@ -13,6 +13,7 @@ import base64
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
+from contextvars import ContextVar
 from typing import Any, cast
 
 import orjson
@@ -28,6 +29,8 @@ from replayer.serving.load import Loaded
 from replayer.serving.projection import project
 
 ACCOUNT = "123456789012"
+# The request's Select, which moto does not hand its table (``protocol`` sets it for each request).
+REQUESTED_SELECT: ContextVar[str | None] = ContextVar("requested_select", default=None)
 REGION = "us-east-1"
 _INVALID_KEY = "The provided key element does not match the schema"
 
@@ -266,14 +269,19 @@ class MomentTable(Table):
                 projection: list[list[str]] | None,
                 index_name: str | None = None) -> tuple[list[Item], int, dict[str, Any] | None]:
         last_key = self._get_last_evaluated_key(results[-1], index_name) if stopped else None
-        if index_name:
-            # The index's projection first (KEYS_ONLY, INCLUDE), as moto does: the filter sees what the index holds.
-            index = self.get_index(index_name)
+        index = self.get_index(index_name) if index_name else None
+        # A global index answers from what it holds (KEYS_ONLY, INCLUDE): the filter sees only that, as
+        # moto does. A local one fetches from the table whatever the request names beyond it: the
+        # filter sees the whole item, and so do a projection and Select=ALL_ATTRIBUTES.
+        fetches = index is not None and any(index.name == local.name for local in self.indexes)
+        if index is not None and not fetches:
             results = [index.project(item) for item in results]
         if filter_expression is not None:
             results = [item for item in results if filter_expression.expr(item)]
         if projection:
             results = [project(item, projection) for item in results]
+        elif index is not None and fetches and REQUESTED_SELECT.get() != "ALL_ATTRIBUTES":
+            results = [index.project(item) for item in results]
         return results, scanned, last_key
 
     def describe_moment(self) -> dict[str, Any]:

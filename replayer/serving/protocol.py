@@ -24,6 +24,7 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 
 from replayer.serving.keyorder import NotAKey, encode_value
+from replayer.serving.moment import REQUESTED_SELECT
 from replayer.serving.shapes import JSON_1_0, Response, error
 
 PREFIX = "DynamoDB_20120810."
@@ -140,9 +141,11 @@ class Protocol:
                              f"moment (it answers {', '.join(sorted(READS))})")
             return error("UnknownOperationException", f"DynamoDB has no operation {operation[:80]!r}")
         try:
-            json.loads(body or b"{}")
+            parsed = json.loads(body or b"{}")
         except ValueError:
             return error("SerializationException", "the request body is not JSON")
+        select = parsed.get("Select") if isinstance(parsed, dict) else None
+        token = REQUESTED_SELECT.set(select if isinstance(select, str) else None)
         try:
             request = Request.from_primitives(method, url, dict(headers), body)
             status, response_headers, content = _Handler(self.backend)._dispatch(request)
@@ -150,6 +153,7 @@ class Protocol:
             log.warning("%s failed: %s: %.200s", operation, type(exc).__name__, exc)
             return error("ValidationException", f"{operation} could not be answered: {type(exc).__name__}")
         finally:
+            REQUESTED_SELECT.reset(token)
             forget_models()
         data = content if isinstance(content, bytes) else str(content).encode()
         if int(status) >= 500:

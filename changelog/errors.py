@@ -126,3 +126,7 @@ class TargetMissing(TargetError, TableNotFound):
 
 class TargetExists(TargetError, ConflictError):
     """The restore target exists where a new table was asked for (exit 8, conflict)."""
+
+
+class TargetKeyMismatch(TargetError, ConflictError):
+    """The existing target is keyed otherwise than the restored items (exit 8, conflict)."""

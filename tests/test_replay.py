@@ -120,6 +120,23 @@ def test_replay_can_clear_an_existing_table_first(filled: Store, aws: None) -> N
     assert _normal(_scan("restored")) == _normal(model_state(OPS, T0 + 3))
 
 
+@pytest.mark.parametrize("key", [("id", "S"), ("pk", "N")])
+def test_clear_first_into_a_table_keyed_otherwise_is_refused_before_anything_is_deleted(
+        filled: Store, aws: None, key: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    # Every write would fail: clearing it first turned a wrong target name into an empty live table.
+    client = boto3.client("dynamodb")
+    client.create_table(TableName="prod", KeySchema=[{"AttributeName": key[0], "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": key[0], "AttributeType": key[1]}],
+                        BillingMode="PAY_PER_REQUEST")
+    client.put_item(TableName="prod", Item={key[0]: {key[1]: "7"}})
+    capsys.readouterr()
+
+    assert _cli("replay", "--table", TABLE, "--store", filled.uri, "--at", _at(T0 + 2), "--to-table", "prod",
+                "--into-existing", "--clear-first", "--yes") == 8
+    assert "cannot be written into it" in _one_error_line(capsys)
+    assert client.scan(TableName="prod")["Count"] == 1
+
+
 def test_dry_run_into_a_table_creates_nothing(filled: Store, aws: None) -> None:
     assert _cli("replay", "--table", TABLE, "--store", filled.uri, "--at", _at(T0 + 2), "--to-table", "restored",
                 "--create-table", "--dry-run") == 0

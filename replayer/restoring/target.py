@@ -8,19 +8,37 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from changelog.aws import translate
-from changelog.errors import TargetError, TargetExists, TargetMissing
+from changelog.errors import TargetError, TargetExists, TargetKeyMismatch, TargetMissing
 
 _INDEX_KEEP = ("IndexName", "KeySchema", "Projection")
 
 
-def _exists(client: Any, name: str) -> bool:
+def _described(client: Any, name: str) -> dict[str, Any] | None:
+    """The live table's DescribeTable ``Table``; None when it does not exist."""
     try:
-        client.describe_table(TableName=name)
+        table: dict[str, Any] = client.describe_table(TableName=name)["Table"]
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ResourceNotFoundException":
-            return False
+            return None
         raise translate(exc, f"describing table {name!r}") from None
-    return True
+    return table
+
+
+def _key_text(keys: dict[str, str | None]) -> str:
+    return ", ".join(f"{name} ({kind or '?'})" for name, kind in sorted(keys.items()))
+
+
+def check_same_key(name: str, table: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Refuse a target whose key is not the restored items' (names and types): every write would fail,
+    and ``--clear-first`` would already have emptied it."""
+    types = {d["AttributeName"]: d["AttributeType"] for d in table.get("AttributeDefinitions", [])}
+    target = {k["AttributeName"]: types.get(k["AttributeName"]) for k in table.get("KeySchema", [])}
+    source = {k["AttributeName"]: k.get("AttributeType") for k in meta.get("key_schema", [])}
+    if not source or not target:
+        return
+    if set(target) != set(source) or any(source[k] and target[k] and source[k] != target[k] for k in source):
+        raise TargetKeyMismatch(f"target table {name!r} is keyed by {_key_text(target)}, the restored items by "
+                                f"{_key_text(source)}: they cannot be written into it (nothing was cleared or written)")
 
 
 # What --without can leave out of the restored table; "settings" leaves out all of them (keys, indexes
@@ -137,7 +155,8 @@ def prepare_target(client: Any, name: str, meta: dict[str, Any], *, create: bool
     Refuses an existing table unless ``into_existing``, and a missing one unless ``create``.
     ``request`` is the CreateTable call to make (default: from meta.json alone).
     """
-    exists = _exists(client, name)
+    described = _described(client, name)
+    exists = described is not None
     if exists and create:
         raise TargetExists(f"target table {name!r} already exists: pick a new name, or drop --create-table "
                           "and pass --into-existing to write into it")
@@ -146,7 +165,8 @@ def prepare_target(client: Any, name: str, meta: dict[str, Any], *, create: bool
                           "(add --clear-first to empty it before)")
     if not exists and not create:
         raise TargetMissing(f"target table {name!r} does not exist: pass --create-table to create it from meta.json")
-    if exists:
+    if described is not None:
+        check_same_key(name, described, meta)
         return "existing"
     if not dry_run:
         client.create_table(**(request or create_table_request(name, meta)))
@@ -187,4 +207,4 @@ def scan_keys(client: Any, name: str, *, page_size: int | None = None) -> Iterat
 
 def table_exists(client: Any, name: str) -> bool:
     """Whether a DynamoDB table of that name exists (other failures are translated AWS errors)."""
-    return _exists(client, name)
+    return _described(client, name) is not None

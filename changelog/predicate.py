@@ -206,16 +206,17 @@ def exact_number(text: str) -> str:
         figures, exponent = figures[:-1], exponent + 1
     if not figures:
         return "0"
-    if exponent >= 0:
-        plain, width = figures + "0" * exponent, len(figures) + exponent
-    else:
-        whole, fraction = figures[:exponent], figures[exponent:].rjust(-exponent, "0")
-        # No leading 0 below 1: DuckDB counts it as a digit, and 0. with 38 decimals would be a DOUBLE.
-        plain, width = f"{whole}.{fraction}", len(whole) - exponent
+    # Digits of the positional form, counted before it is written (1e-999999999 must not be built).
+    width = len(figures) + exponent if exponent >= 0 else max(0, len(figures) + exponent) - exponent
     if width > MAX_DIGITS:
         raise UsageError(f"--where holds the number {text[:40]}, which needs {width} digits: a number is compared "
                          f"exactly only within {MAX_DIGITS} digits (DynamoDB's precision); cast the attribute "
                          "(n::DOUBLE) to compare approximately")
+    if exponent >= 0:
+        plain = figures + "0" * exponent
+    else:
+        # No leading 0 below 1: DuckDB counts it as a digit, and 0. with 38 decimals would be a DOUBLE.
+        plain = f"{figures[:exponent]}.{figures[exponent:].rjust(-exponent, '0')}"
     return ("-" if sign else "") + plain
 
 

@@ -225,3 +225,8 @@ def test_diff_where_names_an_attribute_only_unchanged_items_hold_as_null(store: 
     assert diff_states(store, TABLE, *window, where="status = 'shipped'").all() == ()
     assert {c.item_key for c in diff_states(store, TABLE, *window, where="status IS NULL").all()} == \
         {'{"pk":{"S":"b"}}'}
+
+
+def test_a_number_with_a_huge_exponent_is_refused_without_being_written_out() -> None:
+    with pytest.raises(UsageError, match="38 digits"):
+        parse_predicate("n = 1e-999999999")

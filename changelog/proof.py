@@ -65,7 +65,7 @@ def prove(cov: Coverage, now_us: int) -> CoverageProof:
     spans = cov.intervals
     latest = spans[-1][1] if spans else None
     held_by: list[str] = []
-    loss = blocking_loss(cov.losses, cov.bootstraps_us, cov.latest_us) if cov.latest_us is not None else None
+    loss = blocking_loss(cov.losses, cov.bases, cov.latest_us) if cov.latest_us is not None else None
     if loss is not None:
         # The last moments capture proves are cut by a loss: the newest restorable one is before it.
         held_by.append(loss.what)
@@ -81,11 +81,11 @@ def prove(cov: Coverage, now_us: int) -> CoverageProof:
         held_by=tuple(held_by),
         shards=len(shard_holds),
         unread_shards=tuple(sorted(hold.shard_id for hold in shard_holds if hold.shard_id and hold.unread)),
-        gaps=sum(1 for gap in cov.gaps if not bridged(gap_loss(gap), cov.bootstraps_us)),
+        gaps=sum(1 for gap in cov.gaps if not bridged(gap_loss(gap), cov.bases)),
         # Like a gap, a quarantined record stops cutting moments once a bootstrap is newer than it; its
         # file stays (requeue may still want it), so counting files would hold the alarm for ever.
         quarantined=sum(1 for loss in cov.losses
-                        if loss.kind == "quarantine" and not bridged(loss, cov.bootstraps_us)),
+                        if loss.kind == "quarantine" and not bridged(loss, cov.bases)),
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from changelog.timefmt import format_time, from_micros
 
@@ -49,34 +50,48 @@ QUARANTINE_REMEDY = ("fix the cause and run 'ddb-rewind requeue', or bootstrap a
                      "'ddb-rewind bootstrap --scan' to restore moments after it")
 
 
-def bridged(loss: Loss, bases_us: Sequence[int], at_us: int | None = None) -> bool:
-    """True when a whole copy of the table became consistent after the loss's end (at or before ``at_us``,
-    if given): the moments after that copy no longer depend on the lost change."""
-    return any(loss.end_us < base and (at_us is None or base <= at_us) for base in bases_us)
+class Base(NamedTuple):
+    """A whole copy of the table (a bootstrap, or a snapshot built on one).
+
+    ``at_us``: the moment from which the copy restores the table. ``clears_before_us``: it clears a
+    loss whose newest lost change is older than this. An export is consistent at one moment, which is
+    both. A scan reads the items one by one from its start to its end, so a change lost while it ran
+    may be missing from the copy (the scan may have read the item before it): it clears only what was
+    lost before the second its copy began (``state.copy_floor_us``), and restores from its end.
+    """
+
+    at_us: int
+    clears_before_us: int
 
 
-def blocking_loss(losses: Sequence[Loss], bases_us: Sequence[int], at_us: int) -> Loss | None:
+def bridged(loss: Loss, bases: Sequence[Base], at_us: int | None = None) -> bool:
+    """True when a whole copy of the table that the lost change cannot be missing from restores the
+    moments from its own on (at or before ``at_us``, if given): they no longer depend on that change."""
+    return any(loss.end_us < base.clears_before_us and (at_us is None or base.at_us <= at_us) for base in bases)
+
+
+def blocking_loss(losses: Sequence[Loss], bases: Sequence[Base], at_us: int) -> Loss | None:
     """The first loss that makes the state at ``at_us`` unknowable, or None."""
     for loss in losses:
-        if loss.affects(at_us) and not bridged(loss, bases_us, at_us):
+        if loss.affects(at_us) and not bridged(loss, bases, at_us):
             return loss
     return None
 
 
-def initial_bases(losses: Sequence[Loss], bases_us: Sequence[int]) -> list[int]:
+def initial_bases(losses: Sequence[Loss], bases: Sequence[Base]) -> list[Base]:
     """Bases taken before anything was lost: a table's first bootstrap, not one that re-opened coverage.
 
     Only these set the earliest restorable time; a base after a loss re-opens the moments after it
     without hiding the moments before the loss, which the changes alone restore exactly.
     """
     if any(loss.start_us is None for loss in losses):
-        return list(bases_us)
+        return list(bases)
     first_loss = min((loss.start_us for loss in losses if loss.start_us is not None), default=None)
-    return [base for base in bases_us if first_loss is None or base <= first_loss]
+    return [base for base in bases if first_loss is None or base.at_us <= first_loss]
 
 
 def intervals(earliest_us: int | None, latest_us: int | None, losses: Sequence[Loss],
-              bases_us: Sequence[int]) -> tuple[Interval, ...]:
+              bases: Sequence[Base]) -> tuple[Interval, ...]:
     """The restorable moments as sorted, disjoint, inclusive intervals.
 
     Whether a moment is blocked changes only at a loss's start or at a base, so the answer at each
@@ -85,12 +100,12 @@ def intervals(earliest_us: int | None, latest_us: int | None, losses: Sequence[L
     if earliest_us is None or latest_us is None or latest_us < earliest_us:
         return ()
     points = sorted({earliest_us} | {
-        p for p in [*(loss.start_us for loss in losses if loss.start_us is not None), *bases_us]
+        p for p in [*(loss.start_us for loss in losses if loss.start_us is not None), *(b.at_us for b in bases)]
         if earliest_us < p <= latest_us
     })
     found: list[Interval] = []
     for index, point in enumerate(points):
-        if blocking_loss(losses, bases_us, point) is not None:
+        if blocking_loss(losses, bases, point) is not None:
             continue
         end = points[index + 1] - 1 if index + 1 < len(points) else latest_us
         if found and found[-1][1] + 1 == point:

@@ -39,6 +39,7 @@ from changelog.record import LATEST_FIRST, SCHEMA, STREAM_ROW, first_copies, lat
 from changelog.restorable import (
     GAP_REMEDY,
     QUARANTINE_REMEDY,
+    Base,
     Interval,
     Loss,
     blocking_loss,
@@ -89,17 +90,27 @@ def copy_floor_us(manifest: Manifest) -> int | None:
     return None if started is None else int(started) - int(started) % 1_000_000
 
 
-def manifest_bases(manifest: Manifest) -> tuple[int, ...]:
-    """The moments a snapshot proves a whole copy of the table at: its own bootstrap, or the ones it was built on.
+def manifest_bases(manifest: Manifest) -> tuple[Base, ...]:
+    """The whole copies of the table a snapshot proves: its own bootstrap, or the ones it was built on.
 
-    A compaction snapshot inherits its ancestors' bootstraps (``extra.bases_us``): ``expire`` may
-    delete a bootstrap older than the snapshot it keeps, and the bootstrap's moment must go on
-    clearing the gap it was taken for (``changelog.restorable``).
+    A compaction snapshot inherits its ancestors' bootstraps (``extra.bases_us``, with what each
+    clears in ``extra.base_floors_us``): ``expire`` may delete a bootstrap older than the snapshot it
+    keeps, and the bootstrap must go on clearing the gap it was taken for (``changelog.restorable``).
+    A scan clears only what was lost before its copy floor; a snapshot written before the floors
+    were kept says nothing of them, and its bases clear what they did then (up to their moment).
     """
-    found = [manifest.restorable_from_us] if manifest.restorable_from_us is not None else []
+    found = []
+    own = manifest.restorable_from_us
+    if own is not None:
+        floor = copy_floor_us(manifest) if manifest.kind == "scan" else None
+        found.append(Base(own, min(floor, own) if floor is not None else own))
     inherited = manifest.extra.get("bases_us")
+    floors = manifest.extra.get("base_floors_us")
     if isinstance(inherited, list):
-        found.extend(value for value in map(_int_or_none, inherited) if value is not None)
+        clears = floors if isinstance(floors, list) and len(floors) == len(inherited) else inherited
+        for at, before in zip(map(_int_or_none, inherited), map(_int_or_none, clears), strict=True):
+            if at is not None:
+                found.append(Base(at, min(at, before) if before is not None else at))
     return tuple(sorted(set(found)))
 
 
@@ -239,14 +250,14 @@ class Coverage:
     quarantined: int
     bytes_stored: int
     gaps: tuple[Gap, ...] = ()  # stream records lost for good (changelog.gaps)
-    bootstraps_us: tuple[int, ...] = ()  # every whole copy of the table a snapshot proves (manifest_bases)
+    bases: tuple[Base, ...] = ()  # every whole copy of the table a snapshot proves (manifest_bases)
     losses: tuple[Loss, ...] = ()  # gaps and quarantined records: what the store does not hold
     holds: tuple[Hold, ...] = ()  # what capture proves, shard by shard (changelog.captured); latest_us is their min
 
     @property
     def intervals(self) -> tuple[Interval, ...]:
         """The restorable moments, as disjoint inclusive intervals (changelog.restorable)."""
-        return intervals(self.earliest_us, self.latest_us, self.losses, self.bootstraps_us)
+        return intervals(self.earliest_us, self.latest_us, self.losses, self.bases)
 
 
 def gap_loss(gap: Gap) -> Loss:
@@ -319,10 +330,10 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
     losses = tuple(sorted([*map(gap_loss, gaps), *map(quarantine_loss, quarantined), *missing],
                           key=lambda loss: (loss.start_us is not None, loss.start_us or 0, loss.what)))
     bases = sorted({base for _, m in manifests for base in manifest_bases(m)})
-    initial = initial_bases(losses, bases)
+    initial = [base.at_us for base in initial_bases(losses, bases)]
     earliest = min(initial) if initial else first
     if earliest is None and bases:
-        earliest = bases[0]
+        earliest = bases[0].at_us
     if earliest is None and manifests:
         earliest = manifests[0][1].snapshot_time_us
     floor = retention_floor(store, table)
@@ -350,7 +361,7 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         quarantined=sum(1 for p in listing if "/quarantine/" in p),
         bytes_stored=sum(sized.values()),
         gaps=gaps,
-        bootstraps_us=tuple(bases),
+        bases=tuple(bases),
         losses=losses,
         holds=holds,
     )
@@ -413,7 +424,7 @@ def check_restorable(cov: Coverage, at: datetime, at_us: int) -> None:
             f"{format_time(at)} is after the latest restorable time of {cov.table!r}, "
             f"{format_time(from_micros(cov.latest_us))} (changes after it may not be captured yet)"
         )
-    loss = blocking_loss(cov.losses, cov.bootstraps_us, at_us)
+    loss = blocking_loss(cov.losses, cov.bases, at_us)
     if loss is not None:
         raise TimeOutOfRange(
             f"{format_time(at)} is at or after {loss.what} in the backup of {cov.table!r}; {loss.remedy} "

@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 from changelog.integrity import verify_for_read
 from changelog.layout import partition_of, retention_path, table_root
 from changelog.ledger import record_removed
-from changelog.restorable import Loss, bridged
+from changelog.restorable import Base, Loss, bridged
 from changelog.snapshot import MANIFEST, Manifest, list_manifests, write_removal
 from changelog.state import change_files, coverage, manifest_bases, retention_floor, snapshot_dirs
 from changelog.store import ObjectMissing, Store
@@ -255,13 +255,13 @@ def plan_expire(store: Store, table: str, policy: Policy, *, now_us: int | None 
                       changes, orphans, sizes)
 
 
-def _clears_nothing_more(bases_us: set[int], base: Manifest, losses: tuple[Loss, ...]) -> bool:
-    """Whether every loss a bootstrap at ``bases_us`` clears is cleared for the kept moments by ``base`` too.
+def _clears_nothing_more(bases: set[Base], base: Manifest, losses: tuple[Loss, ...]) -> bool:
+    """Whether every loss the whole copies ``bases`` clear is cleared for the kept moments by ``base`` too.
 
     Every kept moment is at or after ``base``; a loss ``base`` carries a later whole copy for needs
     nothing older, so the older bootstrap would be kept for ever and serve no moment.
     """
-    cleared = [loss for loss in losses if any(loss.end_us < moment for moment in bases_us)]
+    cleared = [loss for loss in losses if bridged(loss, list(bases))]
     return all(bridged(loss, manifest_bases(base), base.snapshot_time_us) for loss in cleared)
 
 

@@ -246,14 +246,16 @@ def _inherited(store: Store, table: str, plan: StatePlan) -> dict[str, object]:
     """What a compaction snapshot carries from the bootstraps beneath it, so it outlives them.
 
     ``bases_us``: every whole copy at or before its moment (a gap they cleared stays cleared after
-    ``expire`` deletes them); ``copy_floor_us``: the copy floor its state was read with (changes
-    stamped before it must not bring back an item the copy did not hold). See changelog.state.
+    ``expire`` deletes them), and ``base_floors_us`` what each clears (``restorable.Base``);
+    ``copy_floor_us``: the copy floor its state was read with (changes stamped before it must not
+    bring back an item the copy did not hold). See changelog.state.
     """
     bases = sorted({base for _, m in list_manifests(store, table) if m.snapshot_time_us <= plan.at_us
-                    for base in manifest_bases(m) if base <= plan.at_us})
+                    for base in manifest_bases(m) if base.at_us <= plan.at_us})
     found: dict[str, object] = {}
     if bases:
-        found["bases_us"] = bases
+        found["bases_us"] = [base.at_us for base in bases]
+        found["base_floors_us"] = [base.clears_before_us for base in bases]
     if plan.changes_from_us is not None:
         found["copy_floor_us"] = plan.changes_from_us
     return found

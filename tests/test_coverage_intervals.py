@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from changelog.restorable import Loss, blocking_loss, intervals
+from changelog.restorable import Base, Loss, blocking_loss, intervals
 from changelog.snapshot import list_manifests
 from changelog.state import coverage
 from changelog.store import Store
@@ -52,21 +52,21 @@ def iso(second: int) -> str:
 # --- the rule, against a model ---------------------------------------------------------------------
 
 
-def restorable_in_model(t: int, earliest: int, latest: int, losses: list[Loss], bases: list[int]) -> bool:
-    """A moment is known when every loss before it is older than the newest whole copy at or before it."""
+def restorable_in_model(t: int, earliest: int, latest: int, losses: list[Loss], bases: list[Base]) -> bool:
+    """A moment is known when every loss before it is cleared by a whole copy at or before it: one that
+    cannot be missing the lost change (a scan clears only what was lost before it began)."""
     if not earliest <= t <= latest:
         return False
-    newest_copy = max((b for b in bases if b <= t), default=None)
     for loss in losses:
         if loss.start_us is not None and loss.start_us > t:
             continue  # the lost change comes after t: the state at t does not need it
-        if newest_copy is None or newest_copy <= loss.end_us:
+        if not any(at <= t and loss.end_us < clears for at, clears in bases):
             return False
     return True
 
 
 @st.composite
-def histories(draw: st.DrawFn) -> tuple[int, int, list[Loss], list[int]]:
+def histories(draw: st.DrawFn) -> tuple[int, int, list[Loss], list[Base]]:
     earliest = draw(st.integers(0, 20))
     latest = draw(st.integers(0, 60))
     losses = []
@@ -74,13 +74,16 @@ def histories(draw: st.DrawFn) -> tuple[int, int, list[Loss], list[int]]:
         start = draw(st.none() | st.integers(0, 60))
         end = draw(st.integers(start or 0, 60))
         losses.append(Loss(start, end, "lost", "bootstrap"))
-    bases = draw(st.lists(st.integers(0, 60), max_size=3))
+    bases = []
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, 60))
+        bases.append(Base(at, draw(st.integers(0, at))))  # a scan clears only what was lost before it began
     return earliest, latest, losses, bases
 
 
 @given(histories())
 def test_intervals_hold_exactly_the_moments_the_model_can_restore(
-    history: tuple[int, int, list[Loss], list[int]],
+    history: tuple[int, int, list[Loss], list[Base]],
 ) -> None:
     earliest, latest, losses, bases = history
     spans = intervals(earliest, latest, losses, bases)

@@ -185,7 +185,7 @@ def compare(store: Store, table: str, reads: list[LiveRead], *, wait_s: float,
         target = (newest_end // SECOND_US + SLACK_S + 1) * SECOND_US
         deadline = clock() + int(wait_s * SECOND_US)
         cov = coverage(store, table)
-        lost = blocking_loss(cov.losses, cov.bootstraps_us, target)
+        lost = blocking_loss(cov.losses, cov.bases, target)
         if lost is not None:
             # No wait lets a moment past a loss be proven (only a bootstrap does): undecided at once,
             # rather than a run billed for its whole wait at every interval while the loss stands.

@@ -58,7 +58,8 @@ from typing import Any
 
 from changelog.codec import MAX_SEQUENCE_DIGITS
 from changelog.damage import damaged, read_json_object
-from changelog.gaps import SECOND_US, floor_second, read_gaps
+from changelog.errors import DamagedStore
+from changelog.gaps import SECOND_US, STREAM_CLOCK_STEP_US, floor_second, read_gaps
 from changelog.layout import (
     capture_root,
     checkpoints_root,
@@ -67,7 +68,7 @@ from changelog.layout import (
     shard_progress_path,
     stored_batch_path,
 )
-from changelog.store import Store
+from changelog.store import ObjectMissing, Store
 
 # DynamoDB Streams sequence numbers are 21 to 40 digits; Kinesis's are 56 today, and the codec keeps
 # up to MAX_SEQUENCE_DIGITS. Anything else never becomes part of a name.
@@ -173,22 +174,37 @@ class ShardProgress:
     shard_id: str
     stream_arn: str
     last_sequence: str
-    last_us: int | None  # the stream time of the record at ``last_sequence``; None: it carried none
+    # The latest stream time the shard's stored records carry (not the last one's by sequence: the
+    # stream's clock can step back); None: they carried none.
+    last_us: int | None
 
     def watermark_us(self) -> int | None:
-        """Complete strictly before the last stored record's time (the next may share its second), never past now."""
-        return None if self.last_us is None else min(self.last_us - 1, time.time_ns() // 1000)
+        """Complete strictly before the earliest time the shard's next record may carry (a second before
+        the latest stored, ``gaps.STREAM_CLOCK_STEP_US``), never past now."""
+        if self.last_us is None:
+            return None
+        return min(self.last_us - STREAM_CLOCK_STEP_US - 1, time.time_ns() // 1000)
 
 
 def record_shard_progress(store: Store, table: str, progress: ShardProgress) -> str:
     """Record how far the shard is stored; call after the batch's files and its stored record are written.
 
     Replacing it with an older position (a duplicate invocation of an earlier batch) only proves less.
+    The latest stream time stays the latest the shard's stored records carry, so that a batch whose
+    records the stream stamped a second early does not move the latest restorable time back.
     """
     _checked((progress.last_sequence,), progress.shard_id)
     path = shard_progress_path(table, progress.shard_id)
+    last_us = progress.last_us
+    try:
+        earlier = read_json_object(store, path)
+    except (ObjectMissing, DamagedStore):  # none yet, or one this write replaces (capture must go on)
+        earlier = {}
+    seen = earlier.get("last_us")
+    if earlier.get("stream_arn") == progress.stream_arn and isinstance(seen, int) and not isinstance(seen, bool):
+        last_us = seen if last_us is None else max(last_us, seen)
     body = {"shard_id": progress.shard_id, "stream_arn": progress.stream_arn,
-            "last_sequence": progress.last_sequence, "last_us": progress.last_us}
+            "last_sequence": progress.last_sequence, "last_us": last_us}
     store.write(path, json.dumps(body, indent=1, sort_keys=True).encode("utf-8"))
     return path
 

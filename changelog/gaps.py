@@ -32,6 +32,12 @@ SECOND_US = 1_000_000
 # seconds covers rounding, delay and clock error with room to spare; it only ever delays the latest
 # restorable time (or widens a gap) by that much. docs/decisions.md ("Stream time margin").
 STREAM_TIME_MARGIN_US = 5 * SECOND_US
+# The stream stamps a shard's records with a clock that can step back (docs/reliability.md, "When the
+# stream's clock steps back"): a record after the last one read may carry an earlier second. A
+# shard is taken as complete only this far before the last record read, so that a record stamped up
+# to a second earlier (the step seen, a clock error of milliseconds across a rounded second) still
+# falls after the moment proven.
+STREAM_CLOCK_STEP_US = SECOND_US
 
 
 def gaps_root(table: str) -> str:

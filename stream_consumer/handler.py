@@ -114,7 +114,7 @@ class _Batch:
     last: str
     hold_us: int | None
     shard_id: str | None = None  # a DynamoDB stream event names it only in a tumbling window
-    last_us: int | None = None  # the stream time of the record at ``last`` (per-shard progress)
+    last_us: int | None = None  # the latest stream time among the batch's records (per-shard progress)
 
 
 def _window_shard(event: dict[str, Any]) -> str | None:
@@ -146,8 +146,10 @@ def _batch(table: str, arn: str, records: list[Any], shard_id: str | None) -> _B
     times = [record.get("dynamodb", {}).get("ApproximateCreationDateTime") for record in records
              if isinstance(record, dict) and isinstance(record.get("dynamodb"), dict)]
     first = min(valid, key=lambda pair: int(pair[0]))[0]
-    last, newest = max(valid, key=lambda pair: int(pair[0]))
-    return _Batch(table, arn, first, last, hold_before(times), shard_id, _record_time_us(newest))
+    last = max(valid, key=lambda pair: int(pair[0]))[0]
+    # The latest time, not the last record's: the stream's clock can step back within a batch.
+    stamps = [stamp for stamp in (_record_time_us(record) for _, record in valid) if stamp is not None]
+    return _Batch(table, arn, first, last, hold_before(times), shard_id, max(stamps, default=None))
 
 
 def _kinesis_seconds(records: list[Any]) -> dict[str, list[int]]:

@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from changelog.codec import decode_getrecords_record
 from changelog.errors import EXIT_UNREACHABLE, RewindError, StreamConfigError, TableNotFound
-from changelog.gaps import STREAM_TIME_MARGIN_US, Gap, floor_second, write_gap
+from changelog.gaps import STREAM_CLOCK_STEP_US, STREAM_TIME_MARGIN_US, Gap, floor_second, write_gap
 from changelog.layout import meta_path
 from changelog.meta import meta_from_description, write_meta
 from changelog.progress import Progress
@@ -295,10 +295,11 @@ class _Session:
         last_us = to_micros(created) if isinstance(created, datetime) else result.newest_event_us
         watermark = checkpoint.watermark_us
         if last_us is not None:
-            # Unread records of this shard are no older than the last one read, which may share its
-            # (rounded) time: complete strictly before it, and never past the moment it was read (a
-            # record stamped ahead of our clock proves nothing about the time in between).
-            watermark = max(watermark or 0, min(last_us - 1, _now_us()))
+            # Unread records of this shard may share the last one's (rounded) time, or carry the
+            # second before it where the stream's clock stepped back: complete strictly before that,
+            # and never past the moment it was read (a record stamped ahead of our clock proves
+            # nothing about the time in between).
+            watermark = max(watermark or 0, min(last_us - STREAM_CLOCK_STEP_US - 1, _now_us()))
         sequence = body.get("SequenceNumber")
         self.save(replace(
             checkpoint,

@@ -93,6 +93,28 @@ def stored(store: Store, shard: str, sequence: int, second: int) -> None:
     handler.lambda_handler(windowed([put(f"{shard}-{sequence}", second, sequence)], shard), None)
 
 
+def test_a_record_the_streams_clock_stamped_a_second_early_falls_after_every_moment_proven(
+        handler_store: Store) -> None:
+    # c at T+5 and a at T+10 stored, then b at T+9: the next record of the shard, stamped a second
+    # earlier (the stream's clock stepped back). T+9 was proven with the first batch, and its answer
+    # changed once b was stored.
+    from replayer.restoring.replay import open_items
+
+    handler.lambda_handler(windowed([put("c", 1_700_000_005, 100), put("a", 1_700_000_010, 101)], "shardId-1"), None)
+    write_checkpoint(handler_store, TABLE, Checkpoint("shardId-1"))  # listed by the probe
+    proven = coverage(handler_store, TABLE).latest_us
+    assert proven is not None
+
+    def keys_at(moment_us: int) -> set[str]:
+        con = open_items(handler_store, TABLE, datetime.fromtimestamp(moment_us / US, tz=UTC))
+        return {row[0] for row in con.execute("SELECT item_key FROM items").fetchall()}
+
+    before = keys_at(proven)
+    handler.lambda_handler(windowed([put("b", 1_700_000_009, 102)], "shardId-1"), None)
+
+    assert keys_at(proven) == before
+
+
 def test_a_shard_read_behind_the_others_holds_the_latest_restorable_time(handler_store: Store) -> None:
     stored(handler_store, "shardId-1", 100, 1_700_000_100)
     stored(handler_store, "shardId-2", 500, 1_700_000_900)  # the newest stored change
@@ -101,8 +123,9 @@ def test_a_shard_read_behind_the_others_holds_the_latest_restorable_time(handler
 
     found = coverage(handler_store, TABLE)
 
-    # Shard 1 may hold changes from its newest stored second on: nothing after it is proven.
-    assert found.latest_us == 1_700_000_100 * US - 1
+    # Shard 1 may hold changes from a second before its newest stored one on (the stream's clock can
+    # step back): nothing after that is proven.
+    assert found.latest_us == 1_700_000_099 * US - 1
 
 
 def test_progress_without_a_listing_of_the_shards_proves_no_moment(handler_store: Store) -> None:

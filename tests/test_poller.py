@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from changelog.errors import StreamConfigError, TableNotFound
-from changelog.gaps import STREAM_TIME_MARGIN_US, read_gaps
+from changelog.gaps import STREAM_CLOCK_STEP_US, STREAM_TIME_MARGIN_US, read_gaps
 from changelog.layout import changes_root, checkpoint_path, checkpoints_root, meta_path, table_root
 from changelog.settings import history
 from changelog.state import coverage
@@ -493,7 +493,7 @@ def test_a_parent_closed_before_its_child_is_listed_holds_coverage_at_its_end(st
     parent = (None, [getrecords_record(1, "a"), getrecords_record(2, "b")], True)
     poll(store, TABLE, once=True, dynamodb=dynamodb, streams=FakeStreams({"parent": parent}))
 
-    assert coverage(store, TABLE).latest_us == second_of(2) - 1
+    assert coverage(store, TABLE).latest_us == second_of(2) - STREAM_CLOCK_STEP_US - 1
 
     child = ("parent", [getrecords_record(62, "c")], False)  # 62 % 60: the same second as the parent's last
     poll(store, TABLE, once=True, dynamodb=dynamodb,
@@ -531,4 +531,4 @@ def test_a_listed_child_not_read_yet_holds_coverage_at_its_parents_end(store: St
     with pytest.raises(StreamReadError):
         poll(store, TABLE, once=True, dynamodb=dynamodb, streams=fake)
 
-    assert coverage(store, TABLE).latest_us == second_of(3) - 1
+    assert coverage(store, TABLE).latest_us == second_of(3) - STREAM_CLOCK_STEP_US - 1

@@ -259,6 +259,13 @@ class Coverage:
         """The restorable moments, as disjoint inclusive intervals (changelog.restorable)."""
         return intervals(self.earliest_us, self.latest_us, self.losses, self.bases)
 
+    @property
+    def latest_restorable_us(self) -> int | None:
+        """The latest moment that can be restored: the end of the last interval. ``latest_us`` is what
+        capture proves, which a loss (a missing file, a gap) may cut short of."""
+        spans = self.intervals
+        return spans[-1][1] if spans else None
+
 
 def gap_loss(gap: Gap) -> Loss:
     """A gap as a loss coverage counts."""
@@ -437,7 +444,7 @@ def latest_restorable(tables: Sequence[str], coverage_of: Callable[[str], Covera
 
     Raises TimeOutOfRange when a table has no restorable moment proven yet.
     """
-    latest = {table: coverage_of(table).latest_us for table in tables}
+    latest = {table: coverage_of(table).latest_restorable_us for table in tables}
     missing = [table for table, value in latest.items() if value is None]
     if missing:
         raise TimeOutOfRange(f"'latest' names no moment: no restorable moment of {', '.join(missing)} is proven yet")

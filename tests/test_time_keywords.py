@@ -161,3 +161,22 @@ def test_epoch_seconds_past_the_microsecond_are_cut_not_rounded_up(text: str) ->
     from changelog.timefmt import parse_time
 
     assert format_time(parse_time(text)) == "2023-11-14T22:13:29.999999Z"
+
+
+def test_latest_is_the_end_of_the_last_restorable_interval_when_a_loss_cuts_it(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A change file the ledger names is missing: coverage ends before its changes, and 'latest' with it.
+    from changelog.state import change_files
+
+    for number in range(2):
+        capture_batch(store, [lambda_record(TABLE, "INSERT", {"pk": {"S": f"k{number}"}}, BASE + 3600 * number,
+                                            100 + number, new={"pk": {"S": f"k{number}"}})],
+                      decode_lambda_record, source="test")
+    store.delete(change_files(store, TABLE)[-1])
+    spans = coverage(store, TABLE).intervals
+    assert coverage(store, TABLE).latest_restorable_us == spans[-1][1]
+
+    out = tmp_path / "state.jsonl"
+    assert main(["replay", "--table", TABLE, "--store", store.uri, "--at", "latest", "--to-file", str(out)]) == 0
+    assert format_time(from_micros(spans[-1][1])) in capsys.readouterr().err

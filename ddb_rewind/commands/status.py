@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append([
             table,
             format_time(from_micros(cov.earliest_us)) if cov.earliest_us is not None else None,
-            format_time(from_micros(cov.latest_us)) if cov.latest_us is not None else None,
+            format_time(from_micros(cov.latest_restorable_us)) if cov.latest_restorable_us is not None else None,
             cov.changes, cov.change_files, cov.snapshots, cov.quarantined, _gaps(table, cov.gaps, args.format),
             cov.bytes_stored,
         ])
@@ -115,9 +115,10 @@ def _common_latest(coverages: list[Coverage]) -> str:
     """The latest moment every table can be restored to, checked with replay's own rule, or why none."""
     from changelog.state import check_restorable
 
-    latest = [cov.latest_us for cov in coverages if cov.latest_us is not None]
+    latest = [cov.latest_restorable_us for cov in coverages if cov.latest_restorable_us is not None]
     if len(latest) < len(coverages):
-        return "none (" + ", ".join(c.table for c in coverages if c.latest_us is None) + " captured nothing yet)"
+        empty = ", ".join(c.table for c in coverages if c.latest_restorable_us is None)
+        return f"none ({empty} has no restorable moment yet)"
     moment = min(latest)
     for cov in coverages:
         try:

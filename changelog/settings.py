@@ -31,7 +31,7 @@ from typing import Any
 
 from changelog.damage import damaged, micros, parse_json_object
 from changelog.errors import RewindError, SettingsUnknown
-from changelog.layout import settings_path, settings_root
+from changelog.layout import content_digest, settings_path, settings_root
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 
@@ -134,22 +134,36 @@ def capture(table: str, dynamodb: Any, autoscaling: Any) -> dict[str, Any]:
     }
 
 
+def is_settings_record(path: str) -> bool:
+    """Whether a path under a table's settings/ names a settings record."""
+    name = path.rsplit("/", 1)[-1]
+    return name.endswith(".json") and name[:16].isdigit()
+
+
+def read_settings_record(store: Store, path: str) -> SettingsVersion:
+    """One settings record; DamagedStore (one line naming it) when it is not a sound one.
+
+    Its name carries the digest of its bytes (``layout.settings_path``): a changed byte is found
+    even when the JSON still parses."""
+    data = store.read(path)
+    digest = path.rsplit("/", 1)[-1][17:33]
+    if len(digest) == 16 and content_digest(data)[:16] != digest:
+        raise damaged(store, path, "does not match the digest in its name (its bytes changed)")
+    document = parse_json_object(store, path, data)
+    try:
+        observed_us = micros(document["observed_us"], "observed_us")
+        settings = document["settings"]
+        if not isinstance(settings, dict):
+            raise TypeError("settings is not a JSON object")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise damaged(store, path, f"is not a sound settings record ({type(exc).__name__}: {exc})") from None
+    return SettingsVersion(observed_us, settings, path)
+
+
 def history(store: Store, table: str) -> list[SettingsVersion]:
     """Every recorded settings version of ``table``, oldest first."""
-    versions = []
-    for path in store.list(settings_root(table) + "/"):
-        name = path.rsplit("/", 1)[-1]
-        if not name.endswith(".json") or not name[:16].isdigit():
-            continue
-        document = parse_json_object(store, path, store.read(path))
-        try:
-            observed_us = micros(document["observed_us"], "observed_us")
-            settings = document["settings"]
-            if not isinstance(settings, dict):
-                raise TypeError("settings is not a JSON object")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise damaged(store, path, f"is not a sound settings record ({type(exc).__name__}: {exc})") from None
-        versions.append(SettingsVersion(observed_us, settings, path))
+    versions = [read_settings_record(store, path) for path in store.list(settings_root(table) + "/")
+                if is_settings_record(path)]
     return sorted(versions, key=lambda v: (v.observed_us, v.path))
 
 

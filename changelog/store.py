@@ -605,6 +605,8 @@ def open_location(uri: str, *, create: bool = False, what: str = "location", opt
     if not root.is_dir():
         if create and not root.exists():
             root.mkdir(parents=True)
+        elif root.exists():
+            raise StoreNotFound(f"{what} {uri!r} is not a directory: give the store's directory or s3://bucket/prefix")
         else:
             raise StoreNotFound(f"{what} {uri!r} does not exist: give an existing directory or s3://bucket/prefix")
     return LocalStore(root)

@@ -74,6 +74,21 @@ def test_a_sound_s3_store_passes_check(s3_over_http: Store, tmp_path: Path,  # n
     assert code == 0 and report["sound"] is True
 
 
+@pytest.mark.parametrize("edit", [b"not json", b'{"observed_us": 1, "settings": {"edited": true}}'])
+def test_check_finds_a_damaged_settings_record(built: Store, edit: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    # serve and --create-table read the settings history; check used to pass a record they refused.
+    from changelog.settings import record
+
+    table = next(iter(sorted({p.split("/")[1] for p in built.list("tables/")})))
+    version = record(built, table, {"billing": "PAY_PER_REQUEST"}, 1_700_000_000_000_000)
+    assert version is not None
+    built.write(version.path, edit)
+
+    code, report = _check(built, capsys)
+    assert code == 6
+    assert [p["file"] for p in report["problems"]] == [version.path]  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("damage", DAMAGES, ids=[d.name for d in DAMAGES])
 def test_check_read_data_names_each_damaged_file_and_what_it_affects(
         built: Store, damage: Damage, capsys: pytest.CaptureFixture[str]) -> None:

@@ -50,6 +50,13 @@ def test_a_missing_store_directory(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "does not exist" in err
 
 
+def test_a_store_path_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "store.txt").write_text("not a store")
+    code, err = run(["status", "--store", str(tmp_path / "store.txt")], capsys)
+    assert_one_error_line(code, err)
+    assert code == 4 and "is not a directory" in err
+
+
 def test_an_s3_store_whose_bucket_is_missing(aws: None, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(["sql", "--store", "s3://no-such-bucket/backups", "SELECT 1"], capsys)
     assert_one_error_line(code, err)

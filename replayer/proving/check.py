@@ -52,12 +52,14 @@ from changelog.layout import (
     parse_change_file_name,
     partition_of,
     retention_path,
+    settings_root,
     snapshots_root,
     table_names,
     table_root,
 )
 from changelog.ledger import CHANGE_FILE, find_missing, read_ledger
 from changelog.quarantine import is_quarantine_path, read_quarantined
+from changelog.settings import is_settings_record, read_settings_record
 from changelog.snapshot import (
     MANIFEST,
     Removal,
@@ -180,6 +182,14 @@ def _check_json(store: Store, table: str, sizes: dict[str, int]) -> list[Finding
             continue
         try:
             read_json_object(store, path)
+        except DamagedStore as exc:
+            found.append(Finding(table, path, _short(exc, path), affects))
+        except OSError as exc:
+            found.append(Finding(table, path, f"cannot be read ({exc})", affects))
+    affects = "restores that recreate the table's settings (--create-table, serve): they refuse the table"
+    for path in sorted(p for p in sizes if p.startswith(settings_root(table) + "/") and is_settings_record(p)):
+        try:
+            read_settings_record(store, path)
         except DamagedStore as exc:
             found.append(Finding(table, path, _short(exc, path), affects))
         except OSError as exc:

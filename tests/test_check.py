@@ -89,6 +89,17 @@ def test_check_finds_a_damaged_settings_record(built: Store, edit: bytes, capsys
     assert [p["file"] for p in report["problems"]] == [version.path]  # type: ignore[union-attr]
 
 
+def test_a_file_that_is_no_change_file_is_named_without_claiming_readers_refuse_it(
+        built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    changed = next(p for p in built.list("tables/") if p.endswith(".parquet") and "/changes/" in p)
+    notes = changed.rsplit("/", 1)[0] + "/notes.txt"
+    built.write(notes, b"hand-written")
+
+    code, report = _check(built, capsys)
+    (finding,) = [p for p in report["problems"] if p["file"] == notes]  # type: ignore[union-attr]
+    assert code == 6 and finding["affects"].startswith("no reader")
+
+
 @pytest.mark.parametrize("damage", DAMAGES, ids=[d.name for d in DAMAGES])
 def test_check_read_data_names_each_damaged_file_and_what_it_affects(
         built: Store, damage: Damage, capsys: pytest.CaptureFixture[str]) -> None:

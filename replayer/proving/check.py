@@ -253,7 +253,11 @@ def _check_changes(store: Store, table: str, sizes: dict[str, int], manifests: l
     files = sorted(p for p in sizes if p.startswith(changes_root(table) + "/"))
     readers = "every reader of the table refuses it (sql, history, status, replays of its hour)"
     for path in files:
-        if not path.endswith(".parquet") or parse_change_file_name(path) is None:
+        if not path.endswith(".parquet"):
+            found.append(Finding(table, path, "is a foreign file: ddb-rewind wrote no such file here",
+                                 "no reader (it is not a change file, and readers skip it): remove it"))
+            continue
+        if parse_change_file_name(path) is None:
             found.append(Finding(table, path, "is a foreign file: its name carries no checksum ddb-rewind wrote",
                                  readers))
             continue

@@ -39,6 +39,16 @@ def test_the_live_table_matches_the_store_at_the_watermark(store: Store, story: 
     assert report.matches and report.live == report.stored == len(story.work.live)
 
 
+def test_verify_at_the_watermark_refuses_when_a_lost_change_file_cuts_coverage(store: Store, story: BadDeploy) -> None:
+    # The watermark is what capture proves, not what the store can restore: a file the ledger names
+    # is gone, and the table matched the damaged state (it was reported as a match).
+    from changelog.errors import TimeOutOfRange
+
+    store.delete(change_files(store, "orders")[-1])
+    with pytest.raises(TimeOutOfRange, match="missing change file"):
+        _verify(store)
+
+
 def test_verify_before_the_deploy_reports_the_damage_and_the_later_writes(store: Store, story: BadDeploy) -> None:
     report = _verify(store, story.from_s)
     damaged_now = set(story.corrupted + story.deleted + story.junk) - {story.later[3]}

@@ -163,9 +163,16 @@ def sample_stored_keys(store: Store, table: str, at_us: int, size: int, seed: in
 def compare(store: Store, table: str, reads: list[LiveRead], *, wait_s: float,
             sleep: Callable[[float], None] = time.sleep, clock: Callable[[], int] = _now_us) -> LiveSample:
     """Compare live reads with the stored state, exactly or not at all (see the module's rules)."""
-    latest = coverage(store, table).latest_us
+    covered = coverage(store, table)
+    latest = covered.latest_us
     if latest is None:
         return LiveSample(0, 0, (), 0, ())
+    try:
+        # What capture proves is compared only where the store can restore it (a loss may cut it short).
+        check_restorable(covered, from_micros(latest), latest)
+    except RewindError as exc:
+        total = sum(len(read.items) for read in reads)
+        return LiveSample(total, 0, (), total, (str(exc),))
     agreed = 0
     compared = 0
     undecided: list[tuple[LiveRead, str]] = []

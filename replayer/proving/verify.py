@@ -87,12 +87,16 @@ def stored_state(store: Store, table: str, at_us: int, *, use_snapshots: bool = 
 
 def resolve_moment(store: Store, table: str, at_us: int | None,
                    con: duckdb.DuckDBPyConnection | None = None) -> int:
-    """``at_us`` checked against coverage, or the watermark (latest restorable time) when None."""
+    """``at_us``, or the capture watermark when None, checked against coverage like any restore's moment.
+
+    Unchecked, the watermark was compared past a quarantined record or a missing file, or before the
+    first change, and a store that cannot restore that moment was reported as matching the table.
+    """
     cov = coverage(store, table, con)
     if at_us is None:
         if cov.latest_us is None:
             raise TableNotFound(f"table {table!r} has nothing captured yet: nothing to verify")
-        return cov.latest_us
+        at_us = cov.latest_us
     check_restorable(cov, from_micros(at_us), at_us)
     return at_us
 

@@ -66,8 +66,6 @@ NOT_EXERCISED = {
     ("CompactorFunction", "s3:AbortMultipartUpload"): "only when a multipart upload fails",
     ("RecoverFunction", "dynamodb:ListStreams"): "only when the failed batch's stream is no longer the table's "
                                                  "current one (DescribeTable names the current stream)",
-    ("ConsumerFunction", "kms:Decrypt"): "S3 needs it to return an object's body; the consumer reads a body "
-                                         "only when an object it writes already exists (a retried batch)",
 }
 
 

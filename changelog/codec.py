@@ -76,12 +76,14 @@ def canonical_number(text: str) -> str:
     Raises DecodeError when ``text`` is not a number DynamoDB could hold.
     """
     if not isinstance(text, str) or not _NUMBER.fullmatch(text):
-        raise DecodeError(f"not a DynamoDB number: {text!r}")
+        # Never the value itself: a reason is stored with the quarantined record and reaches logs.
+        shown = f"a text of {len(text)} characters" if isinstance(text, str) else f"a {type(text).__name__}"
+        raise DecodeError(f"not a DynamoDB number: N holds {shown} that is no decimal number")
     try:
         value = _NUMBER_CONTEXT.create_decimal(text)
         value = value.normalize(_NUMBER_CONTEXT)
     except (InvalidOperation, Inexact, Rounded):
-        raise DecodeError(f"number {text!r} exceeds DynamoDB's 38 digits or range") from None
+        raise DecodeError(f"a number of {len(text)} characters exceeds DynamoDB's 38 digits or range") from None
     if value.is_zero():
         return "0"
     return f"{value:f}"

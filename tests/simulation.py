@@ -156,6 +156,9 @@ def _resolve_if(template: dict[str, Any], node: Any, parameters: dict[str, str])
     if set(node) == {"Ref"} and node["Ref"] in template["Parameters"]:
         name = node["Ref"]
         return str(parameters.get(name, template["Parameters"][name].get("Default", "")))
+    if set(node) == {"Fn::FindInMap"}:
+        mapping, key, field = (_resolve_if(template, value, parameters) for value in node["Fn::FindInMap"])
+        return template["Mappings"][mapping][str(key)][field]
     return {key: _resolve_if(template, value, parameters) for key, value in node.items()}
 
 

@@ -667,8 +667,7 @@ def test_consumer_reads_only_the_table_stream_when_it_is_the_source(template: di
 def test_consumer_reads_only_the_kinesis_stream_when_it_is_the_source(template: dict[str, Any]) -> None:
     assert _source_actions(template, "ConsumerRole", KINESIS_SOURCE) == {
         str(KINESIS_ARN): {"kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:DescribeStream",
-                                             "kinesis:DescribeStreamSummary", "kinesis:ListShards",
-                                             "kinesis:SubscribeToShard"}}
+                                             "kinesis:DescribeStreamSummary", "kinesis:ListShards"}}
 
 
 def test_recover_re_reads_and_probes_the_table_stream_only_when_it_is_the_source(template: dict[str, Any]) -> None:
@@ -682,6 +681,14 @@ def test_recover_re_reads_only_the_named_kinesis_stream_when_it_is_the_source(te
     # The ranges of failed Kinesis batches, by iterator and GetRecords: that one stream, no wildcard.
     assert _source_actions(template, "RecoverRole", KINESIS_SOURCE) == {
         str(KINESIS_ARN): {"kinesis:GetRecords", "kinesis:GetShardIterator"}}
+
+
+def test_recover_gets_no_dynamodb_action_when_kinesis_is_the_source(template: dict[str, Any]) -> None:
+    # A Kinesis batch names its stream and table itself: DescribeTable and ListStreams ("*") would go unused.
+    resolved = _resolved(template, template["Resources"]["RecoverRole"]["Properties"], KINESIS_SOURCE)
+    actions = {action for _, statement in _policy_statements(resolved, "RecoverRole")
+               for action in _as_list(statement["Action"])}
+    assert not any(action.startswith("dynamodb:") for action in actions)
 
 
 @pytest.mark.parametrize("source", [DYNAMODB_SOURCE, KINESIS_SOURCE], ids=["dynamodb", "kinesis"])
@@ -1102,7 +1109,7 @@ def test_verifier_runs_on_the_interval_it_is_told_hourly_by_default(template: di
     assert schedule["Schedule"] == {"Fn::Sub": "rate(${VerifyIntervalMinutes} minutes)"}
     parameters = template["Parameters"]
     # rate(1 minutes) is not a valid expression: the interval is at least 5 minutes.
-    assert parameters["VerifyIntervalMinutes"]["Default"] == 60 and parameters["VerifyIntervalMinutes"]["MinValue"] > 1
+    assert parameters["VerifyIntervalMinutes"]["Default"] == 60 and min(parameters["VerifyIntervalMinutes"]["AllowedValues"]) > 1
     assert parameters["VerifyFullCycleDays"]["MinValue"] >= 1
     assert props["EventInvokeConfig"] == {"MaximumRetryAttempts": 0}
 
@@ -1216,3 +1223,20 @@ def test_the_spark_job_reads_and_writes_the_store_prefix_reads_its_code_and_dele
     assert write["Resource"] == {"Fn::Sub": "${StoreBucket.Arn}/${StorePrefix}/*"}
     assert _statement(resources, "SparkJobRole", "ReadJobCode")["Resource"] == \
         {"Fn::Sub": "${StoreBucket.Arn}/ddb-rewind-spark/*"}
+
+
+def test_every_verify_interval_gives_its_alarms_a_period_that_holds_a_run(template: dict[str, Any]) -> None:
+    # An hour's period with runs three hours apart left two hours without data, read as OK: a gap
+    # alarm went OK between runs, and the two-in-a-row shard alarm never fired.
+    periods = template["Mappings"]["VerifierAlarmPeriod"]
+    for minutes in template["Parameters"]["VerifyIntervalMinutes"]["AllowedValues"]:
+        seconds = periods[str(minutes)]["Seconds"]
+        assert seconds >= max(3600, minutes * 60) and seconds % 60 == 0
+        assert 2 * seconds <= 86400  # CloudWatch's bound on evaluation periods times period
+    verifier_alarms = [name for name, resource in template["Resources"].items()
+                       if resource["Type"] == "AWS::CloudWatch::Alarm"
+                       and "verifier" in json.dumps(resource["Properties"]).lower()]
+    assert verifier_alarms and all(
+        template["Resources"][name]["Properties"]["Period"]
+        == {"Fn::FindInMap": ["VerifierAlarmPeriod", {"Ref": "VerifyIntervalMinutes"}, "Seconds"]}
+        for name in verifier_alarms)

@@ -1109,7 +1109,8 @@ def test_verifier_runs_on_the_interval_it_is_told_hourly_by_default(template: di
     assert schedule["Schedule"] == {"Fn::Sub": "rate(${VerifyIntervalMinutes} minutes)"}
     parameters = template["Parameters"]
     # rate(1 minutes) is not a valid expression: the interval is at least 5 minutes.
-    assert parameters["VerifyIntervalMinutes"]["Default"] == 60 and min(parameters["VerifyIntervalMinutes"]["AllowedValues"]) > 1
+    interval = parameters["VerifyIntervalMinutes"]
+    assert interval["Default"] == 60 and min(interval["AllowedValues"]) > 1
     assert parameters["VerifyFullCycleDays"]["MinValue"] >= 1
     assert props["EventInvokeConfig"] == {"MaximumRetryAttempts": 0}
 

@@ -177,12 +177,15 @@ class StreamClock:
 
 @contextmanager
 def stream_clock(clock: StreamClock) -> Iterator[None]:
-    """Stamp the embedded DynamoDB's stream records (and table times) with ``clock``."""
+    """Stamp the embedded DynamoDB's stream records (and table times), and the table settings the
+    store records, with ``clock``: a settings version stamped with the real time would come after
+    every moment of the story, and a restore into a new table would have none to recreate."""
     from unittest import mock
 
     # The one place moto reads the time for a table and its stream records; if a moto release
     # moves it, this patch fails loudly rather than the demo telling a five-second story.
-    with mock.patch("moto.dynamodb.models.table.utcnow", clock):
+    with mock.patch("moto.dynamodb.models.table.utcnow", clock), \
+            mock.patch("changelog.settings.wall_clock_us", lambda: clock.micros):
         yield
 
 
@@ -202,131 +205,17 @@ def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 
     ``keep_running`` is called with the endpoint after the demo, while the embedded AWS still runs
     (``demo --keep-running`` passes ``wait_for_ctrl_c``): every command can then be tried against it.
     """
-    from compactor.compaction import compact
-    from replayer.engines.views import open_sql
-    from replayer.forensics.attrdiff import items_equal
-    from replayer.forensics.diff import diff_states
-    from replayer.restoring.replay import open_items, replay_to_table, select_counts
-    from replayer.restoring.target import prepare_target
-    from replayer.restoring.writer import WriteSettings
-    from stream_consumer.poller import poll
-
     started = time.monotonic()
     claim_store(store_dir)
     (store_dir / "tables").mkdir(exist_ok=True)  # beside the marker, it is what makes the directory a store
     rng = random.Random(7)
     clock = StreamClock(hours_ago=9)
-    with local_aws() as endpoint, stream_clock(clock):
-        say(f"1. Local AWS (moto) at {endpoint}; store {store_dir}")
-        client = boto3.client("dynamodb")
-        client.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "N"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )
-        store = open_store(str(store_dir))
-        day_start = clock.micros
-        say(f"2. Table {TABLE!r} with a NEW_AND_OLD_IMAGES stream; a working day from "
-            f"{format_time(from_micros(day_start))}: {orders} orders over six hours, with payments, "
-            "shipments and cancellations")
-        # Six hours of orders, each order's payment or shipment and the odd cancellation some
-        # steps after it, interleaved at a steady pace.
-        updated = set(rng.sample(range(orders), orders // 2))
-        cancelled = set(rng.sample(range(orders), orders // 20))
-        work = [(n, 0, n) for n in range(orders)]
-        work += [(n + rng.randrange(1, 40), 1, n) for n in updated]
-        work += [(n + rng.randrange(40, 80), 2, n) for n in cancelled]
-        work.sort()
-        keys: dict[int, dict[str, Any]] = {}
-        for _position, kind, number in work:
-            clock.advance(6 * 3600 / len(work))
-            if kind == 0:
-                item = _order(rng, 100_000 + number)
-                client.put_item(TableName=TABLE, Item=item)
-                keys[number] = {"pk": item["pk"], "sk": item["sk"]}
-            elif kind == 1:
-                client.update_item(TableName=TABLE, Key=keys[number], UpdateExpression="SET #s = :s",
-                                   ExpressionAttributeNames={"#s": "status"},
-                                   ExpressionAttributeValues={":s": {"S": rng.choice(STATUSES[2:])}})
-            else:
-                client.delete_item(TableName=TABLE, Key=keys[number])
-        clock.now_s = int(clock.now_s) + 60  # a quiet minute; the restore point is on a whole second
-        good_us = clock.micros
-        before = _scan(client, TABLE)
-        say(f"   the table holds {len(before)} items at {format_time(from_micros(good_us))}: our restore point")
-
-        clock.advance(30)
-        say("3. A bad deploy: within five minutes 15% of the orders get status 'ERROR' and total 0, "
-            "and 5% are deleted; new orders keep coming for two more hours")
-        alive = [json.loads(k) for k in before]
-        damaged = rng.sample(alive, len(alive) * 15 // 100)
-        deleted = rng.sample(alive, len(alive) * 5 // 100)
-        deploy_step_s = 300 / max(1, len(damaged) + len(deleted))
-        for key in damaged:
-            clock.advance(deploy_step_s)
-            client.update_item(TableName=TABLE, Key=key,
-                               UpdateExpression="SET #s = :s, #t = :t",
-                               ExpressionAttributeNames={"#s": "status", "#t": "total"},
-                               ExpressionAttributeValues={":s": {"S": "ERROR"}, ":t": {"N": "0"}})
-        for key in deleted:
-            clock.advance(deploy_step_s)
-            client.delete_item(TableName=TABLE, Key=key)
-        clock.now_s = int(clock.now_s) + 1
-        deploy_end_us = clock.micros
-        # Traffic goes on for two more hours at the day's pace: new orders only.
-        later = max(1, len(work) // 3)
-        for number in range(later):
-            clock.advance(2 * 3600 / later)
-            client.put_item(TableName=TABLE, Item=_order(rng, 200_000 + number))
-        after = _scan(client, TABLE)
-
-        summary = poll(store, TABLE, once=True)
-        say(f"4. Captured the stream with the poller: {summary.captured} changes in {summary.files} Parquet "
-            f"file(s), {summary.quarantined} quarantined, {summary.gaps} gaps")
-
-        result = compact(store, TABLE)
-        if result.snapshot:
-            say(f"5. Compacted: snapshot at {format_time(result.snapshot.snapshot_time)} with "
-                f"{result.snapshot.items} items")
-
-        con = open_sql(store, plain_tables=True)
-        say("6. SQL over the whole history (orders per status before and after the deploy):")
-        moment = format_time(from_micros(good_us))
-        latest = _latest_us(store)
-        rows = con.execute(
-            f"""SELECT status, count(*) FILTER (WHERE phase = 'before') AS before, count(*) FILTER (WHERE phase = 'now')
-                AS now FROM (SELECT 'before' AS phase, status FROM orders_at('{moment}')
-                             UNION ALL SELECT 'now', status FROM orders_at('{format_time(from_micros(latest))}'))
-                GROUP BY status ORDER BY status"""
-        ).fetchall()
-        for status, count_before, count_now in rows:
-            say(f"     {status:<10} {count_before:>5} -> {count_now:>5}")
-
-        changed = diff_states(store, TABLE, good_us, latest)
-        say(f"7. diff since the restore point: {len(changed.added)} added, {len(changed.removed)} removed, "
-            f"{len(changed.changed)} changed")
-
-        items = open_items(store, TABLE, from_micros(good_us))
-        selection = select_counts(items)
-        prepare_target(client, RESTORED, json.loads((store_dir / "tables" / TABLE / "meta.json").read_text()),
-                       create=True, into_existing=False)
-        report, _errors = replay_to_table(items, client, RESTORED, selection.items, WriteSettings(workers=4))
-        say(f"8. Replayed {TABLE} as of {moment} into new table {RESTORED!r}: written {report.written}, "
-            f"retried {report.retried}, failed {report.failed}")
-
-        restored = _scan(client, RESTORED)
-        same = {k for k in before if items_equal(before[k], restored.get(k))}
-        matched = len(same) == len(before) == len(restored)
-        say(f"9. Check: {len(same)} of {len(before)} items identical to the live table at {moment}; "
-            f"{len(restored) - len(same)} unexpected; live table now differs in "
-            f"{sum(1 for k in before if not items_equal(before[k], after.get(k)))} items")
-        say(f"   {'MATCH' if matched else 'MISMATCH'}: the restore equals the table as it was "
-            f"({time.monotonic() - started:.1f}s). Explore it: ddb-rewind sql --store {store_dir} "
-            f"\"SELECT * FROM orders_at('{moment}') LIMIT 5\"")
+    with local_aws() as endpoint:
+        with stream_clock(clock):
+            matched, moment, deploy_end_us, day_start = _story(store_dir, say, orders, rng, clock, started)
         if keep_running is not None:
+            # The story's clock is let go first: what is written from here on is stamped with the
+            # real time, after the story, as a live table's changes would be.
             say("10. The local AWS keeps running until Ctrl-C. In another terminal, set:")
             for name, value in sorted((_ENV | {"AWS_ENDPOINT_URL": endpoint}).items()):
                 say(f"     export {name}={value}")
@@ -336,8 +225,138 @@ def run_demo(store_dir: Path, say: Callable[[str], None] = print, orders: int = 
                 f"--to {format_time(from_micros(deploy_end_us))} --target {TABLE} --dry-run")
             say(f"             ddb-rewind timeline --table {TABLE} --from {format_time(from_micros(day_start))} "
                 "--to latest")
+            say("   (run 'ddb-rewind consume --table orders --once' to capture what you write)")
             keep_running(endpoint)
     return matched
+
+
+def _story(store_dir: Path, say: Callable[[str], None], orders: int, rng: random.Random, clock: StreamClock,
+           started: float) -> tuple[bool, str, int, int]:
+    """The demo's working day, deploy, capture, restore and check; (matched, restore point, deploy end, day start)."""
+    from changelog.settings import observe as observe_settings
+    from compactor.compaction import compact
+    from replayer.engines.views import open_sql
+    from replayer.forensics.attrdiff import items_equal
+    from replayer.forensics.diff import diff_states
+    from replayer.restoring.replay import open_items, replay_to_table, select_counts
+    from replayer.restoring.target import prepare_target
+    from replayer.restoring.writer import WriteSettings
+    from stream_consumer.poller import poll
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    say(f"1. Local AWS (moto) at {endpoint}; store {store_dir}")
+    client = boto3.client("dynamodb")
+    client.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "N"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    store = open_store(str(store_dir))
+    # As the stack's consumer does when capture starts: the table's settings, which a restore into a
+    # new table (replay --create-table) recreates as they were at its moment.
+    observe_settings(store, TABLE, dynamodb=client)
+    day_start = clock.micros
+    say(f"2. Table {TABLE!r} with a NEW_AND_OLD_IMAGES stream; a working day from "
+        f"{format_time(from_micros(day_start))}: {orders} orders over six hours, with payments, "
+        "shipments and cancellations")
+    # Six hours of orders, each order's payment or shipment and the odd cancellation some
+    # steps after it, interleaved at a steady pace.
+    updated = set(rng.sample(range(orders), orders // 2))
+    cancelled = set(rng.sample(range(orders), orders // 20))
+    work = [(n, 0, n) for n in range(orders)]
+    work += [(n + rng.randrange(1, 40), 1, n) for n in updated]
+    work += [(n + rng.randrange(40, 80), 2, n) for n in cancelled]
+    work.sort()
+    keys: dict[int, dict[str, Any]] = {}
+    for _position, kind, number in work:
+        clock.advance(6 * 3600 / len(work))
+        if kind == 0:
+            item = _order(rng, 100_000 + number)
+            client.put_item(TableName=TABLE, Item=item)
+            keys[number] = {"pk": item["pk"], "sk": item["sk"]}
+        elif kind == 1:
+            client.update_item(TableName=TABLE, Key=keys[number], UpdateExpression="SET #s = :s",
+                               ExpressionAttributeNames={"#s": "status"},
+                               ExpressionAttributeValues={":s": {"S": rng.choice(STATUSES[2:])}})
+        else:
+            client.delete_item(TableName=TABLE, Key=keys[number])
+    clock.now_s = int(clock.now_s) + 60  # a quiet minute; the restore point is on a whole second
+    good_us = clock.micros
+    before = _scan(client, TABLE)
+    say(f"   the table holds {len(before)} items at {format_time(from_micros(good_us))}: our restore point")
+
+    clock.advance(30)
+    say("3. A bad deploy: within five minutes 15% of the orders get status 'ERROR' and total 0, "
+        "and 5% are deleted; new orders keep coming for two more hours")
+    alive = [json.loads(k) for k in before]
+    damaged = rng.sample(alive, len(alive) * 15 // 100)
+    deleted = rng.sample(alive, len(alive) * 5 // 100)
+    deploy_step_s = 300 / max(1, len(damaged) + len(deleted))
+    for key in damaged:
+        clock.advance(deploy_step_s)
+        client.update_item(TableName=TABLE, Key=key,
+                           UpdateExpression="SET #s = :s, #t = :t",
+                           ExpressionAttributeNames={"#s": "status", "#t": "total"},
+                           ExpressionAttributeValues={":s": {"S": "ERROR"}, ":t": {"N": "0"}})
+    for key in deleted:
+        clock.advance(deploy_step_s)
+        client.delete_item(TableName=TABLE, Key=key)
+    clock.now_s = int(clock.now_s) + 1
+    deploy_end_us = clock.micros
+    # Traffic goes on for two more hours at the day's pace: new orders only.
+    later = max(1, len(work) // 3)
+    for number in range(later):
+        clock.advance(2 * 3600 / later)
+        client.put_item(TableName=TABLE, Item=_order(rng, 200_000 + number))
+    after = _scan(client, TABLE)
+
+    summary = poll(store, TABLE, once=True)
+    say(f"4. Captured the stream with the poller: {summary.captured} changes in {summary.files} Parquet "
+        f"file(s), {summary.quarantined} quarantined, {summary.gaps} gaps")
+
+    result = compact(store, TABLE)
+    if result.snapshot:
+        say(f"5. Compacted: snapshot at {format_time(result.snapshot.snapshot_time)} with "
+            f"{result.snapshot.items} items")
+
+    con = open_sql(store, plain_tables=True)
+    say("6. SQL over the whole history (orders per status before and after the deploy):")
+    moment = format_time(from_micros(good_us))
+    latest = _latest_us(store)
+    rows = con.execute(
+        f"""SELECT status, count(*) FILTER (WHERE phase = 'before') AS before, count(*) FILTER (WHERE phase = 'now')
+            AS now FROM (SELECT 'before' AS phase, status FROM orders_at('{moment}')
+                         UNION ALL SELECT 'now', status FROM orders_at('{format_time(from_micros(latest))}'))
+            GROUP BY status ORDER BY status"""
+    ).fetchall()
+    for status, count_before, count_now in rows:
+        say(f"     {status:<10} {count_before:>5} -> {count_now:>5}")
+
+    changed = diff_states(store, TABLE, good_us, latest)
+    say(f"7. diff since the restore point: {len(changed.added)} added, {len(changed.removed)} removed, "
+        f"{len(changed.changed)} changed")
+
+    items = open_items(store, TABLE, from_micros(good_us))
+    selection = select_counts(items)
+    prepare_target(client, RESTORED, json.loads((store_dir / "tables" / TABLE / "meta.json").read_text()),
+                   create=True, into_existing=False)
+    report, _errors = replay_to_table(items, client, RESTORED, selection.items, WriteSettings(workers=4))
+    say(f"8. Replayed {TABLE} as of {moment} into new table {RESTORED!r}: written {report.written}, "
+        f"retried {report.retried}, failed {report.failed}")
+
+    restored = _scan(client, RESTORED)
+    same = {k for k in before if items_equal(before[k], restored.get(k))}
+    matched = len(same) == len(before) == len(restored)
+    say(f"9. Check: {len(same)} of {len(before)} items identical to the live table at {moment}; "
+        f"{len(restored) - len(same)} unexpected; live table now differs in "
+        f"{sum(1 for k in before if not items_equal(before[k], after.get(k)))} items")
+    say(f"   {'MATCH' if matched else 'MISMATCH'}: the restore equals the table as it was "
+        f"({time.monotonic() - started:.1f}s). Explore it: ddb-rewind sql --store {store_dir} "
+        f"\"SELECT * FROM orders_at('{moment}') LIMIT 5\"")
+    return matched, moment, deploy_end_us, day_start
 
 
 def _latest_us(store: Any) -> int:

@@ -105,3 +105,39 @@ def test_keep_running_leaves_the_local_aws_up_for_every_command(tmp_path: Path,
     assert run_demo(tmp_path / "store", say=lines.append, orders=40, keep_running=try_commands)
     assert answers == [0]
     assert any(line.strip().startswith("export AWS_ENDPOINT_URL=http://127.0.0.1:") for line in lines)
+
+
+@pytest.mark.slow
+def test_after_the_story_writes_are_stamped_with_the_real_time_and_a_new_table_can_be_restored(
+        tmp_path: Path) -> None:
+    # The story's clock used to stay on while the local AWS kept running: a write an hour later was
+    # stamped with the story's last moment and changed the history; and the settings, recorded at
+    # the real time, came after every moment of the story, so --create-table had none to recreate.
+    import time
+
+    import boto3
+
+    from changelog.state import change_files
+    from changelog.store import LocalStore
+
+    store = tmp_path / "store"
+    lines: list[str] = []
+    answers: list[int] = []
+
+    def write_and_restore(endpoint: str) -> None:
+        (verify,) = [line.split("try: ", 1)[1] for line in lines if "try: ddb-rewind verify" in line]
+        moment = verify.split("--at ", 1)[1].split()[0]
+        answers.append(main(["replay", "--table", "orders", "--store", str(store), "--at", moment,
+                             "--to-table", "orders-again", "--create-table"]))
+        before = set(change_files(LocalStore(store), "orders"))
+        boto3.client("dynamodb").put_item(TableName="orders", Item={"pk": {"S": "late"}, "sk": {"N": "1"}})
+        written = time.time()
+        answers.append(main(["consume", "--table", "orders", "--store", str(store), "--once"]))
+        import duckdb
+
+        new = [str(store / path) for path in change_files(LocalStore(store), "orders") if path not in before]
+        (stamp,) = duckdb.sql(f"SELECT max(epoch(event_time)) FROM read_parquet({new!r})").fetchall()[0]
+        answers.append(int(abs(stamp - written) < 60))
+
+    assert run_demo(store, say=lines.append, orders=40, keep_running=write_and_restore)
+    assert answers == [0, 0, 1]

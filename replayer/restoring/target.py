@@ -164,7 +164,8 @@ def prepare_target(client: Any, name: str, meta: dict[str, Any], *, create: bool
         raise TargetExists(f"target table {name!r} already exists: pass --into-existing to write into it "
                           "(add --clear-first to empty it before)")
     if not exists and not create:
-        raise TargetMissing(f"target table {name!r} does not exist: pass --create-table to create it from meta.json")
+        raise TargetMissing(f"target table {name!r} does not exist: pass --create-table to create it with the "
+                            "settings the table had at that moment (or --without settings: keys and indexes only)")
     if described is not None:
         check_same_key(name, described, meta)
         return "existing"

@@ -206,3 +206,9 @@ def test_a_sql_session_spills_beside_temporary_files_not_into_the_working_direct
 
     con = open_sql(filled)
     assert con.execute("SELECT current_setting('temp_directory')").fetchall() == [(SPILL_DIRECTORY,)]
+
+
+def test_a_table_macro_of_a_table_the_store_does_not_hold_is_not_found(
+        filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sql", "--store", filled.uri, "SELECT count(*) FROM orders_at('latest')"]) == 4
+    assert "holds no table 'orders'" in capsys.readouterr().err

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
-from changelog.errors import RewindError, TimeOutOfRange, UsageError
+from changelog.errors import RewindError, TableNotFound, TimeOutOfRange, UsageError
 from changelog.store import open_store, remote_read_failure
 from changelog.udf import refusal_behind
 from ddb_rewind.args import add_store
@@ -84,6 +85,11 @@ def _query_error(exc: duckdb.Error) -> RewindError:
     if REFUSED in message:
         # The coverage guard of state_at / <table>_at: the same refusal (and exit code) as replay.
         return TimeOutOfRange(message[message.index(REFUSED) + len(REFUSED):])
+    missing = re.search(r'Table Function with name "?([^"!]+?)_at"? does not exist', message)
+    if isinstance(exc, duckdb.CatalogException) and missing:
+        # <table>_at of a table the store does not hold: refused as state_at(t, only_table := ...) is.
+        return TableNotFound(f"the store holds no table {missing.group(1)!r} (no {missing.group(1)}_at): "
+                             "the tables view lists those it holds")
     return UsageError(f"query failed: {message}")
 
 

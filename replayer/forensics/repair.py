@@ -37,6 +37,7 @@ RETRYABLE = frozenset({
 MAX_EXPRESSION = 4000
 ACTIONS = ("recreate", "delete", "restore")
 SKIP_CHANGED = "changed after the window (live item differs from its state at --to)"
+SKIP_REPAIRED = "already repaired (live item holds its state at --from)"
 
 
 @dataclass(frozen=True)
@@ -157,8 +158,10 @@ def apply_action(client: Any, target: str, action: RepairAction, partition_key: 
             lambda: client.get_item(TableName=target, Key=base64_to_binaries(action.key), ConsistentRead=True),
             attempts, sleep,
         ).get("Item")
-        if not items_equal(binaries_to_base64(live) if live is not None else None, action.expected):
-            return SKIP_CHANGED
+        now = binaries_to_base64(live) if live is not None else None
+        if not items_equal(now, action.expected):
+            # A repair run before (or anyone) already put it back: nothing to do, and no one to blame.
+            return SKIP_REPAIRED if items_equal(now, action.restore) else SKIP_CHANGED
     if dry_run:
         return None
     guard = {} if force else condition_for(action, partition_key)

@@ -83,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
     counts = plan.counts()
     print(f"repair {args.target} from {args.table}: undo {format_time(from_micros(plan.from_us))} -> "
           f"{format_time(from_micros(plan.to_us))}")
-    print("plan: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
-    for action in plan.actions[: args.sample] if args.dry_run else ():
+    shown = plan.actions[: max(0, args.sample)] if args.dry_run else ()
+    cut = f" (the first {len(shown):,} below; --sample N shows more)" if 0 < len(shown) < len(plan.actions) else ""
+    print("plan: " + ", ".join(f"{name} {n}" for name, n in counts.items()) + cut)
+    for action in shown:
         print(f"  {action.action:<8} {key_text(action.key, names)}")
     with aws_boundary(f"repair of table {args.target!r}"):
         dynamodb = client("dynamodb")

@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.against} vs {args.table} at {format_time(from_micros(report.at_us))}: "
               f"stored {report.stored:,}, live {report.live:,}")
         for label, keys in (("missing", report.missing), ("extra", report.extra), ("different", report.different)):
-            print(f"  {label}: {len(keys):,}")
-            for key in keys[: max(0, args.sample)]:
+            shown = keys[: max(0, args.sample)]
+            cut = f" (the first {len(shown):,}; --sample N shows more)" if 0 < len(shown) < len(keys) else ""
+            print(f"  {label}: {len(keys):,}{cut}")
+            for key in shown:
                 print(f"    {key}")
         print("  match" if report.matches else "  DRIFT")
         ok = report.matches

@@ -187,6 +187,21 @@ def test_athena_sql_prints_the_coverage_and_one_trino_statement(s3_over_http: St
     assert_trino("\n".join(body).removesuffix(";"))
 
 
+def test_a_key_with_a_line_break_stays_inside_the_header_comment(s3_over_http: Store) -> None:
+    # Keys come from whoever writes the table: "a\nDROP TABLE ...; --" printed raw began a statement.
+    import sqlglot
+
+    key = {"pk": {"S": "a\nDROP TABLE rewind_orders.changes; --"}}
+    capture_batch(s3_over_http, stream_records(TABLE, [Op(0, key, 1_750_000_000)]), decode_lambda_record,
+                  source="test")
+
+    code, out = _cli(["athena-sql", "--table", TABLE, "--store", s3_over_http.uri, "--key", json.dumps(key)])
+
+    assert code == 0
+    statements = [tree for tree in sqlglot.parse(out, read="trino") if tree is not None]
+    assert len(statements) == 1 and "DROP" not in out.splitlines()[1]
+
+
 def test_athena_sql_refuses_a_moment_outside_coverage_with_exit_5(
     s3_over_http: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:

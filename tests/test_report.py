@@ -139,6 +139,22 @@ def test_item_contents_are_escaped_in_the_page(store: Store) -> None:
     assert HOSTILE not in page and "&lt;/script&gt;&lt;img src=x onerror=" in page
 
 
+def test_control_and_bidirectional_characters_of_the_data_are_shown_not_obeyed(store: Store) -> None:
+    # A right-to-left override in a key made "pk=order-1\u202e, sk=2024-01-09" read as another key.
+    from changelog.codec import decode_lambda_record
+    from stream_consumer.capture import capture_batch
+    from tests.events import lambda_record
+
+    key = {"pk": {"S": "order-1\u202e"}}
+    capture_batch(store, [lambda_record("orders", "INSERT", key, FROM, 1, new={**key, "v": {"N": "1"}}),
+                          lambda_record("orders", "MODIFY", key, FROM + 60, 2, new={**key, "v": {"N": "2"}})],
+                  decode_lambda_record, source="test")
+
+    page = render_html(build_report(store, "orders", FROM * US, (FROM + 60) * US))
+
+    assert "\u202e" not in page and "pk=order-1\\u202e" in page
+
+
 def test_values_are_shown_plainly_and_keys_as_name_equals_value(store: Store) -> None:
     capture_incident(store)
     page = render_html(build_report(store, "orders", FROM * US, TO * US))

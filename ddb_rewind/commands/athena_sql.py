@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from changelog.errors import UsageError
+from changelog.shown import visible
 from changelog.timefmt import format_time, to_micros
 from ddb_rewind.args import add_store, add_table, time_arg
 
@@ -103,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     from changelog.restorable import describe_intervals
 
     bounds = describe_intervals(cov.intervals)
-    print(f"-- ddb-rewind athena-sql: {what} of {args.table}, over Glue database {catalog.database}")
-    print(f"-- coverage proven by {store.uri}: {bounds}")
+    # Comment lines: a key's line break would end the comment and start a statement of the key's choosing.
+    print(f"-- ddb-rewind athena-sql: {visible(what)} of {args.table}, over Glue database {catalog.database}")
+    print(f"-- coverage proven by {visible(store.uri)}: {bounds}")
     print(f"{sql};")
     return 0

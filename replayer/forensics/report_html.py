@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
-from html import escape
+from html import escape as html_escape
 from typing import Any
 
 from changelog.docs import key_text, plain_text
+from changelog.shown import visible
 from changelog.timefmt import format_time, from_micros
 from replayer.forensics.report import TOP_ATTRIBUTES, IncidentReport
 from replayer.forensics.timeline import KINDS
@@ -37,6 +38,12 @@ code { font-size: .9em; white-space: pre-wrap; word-break: break-all; } .note { 
 pre.command { background: #f4f4f4; border: 1px solid #ddd; padding: .6em; white-space: pre-wrap;
               word-break: break-all; user-select: all; }
 """
+
+
+def escape(text: str) -> str:
+    """Text from the table as the page shows it: HTML-escaped, control and bidirectional format
+    characters written out (``changelog.shown``: a right-to-left override would make a key read as another)."""
+    return html_escape(visible(text))
 
 
 def _time(us: int) -> str:

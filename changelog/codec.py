@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import Context, Inexact, InvalidOperation, Rounded
+from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
 from typing import Any
 
 import orjson
@@ -80,13 +80,29 @@ def canonical_number(text: str) -> str:
         shown = f"a text of {len(text)} characters" if isinstance(text, str) else f"a {type(text).__name__}"
         raise DecodeError(f"not a DynamoDB number: N holds {shown} that is no decimal number")
     try:
-        value = _NUMBER_CONTEXT.create_decimal(text)
+        value = _NUMBER_CONTEXT.create_decimal(_significant(text))
         value = value.normalize(_NUMBER_CONTEXT)
     except (InvalidOperation, Inexact, Rounded):
         raise DecodeError(f"a number of {len(text)} characters exceeds DynamoDB's 38 digits or range") from None
     if value.is_zero():
         return "0"
     return f"{value:f}"
+
+
+def _significant(text: str) -> Decimal:
+    """``text`` as an exact Decimal without the zeros after its last significant digit.
+
+    Written out in full, a number has more characters than the digits DynamoDB keeps: the canonical
+    text of 1E+125 is 1 and 125 zeros, which read as 126 digits was refused, so a key's own
+    canonical text could not be read back (``--key``)."""
+    sign, digits, exponent = Decimal(text).as_tuple()
+    if not isinstance(exponent, int):
+        return Decimal(text)
+    kept = list(digits)
+    while len(kept) > 1 and kept[-1] == 0:
+        kept.pop()
+        exponent += 1
+    return Decimal((sign, tuple(kept), exponent))
 
 
 def plain_json(item: Mapping[str, Any]) -> str:

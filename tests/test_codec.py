@@ -251,3 +251,13 @@ def test_a_number_that_cannot_be_stored_is_refused_without_quoting_it(text: str)
     with pytest.raises(DecodeError) as refused:
         canonical_number(text)
     assert "4111" not in str(refused.value)
+
+
+@pytest.mark.parametrize("number", ["1E+125", "-9.99E+125", "1E-130", "120000000000000000000000000000000000000000"])
+def test_a_numbers_canonical_text_reads_back_as_itself(number: str) -> None:
+    # Written out in full, 1E+125 is 126 characters: read as 126 digits it was refused, so a key's own
+    # canonical text (item_key) could not be given back to --key.
+    canonical = canonical_number(number)
+    assert canonical_number(canonical) == canonical
+    key = {"id": {"N": number}}
+    assert item_key(parse_key(item_key(key))) == item_key(key)

@@ -9,7 +9,6 @@ ScannedCount) are moto's loop, fed from the index instead of from a sorted list 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
@@ -22,6 +21,7 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.table import RESULT_SIZE_LIMIT, Table
 
+from changelog.codec import base64_to_binaries
 from replayer.serving.compare import StoredType
 from replayer.serving.index import Bound, Index, IndexKeys, KeyNames
 from replayer.serving.keyorder import NotAKey, encode_value, prefix_end
@@ -295,32 +295,15 @@ def stored_item(attrs: dict[str, Any], hash_key_attr: str, range_key_attr: str |
     moto's constructor adds the attributes one by one, summing the size of every attribute already
     there at each step: an item of 400 attributes took 51 ms, of 1,000 attributes 312 ms, for every
     GetItem and every item a Query or Scan read. A stored image was a DynamoDB item, so within its
-    size. Its values are compared as DynamoDB compares them (``replayer.serving.compare``).
+    size. Its values are compared as DynamoDB compares them (``replayer.serving.compare``), and its
+    binaries are bytes, as moto holds a request's (a stored image keeps them as base64 text: left so,
+    a stored binary never equalled a filter's ``:b`` and ``size()`` counted base64 characters).
     """
     item = cast(Item, Item.__new__(Item))
-    item.attrs = LimitedSizeDict({name: StoredType(wire_value(value)) for name, value in attrs.items()})
+    item.attrs = LimitedSizeDict({name: StoredType(base64_to_binaries(value)) for name, value in attrs.items()})
     item.hash_key = item.attrs[hash_key_attr]
     item.range_key = item.attrs[range_key_attr] if range_key_attr else None
     return item
-
-
-def wire_value(value: dict[str, Any]) -> dict[str, Any]:
-    """A stored AttributeValue as moto holds one it parsed from a request: B and BS values as bytes.
-
-    A store keeps binaries as base64 text (DynamoDB JSON); moto decodes a request's binaries, so a
-    filter's ``:b`` is bytes. Left as text, a stored binary never equalled one, and ``size()``
-    counted its base64 characters instead of its bytes.
-    """
-    ((tag, inner),) = value.items()
-    if tag == "B":
-        return {"B": base64.b64decode(inner)}
-    if tag == "BS":
-        return {"BS": [base64.b64decode(element) for element in inner]}
-    if tag == "M":
-        return {"M": {name: wire_value(element) for name, element in inner.items()}}
-    if tag == "L":
-        return {"L": [wire_value(element) for element in inner]}
-    return value
 
 
 def segment_byte(hash_value: Any) -> int:

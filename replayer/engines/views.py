@@ -6,7 +6,7 @@ A user never needs the file layout: every view reads through the store (local or
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -508,51 +508,32 @@ def _macro_reading_a_column(tree: Any) -> str | None:
     columns they share), answered every row with one moment and passed the coverage check for a
     table the moment was refused for.
     """
-    pending = [tree]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, dict):
-            function = node.get("function") if node.get("type") == "TABLE_FUNCTION" else None
-            if isinstance(function, dict):
-                name = str(function.get("function_name", "")).lower()
-                arguments = [function.get("arguments"), function.get("children")]
-                if _is_macro(name) and "COLUMN_REF" in _expression_kinds(arguments):
-                    return name
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
+    for node in _objects(tree):
+        function = node.get("function") if node.get("type") == "TABLE_FUNCTION" else None
+        if isinstance(function, dict):
+            name = str(function.get("function_name", "")).lower()
+            arguments = [function.get("arguments"), function.get("children")]
+            if _is_macro(name) and any(part.get("class") == "COLUMN_REF" for part in _objects(arguments)):
+                return name
     return None
-
-
-def _expression_kinds(tree: Any) -> set[str]:
-    found: set[str] = set()
-    pending = [tree]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, dict):
-            kind = node.get("class")
-            if isinstance(kind, str):
-                found.add(kind)
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
-    return found
 
 
 def _query_nodes(tree: Any) -> set[str]:
     """Every query-node type in a parse tree of ``json_serialize_sql``."""
-    found: set[str] = set()
+    return {kind for node in _objects(tree)
+            if isinstance(kind := node.get("type"), str) and kind.endswith("_NODE")}
+
+
+def _objects(tree: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object in a parse tree of ``json_serialize_sql``, however deep (no recursion)."""
     pending = [tree]
     while pending:
         node = pending.pop()
         if isinstance(node, dict):
-            kind = node.get("type")
-            if isinstance(kind, str) and kind.endswith("_NODE"):
-                found.add(kind)
+            yield node
             pending.extend(node.values())
         elif isinstance(node, list):
             pending.extend(node)
-    return found
 
 
 def _check_explained(con: duckdb.DuckDBPyConnection, text: str) -> None:

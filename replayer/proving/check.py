@@ -173,23 +173,20 @@ def _tmp_leftovers(store: Store, table: str) -> list[str]:
 
 def _check_json(store: Store, table: str, sizes: dict[str, int]) -> list[Finding]:
     found: list[Finding] = []
-    documents = [(meta_path(table), "every restore of the table (meta.json holds its key schema)"),
-                 (retention_path(table), "the earliest restorable time (every reader refuses the table)")]
-    documents += [(p, "the latest restorable time (every reader refuses the table)")
+    documents: list[tuple[str, str, Callable[[Store, str], object]]] = [
+        (meta_path(table), "every restore of the table (meta.json holds its key schema)", read_json_object),
+        (retention_path(table), "the earliest restorable time (every reader refuses the table)", read_json_object),
+    ]
+    documents += [(p, "the latest restorable time (every reader refuses the table)", read_json_object)
                   for p in sorted(sizes) if p.startswith(checkpoints_root(table)) and p.endswith(".json")]
-    for path, affects in documents:
+    documents += [(p, "restores that recreate the table's settings (--create-table, serve): they refuse the table",
+                   read_settings_record)
+                  for p in sorted(sizes) if p.startswith(settings_root(table) + "/") and is_settings_record(p)]
+    for path, affects, read in documents:
         if path not in sizes:
             continue
         try:
-            read_json_object(store, path)
-        except DamagedStore as exc:
-            found.append(Finding(table, path, _short(exc, path), affects))
-        except OSError as exc:
-            found.append(Finding(table, path, f"cannot be read ({exc})", affects))
-    affects = "restores that recreate the table's settings (--create-table, serve): they refuse the table"
-    for path in sorted(p for p in sizes if p.startswith(settings_root(table) + "/") and is_settings_record(p)):
-        try:
-            read_settings_record(store, path)
+            read(store, path)
         except DamagedStore as exc:
             found.append(Finding(table, path, _short(exc, path), affects))
         except OSError as exc:

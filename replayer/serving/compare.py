@@ -47,40 +47,38 @@ class Number(Decimal):
     __hash__ = Decimal.__hash__
 
 
-class Text(str):
+class _OrderedWithinKind:
+    """Ordering operators true only against a value of the class's own kind (``_kind``): a comparison
+    across types is false for the item, as DynamoDB's is (Python would raise)."""
+
+    __slots__ = ()
+    _kind: type[Any]
+
+    def __lt__(self, other: object) -> bool:
+        return isinstance(other, self._kind) and self._kind.__lt__(self, other) is True
+
+    def __le__(self, other: object) -> bool:
+        return isinstance(other, self._kind) and self._kind.__le__(self, other) is True
+
+    def __gt__(self, other: object) -> bool:
+        return isinstance(other, self._kind) and self._kind.__gt__(self, other) is True
+
+    def __ge__(self, other: object) -> bool:
+        return isinstance(other, self._kind) and self._kind.__ge__(self, other) is True
+
+
+class Text(_OrderedWithinKind, str):
     """An S value: ordered against texts only (by code point, which is UTF-8's byte order)."""
 
     __slots__ = ()
-
-    def __lt__(self, other: object) -> bool:
-        return isinstance(other, str) and str.__lt__(self, other)
-
-    def __le__(self, other: object) -> bool:
-        return isinstance(other, str) and str.__le__(self, other)
-
-    def __gt__(self, other: object) -> bool:
-        return isinstance(other, str) and str.__gt__(self, other)
-
-    def __ge__(self, other: object) -> bool:
-        return isinstance(other, str) and str.__ge__(self, other)
+    _kind = str
 
 
-class Binary(bytes):
+class Binary(_OrderedWithinKind, bytes):
     """A B value: ordered against binaries only (byte by byte, unsigned)."""
 
     __slots__ = ()
-
-    def __lt__(self, other: object) -> bool:
-        return isinstance(other, bytes) and bytes.__lt__(self, other)
-
-    def __le__(self, other: object) -> bool:
-        return isinstance(other, bytes) and bytes.__le__(self, other)
-
-    def __gt__(self, other: object) -> bool:
-        return isinstance(other, bytes) and bytes.__gt__(self, other)
-
-    def __ge__(self, other: object) -> bool:
-        return isinstance(other, bytes) and bytes.__ge__(self, other)
+    _kind = bytes
 
 
 class Flag:

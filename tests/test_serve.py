@@ -543,27 +543,34 @@ def test_an_item_at_dynamodbs_limits_is_served_whole(shape: str, store: Store) -
     assert got == item and scanned == [item]
 
 
+def _inserted(store: Store, items: list[dict[str, Any]], description: dict[str, Any]) -> None:
+    """``items`` captured as INSERTs at T0 (one record each, rising sequence numbers), and the table's meta."""
+    records = [lambda_record(TABLE, "INSERT", {k: item[k] for k in ("pk", "sk")}, float(T0), 10**20 + number,
+                             new=item) for number, item in enumerate(items)]
+    capture_batch(store, records, decode_lambda_record, source="test")
+    write_meta(store, meta_from_description(description))
+
+
+def _matching(client: Any, expression: str, value: dict[str, Any]) -> list[str]:
+    """The partition keys of the items a Scan with ``expression`` (``:v`` = ``value``) keeps, sorted."""
+    answer = client.scan(TableName=TABLE, FilterExpression=expression, ExpressionAttributeValues={":v": value})
+    return sorted(item["pk"]["S"] for item in answer["Items"])
+
+
 def test_binary_attributes_are_compared_and_sized_as_bytes(store: Store) -> None:
     # The store keeps binaries as base64 text; DynamoDB compares their bytes and size() counts bytes.
     items = [{**_key("zero", 1, "N"), "v": {"B": "AA=="}, "bs": {"BS": ["AA==", "AQ=="]},
               "m": {"M": {"b": {"B": "AA=="}}}},
              {**_key("two", 1, "N"), "v": {"B": "/wE="}}]
-    records = [lambda_record(TABLE, "INSERT", {k: item[k] for k in ("pk", "sk")}, float(T0), 10**20 + number,
-                             new=item) for number, item in enumerate(items)]
-    capture_batch(store, records, decode_lambda_record, source="test")
-    write_meta(store, meta_from_description(_description("N")))
-
-    def matching(client: Any, expression: str, value: dict[str, Any]) -> list[str]:
-        answer = client.scan(TableName=TABLE, FilterExpression=expression, ExpressionAttributeValues={":v": value})
-        return sorted(item["pk"]["S"] for item in answer["Items"])
+    _inserted(store, items, _description("N"))
 
     with serving(store, [TABLE], _at(T0)) as server:
         client = _client(int(server.server_address[1]))
-        assert matching(client, "v = :v", {"B": b"\x00"}) == ["zero"]
-        assert matching(client, "v IN (:v)", {"B": b"\xff\x01"}) == ["two"]
-        assert matching(client, "contains(bs, :v)", {"B": b"\x01"}) == ["zero"]
-        assert matching(client, "m.b = :v", {"B": b"\x00"}) == ["zero"]
-        assert matching(client, "size(v) = :v", {"N": "2"}) == ["two"]
+        assert _matching(client, "v = :v", {"B": b"\x00"}) == ["zero"]
+        assert _matching(client, "v IN (:v)", {"B": b"\xff\x01"}) == ["two"]
+        assert _matching(client, "contains(bs, :v)", {"B": b"\x01"}) == ["zero"]
+        assert _matching(client, "m.b = :v", {"B": b"\x00"}) == ["zero"]
+        assert _matching(client, "size(v) = :v", {"N": "2"}) == ["two"]
         assert client.get_item(TableName=TABLE, Key=_key("zero", 1, "N"))["Item"]["bs"] == {"BS": [b"\x00", b"\x01"]}
 
 
@@ -571,26 +578,18 @@ def test_values_of_two_types_are_never_equal_and_compare_false(store: Store) -> 
     # moto compares Python values: N 1 == BOOL true there, and N < S raised a TypeError for the request.
     values = {"one": {"N": "1"}, "zero": {"N": "0"}, "true": {"BOOL": True}, "false": {"BOOL": False},
               "text": {"S": "1"}, "listed": {"L": [{"BOOL": True}]}}
-    items = [{**_key(name, 1, "N"), "v": value} for name, value in values.items()]
-    records = [lambda_record(TABLE, "INSERT", _key(name, 1, "N"), float(T0), 10**20 + number, new=item)
-               for number, (name, item) in enumerate(zip(values, items, strict=True))]
-    capture_batch(store, records, decode_lambda_record, source="test")
-    write_meta(store, meta_from_description(_description("N")))
-
-    def matching(client: Any, expression: str, value: dict[str, Any]) -> list[str]:
-        answer = client.scan(TableName=TABLE, FilterExpression=expression, ExpressionAttributeValues={":v": value})
-        return sorted(item["pk"]["S"] for item in answer["Items"])
+    _inserted(store, [{**_key(name, 1, "N"), "v": value} for name, value in values.items()], _description("N"))
 
     with serving(store, [TABLE], _at(T0)) as server:
         client = _client(int(server.server_address[1]))
-        assert matching(client, "v = :v", {"BOOL": True}) == ["true"]
-        assert matching(client, "v = :v", {"N": "1"}) == ["one"]
-        assert matching(client, "v IN (:v)", {"BOOL": False}) == ["false"]
-        assert matching(client, "v <> :v", {"N": "0"}) == ["false", "listed", "one", "text", "true"]
-        assert matching(client, "contains(v, :v)", {"N": "1"}) == []
-        assert matching(client, "v < :v", {"N": "5"}) == ["one", "zero"]
-        assert matching(client, ":v > v", {"N": "5"}) == ["one", "zero"]
-        assert matching(client, "v >= :v", {"S": "0"}) == ["text"]
+        assert _matching(client, "v = :v", {"BOOL": True}) == ["true"]
+        assert _matching(client, "v = :v", {"N": "1"}) == ["one"]
+        assert _matching(client, "v IN (:v)", {"BOOL": False}) == ["false"]
+        assert _matching(client, "v <> :v", {"N": "0"}) == ["false", "listed", "one", "text", "true"]
+        assert _matching(client, "contains(v, :v)", {"N": "1"}) == []
+        assert _matching(client, "v < :v", {"N": "5"}) == ["one", "zero"]
+        assert _matching(client, ":v > v", {"N": "5"}) == ["one", "zero"]
+        assert _matching(client, "v >= :v", {"S": "0"}) == ["text"]
 
 
 def test_between_with_its_bounds_reversed_is_refused_as_dynamodb_refuses_it(served: int) -> None:
@@ -617,9 +616,7 @@ def test_a_projection_keeps_every_path_it_names_lists_in_order(store: Store, exp
     # moto merged paths as nested dictionaries: a[0], a[2] kept only one element.
     item = {**_key("p", 1, "N"), "a": {"L": [{"S": "a0"}, {"M": {"b": {"N": "1"}, "c": {"S": "x"}}}, {"S": "a2"},
                                               {"L": [{"N": "5"}, {"N": "6"}]}]}, "m": {"M": {"x": {"N": "1"}}}}
-    capture_batch(store, [lambda_record(TABLE, "INSERT", _key("p", 1, "N"), float(T0), 10**20, new=item)],
-                  decode_lambda_record, source="test")
-    write_meta(store, meta_from_description(_description("N")))
+    _inserted(store, [item], _description("N"))
     with serving(store, [TABLE], _at(T0)) as server:
         got = _client(int(server.server_address[1])).get_item(TableName=TABLE, Key=_key("p", 1, "N"),
                                                               ProjectionExpression=expression)["Item"]
@@ -643,10 +640,7 @@ def test_a_local_index_fetches_from_the_table_what_a_request_names_beyond_its_pr
         "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "lk", "KeyType": "RANGE"}]}]
     items = [{**_key("p", number, "N"), "lk": {"S": f"x{number}"}, "big": {"N": str(10 * number)}}
              for number in range(3)]
-    capture_batch(store, [lambda_record(TABLE, "INSERT", _key("p", number, "N"), float(T0), 10**20 + number,
-                                        new=item) for number, item in enumerate(items)],
-                  decode_lambda_record, source="test")
-    write_meta(store, meta_from_description(description))
+    _inserted(store, items, description)
     query = {"TableName": TABLE, "IndexName": "by_lk", "KeyConditionExpression": "pk = :p",
              "ExpressionAttributeValues": {":p": {"S": "p"}}}
 

@@ -88,6 +88,12 @@ def latest_counts_from(partition: str = "item_key", stream_time: str = "event_ti
             f"PARTITION BY {partition}) ELSE event_time END")
 
 
+def grouped_counts_from(stream_time: str = "stream_time") -> str:
+    """SQL: ``latest_counts_from`` where ``stream_time`` already holds the item's latest stream time over
+    every row being ranked (``latest_rows`` over all of them): no window is needed."""
+    return f"CASE WHEN {STREAM_ROW} THEN {stream_time} ELSE event_time END"
+
+
 def may_be_latest(partition: str = "item_key") -> str:
     """SQL condition (for QUALIFY): the row can hold its item's latest version (``latest_counts_from``).
 

@@ -19,8 +19,10 @@ from changelog.state import coverage
 from changelog.store import Store
 from compactor.bootstrap import bootstrap_from_export, bootstrap_from_scan
 from compactor.export_reader import ExportInvalid
+from compactor.merge import merge_small_files
 from compactor.snapshots import build_snapshot
 from ddb_rewind.cli import main
+from replayer.engines.views import open_sql
 from replayer.restoring.replay import open_items
 from stream_consumer.capture import capture_batch
 from tests.events import lambda_record
@@ -105,6 +107,22 @@ def test_a_compaction_after_the_export_gives_the_same_answer(described: Store, t
     before = _state(described, EXPORT_SECOND + 20)
     build_snapshot(described, TABLE, (EXPORT_SECOND + 15) * 1_000_000)
     assert _state(described, EXPORT_SECOND + 20) == before
+
+
+@pytest.mark.parametrize("merged", [False, True], ids=["capture files", "merged hours"])
+def test_sql_state_at_is_the_export_overridden_by_later_changes(described: Store, tmp_path: Path,
+                                                               merged: bool) -> None:
+    stale = _item("user#3", 3, status={"S": "ancient"})
+    capture_batch(described, [lambda_record(TABLE, "MODIFY", _key(stale), EXPORT_SECOND - 3600, 100, new=stale)],
+                  decode_lambda_record, source="test")
+    bootstrap_from_export(described, TABLE, str(_export(tmp_path)))
+    capture_batch(described, _changes_after_export(), decode_lambda_record, source="test")
+    if merged:
+        merge_small_files(described, TABLE, (EXPORT_SECOND + 7200) * 1_000_000)
+    rows = open_sql(described).execute("SELECT item_key, item::VARCHAR FROM state_at(?::TIMESTAMPTZ)",
+                                       [_at(EXPORT_SECOND + 20)]).fetchall()
+    assert {key: json.loads(item) for key, item in rows} == _state(described, EXPORT_SECOND + 20)
+    assert len(rows) == 7
 
 
 def test_a_time_before_the_export_is_refused_naming_the_earliest(described: Store, tmp_path: Path) -> None:

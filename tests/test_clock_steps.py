@@ -96,6 +96,28 @@ def test_sql_state_at_orders_an_item_by_sequence_across_batches(local: Store) ->
     assert [(json.loads(item)["v"], seconds) for item, seconds in rows] == [({"N": "301"}, T + 10)]
 
 
+def test_sql_state_at_over_merged_hours_counts_the_latest_version_from_the_items_latest_stamp(local: Store) -> None:
+    _two_batches(local)
+    merge_small_files(local, TABLE, (T + 7200) * 1_000_000)
+    rows = open_sql(local).execute("SELECT item::VARCHAR, epoch(event_time) FROM state_at(?::TIMESTAMPTZ)",
+                                   [datetime.fromtimestamp(T + 10, tz=UTC)]).fetchall()
+    assert [(json.loads(item)["v"], seconds) for item, seconds in rows] == [({"N": "301"}, T + 10)]
+
+
+def test_sql_state_at_beside_merged_hours_reads_a_lone_copy_stamped_before_its_lifted_twin(local: Store) -> None:
+    # An earlier hour is merged. Then 301 is stored twice: lifted to 300's T+10 in their batch, and
+    # at its own T+9 by a re-split retry. At T+9 only the lone copy is read, as replay reads it.
+    other = {"pk": {"S": "b"}}
+    handler.lambda_handler(event([lambda_record(TABLE, "INSERT", other, float(T - 3600), 100, new=other)]), None)
+    merge_small_files(local, TABLE, T * 1_000_000)
+    handler.lambda_handler(event([_version(300, T + 10, 300), _version(301, T + 9, 301)]), None)
+    handler.lambda_handler(event([_version(301, T + 9, 301)]), None)
+    rows = open_sql(local).execute("SELECT item_key, item::VARCHAR FROM state_at(?::TIMESTAMPTZ)",
+                                   [datetime.fromtimestamp(T + 9, tz=UTC)]).fetchall()
+    assert dict(rows) == _replayed(local, T + 9)
+    assert len(rows) == 2
+
+
 def test_history_across_batches_is_in_sequence_order_with_times_that_never_go_back(local: Store) -> None:
     _two_batches(local)
     history = item_history(local, TABLE, '{"pk":{"S":"a"}}')

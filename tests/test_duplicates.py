@@ -76,6 +76,18 @@ def test_sql_state_at_keeps_the_later_change(local: Store) -> None:
     assert rows == [("2",)]
 
 
+def test_sql_state_at_keeps_the_later_change_beside_merged_hours(local: Store) -> None:
+    # An earlier hour is merged (read as it is); the re-send sits in an unmerged hour, which is
+    # still de-duplicated.
+    invoke([version(0, MS - 3_600_000, "50")])
+    merge_small_files(local, TABLE, MS * 1_000)
+    resend_after_a_later_change(local)
+    con = open_sql(local)
+    moment = datetime.fromtimestamp(AFTER_US / 1e6, tz=UTC).isoformat()
+    rows = con.execute(f"SELECT item->'$.v'->>'N' FROM state_at('{moment}')").fetchall()
+    assert rows == [("2",)]
+
+
 def test_the_changes_view_keeps_the_first_copy_of_a_re_sent_record(local: Store) -> None:
     resend_after_a_later_change(local)
     rows = open_sql(local).execute(

@@ -32,6 +32,7 @@ from changelog.record import (
     VERSION_ORDER,
     counts_from,
     first_copies,
+    grouped_counts_from,
     latest_counts_from,
     latest_rows,
 )
@@ -79,23 +80,75 @@ def _split_deduplicated(store: Store, files: list[str]) -> tuple[list[str], list
     return clean, other, pa.Table.from_pylist(lifted, schema=_LIFTED)
 
 
-def _changes_sql(clean: list[str], lifted: pa.Table | None) -> str:
-    """The ``changes`` rows: each stream record once (``first_copies``), reading a merged hour as it is.
+def _changes_sql(clean: list[str], lifted: pa.Table | None, where: str = "TRUE") -> str:
+    """The ``changes`` rows that meet ``where``: each stream record once (``first_copies``), reading a
+    merged hour as it is.
 
     A merged hour holds each record once, and a copy in another hour can only be a row capture lifted
     into a later hour (footer.LIFTED): those records go through first_copies with the unmerged hours.
     When a file does not say what capture lifted, every record an unmerged hour also holds goes too.
+    ``where`` applies before de-duplication, as every reader's time bound does (a copy stamped after
+    the moment is not read).
     """
     if not clean:
-        return first_copies("changes__other")
+        return first_copies("changes__other", where=where)
     if lifted is not None and lifted.num_rows == 0:
-        return f"SELECT * FROM changes__clean UNION ALL BY NAME {first_copies('changes__other')}"
+        return (f"SELECT * FROM changes__clean WHERE {where} "
+                f"UNION ALL BY NAME {first_copies('changes__other', where=where)}")
     elsewhere = "(SELECT table_name, event_id FROM changes__lifted"
     elsewhere += ")" if lifted is not None else " UNION SELECT table_name, event_id FROM changes__other)"
     copies = (f"(SELECT * FROM changes__other UNION ALL BY NAME "
               f"SELECT * FROM changes__clean SEMI JOIN {elsewhere} AS e USING (table_name, event_id))")
-    return (f"SELECT * FROM changes__clean ANTI JOIN {elsewhere} AS e USING (table_name, event_id) "
-            f"UNION ALL BY NAME {first_copies(copies)}")
+    return (f"SELECT * FROM changes__clean ANTI JOIN {elsewhere} AS e USING (table_name, event_id) WHERE {where} "
+            f"UNION ALL BY NAME {first_copies(copies, where=where)}")
+
+
+def _state_at_sql(clean: list[str], lifted: pa.Table | None) -> str:
+    """The body of ``state_at(t, only_table)``: each table's live items at t, over every stored row.
+
+    Only the rows that may hold an item's latest version go on (record.latest_rows, the rule of
+    may_be_latest), each with its item's latest stream time, which the winner counts from. A bootstrap
+    is a whole copy: changes stamped before it do not count (state.copy_floor_us). Every relation read
+    twice is a subquery, not a common table expression: DuckDB materialises a CTE read more than once,
+    images and all, and then computes columns a query does not read (the doc of every item for a count).
+
+    - With merged hours (the compactor's steady state) the rows are the ``changes`` rows, each record
+      once (``_changes_sql``: a merged hour is read as it is; only unmerged hours go through
+      first_copies). The snapshot's rows then join the same pass, so each item's latest stream time
+      covers them and the time a row counts from needs no window (record.grouped_counts_from).
+    - Without, de-duplicating every row would sort them all, images included: only the latest rows'
+      copies go through first_copies (every copy of such a record is among them), and the snapshot's
+      rows join afterwards (they carry no event id), ranked by record.latest_counts_from.
+    """
+    floors = ("SELECT table_name, max(changes_from) AS changes_from FROM snapshots "
+              f"WHERE snapshot_time <= {AT} GROUP BY table_name")
+    chosen = ("SELECT table_name, max(snapshot_time) AS snapshot_time FROM snapshots "
+              f"WHERE snapshot_time <= {AT} AND (only_table IS NULL OR table_name = only_table) GROUP BY table_name")
+    rows = f"({_changes_sql(clean, lifted, f'event_time <= {AT}')})" if clean else "changes__raw"
+    changes = (f"SELECT 0 AS src, c.table_name, c.event_id, c.item_key, c.keys, c.event_name, c.event_time, "
+               f"c.sequence_number, c.new_image AS image FROM {rows} c LEFT JOIN ({floors}) f "
+               f"ON c.table_name = f.table_name WHERE c.event_time <= {AT} "
+               "AND (only_table IS NULL OR c.table_name = only_table) "
+               "AND c.event_time >= coalesce(f.changes_from, '-infinity'::TIMESTAMPTZ)")
+    snapshot = ("SELECT 1 AS src, r.table_name, r.item_key, r.keys, r.event_name, r.event_time, r.sequence_number, "
+                f"r.image FROM snapshot_rows r JOIN ({chosen}) c "
+                "ON r.table_name = c.table_name AND r.snapshot_time = c.snapshot_time")
+    if clean:
+        versions = f"SELECT * EXCLUDE (event_id) FROM ({changes}) UNION ALL {snapshot}"
+        ranked = f"SELECT *, {grouped_counts_from()} AS counts_from FROM ({latest_rows(versions)})"
+    else:
+        winners = first_copies(f"({latest_rows(changes)})")
+        ranked = (f"SELECT *, {latest_counts_from('table_name, item_key', 'stream_time')} AS counts_from FROM ("
+                  f"SELECT * EXCLUDE (event_id) FROM ({winners}) "
+                  f"UNION ALL SELECT *, event_time AS stream_time FROM ({snapshot}))")
+    return f"""
+        SELECT table_name, item_key, keys::JSON AS keys, image::JSON AS item, rewind_doc(image)::JSON AS doc,
+               counts_from AS event_time, sequence_number
+        -- The guard is a relation of its own, so a refusal is raised even when no row would come back.
+        FROM (SELECT 1 WHERE rewind_held(only_table) AND rewind_restorable({AT}, only_table)) AS guard, ({ranked})
+        QUALIFY row_number() OVER (PARTITION BY table_name, item_key ORDER BY {LATEST_FIRST}, src) = 1
+            AND event_name <> 'REMOVE'
+        """
 
 
 def _key_reader(store: Store, tables: list[str]) -> Callable[[str], str]:
@@ -212,50 +265,7 @@ def open_sql(store: Store, *, plain_tables: bool = False, proven: Proven | None 
             "CREATE VIEW snapshot_rows AS SELECT *, NULL::TIMESTAMPTZ AS snapshot_time FROM snapshot_rows__empty"
         )
     _coverage_guard(con, proven)
-    # De-duplication (record.first_copies) runs only on the rows that may hold an item's latest
-    # version (record.latest_rows, the rule of may_be_latest): every copy of such a record is among
-    # them, so de-duplicating those few rows is as exact as de-duplicating them all (bench/sql.py: the
-    # raw latest-per-key query's speed). Each keeps its item's latest stream time, which the winner counts from.
-    # A bootstrap is a whole copy: changes stamped before it do not count (state.copy_floor_us). The
-    # floors are a subquery, not a common table expression: latest_rows reads ``floored`` twice,
-    # and a CTE read more than once is materialised, which keeps DuckDB from leaving out the columns a
-    # query does not read (the doc of every item was computed for a count).
-    floors = ("SELECT table_name, max(changes_from) AS changes_from FROM snapshots "
-              f"WHERE snapshot_time <= {AT} GROUP BY table_name")
-    floored = (f"SELECT c.* FROM changes__raw c LEFT JOIN ({floors}) f ON c.table_name = f.table_name "
-               f"WHERE c.event_time <= {AT} AND (only_table IS NULL OR c.table_name = only_table) "
-               "AND c.event_time >= coalesce(f.changes_from, '-infinity'::TIMESTAMPTZ)")
-    con.execute(
-        f"""
-        CREATE MACRO state_at(t, only_table := NULL) AS TABLE
-        WITH chosen AS (
-            SELECT table_name, max(snapshot_time) AS snapshot_time FROM snapshots
-            WHERE snapshot_time <= {AT} AND (only_table IS NULL OR table_name = only_table)
-            GROUP BY table_name
-        ),
-        candidates AS (
-            {latest_rows(floored)}
-        )
-        SELECT table_name, item_key, keys::JSON AS keys, image::JSON AS item, rewind_doc(image)::JSON AS doc,
-               counts_from AS event_time, sequence_number
-        -- The guard is a relation of its own, so a refusal is raised even when no row would come back.
-        FROM (SELECT 1 WHERE rewind_held(only_table) AND rewind_restorable({AT}, only_table)) AS guard, (
-            SELECT *, {latest_counts_from("table_name, item_key", "stream_time")} AS counts_from FROM (
-                SELECT 0 AS src, table_name, item_key, keys, event_name, event_time, sequence_number,
-                       new_image AS image, stream_time
-                FROM ({first_copies("candidates")})
-                UNION ALL
-                SELECT 1 AS src, r.table_name, r.item_key, r.keys, r.event_name, r.event_time, r.sequence_number,
-                       r.image, r.event_time AS stream_time
-                FROM snapshot_rows r JOIN chosen c ON r.table_name = c.table_name AND r.snapshot_time = c.snapshot_time
-            )
-        )
-        QUALIFY row_number() OVER (
-            PARTITION BY table_name, item_key
-            ORDER BY {LATEST_FIRST}, src
-        ) = 1 AND event_name <> 'REMOVE'
-        """
-    )
+    con.execute(f"CREATE MACRO state_at(t, only_table := NULL) AS TABLE {_state_at_sql(clean, lifted)}")
     sql_function(con, "rewind_key", _key_reader(store, tables), ["VARCHAR"], "VARCHAR")
     con.execute(
         f"""CREATE MACRO history(k) AS TABLE

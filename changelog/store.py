@@ -213,10 +213,14 @@ class LocalStore(Store):
         if not base.is_dir():
             return []
         found = []
-        for directory, _subdirs, files in os.walk(base):
+        # os.walk's directories all start with the root's own text: slicing it off is relative_to
+        # without a Path per file (a store lists thousands of ledger records).
+        cut = len(os.path.join(str(self.root), ""))
+        for directory, _subdirs, files in os.walk(str(base)):
+            within = directory[cut:].replace(os.sep, "/")
             for name in files:
                 if not name.startswith(".tmp-"):
-                    found.append(str(Path(directory, name).relative_to(self.root)).replace(os.sep, "/"))
+                    found.append(f"{within}/{name}" if within else name)
         return sorted(found)
 
     def sizes(self, prefix: str) -> dict[str, int]:

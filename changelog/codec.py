@@ -18,7 +18,17 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
+from decimal import (
+    Context,
+    Decimal,
+    DecimalException,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    Rounded,
+    Subnormal,
+    Underflow,
+)
 from typing import Any
 
 import orjson
@@ -54,8 +64,11 @@ MAX_ITEM_BYTES = 400 * 1024
 EARLIEST_EVENT_US = 1_325_376_000 * 1_000_000  # 2012-01-01T00:00:00Z
 FUTURE_SLACK_US = 86_400 * 1_000_000
 _EVENT_NAMES = frozenset(("INSERT", "MODIFY", "REMOVE"))
-# DynamoDB numbers: 38 significant digits, exponent -130..+125. Traps make any rounding an error.
-_NUMBER_CONTEXT = Context(prec=38, Emin=-128, Emax=126, traps=[InvalidOperation, Inexact, Rounded])
+# DynamoDB numbers: up to 38 significant digits, magnitude from 1E-130 to 9.99...E+125 (its first
+# digit's exponent from -130 to 125, whatever the digits after it). Traps make any rounding, and
+# any number outside that range (Overflow above, Subnormal below), an error.
+_NUMBER_CONTEXT = Context(prec=38, Emin=-130, Emax=125,
+                          traps=[InvalidOperation, Inexact, Rounded, Overflow, Subnormal, Underflow])
 _encode_str = json.encoder.encode_basestring
 # Built once: json.dumps with options builds a new encoder on every call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -82,7 +95,7 @@ def canonical_number(text: str) -> str:
     try:
         value = _NUMBER_CONTEXT.create_decimal(_significant(text))
         value = value.normalize(_NUMBER_CONTEXT)
-    except (InvalidOperation, Inexact, Rounded):
+    except DecimalException:  # rounding, or a magnitude outside the range
         raise DecodeError(f"a number of {len(text)} characters exceeds DynamoDB's 38 digits or range") from None
     if value.is_zero():
         return "0"

@@ -253,6 +253,20 @@ def test_a_number_that_cannot_be_stored_is_refused_without_quoting_it(text: str)
     assert "4111" not in str(refused.value)
 
 
+@pytest.mark.parametrize("number", ["1.2345678901234567890123456789012345678E-130",
+                                    "-9.9999999999999999999999999999999999999E+125"])
+def test_thirty_eight_digits_at_either_end_of_dynamodbs_range_are_a_number(number: str) -> None:
+    # DynamoDB bounds a number's magnitude (1E-130 to 9.99...E+125) and its digits (38), not the
+    # exponent of its last digit: such a record is a change to keep, not one to quarantine.
+    assert canonical_number(canonical_number(number)) == canonical_number(number)
+
+
+@pytest.mark.parametrize("number", ["1E+126", "11E+125", "1E-131", "0.9E-130", "-1E-131"])
+def test_a_number_outside_dynamodbs_range_is_refused(number: str) -> None:
+    with pytest.raises(DecodeError):
+        canonical_number(number)
+
+
 @pytest.mark.parametrize("number", ["1E+125", "-9.99E+125", "1E-130", "120000000000000000000000000000000000000000"])
 def test_a_numbers_canonical_text_reads_back_as_itself(number: str) -> None:
     # Written out in full, 1E+125 is 126 characters: read as 126 digits it was refused, so a key's own

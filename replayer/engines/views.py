@@ -134,13 +134,13 @@ def _state_at_sql(clean: list[str], lifted: pa.Table | None) -> str:
                 f"r.image FROM snapshot_rows r JOIN ({chosen}) c "
                 "ON r.table_name = c.table_name AND r.snapshot_time = c.snapshot_time")
     if clean:
-        versions = f"SELECT * EXCLUDE (event_id) FROM ({changes}) UNION ALL {snapshot}"
+        versions = f"SELECT * EXCLUDE (event_id) FROM ({changes}) UNION ALL BY NAME {snapshot}"
         ranked = f"SELECT *, {grouped_counts_from()} AS counts_from FROM ({latest_rows(versions)})"
     else:
         winners = first_copies(f"({latest_rows(changes)})")
         ranked = (f"SELECT *, {latest_counts_from('table_name, item_key', 'stream_time')} AS counts_from FROM ("
                   f"SELECT * EXCLUDE (event_id) FROM ({winners}) "
-                  f"UNION ALL SELECT *, event_time AS stream_time FROM ({snapshot}))")
+                  f"UNION ALL BY NAME SELECT *, event_time AS stream_time FROM ({snapshot}))")
     return f"""
         SELECT table_name, item_key, keys::JSON AS keys, image::JSON AS item, rewind_doc(image)::JSON AS doc,
                counts_from AS event_time, sequence_number

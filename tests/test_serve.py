@@ -598,6 +598,23 @@ def test_between_with_its_bounds_reversed_is_refused_as_dynamodb_refuses_it(serv
                               ExpressionAttributeValues={":p": {"S": "a"}, ":a": {"N": "5"}, ":b": {"N": "1"}})
 
 
+@pytest.mark.parametrize("number", ["1E+126", "1E-131", "1" * 39])
+@pytest.mark.parametrize("operation", ["query", "get_item", "scan", "batch_get_item"])
+def test_a_number_dynamodb_refuses_is_refused_in_any_read(served: int, operation: str, number: str) -> None:
+    # Compared as it came, it was answered: DynamoDB refuses it (beyond its range, or 39 digits).
+    value = {"N": number}
+    requests = {
+        "query": {"TableName": TABLE, "KeyConditionExpression": "pk = :p AND sk > :n",
+                  "ExpressionAttributeValues": {":p": {"S": "a"}, ":n": value}},
+        "get_item": {"TableName": TABLE, "Key": {"pk": {"S": "a"}, "sk": value}},
+        "scan": {"TableName": TABLE, "FilterExpression": "n IN (:n)",
+                 "ExpressionAttributeValues": {":n": {"L": [{"NS": ["1", number]}]}}},
+        "batch_get_item": {"RequestItems": {TABLE: {"Keys": [{"pk": {"S": "a"}, "sk": value}]}}},
+    }
+    with pytest.raises(ClientError, match="ValidationException"):
+        getattr(_client(served), operation)(**requests[operation])
+
+
 def test_one_key_written_two_ways_is_a_duplicate_in_batch_get_item(served: int) -> None:
     keys = [{"pk": {"S": "a"}, "sk": {"N": "1"}}, {"sk": {"N": "1.0"}, "pk": {"S": "a"}}]
     with pytest.raises(ClientError, match="contains duplicates"):

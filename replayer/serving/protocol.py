@@ -23,6 +23,8 @@ from moto.core.responses import TYPE_RESPONSE, ActionResult
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 
+from changelog.codec import canonical_number
+from changelog.errors import DecodeError
 from replayer.serving.keyorder import NotAKey, encode_value
 from replayer.serving.moment import REQUESTED_SELECT
 from replayer.serving.shapes import JSON_1_0, Response, error
@@ -119,6 +121,43 @@ def forget_models() -> None:
             tracked.clear()
 
 
+def _request_values(request: Any) -> list[Any]:
+    """The AttributeValues a read request carries: its keys and its expression values."""
+    if not isinstance(request, dict):
+        return []
+    maps = [request.get("Key"), request.get("ExclusiveStartKey"), request.get("ExpressionAttributeValues")]
+    for asked in (request.get("RequestItems") or {}).values() if isinstance(request.get("RequestItems"), dict) else []:
+        maps += asked.get("Keys") or [] if isinstance(asked, dict) and isinstance(asked.get("Keys"), list) else []
+    for item in request.get("TransactItems") or [] if isinstance(request.get("TransactItems"), list) else []:
+        get = item.get("Get") if isinstance(item, dict) else None
+        maps.append(get.get("Key") if isinstance(get, dict) else None)
+    return [value for values in maps if isinstance(values, dict) for value in values.values()]
+
+
+def _number_problem(request: Any) -> str | None:
+    """Why a number in the request is one DynamoDB refuses (more than 38 digits, or beyond its range), or None.
+
+    DynamoDB refuses such a request; moto would compare the number as it came and answer.
+    """
+    pending = _request_values(request)
+    while pending:
+        value = pending.pop()
+        if not isinstance(value, dict) or len(value) != 1:
+            continue  # not a number: moto's own checks answer for the rest
+        ((tag, inner),) = value.items()
+        numbers = [inner] if tag == "N" else inner if tag == "NS" and isinstance(inner, list) else []
+        for number in numbers:
+            try:
+                canonical_number(number)
+            except DecodeError as exc:
+                return str(exc)
+        if tag == "M" and isinstance(inner, dict):
+            pending += inner.values()
+        elif tag == "L" and isinstance(inner, list):
+            pending += inner
+    return None
+
+
 class Protocol:
     """Answers one request for a moment described by ``moment`` (a phrase such as "orders as of 14:02Z")."""
 
@@ -144,6 +183,9 @@ class Protocol:
             parsed = json.loads(body or b"{}")
         except ValueError:
             return error("SerializationException", "the request body is not JSON")
+        problem = _number_problem(parsed)
+        if problem is not None:
+            return error("ValidationException", f"{operation} could not be answered: {problem}")
         select = parsed.get("Select") if isinstance(parsed, dict) else None
         token = REQUESTED_SELECT.set(select if isinstance(select, str) else None)
         try:

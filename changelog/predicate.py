@@ -209,9 +209,10 @@ def exact_number(text: str) -> str:
     # Digits of the positional form, counted before it is written (1e-999999999 must not be built).
     width = len(figures) + exponent if exponent >= 0 else max(0, len(figures) + exponent) - exponent
     if width > MAX_DIGITS:
-        raise UsageError(f"--where holds the number {text[:40]}, which needs {width} digits: a number is compared "
-                         f"exactly only within {MAX_DIGITS} digits (DynamoDB's precision); cast the attribute "
-                         "(n::DOUBLE) to compare approximately")
+        shown = text if len(text) <= 60 else f"{text[:28]}...{text[-28:]}"
+        raise UsageError(f"--where holds the number {shown}, which needs {width} digits: a number is compared "
+                         f"exactly only within {MAX_DIGITS} digits (DynamoDB's precision); to compare approximately, "
+                         f"compare doubles, the number as text: n::DOUBLE > '{shown}'::DOUBLE")
     if exponent >= 0:
         plain = figures + "0" * exponent
     else:

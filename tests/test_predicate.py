@@ -207,6 +207,18 @@ def test_a_number_too_wide_to_compare_exactly_is_refused(number: str) -> None:
         parse_predicate(f"n = {number}")
 
 
+def test_the_refusal_of_a_wide_number_names_it_whole_and_suggests_a_form_that_is_accepted(store: Store) -> None:
+    number = "1.2345678901234567890123456789012345678E-130"
+    with pytest.raises(UsageError) as refused:
+        parse_predicate(f"n > {number}")
+    message = str(refused.value)
+    assert number in message
+    suggested = message.rsplit(": ", 1)[1]
+    capture_batch(store, stream_records(TABLE, BIG), decode_lambda_record, source="test")
+    con = open_items(store, TABLE, _at(T0), where=suggested)
+    assert con.execute("SELECT count(*) FROM items").fetchone() == (4,)
+
+
 def test_diff_where_over_a_window_without_changes_is_an_empty_diff(filled: Store) -> None:
     at = (T0 + 2) * 1_000_000
     assert diff_states(filled, TABLE, at, at, where="nothing_has_this = 1").all() == ()

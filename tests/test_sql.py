@@ -154,6 +154,8 @@ def test_history_takes_the_plain_key_form_the_cli_takes(tmp_path: Path, capsys: 
     assert json.loads(capsys.readouterr().out) == [{"event_name": "INSERT"}]
     assert main(["sql", "--store", store.uri, "SELECT * FROM history('nope=1')"]) == 2
     assert "no table's key schema reads the key" in capsys.readouterr().err
+    assert main(["sql", "--store", store.uri, "SELECT * FROM history('pk=a,sk=1E+126')"]) == 2
+    assert "exceeds DynamoDB's 38 digits or range" in capsys.readouterr().err
 
 
 def test_a_query_that_is_not_utf8_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -166,14 +166,17 @@ def _key_reader(store: Store, tables: list[str]) -> Callable[[str], str]:
         if text.strip().startswith("{"):
             return item_key(parse_key(text))
         readings: dict[str, str] = {}
+        reasons: set[str] = set()
         for table, schema in schemas.items():
             try:
                 readings[table] = item_key(parse_key(text, schema))
-            except UsageError:
-                continue
+            except UsageError as exc:
+                reasons.add(str(exc))
         keys = set(readings.values())
         if not keys:
-            raise UsageError(f"no table's key schema reads the key {text!r}: give NAME=VALUE pairs of a table's "
+            # Every table refusing it for one reason (a number beyond DynamoDB's range): say which.
+            why = f" ({reasons.pop()})" if len(reasons) == 1 else ""
+            raise UsageError(f"no table's key schema reads the key {text!r}{why}: give NAME=VALUE pairs of a table's "
                              'key attributes, or DynamoDB JSON such as {"pk":{"S":"a"}}')
         if len(keys) > 1:
             raise UsageError(f"the key {text!r} reads differently for tables {', '.join(sorted(readings))} "

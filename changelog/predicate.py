@@ -212,7 +212,8 @@ def exact_number(text: str) -> str:
         shown = text if len(text) <= 60 else f"{text[:28]}...{text[-28:]}"
         raise UsageError(f"--where holds the number {shown}, which needs {width} digits: a number is compared "
                          f"exactly only within {MAX_DIGITS} digits (DynamoDB's precision); to compare approximately, "
-                         f"compare doubles, the number as text: n::DOUBLE > '{shown}'::DOUBLE")
+                         f"compare doubles, the number as text: n::DOUBLE > "
+                         f"'{text if shown == text else '<the number>'}'::DOUBLE")
     if exponent >= 0:
         plain = figures + "0" * exponent
     else:

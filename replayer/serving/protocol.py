@@ -123,15 +123,21 @@ def forget_models() -> None:
 
 def _request_values(request: Any) -> list[Any]:
     """The AttributeValues a read request carries: its keys and its expression values."""
-    if not isinstance(request, dict):
-        return []
+    request = _mapping(request)
     maps = [request.get("Key"), request.get("ExclusiveStartKey"), request.get("ExpressionAttributeValues")]
-    for asked in (request.get("RequestItems") or {}).values() if isinstance(request.get("RequestItems"), dict) else []:
-        maps += asked.get("Keys") or [] if isinstance(asked, dict) and isinstance(asked.get("Keys"), list) else []
-    for item in request.get("TransactItems") or [] if isinstance(request.get("TransactItems"), list) else []:
-        get = item.get("Get") if isinstance(item, dict) else None
-        maps.append(get.get("Key") if isinstance(get, dict) else None)
+    for asked in _mapping(request.get("RequestItems")).values():
+        maps += _sequence(_mapping(asked).get("Keys"))
+    for item in _sequence(request.get("TransactItems")):
+        maps.append(_mapping(_mapping(item).get("Get")).get("Key"))
     return [value for values in maps if isinstance(values, dict) for value in values.values()]
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _sequence(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _number_problem(request: Any) -> str | None:
@@ -145,16 +151,15 @@ def _number_problem(request: Any) -> str | None:
         if not isinstance(value, dict) or len(value) != 1:
             continue  # not a number: moto's own checks answer for the rest
         ((tag, inner),) = value.items()
-        numbers = [inner] if tag == "N" else inner if tag == "NS" and isinstance(inner, list) else []
-        for number in numbers:
+        for number in [inner] if tag == "N" else _sequence(inner) if tag == "NS" else []:
             try:
                 canonical_number(number)
             except DecodeError as exc:
                 return str(exc)
-        if tag == "M" and isinstance(inner, dict):
-            pending += inner.values()
-        elif tag == "L" and isinstance(inner, list):
-            pending += inner
+        if tag == "M":
+            pending += _mapping(inner).values()
+        elif tag == "L":
+            pending += _sequence(inner)
     return None
 
 

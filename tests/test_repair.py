@@ -189,6 +189,13 @@ def test_the_cli_dry_run_lists_what_the_real_run_will_skip(store: Store, story: 
     assert "repaired 7, skipped 4, failed 0" in capsys.readouterr().out
 
 
+def test_the_cli_dry_run_says_when_its_plan_list_is_cut_to_the_sample(store: Store, story: BadDeploy,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["repair", "--table", "orders", "--store", store.uri, "--from", str(story.from_s),
+                 "--to", str(story.to_s), "--target", "orders", "--dry-run", "--sample", "1"]) == 0
+    assert "(the first 1 below; --sample N shows more)" in capsys.readouterr().out
+
+
 def test_a_repair_without_a_terminal_needs_yes(store: Store, story: BadDeploy,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     before = scan_table(boto3.client("dynamodb"), "orders")

@@ -78,6 +78,13 @@ def test_the_cli_exits_0_on_a_match_and_1_on_drift(store: Store, story: BadDeplo
     assert "missing: 2" in out and "DRIFT" in out
 
 
+def test_the_cli_says_when_its_key_list_is_cut_to_the_sample(store: Store, story: BadDeploy,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["verify", "--table", "orders", "--store", store.uri, "--against", "orders", "--segments", "2"]
+    assert run_cli([*argv, "--at", str(story.from_s), "--sample", "1"]) == 1
+    assert "missing: 2 (the first 1; --sample N shows more)" in capsys.readouterr().out
+
+
 def test_a_missing_live_table_gets_one_line(store: Store, story: BadDeploy, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(["verify", "--table", "orders", "--store", store.uri, "--against", "nope"]) == 4  # not found
     assert capsys.readouterr().err.count("\n") == 1

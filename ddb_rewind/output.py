@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from changelog.timefmt import format_time
 
@@ -68,6 +68,16 @@ def _named(columns: Sequence[str]) -> list[str]:
         taken.add(name)
         names.append(name)
     return names
+
+
+Shown = TypeVar("Shown")
+
+
+def sampled(items: Sequence[Shown], sample: int, where: str = "") -> tuple[Sequence[Shown], str]:
+    """The first ``sample`` of ``items`` to list, and a note saying the list is cut (empty when it is not)."""
+    shown = items[: max(0, sample)]
+    cut = f" (the first {len(shown):,}{where}; --sample N shows more)" if 0 < len(shown) < len(items) else ""
+    return shown, cut
 
 
 def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table",

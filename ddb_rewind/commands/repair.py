@@ -20,6 +20,7 @@ from ddb_rewind.args import (
     table_arg,
     time_arg,
 )
+from ddb_rewind.output import sampled
 
 if TYPE_CHECKING:
     from replayer.forensics.repair import RepairResult
@@ -83,8 +84,7 @@ def run(args: argparse.Namespace) -> int:
     counts = plan.counts()
     print(f"repair {args.target} from {args.table}: undo {format_time(from_micros(plan.from_us))} -> "
           f"{format_time(from_micros(plan.to_us))}")
-    shown = plan.actions[: max(0, args.sample)] if args.dry_run else ()
-    cut = f" (the first {len(shown):,} below; --sample N shows more)" if 0 < len(shown) < len(plan.actions) else ""
+    shown, cut = sampled(plan.actions, args.sample if args.dry_run else 0, " below")
     print("plan: " + ", ".join(f"{name} {n}" for name, n in counts.items()) + cut)
     for action in shown:
         print(f"  {action.action:<8} {key_text(action.key, names)}")

@@ -9,6 +9,7 @@ from changelog.errors import UsageError
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros, to_micros
 from ddb_rewind.args import add_store, add_table, int_range, table_arg, time_arg
+from ddb_rewind.output import sampled
 
 
 def register(subparsers: Any) -> None:
@@ -62,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.against} vs {args.table} at {format_time(from_micros(report.at_us))}: "
               f"stored {report.stored:,}, live {report.live:,}")
         for label, keys in (("missing", report.missing), ("extra", report.extra), ("different", report.different)):
-            shown = keys[: max(0, args.sample)]
-            cut = f" (the first {len(shown):,}; --sample N shows more)" if 0 < len(shown) < len(keys) else ""
+            shown, cut = sampled(keys, args.sample)
             print(f"  {label}: {len(keys):,}{cut}")
             for key in shown:
                 print(f"    {key}")

@@ -31,7 +31,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "repair", help="undo the changes of a window, item by item",
         description="Put every item changed in (--from, --to] back to its state at --from, skipping items "
-                    "written again after --to (unless --force). --dry-run reads every item and predicts "
+                    "written again after --to (unless --force) and not re-creating items the target's TTL "
+                    "has expired (unless --recreate-expired). --dry-run reads every item and predicts "
                     "exactly what the real run would repair and skip.")
     add_table(parser)
     add_store(parser)
@@ -45,6 +46,8 @@ def register(subparsers: Any) -> None:
                         help="read and check every item as the real run would, write nothing")
     add_yes(parser)
     parser.add_argument("--force", action="store_true", help="write even over items changed after --to")
+    parser.add_argument("--recreate-expired", action="store_true",
+                        help="re-create removed items even when the target's TTL has expired them")
     parser.add_argument("--workers", type=int_range("--workers", 1, 256), default=8, metavar="N",
                         help="parallel writers (1 to 256)")
     parser.add_argument("--sample", type=int_range("--sample", 0, 1_000_000), default=10, metavar="N",
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.dry_run and plan.actions:
             confirm(args.yes, f"write {len(plan.actions):,} items to live table {args.target!r}?")
         result = execute_repair(plan, dynamodb, args.target, force=args.force, workers=args.workers,
-                                dry_run=args.dry_run)
+                                dry_run=args.dry_run, recreate_expired=args.recreate_expired)
     _print_result(result, args.dry_run, names)
     if result.failed and not args.dry_run:
         raise WriteFailed(f"{len(result.failed):,} of {len(plan.actions):,} items could not be written to "

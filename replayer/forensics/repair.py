@@ -10,24 +10,30 @@ absent), which closes the race between the read and the write for every attribut
 ``to``; an attribute another writer adds in between is not seen (a condition cannot say "no other
 attribute"; docs/operations.md says so). A failed condition is a skip, not an error. ``force``
 writes unconditionally.
+
+An item removed in the window whose state at ``from`` has expired under the target's TTL is not
+re-created (``Expiry``): DynamoDB would delete it again, and expired data (often kept no longer on
+purpose) would be readable until it did. ``recreate_expired`` re-creates it all the same.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from changelog.codec import base64_to_binaries, binaries_to_base64
 from changelog.store import Store
+from changelog.timefmt import format_time, from_micros
 from replayer.forensics.attrdiff import items_equal
 from replayer.forensics.diff import StateDiff, diff_states
-from replayer.restoring.target import key_names
+from replayer.restoring.target import key_names, ttl_attribute
 
 RETRYABLE = frozenset({
     "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
@@ -38,6 +44,30 @@ MAX_EXPRESSION = 4000
 ACTIONS = ("recreate", "delete", "restore")
 SKIP_CHANGED = "changed after the window (live item differs from its state at --to)"
 SKIP_REPAIRED = "already repaired (live item holds its state at --from)"
+# DynamoDB's TTL leaves alone an item whose expiry time is more than five years in the past.
+TTL_HORIZON_S = 5 * 365 * 86_400
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """The target table's TTL (``attribute``) as DynamoDB applies it at ``now_s`` (epoch seconds):
+    an item whose attribute is a number of seconds before then, and at most five years before, has
+    expired."""
+
+    attribute: str
+    now_s: float
+
+    def passed(self, item: Mapping[str, Any] | None) -> str | None:
+        """Why ``item`` has expired (its attribute and expiry time), or None when it has not."""
+        value = (item or {}).get(self.attribute)
+        if not isinstance(value, dict) or "N" not in value:
+            return None  # TTL ignores an item without the attribute, or with one that is not a number
+        seconds = Decimal(value["N"])
+        if not self.now_s - TTL_HORIZON_S <= seconds < self.now_s:
+            return None
+        moment = format_time(from_micros(int(seconds * 1_000_000)))
+        return (f"expired ({self.attribute} = {moment}, before now): not re-created, DynamoDB's TTL would "
+                "delete it again (--recreate-expired re-creates it)")
 
 
 @dataclass(frozen=True)
@@ -146,13 +176,16 @@ def _with_retries(call: Callable[[], Any], attempts: int, sleep: Callable[[float
 
 def apply_action(client: Any, target: str, action: RepairAction, partition_key: str, *, force: bool = False,
                  attempts: int = 8, sleep: Callable[[float], None] = time.sleep,
-                 precheck: bool = True, dry_run: bool = False) -> str | None:
+                 precheck: bool = True, dry_run: bool = False, expiry: Expiry | None = None) -> str | None:
     """Write one action to ``target``; returns None when written, else why it was skipped.
 
     ``dry_run`` makes the same read and applies the same skip rule, and stops short of the write:
-    its None means "would be written". Raises ClientError for a failure other than a failed
-    condition (after retries).
+    its None means "would be written". ``expiry`` is the target's TTL: a re-creation it has expired
+    is skipped. Raises ClientError for a failure other than a failed condition (after retries).
     """
+    expired = expiry.passed(action.restore) if expiry is not None and action.action == "recreate" else None
+    if expired is not None:
+        return expired
     if not force and (precheck or dry_run):
         live = _with_retries(
             lambda: client.get_item(TableName=target, Key=base64_to_binaries(action.key), ConsistentRead=True),
@@ -182,19 +215,24 @@ def apply_action(client: Any, target: str, action: RepairAction, partition_key: 
 
 def execute_repair(plan: RepairPlan, client: Any, target: str, *, force: bool = False, workers: int = 8,
                    attempts: int = 8, sleep: Callable[[float], None] = time.sleep,
-                   dry_run: bool = False) -> RepairResult:
+                   dry_run: bool = False, recreate_expired: bool = False,
+                   clock: Callable[[], float] = time.time) -> RepairResult:
     """Apply every action of ``plan`` to live table ``target`` in a thread pool.
 
     Raises TargetError when the target does not exist. Never raises for one item: each ends
-    repaired, skipped or failed. ``dry_run`` runs the same checks (target, consistent read of every
-    item, skip rule) and writes nothing: its result is the real run's, barring writes in between.
+    repaired, skipped or failed. ``dry_run`` runs the same checks (target, its TTL, consistent read
+    of every item, skip rules) and writes nothing: its result is the real run's, barring writes in
+    between. Unless ``recreate_expired``, an item the target's TTL has expired at ``clock()`` is not
+    re-created (``Expiry``).
     """
     partition_key = key_names(client, target)[0]
+    attribute = None if recreate_expired else ttl_attribute(client, target)
+    expiry = Expiry(attribute, clock()) if attribute is not None else None
 
     def one(action: RepairAction) -> tuple[str, str, str]:
         try:
             reason = apply_action(client, target, action, partition_key, force=force, attempts=attempts, sleep=sleep,
-                                  dry_run=dry_run)
+                                  dry_run=dry_run, expiry=expiry)
         except ClientError as exc:
             return (action.item_key, "failed", _error_code(exc))
         return (action.item_key, "skipped", reason) if reason else (action.item_key, "repaired", "")

@@ -186,6 +186,20 @@ def key_names(client: Any, name: str) -> list[str]:
     return [k["AttributeName"] for k in description["KeySchema"]]
 
 
+def ttl_attribute(client: Any, name: str) -> str | None:
+    """The attribute a live table's TTL expires items by; None when its TTL is off (or turning off)."""
+    try:
+        description = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            raise TargetMissing(f"DynamoDB table {name!r} does not exist (check the name and region)") from None
+        raise translate(exc, f"reading the TTL of DynamoDB table {name!r}") from None
+    if description.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+        return None
+    attribute = description.get("AttributeName")
+    return attribute if isinstance(attribute, str) and attribute else None
+
+
 def scan_keys(client: Any, name: str, *, page_size: int | None = None) -> Iterator[dict[str, Any]]:
     """Every key of a live table (for clearing it before a restore), one Scan page at a time.
 

@@ -217,7 +217,8 @@ removed) first, then those it added, each by key. Values are shown as plain JSON
 <section id="repair"><h2>What repair would do</h2>
 <p class="note">The plan of <code>ddb-rewind repair</code> over the same window: put every item changed in the
 window back to its state at the window start. At run time, items written again after the window are skipped
-(unless --force), and so are removed items the live table's TTL has expired (unless --recreate-expired). Paste this line to check the plan against the live table (it writes nothing); run it
+(unless --force), and so are removed items the live table's TTL has expired (unless --recreate-expired).
+Paste this line to check the plan against the live table (it writes nothing); run it
 again without <code>--dry-run</code> to repair (it asks first, unless <code>--yes</code>). <code>--target</code>
 names the live table to repair: here the table itself.</p>
 <pre class="command" id="repair-command">{escape(report.repair_command)}</pre>

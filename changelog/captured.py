@@ -68,6 +68,7 @@ from changelog.layout import (
     shard_progress_path,
     stored_batch_path,
 )
+from changelog.ledger import record_pending
 from changelog.store import ObjectMissing, Store
 
 # DynamoDB Streams sequence numbers are 21 to 40 digits; Kinesis's are 56 today, and the codec keeps
@@ -159,6 +160,8 @@ def record_pending_batch(store: Store, table: str, stream_arn: str, first_sequen
     body = {"stream_arn": stream_arn, "first_sequence": first_sequence, "hold_us": hold_us, "source": source,
             **({"shard_id": shard_id} if shard_id is not None else {})}
     store.write(path, json.dumps(body, indent=1, sort_keys=True).encode("utf-8"))
+    # Recorded once written: a pending record removed by hand would otherwise lift its hold unnoticed.
+    record_pending(store, table, path, hold_us)
     return path
 
 

@@ -35,15 +35,12 @@ import orjson
 
 from changelog.docs import plain_of
 from changelog.errors import DecodeError, StreamConfigError, UsageError
+from changelog.layout import MAX_SEQUENCE_DIGITS
 from changelog.names import table_name_problem
 from changelog.record import KINESIS_SEQUENCE_WIDTH, STREAM_SEQUENCE_WIDTH, ChangeRow
 from changelog.timefmt import to_micros
 
 SEQUENCE_WIDTH = STREAM_SEQUENCE_WIDTH
-# DynamoDB Streams' sequence numbers have 21 to 40 digits, Kinesis's 56 today. A change file's name
-# holds two of them and must stay within the 255 bytes a file name may have; a longer one is no
-# stream's and is quarantined, not allowed to fail its batch on every retry.
-MAX_SEQUENCE_DIGITS = 100
 # ASCII digits only: str.isdigit and the regex class \d would also take "٣" or "²".
 _NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # At most 38 characters of this shape hold at most 38 digits and lie inside DynamoDB's range.

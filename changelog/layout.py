@@ -81,6 +81,10 @@ def digest(parts: Iterable[str]) -> str:
     return hasher.hexdigest()[:16]
 
 
+# DynamoDB Streams' sequence numbers have 21 to 40 digits, Kinesis's 56 today. A change file's name
+# holds two of them and must stay within the 255 bytes a file name may have; a longer one is no
+# stream's and is quarantined (changelog.codec), not allowed to fail its batch on every retry.
+MAX_SEQUENCE_DIGITS = 100
 CHANGE_DIGEST_HEX = 32
 _CHANGE_NAME = re.compile(r"^([0-9]+)-([0-9]+)-([0-9a-f]{" + str(CHANGE_DIGEST_HEX) + r"})\.parquet$")
 

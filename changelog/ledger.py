@@ -1,8 +1,10 @@
 """The ledger: what the store's own writers published and removed, so that a deletion is noticed.
 
 Every change file a writer publishes (capture on every path, requeue, merge: all go through
-``changelog.changefile.publish_change_file``) is recorded right after its bytes are written, and
-every gap record right after it is written (``changelog.gaps.write_gap``). A change file that the
+``changelog.changefile.publish_change_file``) is recorded right after its bytes are written, and so
+is every record that holds coverage back: a gap record (``changelog.gaps.write_gap``), a quarantined
+record (``keep``, with the loss it stands for; ``requeue`` and ``forget`` record a ``drop`` before
+they remove one) and a pending batch record (``pend``, never removed). A change file that the
 store's own writers delete on purpose (merge replacing small files, ``expire`` dropping old ones,
 ``forget`` replacing files that held an erased item) is
 recorded as removed right before it is deleted. Write first, record last: a crash in between leaves
@@ -15,6 +17,9 @@ every reader already makes (``changelog.state.coverage``), never fetched, but fo
     tables/<table>/ledger/<chain>/<n, 12 digits>-<written µs, 16 digits>~put~<bytes>~dt=YYYY-MM-DD~hour=HH~<file name>
     ...~del~dt=YYYY-MM-DD~hour=HH~<file name>
     ...~gap~<start µs, or x when unknown>~<end µs>~<gap record name>
+    ...~keep~<start µs, or x when unknown>~<end µs>~<quarantined record name>
+    ...~drop~<quarantined record name>
+    ...~pend~<hold µs, or x when unknown>~<pending batch record name>
 
 (names without their ``.parquet`` / ``.json``, so that no glob over a table's files matches a record).
 
@@ -25,6 +30,9 @@ A chain is one writer's records in one table (a Lambda container, a ``consume`` 
   hour partition (its rows' first time is inside that hour) to the hour's end;
 - a gap record a ``gap`` record names that neither exists nor is listed by a checkpoint: the loss
   the gap was, from the bounds its ``gap`` record carries;
+- a quarantined record a ``keep`` record names, not dropped since: the loss it was, from its bounds;
+- a pending batch record a ``pend`` record names, and no stored record settles its batch: a loss from
+  its hold on (the batch's changes may be missing from every moment after it);
 - a record numbered below its chain's newest: what it recorded is unknown, so every moment up to
   the next record's time (plus the stream time margin) may lack a change.
 
@@ -48,12 +56,15 @@ from datetime import UTC, datetime
 from changelog.damage import damaged, read_json_object
 from changelog.layout import (
     HOUR_US,
+    MAX_SEQUENCE_DIGITS,
+    capture_root,
     change_file_place,
     ledger_root,
     parse_change_file_name,
+    quarantine_path,
     table_root,
 )
-from changelog.restorable import GAP_REMEDY, Loss
+from changelog.restorable import GAP_REMEDY, QUARANTINE_REMEDY, Loss
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 
@@ -64,17 +75,28 @@ _CHAIN = r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{16}"
 FOLD = re.compile(r"folds/[0-9]{16}-[0-9a-f]{16}\.json")
 _PARTITION = r"dt=[0-9]{4}-[0-9]{2}-[0-9]{2}~hour=[0-9]{2}"
 # Names are kept without their extensions: no glob for *.parquet or *.json ever matches a record.
-_FILE = r"[0-9]{1,40}-[0-9]{1,40}-[0-9a-f]{32}"
+# A change file is named by its first and last sequence numbers as stored: DynamoDB's padded to 40
+# digits, Kinesis's whole (56 digits today).
+_SEQUENCE = f"[0-9]{{1,{MAX_SEQUENCE_DIGITS}}}"
+_FILE = _SEQUENCE + "-" + _SEQUENCE + "-[0-9a-f]{32}"
+_PENDING = _SEQUENCE + "-[0-9a-f]{16}"  # a pending batch: its first sequence number, its stream's digest
 _RECORD = re.compile(
     r"(?P<chain>" + _CHAIN + r")/(?P<n>[0-9]{12})-(?P<written>[0-9]{16})~(?:"
     r"put~(?P<size>[0-9]{1,15})~(?P<put>" + _PARTITION + "~" + _FILE + r")"
     r"|del~(?P<del>" + _PARTITION + "~" + _FILE + r")"
-    r"|gap~(?P<start>[0-9]{1,17}|x)~(?P<end>[0-9]{1,17})~(?P<gap>[A-Za-z0-9._-]{1,300}))")
+    r"|gap~(?P<start>[0-9]{1,17}|x)~(?P<end>[0-9]{1,17})~(?P<gap>[A-Za-z0-9._-]{1,300})"
+    r"|keep~(?P<kstart>[0-9]{1,17}|x)~(?P<kend>[0-9]{1,17})~(?P<keep>[0-9a-f]{16})"
+    r"|drop~(?P<drop>[0-9a-f]{16})"
+    r"|pend~(?P<hold>[0-9]{1,17}|x)~(?P<pend>" + _PENDING + "))")
 _GAP_NAME = re.compile(r"[A-Za-z0-9._-]{1,300}\.json")
+_QUARANTINED_NAME = re.compile(r"[0-9a-f]{16}\.json")
+_PENDING_NAME = re.compile(_PENDING + r"\.json")
 
 GAP_RECORD = "gap record"
 CHANGE_FILE = "change file"
 LEDGER_RECORD = "ledger record"
+QUARANTINED_RECORD = "quarantined record"
+PENDING_RECORD = "pending batch record"
 MISSING_FILE_REMEDY = ("put it back from the bucket's object versions (or a copy of the store), or bootstrap a new "
                        "base with 'ddb-rewind bootstrap --scan' to restore moments after it")
 MISSING_RECORD_REMEDY = ("put it back from the bucket's object versions (or a copy of the store), or bootstrap a "
@@ -89,10 +111,10 @@ class Record:
     chain: str
     number: int
     written_us: int
-    kind: str  # "put", "del" or "gap"
-    target: str  # the change file or gap record it names (a store path)
+    kind: str  # "put", "del", "gap", "keep", "drop" or "pend"
+    target: str  # the change file, gap, quarantined or pending record it names (a store path)
     size: int | None = None  # put: the file's bytes
-    start_us: int | None = None  # gap: its bounds
+    start_us: int | None = None  # gap and keep: the loss's bounds; pend: the hold
     end_us: int | None = None
 
 
@@ -163,6 +185,38 @@ def record_gap(store: Store, table: str, path: str, start_us: int | None, end_us
     return _append(store, table, f"gap~{start}~{max(end_us, 0)}~{name.removesuffix('.json')}")
 
 
+def _bound(value: int | None) -> str:
+    return "x" if value is None else str(max(value, 0))
+
+
+def record_kept(store: Store, table: str, path: str, start_us: int | None, end_us: int) -> str:
+    """Record that the quarantined record ``path`` (its loss from ``start_us`` to ``end_us``) is in the store."""
+    name = path.rsplit("/", 1)[-1]
+    if not _QUARANTINED_NAME.fullmatch(name) or path != quarantine_path(table, name.removesuffix(".json")):
+        raise ValueError(f"{path} is not a quarantined record of {table}")
+    return _append(store, table, f"keep~{_bound(start_us)}~{max(end_us, 0)}~{name.removesuffix('.json')}")
+
+
+def record_dropped(store: Store, table: str, paths: Iterable[str]) -> None:
+    """Record that ``requeue`` or ``forget`` is removing these quarantined records; call before removing them.
+
+    A document under another name (placed by hand, or moved from another table) was never kept by a
+    ``keep`` record, so its removal has nothing to answer.
+    """
+    for path in paths:
+        name = path.rsplit("/", 1)[-1]
+        if _QUARANTINED_NAME.fullmatch(name) and path == quarantine_path(table, name.removesuffix(".json")):
+            _append(store, table, f"drop~{name.removesuffix('.json')}")
+
+
+def record_pending(store: Store, table: str, path: str, hold_us: int | None) -> str:
+    """Record that the pending batch record ``path`` (coverage held at ``hold_us``) is in the store."""
+    name = path.rsplit("/", 1)[-1]
+    if not _PENDING_NAME.fullmatch(name) or path != f"{capture_root(table)}pending/{name}":
+        raise ValueError(f"{path} is not a pending batch record of {table}")
+    return _append(store, table, f"pend~{_bound(hold_us)}~{name.removesuffix('.json')}")
+
+
 def parse_records(table: str, listing: Iterable[str]) -> tuple[list[Record], list[str]]:
     """The ledger records of ``table`` in a listing of its prefix, and the paths under the ledger that are none
     (a fold, read by ``read_ledger``, is neither)."""
@@ -190,9 +244,20 @@ def parse_record(table: str, path: str) -> Record | None:
         return Record(*common, "put", _change_path(table, match["put"]), size=int(match["size"]))
     if match["del"] is not None:
         return Record(*common, "del", _change_path(table, match["del"]))
-    start = None if match["start"] == "x" else int(match["start"])
-    return Record(*common, "gap", f"{table_root(table)}/gaps/{match['gap']}.json", start_us=start,
+    if match["keep"] is not None:
+        return Record(*common, "keep", quarantine_path(table, match["keep"]), start_us=_time(match["kstart"]),
+                      end_us=int(match["kend"]))
+    if match["drop"] is not None:
+        return Record(*common, "drop", quarantine_path(table, match["drop"]))
+    if match["pend"] is not None:
+        return Record(*common, "pend", f"{capture_root(table)}pending/{match['pend']}.json",
+                      start_us=_time(match["hold"]))
+    return Record(*common, "gap", f"{table_root(table)}/gaps/{match['gap']}.json", start_us=_time(match["start"]),
                   end_us=int(match["end"]))
+
+
+def _time(text: str) -> int | None:
+    return None if text == "x" else int(text)
 
 
 @dataclass(frozen=True)
@@ -256,6 +321,10 @@ def find_missing(store: Store, table: str, listing: Sequence[str], records: Sequ
     present = set(listing)
     known_gaps = set(gap_records)
     removed = {r.target for r in records if r.kind == "del"}
+    # A quarantined record may be dropped (requeue) and kept again (a later batch held the same record):
+    # what its latest record says stands.
+    latest = {r.target: r for r in sorted((r for r in records if r.kind in ("keep", "drop")),
+                                          key=lambda r: (r.written_us, r.chain, r.number))}
     found: dict[str, Missing] = {}
     for record in records:
         if record.target in present or record.target in found:
@@ -264,6 +333,10 @@ def find_missing(store: Store, table: str, listing: Sequence[str], records: Sequ
             found[record.target] = _missing_file(record)
         if record.kind == "gap" and record.target not in known_gaps and not store.exists(record.target):
             found[record.target] = _missing_gap(record)
+        if record.kind == "keep" and latest[record.target].kind == "keep" and not store.exists(record.target):
+            found[record.target] = _missing_quarantined(latest[record.target])
+        if record.kind == "pend" and not _settled(table, record, present) and not store.exists(record.target):
+            found[record.target] = _missing_pending(record)
     for hole in _holes(store, table, records, folded or {}):
         found[hole.path] = hole
     return tuple(found[path] for path in sorted(found))
@@ -288,6 +361,36 @@ def _missing_gap(record: Record) -> Missing:
                 GAP_REMEDY)
     problem = f"is missing: the ledger record {record.path} says a gap was recorded here ({bounds})"
     return Missing(record.target, GAP_RECORD, problem, loss)
+
+
+def _missing_quarantined(record: Record) -> Missing:
+    assert record.end_us is not None
+    name = record.target.rsplit("/", 1)[-1]
+    loss = Loss(record.start_us, record.end_us,
+                f"a missing quarantined record {name} (kept by capture, dropped by no requeue or forget)",
+                MISSING_RECORD_REMEDY, "quarantine")
+    problem = (f"is missing: the ledger record {record.path} says capture kept a record here that it could not "
+               f"decode, and no requeue or forget removed it ({QUARANTINE_REMEDY} once it is back)")
+    return Missing(record.target, QUARANTINED_RECORD, problem, loss)
+
+
+def _settled(table: str, record: Record, present: set[str]) -> bool:
+    """Whether a stored batch record from the pending batch's first sequence number, of its stream, is listed."""
+    first, stream = record.target.rsplit("/", 1)[-1].removesuffix(".json").split("-")
+    prefix = f"{capture_root(table)}batches/{first}-"
+    return any(path.startswith(prefix) and path.endswith(f"-{stream}.json") for path in present)
+
+
+def _missing_pending(record: Record) -> Missing:
+    # The batch failed before its record was written: its changes are stamped from just after the hold
+    # until then.
+    start = None if record.start_us is None else record.start_us + 1
+    loss = Loss(start, record.written_us + _MARGIN_US,
+                f"a missing pending batch record {record.target} (a failed batch no stored record settles)",
+                MISSING_RECORD_REMEDY)
+    problem = (f"is missing: the ledger record {record.path} says a stream batch failed here, and no stored "
+               "record says it was stored since")
+    return Missing(record.target, PENDING_RECORD, problem, loss)
 
 
 def _holes(store: Store, table: str, records: Sequence[Record], folded: Mapping[str, int]) -> list[Missing]:

@@ -15,6 +15,7 @@ from typing import Any
 from changelog.codec import item_key, kinesis_payload
 from changelog.errors import DecodeError
 from changelog.layout import TABLES, table_names, table_root
+from changelog.restorable import QUARANTINE_REMEDY, Loss
 from changelog.store import ObjectMissing, Store
 from changelog.timefmt import to_micros
 
@@ -150,3 +151,22 @@ def list_quarantined(store: Store, table: str | None = None) -> list[Quarantined
     """Every quarantined record still in the store."""
     found = (read_quarantined(store, path) for path in quarantine_paths(store, table))
     return [record for record in found if record is not None]
+
+
+def quarantine_loss(record: Quarantined) -> Loss:
+    """A quarantined record as a loss: from its stream time (when readable) to when it was quarantined.
+
+    The record was created before capture kept it, so ``quarantined_at`` bounds its time from above;
+    a record whose own time cannot be read may belong to any earlier moment.
+    """
+    quarantined_at = record.quarantined_at_us
+    created = record.stream_time_us
+    end = quarantined_at if quarantined_at is not None else created
+    if end is None:
+        start: int | None = None
+        end = 0
+    else:
+        start = created if created is not None and created <= end else None
+    name = record.path.rsplit("/", 1)[-1]
+    reason = record.field("reason") or "no reason recorded"
+    return Loss(start, end, f"a quarantined record {name} ({reason})", QUARANTINE_REMEDY, "quarantine")

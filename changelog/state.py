@@ -34,11 +34,10 @@ from changelog.layout import (
     table_root,
 )
 from changelog.ledger import missing_losses
-from changelog.quarantine import Quarantined, list_quarantined
+from changelog.quarantine import list_quarantined, quarantine_loss
 from changelog.record import LATEST_FIRST, SCHEMA, STREAM_ROW, first_copies, latest_counts_from, may_be_latest
 from changelog.restorable import (
     GAP_REMEDY,
-    QUARANTINE_REMEDY,
     Base,
     Interval,
     Loss,
@@ -270,25 +269,6 @@ class Coverage:
 def gap_loss(gap: Gap) -> Loss:
     """A gap as a loss coverage counts."""
     return Loss(gap.start_us, gap.latest_affected_us, f"a gap: {gap.describe()}", GAP_REMEDY, "gap")
-
-
-def quarantine_loss(record: Quarantined) -> Loss:
-    """A quarantined record as a loss: from its stream time (when readable) to when it was quarantined.
-
-    The record was created before capture kept it, so ``quarantined_at`` bounds its time from above;
-    a record whose own time cannot be read may belong to any earlier moment.
-    """
-    quarantined_at = record.quarantined_at_us
-    created = record.stream_time_us
-    end = quarantined_at if quarantined_at is not None else created
-    if end is None:
-        start: int | None = None
-        end = 0
-    else:
-        start = created if created is not None and created <= end else None
-    name = record.path.rsplit("/", 1)[-1]
-    reason = record.field("reason") or "no reason recorded"
-    return Loss(start, end, f"a quarantined record {name} ({reason})", QUARANTINE_REMEDY, "quarantine")
 
 
 def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = None, *,

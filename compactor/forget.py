@@ -46,7 +46,7 @@ from changelog.footer import DEDUPLICATED
 from changelog.forgotten import Erasure, Replaced, ensure_secret, keep_bounds, key_hash, write_erasure
 from changelog.integrity import verify_for_read
 from changelog.layout import parse_change_file_name, partition_of
-from changelog.ledger import record_removed
+from changelog.ledger import record_dropped, record_removed
 from changelog.meta import resolve_key
 from changelog.plain import plain_columns
 from changelog.predicate import Predicate, lock_down
@@ -330,6 +330,7 @@ def apply_forget(store: Store, plan: ForgetPlan, reason: str, *, now_us: int | N
     for manifest_path, manifest in rewritten.items():
         republish_manifest(store, manifest_path, manifest, reason="forget: rewritten without an erased item")
     record_removed(store, list(replaced))  # before deleting: the ledger tells an erasure from a loss
+    record_dropped(store, table, [hit.path for hit in plan.quarantine])
     for old in replaced:
         store.purge(old)
     for hit in (*plan.parts, *plan.quarantine):  # a quarantined copy left by a crash is dropped by requeue

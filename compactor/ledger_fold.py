@@ -6,8 +6,9 @@ ever (100,000 of them took a local coverage read from 0.04 s to 3.3-3.9 s; on S3
 LIST calls). Each compaction folds them: a chain's records up to its first missing number (a hole stays
 a hole, reported as before) and never its newest (so a chain whose fold went missing shows its whole
 past as missing records). The fold carries what still says something (a put whose file no folded
-del removed, a del whose put is in the ledger and not folded with it, a gap, and the put and del of
-every file an erasure names, which ``check`` reads) and drops the rest. ``changelog.ledger.read_ledger`` reads
+del removed, a del whose put is in the ledger and not folded with it, a gap, a pending batch, a
+quarantined record's keep unless a folded drop followed it, and the put and del of every file an
+erasure names, which ``check`` reads) and drops the rest. ``changelog.ledger.read_ledger`` reads
 both alike.
 
 Write first, delete last: the new fold, naming what the folds before it carried; then the old folds;
@@ -86,10 +87,17 @@ def _plan(store: Store, table: str, max_deletes: int) -> _Fold | None:
              for swap in erasure.replaced for path in (swap.old, swap.new) if path}
     settled = ({r.target for r in folding if r.kind == "put"} & {r.target for r in folding if r.kind == "del"}) - named
     published = {r.target for r in ledger.records if r.kind == "put"}
+    # A quarantined record whose last folded record is its drop: its keep and drop say nothing more
+    # together (unless a record outside this fold keeps it again; then that one says it).
+    last = {r.target: r.kind for r in sorted((r for r in folding if r.kind in ("keep", "drop")),
+                                             key=lambda r: (r.written_us, r.chain, r.number))}
+    dropped = {target for target, kind in last.items() if kind == "drop"}
 
     def carried(record: Record) -> bool:
-        if record.kind == "gap":
+        if record.kind in ("gap", "pend"):
             return True
+        if record.kind in ("keep", "drop"):
+            return record.target not in dropped
         # A del says something only beside its put (one from before the ledger, or folded away, has none).
         return record.target not in settled and (record.kind == "put" or record.target in published)
 

@@ -16,7 +16,8 @@ from changelog.codec import decode_kinesis_record, kinesis_payload, kinesis_tabl
 from changelog.errors import DecodeError, StreamConfigError
 from changelog.forgotten import drop_erased, erased_keys
 from changelog.layout import HOUR_US, digest, quarantine_path
-from changelog.quarantine import Quarantined
+from changelog.ledger import record_kept
+from changelog.quarantine import Quarantined, quarantine_loss
 from changelog.record import ChangeRow, monotone_item_times
 from changelog.store import Store
 
@@ -90,10 +91,14 @@ def quarantine(store: Store, raw: Any, reason: str, source: str, table_hint: str
     if shard_id is not None:
         document["shard_id"] = shard_id
     data = json.dumps(document, ensure_ascii=not readable, indent=1)
+    kept = Quarantined(path, table, data, document)
     ledger = erased_keys(store, table)
-    if ledger is not None and ledger.holds_erased(Quarantined(path, table, data, document)):
+    if ledger is not None and ledger.holds_erased(kept):
         return None
     store.write(path, data.encode("utf-8"))
+    # Recorded once written: readers then notice the record going missing, as they notice a change file.
+    loss = quarantine_loss(kept)
+    record_kept(store, table, path, loss.start_us, loss.end_us)
     return path
 
 

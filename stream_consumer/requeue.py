@@ -22,6 +22,7 @@ from changelog.codec import decode_getrecords_record, decode_kinesis_record, dec
 from changelog.errors import DecodeError
 from changelog.forgotten import erased_mask
 from changelog.layout import meta_path
+from changelog.ledger import record_dropped
 from changelog.meta import meta_from_keys, write_meta
 from changelog.quarantine import Quarantined, list_quarantined
 from changelog.record import ChangeRow
@@ -139,5 +140,6 @@ def requeue(store: Store, table: str | None = None, *, dry_run: bool = False) ->
             if not store.exists(meta_path(row.table_name)):
                 write_meta(store, meta_from_keys(row.table_name, json.loads(row.keys)))
         for kept, _ in passed:
+            record_dropped(store, kept.table_name, [kept.path])  # before removing: the ledger tells it from a loss
             store.delete(kept.path)
     return RequeueSummary(tuple(outcomes), tuple(files), dry_run)

@@ -369,6 +369,18 @@ def capture_holds(store: Store, table: str, listing: Sequence[str], newest_chang
     return tuple(holds)
 
 
+def read_capture_record(store: Store, table: str, path: str) -> None:
+    """Read one of the table's capture records (a checkpoint, or a progress, stored or pending batch
+    record) as ``capture_holds`` reads it: DamagedStore when coverage would refuse it."""
+    if path.startswith(checkpoints_root(table)):
+        read_shard_records(store, table, [path])
+    elif path.startswith(capture_root(table) + "progress/"):
+        read_shard_progress(store, table, [path])
+    else:
+        for kind in ("pending/", "batches/"):
+            _read_batches(store, [path], capture_root(table) + kind)
+
+
 def watermark(holds: Sequence[Hold]) -> int | None:
     """The latest restorable time the holds allow: the earliest of them; None if any proves nothing (or none)."""
     if any(hold.at_us is None for hold in holds):

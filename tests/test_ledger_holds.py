@@ -1,10 +1,11 @@
-"""The ledger answers for every record that holds coverage back, not only for change files.
+"""The records that hold coverage back are answered for: the ledger notices one removed, ``check`` one damaged.
 
 A quarantined record and a pending batch record each stop restores at the change they stand for.
 Removed by hand, they would lift that stop silently and restores would answer across a change the
 store does not hold; the ledger's ``keep`` and ``pend`` records turn such a removal into the same
 loss, and ``check`` names it. Kinesis change files, named by sequence numbers longer than
-DynamoDB's, are vouched for like any other.
+DynamoDB's, are vouched for like any other. And ``check`` reads capture's records and quarantine
+documents as readers do, so one that makes every reader refuse the table is not called sound.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pytest
 
 from changelog.captured import record_pending_batch, record_stored_batch
 from changelog.codec import decode_lambda_record
-from changelog.errors import TimeOutOfRange
+from changelog.errors import DamagedStore, TimeOutOfRange
+from changelog.layout import checkpoint_path
 from changelog.meta import meta_from_description, write_meta
 from changelog.quarantine import quarantine_paths
 from changelog.state import change_files, check_restorable, coverage
@@ -27,6 +29,7 @@ from compactor.ledger_fold import fold_ledger
 from replayer.proving.check import check_store
 from stream_consumer import handler
 from stream_consumer.capture import capture_batch
+from stream_consumer.checkpoint import Checkpoint, write_checkpoint
 from stream_consumer.requeue import requeue
 from tests.events import event, kinesis_record
 from tests.workloads import BASE, Workload
@@ -157,3 +160,28 @@ def test_kinesis_change_files_are_vouched_for_by_the_ledger(handler_store: Store
     victim = change_files(handler_store, "sensors")[0]
     handler_store.delete(victim)
     assert _findings(handler_store)[victim].startswith("is missing: the ledger record")
+
+
+def test_check_names_a_checkpoint_every_reader_refuses(store: Store, pending: tuple[Workload, str]) -> None:
+    write_checkpoint(store, "orders", Checkpoint("shardId-1", None, closed=False, watermark_us=BASE * US))
+    path = checkpoint_path("orders", "shardId-1")
+    store.write(path, json.dumps({"shard_id": "shardId-1", "closed": "false"}).encode())
+    with pytest.raises(DamagedStore):
+        coverage(store, "orders")
+    assert "is not a sound checkpoint" in _findings(store)[path]
+
+
+def test_check_names_a_pending_batch_record_that_no_longer_parses(store: Store, pending: tuple[Workload, str]) -> None:
+    _work, path = pending
+    store.write(path, store.read(path)[:10])
+    with pytest.raises(DamagedStore):
+        coverage(store, "orders")
+    assert path in _findings(store)
+
+
+def test_check_names_a_quarantine_document_that_no_longer_parses(
+        store: Store, quarantined: tuple[Workload, str]) -> None:
+    _work, path = quarantined
+    store.write(path, store.read(path)[:-40])
+    assert not _restorable(store, "orders", BASE + 5)  # a loss of unknown time: every moment is refused
+    assert "no readable quarantined_at" in _findings(store)[path]

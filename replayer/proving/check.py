@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from changelog.damage import read_json_object
+from changelog.captured import read_capture_record
+from changelog.damage import damaged, read_json_object
 from changelog.errors import DamagedStore, TableNotFound
 from changelog.forgotten import (
     Erasure,
@@ -44,6 +45,7 @@ from changelog.gaps import checkpoint_gaps, gap_path, gaps_root, read_gap
 from changelog.integrity import Expected, expectations, inspect_file
 from changelog.layout import (
     TABLES,
+    capture_root,
     changes_root,
     checkpoints_root,
     forgotten_root,
@@ -177,8 +179,15 @@ def _check_json(store: Store, table: str, sizes: dict[str, int]) -> list[Finding
         (meta_path(table), "every restore of the table (meta.json holds its key schema)", read_json_object),
         (retention_path(table), "the earliest restorable time (every reader refuses the table)", read_json_object),
     ]
-    documents += [(p, "the latest restorable time (every reader refuses the table)", read_json_object)
-                  for p in sorted(sizes) if p.startswith(checkpoints_root(table)) and p.endswith(".json")]
+    # Capture's records, read as coverage reads them (changelog.captured): one coverage would refuse
+    # stops every reader of the table.
+    documents += [(p, "the latest restorable time (every reader refuses the table)",
+                   lambda s, p: read_capture_record(s, table, p))
+                  for p in sorted(sizes) if p.endswith(".json")
+                  and (p.startswith(checkpoints_root(table)) or p.startswith(capture_root(table)))]
+    documents += [(p, "every moment of the table (a quarantined record of unknown time may be a change of any moment)",
+                   _read_quarantined)
+                  for p in sorted(sizes) if is_quarantine_path(table, p)]
     documents += [(p, "restores that recreate the table's settings (--create-table, serve): they refuse the table",
                    read_settings_record)
                   for p in sorted(sizes) if p.startswith(settings_root(table) + "/") and is_settings_record(p)]
@@ -192,6 +201,18 @@ def _check_json(store: Store, table: str, sizes: dict[str, int]) -> list[Finding
         except OSError as exc:
             found.append(Finding(table, path, f"cannot be read ({exc})", affects))
     return found
+
+
+def _read_quarantined(store: Store, path: str) -> None:
+    """A quarantine document as capture wrote it: a JSON object saying when it kept the record.
+
+    The kept record itself may be anything (it could not be decoded); the document around it, once
+    unreadable, leaves the loss it stands for without a time, so coverage refuses every moment.
+    """
+    kept = read_quarantined(store, path)
+    if kept is not None and (kept.document is None or kept.quarantined_at_us is None):
+        raise damaged(store, path, "is not a quarantine document capture writes (no readable quarantined_at): "
+                                   "the loss it stands for has no known time")
 
 
 def _short(exc: Exception, path: str) -> str:

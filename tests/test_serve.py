@@ -615,6 +615,57 @@ def test_a_number_dynamodb_refuses_is_refused_in_any_read(served: int, operation
         getattr(_client(served), operation)(**requests[operation])
 
 
+def _query_a(served: int, condition: str, **request: Any) -> list[str]:
+    values = {":p": {"S": "a"}, ":one": {"N": "1"}, ":two": {"N": "2"}, **request.pop("values", {})}
+    answer = _client(served).query(TableName=TABLE, KeyConditionExpression=condition,
+                                   ExpressionAttributeValues=values, **request)
+    return [item["sk"]["N"] for item in answer["Items"]]
+
+
+def test_two_conditions_on_the_sort_key_are_refused_not_one_of_them_dropped(served: int) -> None:
+    assert _query_a(served, "pk = :p AND sk >= :two") == ["2"]
+    # moto keeps the last condition and answered 1 and 2; DynamoDB allows one condition per key.
+    with pytest.raises(ClientError, match="one condition per key"):
+        _query_a(served, "pk = :p AND sk >= :two AND sk <= :two")
+
+
+@pytest.mark.parametrize("attribute", ["sk", "pk"])
+def test_a_query_filter_on_a_key_attribute_is_refused_as_dynamodb_refuses_it(served: int, attribute: str) -> None:
+    with pytest.raises(ClientError, match=f"non-primary key attributes: Primary key attribute: {attribute}"):
+        _query_a(served, "pk = :p", FilterExpression=f"{attribute} = :v", values={":v": {"N": "1"}})
+
+
+def test_a_scan_filter_may_name_a_key_attribute(served: int) -> None:
+    answer = _client(served).scan(TableName=TABLE, FilterExpression="sk = :one",
+                                  ExpressionAttributeValues={":one": {"N": "1"}})
+    assert sorted(item["pk"]["S"] for item in answer["Items"]) == ["a", "b"]
+
+
+def test_a_query_starting_key_outside_its_sort_key_condition_is_refused(served: int) -> None:
+    with pytest.raises(ClientError, match="does not match the range key predicate"):
+        _query_a(served, "pk = :p AND sk > :one", ExclusiveStartKey={"pk": {"S": "a"}, "sk": {"N": "1"}})
+
+
+def test_a_range_query_is_still_walked_page_by_page(served: int) -> None:
+    pages: list[list[str]] = []
+    start: dict[str, Any] = {}
+    while True:
+        answer = _client(served).query(TableName=TABLE, KeyConditionExpression="pk = :p AND sk >= :one",
+                                       ExpressionAttributeValues={":p": {"S": "a"}, ":one": {"N": "1"}}, Limit=1,
+                                       **start)
+        pages.append([item["sk"]["N"] for item in answer["Items"]])
+        if "LastEvaluatedKey" not in answer:
+            break
+        start = {"ExclusiveStartKey": answer["LastEvaluatedKey"]}
+    assert [n for page in pages for n in page] == ["1", "2"]
+
+
+@pytest.mark.parametrize("empty", [{"SS": []}, {"NS": []}, {"BS": []}, {"M": {"x": {"SS": []}}}])
+def test_an_empty_set_is_refused_as_dynamodb_refuses_it(served: int, empty: dict[str, Any]) -> None:
+    with pytest.raises(ClientError, match="may not be empty"):
+        _client(served).scan(TableName=TABLE, FilterExpression="n = :v", ExpressionAttributeValues={":v": empty})
+
+
 def test_one_key_written_two_ways_is_a_duplicate_in_batch_get_item(served: int) -> None:
     keys = [{"pk": {"S": "a"}, "sk": {"N": "1"}}, {"sk": {"N": "1.0"}, "pk": {"S": "a"}}]
     with pytest.raises(ClientError, match="contains duplicates"):

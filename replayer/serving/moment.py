@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from typing import Any, cast
 
 import orjson
+from moto.dynamodb.comparisons import AttributePath, Func, Op
 from moto.dynamodb.exceptions import MockValidationException, ResourceNotFoundException
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
@@ -106,6 +107,7 @@ class MomentTable(Table):
               **filter_kwargs: Any) -> tuple[list[Item], int, dict[str, Any] | None]:
         if filter_kwargs:
             raise MockValidationException("QueryFilter is not served at a moment: use FilterExpression")
+        _check_filter(filter_expression, self._query_keys(index_name or None))
         if index_name:
             return self._query_index(index_name, hash_key, hash_key_conditions, range_comparison, range_objs, limit,
                                      exclusive_start_key, scan_index_forward, projection_expressions,
@@ -121,6 +123,7 @@ class MomentTable(Table):
             if start_hash != partition:
                 raise MockValidationException("The provided starting key is invalid: "
                                               "The provided key element does not match the schema")
+            _check_start(start_range, low, high)
             after = Bound(start_range, False)
             if forward:
                 low = _tighter(low, after, lower=True)
@@ -139,6 +142,13 @@ class MomentTable(Table):
             if following is not None:
                 stopped = _stops(results, self._item(following), limit)
         return self._finish(results, scanned, stopped, filter_expression, projection_expressions)
+
+    def _query_keys(self, index_name: str | None) -> tuple[str, ...]:
+        """The key attributes a Query on the table (or on ``index_name``) conditions."""
+        if index_name is None:
+            return (self.hash_key_attr, *([self.range_key_attr] if self.range_key_attr else []))
+        index = self.get_index(index_name, error_if_not=True)
+        return tuple(str(key["AttributeName"]) for key in index.schema)
 
     def _served_index(self, index_name: str, consistent_read: bool) -> tuple[int, IndexKeys]:
         index = self.get_index(index_name, error_if_not=True)
@@ -180,6 +190,8 @@ class MomentTable(Table):
             if start[0] != partition:
                 raise MockValidationException("The provided starting key is invalid: "
                                               "The provided key element does not match the schema")
+            if keys.range_key is not None:
+                _check_start(start[1], low, high)
             after = (start[1], start[2], start[3] if len(start) > 3 else b"")
         with closing(self.index.index_partition(number, partition, low, high, after, forward=forward)) as images:
             results, scanned, stopped = _page(map(self._item, images), limit)
@@ -314,6 +326,33 @@ def segment_byte(hash_value: Any) -> int:
     inner = next(iter(hash_value.values()))
     text = inner.decode("ascii") if isinstance(inner, bytes) else str(inner)
     return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).digest()[0]
+
+
+def _check_filter(filter_expression: Any, keys: tuple[str, ...]) -> None:
+    """Refuse a Query filter on a key attribute of the table or index queried, as DynamoDB does (moto answers)."""
+    filtered = sorted(_read_attributes(filter_expression) & set(keys))
+    if filtered:
+        raise MockValidationException("Filter Expression can only contain non-primary key attributes: "
+                                      f"Primary key attribute: {filtered[0]}")
+
+
+def _read_attributes(node: Any) -> set[str]:
+    """The top-level attributes a parsed condition (moto's expression tree) reads."""
+    if isinstance(node, AttributePath):
+        return {str(node.path[0])}
+    if isinstance(node, list | tuple):
+        return {name for part in node for name in _read_attributes(part)}
+    if isinstance(node, Op | Func):
+        return {name for part in vars(node).values() for name in _read_attributes(part)}
+    return set()
+
+
+def _check_start(start: bytes, low: Bound | None, high: Bound | None) -> None:
+    """Refuse a Query's ExclusiveStartKey whose sort key lies outside the key condition, as DynamoDB does."""
+    above = low is None or start > low.value or (start == low.value and low.inclusive)
+    below = high is None or start < high.value or (start == high.value and high.inclusive)
+    if not (above and below):
+        raise MockValidationException("The provided starting key does not match the range key predicate")
 
 
 def _tighter(bound: Bound | None, other: Bound, *, lower: bool) -> Bound:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -140,17 +141,23 @@ def _sequence(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _number_problem(request: Any) -> str | None:
-    """Why a number in the request is one DynamoDB refuses (more than 38 digits, or beyond its range), or None.
+_SET_NAMES = {"SS": "string set", "NS": "number set", "BS": "binary set"}
 
-    DynamoDB refuses such a request; moto would compare the number as it came and answer.
+
+def _value_problem(request: Any) -> str | None:
+    """Why a value in the request is one DynamoDB refuses, or None: a number of more than 38 digits or
+    beyond its range, or an empty set.
+
+    DynamoDB refuses such a request; moto would compare the value as it came and answer.
     """
     pending = _request_values(request)
     while pending:
         value = pending.pop()
         if not isinstance(value, dict) or len(value) != 1:
-            continue  # not a number: moto's own checks answer for the rest
+            continue  # not an AttributeValue: moto's own checks answer for the rest
         ((tag, inner),) = value.items()
+        if tag in _SET_NAMES and inner == []:
+            return f"One or more parameter values were invalid: An {_SET_NAMES[tag]} may not be empty"
         for number in [inner] if tag == "N" else _sequence(inner) if tag == "NS" else []:
             try:
                 canonical_number(number)
@@ -160,6 +167,25 @@ def _number_problem(request: Any) -> str | None:
             pending += _mapping(inner).values()
         elif tag == "L":
             pending += _sequence(inner)
+    return None
+
+
+# The words of a KeyConditionExpression: placeholders, and names (its values are all placeholders).
+_KEY_WORDS = re.compile(r"[#:]?[A-Za-z0-9_.-]+")
+_KEY_KEYWORDS = frozenset({"and", "between", "begins_with"})
+
+
+def _key_condition_problem(request: Any) -> str | None:
+    """Why a Query's KeyConditionExpression is one DynamoDB refuses and moto answers, or None: a key
+    named in two conditions (moto keeps the last and answers with the other dropped)."""
+    request = _mapping(request)
+    expression, names = request.get("KeyConditionExpression"), _mapping(request.get("ExpressionAttributeNames"))
+    if not isinstance(expression, str):
+        return None
+    named = [names.get(word, word) for word in _KEY_WORDS.findall(expression)
+             if not word.startswith(":") and word.lower() not in _KEY_KEYWORDS]
+    if len(named) != len(set(named)):
+        return "Invalid KeyConditionExpression: KeyConditionExpressions must only contain one condition per key"
     return None
 
 
@@ -188,7 +214,7 @@ class Protocol:
             parsed = json.loads(body or b"{}")
         except ValueError:
             return error("SerializationException", "the request body is not JSON")
-        problem = _number_problem(parsed)
+        problem = _value_problem(parsed) or (_key_condition_problem(parsed) if operation == "Query" else None)
         if problem is not None:
             return error("ValidationException", f"{operation} could not be answered: {problem}")
         select = parsed.get("Select") if isinstance(parsed, dict) else None

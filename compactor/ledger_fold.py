@@ -87,11 +87,14 @@ def _plan(store: Store, table: str, max_deletes: int) -> _Fold | None:
              for swap in erasure.replaced for path in (swap.old, swap.new) if path}
     settled = ({r.target for r in folding if r.kind == "put"} & {r.target for r in folding if r.kind == "del"}) - named
     published = {r.target for r in ledger.records if r.kind == "put"}
-    # A quarantined record whose last folded record is its drop: its keep and drop say nothing more
-    # together (unless a record outside this fold keeps it again; then that one says it).
-    last = {r.target: r.kind for r in sorted((r for r in folding if r.kind in ("keep", "drop")),
-                                             key=lambda r: (r.written_us, r.chain, r.number))}
-    dropped = {target for target, kind in last.items() if kind == "drop"}
+    # A quarantined record whose last record is a drop, with every record of it in this fold: its keeps
+    # and drops say nothing more together. While any of them stays outside the fold (a chain's newest
+    # is never folded), they all say something: a keep left alone would be read as the last word.
+    quarantined = [r for r in ledger.records if r.kind in ("keep", "drop")]
+    last = {r.target: r.kind for r in sorted(quarantined, key=lambda r: (r.written_us, r.chain, r.number))}
+    folded_paths = {r.path for r in folding}
+    unfolded = {r.target for r in quarantined if r.path not in folded_paths}
+    dropped = {target for target, kind in last.items() if kind == "drop" and target not in unfolded}
 
     def carried(record: Record) -> bool:
         if record.kind in ("gap", "pend"):

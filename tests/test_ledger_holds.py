@@ -18,12 +18,12 @@ import pytest
 
 from changelog.captured import record_pending_batch, record_stored_batch
 from changelog.codec import decode_lambda_record
-from changelog.errors import DamagedStore, TimeOutOfRange
+from changelog.errors import DamagedStore, DecodeError, TimeOutOfRange
 from changelog.layout import checkpoint_path
 from changelog.meta import meta_from_description, write_meta
 from changelog.quarantine import quarantine_paths
 from changelog.state import change_files, check_restorable, coverage
-from changelog.store import Store
+from changelog.store import LocalStore, Store
 from changelog.timefmt import from_micros
 from compactor.ledger_fold import fold_ledger
 from replayer.proving.check import check_store
@@ -105,6 +105,27 @@ def test_a_folded_ledger_still_answers_for_a_quarantined_record(
     store.delete(path)
     assert not _restorable(store, "orders", BASE + 25)
     assert path in _findings(store)
+
+
+def test_a_fold_after_requeue_keeps_the_drop_of_a_keep_it_cannot_fold(store: Store) -> None:
+    # Two records fail to decode once: the capture chain ends with a keep, which no fold takes (a
+    # chain's newest never is). The requeue chain's first drop is folded: were it dropped from the
+    # fold, that keep would be read as the last word on a record requeue removed.
+    work = _workload()
+    write_meta(store, meta_from_description(work.description()))
+    failing = {work.records[4]["eventID"], work.records[5]["eventID"]}
+
+    def once(record: dict[str, Any]) -> Any:
+        if record["eventID"] in failing:
+            raise DecodeError("not decodable until the fix")
+        return decode_lambda_record(record)
+
+    capture_batch(store, work.records, once, source="lambda-dynamodb")
+    # requeue and compact run as processes of their own: each writes a chain of its own (one per store object)
+    assert len(requeue(LocalStore(store.root), "orders").files) == 1
+    assert fold_ledger(LocalStore(store.root), "orders") > 0
+    assert _findings(store) == {}
+    assert _restorable(store, "orders", BASE + 50)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 from changelog.errors import UsageError
+from changelog.plain import Column, column_sql
 
 MAX_LENGTH = 10_000
 MAX_DIGITS = 38  # DynamoDB's precision, and the widest DECIMAL a number column is (changelog.plain)
@@ -77,7 +78,8 @@ class Predicate:
     tree: exp.Expr
     columns: tuple[str, ...]
 
-    def bind(self, attributes: Iterable[str], aliases: Mapping[str, str] | None = None) -> str:
+    def bind(self, attributes: Iterable[str], aliases: Mapping[str, str] | None = None,
+             tree: exp.Expr | None = None) -> str:
         """SQL for DuckDB, re-generated from the AST; refuses a column that is not an attribute.
 
         A name binds to the attribute of exactly that name: DynamoDB's names are case-sensitive, and
@@ -87,7 +89,7 @@ class Predicate:
         attributes that differ only in case must be read under distinct names to be bound exactly.
         """
         known = sorted(set(attributes))
-        tree = self.tree.copy()
+        tree = (tree or self.tree).copy()
         for column in tree.find_all(exp.Column):
             name = column.name
             if name not in known:
@@ -95,18 +97,98 @@ class Predicate:
             column.set("this", exp.to_identifier(aliases[name] if aliases else name, quoted=True))
         return tree.sql(dialect="duckdb", identify=True, comments=False)
 
-    def bind_plain(self, columns: Sequence[tuple[str, str]]) -> tuple[str, str]:
-        """Over plain ``columns`` (name, SQL expression): the predicate's SQL, and the select-list
-        (``, expr AS alias`` ...) of just the columns it names, to compute beside the rows it filters.
+    def bind_columns(self, columns: Sequence[Column], image: str = "image") -> tuple[str, str]:
+        """Over the typed ``columns`` (``changelog.plain``) read from ``image``: the predicate's SQL,
+        and the select-list (``, expr AS alias`` ...) of just the columns it names, to compute beside
+        the rows it filters.
 
         Each attribute is read under an alias of its own (``__where_<n>``), so the binding is exact
-        whatever the case of its name.
+        whatever the case of its name. The columns' types make every comparison exact or refused
+        (``_exact``): DuckDB would round a quoted number to a decimal column's scale, a number kept as
+        text to the other side's type, and divide decimals as doubles.
         """
-        aliases = {name: f"__where_{index}" for index, (name, _) in enumerate(columns)}
-        where_sql = self.bind(aliases, aliases)
+        aliases = {column.name: f"__where_{index}" for index, column in enumerate(columns)}
+        tree = _exact(self.tree.copy(), {column.name: column.kind for column in columns})
+        where_sql = self.bind(aliases, aliases, tree)
         named = set(self.columns)  # bound exactly, so only the attributes of exactly these names
-        select = "".join(f", {expr} AS {aliases[name]}" for name, expr in columns if name in named)
+        select = "".join(f", {column_sql(column, image)} AS {aliases[column.name]}"
+                         for column in columns if column.name in named)
         return where_sql, select
+
+
+# What a value of the predicate is, as far as exactness goes: an exact number (a decimal column, a
+# number literal, arithmetic on them), a double (asked for by a cast), a number kept as text (a
+# column whose numbers do not fit one decimal type), a quoted literal, or anything else.
+_NUMBER, _FLOAT, _NUMBER_TEXT, _QUOTED, _OTHER = "number", "float", "number text", "quoted", "other"
+_FLOAT_TYPES = frozenset({exp.DataType.Type.FLOAT, exp.DataType.Type.DOUBLE})
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
+_ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Mod, exp.Div, exp.IntDiv)
+_SAME_KIND = (exp.Paren, exp.Neg, exp.Abs, exp.Round, exp.Floor, exp.Ceil)
+
+
+def _kind(node: exp.Expr, kinds: Mapping[str, str]) -> str:
+    if isinstance(node, exp.Column):
+        return {"N": _NUMBER, "NTEXT": _NUMBER_TEXT}.get(kinds.get(node.name, ""), _OTHER)
+    if isinstance(node, exp.Literal):
+        return _NUMBER if node.is_number else _QUOTED
+    if isinstance(node, exp.Cast | exp.TryCast):
+        target = node.to.this
+        return _FLOAT if target in _FLOAT_TYPES else _NUMBER if target in exp.DataType.NUMERIC_TYPES else _OTHER
+    if isinstance(node, _SAME_KIND):
+        return _kind(node.this, kinds)
+    if isinstance(node, _ARITHMETIC):
+        found = {_kind(node.left, kinds), _kind(node.right, kinds)}
+        return _FLOAT if _FLOAT in found else _NUMBER if _NUMBER in found else _OTHER
+    return _OTHER
+
+
+def _operands(node: exp.Expr) -> list[exp.Expr]:
+    if isinstance(node, exp.In):
+        return [node.this, *node.expressions]
+    if isinstance(node, exp.Between):
+        return [node.this, node.args["low"], node.args["high"]]
+    return [node.this, node.args["expression"]]
+
+
+def _exact(tree: exp.Expr, kinds: Mapping[str, str]) -> exp.Expr:
+    """``tree`` with every comparison exact: a quoted number compared with an exact number is read
+    as that number (``n = '5.5'`` is 5.5, never rounded to the column's scale); a number kept as text
+    compared with a number, or in arithmetic, and a division of exact numbers, are refused."""
+    for node in list(tree.walk()):
+        if isinstance(node, exp.Div | exp.IntDiv) and _FLOAT not in {_kind(node.left, kinds), _kind(node.right, kinds)}:
+            raise UsageError("--where cannot divide exact numbers: DuckDB divides decimals as doubles, which loses "
+                             "digits; multiply the other side instead (a > 2 * b), or divide doubles (a::DOUBLE / b)")
+        if isinstance(node, (*_ARITHMETIC, *_SAME_KIND)) and not isinstance(node, exp.Paren):
+            parts = [node.left, node.right] if isinstance(node, _ARITHMETIC) else [node.this]
+            _refuse_number_text(parts, kinds, "in arithmetic")
+        if isinstance(node, (*_COMPARISONS, exp.In, exp.Between)):
+            operands = _operands(node)
+            found = [_kind(operand, kinds) for operand in operands]
+            if _NUMBER in found:
+                _refuse_number_text(operands, kinds, "beside a number")
+                for operand, kind in zip(operands, found, strict=True):
+                    if kind == _QUOTED and _is_number(operand.this):
+                        operand.replace(exp.Literal.number(exact_number(operand.this)))
+    return tree
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return Decimal(text.strip()).is_finite()
+    except InvalidOperation:
+        return False
+
+
+def _refuse_number_text(nodes: Iterable[exp.Expr], kinds: Mapping[str, str], where: str) -> None:
+    for node in nodes:
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if _kind(node, kinds) == _NUMBER_TEXT:
+            name = node.name
+            raise UsageError(f"--where reads {name!r} {where}, but its numbers do not fit one exact decimal type "
+                             f"(together they need more than {MAX_DIGITS} digits), so it holds each number's text: "
+                             "DuckDB would round it; compare the text exactly "
+                             f"({name} = '12.50'), or doubles approximately ({name}::DOUBLE > 12.5)")
 
 
 def _unknown(name: str, known: list[str]) -> str:

@@ -48,7 +48,7 @@ from changelog.integrity import verify_for_read
 from changelog.layout import parse_change_file_name, partition_of
 from changelog.ledger import record_dropped, record_removed
 from changelog.meta import resolve_key
-from changelog.plain import plain_columns
+from changelog.plain import columns_of
 from changelog.predicate import Predicate, lock_down
 from changelog.quarantine import list_quarantined, quarantined_item_key
 from changelog.record import SCHEMA
@@ -431,7 +431,7 @@ def matching_items(store: Store, table: str, predicate: Predicate) -> tuple[list
                    SELECT item_key, new_image AS image FROM forget__changes WHERE new_image IS NOT NULL
                    UNION ALL SELECT item_key, old_image FROM forget__changes WHERE old_image IS NOT NULL
                    UNION ALL SELECT item_key, image FROM forget__parts WHERE image IS NOT NULL""")
-    where_sql, extra = predicate.bind_plain(plain_columns(summarize(con, "forget__versions", "image")))
+    where_sql, extra = predicate.bind_columns(columns_of(summarize(con, "forget__versions", "image")))
     lock_down(con)
     (scanned,) = con.execute("SELECT count(*) FROM forget__versions").fetchone() or (0,)
     try:

@@ -10,6 +10,7 @@ import pytest
 
 from changelog.codec import decode_lambda_record
 from changelog.errors import UsageError
+from changelog.plain import Column
 from changelog.predicate import lock_down, parse_predicate
 from changelog.store import Store
 from replayer.forensics.diff import diff_states
@@ -217,6 +218,50 @@ def test_the_refusal_of_a_wide_number_names_it_whole_and_suggests_a_form_that_is
     capture_batch(store, stream_records(TABLE, BIG), decode_lambda_record, source="test")
     con = open_items(store, TABLE, _at(T0), where=suggested)
     assert con.execute("SELECT count(*) FROM items").fetchone() == (4,)
+
+
+def _matching(store: Store, ops: list[Op], where: str) -> set[str]:
+    capture_batch(store, stream_records(TABLE, ops), decode_lambda_record, source="test")
+    con = open_items(store, TABLE, _at(T0), where=where)
+    return {row[0] for row in con.execute("SELECT keys::JSON->>'$.pk.S' FROM items").fetchall()}
+
+
+WHOLE = [Op(0, {"n": {"N": "5"}}, T0), Op(1, {"n": {"N": "6"}}, T0)]  # a DECIMAL(38,0) column
+
+
+@pytest.mark.parametrize(("where", "expected"), [
+    ("n = '5.5'", set()),
+    ("n BETWEEN '5.1' AND '5.9'", set()),
+    ("n IN ('5.5', '6')", {"b"}),
+    ("n + 0 = ' 6 '", {"b"}),
+])
+def test_a_quoted_number_is_compared_exactly_not_rounded_to_the_columns_scale(store: Store, where: str,
+                                                                              expected: set[str]) -> None:
+    # DuckDB cast '5.5' to the column's DECIMAL(38,0), rounding it to 6.
+    assert _matching(store, WHOLE, where) == expected
+
+
+# 12.15 and 1E-38 need 40 digits together: the column holds each number's text.
+AS_TEXT = [Op(0, {"t": {"N": "12.15"}}, T0), Op(1, {"t": {"N": "1E-38"}}, T0)]
+
+
+@pytest.mark.parametrize("where", ["t = 12", "t IN (12, 13)", "t > 0", "0 = t", "t BETWEEN 0 AND 1", "t + 0 = 12"])
+def test_a_number_kept_as_text_is_not_compared_with_a_number_but_refused(store: Store, where: str) -> None:
+    # DuckDB cast each text to the other side's type: '12.15' = 12 and '1E-38' = 0 held.
+    with pytest.raises(UsageError, match="holds each number's text"):
+        _matching(store, AS_TEXT, where)
+
+
+def test_a_number_kept_as_text_compares_as_its_text(store: Store) -> None:
+    assert _matching(store, AS_TEXT, "t = '12.15'") == {"a"}
+
+
+def test_an_exact_division_is_refused_and_a_division_of_doubles_is_not(store: Store) -> None:
+    # DuckDB divides decimals as doubles: 10^37 + 1 divided by 1 equalled 10^37.
+    for where in ("n / 1 = 1E+37", "n // 1 = 1E+37"):
+        with pytest.raises(UsageError, match="cannot divide exact numbers"):
+            parse_predicate(where).bind_columns([Column("n", "N")])
+    assert _matching(store, BIG, "n::DOUBLE / 2 > 0") == {"a", "b", "ключ", "d"}
 
 
 def test_diff_where_over_a_window_without_changes_is_an_empty_diff(filled: Store) -> None:

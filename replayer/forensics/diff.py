@@ -22,7 +22,7 @@ from changelog.connection import bounded_connection
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import UsageError
 from changelog.layout import hour_partition, partition_of
-from changelog.plain import plain_columns
+from changelog.plain import columns_of
 from changelog.predicate import Predicate, lock_down, parse_predicate
 from changelog.record import SCHEMA
 from changelog.source import register_parquet
@@ -122,7 +122,7 @@ def _filter_sql(con: duckdb.DuckDBPyConnection, predicate: Predicate, known: set
         return "FALSE"  # nothing changed in the window: no item can match, whatever the names
     absent = {name: AttributeTypes(frozenset({"NULL"})) for name in predicate.columns
               if name in known and name not in summary}
-    where_sql, extra = predicate.bind_plain(plain_columns({**summary, **absent}, reserved=frozenset({"item_key"})))
+    where_sql, extra = predicate.bind_columns(columns_of({**summary, **absent}, reserved=frozenset({"item_key"})))
     sides = {side: con.sql(f"SELECT item_key{extra} FROM diff_{side}").to_arrow_table() for side in ("from", "to")}
     judge = duckdb.connect()
     for side, rows in sides.items():

@@ -16,7 +16,7 @@ from changelog.connection import bounded_connection
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.docs import register_doc_function
 from changelog.errors import UsageError
-from changelog.plain import columns_of, plain_columns, typed_query
+from changelog.plain import columns_of, typed_query
 from changelog.predicate import Predicate, lock_down, parse_predicate
 from changelog.progress import Progress, query_progress, track_progress
 from changelog.state import check_restorable, coverage, open_state, plan_state
@@ -135,7 +135,7 @@ def open_items(store: Store, table: str, at: datetime, *, where: str | Predicate
         carried = ", ".join(layout.carried) if layout is not None else "item_key, keys, image"
         con.execute(f"CREATE VIEW items AS SELECT {carried}, rewind_doc(image) AS doc{passed} FROM state")
         return con
-    where_sql, extra = predicate.bind_plain(plain_columns(summarize(con, "state", "image")))
+    where_sql, extra = predicate.bind_columns(columns_of(summarize(con, "state", "image")))
     lock_down(con)
     try:
         con.execute(

@@ -119,7 +119,7 @@ class Predicate:
 # What a value of the predicate is, as far as exactness goes: an exact number (a decimal column, a
 # number literal, arithmetic on them), a double (asked for by a cast), a number kept as text (a
 # column whose numbers do not fit one decimal type), a quoted literal, or anything else.
-_NUMBER, _FLOAT, _NUMBER_TEXT, _QUOTED, _OTHER = "number", "float", "number text", "quoted", "other"
+_NUMBER, _FLOAT, _NUMBER_TEXT, _TEXT, _QUOTED, _OTHER = "number", "float", "number text", "text", "quoted", "other"
 _FLOAT_TYPES = frozenset({exp.DataType.Type.FLOAT, exp.DataType.Type.DOUBLE})
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
 _ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Mod, exp.Div, exp.IntDiv)
@@ -128,7 +128,7 @@ _SAME_KIND = (exp.Paren, exp.Neg, exp.Abs, exp.Round, exp.Floor, exp.Ceil)
 
 def _kind(node: exp.Expr, kinds: Mapping[str, str]) -> str:
     if isinstance(node, exp.Column):
-        return {"N": _NUMBER, "NTEXT": _NUMBER_TEXT}.get(kinds.get(node.name, ""), _OTHER)
+        return {"N": _NUMBER, "NTEXT": _NUMBER_TEXT, "S": _TEXT}.get(kinds.get(node.name, ""), _OTHER)
     if isinstance(node, exp.Literal):
         return _NUMBER if node.is_number else _QUOTED
     if isinstance(node, exp.Cast | exp.TryCast):
@@ -166,6 +166,10 @@ def _exact(tree: exp.Expr, kinds: Mapping[str, str]) -> exp.Expr:
             found = [_kind(operand, kinds) for operand in operands]
             if _NUMBER in found:
                 _refuse_number_text(operands, kinds, "beside a number")
+                if _TEXT in found:
+                    raise UsageError("--where compares a string attribute with a number: DuckDB would read each "
+                                     "string as a number of the other side's scale, rounding it; cast one side "
+                                     "(s::DECIMAL(38,10) = n, or n::VARCHAR = s)")
                 for operand, kind in zip(operands, found, strict=True):
                     if kind == _QUOTED and _is_number(operand.this):
                         operand.replace(exp.Literal.number(exact_number(operand.this)))

@@ -252,6 +252,12 @@ def test_a_number_kept_as_text_is_not_compared_with_a_number_but_refused(store: 
         _matching(store, AS_TEXT, where)
 
 
+def test_a_string_attribute_compared_with_a_number_is_refused(store: Store) -> None:
+    ops = [Op(0, {"n": {"N": "6"}, "s": {"S": "5.5"}}, T0)]
+    with pytest.raises(UsageError, match="compares a string attribute with a number"):
+        _matching(store, ops, "n = s")
+
+
 def test_a_number_kept_as_text_compares_as_its_text(store: Store) -> None:
     assert _matching(store, AS_TEXT, "t = '12.15'") == {"a"}
 

@@ -31,7 +31,7 @@ class Loss:
     end_us: int  # the newest stream time a lost change can carry
     what: str  # one phrase naming the loss
     remedy: str  # what makes the moments after it restorable again
-    kind: str = "missing"  # "gap", "quarantine", or "missing" (the ledger names a file the store lost)
+    kind: str = "missing"  # "gap", "quarantine", "missing" (the ledger names a file the store lost), "expired"
 
     def affects(self, at_us: int) -> bool:
         """Whether the state at ``at_us`` may lack a lost change (bases aside)."""

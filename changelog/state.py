@@ -252,6 +252,9 @@ class Coverage:
     bases: tuple[Base, ...] = ()  # every whole copy of the table a snapshot proves (manifest_bases)
     losses: tuple[Loss, ...] = ()  # gaps and quarantined records: what the store does not hold
     holds: tuple[Hold, ...] = ()  # what capture proves, shard by shard (changelog.captured); latest_us is their min
+    # The floor ``expire`` left: the changes up to it may be deleted (a kept snapshot restores the
+    # moments from it on, but no list of changes reaching back to it is whole).
+    expired_up_to_us: int | None = None
 
     @property
     def intervals(self) -> tuple[Interval, ...]:
@@ -351,6 +354,7 @@ def coverage(store: Store, table: str, con: duckdb.DuckDBPyConnection | None = N
         bases=tuple(bases),
         losses=losses,
         holds=holds,
+        expired_up_to_us=floor,
     )
 
 
@@ -437,11 +441,25 @@ def check_complete(cov: Coverage, low_us: int | None, high_us: int | None, *, wh
     A base re-opens states after a loss, never the list of changes across it: history and timeline
     answer only for windows no loss overlaps. ``what`` names the answer; ``narrow`` how to ask for less.
     """
-    for loss in cov.losses:
+    for loss in listing_losses(cov):
         if loss.overlaps(low_us, high_us):
             raise TimeOutOfRange(
                 f"{what} of {cov.table!r} may miss changes: {loss.what}; {narrow}"
             )
+
+
+def listing_losses(cov: Coverage) -> tuple[Loss, ...]:
+    """What a list of the table's changes may miss: its losses, and the changes ``expire`` removed.
+
+    A removal by the retention policy loses no restore point (a kept snapshot restores the moments
+    after it), but a history or timeline reaching back to it would miss the changes it removed.
+    """
+    if cov.expired_up_to_us is None:
+        return cov.losses
+    expired = Loss(None, cov.expired_up_to_us,
+                   f"the changes up to {format_time(from_micros(cov.expired_up_to_us))} were removed by the "
+                   "retention policy (expire)", "", "expired")
+    return (*cov.losses, expired)
 
 
 def snapshot_dirs(store: Store, table: str) -> list[str]:

@@ -19,6 +19,8 @@ from compactor.policy import parse_policy
 from compactor.retention import apply_expire, plan_expire
 from compactor.snapshots import build_snapshot
 from ddb_rewind.cli import main
+from replayer.forensics.history import item_history
+from replayer.forensics.timeline import timeline
 from replayer.proving.verify import restore_drill
 from replayer.restoring.replay import open_items
 from stream_consumer.capture import capture_batch
@@ -155,6 +157,39 @@ def test_status_shows_the_new_earliest_and_earlier_moments_are_refused(history: 
     open_items(history, TABLE, datetime.fromtimestamp(plan.floor_us / 1_000_000, tz=UTC))  # the floor itself
     with pytest.raises(TimeOutOfRange, match="before the earliest restorable time"):
         open_items(history, TABLE, datetime.fromtimestamp(plan.floor_us / 1_000_000 - 1, tz=UTC))
+
+
+K1 = '{"pk": {"S": "k1"}}'
+
+
+def _expired(history: Store) -> int:
+    plan = plan_expire(history, TABLE, parse_policy("changes=10d"))
+    apply_expire(history, plan)
+    assert plan.floor_us is not None
+    return plan.floor_us
+
+
+def test_a_history_reaching_back_past_what_expire_removed_is_refused(history: Store) -> None:
+    # k1's first changes were removed: listed from what is left, its history looked whole.
+    floor = _expired(history)
+    with pytest.raises(TimeOutOfRange, match="removed by the retention policy"):
+        item_history(history, TABLE, K1)
+    kept = item_history(history, TABLE, K1, partial=True)
+    assert kept and all(version.event_time_us > floor for version in kept)
+
+
+def test_the_partial_history_names_what_expire_removed(history: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    _expired(history)
+    assert main(["history", "--table", TABLE, "--store", history.uri, "--key", K1, "--partial"]) == 0
+    assert "may be missing: the changes up to" in capsys.readouterr().err
+
+
+def test_a_timeline_reaching_back_past_what_expire_removed_is_refused(history: Store) -> None:
+    floor = _expired(history)
+    with pytest.raises(TimeOutOfRange, match="removed by the retention policy"):
+        timeline(history, TABLE, "day", BASE * 1_000_000, floor + DAY * 1_000_000)
+    after = timeline(history, TABLE, "day", floor + 1, max(_seconds()) * 1_000_000)
+    assert sum(bucket.total for bucket in after) == sum(1 for second in _seconds() if second * 1_000_000 > floor)
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from changelog.record import SCHEMA
 from changelog.restorable import Loss
 from changelog.source import register_parquet
 from changelog.spec import history_sql, render
-from changelog.state import Coverage, change_files, check_complete, coverage
+from changelog.state import Coverage, change_files, check_complete, coverage, listing_losses
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from replayer.forensics.attrdiff import PathChange, diff_items
@@ -72,8 +72,9 @@ def check_history_complete(cov: Coverage, shown: str) -> None:
 
 
 def history_losses(store: Store, table: str) -> tuple[Loss, ...]:
-    """The table's losses, which a partial history names beside the changes the store holds."""
-    return coverage(store, table).losses
+    """What a history may miss (the table's losses, and what ``expire`` removed), which a partial history
+    names beside the changes the store holds."""
+    return listing_losses(coverage(store, table))
 
 
 def item_history(store: Store, table: str, key_text: str,

@@ -3,22 +3,26 @@
 DuckDB's own default is 80% of the machine's memory, so a large replay held it all; with a bound it
 spills its sorts, joins and materialised tables instead (5M changes: peak 1.7 GB -> 1.2 GB at a 1 GB
 bound for +7% time; bench/replay.py --memory-limit). Its default spill directory is ``.tmp`` in the
-caller's working directory: every reader spills beside other temporary files instead.
+caller's working directory: every reader spills beside other temporary files instead, in a
+directory of its own process (mode 700, removed when the process ends). DuckDB lets a connection
+locked against file access still read its spill directory: shared between processes, a ``sql``
+session could read what another process's replay of another store had spilled.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import tempfile
-from pathlib import Path
 
 import duckdb
 
 from changelog.errors import UsageError
 
 DEFAULT_MEMORY_LIMIT = "2GB"
-SPILL_DIRECTORY = str(Path(tempfile.gettempdir()) / "ddb-rewind-duckdb")
+_spill: list[str] = []  # this process's spill directory, once made
 
 _UNITS = {"kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
@@ -39,6 +43,14 @@ def memory_limit() -> str:
     return value
 
 
+def spill_directory() -> str:
+    """This process's own spill directory under the system's temporary directory (made on first use)."""
+    if not _spill:
+        _spill.append(tempfile.mkdtemp(prefix="ddb-rewind-duckdb-"))  # mode 700
+        atexit.register(shutil.rmtree, _spill[0], True)
+    return _spill[0]
+
+
 def bounded_connection(memory: str | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection bounded at ``memory`` (else ``memory_limit()``) that spills to SPILL_DIRECTORY."""
-    return duckdb.connect(config={"temp_directory": SPILL_DIRECTORY, "memory_limit": memory or memory_limit()})
+    """A DuckDB connection bounded at ``memory`` (else ``memory_limit()``) that spills to ``spill_directory()``."""
+    return duckdb.connect(config={"temp_directory": spill_directory(), "memory_limit": memory or memory_limit()})

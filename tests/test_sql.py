@@ -203,11 +203,37 @@ def test_csv_output_writes_values_as_the_csv_export_does(filled: Store, capsys: 
 
 def test_a_sql_session_spills_beside_temporary_files_not_into_the_working_directory(filled: Store) -> None:
     # DuckDB's own default is .tmp in the working directory: a large query would leave files there.
-    from changelog.connection import SPILL_DIRECTORY
+    from changelog.connection import spill_directory
     from replayer.engines.views import open_sql
 
     con = open_sql(filled)
-    assert con.execute("SELECT current_setting('temp_directory')").fetchall() == [(SPILL_DIRECTORY,)]
+    assert con.execute("SELECT current_setting('temp_directory')").fetchall() == [(spill_directory(),)]
+
+
+def test_a_sql_session_cannot_read_what_another_process_spills(filled: Store,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # DuckDB lets a locked connection read its spill directory: one shared by every process let a
+    # session read the rows another process (a replay of another store) had spilled.
+    import subprocess
+    import sys
+
+    from changelog.connection import spill_directory
+
+    plant = ("import pathlib, sys; from changelog.connection import spill_directory; d = spill_directory(); "
+             "(pathlib.Path(d) / 'spilled.tmp').write_text(\"another store's rows\"); print(d, flush=True); "
+             "sys.stdin.read()")
+    other = subprocess.Popen([sys.executable, "-c", plant], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parent.parent)
+    try:
+        theirs = (other.stdout.readline() if other.stdout else "").strip()
+        assert theirs and theirs != spill_directory()
+        assert (Path(spill_directory()).stat().st_mode & 0o777) == 0o700
+        assert main(["sql", "--store", filled.uri, f"SELECT content FROM read_text('{theirs}/spilled.tmp')"]) != 0
+    finally:
+        other.communicate("", timeout=30)
+    out, err = capsys.readouterr()
+    assert "another store's rows" not in out and len(err.strip().splitlines()) == 1
+    assert not Path(theirs).exists()  # removed when its process ended
 
 
 def test_a_table_macro_of_a_table_the_store_does_not_hold_is_not_found(

@@ -98,6 +98,7 @@ WRITES = [
     "SELECT * FROM read_parquet('https://example.com/x.parquet')",
     "CALL enable_logging(storage_path = '{new}')",
     "CHECKPOINT",
+    "UPDATE EXTENSIONS",  # a statement type DuckDB's Python enum has no name for
 ]
 
 WRAPPERS = {

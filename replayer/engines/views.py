@@ -479,14 +479,23 @@ def _statements(con: duckdb.DuckDBPyConnection, sql: str) -> list[Any]:
         raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
 
 
+def _type(statement: Any) -> Any:
+    """The statement's type; None for one DuckDB's Python enum has no name for (UPDATE EXTENSIONS)."""
+    try:
+        return statement.type
+    except ValueError:
+        return None
+
+
 def _kind(statement: Any) -> str:
-    return str(statement.type).rsplit(".", 1)[-1]
+    kind = _type(statement)
+    return "these" if kind is None else str(kind).rsplit(".", 1)[-1]
 
 
 def _check_statement(con: duckdb.DuckDBPyConnection, statement: Any) -> None:
-    if statement.type not in _READING:
+    if _type(statement) not in _READING:
         raise UsageError(_ONLY_READS.format(_kind(statement)))
-    if statement.type == duckdb.StatementType.EXPLAIN:
+    if _type(statement) == duckdb.StatementType.EXPLAIN:
         _check_explained(con, statement.query)
         return
     (serialized,) = con.execute("SELECT json_serialize_sql(?)", [statement.query]).fetchone() or (None,)
@@ -591,7 +600,7 @@ def _check_explained(con: duckdb.DuckDBPyConnection, text: str) -> None:
     if not readings:
         raise UsageError("sql only reads: the statement under this EXPLAIN could not be checked to only read")
     for inner in readings:
-        if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
+        if len(inner) != 1 or _type(inner[0]) != duckdb.StatementType.SELECT:
             raise UsageError(_ONLY_READS.format(f"EXPLAIN of {_kind(inner[0]) if len(inner) == 1 else 'MULTI'}"))
         _check_statement(con, inner[0])
 

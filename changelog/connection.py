@@ -22,7 +22,7 @@ import duckdb
 from changelog.errors import UsageError
 
 DEFAULT_MEMORY_LIMIT = "2GB"
-_spill: list[str] = []  # this process's spill directory, once made
+_spill: dict[int, str] = {}  # by process id: a forked child makes its own (and removes only its own)
 
 _UNITS = {"kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
@@ -45,10 +45,16 @@ def memory_limit() -> str:
 
 def spill_directory() -> str:
     """This process's own spill directory under the system's temporary directory (made on first use)."""
-    if not _spill:
-        _spill.append(tempfile.mkdtemp(prefix="ddb-rewind-duckdb-"))  # mode 700
-        atexit.register(shutil.rmtree, _spill[0], True)
-    return _spill[0]
+    pid = os.getpid()
+    if pid not in _spill:
+        _spill[pid] = tempfile.mkdtemp(prefix="ddb-rewind-duckdb-")  # mode 700
+        atexit.register(_remove, pid)
+    return _spill[pid]
+
+
+def _remove(pid: int) -> None:
+    if os.getpid() == pid:
+        shutil.rmtree(_spill[pid], ignore_errors=True)
 
 
 def bounded_connection(memory: str | None = None) -> duckdb.DuckDBPyConnection:

@@ -133,6 +133,12 @@ def test_an_inverted_window_is_a_usage_error(store: Store) -> None:
         build_report(store, "orders", TO * US, FROM * US)
 
 
+def test_an_empty_window_is_refused_as_empty_not_as_inverted(store: Store) -> None:
+    capture_incident(store)
+    with pytest.raises(UsageError, match="the same moment"):
+        build_report(store, "orders", TO * US, TO * US)
+
+
 def test_item_contents_are_escaped_in_the_page(store: Store) -> None:
     capture_incident(store)
     page = render_html(build_report(store, "orders", FROM * US, TO * US))

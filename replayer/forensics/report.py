@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from changelog.errors import UsageError
 from changelog.meta import key_names
 from changelog.predicate import Predicate
 from changelog.progress import Progress
@@ -129,9 +130,13 @@ def build_report(store: Store, table: str, from_us: int, to_us: int, where: Pred
                  samples: int = 10) -> IncidentReport:
     """Gather the report for (``from_us``, ``to_us``]; ``samples`` bounds the diffs and repair actions shown.
 
-    Refuses as ``diff`` does: UsageError for an inverted window or a bad ``where``, TimeOutOfRange
+    Refuses as ``diff`` does: UsageError for an inverted (or empty) window or a bad ``where``, TimeOutOfRange
     when either end lies outside coverage (before any other work).
     """
+    if from_us == to_us:
+        # (from, to] would hold no change: the chart of its rate would be of nothing.
+        raise UsageError("--from and --to are the same moment: the window after --from up to --to holds no "
+                         "change to report; give a later --to")
     progress = Progress(f"report {table}", total=3 if where is None else 4, unit="steps")
     diff: StateDiff = diff_states(store, table, from_us, to_us, where)
     progress.advance()

@@ -171,7 +171,7 @@ def _value_problem(request: Any) -> str | None:
 
 
 # The words of a KeyConditionExpression: placeholders, and names (its values are all placeholders).
-_KEY_WORDS = re.compile(r"[#:]?[A-Za-z0-9_.-]+")
+_KEY_WORDS = re.compile(r"[#:]?[\w.-]+")
 _KEY_KEYWORDS = frozenset({"and", "between", "begins_with"})
 
 

@@ -211,7 +211,8 @@ def compare(store: Store, table: str, reads: list[LiveRead], *, wait_s: float,
             keys = by_read.get(id(read))
             if not keys:
                 continue
-            before_us = (read.started_us // SECOND_US - SLACK_S) * SECOND_US
+            # Just before the first second a version on either side of the read may be stamped with.
+            before_us = (read.started_us // SECOND_US - SLACK_S) * SECOND_US - 1
             after_us = target
             try:
                 for moment in (before_us, after_us):

@@ -170,8 +170,10 @@ def _exact(tree: exp.Expr, kinds: Mapping[str, str]) -> exp.Expr:
                     raise UsageError("--where compares a string attribute with a number: DuckDB would read each "
                                      "string as a number of the other side's scale, rounding it; cast one side "
                                      "(s::DECIMAL(38,10) = n, or n::VARCHAR = s)")
-                for operand, kind in zip(operands, found, strict=True):
-                    if kind == _QUOTED and _is_number(operand.this):
+                for operand in operands:
+                    while isinstance(operand, exp.Paren):
+                        operand = operand.this
+                    if isinstance(operand, exp.Literal) and operand.is_string and _is_number(operand.this):
                         operand.replace(exp.Literal.number(exact_number(operand.this)))
     return tree
 

@@ -234,6 +234,7 @@ WHOLE = [Op(0, {"n": {"N": "5"}}, T0), Op(1, {"n": {"N": "6"}}, T0)]  # a DECIMA
     ("n BETWEEN '5.1' AND '5.9'", set()),
     ("n IN ('5.5', '6')", {"b"}),
     ("n + 0 = ' 6 '", {"b"}),
+    ("n = ('5.5')", set()),
 ])
 def test_a_quoted_number_is_compared_exactly_not_rounded_to_the_columns_scale(store: Store, where: str,
                                                                               expected: set[str]) -> None:

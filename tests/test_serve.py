@@ -633,6 +633,8 @@ def test_two_conditions_on_the_sort_key_are_refused_not_one_of_them_dropped(serv
 def test_a_query_filter_on_a_key_attribute_is_refused_as_dynamodb_refuses_it(served: int, attribute: str) -> None:
     with pytest.raises(ClientError, match=f"non-primary key attributes: Primary key attribute: {attribute}"):
         _query_a(served, "pk = :p", FilterExpression=f"{attribute} = :v", values={":v": {"N": "1"}})
+    with pytest.raises(ClientError, match=f"non-primary key attributes: Primary key attribute: {attribute}"):
+        _query_a(served, "pk = :p", FilterExpression="attribute_exists(#k)", ExpressionAttributeNames={"#k": attribute})
 
 
 def test_a_scan_filter_may_name_a_key_attribute(served: int) -> None:

@@ -98,10 +98,16 @@ def _relative(key: str) -> str:
     return "data/" + key[marker + len("/data/"):] if marker >= 0 else key
 
 
+def _lines(text: str) -> list[str]:
+    """JSON lines, split at line feeds only: ``str.splitlines`` also splits at U+0085, U+2028 and U+2029,
+    which JSON strings hold unescaped (an item holding one was cut in two)."""
+    return text.split("\n")
+
+
 def read_data_files(source: Store, summary: ExportSummary) -> list[DataFile]:
     """Parse ``manifest-files.json``; checks that the files' item counts add up to the summary's."""
     files = []
-    for number, line in enumerate(_read(source, FILES).decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(_lines(_read(source, FILES).decode("utf-8")), start=1):
         if not line.strip():
             continue
         try:
@@ -132,7 +138,7 @@ def read_items(source: Store, data_file: DataFile) -> Iterator[dict[str, Any]]:
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise ExportInvalid(f"export data file {data_file.path} is not gzip of UTF-8 text: {exc}") from None
     items = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:

@@ -31,7 +31,8 @@ def export_objects(table: str, items: list[dict[str, Any]], export_time: str, *,
     lines = []
     for index in range(files):
         chunk = items[index::files]
-        body = "".join(json.dumps({"Item": item}) + "\n" for item in chunk).encode("utf-8")
+        # UTF-8 as DynamoDB writes it, not \u escapes: a string may hold U+2028 as it is.
+        body = "".join(json.dumps({"Item": item}, ensure_ascii=False) + "\n" for item in chunk).encode("utf-8")
         data = gzip.compress(body)
         key = f"{folder}/data/{hashlib.sha1(f'{export_id}{index}'.encode()).hexdigest()[:26]}.json.gz"
         objects[key] = data

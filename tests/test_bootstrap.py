@@ -86,6 +86,15 @@ def described(store: Store) -> Store:
     return store
 
 
+@pytest.mark.parametrize("separator", ["\u0085", "\u2028", "\u2029"])
+def test_an_export_whose_strings_hold_a_unicode_line_separator_is_read_whole(
+        described: Store, tmp_path: Path, separator: str) -> None:
+    # JSON strings hold these unescaped; str.splitlines cut the item's line in two and refused the export.
+    items = [_item("user#1", 1, note={"S": f"one{separator}two"}), _item(f"user{separator}2", 2)]
+    bootstrap_from_export(described, TABLE, str(_export(tmp_path, items, files=1)))
+    assert _state(described, EXPORT_SECOND + 0.5) == _expected(items)
+
+
 def test_replay_after_an_export_is_the_export_overridden_by_later_changes(described: Store, tmp_path: Path) -> None:
     # A change captured long before the export (the export already holds its effect) must lose.
     stale = _item("user#3", 3, status={"S": "ancient"})

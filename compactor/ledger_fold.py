@@ -6,10 +6,10 @@ ever (100,000 of them took a local coverage read from 0.04 s to 3.3-3.9 s; on S3
 LIST calls). Each compaction folds them: a chain's records up to its first missing number (a hole stays
 a hole, reported as before) and never its newest (so a chain whose fold went missing shows its whole
 past as missing records). The fold carries what still says something (a put whose file no folded
-del removed, a del whose put is in the ledger and not folded with it, a gap, a pending batch, a
-quarantined record's keep unless a folded drop followed it, and the put and del of every file an
-erasure names, which ``check`` reads) and drops the rest. ``changelog.ledger.read_ledger`` reads
-both alike.
+del removed, a del whose put is in the ledger and not folded with it, a gap, a pending batch, the
+keeps and drops of a quarantined record until all of them are folded together with a drop last, and
+the put and del of every file an erasure names, which ``check`` reads) and drops the rest.
+``changelog.ledger.read_ledger`` reads both alike.
 
 Write first, delete last: the new fold, naming what the folds before it carried; then the old folds;
 then the put records, then the rest (a del deleted before its put would make the put's file look

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -175,25 +175,26 @@ def prepare_target(client: Any, name: str, meta: dict[str, Any], *, create: bool
     return "created"
 
 
-def key_names(client: Any, name: str) -> list[str]:
-    """The key attribute names of a live table; raises TargetError when it does not exist."""
+def _about_table(name: str, what: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``call``'s answer about live table ``name``; TargetMissing when the table does not exist."""
     try:
-        description = client.describe_table(TableName=name)["Table"]
+        return call()
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
             raise TargetMissing(f"DynamoDB table {name!r} does not exist (check the name and region)") from None
-        raise translate(exc, f"describing DynamoDB table {name!r}") from None
+        raise translate(exc, f"{what} DynamoDB table {name!r}") from None
+
+
+def key_names(client: Any, name: str) -> list[str]:
+    """The key attribute names of a live table; raises TargetError when it does not exist."""
+    description = _about_table(name, "describing", lambda: client.describe_table(TableName=name)["Table"])
     return [k["AttributeName"] for k in description["KeySchema"]]
 
 
 def ttl_attribute(client: Any, name: str) -> str | None:
     """The attribute a live table's TTL expires items by; None when its TTL is off (or turning off)."""
-    try:
-        description = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            raise TargetMissing(f"DynamoDB table {name!r} does not exist (check the name and region)") from None
-        raise translate(exc, f"reading the TTL of DynamoDB table {name!r}") from None
+    description = _about_table(name, "reading the TTL of",
+                               lambda: client.describe_time_to_live(TableName=name)["TimeToLiveDescription"])
     if description.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
         return None
     attribute = description.get("AttributeName")

@@ -189,12 +189,18 @@ def _bound(value: int | None) -> str:
     return "x" if value is None else str(max(value, 0))
 
 
+def _quarantined_name(table: str, path: str) -> str | None:
+    """The name (without ``.json``) of a quarantined record of ``table`` at ``path`` as capture names it, or None."""
+    name = path.rsplit("/", 1)[-1].removesuffix(".json")
+    return name if _QUARANTINED_NAME.fullmatch(name + ".json") and path == quarantine_path(table, name) else None
+
+
 def record_kept(store: Store, table: str, path: str, start_us: int | None, end_us: int) -> str:
     """Record that the quarantined record ``path`` (its loss from ``start_us`` to ``end_us``) is in the store."""
-    name = path.rsplit("/", 1)[-1]
-    if not _QUARANTINED_NAME.fullmatch(name) or path != quarantine_path(table, name.removesuffix(".json")):
+    name = _quarantined_name(table, path)
+    if name is None:
         raise ValueError(f"{path} is not a quarantined record of {table}")
-    return _append(store, table, f"keep~{_bound(start_us)}~{max(end_us, 0)}~{name.removesuffix('.json')}")
+    return _append(store, table, f"keep~{_bound(start_us)}~{max(end_us, 0)}~{name}")
 
 
 def record_dropped(store: Store, table: str, paths: Iterable[str]) -> None:
@@ -204,9 +210,9 @@ def record_dropped(store: Store, table: str, paths: Iterable[str]) -> None:
     ``keep`` record, so its removal has nothing to answer.
     """
     for path in paths:
-        name = path.rsplit("/", 1)[-1]
-        if _QUARANTINED_NAME.fullmatch(name) and path == quarantine_path(table, name.removesuffix(".json")):
-            _append(store, table, f"drop~{name.removesuffix('.json')}")
+        name = _quarantined_name(table, path)
+        if name is not None:
+            _append(store, table, f"drop~{name}")
 
 
 def record_pending(store: Store, table: str, path: str, hold_us: int | None) -> str:

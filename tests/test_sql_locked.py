@@ -198,3 +198,18 @@ def test_a_query_nested_too_deeply_to_check_is_refused_in_one_line(
     query = "SELECT * FROM (" * 900 + "SELECT 1" + ")" * 900
     assert main(["sql", "--store", place.store.uri, query]) == 2
     _one_refusal(capsys)
+
+
+def test_a_pivot_without_its_values_is_refused_naming_the_form_that_runs(
+        place: Place, capsys: pytest.CaptureFixture[str]) -> None:
+    # DuckDB runs it as two statements, the first creating a type: the refusal says how to list the values.
+    assert main(["sql", "--store", place.store.uri, "PIVOT changes ON event_name USING count(*)"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "PIVOT t ON c IN ('a', 'b')" in err
+
+
+def test_a_pivot_listing_its_values_runs(place: Place, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sql", "--store", place.store.uri, "--format", "csv",
+                 "PIVOT changes ON event_name IN ('INSERT', 'REMOVE') USING count(*) GROUP BY table_name"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "table_name,INSERT,REMOVE"

@@ -459,6 +459,9 @@ _READING = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 # body can be COPY ... TO, INSERT, UPDATE or DELETE (COPY_QUERY_NODE, INSERT_QUERY_NODE, ...).
 _READING_NODES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"})
 _ONLY_READS = "sql only reads: {} statements are not run (use SELECT, DESCRIBE, SHOW or EXPLAIN)"
+# DuckDB runs a PIVOT that does not list its values as two statements: one creates an ENUM type of them.
+_PIVOT_UNLISTED = ("sql only reads: a PIVOT without its values listed makes DuckDB create a type of them first; "
+                   "list them: PIVOT t ON c IN ('a', 'b') USING count(*)")
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
@@ -493,6 +496,8 @@ def _kind(statement: Any) -> str:
 
 
 def _check_statement(con: duckdb.DuckDBPyConnection, statement: Any) -> None:
+    if _type(statement) == duckdb.StatementType.MULTI:
+        raise UsageError(_PIVOT_UNLISTED)
     if _type(statement) not in _READING:
         raise UsageError(_ONLY_READS.format(_kind(statement)))
     if _type(statement) == duckdb.StatementType.EXPLAIN:

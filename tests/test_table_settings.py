@@ -248,6 +248,37 @@ def test_a_global_tables_replicas_are_reported_as_not_applied() -> None:
     assert any("global table replicas in eu-west-1, us-west-2" in note for note in plan.not_applied)
 
 
+# DescribeTable of a table created without a billing mode (provisioned, never switched) has no
+# BillingModeSummary at all; moto always writes one, so the description is written as DynamoDB gives it.
+_PROVISIONED_WITHOUT_SUMMARY = {
+    "TableName": TABLE, "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
+                             {"AttributeName": "g", "AttributeType": "S"}],
+    "ProvisionedThroughput": {"NumberOfDecreasesToday": 0, "ReadCapacityUnits": 3, "WriteCapacityUnits": 4},
+    "GlobalSecondaryIndexes": [{"IndexName": "by-g", "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                                "Projection": {"ProjectionType": "ALL"},
+                                "ProvisionedThroughput": {"ReadCapacityUnits": 5, "WriteCapacityUnits": 6}}],
+}
+
+
+def test_a_table_described_without_a_billing_mode_is_copied_as_provisioned_with_its_capacity() -> None:
+    from replayer.restoring.target import create_table_request
+
+    meta = {"table_name": TABLE, "key_schema": [{"AttributeName": "pk", "AttributeType": "S", "KeyType": "HASH"}]}
+    request = create_table_request("copy", meta, _PROVISIONED_WITHOUT_SUMMARY)
+    assert request["BillingMode"] == "PROVISIONED"
+    assert request["ProvisionedThroughput"] == {"ReadCapacityUnits": 3, "WriteCapacityUnits": 4}
+    assert request["GlobalSecondaryIndexes"][0]["ProvisionedThroughput"] == {"ReadCapacityUnits": 5,
+                                                                             "WriteCapacityUnits": 6}
+
+
+def test_a_table_known_by_its_keys_alone_is_copied_on_demand() -> None:
+    from replayer.restoring.target import create_table_request
+
+    meta = {"table_name": TABLE, "key_schema": [{"AttributeName": "pk", "AttributeType": "S", "KeyType": "HASH"}]}
+    assert create_table_request("copy", meta)["BillingMode"] == "PAY_PER_REQUEST"
+
+
 # --- every job that reads the table records its settings (consume and compact, not only the Lambda) ----------
 
 

@@ -72,6 +72,18 @@ def _warm(entry: dict[str, Any], billing: str) -> dict[str, int] | None:
     return wanted if any(wanted[k] > floor[k] for k in wanted) else None
 
 
+def billing_mode(description: dict[str, Any]) -> str:
+    """The source's billing mode. DescribeTable leaves BillingModeSummary out for a table created
+    without a mode and never switched, which is provisioned: its capacity then says so. Without
+    either (meta.json of keys only) a copy is on demand, which needs no capacity to be guessed."""
+    summary = (description.get("BillingModeSummary") or {}).get("BillingMode")
+    if summary:
+        return str(summary)
+    capacity = description.get("ProvisionedThroughput") or {}
+    provisioned = any(int(capacity.get(k) or 0) > 0 for k in ("ReadCapacityUnits", "WriteCapacityUnits"))
+    return "PROVISIONED" if provisioned else "PAY_PER_REQUEST"
+
+
 def create_table_request(name: str, meta: dict[str, Any], description: dict[str, Any] | None = None, *,
                          without: frozenset[str] = frozenset(),
                          extra_indexes: tuple[dict[str, Any], ...] = (),
@@ -94,7 +106,7 @@ def create_table_request(name: str, meta: dict[str, Any], description: dict[str,
     definitions = description.get("AttributeDefinitions") or [
         {"AttributeName": k["AttributeName"], "AttributeType": k["AttributeType"]} for k in meta["key_schema"]
     ]
-    billing = (description.get("BillingModeSummary") or {}).get("BillingMode", "PAY_PER_REQUEST")
+    billing = billing_mode(description)
     request: dict[str, Any] = {"TableName": name, "KeySchema": key_schema, "BillingMode": billing}
     if billing == "PROVISIONED":
         request["ProvisionedThroughput"] = _capacity(description.get("ProvisionedThroughput") or {})

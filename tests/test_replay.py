@@ -137,6 +137,42 @@ def test_clear_first_into_a_table_keyed_otherwise_is_refused_before_anything_is_
     assert client.scan(TableName="prod")["Count"] == 1
 
 
+def _deletes_refused_after_the_first_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's BatchWriteItem answers the first batch of deletes, then AccessDenied (a policy that stops them)."""
+    from moto.dynamodb.exceptions import ERROR_TYPE_PREFIX, DynamodbException
+    from moto.dynamodb.responses import DynamoHandler
+
+    real = DynamoHandler.batch_write_item
+    seen = {"deletes": 0}
+
+    def refusing(self: Any) -> Any:
+        if any("DeleteRequest" in r for requests in self.body["RequestItems"].values() for r in requests):
+            seen["deletes"] += 1
+            if seen["deletes"] > 1:
+                raise DynamodbException(ERROR_TYPE_PREFIX + "AccessDeniedException", "not allowed")
+        return real(self)
+
+    monkeypatch.setattr(DynamoHandler, "batch_write_item", refusing)
+
+
+def test_a_clear_first_that_fails_part_way_is_a_failed_write_saying_what_it_deleted(
+        filled: Store, aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    client = boto3.client("dynamodb")
+    _cli("replay", "--table", TABLE, "--store", filled.uri, "--at", _at(T0 + 1), "--to-table", "restored",
+         "--create-table")
+    for n in range(57):
+        client.put_item(TableName="restored", Item={"pk": {"S": f"extra-{n:02d}"}})
+    _deletes_refused_after_the_first_batch(monkeypatch)
+    capsys.readouterr()
+
+    # Exit 2 says nothing was written; 25 items are gone by then.
+    assert _cli("replay", "--table", TABLE, "--store", filled.uri, "--at", _at(T0 + 3), "--to-table", "restored",
+                "--into-existing", "--clear-first", "--yes", "--workers", "1") == 3
+    line = _one_error_line(capsys)
+    assert "after 25 items were deleted" in line and "AccessDeniedException" in line
+    assert client.scan(TableName="restored", Select="COUNT")["Count"] == 60 - 25
+
+
 def test_dry_run_into_a_table_creates_nothing(filled: Store, aws: None) -> None:
     assert _cli("replay", "--table", TABLE, "--store", filled.uri, "--at", _at(T0 + 2), "--to-table", "restored",
                 "--create-table", "--dry-run") == 0

@@ -15,7 +15,7 @@ from changelog.attributes import summarize
 from changelog.connection import bounded_connection
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.docs import register_doc_function
-from changelog.errors import UsageError
+from changelog.errors import UsageError, WriteFailed
 from changelog.plain import columns_of, typed_query
 from changelog.predicate import Predicate, lock_down, parse_predicate
 from changelog.progress import Progress, query_progress, track_progress
@@ -236,7 +236,10 @@ def clear_table(client: Any, name: str, settings: WriteSettings) -> WriteReport:
     report, errors = write_requests(client, name, requests, settings=settings,
                                     progress=Progress("clearing", unit="items"))
     if report.failed:
-        raise UsageError(f"could not clear {name!r}: {'; '.join(errors)}")
+        # Items are already gone: a write that failed part-way (exit 3), never a usage error.
+        raise WriteFailed(f"could not clear {name!r}: {report.failed:,} deletes failed after {report.written:,} "
+                          f"items were deleted ({errors[0] if errors else 'no error given'}); nothing was restored "
+                          "yet; running it again with --clear-first goes on clearing")
     return report
 
 

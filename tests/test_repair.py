@@ -156,6 +156,23 @@ def test_a_missing_target_table_is_refused(store: Store, story: BadDeploy) -> No
         execute_repair(plan, boto3.client("dynamodb"), "no-such-table")
 
 
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry run"])
+def test_a_target_keyed_otherwise_is_refused_before_anything_is_written(
+        store: Store, story: BadDeploy, capsys: pytest.CaptureFixture[str], dry_run: bool) -> None:
+    # Every write would fail: refused at once (exit 8), not item by item ending in "run it again" (exit 3).
+    client = boto3.client("dynamodb")
+    client.create_table(TableName="other", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                        BillingMode="PAY_PER_REQUEST")
+    capsys.readouterr()
+    assert run_cli(["repair", "--table", "orders", "--store", store.uri, "--from", str(story.from_s),
+                    "--to", str(story.to_s), "--target", "other", "--yes",
+                    *(["--dry-run"] if dry_run else [])]) == 8
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "keyed by id (S, partition), the restored items by pk (S, partition)" in err
+    assert client.scan(TableName="other")["Count"] == 0
+
+
 def test_an_inverted_window_is_refused(store: Store, story: BadDeploy) -> None:
     with pytest.raises(UsageError):
         plan_repair(store, "orders", story.to_s * US, story.from_s * US)

@@ -133,8 +133,24 @@ def test_clear_first_into_a_table_keyed_otherwise_is_refused_before_anything_is_
 
     assert _cli("replay", "--table", TABLE, "--store", filled.uri, "--at", _at(T0 + 2), "--to-table", "prod",
                 "--into-existing", "--clear-first", "--yes") == 8
-    assert "cannot be written into it" in _one_error_line(capsys)
+    assert "it is not a table of these items" in _one_error_line(capsys)
     assert client.scan(TableName="prod")["Count"] == 1
+
+
+def test_a_table_with_the_same_key_attributes_in_other_roles_is_refused() -> None:
+    from changelog.errors import TargetKeyMismatch
+    from replayer.restoring.target import check_same_key
+
+    meta = {"key_schema": [{"AttributeName": "pk", "AttributeType": "S", "KeyType": "HASH"},
+                           {"AttributeName": "sk", "AttributeType": "S", "KeyType": "RANGE"}]}
+    swapped = {"KeySchema": [{"AttributeName": "sk", "KeyType": "HASH"}, {"AttributeName": "pk", "KeyType": "RANGE"}],
+               "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
+                                        {"AttributeName": "sk", "AttributeType": "S"}]}
+    with pytest.raises(TargetKeyMismatch, match=r"keyed by sk \(S, partition\), pk \(S, sort\), the restored items "
+                                                 r"by pk \(S, partition\), sk \(S, sort\)"):
+        check_same_key("other", swapped, meta)
+    check_same_key("copy", {**swapped, "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"},
+                                                     {"AttributeName": "sk", "KeyType": "RANGE"}]}, meta)
 
 
 def _deletes_refused_after_the_first_batch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from changelog.aws import aws_boundary, client
     from changelog.docs import key_text
     from changelog.meta import key_names
-    from replayer.forensics.repair import execute_repair, plan_repair
+    from replayer.forensics.repair import check_target, execute_repair, plan_repair
 
     if not args.dry_run:
         check_can_confirm(args.yes, f"repair (writes to live table {args.target})")
@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {action.action:<8} {key_text(action.key, names)}")
     with aws_boundary(f"repair of table {args.target!r}"):
         dynamodb = client("dynamodb")
+        check_target(plan, dynamodb, args.target)
         if not args.dry_run and plan.actions:
             confirm(args.yes, f"write {len(plan.actions):,} items to live table {args.target!r}?")
         result = execute_repair(plan, dynamodb, args.target, force=args.force, workers=args.workers,

@@ -22,13 +22,15 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from changelog.codec import base64_to_binaries, binaries_to_base64
+from changelog.errors import TableNotFound
+from changelog.meta import read_meta
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from replayer.forensics.attrdiff import items_equal
@@ -93,6 +95,8 @@ class RepairPlan:
     from_us: int
     to_us: int
     actions: tuple[RepairAction, ...]
+    # The items' key schema (meta.json's key_schema); empty when the store has no meta.json.
+    key_schema: tuple[dict[str, str], ...] = ()
 
     def counts(self) -> dict[str, int]:
         """Number of actions of each kind."""
@@ -113,7 +117,18 @@ def plan_repair(store: Store, table: str, from_us: int, to_us: int) -> RepairPla
 
     Raises UsageError for an inverted window and TimeOutOfRange outside coverage (as ``diff``).
     """
-    return plan_from_diff(diff_states(store, table, from_us, to_us))
+    plan = plan_from_diff(diff_states(store, table, from_us, to_us))
+    try:
+        schema = read_meta(store, table).get("key_schema") or []
+    except TableNotFound:  # captured without meta.json: the target's own key is all there is to go by
+        schema = []
+    return replace(plan, key_schema=tuple(schema))
+
+
+def check_target(plan: RepairPlan, client: Any, target: str) -> str:
+    """The live table's partition key; refuses (before anything is written) a table that does not
+    exist (TargetMissing) or is keyed otherwise than the plan's items (TargetKeyMismatch)."""
+    return key_names(client, target, {"key_schema": list(plan.key_schema)} if plan.key_schema else None)[0]
 
 
 def plan_from_diff(diff: StateDiff) -> RepairPlan:
@@ -225,7 +240,7 @@ def execute_repair(plan: RepairPlan, client: Any, target: str, *, force: bool = 
     between. Unless ``recreate_expired``, an item the target's TTL has expired at ``clock()`` is not
     re-created (``Expiry``).
     """
-    partition_key = key_names(client, target)[0]
+    partition_key = check_target(plan, client, target)
     attribute = None if recreate_expired else ttl_attribute(client, target)
     expiry = Expiry(attribute, clock()) if attribute is not None else None
 

@@ -24,21 +24,32 @@ def _described(client: Any, name: str) -> dict[str, Any] | None:
     return table
 
 
-def _key_text(keys: dict[str, str | None]) -> str:
-    return ", ".join(f"{name} ({kind or '?'})" for name, kind in sorted(keys.items()))
+def _key_text(keys: dict[str, str | None], roles: dict[str, str | None]) -> str:
+    """``pk (S, partition), sk (N, sort)``: partition key first."""
+    role_names = {"HASH": "partition", "RANGE": "sort"}
+    ordered = sorted(keys, key=lambda k: (roles.get(k) != "HASH", k))
+    return ", ".join(f"{k} ({keys[k] or '?'}"
+                     + (f", {role_names.get(roles[k] or '', roles[k])}" if roles.get(k) else "") + ")"
+                     for k in ordered)
 
 
 def check_same_key(name: str, table: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Refuse a target whose key is not the restored items' (names and types): every write would fail,
-    and ``--clear-first`` would already have emptied it."""
+    """Refuse a target whose key is not the restored items' (names, types and which is the partition
+    key): it is another table, and ``--clear-first`` would already have emptied it."""
     types = {d["AttributeName"]: d["AttributeType"] for d in table.get("AttributeDefinitions", [])}
     target = {k["AttributeName"]: types.get(k["AttributeName"]) for k in table.get("KeySchema", [])}
+    target_roles = {k["AttributeName"]: k.get("KeyType") for k in table.get("KeySchema", [])}
     source = {k["AttributeName"]: k.get("AttributeType") for k in meta.get("key_schema", [])}
+    source_roles = {k["AttributeName"]: k.get("KeyType") for k in meta.get("key_schema", [])}
     if not source or not target:
         return
-    if set(target) != set(source) or any(source[k] and target[k] and source[k] != target[k] for k in source):
-        raise TargetKeyMismatch(f"target table {name!r} is keyed by {_key_text(target)}, the restored items by "
-                                f"{_key_text(source)}: they cannot be written into it (nothing was cleared or written)")
+    differ = set(target) != set(source) or any(
+        (source[k] and target[k] and source[k] != target[k])
+        or (source_roles[k] and target_roles[k] and source_roles[k] != target_roles[k]) for k in source)
+    if differ:
+        raise TargetKeyMismatch(f"target table {name!r} is keyed by {_key_text(target, target_roles)}, the restored "
+                                f"items by {_key_text(source, source_roles)}: it is not a table of these items "
+                                "(nothing was cleared or written)")
 
 
 # What --without can leave out of the restored table; "settings" leaves out all of them (keys, indexes
@@ -197,10 +208,13 @@ def _about_table(name: str, what: str, call: Callable[[], dict[str, Any]]) -> di
         raise translate(exc, f"{what} DynamoDB table {name!r}") from None
 
 
-def key_names(client: Any, name: str) -> list[str]:
-    """The key attribute names of a live table; raises TargetError when it does not exist."""
+def key_names(client: Any, name: str, meta: dict[str, Any] | None = None) -> list[str]:
+    """The key attribute names of a live table, the partition key first; raises TargetError when it
+    does not exist, or is keyed otherwise than ``meta`` (meta.json) says the items are."""
     description = _about_table(name, "describing", lambda: client.describe_table(TableName=name)["Table"])
-    return [k["AttributeName"] for k in description["KeySchema"]]
+    if meta is not None:
+        check_same_key(name, description, meta)
+    return [k["AttributeName"] for k in sorted(description["KeySchema"], key=lambda k: k.get("KeyType") != "HASH")]
 
 
 def ttl_attribute(client: Any, name: str) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from changelog.captured import ShardProgress, read_shard_progress
-from changelog.gaps import Gap, write_gap
+from changelog.gaps import STREAM_CLOCK_STEP_US, Gap, write_gap
 from changelog.layout import capture_root
 from changelog.store import Store
 from changelog.timefmt import to_micros
@@ -143,8 +143,9 @@ def _probe_shard(streams: Any, stream_arn: str, shard: Shard, checkpoint: Checkp
     if records:
         first = _first_time_us(records)
         if first is not None:
-            # Everything stamped before the first record not stored yet is stored (never past now).
-            mark = _higher(mark, min(first - 1, asked_us))
+            # The records not stored yet carry at least the first one's time less a step of the
+            # stream's clock (gaps.STREAM_CLOCK_STEP_US): everything stamped before that is stored.
+            mark = _higher(mark, min(first - STREAM_CLOCK_STEP_US - 1, asked_us))
         return ShardFinding(shard.shard_id, "behind", mark), replace(updated, watermark_us=mark)
     if response.get("NextShardIterator") is None:
         return ShardFinding(shard.shard_id, "closed", mark), replace(updated, closed=True)

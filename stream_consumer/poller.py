@@ -83,6 +83,14 @@ def _now_us() -> int:
     return to_micros(datetime.now(UTC))
 
 
+# GetRecords answers an empty page where "the portion of the shard that the iterator points to" holds
+# no records, and "it might take multiple calls to get to a portion of the shard that contains stream
+# records" (DynamoDB Streams API reference): a shard counts as caught up only after this many empty
+# pages in a row along its iterator chain. AWS states no bound; the first pages of a new iterator are
+# where it happens.
+CAUGHT_UP_PAGES = 3
+
+
 def caught_up_watermark(asked_us: int) -> int:
     """The watermark of a shard that had nothing more to read when asked at wall-clock ``asked_us``.
 
@@ -246,6 +254,7 @@ class _Session:
         """Read one shard until it is caught up or closed and drained; returns records seen."""
         seen = 0
         iterator = self.iterators.pop(shard.shard_id, None) or self.iterator(shard)
+        empty: list[int] = []  # when each page of the current run of empty pages was asked for
         while iterator is not None:
             if self.expired():
                 self.iterators[shard.shard_id] = iterator
@@ -270,13 +279,17 @@ class _Session:
             following = response.get("NextShardIterator")
             checkpoint = self.checkpoint(shard)
             if records:
+                empty.clear()
                 seen += len(records)
                 self.store_batch(shard, checkpoint, records, closed=following is None)
             elif following is None:
                 self.save(replace(checkpoint, closed=True))
+            elif len(empty) + 1 < CAUGHT_UP_PAGES:
+                empty.append(asked_us)
             else:
-                # Caught up: everything this shard held when we asked is stored (less a safety margin).
-                watermark = max(checkpoint.watermark_us or 0, caught_up_watermark(asked_us))
+                # Caught up: everything this shard held when the run of empty pages began is stored
+                # (less a safety margin).
+                watermark = max(checkpoint.watermark_us or 0, caught_up_watermark(empty[0] if empty else asked_us))
                 self.save(replace(checkpoint, watermark_us=watermark))
                 self.iterators[shard.shard_id] = following
                 return seen

@@ -31,7 +31,7 @@ from changelog.layout import capture_root
 from changelog.store import Store
 from changelog.timefmt import to_micros
 from stream_consumer.checkpoint import Checkpoint, read_checkpoints, write_checkpoint
-from stream_consumer.poller import Shard, caught_up_watermark, list_shards
+from stream_consumer.poller import CAUGHT_UP_PAGES, Shard, caught_up_watermark, list_shards
 
 PROBE_LIMIT = 100
 
@@ -130,6 +130,10 @@ def _probe_shard(streams: Any, stream_arn: str, shard: Shard, checkpoint: Checkp
         else:
             iterator = streams.get_shard_iterator(**request, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
         response = streams.get_records(ShardIterator=iterator, Limit=PROBE_LIMIT)
+        for _ in range(CAUGHT_UP_PAGES - 1):  # an empty page may precede records (poller.CAUGHT_UP_PAGES)
+            if response.get("Records") or response.get("NextShardIterator") is None:
+                break
+            response = streams.get_records(ShardIterator=response["NextShardIterator"], Limit=PROBE_LIMIT)
     except ClientError as exc:
         code = _code(exc)
         if code == "TrimmedDataAccessException":

@@ -29,6 +29,7 @@ from changelog.timefmt import to_micros
 from ddb_rewind.cli import main
 from stream_consumer import handler
 from stream_consumer.checkpoint import Checkpoint, read_checkpoints, write_checkpoint
+from stream_consumer.poller import CAUGHT_UP_PAGES
 from stream_consumer.probe import probe_stream
 from tests.events import ARN, lambda_record
 from tests.test_lineage_property import ModelShard, streams
@@ -228,6 +229,30 @@ def test_the_probe_bounds_a_shard_lambda_is_behind_on_a_second_before_its_first_
 def test_the_probe_reads_a_shard_nothing_was_stored_from_from_its_start(table: Any, handler_store: Store) -> None:
     table.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})
     stream = read_stream()
+
+    (finding,) = probe_stream(handler_store, TABLE, boto3.client("dynamodbstreams"), stream.arn).findings
+
+    assert finding.state == "behind"
+    assert finding.watermark_us == created_us(stream.records[0]) - STREAM_CLOCK_STEP_US - 1
+
+
+def test_the_probe_reads_past_empty_pages_before_a_shards_records(
+        table: Any, handler_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GetRecords "might take multiple calls to get to a portion of the shard that contains stream records".
+    from moto.dynamodbstreams.models import DynamoDBStreamsBackend
+
+    real = DynamoDBStreamsBackend.get_records
+    empty = {"left": CAUGHT_UP_PAGES - 1}
+
+    def empty_first(self: Any, iterator_arn: str, limit: int) -> dict[str, Any]:
+        if empty["left"]:
+            empty["left"] -= 1
+            return {"Records": [], "NextShardIterator": iterator_arn}
+        return real(self, iterator_arn, limit)
+
+    table.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})
+    stream = read_stream()
+    monkeypatch.setattr(DynamoDBStreamsBackend, "get_records", empty_first)
 
     (finding,) = probe_stream(handler_store, TABLE, boto3.client("dynamodbstreams"), stream.arn).findings
 

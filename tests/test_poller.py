@@ -20,7 +20,7 @@ from changelog.store import Store
 from ddb_rewind.cli import main
 from replayer.engines.views import open_sql
 from stream_consumer.checkpoint import Checkpoint, write_checkpoint
-from stream_consumer.poller import Shard, StreamReadError, parent_first, poll
+from stream_consumer.poller import CAUGHT_UP_PAGES, Shard, StreamReadError, parent_first, poll
 
 TABLE = "orders"
 
@@ -292,8 +292,11 @@ class FakeStreams:
 
     def __init__(self, shards: dict[str, tuple[str | None, list[dict[str, Any]], bool]], *,
                  batch: int = 2, trimmed: set[str] | None = None, expire_at_call: int | None = None,
-                 page: int = 100) -> None:
+                 page: int = 100, empty_first: int = 0) -> None:
         self.shards = shards
+        # GetRecords "might take multiple calls to get to a portion of the shard that contains stream
+        # records" (AWS): a TRIM_HORIZON iterator answers this many empty pages first.
+        self.empty_first = empty_first
         self.batch = batch
         self.trimmed = trimmed or set()
         self.expire_at_call = expire_at_call
@@ -324,7 +327,7 @@ class FakeStreams:
         self.calls.append(("iterator", ShardId, ShardIteratorType, SequenceNumber or ""))
         records = self.shards[ShardId][1]
         if ShardIteratorType == "TRIM_HORIZON":
-            return {"ShardIterator": f"{ShardId}|0"}
+            return {"ShardIterator": f"{ShardId}|0" + (f"|{self.empty_first}" if self.empty_first else "")}
         assert ShardIteratorType == "AFTER_SEQUENCE_NUMBER"
         if SequenceNumber in self.trimmed:
             raise client_error("TrimmedDataAccessException", "GetShardIterator")
@@ -335,8 +338,10 @@ class FakeStreams:
         self.getrecords_calls += 1
         if self.getrecords_calls == self.expire_at_call:
             raise client_error("ExpiredIteratorException", "GetRecords")
-        shard_id, position = ShardIterator.split("|")
+        shard_id, position, *empty = ShardIterator.split("|")
         self.calls.append(("records", shard_id, position))
+        if empty and int(empty[0]):
+            return {"Records": [], "NextShardIterator": f"{shard_id}|{position}|{int(empty[0]) - 1}"}
         _, records, closed = self.shards[shard_id]
         start = int(position)
         batch = records[start:start + min(self.batch, Limit)]
@@ -464,6 +469,17 @@ def test_a_caught_up_shard_sets_its_watermark_a_margin_before_the_wall_clock(
     checkpoint = json.loads(store.read(checkpoint_path(TABLE, "s1")))
     assert checkpoint["watermark_us"] == 1_700_000_007_000_000 - 1
     assert asked - checkpoint["watermark_us"] > STREAM_TIME_MARGIN_US
+
+
+def test_empty_pages_before_a_shards_first_records_are_read_past_not_taken_as_caught_up(
+        store: Store, dynamodb: Any) -> None:
+    fake = FakeStreams({"s1": (None, [getrecords_record(1, "a")], False)}, empty_first=CAUGHT_UP_PAGES - 1)
+
+    summary = poll(store, TABLE, once=True, dynamodb=dynamodb, streams=fake)
+
+    assert summary.captured == 1
+    checkpoint = json.loads(store.read(checkpoint_path(TABLE, "s1")))
+    assert checkpoint["sequence_number"] == getrecords_record(1, "a")["dynamodb"]["SequenceNumber"]
 
 
 def test_a_poller_gap_starts_just_after_the_shard_watermark(store: Store, dynamodb: Any) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -43,9 +43,18 @@ from changelog.attributes import METADATA_KEY, summarize, with_summary
 from changelog.changefile import COMPACTED_LEVEL, parquet_bytes, publish_change_file
 from changelog.errors import ConflictError, UsageError
 from changelog.footer import DEDUPLICATED
-from changelog.forgotten import Erasure, Replaced, ensure_secret, keep_bounds, key_hash, write_erasure
+from changelog.forgotten import (
+    Erasure,
+    Replaced,
+    ensure_secret,
+    erased_keys,
+    erasure_records,
+    keep_bounds,
+    key_hash,
+    write_erasure,
+)
 from changelog.integrity import verify_for_read
-from changelog.layout import parse_change_file_name, partition_of
+from changelog.layout import forgotten_root, parse_change_file_name, partition_of
 from changelog.ledger import record_dropped, record_removed
 from changelog.meta import resolve_key
 from changelog.plain import columns_of
@@ -317,7 +326,9 @@ def apply_forget(store: Store, plan: ForgetPlan, reason: str, *, now_us: int | N
                  for path in plan.snapshots if path in manifests}
     erasure = Erasure(
         key_hash=key_hash(secret, plan.item_key),
-        erased_up_to_us=max(now, plan.latest_version_us or 0),
+        # A later round, or an erasure done again, keeps the moment the first one erased up to:
+        # the item's writes after it are kept.
+        erased_up_to_us=plan.up_to_us if plan.up_to_us is not None else max(now, plan.latest_version_us or 0),
         at=started.isoformat(),
         reason=reason,
         versions_removed=plan.versions,
@@ -353,6 +364,39 @@ class ForgetResult:
     def files(self) -> int:
         """Files replaced or deleted."""
         return sum(len(e.replaced) for e in self.erasures)
+
+
+def erasure_listing(store: Store, table: str) -> frozenset[str]:
+    """The erasure records ``table`` holds now: what a writer notes before it reads the files it rewrites
+    (one listing of a prefix that is almost always empty)."""
+    return frozenset(erasure_records(store.list(forgotten_root(table)), table))
+
+
+ERASED_AGAIN = "erased again: a forget ran while a compaction read the files it published"
+
+
+def erase_again(store: Store, table: str, before: frozenset[str], rows: Callable[[], pa.Table]) -> int:
+    """Call right after publishing what was read while ``before`` were the table's erasure records:
+    erase once more every item of ``rows()`` (``item_key``, ``event_time``) that an erasure recorded
+    since covers. Returns how many items were erased again.
+
+    A forget that ran while a merge or a snapshot read its files rewrote those files, not an output
+    published after it, and its last plan may come before that publication. An erasure recorded
+    before this check is seen here; one recorded after it plans again after the publication, and
+    so finds the output itself. The erasure keeps the moment the first one erased up to.
+    """
+    if erasure_listing(store, table) <= before:
+        return 0
+    ledger = erased_keys(store, table)
+    if ledger is None:
+        return 0
+    data = rows()
+    times = data.column("event_time").cast(pa.int64()).to_pylist()
+    limits = {key: ledger.up_to[key_hash(ledger.secret, key)]
+              for key, at in zip(data.column("item_key").to_pylist(), times, strict=True) if ledger.erased(key, at)}
+    for key, limit in sorted(limits.items()):
+        forget(store, _plan(store, table, key, limit), ERASED_AGAIN)
+    return len(limits)
 
 
 def forget(store: Store, plan: ForgetPlan, reason: str) -> ForgetResult:

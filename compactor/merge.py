@@ -24,6 +24,7 @@ from changelog.snapshot import list_manifests
 from changelog.source import register_parquet
 from changelog.state import change_files
 from changelog.store import Store
+from compactor.forget import erase_again, erasure_listing
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class MergeResult:
 
 def merge_partition(store: Store, table: str, partition: str, files: list[str]) -> tuple[str, int]:
     """Merge the given files of one hour partition into one; returns (path written, records)."""
+    erasures = erasure_listing(store, table)  # a forget while the files are read is caught after publishing
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     register_parquet(con, "merge_in", store, files, SCHEMA)
@@ -54,6 +56,7 @@ def merge_partition(store: Store, table: str, partition: str, files: list[str]) 
     replaced = [original for original in files if original != path]
     record_removed(store, replaced)  # before deleting: the ledger tells a merge from a loss
     store.delete_many(replaced)
+    erase_again(store, table, erasures, lambda: merged)
     return path, merged.num_rows
 
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from changelog.attributes import with_summary
 from changelog.changefile import COMPACTED_LEVEL, parquet_bytes
@@ -30,6 +31,7 @@ from changelog.snapshot import (
     PartSum,
     chain_head,
     list_manifests,
+    part_paths,
     part_sum_of,
     write_removal,
 )
@@ -93,6 +95,9 @@ def build_snapshot(store: Store, table: str, at_us: int, *, writer_id: str | Non
 
 def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directory: str, writer: str,
                     part_rows: int, publish: bool) -> Manifest:
+    from compactor.forget import erasure_listing  # forget re-publishes snapshots: it imports this module
+
+    erasures = erasure_listing(store, table)  # a forget while the state is read is caught after publishing
     plan = plan_state(store, table, at_us)
     con = duckdb.connect()
     open_state(con, store, plan, name="snap", tombstones=True)
@@ -103,7 +108,20 @@ def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directo
     manifest = snapshot_manifest(store, plan, cov, writer, parts.finish())
     if publish:
         manifest = publish_manifest(store, f"{directory}/{MANIFEST}", manifest)
+        _erase_again(store, f"{directory}/{MANIFEST}", manifest, erasures)
     return manifest
+
+
+def _erase_again(store: Store, path: str, manifest: Manifest, erasures: frozenset[str]) -> None:
+    """``forget.erase_again`` over the published snapshot's rows (their keys and times, read only when
+    an erasure was recorded since ``erasures``)."""
+    from compactor.forget import erase_again
+
+    def rows() -> pa.Table:
+        return pa.concat_tables([pq.read_table(pa.BufferReader(store.read(part)), columns=["item_key", "event_time"])
+                                 for part in part_paths(path, manifest)])
+
+    erase_again(store, manifest.table_name, erasures, rows)
 
 
 @dataclass(frozen=True)
@@ -278,6 +296,9 @@ def write_draft(store: Store, manifest: Manifest) -> str:
     return path
 
 
+ERASURES_SEEN = "erasures_seen"  # a draft's note of the erasure records there were when its state was read
+
+
 def publish_draft(store: Store, table: str, at_us: int, writer: str) -> Manifest:
     """Publish the snapshot a Spark job computed, by the same step as the Lambda's (``publish_manifest``).
 
@@ -293,6 +314,11 @@ def publish_draft(store: Store, table: str, at_us: int, writer: str) -> Manifest
     if (draft.table_name, draft.snapshot_time_us, draft.extra.get("writer")) != (table, at_us, writer):
         raise StoreError(f"the draft manifest {path} is not the snapshot of {table!r} at "
                          f"{format_time(from_micros(at_us))} by writer {writer}")
+    # The erasure records the job saw before it read the store (spark_snapshot), not published.
+    seen = draft.extra.get(ERASURES_SEEN)
+    erasures = frozenset(seen) if isinstance(seen, list) else frozenset()
+    draft = replace(draft, extra={k: v for k, v in draft.extra.items() if k != ERASURES_SEEN})
     manifest = publish_manifest(store, f"{directory}/{MANIFEST}", draft)
     store.delete(path)
+    _erase_again(store, f"{directory}/{MANIFEST}", manifest, erasures)
     return manifest

@@ -423,6 +423,78 @@ def test_erasing_the_first_and_last_stored_changes_keeps_every_moment_restorable
     assert check_store(store, TABLE).sound
 
 
+# --- a forget while a compaction reads: its output is published after the forget rewrote the files ----------
+
+
+def _racing(monkeypatch: pytest.MonkeyPatch, module: Any, publisher: str, store: Store) -> list[Any]:
+    """Make ``module.publisher`` run a whole forget first, once: the compaction has read its files by then."""
+    real = getattr(module, publisher)
+    ran: list[Any] = []
+
+    def publish(*args: Any, **kwargs: Any) -> Any:
+        if not ran:
+            ran.append(forget(store, plan_forget(store, TABLE, KEY_TEXT), "request 42"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, publisher, publish)
+    return ran
+
+
+def _leaves_no_erased_version(store: Store) -> None:
+    assert plan_forget(store, TABLE, KEY_TEXT).empty
+    assert _states_at(store, _moments()) == {second: model_state(KEPT, second) for second in _moments()}
+    assert check_store(store, TABLE, read_data=True).sound
+
+
+def test_a_forget_while_a_merge_reads_its_files_leaves_no_erased_version_in_the_merged_file(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import compactor.merge
+
+    deliver_in_cuts(store, stream_records(TABLE, OPS), [1, 2, 4, 6])
+    ran = _racing(monkeypatch, compactor.merge, "publish_change_file", store)
+    merge_small_files(store, TABLE, (BASE + 7200) * 1_000_000)
+    assert ran
+    _leaves_no_erased_version(store)
+
+
+def test_a_forget_while_a_snapshot_is_built_leaves_no_erased_version_in_the_snapshot(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import compactor.snapshots
+
+    deliver_in_cuts(store, stream_records(TABLE, OPS), [2, 4])
+    ran = _racing(monkeypatch, compactor.snapshots, "publish_manifest", store)
+    build_snapshot(store, TABLE, (BASE + 3601) * 1_000_000)
+    assert ran
+    _leaves_no_erased_version(store)
+
+
+def test_a_forget_while_a_spark_snapshot_waits_for_publication_leaves_no_erased_version_in_it(store: Store) -> None:
+    # The Spark job leaves a draft; the compactor publishes it later.
+    from dataclasses import replace
+
+    from compactor.snapshots import ERASURES_SEEN, publish_draft, write_draft
+
+    deliver_in_cuts(store, stream_records(TABLE, OPS), [2, 4])
+    at_us = (BASE + 3601) * 1_000_000
+    draft = build_snapshot(store, TABLE, at_us, writer_id="5ba4c0b00001", publish=False)
+    write_draft(store, replace(draft, extra={**draft.extra, ERASURES_SEEN: []}))
+    _forget(store)
+    published = publish_draft(store, TABLE, at_us, "5ba4c0b00001")
+    assert ERASURES_SEEN not in published.extra
+    _leaves_no_erased_version(store)
+
+
+def test_an_erasure_done_again_keeps_the_moment_the_first_erased_up_to(filled: Store) -> None:
+    # Done again (a forget's later round, or after a compaction that raced it), it must not reach the
+    # item's writes made after the first: they are kept.
+    from compactor.forget import _plan, apply_forget
+
+    (first,) = forget(filled, plan_forget(filled, TABLE, KEY_TEXT), "request 42").erasures
+    plan = _plan(filled, TABLE, plan_forget(filled, TABLE, KEY_TEXT).item_key, first.erased_up_to_us)
+    again = apply_forget(filled, plan, "again", now_us=first.erased_up_to_us + 60_000_000)
+    assert again.erased_up_to_us == first.erased_up_to_us
+
+
 # --- quarantined records: a kept copy of an erased version is erased with it ---------------------------------
 
 

@@ -144,21 +144,61 @@ def record_stored_batch(store: Store, table: str, stream_arn: str, first_sequenc
 
 
 def settle_pending_batch(store: Store, table: str, stream_arn: str, first_sequence: str, last_sequence: str,
-                         source: str, shard_id: str | None = None) -> str | None:
-    """After a batch is stored: its stored record when a pending record waits for it (a retry), else nothing."""
+                         source: str, shard_id: str | None = None, *, always: bool = False) -> str | None:
+    """After a batch is stored: its stored record when a pending record waits for it (a retry), or
+    ``always`` (``recover``); else nothing.
+
+    Lambda retries a batch whole or, after a function error (a timeout), in halves: a half starting
+    where the pending batch starts is not all of it. The pending batch's sequence numbers after
+    ``last_sequence`` stay pending, under the first of them, before the stored record settles the
+    rest: the hold never lifts over a record not stored.
+    """
     _checked((first_sequence, last_sequence), shard_id)
-    if not is_pending(store, table, stream_arn, first_sequence, shard_id):
+    try:
+        body = read_json_object(store, pending_batch_path(table, stream_arn, first_sequence, shard_id))
+    except ObjectMissing:
+        body = None
+    except DamagedStore:
+        body = {}  # coverage names the damaged record; the stored one is still the truth
+    if body is None and not always:
         return None
+    rest = [sequence for sequence in _pending_sequences(body or {}) if int(sequence) > int(last_sequence)]
+    if rest:
+        hold = (body or {}).get("hold_us")
+        record_pending_batch(store, table, stream_arn, rest[0], hold if isinstance(hold, int) else None, source,
+                             shard_id, rest)
     return record_stored_batch(store, table, stream_arn, first_sequence, last_sequence, source, shard_id)
 
 
+def _pending_sequences(body: Mapping[str, Any]) -> list[str]:
+    """The sequence numbers a pending record lists (records written before they were listed list none)."""
+    found = body.get("sequences")
+    if not isinstance(found, list):
+        return []
+    return sorted({s for s in found if sequence_problem(s, MAX_SEQUENCE_DIGITS) is None}, key=int)
+
+
 def record_pending_batch(store: Store, table: str, stream_arn: str, first_sequence: str,
-                         hold_us: int | None, source: str, shard_id: str | None = None) -> str:
-    """Record that the batch from ``first_sequence`` failed: coverage stops before it until it is settled."""
-    _checked((first_sequence,), shard_id)
+                         hold_us: int | None, source: str, shard_id: str | None = None,
+                         sequences: Sequence[str] = ()) -> str:
+    """Record that the batch from ``first_sequence`` failed: coverage stops before it until it is settled.
+
+    ``sequences`` are the batch's records, so that a retry of part of it settles only that part
+    (``settle_pending_batch``). A pending record already there for the same first record (an
+    earlier, larger attempt) keeps its records and its earlier hold: it never shrinks.
+    """
+    _checked((first_sequence, *sequences), shard_id)
     path = pending_batch_path(table, stream_arn, first_sequence, shard_id)
+    try:
+        earlier: dict[str, Any] = read_json_object(store, path)
+    except (ObjectMissing, DamagedStore):
+        earlier = {}
+    listed = sorted({*sequences, *_pending_sequences(earlier)}, key=int)
+    held = earlier.get("hold_us")
+    if isinstance(held, int) and not isinstance(held, bool) and (hold_us is None or held < hold_us):
+        hold_us = held
     body = {"stream_arn": stream_arn, "first_sequence": first_sequence, "hold_us": hold_us, "source": source,
-            **({"shard_id": shard_id} if shard_id is not None else {})}
+            **({"shard_id": shard_id} if shard_id is not None else {}), **({"sequences": listed} if listed else {})}
     store.write(path, json.dumps(body, indent=1, sort_keys=True).encode("utf-8"))
     # Recorded once written: a pending record removed by hand would otherwise lift its hold unnoticed.
     record_pending(store, table, path, hold_us)

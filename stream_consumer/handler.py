@@ -11,9 +11,10 @@ Lambda's bounded retries, ``recover`` records the batch as a gap. Logs carry cou
 error kinds, never item contents.
 
 Coverage (``changelog.captured``): a stored batch is recorded by its sequence range after its
-files; a failed one is recorded as pending before the failure is reported, so ``status`` stops the
-latest restorable time before it until a retry or ``recover`` stores it (or ``recover`` records it
-as a gap). Lambda may give up on a batch; the pending record does not. Both sources take this one
+files; a failed one is recorded as pending before the failure is reported (one about to time out,
+shortly before Lambda's timeout: ``_Deadline``), so ``status`` stops the latest restorable time
+before it until a retry or ``recover`` stores it (or ``recover`` records it as a gap). A retry of
+half of it (Lambda bisects after a timeout) settles that half only. Lambda may give up on a batch; the pending record does not. Both sources take this one
 path: a DynamoDB stream batch is recorded under the table its ARN names, a Kinesis batch under each
 table its records name (or ``REWIND_TABLE`` when none can be read), with its shard.
 
@@ -29,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +118,7 @@ class _Batch:
     hold_us: int | None
     shard_id: str | None = None  # a DynamoDB stream event names it only in a tumbling window
     last_us: int | None = None  # the latest stream time among the batch's records (per-shard progress)
+    sequences: tuple[str, ...] = ()  # its records, so that a retry of half of it settles only that half
 
 
 def _window_shard(event: dict[str, Any]) -> str | None:
@@ -149,7 +153,8 @@ def _batch(table: str, arn: str, records: list[Any], shard_id: str | None) -> _B
     last = max(valid, key=lambda pair: int(pair[0]))[0]
     # The latest time, not the last record's: the stream's clock can step back within a batch.
     stamps = [stamp for stamp in (_record_time_us(record) for _, record in valid) if stamp is not None]
-    return _Batch(table, arn, first, last, hold_before(times), shard_id, max(stamps, default=None))
+    return _Batch(table, arn, first, last, hold_before(times), shard_id, max(stamps, default=None),
+                  tuple(sequence for sequence, _ in valid))
 
 
 def _kinesis_seconds(records: list[Any]) -> dict[str, list[int]]:
@@ -186,7 +191,8 @@ def _kinesis_batches(records: list[Any], seconds: dict[str, list[int]], table_hi
     if not seconds and table_hint and table_name_problem(table_hint) is None:
         seconds[table_hint] = []  # nothing readable: recorded under the stack's table, holding every moment
     low, high = min(valid, key=int), max(valid, key=int)
-    return [_Batch(table, str(arn), low, high, hold_before(times), shard) for table, times in sorted(seconds.items())]
+    return [_Batch(table, str(arn), low, high, hold_before(times), shard, sequences=tuple(valid))
+            for table, times in sorted(seconds.items())]
 
 
 def _record_pending(batches: list[_Batch]) -> None:
@@ -194,11 +200,54 @@ def _record_pending(batches: list[_Batch]) -> None:
     for batch in batches:
         try:
             record_pending_batch(_store(), batch.table, batch.stream_arn, batch.first, batch.hold_us, "lambda",
-                                 batch.shard_id)
+                                 batch.shard_id, batch.sequences)
         except Exception as exc:  # the batch's own failure is what gets reported
             logger.error("the pending record of a failing batch could not be written; recover shows the hole",
                          extra={"error_kind": type(exc).__name__})
             return
+
+
+# How long before Lambda's timeout the batch's pending record is written (at most half the time left).
+DEADLINE_MARGIN_S = 10.0
+
+
+class _Deadline:
+    """Writes the batch's pending record shortly before Lambda's timeout would end the invocation.
+
+    A timed-out invocation reports nothing: a batch that only ever timed out, which Lambda then gave
+    up on, would leave no pending record, and coverage would pass over it until ``recover`` ran.
+    Settling a stored batch takes the same lock first, so a record the timer wrote is always settled.
+    The timer is cancelled before the invocation returns: Lambda freezes the process, and a timer
+    left running would fire in a later invocation.
+    """
+
+    def __init__(self, context: Any, pending: Callable[[], list[_Batch]]) -> None:
+        self._lock = threading.Lock()
+        self._stored = False
+        self._timer: threading.Timer | None = None
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if callable(remaining):
+            left = float(remaining()) / 1000
+            self._timer = threading.Timer(max(0.0, left - min(DEADLINE_MARGIN_S, left / 2)), self._fire, (pending,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self, pending: Callable[[], list[_Batch]]) -> None:
+        with self._lock:
+            if self._stored:
+                return
+            logger.error("the batch is about to time out; its pending record is written",
+                         extra={"error_kind": "Timeout"})
+            _record_pending(pending())
+
+    def stored(self) -> None:
+        """The batch is stored: from here the timer writes nothing (call before settling)."""
+        with self._lock:
+            self._stored = True
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def _failing_kinesis(source: str, records: list[Any], table_hint: str | None) -> list[_Batch]:
@@ -232,6 +281,17 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     source, decode, id_field = _source(records)
     batches: list[_Batch] = []
     table_hint = os.environ.get("REWIND_TABLE")
+    deadline = _Deadline(context, lambda: _failing_kinesis(source, records, table_hint) or batches)
+    try:
+        return _capture(event, records, source, decode, id_field, batches, table_hint, deadline, window)
+    finally:
+        deadline.cancel()
+
+
+def _capture(event: dict[str, Any], records: list[Any], source: str, decode: Decoder, id_field: str,
+             batches: list[_Batch], table_hint: str | None, deadline: _Deadline,
+             window: dict[str, Any]) -> dict[str, Any]:
+    """``lambda_handler``'s work on a batch of records; ``batches`` is filled in place (the deadline reads it)."""
     try:
         if source == "lambda-dynamodb":
             arn = records[0].get("eventSourceARN") if isinstance(records[0], dict) else None
@@ -240,14 +300,15 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
                 with contextlib.suppress(DecodeError):
                     table_hint = table_from_arn(arn)
                     found_batch = _batch(table_hint, arn, records, _window_shard(event))
-                    batches = [found_batch] if found_batch is not None else []
+                    batches[:] = [found_batch] if found_batch is not None else []
         store = _store()
         result = capture_batch(store, records, decode, source=source, table_hint=table_hint)
         if result.sample_key:
             table, keys = result.sample_key
             ensure_meta(store, table, json.loads(keys))
         if source == "lambda-kinesis":
-            batches = _kinesis_batches(records, {table: [] for table in result.tables}, table_hint)
+            batches[:] = _kinesis_batches(records, {table: [] for table in result.tables}, table_hint)
+        deadline.stored()
         for batch in batches:
             settle_pending_batch(store, batch.table, batch.stream_arn, batch.first, batch.last, "lambda",
                                  batch.shard_id)

@@ -40,7 +40,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from changelog.captured import DYNAMODB_SEQUENCE_DIGITS, is_pending, record_stored_batch, sequence_problem
+from changelog.captured import DYNAMODB_SEQUENCE_DIGITS, is_pending, sequence_problem, settle_pending_batch
 from changelog.codec import (
     MAX_SEQUENCE_DIGITS,
     decode_getrecords_record,
@@ -448,8 +448,8 @@ def _recover_kinesis(store: Store, kinesis: Any, batch: FailedBatch, *, dry_run:
     if lost is None:
         if not dry_run:
             for name in sorted(tables):
-                record_stored_batch(store, name, batch.stream_arn, batch.start_sequence, batch.end_sequence,
-                                    "recover", batch.shard_id)
+                settle_pending_batch(store, name, batch.stream_arn, batch.start_sequence, batch.end_sequence,
+                                     "recover", batch.shard_id, always=True)
         return Outcome(batch, "recovered", len(records), files, None, None, tuple(sorted(tables)))
     if not tables:
         raise BadFailureMessage(
@@ -495,8 +495,8 @@ def recover_batch(store: Store, streams: Any, batch: FailedBatch, *, dry_run: bo
     if lost is None:
         if not dry_run:
             # Settles the pending record the handler left for this batch (changelog.captured).
-            record_stored_batch(store, owner, batch.stream_arn, batch.start_sequence, batch.end_sequence,
-                                "recover")
+            settle_pending_batch(store, owner, batch.stream_arn, batch.start_sequence, batch.end_sequence,
+                                 "recover", always=True)
         return Outcome(batch, "recovered", len(records), files, None, None, (owner,))
     stream_of_table(streams, dynamodb or boto3.client("dynamodb", config=_CLIENT_CONFIG), batch)
     gap = gap_of(batch, lost, clock())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from typing import Any
 
 import boto3
@@ -354,3 +355,88 @@ def test_a_failed_batch_stored_on_a_retry_releases_coverage(local: Store, monkey
     assert invoke(batches[2:5]) == {"batchItemFailures": []}  # the retry, with what followed
 
     assert coverage(local, TABLE).latest_us == 1_750_000_003 * 1_000_000
+
+
+def test_a_retry_of_the_first_half_of_a_failed_batch_leaves_the_other_half_pending(
+        local: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # After a function error (a timeout) Lambda retries a batch in halves: storing the half that
+    # starts where the failed batch starts must not lift the hold over the other half.
+    batches = realistic_batch()
+    invoke(batches[0:2])
+    _fail_batches_starting_at(monkeypatch, "102")
+    invoke(batches[2:5])
+    monkeypatch.undo()
+    monkeypatch.setenv("REWIND_STORE", local.uri)
+    assert invoke(batches[2:3]) == {"batchItemFailures": []}  # the first half: 102 alone
+
+    # Lambda may give up on 103-104 now: the hold stays where the failed batch's was (its oldest change).
+    assert coverage(local, TABLE).latest_us == 1_750_000_001 * 1_000_000 - 1
+    assert invoke(batches[3:5]) == {"batchItemFailures": []}  # the second half, stored after all
+    assert coverage(local, TABLE).latest_us == 1_750_000_003 * 1_000_000
+
+
+class _Ended(BaseException):
+    """What the runtime does to an invocation at its timeout: nothing after it runs."""
+
+
+class _Context:
+    """A Lambda context ``seconds`` before the function's timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def _pending(store: Store) -> list[str]:
+    return [path for path in store.list(capture_root(TABLE)) if "/pending/" in path]
+
+
+def test_a_batch_about_to_time_out_is_recorded_pending_first(local: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A timed-out invocation reports nothing: without its pending record, a batch that only ever timed
+    # out and that Lambda then gave up on would be passed over by coverage.
+    batches = realistic_batch()
+    invoke(batches[0:2])
+
+    def stalled(store: Store, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + 5
+        while not _pending(store) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise _Ended
+
+    monkeypatch.setattr(handler, "capture_batch", stalled)
+    with pytest.raises(_Ended):
+        handler.lambda_handler(event(batches[2:5]), _Context(0.2))
+    monkeypatch.undo()
+    monkeypatch.setenv("REWIND_STORE", local.uri)
+
+    assert len(_pending(local)) == 1
+    invoke(batches[4:5])  # Lambda gave up on 102-104 and moved on
+    assert coverage(local, TABLE).latest_us == 1_750_000_001 * 1_000_000 - 1
+
+
+def test_a_batch_stored_after_its_deadline_record_was_written_is_settled(
+        local: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = realistic_batch()
+    real = handler.capture_batch
+
+    def slow(store: Store, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)  # past the moment the pending record is written
+        return real(store, *args, **kwargs)
+
+    monkeypatch.setattr(handler, "capture_batch", slow)
+    assert handler.lambda_handler(event(batches), _Context(0.2)) == {"batchItemFailures": []}
+    assert len(_pending(local)) == 1
+    assert coverage(local, TABLE).latest_us == 1_750_000_003 * 1_000_000
+
+
+def test_a_batch_stored_in_time_leaves_no_timer_behind(local: Store) -> None:
+    # Lambda freezes the process after the invocation: a timer left running would fire in a later one.
+    import threading
+
+    before = threading.active_count()
+    assert handler.lambda_handler(event(realistic_batch()), _Context(600)) == {"batchItemFailures": []}
+    time.sleep(0.05)
+    assert threading.active_count() == before
+    assert _pending(local) == []

@@ -14,8 +14,8 @@ Coverage (``changelog.captured``): a stored batch is recorded by its sequence ra
 files; a failed one is recorded as pending before the failure is reported (one about to time out,
 shortly before Lambda's timeout: ``_Deadline``), so ``status`` stops the latest restorable time
 before it until a retry or ``recover`` stores it (or ``recover`` records it as a gap). A retry of
-half of it (Lambda bisects after a timeout) settles that half only. Lambda may give up on a batch; the pending record does not. Both sources take this one
-path: a DynamoDB stream batch is recorded under the table its ARN names, a Kinesis batch under each
+half of it (Lambda bisects after a timeout) settles that half only. Lambda may give up on a batch;
+the pending record does not. Both sources take this one path: a DynamoDB stream batch is recorded under the table its ARN names, a Kinesis batch under each
 table its records name (or ``REWIND_TABLE`` when none can be read), with its shard.
 
 Per-shard progress: when the event names its shard (the stack turns on tumbling windows for a

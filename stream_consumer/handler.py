@@ -15,8 +15,9 @@ files; a failed one is recorded as pending before the failure is reported (one a
 shortly before Lambda's timeout: ``_Deadline``), so ``status`` stops the latest restorable time
 before it until a retry or ``recover`` stores it (or ``recover`` records it as a gap). A retry of
 half of it (Lambda bisects after a timeout) settles that half only. Lambda may give up on a batch;
-the pending record does not. Both sources take this one path: a DynamoDB stream batch is recorded under the table its ARN names, a Kinesis batch under each
-table its records name (or ``REWIND_TABLE`` when none can be read), with its shard.
+the pending record does not. Both sources take this one path: a DynamoDB stream batch is recorded
+under the table its ARN names, a Kinesis batch under each table its records name (or
+``REWIND_TABLE`` when none can be read), with its shard.
 
 Per-shard progress: when the event names its shard (the stack turns on tumbling windows for a
 DynamoDB stream read one batch at a time per shard, and such events carry ``shardId``), the stored

@@ -69,6 +69,7 @@ from changelog.layout import (
     stored_batch_path,
 )
 from changelog.ledger import record_pending
+from changelog.names import table_name_problem
 from changelog.store import ObjectMissing, Store
 
 # DynamoDB Streams sequence numbers are 21 to 40 digits; Kinesis's are 56 today, and the codec keeps
@@ -151,9 +152,20 @@ def settle_pending_batch(store: Store, table: str, stream_arn: str, first_sequen
     Lambda retries a batch whole or, after a function error (a timeout), in halves: a half starting
     where the pending batch starts is not all of it. The pending batch's sequence numbers after
     ``last_sequence`` stay pending, under the first of them, before the stored record settles the
-    rest: the hold never lifts over a record not stored.
+    rest: the hold never lifts over a record not stored. A Kinesis batch is pending under every
+    table its records name, and a half may hold another table's records only: the pending record
+    names them all, and the half settles each of them alike.
     """
     _checked((first_sequence, last_sequence), shard_id)
+    stored, others = _settle(store, table, stream_arn, first_sequence, last_sequence, source, shard_id, always)
+    for other in sorted(others - {table}):
+        _settle(store, other, stream_arn, first_sequence, last_sequence, source, shard_id, False)
+    return stored
+
+
+def _settle(store: Store, table: str, stream_arn: str, first_sequence: str, last_sequence: str, source: str,
+            shard_id: str | None, always: bool) -> tuple[str | None, set[str]]:
+    """``settle_pending_batch`` for one table: (its stored record or None, the tables its pending record names)."""
     try:
         body = read_json_object(store, pending_batch_path(table, stream_arn, first_sequence, shard_id))
     except ObjectMissing:
@@ -161,13 +173,22 @@ def settle_pending_batch(store: Store, table: str, stream_arn: str, first_sequen
     except DamagedStore:
         body = {}  # coverage names the damaged record; the stored one is still the truth
     if body is None and not always:
-        return None
-    rest = [sequence for sequence in _pending_sequences(body or {}) if int(sequence) > int(last_sequence)]
+        return None, set()
+    body = body or {}
+    rest = [sequence for sequence in _pending_sequences(body) if int(sequence) > int(last_sequence)]
+    tables = _pending_tables(body)
     if rest:
-        hold = (body or {}).get("hold_us")
+        hold = body.get("hold_us")
         record_pending_batch(store, table, stream_arn, rest[0], hold if isinstance(hold, int) else None, source,
-                             shard_id, rest)
-    return record_stored_batch(store, table, stream_arn, first_sequence, last_sequence, source, shard_id)
+                             shard_id, rest, tables)
+    return record_stored_batch(store, table, stream_arn, first_sequence, last_sequence, source, shard_id), tables
+
+
+def _pending_tables(body: Mapping[str, Any]) -> set[str]:
+    """The tables a pending record says its batch is pending under (valid names only)."""
+    found = body.get("tables")
+    return {name for name in found if isinstance(name, str) and table_name_problem(name) is None} \
+        if isinstance(found, list) else set()
 
 
 def _pending_sequences(body: Mapping[str, Any]) -> list[str]:
@@ -180,12 +201,13 @@ def _pending_sequences(body: Mapping[str, Any]) -> list[str]:
 
 def record_pending_batch(store: Store, table: str, stream_arn: str, first_sequence: str,
                          hold_us: int | None, source: str, shard_id: str | None = None,
-                         sequences: Sequence[str] = ()) -> str:
+                         sequences: Sequence[str] = (), tables: Iterable[str] = ()) -> str:
     """Record that the batch from ``first_sequence`` failed: coverage stops before it until it is settled.
 
     ``sequences`` are the batch's records, so that a retry of part of it settles only that part
-    (``settle_pending_batch``). A pending record already there for the same first record (an
-    earlier, larger attempt) keeps its records and its earlier hold: it never shrinks.
+    (``settle_pending_batch``); ``tables`` every table the batch is pending under. A pending record
+    already there for the same first record (an earlier, larger attempt) keeps its records, its
+    tables and its earlier hold: it never shrinks.
     """
     _checked((first_sequence, *sequences), shard_id)
     path = pending_batch_path(table, stream_arn, first_sequence, shard_id)
@@ -194,11 +216,13 @@ def record_pending_batch(store: Store, table: str, stream_arn: str, first_sequen
     except (ObjectMissing, DamagedStore):
         earlier = {}
     listed = sorted({*sequences, *_pending_sequences(earlier)}, key=int)
+    named = sorted({*tables, *_pending_tables(earlier)} - {table})
     held = earlier.get("hold_us")
     if isinstance(held, int) and not isinstance(held, bool) and (hold_us is None or held < hold_us):
         hold_us = held
     body = {"stream_arn": stream_arn, "first_sequence": first_sequence, "hold_us": hold_us, "source": source,
-            **({"shard_id": shard_id} if shard_id is not None else {}), **({"sequences": listed} if listed else {})}
+            **({"shard_id": shard_id} if shard_id is not None else {}), **({"sequences": listed} if listed else {}),
+            **({"tables": [table, *named]} if named else {})}
     store.write(path, json.dumps(body, indent=1, sort_keys=True).encode("utf-8"))
     # Recorded once written: a pending record removed by hand would otherwise lift its hold unnoticed.
     record_pending(store, table, path, hold_us)

@@ -198,10 +198,11 @@ def _kinesis_batches(records: list[Any], seconds: dict[str, list[int]], table_hi
 
 def _record_pending(batches: list[_Batch]) -> None:
     """Record a failing batch as pending; the store may be what failed, so a failure here is only logged."""
+    tables = sorted({batch.table for batch in batches})  # a Kinesis batch: each table its records name
     for batch in batches:
         try:
             record_pending_batch(_store(), batch.table, batch.stream_arn, batch.first, batch.hold_us, "lambda",
-                                 batch.shard_id, batch.sequences)
+                                 batch.shard_id, batch.sequences, tables)
         except Exception as exc:  # the batch's own failure is what gets reported
             logger.error("the pending record of a failing batch could not be written; recover shows the hole",
                          extra={"error_kind": type(exc).__name__})

@@ -113,3 +113,35 @@ def test_within_one_millisecond_the_kinesis_sequence_number_orders_numerically(l
 def test_microsecond_times_order_changes_within_a_millisecond(local: Store) -> None:
     invoke([version(2, US + 2, "1", precision="MICROSECOND"), version(1, US + 1, "2", precision="MICROSECOND")])
     assert latest(local)["v"] == {"N": "2"}
+
+
+# --- one stream, two tables ------------------------------------------------------------------------------------
+
+
+def _change(table: str, key: str, created: int, sequence: int) -> dict[str, Any]:
+    keys = {"pk": {"S": key}}
+    return kinesis_record(table, "INSERT", keys, created, str(10**20 + sequence), new={**keys, "v": {"N": "1"}},
+                          event_id=f"{table}-{key}-{sequence}")
+
+
+def test_a_two_table_batch_retried_in_halves_releases_both_tables(
+        local: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The failed batch is pending under both tables, named by its first record; after a timeout Lambda
+    # retries it in halves, each holding one table's record: each half settles both tables' records.
+    from changelog.state import coverage
+
+    batch = [_change("beta", "b", MS, 1), _change("alpha", "a", MS + 1, 2)]
+    real = handler.capture_batch
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the store is down")
+
+    monkeypatch.setattr(handler, "capture_batch", failing)
+    assert handler.lambda_handler(event(batch), None)["batchItemFailures"]
+    monkeypatch.setattr(handler, "capture_batch", real)
+    invoke(batch[:1])
+    invoke(batch[1:])
+    invoke([_change("alpha", "a", MS + 5000, 3), _change("beta", "b", MS + 5000, 4)])
+
+    for table in ("alpha", "beta"):
+        assert coverage(local, table).latest_us == (MS + 5000) * 1000, table

@@ -106,6 +106,8 @@ def _os_error(exc: OSError) -> RewindError:
         return UsageError(f"{reason}:{where}; name a file, not a directory")
     if isinstance(exc, FileNotFoundError):
         return StoreNotFound(f"not found:{where} ({reason})")
+    if exc.errno == errno.ENAMETOOLONG:
+        return UsageError(f"the name{where} is too long for the file system; choose a shorter one")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return WriteFailed(f"no space left on the device{where}; free some space and run the command again")
     return StoreError(f"{reason}{where}")

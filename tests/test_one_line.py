@@ -159,3 +159,19 @@ def test_clear_first_without_a_terminal_needs_yes_and_clears_nothing(
     assert code == 2
     assert "add --yes" in _one_line(capsys)
     assert boto3.client("dynamodb").scan(TableName="restored", Select="COUNT")["Count"] == ITEMS
+
+
+def test_an_output_name_too_long_for_the_file_system_is_a_usage_error(
+        filled: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    name = str(tmp_path / ("y" * 300)) + ".jsonl"
+    assert main(["replay", "--table", TABLE, "--store", filled.uri, "--at", str(SECONDS), "--to-file", name]) == 2
+    assert "too long" in _one_line(capsys)
+
+
+@pytest.mark.parametrize("tables", ["orders,nosuch", "nosuch"])
+def test_tables_naming_one_the_store_does_not_hold_is_not_found(
+        filled: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str], tables: str) -> None:
+    # Exit 4, as --table nosuch is: not a moment out of coverage (5).
+    assert main(["replay", "--tables", tables, "--store", filled.uri, "--at", str(SECONDS),
+                 "--to-dir", str(tmp_path), "--dry-run"]) == 4
+    assert "holds no table 'nosuch'" in _one_line(capsys)

@@ -78,8 +78,9 @@ def check_all_restorable(store: Store, tables: list[str], at: datetime) -> None:
     for table in tables:
         try:
             check_restorable(coverage(store, table), at, to_micros(at))
-        except RewindError as exc:
+        except TimeOutOfRange as exc:
             problems.append(str(exc))
+        # Any other refusal (a table the store does not hold, a damaged file) is the command's, with its own code.
     if problems:
         raise TimeOutOfRange(f"not every table can be restored to {format_time(at)}, so none was: "
                              + "; ".join(problems))

@@ -202,6 +202,13 @@ def test_dry_run_reports_items_bytes_and_files_and_writes_nothing(filled: Store,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("extra", "code"), [(["--where", "nosuch = 1"], 2), (["--at", "1600000000"], 5)],
+                         ids=["bad where", "out of coverage"])
+def test_a_refused_export_creates_no_directory(filled: Store, tmp_path: Path, extra: list[str], code: int) -> None:
+    assert _export(filled, tmp_path / "out", *extra) == code
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_options_without_an_export_are_refused(filled: Store, tmp_path: Path) -> None:
     code = main(["replay", "--table", TABLE, "--store", filled.uri, "--at", _at(AT), "--to-file",
                  str(tmp_path / "x.jsonl"), "--export-file-mb", "5"])

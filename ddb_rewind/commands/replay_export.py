@@ -78,10 +78,12 @@ def run_export(args: argparse.Namespace) -> int:
             if table_exists(client("dynamodb"), args.to_table):
                 raise TargetExists(f"target table {args.to_table!r} already exists: ImportTable always creates a "
                                    "new table, pick a new name")
-    target = _open_destination(uri, create=not args.dry_run)
+    target = _open_destination(uri, create=False)  # made only once the state is read: a refusal leaves nothing
     if target is not None:
         check_destination(target, folder, args.overwrite)
     con = open_items(store, args.table, args.at, where=args.where)
+    if target is None and not args.dry_run:
+        target = _open_destination(uri, create=True)
     say_erasures(store, [args.table], sys.stdout)
     if args.dry_run:
         plan = plan_export(export_image_lengths(con), max_bytes)

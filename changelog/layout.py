@@ -253,6 +253,22 @@ def settings_path(table: str, observed_us: int, data: bytes) -> str:
 
 
 def table_names(paths: Iterable[str]) -> list[str]:
-    """Table names found in a listing of the store's ``tables/`` prefix."""
-    names = {path.split("/")[1] for path in paths if path.startswith(TABLES + "/") and path.count("/") >= 2}
-    return sorted(names)
+    """Table names found in a listing of the store's ``tables/`` prefix.
+
+    A folder whose name no table can have (a copy named ``orders copy``) is no table of the store:
+    it is left out here, and ``check`` names it (``foreign_table_folders``).
+    """
+    return [name for name in _folders(paths) if _is_safe(name)]
+
+
+def foreign_table_folders(paths: Iterable[str]) -> list[str]:
+    """The folders of a listing of ``tables/`` whose names no table can have."""
+    return [name for name in _folders(paths) if not _is_safe(name)]
+
+
+def _folders(paths: Iterable[str]) -> list[str]:
+    return sorted({path.split("/")[1] for path in paths if path.startswith(TABLES + "/") and path.count("/") >= 2})
+
+
+def _is_safe(name: str) -> bool:
+    return bool(_SAFE_NAME.fullmatch(name)) and name not in (".", "..")

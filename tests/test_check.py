@@ -166,6 +166,19 @@ def test_orphans_are_notes_not_problems(built: Store, capsys: pytest.CaptureFixt
     assert kinds == {"is an orphan", "is a leftover of an interrupted write"}
 
 
+def test_a_folder_no_table_can_be_named_is_a_problem_check_names_and_readers_pass_by(
+        built: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    root = built.local_root()
+    assert root is not None
+    (root / "tables" / "orders copy").mkdir()
+    (root / "tables" / "orders copy" / "meta.json").write_text("{}")
+    code, report = _check(built, capsys)
+    assert code == 6
+    assert [(p["file"], p["problem"]) for p in report["problems"]] == [  # type: ignore[union-attr]
+        ("tables/orders copy/", "is no table of this store: no table can have that name")]
+    assert run_cli(["status", "--store", built.uri]) == 0
+
+
 def test_check_of_a_table_that_is_not_there_is_not_found(built: Store) -> None:
     assert run_cli(["check", "--store", built.uri, "--table", "nope"]) == 4
 

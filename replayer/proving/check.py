@@ -48,6 +48,7 @@ from changelog.layout import (
     capture_root,
     changes_root,
     checkpoints_root,
+    foreign_table_folders,
     forgotten_root,
     hour_partition,
     meta_path,
@@ -464,9 +465,11 @@ def check_table(store: Store, table: str, read_data: bool, sample: Callable[[str
 def check_store(store: Store, table: str | None = None, *, read_data: bool = False,
                 sample: Callable[[str], bool] | None = None) -> CheckReport:
     """Check every table of the store (or one); with ``read_data``, read whole the files ``sample`` selects."""
-    tables = [table] if table else table_names(store.list(TABLES + "/"))
+    listing = [] if table else store.list(TABLES + "/")
+    tables = [table] if table else table_names(listing)
     manifests = parts = changes = gaps = ledger = read = erasures = 0
-    findings: list[Finding] = []
+    findings = [Finding(name, f"{TABLES}/{name}/", "is no table of this store: no table can have that name",
+                        "nothing reads it; move it out of the store") for name in foreign_table_folders(listing)]
     for name in tables:
         m, p, c, g, lg, r, e, f = check_table(store, name, read_data, sample)
         manifests, parts, changes, gaps = manifests + m, parts + p, changes + c, gaps + g

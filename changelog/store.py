@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from changelog.errors import ConflictError, StoreError, StoreNotFound, UsageError
+from changelog.errors import ConflictError, DamagedStore, StoreError, StoreNotFound, UsageError
 from changelog.layout import TABLES
 
 if TYPE_CHECKING:
@@ -185,6 +185,10 @@ class LocalStore(Store):
 
     def write(self, path: str, data: bytes, *, if_absent: bool = False) -> None:
         target = self._path(path)
+        if target.is_dir():
+            # Not an I/O failure a rerun can cure: something not the store's stands where it keeps a file.
+            raise DamagedStore(f"damaged store: {path} in the store {self.uri} is a directory where the store "
+                               "keeps a file; move it out of the store")
         with self._io("write", path):
             _make_dirs(target.parent)
             temp = target.parent / f".tmp-{uuid.uuid4().hex}"

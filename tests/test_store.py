@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from changelog.codec import decode_lambda_record
-from changelog.errors import ConflictError, StoreError, StoreNotFound
+from changelog.errors import ConflictError, DamagedStore, StoreError, StoreNotFound
 from changelog.record import SCHEMA
 from changelog.source import register_parquet
 from changelog.state import change_files
-from changelog.store import ObjectMissing, S3Store, Store, open_store
+from changelog.store import LocalStore, ObjectMissing, S3Store, Store, open_store
 from ddb_rewind.cli import main
 from replayer.engines.views import open_sql
 from stream_consumer.capture import capture_batch
@@ -101,6 +101,14 @@ def test_an_object_s3_did_not_delete_is_one_store_error_naming_it(s3_store: S3St
     with pytest.raises(StoreError, match=r"cannot delete d/kept in s3://rewind-store/backups: AccessDenied: .*"
                                          r"\(1 of 2 objects not deleted\)"):
         s3_store.delete_many(["d/kept", "d/gone"])
+
+
+def test_a_directory_where_a_local_store_keeps_a_file_is_a_damaged_store(tmp_path: Path) -> None:
+    # Not an I/O failure a rerun cures (exit 7): something not the store's stands in the file's place.
+    store = LocalStore(tmp_path)
+    (tmp_path / "tables" / "orders" / "meta.json").mkdir(parents=True)
+    with pytest.raises(DamagedStore, match=r"tables/orders/meta\.json .* is a directory"):
+        store.write("tables/orders/meta.json", b"{}")
 
 
 def test_a_second_write_if_absent_is_a_conflict(any_store: Store) -> None:

@@ -63,15 +63,17 @@ def joined_relative_times(argv: list[str]) -> list[str]:
     return joined
 
 
-def resolve_times(args: argparse.Namespace) -> None:
-    """Replace every ``latest`` TIME with the latest restorable moment of the command's table(s).
+def resolve_times(args: argparse.Namespace) -> str | None:
+    """Replace every ``latest`` TIME with the latest restorable moment of the command's table(s);
+    returns what to say of it (None when no TIME was ``latest``).
 
-    Said on stderr, so that the exact moment the keyword stood for is on record beside the answer.
-    With ``--tables`` it is the latest moment every one of them can be restored to.
+    The caller says it on stderr, so that the exact moment the keyword stood for is on record beside
+    the answer (or in the command's one error line). With ``--tables`` it is the latest moment every
+    one of them can be restored to.
     """
     names = [name for name, value in vars(args).items() if isinstance(value, Latest)]
     if not names:
-        return
+        return None
     from changelog.state import coverage, latest_restorable
     from changelog.store import open_store
 
@@ -87,7 +89,7 @@ def resolve_times(args: argparse.Namespace) -> None:
     moment = latest_restorable(tables, lambda table: coverage(store, table))
     for name in names:
         setattr(args, name, moment)
-    print(f"ddb-rewind: 'latest' is {format_time(moment)}", file=sys.stderr)
+    return f"'latest' is {format_time(moment)}"
 
 
 def path_arg(text: str) -> str:

@@ -196,10 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(joined_relative_times(sys.argv[1:] if argv is None else list(argv)))
     except SystemExit as exc:  # argparse has printed its one line (or --help, --version)
         return int(exc.code or 0)
+    latest: str | None = None
     try:
         with _sigterm_as_ctrl_c():
-            resolve_times(args)
-            return int(args.run(args) or 0)
+            latest = resolve_times(args)
+            code = int(args.run(args) or 0)
+        if latest:  # said after the command, so that a refusal stays one line (that names it too)
+            print(f"ddb-rewind: {latest}", file=sys.stderr)
+        return code
     except BrokenPipeError:
         # A reader such as `head` closed the pipe: not an error of ours.
         sys.stderr.close()
@@ -209,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if error is None:
             raise
         try:
-            print(f"ddb-rewind: error: {_one_line(str(error))}", file=sys.stderr)
+            said = f" ({latest})" if latest else ""
+            print(f"ddb-rewind: error: {_one_line(str(error))}{said}", file=sys.stderr)
         except KeyboardInterrupt:  # a second Ctrl-C while reporting the first
             return EXIT_INTERRUPTED
         return error.exit_code

@@ -180,3 +180,17 @@ def test_latest_is_the_end_of_the_last_restorable_interval_when_a_loss_cuts_it(
     out = tmp_path / "state.jsonl"
     assert main(["replay", "--table", TABLE, "--store", store.uri, "--at", "latest", "--to-file", str(out)]) == 0
     assert format_time(from_micros(spans[-1][1])) in capsys.readouterr().err
+
+
+def test_a_refusal_after_latest_was_resolved_is_one_line_naming_the_moment(
+        captured: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    latest = coverage(captured, TABLE).latest_us
+    assert latest is not None
+    existing = tmp_path / "mine.jsonl"
+    existing.write_text("the user's file\n")
+    capsys.readouterr()
+    assert main(["replay", "--table", TABLE, "--store", captured.uri, "--at", "latest", "--to-file",
+                 str(existing)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already exists" in err
+    assert err.rstrip().endswith(f"('latest' is {format_time(from_micros(latest))})")

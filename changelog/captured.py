@@ -229,6 +229,16 @@ def record_pending_batch(store: Store, table: str, stream_arn: str, first_sequen
     return path
 
 
+def pending_hold(store: Store, table: str, stream_arn: str, first_sequence: str, shard_id: str | None) -> int | None:
+    """The hold of the table's pending record for the batch from ``first_sequence`` (None: no record,
+    or it read no stream time)."""
+    try:
+        hold = read_json_object(store, pending_batch_path(table, stream_arn, first_sequence, shard_id)).get("hold_us")
+    except (ObjectMissing, DamagedStore):
+        return None
+    return hold if isinstance(hold, int) and not isinstance(hold, bool) else None
+
+
 def is_pending(store: Store, table: str, stream_arn: str, first_sequence: str, shard_id: str | None) -> bool:
     """Whether the table holds a pending record for the batch from ``first_sequence`` (settled or not)."""
     return store.exists(pending_batch_path(table, stream_arn, first_sequence, shard_id))

@@ -40,7 +40,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from changelog.captured import DYNAMODB_SEQUENCE_DIGITS, is_pending, sequence_problem, settle_pending_batch
+from changelog.captured import (
+    DYNAMODB_SEQUENCE_DIGITS,
+    is_pending,
+    pending_hold,
+    sequence_problem,
+    settle_pending_batch,
+)
 from changelog.codec import (
     MAX_SEQUENCE_DIGITS,
     decode_getrecords_record,
@@ -323,20 +329,25 @@ def _incomplete(batch: FailedBatch, records: list[Any]) -> str | None:
     return None
 
 
-def gap_of(batch: FailedBatch, reason: str, detected_at_us: int) -> Gap:
+def gap_of(batch: FailedBatch, reason: str, detected_at_us: int, hold_us: int | None = None) -> Gap:
     """The gap a lost batch leaves, with time bounds from the arrival times Lambda reported.
 
     A record's stream time is its creation time rounded down to the second, and it arrives a moment
     after it is created: the first lost change is no older than the first arrival less the margin,
-    and none is newer than the last arrival (rounded down, as stream times are).
+    and none is newer than the last arrival (rounded down, as stream times are). Kinesis may deliver
+    a record long after it was made, and not in order: where the consumer's pending record read the
+    batch's oldest change (its hold, ``hold_us``), the gap starts no later than that change.
     """
     first = batch.first_arrival_us
     last = batch.last_arrival_us if batch.last_arrival_us is not None else batch.failed_at_us
+    start = floor_second(first - STREAM_TIME_MARGIN_US) if first is not None else None
+    if start is not None and hold_us is not None:
+        start = min(start, hold_us + 1)
     return Gap(
         shard_id=batch.shard_id,
         detected_at_us=detected_at_us,
         reason=reason,
-        start_us=floor_second(first - STREAM_TIME_MARGIN_US) if first is not None else None,
+        start_us=start,
         end_us=floor_second(last) if last is not None else None,
         first_sequence_number=batch.start_sequence,
         last_sequence_number=batch.end_sequence,
@@ -425,8 +436,7 @@ def _pending_tables(store: Store, batch: FailedBatch, candidates: set[str]) -> s
     Looked for under the tables already known to be the batch's (its records', the configured
     table); only when there are none, under every table of the store.
     """
-    if not candidates:
-        candidates = set(table_names(store.list(TABLES + "/")))
+    candidates = candidates | set(table_names(store.list(TABLES + "/")))
     return {table for table in candidates
             if is_pending(store, table, batch.stream_arn, batch.start_sequence, batch.shard_id)}
 
@@ -457,9 +467,11 @@ def _recover_kinesis(store: Store, kinesis: Any, batch: FailedBatch, *, dry_run:
             f"is lost ({lost}), but no table holds a pending record for it and none of its records could be "
             "read: it cannot be attributed to a table (forged, or its pending record was never written), so no "
             "gap is recorded")
-    gap = gap_of(batch, lost, clock())
-    paths = [] if dry_run else [write_gap(store, name, gap) for name in sorted(tables)]
-    return Outcome(batch, "gap", len(records), files, gap, paths[0] if paths else None, tuple(sorted(tables)))
+    gaps = {name: gap_of(batch, lost, clock(), pending_hold(store, name, batch.stream_arn, batch.start_sequence,
+                                                           batch.shard_id)) for name in sorted(tables)}
+    paths = [] if dry_run else [write_gap(store, name, gap) for name, gap in gaps.items()]
+    return Outcome(batch, "gap", len(records), files, min(gaps.values(), key=lambda g: g.start_us or 0),
+                   paths[0] if paths else None, tuple(sorted(tables)))
 
 
 def recover_batch(store: Store, streams: Any, batch: FailedBatch, *, dry_run: bool = False,
@@ -499,7 +511,7 @@ def recover_batch(store: Store, streams: Any, batch: FailedBatch, *, dry_run: bo
                                  "recover", always=True)
         return Outcome(batch, "recovered", len(records), files, None, None, (owner,))
     stream_of_table(streams, dynamodb or boto3.client("dynamodb", config=_CLIENT_CONFIG), batch)
-    gap = gap_of(batch, lost, clock())
+    gap = gap_of(batch, lost, clock(), pending_hold(store, owner, batch.stream_arn, batch.start_sequence, None))
     path = None if dry_run else write_gap(store, owner, gap)
     return Outcome(batch, "gap", len(records), files, gap, path, (owner,))
 

@@ -259,6 +259,72 @@ def test_a_trimmed_kinesis_batch_becomes_a_gap_naming_its_range(stream: Stream, 
     assert replay(store, T0 + 4, tmp_path / "state.jsonl") == (0, expected(T0 + 4))
 
 
+def test_a_trimmed_kinesis_batch_that_arrived_late_gaps_from_its_oldest_change(
+        stream: Stream, store: Store, queue: str, tmp_path: Path) -> None:
+    # Kinesis may deliver DynamoDB's records long after they were made: the batch's first record
+    # arrived at T0+60, its oldest change was made at T0+10 (the consumer's pending record read it).
+    stream.trim()
+    late = datetime.fromtimestamp(T0 + 60, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    send(queue, stream.failure_message(approximateArrivalOfFirstRecord=late, approximateArrivalOfLastRecord=late))
+
+    assert run_recover(store, queue) == 1
+    (gap,) = read_gaps(store, TABLE)
+    assert gap.start_us == (T0 + 10) * SECOND
+    assert replay(store, T0 + 15, tmp_path / "state.jsonl")[0] == 5
+    assert replay(store, T0 + 9, tmp_path / "state.jsonl") == (0, expected(T0 + 9))
+
+
+def test_a_trimmed_batch_of_two_tables_gaps_both_when_recover_runs_for_one(
+        handler_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One stream carries sensors and meters; the lost batch is pending under both. recover runs for the
+    # stack's table (sensors) and must settle meters too, or meters is held for good.
+    monkeypatch.setenv("REWIND_TABLE", TABLE)
+    kinesis = boto3.client("kinesis")
+    kinesis.create_stream(StreamName="two-tables", ShardCount=1)
+    arn = kinesis.describe_stream(StreamName="two-tables")["StreamDescription"]["StreamARN"]
+    for n, (table, second) in enumerate([(TABLE, T0), (TABLE, T0 + 10), ("meters", T0 + 10), (TABLE, T0 + 20)]):
+        data = json.loads(payload(second, f"k{n}", 1, n))
+        data["tableName"] = table
+        kinesis.put_record(StreamName="two-tables", Data=json.dumps(data).encode(), PartitionKey="k")
+    (shard,) = kinesis.list_shards(StreamName="two-tables")["Shards"]
+    iterator = kinesis.get_shard_iterator(StreamName="two-tables", ShardId=shard["ShardId"],
+                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    raw = kinesis.get_records(ShardIterator=iterator)["Records"]
+    events = [{"kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k", "sequenceNumber": r["SequenceNumber"],
+                           "data": base64.b64encode(r["Data"]).decode(), "approximateArrivalTimestamp": 0},
+               "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventName": "aws:kinesis:record",
+               "eventID": f"{shard['ShardId']}:{r['SequenceNumber']}", "eventSourceARN": arn,
+               "awsRegion": "us-east-1"} for r in raw]
+    real = handler.capture_batch
+
+    def capture(store: Store, records: list[Any], *args: Any, **kwargs: Any) -> Any:
+        if records[0] is events[1]:
+            raise RuntimeError("the batch failed")
+        return real(store, records, *args, **kwargs)
+
+    with monkeypatch.context() as failing:
+        failing.setattr(handler, "capture_batch", capture)
+        assert handler.lambda_handler({"Records": events[0:1]}, None) == {"batchItemFailures": []}
+        assert handler.lambda_handler({"Records": events[1:3]}, None)["batchItemFailures"]
+        assert handler.lambda_handler({"Records": events[3:4]}, None) == {"batchItemFailures": []}
+    from moto.kinesis.models import kinesis_backends
+
+    stored = kinesis_backends["123456789012"]["us-east-1"].streams["two-tables"].get_shard(shard["ShardId"])
+    for record in raw[1:3]:
+        del stored.records[int(record["SequenceNumber"])]
+    stamp = datetime.fromtimestamp(T0 + 10, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    message = json.dumps({"requestContext": {"condition": "RetryAttemptsExhausted"}, "version": "1.0",
+                          "timestamp": stamp, "KinesisBatchInfo": {
+                              "shardId": shard["ShardId"], "startSequenceNumber": raw[1]["SequenceNumber"],
+                              "endSequenceNumber": raw[2]["SequenceNumber"], "approximateArrivalOfFirstRecord": stamp,
+                              "approximateArrivalOfLastRecord": stamp, "batchSize": 2, "streamArn": arn}})
+
+    outcome = recover.recover_batch(handler_store, None, parse_failure_message(message), kinesis=kinesis, table=TABLE)
+
+    assert set(outcome.tables) == {TABLE, "meters"}
+    assert [len(read_gaps(handler_store, table)) for table in (TABLE, "meters")] == [1, 1]
+
+
 def test_the_recover_lambda_records_the_gap_of_a_trimmed_kinesis_batch(stream: Stream, store: Store) -> None:
     stream.trim()
     event = {"Records": [{"messageId": "m1", "body": stream.failure_message()}]}

@@ -90,7 +90,9 @@ _DECODERS: dict[str, Callable[[Quarantined], ChangeRow]] = {
     "lambda-dynamodb": lambda kept: decode_lambda_record(kept.record),
     "lambda-kinesis": lambda kept: decode_kinesis_record(kept.record),
     "poller": _getrecords,
-    "recover": _getrecords,
+    # recover re-reads a DynamoDB stream (GetRecords form) or a Kinesis one (Lambda's Kinesis form).
+    "recover": lambda kept: decode_kinesis_record(kept.record) if isinstance(kept.record, dict)
+    and "kinesis" in kept.record else _getrecords(kept),
 }
 
 

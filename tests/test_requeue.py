@@ -181,7 +181,9 @@ def test_a_fixed_getrecords_record_is_stored_exactly_as_its_capture_path_would_h
     assert quarantine_paths(kept, TABLE) == []
 
 
-def test_a_fixed_kinesis_record_is_stored_exactly_as_the_kinesis_handler_would_have(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", ["lambda-kinesis", "recover"])  # recover re-reads a Kinesis stream too
+def test_a_fixed_kinesis_record_is_stored_exactly_as_the_kinesis_handler_would_have(
+        tmp_path: Path, source: str) -> None:
     kept, direct = LocalStore(tmp_path / "kept"), LocalStore(tmp_path / "direct")
     key = {"pk": {"S": "a"}}
 
@@ -189,8 +191,8 @@ def test_a_fixed_kinesis_record_is_stored_exactly_as_the_kinesis_handler_would_h
         return kinesis_record(TABLE, "INSERT", key, GOOD_SECONDS * 1000, "4959033827149025660855969253836157109592",
                               new={**key, "n": {"N": number}})
 
-    assert capture_batch(kept, [record("1e999")], decode_kinesis_record, source="lambda-kinesis").quarantined == 1
-    assert capture_batch(direct, [record("5")], decode_kinesis_record, source="lambda-kinesis").quarantined == 0
+    assert capture_batch(kept, [record("1e999")], decode_kinesis_record, source=source).quarantined == 1
+    assert capture_batch(direct, [record("5")], decode_kinesis_record, source=source).quarantined == 0
     (path,) = quarantine_paths(kept, TABLE)
     document = json.loads(kept.read(path))
     document["record"] = record("5")  # the operator's fix: the producer's corrected record

@@ -661,7 +661,8 @@ def decode_getrecords_record(record: Mapping[str, Any], table_name: str, shard_i
     )
 
 
-def _kinesis_micros(value: Any, precision: Any) -> int:
+def kinesis_micros(value: Any, precision: Any) -> int:
+    """A Kinesis payload's ApproximateCreationDateTime (epoch ms or µs, as its precision says) in µs, or DecodeError."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise DecodeError("ApproximateCreationDateTime must be an epoch number")
     if abs(value) > 1e18:
@@ -742,7 +743,7 @@ def decode_kinesis_record(record: Mapping[str, Any]) -> ChangeRow:
         event_id=payload.get("eventID"),
         event_name=payload.get("eventName"),
         body=body,
-        event_time_us=_kinesis_micros(
+        event_time_us=kinesis_micros(
             body.get("ApproximateCreationDateTime"), body.get("ApproximateCreationDateTimePrecision")
         ),
         sequence=pad_sequence(kinesis.get("sequenceNumber", ""), KINESIS_SEQUENCE_WIDTH),

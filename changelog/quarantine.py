@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from changelog.codec import item_key, kinesis_payload
+from changelog.codec import item_key, kinesis_micros, kinesis_payload
 from changelog.errors import DecodeError
 from changelog.layout import TABLES, table_names, table_root
 from changelog.restorable import QUARANTINE_REMEDY, Loss
@@ -50,7 +50,31 @@ class Quarantined:
     @property
     def stream_time_us(self) -> int | None:
         """The record's stream time floored to the second, or None when it cannot be read as a real moment."""
-        return _stream_time_us(self.event_time)
+        body, through_kinesis = self.change
+        if not through_kinesis:
+            return _stream_time_us(self.event_time)
+        try:  # epoch milliseconds or microseconds, as the payload's precision says
+            created = kinesis_micros((body or {}).get("ApproximateCreationDateTime"),
+                                     (body or {}).get("ApproximateCreationDateTimePrecision"))
+        except DecodeError:
+            return None
+        return created - created % 1_000_000
+
+    @property
+    def change(self) -> tuple[dict[str, Any] | None, bool]:
+        """The record's DynamoDB change body (None when it cannot be read), and whether it came through
+        Kinesis (the body is then its base64 payload's, whichever capture path kept it)."""
+        record = self.record
+        if not isinstance(record, dict):
+            return None, False
+        if "kinesis" not in record:
+            body = record.get("dynamodb")
+            return (body if isinstance(body, dict) else None), False
+        try:
+            body = kinesis_payload(record.get("kinesis")).get("dynamodb")
+        except (DecodeError, RecursionError):
+            return None, True
+        return (body if isinstance(body, dict) else None), True
 
     def is_version_by(self, up_to_us: int | None) -> bool:
         """True when the record may be a version stamped at or before ``up_to_us`` (None: any moment).
@@ -67,8 +91,8 @@ class Quarantined:
     @property
     def event_time(self) -> str | None:
         """The record's stream time as it came (text: it may be the impossible value it was kept for)."""
-        body = self.record.get("dynamodb") if isinstance(self.record, dict) else None
-        value = body.get("ApproximateCreationDateTime") if isinstance(body, dict) else None
+        body, _through_kinesis = self.change
+        value = body.get("ApproximateCreationDateTime") if body is not None else None
         return None if value is None or isinstance(value, dict | list) else str(value)
 
 
@@ -109,14 +133,10 @@ def quarantined_item_key(kept: Quarantined) -> str | None:
     Only the keys are read, never the images: what made the record fail is usually elsewhere. ``forget``
     uses this to find the quarantined copies of an erased item's versions.
     """
-    record = kept.record
-    if not isinstance(record, dict):
+    body, _through_kinesis = kept.change
+    if body is None:
         return None
     try:
-        body = kinesis_payload(record.get("kinesis")).get("dynamodb") if kept.field("source") == "lambda-kinesis" \
-            else record.get("dynamodb")
-        if not isinstance(body, dict):
-            return None
         return item_key(_unmarked(body.get("Keys")))
     except (DecodeError, ValueError, TypeError, RecursionError):
         return None

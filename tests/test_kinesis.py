@@ -145,3 +145,18 @@ def test_a_two_table_batch_retried_in_halves_releases_both_tables(
 
     for table in ("alpha", "beta"):
         assert coverage(local, table).latest_us == (MS + 5000) * 1000, table
+
+
+def test_a_quarantined_kinesis_record_takes_away_only_the_moments_from_its_change_on(local: Store) -> None:
+    # Its payload says when DynamoDB made the change (milliseconds): the history before it stays restorable.
+    from changelog.state import coverage
+
+    invoke([_change(TABLE, "a", MS, 1), _change(TABLE, "b", MS + 10_000, 2)])
+    bad = _change(TABLE, "c", MS + 20_000, 3)
+    payload = json.loads(base64.b64decode(bad["kinesis"]["data"]))
+    payload["dynamodb"]["NewImage"]["v"] = {"N": "1e999"}  # beyond DynamoDB's range: quarantined
+    bad["kinesis"]["data"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    invoke([bad, _change(TABLE, "d", MS + 30_000, 4)])
+
+    (loss,) = [loss for loss in coverage(local, TABLE).losses if loss.kind == "quarantine"]
+    assert loss.start_us == (MS + 20_000) // 1000 * 1_000_000

@@ -35,9 +35,18 @@ class CaptureResult:
     files: tuple[str, ...]
     oldest_event_us: int | None
     newest_event_us: int | None
-    sample_key: tuple[str, bytes] | None  # (table, keys JSON) of one captured row, to describe the table
+    # (table, keys JSON) of one captured row of each table, to describe the tables (a Kinesis stream may carry several)
+    sample_keys: tuple[tuple[str, bytes], ...]
     erased: int = 0  # records of an erased item, stamped at or before its erasure: dropped (changelog.forgotten)
     tables: tuple[str, ...] = ()  # the tables of the captured rows (a Kinesis stream may carry several)
+
+
+def _first_keys(rows: Sequence[ChangeRow]) -> dict[str, bytes]:
+    """Each table's first row's keys, in the order the tables first come."""
+    first: dict[str, bytes] = {}
+    for row in rows:
+        first.setdefault(row.table_name, row.keys)
+    return first
 
 
 def _jsonable(value: Any) -> Any:
@@ -164,7 +173,7 @@ def capture_batch(
         files=tuple(files),
         oldest_event_us=min(times) if times else None,
         newest_event_us=max(times) if times else None,
-        sample_key=(rows[0].table_name, rows[0].keys) if rows else None,
+        sample_keys=tuple(_first_keys(rows).items()),
         erased=erased + len(rejected) - len(kept),
         tables=tuple(sorted({row.table_name for row in rows})),
     )

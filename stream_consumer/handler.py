@@ -305,8 +305,7 @@ def _capture(event: dict[str, Any], records: list[Any], source: str, decode: Dec
                     batches[:] = [found_batch] if found_batch is not None else []
         store = _store()
         result = capture_batch(store, records, decode, source=source, table_hint=table_hint)
-        if result.sample_key:
-            table, keys = result.sample_key
+        for table, keys in result.sample_keys:
             ensure_meta(store, table, json.loads(keys))
         if source == "lambda-kinesis":
             batches[:] = _kinesis_batches(records, {table: [] for table in result.tables}, table_hint)

@@ -453,8 +453,9 @@ def _recover_kinesis(store: Store, kinesis: Any, batch: FailedBatch, *, dry_run:
         result = capture_batch(store, records, decode_kinesis_record, source="recover",
                                table_hint=table or (min(tables) if tables else None), shard_id=batch.shard_id)
         files = result.files
-        if result.sample_key and not store.exists(meta_path(result.sample_key[0])):
-            write_meta(store, meta_from_keys(result.sample_key[0], json.loads(result.sample_key[1])))
+        for name, keys in result.sample_keys:
+            if not store.exists(meta_path(name)):
+                write_meta(store, meta_from_keys(name, json.loads(keys)))
     if lost is None:
         if not dry_run:
             for name in sorted(tables):
@@ -502,8 +503,8 @@ def recover_batch(store: Store, streams: Any, batch: FailedBatch, *, dry_run: bo
             lost = f"the stream carries no item images, so its changes cannot be captured ({exc})"
         else:
             files = result.files
-            if result.sample_key and not store.exists(meta_path(owner)):
-                write_meta(store, meta_from_keys(owner, json.loads(result.sample_key[1])))
+            if result.sample_keys and not store.exists(meta_path(owner)):
+                write_meta(store, meta_from_keys(owner, json.loads(result.sample_keys[0][1])))
     if lost is None:
         if not dry_run:
             # Settles the pending record the handler left for this batch (changelog.captured).

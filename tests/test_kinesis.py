@@ -160,3 +160,12 @@ def test_a_quarantined_kinesis_record_takes_away_only_the_moments_from_its_chang
 
     (loss,) = [loss for loss in coverage(local, TABLE).losses if loss.kind == "quarantine"]
     assert loss.start_us == (MS + 20_000) // 1000 * 1_000_000
+
+
+def test_every_table_of_a_two_table_batch_gets_its_meta_json(local: Store) -> None:
+    # A restore into a new table reads the key schema from it: each table of the stream needs its own.
+    from changelog.meta import read_meta
+
+    invoke([_change("alpha", "a", MS, 1), _change("beta", "b", MS, 2)])
+    for table in ("alpha", "beta"):
+        assert [k["AttributeName"] for k in read_meta(local, table)["key_schema"]] == ["pk"]

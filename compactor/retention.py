@@ -49,8 +49,9 @@ from datetime import UTC, datetime, timedelta
 import pyarrow.parquet as pq
 
 from changelog.integrity import verify_for_read
-from changelog.layout import partition_of, retention_path, table_root
+from changelog.layout import parse_change_file_name, partition_of, retention_path, table_root
 from changelog.ledger import record_removed
+from changelog.record import STREAM_SEQUENCE_WIDTH
 from changelog.restorable import Base, Loss, bridged
 from changelog.snapshot import MANIFEST, Manifest, list_manifests, write_removal
 from changelog.state import change_files, coverage, manifest_bases, retention_floor, snapshot_dirs
@@ -163,11 +164,19 @@ def _partition_end_us(path: str) -> int:
     return to_micros(start + timedelta(hours=1)) - 1
 
 
-def deletable_changes(store: Store, table: str, base: Manifest) -> list[str]:
-    """Change files of hour partitions whose every file ``base`` consumed, every row at or before its time.
+# A Kinesis producer's re-send carries a new Kinesis sequence number: readers tell it from a later
+# change of the same moment only beside its first copy. A stream keeps records 24 hours by default,
+# so the hour partitions holding Kinesis rows stay this long after they end.
+RESEND_WINDOW_US = 25 * 3_600_000_000
+
+
+def deletable_changes(store: Store, table: str, base: Manifest, now_us: int | None = None) -> list[str]:
+    """Change files of hour partitions whose every file ``base`` consumed, every row at or before its time;
+    one holding Kinesis rows only once it ended ``RESEND_WINDOW_US`` before ``now_us`` (when given).
 
     A partition goes whole or not at all: a late file kept in it may hold a copy of a record whose
     first copy sits in a consumed file, and readers keep the first copy (``record.first_copies``).
+    A re-send arriving after its first copy was deleted would count as a change of its own.
     """
     consumed = set(base.consumed_files)
     partitions: dict[str, list[str]] = {}
@@ -177,9 +186,18 @@ def deletable_changes(store: Store, table: str, base: Manifest) -> list[str]:
     for paths in partitions.values():
         if any(path not in consumed for path in paths):
             continue
+        if now_us is not None and any(_kinesis_rows(path) and _partition_end_us(path) > now_us - RESEND_WINDOW_US
+                                      for path in paths):
+            continue
         if all(_partition_end_us(path) <= base.snapshot_time_us or _covered(store, path, base) for path in paths):
             found.extend(paths)
     return found
+
+
+def _kinesis_rows(path: str) -> bool:
+    """Whether a change file's name says it holds Kinesis rows (their sequence numbers are longer)."""
+    name = parse_change_file_name(path)
+    return name is None or max(len(name.first_seq), len(name.last_seq)) > STREAM_SEQUENCE_WIDTH
 
 
 def _covered(store: Store, path: str, base: Manifest) -> bool:
@@ -247,7 +265,7 @@ def plan_expire(store: Store, table: str, policy: Policy, *, now_us: int | None 
             keep.append(path)
         else:
             drop.append(path)
-    changes = tuple(deletable_changes(store, table, base)) if base is not None else ()
+    changes = tuple(deletable_changes(store, table, base, now_us)) if base is not None else ()
     floor = previous_floor
     if base is not None:
         floor = base.snapshot_time_us if floor is None else max(floor, base.snapshot_time_us)

@@ -169,3 +169,26 @@ def test_every_table_of_a_two_table_batch_gets_its_meta_json(local: Store) -> No
     invoke([_change("alpha", "a", MS, 1), _change("beta", "b", MS, 2)])
     for table in ("alpha", "beta"):
         assert [k["AttributeName"] for k in read_meta(local, table)["key_schema"]] == ["pk"]
+
+
+def test_a_re_send_arriving_after_expire_still_finds_its_first_copy(local: Store) -> None:
+    # Two changes of one item in one millisecond, then a snapshot an hour later and an expire that keeps
+    # an hour of changes. A producer's re-send of the first (a new Kinesis sequence number) then arrives:
+    # beside its first copy it is a copy; alone it would read as the latest change.
+    from compactor.policy import parse_policy
+    from compactor.retention import RESEND_WINDOW_US, apply_expire, plan_expire
+    from compactor.snapshots import build_snapshot
+
+    later = MS + 3_600_000
+    invoke([version(1, MS, "100"), version(2, MS, "101")])
+    invoke([kinesis_record(TABLE, "INSERT", {"id": {"S": "o"}}, later, "200", new={"id": {"S": "o"}})])
+    build_snapshot(local, TABLE, later * 1000)
+    apply_expire(local, plan_expire(local, TABLE, parse_policy("changes=1h"), now_us=(later + 3_600_000) * 1000))
+    # The hour stays a day (no re-send comes later than that), then goes.
+    assert plan_expire(local, TABLE, parse_policy("changes=1h"), now_us=later * 1000 + RESEND_WINDOW_US).drop_changes
+
+    invoke([version(1, MS, "102", event_id="ddb-1")])  # the re-send
+    con = duckdb.connect()
+    open_state(con, local, plan_state(local, TABLE, later * 1000))
+    images = [json.loads(image) for (image,) in con.execute("SELECT image FROM state").fetchall()]
+    assert [image["v"] for image in images if image["id"] == KEY["id"]] == [{"N": "2"}]

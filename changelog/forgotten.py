@@ -268,19 +268,40 @@ def drop_erased(store: Store, rows: Sequence[ChangeRow]) -> tuple[list[ChangeRow
     return kept, len(rows) - len(kept)
 
 
-def erased_versions_in(rows: Any, ledger: ErasedKeys) -> int:
-    """How many of ``rows`` (an Arrow table with ``item_key`` and ``event_time``) an erasure covers.
+def erased_versions_mask(rows: Any, ledger: ErasedKeys) -> list[bool]:
+    """For each of ``rows`` (an Arrow table with ``item_key`` and ``event_time``), whether an erasure covers it.
 
-    What ``check --read-data`` runs on every file: the proof that no file holds an erased version,
-    made with the ledger and its secret, never with the key.
+    Each distinct key is hashed once; made with the ledger and its secret, never with the key.
     """
     keys = rows.column("item_key").to_pylist()
     times = rows.column("event_time").cast("int64").to_pylist()
-    hashes: dict[str, bool] = {}
-    found = 0
+    limits: dict[str, int | None] = {}
+    mask = []
     for key, time_us in zip(keys, times, strict=True):
-        if key not in hashes:
-            hashes[key] = key_hash(ledger.secret, key) in ledger.up_to
-        if hashes[key] and time_us <= ledger.up_to[key_hash(ledger.secret, key)]:
-            found += 1
-    return found
+        if key not in limits:
+            limits[key] = ledger.up_to.get(key_hash(ledger.secret, key))
+        limit = limits[key]
+        mask.append(limit is not None and time_us <= limit)
+    return mask
+
+
+def erased_versions_in(rows: Any, ledger: ErasedKeys) -> int:
+    """How many of ``rows`` (an Arrow table with ``item_key`` and ``event_time``) an erasure covers.
+
+    What ``check --read-data`` runs on every file: the proof that no file holds an erased version.
+    """
+    return sum(erased_versions_mask(rows, ledger))
+
+
+def without_erased(rows: Any, ledger: ErasedKeys | None) -> Any:
+    """``rows`` (an Arrow table or batch with ``item_key`` and ``event_time``) less the versions an
+    erasure covers: what a merge or a snapshot writes, so that an erasure recorded before it wrote
+    never comes back through it."""
+    if ledger is None or rows.num_rows == 0:
+        return rows
+    mask = erased_versions_mask(rows, ledger)
+    if not any(mask):
+        return rows
+    import pyarrow as pa
+
+    return rows.filter(pa.array([not erased for erased in mask]))

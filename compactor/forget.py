@@ -48,13 +48,13 @@ from changelog.forgotten import (
     Replaced,
     ensure_secret,
     erased_keys,
-    erasure_records,
+    erased_versions_mask,
     keep_bounds,
     key_hash,
     write_erasure,
 )
 from changelog.integrity import verify_for_read
-from changelog.layout import forgotten_root, parse_change_file_name, partition_of
+from changelog.layout import parse_change_file_name, partition_of
 from changelog.ledger import record_dropped, record_removed
 from changelog.meta import resolve_key
 from changelog.plain import columns_of
@@ -366,37 +366,29 @@ class ForgetResult:
         return sum(len(e.replaced) for e in self.erasures)
 
 
-def erasure_listing(store: Store, table: str) -> frozenset[str]:
-    """The erasure records ``table`` holds now: what a writer notes before it reads the files it rewrites
-    (one listing of a prefix that is almost always empty)."""
-    return frozenset(erasure_records(store.list(forgotten_root(table)), table))
-
-
 ERASED_AGAIN = "erased again: a forget ran while a compaction read the files it published"
 
 
-def erase_again(store: Store, table: str, before: frozenset[str], rows: Callable[[], pa.Table]) -> int:
-    """Call right after publishing what was read while ``before`` were the table's erasure records:
-    erase once more every item of ``rows()`` (``item_key``, ``event_time``) that an erasure recorded
-    since covers. Returns how many items were erased again.
+def erase_again(store: Store, table: str, rows: Callable[[], pa.Table]) -> int:
+    """Call right after publishing a merge's or a snapshot's output: erase once more, from the whole
+    store, every item of ``rows()`` (``item_key``, ``event_time``) that an erasure covers. Returns
+    how many items were erased again (0, and ``rows`` unread, when the table has no erasure).
 
-    A forget that ran while a merge or a snapshot read its files rewrote those files, not an output
-    published after it, and its last plan may come before that publication. An erasure recorded
-    before this check is seen here; one recorded after it plans again after the publication, and
-    so finds the output itself. The erasure keeps the moment the first one erased up to.
+    The output was written without the versions the ledger covered then (``forgotten.without_erased``),
+    but a forget that ran while its files were read rewrote those files, not the output published
+    after it, and its last plan may come before that publication. An erasure recorded before this
+    check is seen here; one recorded after it plans again after the publication, and so finds the
+    output itself. The erasure keeps the moment the first one erased up to.
     """
-    if erasure_listing(store, table) <= before:
-        return 0
     ledger = erased_keys(store, table)
     if ledger is None:
         return 0
     data = rows()
-    times = data.column("event_time").cast(pa.int64()).to_pylist()
-    limits = {key: ledger.up_to[key_hash(ledger.secret, key)]
-              for key, at in zip(data.column("item_key").to_pylist(), times, strict=True) if ledger.erased(key, at)}
-    for key, limit in sorted(limits.items()):
-        forget(store, _plan(store, table, key, limit), ERASED_AGAIN)
-    return len(limits)
+    mask = erased_versions_mask(data, ledger)
+    keys = {key for key, erased in zip(data.column("item_key").to_pylist(), mask, strict=True) if erased}
+    for key in sorted(keys):
+        forget(store, _plan(store, table, key, ledger.up_to[key_hash(ledger.secret, key)]), ERASED_AGAIN)
+    return len(keys)
 
 
 def forget(store: Store, plan: ForgetPlan, reason: str) -> ForgetResult:

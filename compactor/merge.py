@@ -17,6 +17,7 @@ from changelog.attributes import footer_summary, with_summary
 from changelog.changefile import COMPACTED_LEVEL, publish_change_file
 from changelog.consistent import read_consistently
 from changelog.footer import recorded_lifts
+from changelog.forgotten import erased_keys, without_erased
 from changelog.layout import changes_root, hour_partition, partition_of
 from changelog.ledger import record_removed
 from changelog.record import SCHEMA, STORED_ORDER, first_copies
@@ -24,7 +25,7 @@ from changelog.snapshot import list_manifests
 from changelog.source import register_parquet
 from changelog.state import change_files
 from changelog.store import Store
-from compactor.forget import erase_again, erasure_listing
+from compactor.forget import erase_again
 
 
 @dataclass(frozen=True)
@@ -38,25 +39,30 @@ class MergeResult:
 
 
 def merge_partition(store: Store, table: str, partition: str, files: list[str]) -> tuple[str, int]:
-    """Merge the given files of one hour partition into one; returns (path written, records)."""
-    erasures = erasure_listing(store, table)  # a forget while the files are read is caught after publishing
+    """Merge the given files of one hour partition into one; returns (path written, records), ("", 0)
+    when every row was an erased version."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     register_parquet(con, "merge_in", store, files, SCHEMA)
     columns = ", ".join(field.name for field in SCHEMA)
-    merged = with_summary(con.sql(
+    # An erasure recorded before the merge wrote is honoured even if forget had not yet rewritten a file read.
+    merged = with_summary(without_erased(con.sql(
         f"""SELECT {columns} FROM ({first_copies("merge_in", columns)})
             ORDER BY item_key, {STORED_ORDER}"""
-    ).to_arrow_table().cast(SCHEMA), "new_image")
+    ).to_arrow_table().cast(SCHEMA), erased_keys(store, table)), "new_image")
+    if merged.num_rows == 0:  # every row a version an erasure covers: the hour goes, as forget leaves it
+        record_removed(store, files)
+        store.delete_many(files)
+        return "", 0
     sequences = con.execute(
         f"SELECT sequence_number FROM merge_in ORDER BY {STORED_ORDER}"
     ).fetchall()
     path = publish_change_file(store, table, partition, sequences[0][0], sequences[-1][0], merged,
                                deduplicated=True, level=COMPACTED_LEVEL, lifted=recorded_lifts(store, files))
+    erase_again(store, table, lambda: merged)  # an erasure recorded while it wrote
     replaced = [original for original in files if original != path]
     record_removed(store, replaced)  # before deleting: the ledger tells a merge from a loss
     store.delete_many(replaced)
-    erase_again(store, table, erasures, lambda: merged)
     return path, merged.num_rows
 
 

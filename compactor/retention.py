@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from changelog.integrity import verify_for_read
@@ -186,7 +187,7 @@ def deletable_changes(store: Store, table: str, base: Manifest, now_us: int | No
     for paths in partitions.values():
         if any(path not in consumed for path in paths):
             continue
-        if now_us is not None and any(_kinesis_rows(path) and _partition_end_us(path) > now_us - RESEND_WINDOW_US
+        if now_us is not None and any(_partition_end_us(path) > now_us - RESEND_WINDOW_US and _kinesis_rows(store, path)
                                       for path in paths):
             continue
         if all(_partition_end_us(path) <= base.snapshot_time_us or _covered(store, path, base) for path in paths):
@@ -194,10 +195,19 @@ def deletable_changes(store: Store, table: str, base: Manifest, now_us: int | No
     return found
 
 
-def _kinesis_rows(path: str) -> bool:
-    """Whether a change file's name says it holds Kinesis rows (their sequence numbers are longer)."""
+def _kinesis_rows(store: Store, path: str) -> bool:
+    """Whether a change file holds Kinesis rows (their sequence numbers are longer than a stream's).
+
+    Its name says so when its first or last row is one; a merged hour of both kinds may hold them
+    between, so the sequence numbers are read otherwise (only for the hours of the last day).
+    """
     name = parse_change_file_name(path)
-    return name is None or max(len(name.first_seq), len(name.last_seq)) > STREAM_SEQUENCE_WIDTH
+    if name is None or max(len(name.first_seq), len(name.last_seq)) > STREAM_SEQUENCE_WIDTH:
+        return True
+    verify_for_read(store, [path])
+    numbers = pq.read_table(io.BytesIO(store.read(path)), columns=["sequence_number"]).column("sequence_number")
+    longest = pc.max(pc.utf8_length(numbers)).as_py()
+    return longest is not None and longest > STREAM_SEQUENCE_WIDTH
 
 
 def _covered(store: Store, path: str, base: Manifest) -> bool:

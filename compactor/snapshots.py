@@ -23,6 +23,7 @@ from changelog.attributes import with_summary
 from changelog.changefile import COMPACTED_LEVEL, parquet_bytes
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import ConflictError, StoreError, TimeOutOfRange, UsageError
+from changelog.forgotten import erased_keys, without_erased
 from changelog.layout import changes_root, snapshot_dir, snapshots_root
 from changelog.snapshot import (
     MANIFEST,
@@ -95,33 +96,31 @@ def build_snapshot(store: Store, table: str, at_us: int, *, writer_id: str | Non
 
 def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directory: str, writer: str,
                     part_rows: int, publish: bool) -> Manifest:
-    from compactor.forget import erasure_listing  # forget re-publishes snapshots: it imports this module
-
-    erasures = erasure_listing(store, table)  # a forget while the state is read is caught after publishing
     plan = plan_state(store, table, at_us)
+    ledger = erased_keys(store, table)  # read before the state: see forget.erase_again for one recorded after
     con = duckdb.connect()
     open_state(con, store, plan, name="snap", tombstones=True)
     reader = con.sql(f"SELECT {STATE_COLUMNS} FROM snap ORDER BY item_key").to_arrow_reader(part_rows)
     parts = PartWriter(store, directory, writer, part_rows)
     for batch in reader:
-        parts.add(batch)
+        parts.add(without_erased(batch, ledger))
     manifest = snapshot_manifest(store, plan, cov, writer, parts.finish())
     if publish:
         manifest = publish_manifest(store, f"{directory}/{MANIFEST}", manifest)
-        _erase_again(store, f"{directory}/{MANIFEST}", manifest, erasures)
+        _erase_again(store, f"{directory}/{MANIFEST}", manifest)
     return manifest
 
 
-def _erase_again(store: Store, path: str, manifest: Manifest, erasures: frozenset[str]) -> None:
+def _erase_again(store: Store, path: str, manifest: Manifest) -> None:
     """``forget.erase_again`` over the published snapshot's rows (their keys and times, read only when
-    an erasure was recorded since ``erasures``)."""
-    from compactor.forget import erase_again
+    the table has an erasure)."""
+    from compactor.forget import erase_again  # forget re-publishes snapshots: it imports this module
 
     def rows() -> pa.Table:
         return pa.concat_tables([pq.read_table(pa.BufferReader(store.read(part)), columns=["item_key", "event_time"])
                                  for part in part_paths(path, manifest)])
 
-    erase_again(store, manifest.table_name, erasures, rows)
+    erase_again(store, manifest.table_name, rows)
 
 
 @dataclass(frozen=True)
@@ -296,9 +295,6 @@ def write_draft(store: Store, manifest: Manifest) -> str:
     return path
 
 
-ERASURES_SEEN = "erasures_seen"  # a draft's note of the erasure records there were when its state was read
-
-
 def publish_draft(store: Store, table: str, at_us: int, writer: str) -> Manifest:
     """Publish the snapshot a Spark job computed, by the same step as the Lambda's (``publish_manifest``).
 
@@ -314,11 +310,7 @@ def publish_draft(store: Store, table: str, at_us: int, writer: str) -> Manifest
     if (draft.table_name, draft.snapshot_time_us, draft.extra.get("writer")) != (table, at_us, writer):
         raise StoreError(f"the draft manifest {path} is not the snapshot of {table!r} at "
                          f"{format_time(from_micros(at_us))} by writer {writer}")
-    # The erasure records the job saw before it read the store (spark_snapshot), not published.
-    seen = draft.extra.get(ERASURES_SEEN)
-    erasures = frozenset(seen) if isinstance(seen, list) else frozenset()
-    draft = replace(draft, extra={k: v for k, v in draft.extra.items() if k != ERASURES_SEEN})
     manifest = publish_manifest(store, f"{directory}/{MANIFEST}", draft)
     store.delete(path)
-    _erase_again(store, f"{directory}/{MANIFEST}", manifest, erasures)
+    _erase_again(store, f"{directory}/{MANIFEST}", manifest)
     return manifest

@@ -17,7 +17,6 @@ import argparse
 import sys
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -31,9 +30,7 @@ from changelog.spec import STATE_COLUMNS
 from changelog.state import check_restorable, coverage, plan_state
 from changelog.store import open_store
 from changelog.timefmt import format_time, from_micros, to_micros
-from compactor.forget import erasure_listing
 from compactor.snapshots import (
-    ERASURES_SEEN,
     PART_ROWS,
     WRITER_ID,
     WrittenParts,
@@ -81,11 +78,10 @@ def run(argv: list[str] | None = None) -> Manifest:
     if store.exists(f"{directory}/{MANIFEST}"):
         raise ConflictError(f"a snapshot of {args.table!r} at {format_time(args.at)} already exists")
     writer = args.writer or uuid.uuid4().hex[:12]
-    erasures = erasure_listing(store, args.table)  # publish_draft erases again what a forget meanwhile missed
     plan = plan_state(store, args.table, at_us)
     written = spark_parts(state_frame(store, plan, tombstones=True), store.uri, directory, writer, args.part_rows)
     manifest = snapshot_manifest(store, plan, cov, writer, written)
-    write_draft(store, replace(manifest, extra={**manifest.extra, ERASURES_SEEN: sorted(erasures)}))
+    write_draft(store, manifest)
     if args.publish:
         manifest = publish_draft(store, args.table, at_us, writer)
     print(f"wrote the snapshot of {args.table} at {format_time(from_micros(at_us))}: {manifest.items:,} items, "

@@ -468,19 +468,77 @@ def test_a_forget_while_a_snapshot_is_built_leaves_no_erased_version_in_the_snap
     _leaves_no_erased_version(store)
 
 
+def test_a_merge_of_files_a_running_forget_has_not_deleted_yet_leaves_out_what_it_erased(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The merge starts once the erasure is recorded, and reads the files forget replaced before forget
+    # deletes them; forget then finishes (its last plan cannot see the merge's output) before it publishes.
+    import threading
+
+    import compactor.forget
+    import compactor.merge
+
+    deliver_in_cuts(store, stream_records(TABLE, OPS), [1, 2, 4, 6])
+    merge_read, forget_done = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+    real_publish, real_write_erasure = compactor.merge.publish_change_file, compactor.forget.write_erasure
+
+    def publish(*args: Any, **kwargs: Any) -> Any:
+        merge_read.set()
+        forget_done.wait(60)
+        return real_publish(*args, **kwargs)
+
+    def merge() -> None:
+        try:
+            merge_small_files(store, TABLE, (BASE + 7200) * 1_000_000)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+            merge_read.set()
+
+    merging = threading.Thread(target=merge)
+
+    def write_erasure(*args: Any, **kwargs: Any) -> Any:
+        path = real_write_erasure(*args, **kwargs)
+        if not merging.is_alive() and not merge_read.is_set():
+            merging.start()
+            merge_read.wait(60)
+        return path
+
+    monkeypatch.setattr(compactor.merge, "publish_change_file", publish)
+    monkeypatch.setattr(compactor.forget, "write_erasure", write_erasure)
+    _forget(store)
+    forget_done.set()
+    merging.join(60)
+    monkeypatch.undo()
+    assert not failures
+    _leaves_no_erased_version(store)
+
+
+def test_a_merge_failing_after_it_published_leaves_no_erased_version(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import compactor.merge
+
+    deliver_in_cuts(store, stream_records(TABLE, OPS), [1, 2, 4, 6])
+    _racing(monkeypatch, compactor.merge, "publish_change_file", store)
+
+    def failing(paths: Any) -> None:
+        raise OSError("the store timed out")
+
+    monkeypatch.setattr(store, "delete_many", failing)
+    with pytest.raises(OSError):
+        merge_small_files(store, TABLE, (BASE + 7200) * 1_000_000)
+    monkeypatch.undo()
+    assert plan_forget(store, TABLE, KEY_TEXT).empty
+
+
 def test_a_forget_while_a_spark_snapshot_waits_for_publication_leaves_no_erased_version_in_it(store: Store) -> None:
     # The Spark job leaves a draft; the compactor publishes it later.
-    from dataclasses import replace
-
-    from compactor.snapshots import ERASURES_SEEN, publish_draft, write_draft
+    from compactor.snapshots import publish_draft, write_draft
 
     deliver_in_cuts(store, stream_records(TABLE, OPS), [2, 4])
     at_us = (BASE + 3601) * 1_000_000
-    draft = build_snapshot(store, TABLE, at_us, writer_id="5ba4c0b00001", publish=False)
-    write_draft(store, replace(draft, extra={**draft.extra, ERASURES_SEEN: []}))
+    write_draft(store, build_snapshot(store, TABLE, at_us, writer_id="5ba4c0b00001", publish=False))
     _forget(store)
-    published = publish_draft(store, TABLE, at_us, "5ba4c0b00001")
-    assert ERASURES_SEEN not in published.extra
+    publish_draft(store, TABLE, at_us, "5ba4c0b00001")
     _leaves_no_erased_version(store)
 
 

@@ -192,3 +192,30 @@ def test_a_re_send_arriving_after_expire_still_finds_its_first_copy(local: Store
     open_state(con, local, plan_state(local, TABLE, later * 1000))
     images = [json.loads(image) for (image,) in con.execute("SELECT image FROM state").fetchall()]
     assert [image["v"] for image in images if image["id"] == KEY["id"]] == [{"N": "2"}]
+
+
+def test_expire_keeps_a_merged_hour_whose_kinesis_rows_sit_between_stream_rows(local: Store) -> None:
+    # A table moving from its DynamoDB stream to Kinesis: the merged hour's name carries its first and
+    # last rows' sequence numbers (a stream's), the Kinesis row lies between.
+    from changelog.codec import decode_lambda_record
+    from compactor.merge import merge_small_files
+    from compactor.policy import parse_policy
+    from compactor.retention import plan_expire
+    from compactor.snapshots import build_snapshot
+    from stream_consumer.capture import capture_batch
+    from tests.events import lambda_record
+
+    a, c = {"id": {"S": "a"}}, {"id": {"S": "c"}}
+    capture_batch(local, [lambda_record(TABLE, "INSERT", a, MS // 1000 - 1, 10**20 + 7, new=a)],
+                  decode_lambda_record, source="test")
+    invoke([version(1, MS, "100")])
+    capture_batch(local, [lambda_record(TABLE, "INSERT", c, MS // 1000 + 1, 10**20 + 14, new=c)],
+                  decode_lambda_record, source="test")
+    hour_end_ms = (MS // 3_600_000 + 1) * 3_600_000
+    merge_small_files(local, TABLE, (hour_end_ms + 1) * 1_000)
+    invoke([kinesis_record(TABLE, "INSERT", {"id": {"S": "o"}}, hour_end_ms + 3_600_000, "200",
+                           new={"id": {"S": "o"}})])
+    build_snapshot(local, TABLE, (hour_end_ms + 3_600_000) * 1_000)
+
+    plan = plan_expire(local, TABLE, parse_policy("changes=1h"), now_us=(hour_end_ms + 2 * 3_600_000) * 1_000)
+    assert not [path for path in plan.drop_changes if "hour=15" in path]

@@ -194,6 +194,7 @@ class ErasedKeys:
 
     secret: bytes
     up_to: dict[str, int]  # key hash -> the latest erased-up-to moment recorded for it
+    records: frozenset[str] = frozenset()  # the erasure records read
 
     def erased(self, item_key: str, event_time_us: int) -> bool:
         """True when a version of ``item_key`` stamped at ``event_time_us`` was erased."""
@@ -238,7 +239,7 @@ def erased_keys(store: Store, table: str) -> ErasedKeys | None:
     up_to: dict[str, int] = {}
     for erasure in read_erasures(store, table, listing):
         up_to[erasure.key_hash] = max(up_to.get(erasure.key_hash, erasure.erased_up_to_us), erasure.erased_up_to_us)
-    return ErasedKeys(secret, up_to)
+    return ErasedKeys(secret, up_to, frozenset(records))
 
 
 def erased_mask(store: Store, rows: Sequence[ChangeRow]) -> list[bool]:

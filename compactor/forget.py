@@ -44,6 +44,7 @@ from changelog.changefile import COMPACTED_LEVEL, parquet_bytes, publish_change_
 from changelog.errors import ConflictError, UsageError
 from changelog.footer import DEDUPLICATED
 from changelog.forgotten import (
+    ErasedKeys,
     Erasure,
     Replaced,
     ensure_secret,
@@ -369,19 +370,20 @@ class ForgetResult:
 ERASED_AGAIN = "erased again: a forget ran while a compaction read the files it published"
 
 
-def erase_again(store: Store, table: str, rows: Callable[[], pa.Table]) -> int:
-    """Call right after publishing a merge's or a snapshot's output: erase once more, from the whole
-    store, every item of ``rows()`` (``item_key``, ``event_time``) that an erasure covers. Returns
-    how many items were erased again (0, and ``rows`` unread, when the table has no erasure).
+def erase_again(store: Store, table: str, rows: Callable[[], pa.Table], written_with: ErasedKeys | None) -> int:
+    """Call right after publishing a merge's or a snapshot's output, written without the versions the
+    ledger ``written_with`` covered (``forgotten.without_erased``; None: no erasure then, or not
+    applied): when an erasure was recorded since, erase once more, from the whole store, every item of
+    ``rows()`` (``item_key``, ``event_time``) that an erasure covers. Returns how many items were erased
+    again; ``rows`` is read only when the ledger grew.
 
-    The output was written without the versions the ledger covered then (``forgotten.without_erased``),
-    but a forget that ran while its files were read rewrote those files, not the output published
-    after it, and its last plan may come before that publication. An erasure recorded before this
-    check is seen here; one recorded after it plans again after the publication, and so finds the
-    output itself. The erasure keeps the moment the first one erased up to.
+    A forget that ran while the files were read rewrote those files, not the output published after
+    them, and its last plan may come before that publication. An erasure recorded before this check
+    is seen here; one recorded after it plans again after the publication, and so finds the output
+    itself. The erasure keeps the moment the first one erased up to.
     """
     ledger = erased_keys(store, table)
-    if ledger is None:
+    if ledger is None or (written_with is not None and ledger.records <= written_with.records):
         return 0
     data = rows()
     mask = erased_versions_mask(data, ledger)

@@ -46,10 +46,11 @@ def merge_partition(store: Store, table: str, partition: str, files: list[str]) 
     register_parquet(con, "merge_in", store, files, SCHEMA)
     columns = ", ".join(field.name for field in SCHEMA)
     # An erasure recorded before the merge wrote is honoured even if forget had not yet rewritten a file read.
+    ledger = erased_keys(store, table)
     merged = with_summary(without_erased(con.sql(
         f"""SELECT {columns} FROM ({first_copies("merge_in", columns)})
             ORDER BY item_key, {STORED_ORDER}"""
-    ).to_arrow_table().cast(SCHEMA), erased_keys(store, table)), "new_image")
+    ).to_arrow_table().cast(SCHEMA), ledger), "new_image")
     if merged.num_rows == 0:  # every row a version an erasure covers: the hour goes, as forget leaves it
         record_removed(store, files)
         store.delete_many(files)
@@ -59,7 +60,7 @@ def merge_partition(store: Store, table: str, partition: str, files: list[str]) 
     ).fetchall()
     path = publish_change_file(store, table, partition, sequences[0][0], sequences[-1][0], merged,
                                deduplicated=True, level=COMPACTED_LEVEL, lifted=recorded_lifts(store, files))
-    erase_again(store, table, lambda: merged)  # an erasure recorded while it wrote
+    erase_again(store, table, lambda: merged, ledger)  # an erasure recorded while it wrote
     replaced = [original for original in files if original != path]
     record_removed(store, replaced)  # before deleting: the ledger tells a merge from a loss
     store.delete_many(replaced)

@@ -23,7 +23,7 @@ from changelog.attributes import with_summary
 from changelog.changefile import COMPACTED_LEVEL, parquet_bytes
 from changelog.consistent import read_consistently, table_prefixes
 from changelog.errors import ConflictError, StoreError, TimeOutOfRange, UsageError
-from changelog.forgotten import erased_keys, without_erased
+from changelog.forgotten import ErasedKeys, erased_keys, without_erased
 from changelog.layout import changes_root, snapshot_dir, snapshots_root
 from changelog.snapshot import (
     MANIFEST,
@@ -107,20 +107,20 @@ def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directo
     manifest = snapshot_manifest(store, plan, cov, writer, parts.finish())
     if publish:
         manifest = publish_manifest(store, f"{directory}/{MANIFEST}", manifest)
-        _erase_again(store, f"{directory}/{MANIFEST}", manifest)
+        _erase_again(store, f"{directory}/{MANIFEST}", manifest, ledger)
     return manifest
 
 
-def _erase_again(store: Store, path: str, manifest: Manifest) -> None:
-    """``forget.erase_again`` over the published snapshot's rows (their keys and times, read only when
-    the table has an erasure)."""
+def _erase_again(store: Store, path: str, manifest: Manifest, written_with: ErasedKeys | None) -> None:
+    """``forget.erase_again`` over the published snapshot's rows (their keys and times, read only when an
+    erasure was recorded since ``written_with``; always when the parts were written elsewhere: None)."""
     from compactor.forget import erase_again  # forget re-publishes snapshots: it imports this module
 
     def rows() -> pa.Table:
         return pa.concat_tables([pq.read_table(pa.BufferReader(store.read(part)), columns=["item_key", "event_time"])
                                  for part in part_paths(path, manifest)])
 
-    erase_again(store, manifest.table_name, rows)
+    erase_again(store, manifest.table_name, rows, written_with)
 
 
 @dataclass(frozen=True)
@@ -312,5 +312,5 @@ def publish_draft(store: Store, table: str, at_us: int, writer: str) -> Manifest
                          f"{format_time(from_micros(at_us))} by writer {writer}")
     manifest = publish_manifest(store, f"{directory}/{MANIFEST}", draft)
     store.delete(path)
-    _erase_again(store, f"{directory}/{MANIFEST}", manifest)
+    _erase_again(store, f"{directory}/{MANIFEST}", manifest, None)  # Spark wrote the parts without the ledger
     return manifest

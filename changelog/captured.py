@@ -149,22 +149,26 @@ def settle_pending_batch(store: Store, table: str, stream_arn: str, first_sequen
     """After a batch is stored: its stored record when a pending record waits for it (a retry), or
     ``always`` (``recover``); else nothing.
 
-    Lambda retries a batch whole or, after a function error (a timeout), in halves: a half starting
-    where the pending batch starts is not all of it. The pending batch's sequence numbers after
-    ``last_sequence`` stay pending, under the first of them, before the stored record settles the
-    rest: the hold never lifts over a record not stored. A Kinesis batch is pending under every
-    table its records name, and a half may hold another table's records only: the pending record
-    names them all, and the half settles each of them alike.
+    Lambda retries a batch whole or, after a function error (a timeout), in halves, in order: a half
+    starting where the pending batch starts is not all of it, and the rest comes next. So, for a
+    retry (not ``always``), the pending batch's records after ``last_sequence`` stay pending, under
+    the first of them, before the stored record settles the half: the hold never lifts over a record
+    not stored. A table keeps a rest only when records of its own are in it. ``recover`` stores a
+    batch Lambda gave up on after Lambda moved past it: what followed it was stored, or is pending
+    or queued on its own, so it leaves no rest. A Kinesis batch is pending under every table its
+    records name, and a half may hold another table's records only: the pending record names them
+    all, and the half settles each of them alike.
     """
     _checked((first_sequence, last_sequence), shard_id)
-    stored, others = _settle(store, table, stream_arn, first_sequence, last_sequence, source, shard_id, always)
+    stored, others = _settle(store, table, stream_arn, first_sequence, last_sequence, source, shard_id, always,
+                             keep_rest=not always)
     for other in sorted(others - {table}):
-        _settle(store, other, stream_arn, first_sequence, last_sequence, source, shard_id, False)
+        _settle(store, other, stream_arn, first_sequence, last_sequence, source, shard_id, False, keep_rest=not always)
     return stored
 
 
 def _settle(store: Store, table: str, stream_arn: str, first_sequence: str, last_sequence: str, source: str,
-            shard_id: str | None, always: bool) -> tuple[str | None, set[str]]:
+            shard_id: str | None, always: bool, *, keep_rest: bool) -> tuple[str | None, set[str]]:
     """``settle_pending_batch`` for one table: (its stored record or None, the tables its pending record names)."""
     try:
         body = read_json_object(store, pending_batch_path(table, stream_arn, first_sequence, shard_id))
@@ -175,12 +179,14 @@ def _settle(store: Store, table: str, stream_arn: str, first_sequence: str, last
     if body is None and not always:
         return None, set()
     body = body or {}
-    rest = [sequence for sequence in _pending_sequences(body) if int(sequence) > int(last_sequence)]
     tables = _pending_tables(body)
-    if rest:
+    after = int(last_sequence)
+    rest = [sequence for sequence in _pending_sequences(body) if int(sequence) > after]
+    own = _pending_sequences(body, "own") if "own" in body else rest
+    if keep_rest and rest and any(int(sequence) > after for sequence in own):
         hold = body.get("hold_us")
         record_pending_batch(store, table, stream_arn, rest[0], hold if isinstance(hold, int) else None, source,
-                             shard_id, rest, tables)
+                             shard_id, rest, tables, [sequence for sequence in own if int(sequence) > after])
     return record_stored_batch(store, table, stream_arn, first_sequence, last_sequence, source, shard_id), tables
 
 
@@ -191,9 +197,10 @@ def _pending_tables(body: Mapping[str, Any]) -> set[str]:
         if isinstance(found, list) else set()
 
 
-def _pending_sequences(body: Mapping[str, Any]) -> list[str]:
-    """The sequence numbers a pending record lists (records written before they were listed list none)."""
-    found = body.get("sequences")
+def _pending_sequences(body: Mapping[str, Any], field: str = "sequences") -> list[str]:
+    """The sequence numbers a pending record lists: the batch's (``sequences``) or the table's own
+    records among them (``own``); records written before they were listed list none."""
+    found = body.get(field)
     if not isinstance(found, list):
         return []
     return sorted({s for s in found if sequence_problem(s, MAX_SEQUENCE_DIGITS) is None}, key=int)
@@ -201,15 +208,17 @@ def _pending_sequences(body: Mapping[str, Any]) -> list[str]:
 
 def record_pending_batch(store: Store, table: str, stream_arn: str, first_sequence: str,
                          hold_us: int | None, source: str, shard_id: str | None = None,
-                         sequences: Sequence[str] = (), tables: Iterable[str] = ()) -> str:
+                         sequences: Sequence[str] = (), tables: Iterable[str] = (),
+                         own: Sequence[str] | None = None) -> str:
     """Record that the batch from ``first_sequence`` failed: coverage stops before it until it is settled.
 
     ``sequences`` are the batch's records, so that a retry of part of it settles only that part
-    (``settle_pending_batch``); ``tables`` every table the batch is pending under. A pending record
-    already there for the same first record (an earlier, larger attempt) keeps its records, its
-    tables and its earlier hold: it never shrinks.
+    (``settle_pending_batch``); ``own`` those of them that are this table's (None: all of them);
+    ``tables`` every table the batch is pending under. A pending record already there for the same
+    first record (an earlier, larger attempt) keeps its records, its tables and its earlier hold:
+    it never shrinks.
     """
-    _checked((first_sequence, *sequences), shard_id)
+    _checked((first_sequence, *sequences, *(own or ())), shard_id)
     path = pending_batch_path(table, stream_arn, first_sequence, shard_id)
     try:
         earlier: dict[str, Any] = read_json_object(store, path)
@@ -217,12 +226,15 @@ def record_pending_batch(store: Store, table: str, stream_arn: str, first_sequen
         earlier = {}
     listed = sorted({*sequences, *_pending_sequences(earlier)}, key=int)
     named = sorted({*tables, *_pending_tables(earlier)} - {table})
+    mine = None if own is None else sorted({*own, *_pending_sequences(earlier, "own")}, key=int)
+    if mine is not None and earlier.get("sequences") and "own" not in earlier:
+        mine = None  # an earlier record counted every record of its batch as this table's: keep that
     held = earlier.get("hold_us")
     if isinstance(held, int) and not isinstance(held, bool) and (hold_us is None or held < hold_us):
         hold_us = held
     body = {"stream_arn": stream_arn, "first_sequence": first_sequence, "hold_us": hold_us, "source": source,
             **({"shard_id": shard_id} if shard_id is not None else {}), **({"sequences": listed} if listed else {}),
-            **({"tables": [table, *named]} if named else {})}
+            **({"tables": [table, *named]} if named else {}), **({"own": mine} if mine is not None else {})}
     store.write(path, json.dumps(body, indent=1, sort_keys=True).encode("utf-8"))
     # Recorded once written: a pending record removed by hand would otherwise lift its hold unnoticed.
     record_pending(store, table, path, hold_us)

@@ -120,6 +120,7 @@ class _Batch:
     shard_id: str | None = None  # a DynamoDB stream event names it only in a tumbling window
     last_us: int | None = None  # the latest stream time among the batch's records (per-shard progress)
     sequences: tuple[str, ...] = ()  # its records, so that a retry of half of it settles only that half
+    own: tuple[str, ...] | None = None  # those of them that are this table's (a Kinesis batch's; None: all)
 
 
 def _window_shard(event: dict[str, Any]) -> str | None:
@@ -158,22 +159,27 @@ def _batch(table: str, arn: str, records: list[Any], shard_id: str | None) -> _B
                   tuple(sequence for sequence, _ in valid))
 
 
-def _kinesis_seconds(records: list[Any]) -> dict[str, list[int]]:
-    """The stream times (seconds) of each table's changes in a Kinesis batch (a failing batch's: decoded here)."""
-    seconds: dict[str, list[int]] = {}
+def _kinesis_changes(records: list[Any]) -> dict[str, list[tuple[int, str]]]:
+    """The (stream time in seconds, Kinesis sequence number) of each table's changes in a Kinesis batch
+    (a failing batch's: decoded here)."""
+    changes: dict[str, list[tuple[int, str]]] = {}
     for record in records:
         try:
             row = decode_kinesis_record(record)
         except Exception:  # quarantined by capture: no change of any table
             continue
-        seconds.setdefault(row.table_name, []).append(row.event_time_us // 1_000_000)
-    return seconds
+        changes.setdefault(row.table_name, []).append((row.event_time_us // 1_000_000,
+                                                       _identifier(record, "kinesis.sequenceNumber")))
+    return changes
 
 
-def _kinesis_batches(records: list[Any], seconds: dict[str, list[int]], table_hint: str | None) -> list[_Batch]:
-    """A Kinesis batch as coverage records it: once per table its records name (``seconds``), with
-    the batch's whole range (Lambda's on-failure record names the range, not the tables), the shard
-    from the records' ``eventID`` and, per table, the latest moment before that table's oldest change.
+def _kinesis_batches(records: list[Any], changes: dict[str, list[tuple[int, str]]],
+                     table_hint: str | None) -> list[_Batch]:
+    """A Kinesis batch as coverage records it: once per table its records name (``changes``: each
+    table's stream seconds and sequence numbers), with the batch's whole range (Lambda's on-failure
+    record names the range, not the tables), the shard from the records' ``eventID``, per table the
+    latest moment before that table's oldest change, and its own records among the batch's (a record
+    no table could be read from counts as the stack's table's, where capture keeps it).
 
     Empty when the batch cannot name a stream, one shard or a sequence number: nothing from the
     event reaches a record's name unchecked.
@@ -188,12 +194,18 @@ def _kinesis_batches(records: list[Any], seconds: dict[str, list[int]], table_hi
     valid = [sequence for sequence in sequences if sequence_problem(sequence, MAX_SEQUENCE_DIGITS) is None]
     if kinesis_shard_problem(shard) is not None or not valid:
         return []
-    seconds = dict(seconds)
-    if not seconds and table_hint and table_name_problem(table_hint) is None:
-        seconds[table_hint] = []  # nothing readable: recorded under the stack's table, holding every moment
+    changes = dict(changes)
+    if not changes and table_hint and table_name_problem(table_hint) is None:
+        changes[table_hint] = []  # nothing readable: recorded under the stack's table, holding every moment
+    named = {sequence for found in changes.values() for _, sequence in found}
+    unread = [sequence for sequence in valid if sequence not in named]
     low, high = min(valid, key=int), max(valid, key=int)
-    return [_Batch(table, str(arn), low, high, hold_before(times), shard, sequences=tuple(valid))
-            for table, times in sorted(seconds.items())]
+    batches = []
+    for table, found in sorted(changes.items()):
+        own = {sequence for _, sequence in found} | (set(unread) if table == table_hint else set())
+        batches.append(_Batch(table, str(arn), low, high, hold_before([second for second, _ in found]), shard,
+                              sequences=tuple(valid), own=tuple(s for s in valid if s in own) if found else None))
+    return batches
 
 
 def _record_pending(batches: list[_Batch]) -> None:
@@ -202,7 +214,7 @@ def _record_pending(batches: list[_Batch]) -> None:
     for batch in batches:
         try:
             record_pending_batch(_store(), batch.table, batch.stream_arn, batch.first, batch.hold_us, "lambda",
-                                 batch.shard_id, batch.sequences, tables)
+                                 batch.shard_id, batch.sequences, tables, batch.own)
         except Exception as exc:  # the batch's own failure is what gets reported
             logger.error("the pending record of a failing batch could not be written; recover shows the hole",
                          extra={"error_kind": type(exc).__name__})
@@ -257,7 +269,7 @@ def _failing_kinesis(source: str, records: list[Any], table_hint: str | None) ->
     if source != "lambda-kinesis":
         return []
     try:
-        return _kinesis_batches(records, _kinesis_seconds(records), table_hint)
+        return _kinesis_batches(records, _kinesis_changes(records), table_hint)
     except Exception as exc:  # the batch's own failure is what gets reported
         logger.error("a failing Kinesis batch could not be read for its pending record",
                      extra={"error_kind": type(exc).__name__})

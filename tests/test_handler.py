@@ -375,6 +375,28 @@ def test_a_retry_of_the_first_half_of_a_failed_batch_leaves_the_other_half_pendi
     assert coverage(local, TABLE).latest_us == 1_750_000_003 * 1_000_000
 
 
+def test_recover_storing_the_first_half_after_lambda_stored_the_second_leaves_nothing_held(
+        local: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lambda gave up on the half 102 and stored 103-104 at their first try (no record); recover then
+    # stores 102 out of Lambda's order: the rest of the failed batch is no longer pending anywhere.
+    from changelog.captured import settle_pending_batch
+    from tests.events import ARN
+
+    batches = realistic_batch()
+    invoke(batches[0:2])
+    _fail_batches_starting_at(monkeypatch, "102")
+    invoke(batches[2:5])
+    invoke(batches[2:3])  # the first half fails too; Lambda gives up on it
+    monkeypatch.undo()
+    monkeypatch.setenv("REWIND_STORE", local.uri)
+    assert invoke(batches[3:5]) == {"batchItemFailures": []}
+
+    capture_batch_again = handler.capture_batch(local, batches[2:3], handler.decode_lambda_record, source="recover")
+    assert capture_batch_again.captured == 1
+    settle_pending_batch(local, TABLE, ARN.format(table=TABLE), "102", "102", "recover", always=True)
+    assert coverage(local, TABLE).latest_us == 1_750_000_003 * 1_000_000
+
+
 class _Ended(BaseException):
     """What the runtime does to an invocation at its timeout: nothing after it runs."""
 

@@ -219,3 +219,24 @@ def test_expire_keeps_a_merged_hour_whose_kinesis_rows_sit_between_stream_rows(l
 
     plan = plan_expire(local, TABLE, parse_policy("changes=1h"), now_us=(hour_end_ms + 2 * 3_600_000) * 1_000)
     assert not [path for path in plan.drop_changes if "hour=15" in path]
+
+
+def test_a_retried_half_leaves_pending_only_the_tables_with_records_in_the_rest(
+        local: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # [a(alpha) b(beta) c(alpha)] fails; Lambda stores the half [a b]: only alpha has a record left (c).
+    # beta is settled: were the rest pending under it, a loss of c would be a gap of beta's too.
+    from changelog.state import coverage
+
+    batch = [_change("alpha", "a", MS, 1), _change("beta", "b", MS + 1, 2), _change("alpha", "c", MS + 2, 3)]
+    real = handler.capture_batch
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the store is down")
+
+    monkeypatch.setattr(handler, "capture_batch", failing)
+    assert handler.lambda_handler(event(batch), None)["batchItemFailures"]
+    monkeypatch.setattr(handler, "capture_batch", real)
+    invoke(batch[:2])
+
+    assert [hold.kind for hold in coverage(local, "beta").holds if hold.kind == "pending batch"] == []
+    assert [hold.kind for hold in coverage(local, "alpha").holds if hold.kind == "pending batch"] == ["pending batch"]

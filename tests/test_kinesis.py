@@ -124,13 +124,8 @@ def _change(table: str, key: str, created: int, sequence: int) -> dict[str, Any]
                           event_id=f"{table}-{key}-{sequence}")
 
 
-def test_a_two_table_batch_retried_in_halves_releases_both_tables(
-        local: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The failed batch is pending under both tables, named by its first record; after a timeout Lambda
-    # retries it in halves, each holding one table's record: each half settles both tables' records.
-    from changelog.state import coverage
-
-    batch = [_change("beta", "b", MS, 1), _change("alpha", "a", MS + 1, 2)]
+def _failed_once(monkeypatch: pytest.MonkeyPatch, batch: list[dict[str, Any]]) -> None:
+    """Deliver ``batch`` once while the store is down: it is reported failed, pending under each of its tables."""
     real = handler.capture_batch
 
     def failing(*args: Any, **kwargs: Any) -> Any:
@@ -139,6 +134,16 @@ def test_a_two_table_batch_retried_in_halves_releases_both_tables(
     monkeypatch.setattr(handler, "capture_batch", failing)
     assert handler.lambda_handler(event(batch), None)["batchItemFailures"]
     monkeypatch.setattr(handler, "capture_batch", real)
+
+
+def test_a_two_table_batch_retried_in_halves_releases_both_tables(
+        local: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The failed batch is pending under both tables, named by its first record; after a timeout Lambda
+    # retries it in halves, each holding one table's record: each half settles both tables' records.
+    from changelog.state import coverage
+
+    batch = [_change("beta", "b", MS, 1), _change("alpha", "a", MS + 1, 2)]
+    _failed_once(monkeypatch, batch)
     invoke(batch[:1])
     invoke(batch[1:])
     invoke([_change("alpha", "a", MS + 5000, 3), _change("beta", "b", MS + 5000, 4)])
@@ -228,14 +233,7 @@ def test_a_retried_half_leaves_pending_only_the_tables_with_records_in_the_rest(
     from changelog.state import coverage
 
     batch = [_change("alpha", "a", MS, 1), _change("beta", "b", MS + 1, 2), _change("alpha", "c", MS + 2, 3)]
-    real = handler.capture_batch
-
-    def failing(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("the store is down")
-
-    monkeypatch.setattr(handler, "capture_batch", failing)
-    assert handler.lambda_handler(event(batch), None)["batchItemFailures"]
-    monkeypatch.setattr(handler, "capture_batch", real)
+    _failed_once(monkeypatch, batch)
     invoke(batch[:2])
 
     assert [hold.kind for hold in coverage(local, "beta").holds if hold.kind == "pending batch"] == []

@@ -140,9 +140,9 @@ def plan_state(store: Store, table: str, at_us: int, *, use_snapshots: bool = Tr
     wanted = tuple(
         p for p in files if partition_of(p) <= upper and (partition_of(p) >= lower or partition_of(p) in late)
     )
-    floors = [copy_floor_us(m) for _, m in chosen]
-    known = [floor for floor in floors if floor is not None]
-    return StatePlan(table, at_us, path, manifest, wanted, max(known) if known else None)
+    # The floor of the copy the chosen snapshot rests on (its own, or the one it was built on): another
+    # bootstrap, imported after that snapshot was built, is not in what it holds.
+    return StatePlan(table, at_us, path, manifest, wanted, copy_floor_us(manifest))
 
 
 # A DuckDB TIMESTAMPTZ literal for a moment in µs (exact, whatever the session's time zone).

@@ -120,7 +120,8 @@ def _state_at_sql(clean: list[str], lifted: pa.Table | None) -> str:
       copies go through first_copies (every copy of such a record is among them), and the snapshot's
       rows join afterwards (they carry no event id), ranked by record.latest_counts_from.
     """
-    floors = ("SELECT table_name, max(changes_from) AS changes_from FROM snapshots "
+    # The floor of the copy the snapshot read rests on (plan_state's rule): the latest snapshot's.
+    floors = ("SELECT table_name, arg_max(changes_from, snapshot_time) AS changes_from FROM snapshots "
               f"WHERE snapshot_time <= {AT} GROUP BY table_name")
     chosen = ("SELECT table_name, max(snapshot_time) AS snapshot_time FROM snapshots "
               f"WHERE snapshot_time <= {AT} AND (only_table IS NULL OR table_name = only_table) GROUP BY table_name")

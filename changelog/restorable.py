@@ -54,10 +54,11 @@ class Base(NamedTuple):
     """A whole copy of the table (a bootstrap, or a snapshot built on one).
 
     ``at_us``: the moment from which the copy restores the table. ``clears_before_us``: it clears a
-    loss whose newest lost change is older than this. An export is consistent at one moment, which is
-    both. A scan reads the items one by one from its start to its end, so a change lost while it ran
-    may be missing from the copy (the scan may have read the item before it): it clears only what was
-    lost before the second its copy began (``state.copy_floor_us``), and restores from its end.
+    loss whose newest lost change is older than this: the copy's floor (``state.copy_floor_us``).
+    Changes stamped from the floor on are laid over the copy, so a loss among them is not cleared by
+    it: a captured change before the copy, whose successor was lost, would win over the copy. An
+    export restores from its export time; a scan reads the items one by one from its start to its
+    end (a change lost while it ran may be missing from the copy), and restores from its end.
     """
 
     at_us: int

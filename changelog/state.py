@@ -77,15 +77,20 @@ def copy_floor_us(manifest: Manifest) -> int | None:
     A bootstrap is a whole copy: an item absent from it did not exist then, so a change stamped
     before the copy must not bring it back. That matters only when a change after it was lost (a gap,
     which is why the table was bootstrapped again): the lost REMOVE is not there to bury the item.
-    Copied rows are versioned just below the whole second the copy began (compactor.bootstrap).
+    Copied rows are versioned 1 µs below the floor: the second before the one the copy began, as a
+    change made after the copy read its item can be stamped (``compactor.bootstrap.row_version_us``,
+    recorded as ``extra.row_version_us``; a copy written before that keeps the second it began).
     A compaction snapshot built on a bootstrap carries its floor (``extra.copy_floor_us``), so the
     rule holds after ``expire`` deleted the bootstrap itself.
     """
-    started = manifest.extra.get("scan_started_us") if manifest.kind == "scan" else None
-    if manifest.kind == "export":
-        started = manifest.snapshot_time_us
     if manifest.kind == "compaction":
-        started = _int_or_none(manifest.extra.get("copy_floor_us"))
+        return _int_or_none(manifest.extra.get("copy_floor_us"))
+    if manifest.kind not in ("scan", "export"):
+        return None
+    version = _int_or_none(manifest.extra.get("row_version_us"))
+    if version is not None:
+        return version + 1
+    started = manifest.extra.get("scan_started_us") if manifest.kind == "scan" else manifest.snapshot_time_us
     return None if started is None else int(started) - int(started) % 1_000_000
 
 
@@ -95,13 +100,13 @@ def manifest_bases(manifest: Manifest) -> tuple[Base, ...]:
     A compaction snapshot inherits its ancestors' bootstraps (``extra.bases_us``, with what each
     clears in ``extra.base_floors_us``): ``expire`` may delete a bootstrap older than the snapshot it
     keeps, and the bootstrap must go on clearing the gap it was taken for (``changelog.restorable``).
-    A scan clears only what was lost before its copy floor; a snapshot written before the floors
+    A bootstrap clears only what was lost before its copy floor; a snapshot written before the floors
     were kept says nothing of them, and its bases clear what they did then (up to their moment).
     """
     found = []
     own = manifest.restorable_from_us
     if own is not None:
-        floor = copy_floor_us(manifest) if manifest.kind == "scan" else None
+        floor = copy_floor_us(manifest)
         found.append(Base(own, min(floor, own) if floor is not None else own))
     inherited = manifest.extra.get("bases_us")
     floors = manifest.extra.get("base_floors_us")

@@ -5,12 +5,14 @@ than every change the stream captured after the copy began, and whose manifest s
 copy is consistent (``restorable_from_us``). Replay then works unchanged: for each key the newer of
 (bootstrap row, captured changes) wins, which is exactly the table once the copy is consistent.
 
-Why the row version is the start of the copy's second minus 1 µs, not the copy's exact moment:
-DynamoDB Streams rounds ``ApproximateCreationDateTime`` down to the second, so a change made 300 ms
-after the copy's moment carries a time up to a second before it. Giving the copied rows a version
-just below the whole second makes every change of that second win. A change of that second that in
+Why the row version is the start of the second before the copy's second minus 1 µs, not the copy's
+exact moment: DynamoDB Streams rounds ``ApproximateCreationDateTime`` down to the second, so a change
+made 300 ms after the copy's moment carries a time up to a second before it, and a shard's next
+record may carry the second before its predecessor's (``gaps.STREAM_CLOCK_STEP_US``). Giving the
+copied rows a version below both seconds makes every change of them win. A change of them that in
 fact came before the copy wins too, which is harmless: it carries the full image (or is a REMOVE)
-the copy already holds, and any later change of the item outranks it again.
+the copy already holds, and any later change of the item outranks it again (a loss among them is
+not cleared by the copy: ``changelog.restorable.Base``).
 
 Both sources require that the stream was already being captured (completely) from before the copy
 began; the store cannot check that, the operator must (``status`` shows the first captured change).
@@ -51,6 +53,7 @@ from changelog.errors import (
     UsageError,
 )
 from changelog.forgotten import erased_keys
+from changelog.gaps import STREAM_CLOCK_STEP_US, floor_second
 from changelog.layout import hour_partition, snapshot_dir
 from changelog.meta import meta_from_description, read_meta, write_meta
 from changelog.progress import Progress
@@ -104,8 +107,13 @@ class BootstrapPlan:
 
 
 def row_version_us(copy_started_us: int) -> int:
-    """The version (µs) of a copied row: 1 µs before the whole second in which the copy began."""
-    return copy_started_us - copy_started_us % 1_000_000 - 1
+    """The version (µs) of a copied row: 1 µs before the second before the one in which the copy began.
+
+    A change made after the copy read its item is stamped no earlier than that: stream times are cut
+    to the second, and a shard's next record may carry the second before the latest one
+    (``gaps.STREAM_CLOCK_STEP_US``), also across batches, where capture cannot lift it.
+    """
+    return floor_second(copy_started_us) - STREAM_CLOCK_STEP_US - 1
 
 
 def key_names(store: Store, table: str, client: Any = None) -> list[str]:
@@ -252,7 +260,8 @@ def _descends_from_bootstrap(path: str, by_path: dict[str, Manifest]) -> bool:
     return False
 
 
-def _check_can_bootstrap(store: Store, table: str, version_us: int, snapshot_time_us: int | None) -> None:
+def _check_can_bootstrap(store: Store, table: str, started_us: int, snapshot_time_us: int | None) -> None:
+    version_us = row_version_us(started_us)
     floor = retention_floor(store, table)
     if floor is not None and floor > version_us:
         raise UsageError(
@@ -260,7 +269,7 @@ def _check_can_bootstrap(store: Store, table: str, version_us: int, snapshot_tim
             f"{format_time(from_micros(version_us + 1))} cannot be completed: bootstrap from a newer copy"
         )
     for _, manifest in list_manifests(store, table):
-        if manifest.kind in BOOTSTRAP_KINDS and manifest.snapshot_time_us >= version_us:
+        if manifest.kind in BOOTSTRAP_KINDS and manifest.snapshot_time_us >= floor_second(started_us) - 1:
             raise ConflictError(
                 f"{table!r} already has a {manifest.kind} bootstrap at {format_time(manifest.snapshot_time)}, "
                 "not older than this one: nothing to do"
@@ -340,7 +349,7 @@ def _checked_export(store: Store, table: str, uri: str) -> tuple[Store, ExportSu
         raise UsageError(f"the export is of table {exported!r}, not {table!r}")
     files = read_data_files(source, summary)
     version = row_version_us(summary.export_time_us)
-    _check_can_bootstrap(store, table, version, summary.export_time_us)
+    _check_can_bootstrap(store, table, summary.export_time_us, summary.export_time_us)
     return source, summary, files, version
 
 
@@ -427,7 +436,7 @@ def _checked_scan(store: Store, table: str, client: Any, clock: Callable[[], int
     check_stream(description, table)
     started = clock()
     version = row_version_us(started)
-    _check_can_bootstrap(store, table, version, None)
+    _check_can_bootstrap(store, table, started, None)
     return description, started, version
 
 
@@ -481,7 +490,7 @@ def bootstrap_from_scan(store: Store, table: str, *, segments: int = 4, client: 
             progress.close()
         ended = clock()
         snapshot_time = math.ceil(ended / 1_000_000) * 1_000_000
-        _check_can_bootstrap(store, table, version, snapshot_time)
+        _check_can_bootstrap(store, table, started, snapshot_time)
         try:
             writer.upload(snapshot_dir(table, from_micros(snapshot_time)))
         except BaseException:

@@ -219,6 +219,58 @@ def test_a_later_export_does_not_raise_the_floor_of_a_snapshot_built_on_an_earli
     assert read(described, EXPORT_SECOND + 40) == _expected([late, other])
 
 
+@pytest.mark.parametrize("read", [_state, _sql_state], ids=["replay", "sql state_at"])
+def test_a_change_stamped_the_second_before_the_copy_in_a_later_batch_wins_over_the_copy(
+        described: Store, tmp_path: Path, read: Any) -> None:
+    # A shard's next record may carry the second before the latest one; across batches capture cannot
+    # lift it, and the copy floor dropped it, so the earlier change won.
+    first, second = _item("a", 1, v={"S": "first"}), _item("a", 1, v={"S": "second"})
+    bootstrap_from_export(described, TABLE, str(_export(tmp_path, [second], files=1)))
+    capture_batch(described, [lambda_record(TABLE, "MODIFY", _key(first), EXPORT_SECOND, 300, new=first)],
+                  decode_lambda_record, source="test")
+    later = _item("z", 9)
+    capture_batch(described, [lambda_record(TABLE, "MODIFY", _key(second), EXPORT_SECOND - 1, 301, new=second,
+                                            old=first),
+                              lambda_record(TABLE, "INSERT", _key(later), EXPORT_SECOND + 30, 302, new=later)],
+                  decode_lambda_record, source="test")
+    assert read(described, EXPORT_SECOND + 30) == _expected([second, later])
+
+
+def test_a_change_made_after_the_copy_read_its_item_wins_though_stamped_the_second_before(
+        described: Store, tmp_path: Path) -> None:
+    # b changed after the export read it, on a shard whose previous record (of a) carried the export's
+    # second: b's record may carry the second before. The copy's rows used to win over it.
+    a, b_old, b_new = _item("a", 1), _item("b", 2, v={"S": "old"}), _item("b", 2, v={"S": "new"})
+    later = _item("z", 9)
+    bootstrap_from_export(described, TABLE, str(_export(tmp_path, [a, b_old], files=1)))
+    capture_batch(described, [lambda_record(TABLE, "MODIFY", _key(a), EXPORT_SECOND, 300, new=a),
+                              lambda_record(TABLE, "MODIFY", _key(b_new), EXPORT_SECOND - 1, 301, new=b_new,
+                                            old=b_old),
+                              lambda_record(TABLE, "INSERT", _key(later), EXPORT_SECOND + 30, 302, new=later)],
+                  decode_lambda_record, source="test")
+    assert _state(described, EXPORT_SECOND + 30) == _expected([a, b_new, later])
+
+
+def test_an_export_does_not_clear_a_loss_among_the_changes_laid_over_it(described: Store, tmp_path: Path) -> None:
+    # The change before the copy is laid over it (it may have been made after the copy read the item);
+    # its successor, also before the copy, was lost. Clearing the loss answered with the stale change.
+    from changelog.gaps import Gap, write_gap
+
+    stale, held = _item("a", 1, v={"S": "stale"}), _item("a", 1, v={"S": "held"})
+    capture_batch(described, [lambda_record(TABLE, "MODIFY", _key(stale), EXPORT_SECOND - 1, 300, new=stale)],
+                  decode_lambda_record, source="test")
+    lost_at = EXPORT_SECOND * 1_000_000 - 500_000
+    write_gap(described, TABLE, Gap("shardId-1", (EXPORT_SECOND + 60) * 1_000_000, "batch expired from the "
+                                    "on-failure queue", start_us=lost_at, end_us=lost_at, first_sequence_number="301",
+                                    last_sequence_number="301", source="recover"))
+    bootstrap_from_export(described, TABLE, str(_export(tmp_path, [held], files=1)))
+    later = _item("z", 9)
+    capture_batch(described, [lambda_record(TABLE, "INSERT", _key(later), EXPORT_SECOND + 30, 302, new=later)],
+                  decode_lambda_record, source="test")
+    with pytest.raises(TimeOutOfRange, match="on-failure queue"):
+        _state(described, EXPORT_SECOND + 30)
+
+
 def test_compaction_snapshots_built_from_changes_alone_are_withdrawn(described: Store, tmp_path: Path) -> None:
     capture_batch(described, _changes_after_export(), decode_lambda_record, source="test")
     build_snapshot(described, TABLE, (EXPORT_SECOND + 15) * 1_000_000)  # knows nothing of the exported items

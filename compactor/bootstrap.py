@@ -19,8 +19,10 @@ began; the store cannot check that, the operator must (``status`` shows the firs
 
 Publishing follows the snapshot rule: parts first (named by writer), the manifest last with a
 conditional write, so a failed or refused bootstrap leaves nothing visible. Compaction snapshots
-newer than the bootstrap that do not descend from a bootstrap were built from changes alone (the
-pre-stream items missing): they are withdrawn (manifest first), because a reader would prefer them.
+newer than the bootstrap were built without it: from changes alone (the pre-stream items missing),
+or on an older copy and across whatever was lost since (the loss this bootstrap is taken to clear).
+They are withdrawn (manifest first), because a reader would prefer them; the compactor builds the
+next ones on this copy.
 """
 
 from __future__ import annotations
@@ -248,18 +250,6 @@ class SnapshotWriter:
                 self.store.delete(f"{self.directory}/{name}")
 
 
-def _descends_from_bootstrap(path: str, by_path: dict[str, Manifest]) -> bool:
-    seen = set()
-    current: str | None = path
-    while current is not None and current in by_path and current not in seen:
-        seen.add(current)
-        manifest = by_path[current]
-        if manifest.kind in BOOTSTRAP_KINDS:
-            return True
-        current = manifest.base_snapshot
-    return False
-
-
 def _check_can_bootstrap(store: Store, table: str, started_us: int, snapshot_time_us: int | None) -> None:
     version_us = row_version_us(started_us)
     floor = retention_floor(store, table)
@@ -282,14 +272,15 @@ def _check_can_bootstrap(store: Store, table: str, started_us: int, snapshot_tim
 
 
 def stale_snapshots(store: Store, table: str, after_us: int) -> list[tuple[str, Manifest]]:
-    """Snapshots newer than ``after_us`` built from changes alone (no bootstrap beneath them).
+    """Compaction snapshots newer than ``after_us``: built without the bootstrap being published.
 
-    They lack the items that existed before the stream; a reader would prefer them to the bootstrap.
+    Built from changes alone, they lack the items that existed before the stream; built on an older
+    copy, they may hold the state across a loss the new copy is taken to clear. A reader would
+    prefer them to the bootstrap. The changes from the copy on are kept (``_check_can_bootstrap``),
+    so the new copy and those changes restore every moment they did.
     """
-    manifests = list_manifests(store, table)
-    by_path = dict(manifests)
-    return [(path, manifest) for path, manifest in manifests
-            if manifest.snapshot_time_us > after_us and not _descends_from_bootstrap(path, by_path)]
+    return [(path, manifest) for path, manifest in list_manifests(store, table)
+            if manifest.snapshot_time_us > after_us and manifest.kind not in BOOTSTRAP_KINDS]
 
 
 def withdraw_stale_snapshots(store: Store, table: str, after_us: int) -> list[str]:
@@ -297,7 +288,7 @@ def withdraw_stale_snapshots(store: Store, table: str, after_us: int) -> list[st
     never a visible half snapshot)."""
     withdrawn = []
     for path, manifest in stale_snapshots(store, table, after_us):
-        delete_snapshot(store, path, manifest, reason="withdrawn by a bootstrap: built from changes alone")
+        delete_snapshot(store, path, manifest, reason="withdrawn by a bootstrap: built without its copy")
         withdrawn.append(path)
     return withdrawn
 

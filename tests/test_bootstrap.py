@@ -202,7 +202,7 @@ def _sql_state(store: Store, second: float) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("read", [_state, _sql_state], ids=["replay", "sql state_at"])
-def test_a_later_export_does_not_raise_the_floor_of_a_snapshot_built_on_an_earlier_one(
+def test_an_export_imported_under_a_newer_compaction_does_not_hide_a_late_change(
         described: Store, tmp_path: Path, read: Any) -> None:
     first, late, other = _item("a", 1, v={"S": "first"}), _item("a", 1, v={"S": "late"}), _item("b", 2)
     bootstrap_from_export(described, TABLE, str(write_export(tmp_path / "b0", TABLE, [first],
@@ -213,10 +213,32 @@ def test_a_later_export_does_not_raise_the_floor_of_a_snapshot_built_on_an_earli
     # A retried batch lands after that compaction, stamped before the second export's moment.
     capture_batch(described, [lambda_record(TABLE, "MODIFY", _key(late), EXPORT_SECOND - 10, 250, new=late,
                                             old=first)], decode_lambda_record, source="test")
-    # The second export already holds the late change; the compaction's snapshot does not, so the changes
-    # after the first export's copy must still be laid over that snapshot.
+    # The second export already holds the late change; the compaction's snapshot does not (read with the
+    # second export's floor, the late change was dropped from over it).
     bootstrap_from_export(described, TABLE, str(_export(tmp_path, [late], files=1)))
     assert read(described, EXPORT_SECOND + 40) == _expected([late, other])
+
+
+@pytest.mark.parametrize("read", [_state, _sql_state], ids=["replay", "sql state_at"])
+def test_an_export_clearing_a_loss_withdraws_a_newer_snapshot_built_across_that_loss(
+        described: Store, tmp_path: Path, read: Any) -> None:
+    # The compaction's snapshot was built before the loss was known, so it lacks the lost change; the
+    # export that clears the loss holds it. Readers chose the snapshot (the newer) and answered without it.
+    from changelog.gaps import Gap, write_gap
+
+    first, lost, other = _item("a", 1, v={"S": "first"}), _item("a", 1, v={"S": "lost"}), _item("b", 2)
+    bootstrap_from_export(described, TABLE, str(write_export(tmp_path / "b0", TABLE, [first],
+                                                             "2023-11-14T22:10:00.000Z", files=1)))
+    capture_batch(described, [lambda_record(TABLE, "INSERT", _key(other), EXPORT_SECOND + 40, 300, new=other)],
+                  decode_lambda_record, source="test")
+    build_snapshot(described, TABLE, (EXPORT_SECOND + 40) * 1_000_000)
+    lost_at = (EXPORT_SECOND - 20) * 1_000_000
+    write_gap(described, TABLE, Gap("shardId-1", (EXPORT_SECOND + 60) * 1_000_000, "batch expired from the "
+                                    "on-failure queue", start_us=lost_at, end_us=lost_at, first_sequence_number="250",
+                                    last_sequence_number="250", source="recover"))
+    result = bootstrap_from_export(described, TABLE, str(_export(tmp_path, [lost, other], files=1)))
+    assert len(result.withdrawn) == 1
+    assert read(described, EXPORT_SECOND + 40) == _expected([lost, other])
 
 
 @pytest.mark.parametrize("read", [_state, _sql_state], ids=["replay", "sql state_at"])

@@ -64,7 +64,7 @@ def test_an_export_dry_run_writes_nothing_and_says_what_the_run_then_does(
     assert _digest(described.root) == before
     assert "would import the export of orders: 7 items in 3 data files" in said
     assert "the snapshot would be at 2023-11-14T22:13:20.500000Z" in said
-    assert "would withdraw 1 newer snapshot(s) built from changes alone" in said
+    assert "would withdraw 1 newer snapshot(s) built without this copy" in said
     assert said.rstrip().endswith("dry run: nothing was written")
 
     done = bootstrap_from_export(described, TABLE, str(export))

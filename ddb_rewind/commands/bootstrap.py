@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if snap.restorable_from_us is not None:
         print(f"restorable from {format_time(from_micros(snap.restorable_from_us))}")
     if result.withdrawn:
-        print(f"withdrew {len(result.withdrawn):,} newer snapshot(s) built from changes alone")
+        print(f"withdrew {len(result.withdrawn):,} newer snapshot(s) built without this copy")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
@@ -82,7 +82,7 @@ def _dry_run(store: Store, args: argparse.Namespace) -> int:
     else:
         print("the snapshot would be at the Scan's end, restorable from then")
     if plan.stale:
-        print(f"would withdraw {len(plan.stale):,} newer snapshot(s) built from changes alone")
+        print(f"would withdraw {len(plan.stale):,} newer snapshot(s) built without this copy")
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print("dry run: nothing was written")

@@ -41,6 +41,7 @@ from changelog.state import (
     Coverage,
     StatePlan,
     check_restorable,
+    copy_built_without,
     coverage,
     manifest_bases,
     open_state,
@@ -107,8 +108,26 @@ def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directo
     manifest = snapshot_manifest(store, plan, cov, writer, parts.finish())
     if publish:
         manifest = publish_manifest(store, f"{directory}/{MANIFEST}", manifest)
+        _withdraw_if_built_without_a_copy(store, f"{directory}/{MANIFEST}", manifest)
         _erase_again(store, f"{directory}/{MANIFEST}", manifest, ledger)
     return manifest
+
+
+def _withdraw_if_built_without_a_copy(store: Store, path: str, manifest: Manifest) -> None:
+    """Withdraw the just-published snapshot when a bootstrap it was built without is there
+    (``state.copy_built_without``): one published while this snapshot was being built, after it had
+    withdrawn the snapshots published by then. Checked after publishing, as the bootstrap checks
+    again after its own, so of the two racing one always sees the other."""
+    from compactor.retention import delete_snapshot
+
+    copy = copy_built_without(list_manifests(store, manifest.table_name), path)
+    if copy is None:
+        return
+    delete_snapshot(store, path, manifest, reason=f"withdrawn: the {copy.kind} bootstrap at "
+                                                  f"{format_time(copy.snapshot_time)} was published while it was built")
+    raise ConflictError(f"a {copy.kind} bootstrap of {manifest.table_name!r} at {format_time(copy.snapshot_time)} "
+                        f"was published while the snapshot at {format_time(manifest.snapshot_time)} was built on an "
+                        "older copy: the snapshot was withdrawn; run compact again")
 
 
 def _erase_again(store: Store, path: str, manifest: Manifest, written_with: ErasedKeys | None) -> None:
@@ -312,5 +331,6 @@ def publish_draft(store: Store, table: str, at_us: int, writer: str) -> Manifest
                          f"{format_time(from_micros(at_us))} by writer {writer}")
     manifest = publish_manifest(store, f"{directory}/{MANIFEST}", draft)
     store.delete(path)
+    _withdraw_if_built_without_a_copy(store, f"{directory}/{MANIFEST}", manifest)
     _erase_again(store, f"{directory}/{MANIFEST}", manifest, None)  # Spark wrote the parts without the ledger
     return manifest

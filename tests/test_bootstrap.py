@@ -241,6 +241,36 @@ def test_an_export_clearing_a_loss_withdraws_a_newer_snapshot_built_across_that_
     assert read(described, EXPORT_SECOND + 40) == _expected([lost, other])
 
 
+def test_a_compaction_that_publishes_after_an_export_clearing_a_loss_withdraws_its_snapshot(
+        described: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The compaction planned its state on the first copy; the loss was found and the export imported
+    # before it published, so the export's withdrawal missed it and readers chose it.
+    import compactor.snapshots
+    from changelog.errors import ConflictError
+    from changelog.gaps import Gap, write_gap
+
+    first, lost, other = _item("a", 1, v={"S": "first"}), _item("a", 1, v={"S": "lost"}), _item("b", 2)
+    bootstrap_from_export(described, TABLE, str(write_export(tmp_path / "b0", TABLE, [first],
+                                                             "2023-11-14T22:10:00.000Z", files=1)))
+    capture_batch(described, [lambda_record(TABLE, "INSERT", _key(other), EXPORT_SECOND + 40, 300, new=other)],
+                  decode_lambda_record, source="test")
+    publish = compactor.snapshots.publish_manifest
+
+    def export_first(store: Store, path: str, manifest: Any) -> Any:
+        lost_at = (EXPORT_SECOND - 20) * 1_000_000
+        write_gap(store, TABLE, Gap("shardId-1", (EXPORT_SECOND + 60) * 1_000_000, "batch expired from the "
+                                    "on-failure queue", start_us=lost_at, end_us=lost_at,
+                                    first_sequence_number="250", last_sequence_number="250", source="recover"))
+        bootstrap_from_export(store, TABLE, str(_export(tmp_path, [lost, other], files=1)))
+        return publish(store, path, manifest)
+
+    monkeypatch.setattr(compactor.snapshots, "publish_manifest", export_first)
+    with pytest.raises(ConflictError, match="run compact again"):
+        build_snapshot(described, TABLE, (EXPORT_SECOND + 40) * 1_000_000)
+    assert [m.kind for _, m in list_manifests(described, TABLE)] == ["export", "export"]
+    assert _state(described, EXPORT_SECOND + 40) == _expected([lost, other])
+
+
 @pytest.mark.parametrize("read", [_state, _sql_state], ids=["replay", "sql state_at"])
 def test_a_change_stamped_the_second_before_the_copy_in_a_later_batch_wins_over_the_copy(
         described: Store, tmp_path: Path, read: Any) -> None:

@@ -94,28 +94,29 @@ def copy_floor_us(manifest: Manifest) -> int | None:
     return None if started is None else int(started) - int(started) % 1_000_000
 
 
-def copy_built_without(manifests: list[tuple[str, Manifest]], path: str) -> Manifest | None:
-    """A bootstrap the compaction snapshot at ``path`` was built without, though it is dated after the
-    copy's floor; None when there is none.
+BOOTSTRAP_KINDS = ("export", "scan")
 
-    Readers would prefer such a snapshot to the copy, yet it may hold the state across a loss the copy
-    was taken to clear. A bootstrap withdraws every compaction snapshot newer than its rows'
-    version when it publishes (``compactor.bootstrap.stale_snapshots``); one published after that,
-    by a compaction that planned its state before the bootstrap was there, is found by this.
+
+def copies(manifests: list[tuple[str, Manifest]]) -> frozenset[str]:
+    """The manifest paths of the bootstraps (whole copies) among ``manifests``."""
+    return frozenset(path for path, manifest in manifests if manifest.kind in BOOTSTRAP_KINDS)
+
+
+def copy_published_since(manifests: list[tuple[str, Manifest]], known: frozenset[str],
+                         snapshot: Manifest) -> Manifest | None:
+    """A bootstrap not among ``known`` (the copies there when ``snapshot``'s state was planned) that is
+    dated at or before ``snapshot`` by its copy floor; None when there is none.
+
+    Readers would prefer such a snapshot to the copy, yet it was built without it, and may hold the
+    state across a loss the copy was taken to clear. A bootstrap withdraws every compaction snapshot
+    newer than its rows' version when it publishes (``compactor.bootstrap.stale_snapshots``); one
+    published after that, by a compaction that planned before the bootstrap was there, is found by
+    this.
     """
-    by_path = dict(manifests)
-    snapshot = by_path.get(path)
-    if snapshot is None:  # withdrawn meanwhile
-        return None
-    beneath: set[str] = set()
-    current = snapshot.base_snapshot
-    while current is not None and current in by_path and current not in beneath:
-        beneath.add(current)
-        current = by_path[current].base_snapshot
-    for other_path, other in manifests:
-        floor = copy_floor_us(other) if other.kind in ("scan", "export") else None
-        if floor is not None and other_path not in beneath and snapshot.snapshot_time_us >= floor:
-            return other
+    for path, manifest in manifests:
+        floor = copy_floor_us(manifest) if path not in known and manifest.kind in BOOTSTRAP_KINDS else None
+        if floor is not None and snapshot.snapshot_time_us >= floor:
+            return manifest
     return None
 
 

@@ -63,7 +63,7 @@ from changelog.record import ZERO_SEQUENCE
 from changelog.scan import parallel_scan
 from changelog.settings import observe as observe_settings
 from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest, PartSum, list_manifests, part_sum_of
-from changelog.state import change_files, retention_floor
+from changelog.state import BOOTSTRAP_KINDS, change_files, retention_floor
 from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from compactor.export_reader import (
@@ -77,8 +77,6 @@ from compactor.export_reader import (
 )
 from compactor.retention import delete_snapshot
 from compactor.snapshots import PART_ROWS, publish_manifest
-
-BOOTSTRAP_KINDS = ("export", "scan")
 
 
 @dataclass(frozen=True)

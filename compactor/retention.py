@@ -55,12 +55,11 @@ from changelog.ledger import record_removed
 from changelog.record import STREAM_SEQUENCE_WIDTH
 from changelog.restorable import Base, Loss, bridged
 from changelog.snapshot import MANIFEST, Manifest, list_manifests, write_removal
-from changelog.state import change_files, coverage, manifest_bases, retention_floor, snapshot_dirs
+from changelog.state import BOOTSTRAP_KINDS, change_files, coverage, manifest_bases, retention_floor, snapshot_dirs
 from changelog.store import ObjectMissing, Store
 from changelog.timefmt import from_micros, to_micros
 from compactor.policy import CHANGE_UNITS, Policy
 
-BOOTSTRAP_KINDS = ("export", "scan")
 DAY_US = 86_400_000_000
 NEXT_BASE_STEPS = 8
 ORPHAN_AGE_SECONDS = 3600

@@ -41,7 +41,8 @@ from changelog.state import (
     Coverage,
     StatePlan,
     check_restorable,
-    copy_built_without,
+    copies,
+    copy_published_since,
     coverage,
     manifest_bases,
     open_state,
@@ -97,6 +98,7 @@ def build_snapshot(store: Store, table: str, at_us: int, *, writer_id: str | Non
 
 def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directory: str, writer: str,
                     part_rows: int, publish: bool) -> Manifest:
+    known = copies(list_manifests(store, table))  # listed before planning: a copy published later is checked for
     plan = plan_state(store, table, at_us)
     ledger = erased_keys(store, table)  # read before the state: see forget.erase_again for one recorded after
     con = duckdb.connect()
@@ -108,19 +110,20 @@ def _write_snapshot(store: Store, table: str, at_us: int, cov: Coverage, directo
     manifest = snapshot_manifest(store, plan, cov, writer, parts.finish())
     if publish:
         manifest = publish_manifest(store, f"{directory}/{MANIFEST}", manifest)
-        _withdraw_if_built_without_a_copy(store, f"{directory}/{MANIFEST}", manifest)
+        _withdraw_if_built_without_a_copy(store, f"{directory}/{MANIFEST}", manifest, known)
         _erase_again(store, f"{directory}/{MANIFEST}", manifest, ledger)
     return manifest
 
 
-def _withdraw_if_built_without_a_copy(store: Store, path: str, manifest: Manifest) -> None:
-    """Withdraw the just-published snapshot when a bootstrap it was built without is there
-    (``state.copy_built_without``): one published while this snapshot was being built, after it had
-    withdrawn the snapshots published by then. Checked after publishing, as the bootstrap checks
-    again after its own, so of the two racing one always sees the other."""
+def _withdraw_if_built_without_a_copy(store: Store, path: str, manifest: Manifest, known: frozenset[str]) -> None:
+    """Withdraw the just-published snapshot when a bootstrap not among ``known`` (the copies there when
+    its state was planned) is dated before it (``state.copy_published_since``): one published while
+    this snapshot was being built, after it had withdrawn the snapshots published by then. Checked
+    after publishing, as the bootstrap checks again after its own, so of the two racing one always
+    sees the other."""
     from compactor.retention import delete_snapshot
 
-    copy = copy_built_without(list_manifests(store, manifest.table_name), path)
+    copy = copy_published_since(list_manifests(store, manifest.table_name), known, manifest)
     if copy is None:
         return
     delete_snapshot(store, path, manifest, reason=f"withdrawn: the {copy.kind} bootstrap at "
@@ -331,6 +334,5 @@ def publish_draft(store: Store, table: str, at_us: int, writer: str) -> Manifest
                          f"{format_time(from_micros(at_us))} by writer {writer}")
     manifest = publish_manifest(store, f"{directory}/{MANIFEST}", draft)
     store.delete(path)
-    _withdraw_if_built_without_a_copy(store, f"{directory}/{MANIFEST}", manifest)
     _erase_again(store, f"{directory}/{MANIFEST}", manifest, None)  # Spark wrote the parts without the ledger
     return manifest

@@ -71,6 +71,9 @@ class StatePlan:
     changes_from_us: int | None = None
 
 
+BOOTSTRAP_KINDS = ("export", "scan")
+
+
 def copy_floor_us(manifest: Manifest) -> int | None:
     """For a bootstrap, the first stream time its copy does not already hold; None for other snapshots.
 
@@ -85,16 +88,13 @@ def copy_floor_us(manifest: Manifest) -> int | None:
     """
     if manifest.kind == "compaction":
         return _int_or_none(manifest.extra.get("copy_floor_us"))
-    if manifest.kind not in ("scan", "export"):
+    if manifest.kind not in BOOTSTRAP_KINDS:
         return None
     version = _int_or_none(manifest.extra.get("row_version_us"))
     if version is not None:
         return version + 1
     started = manifest.extra.get("scan_started_us") if manifest.kind == "scan" else manifest.snapshot_time_us
     return None if started is None else int(started) - int(started) % 1_000_000
-
-
-BOOTSTRAP_KINDS = ("export", "scan")
 
 
 def copies(manifests: list[tuple[str, Manifest]]) -> frozenset[str]:

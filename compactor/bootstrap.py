@@ -64,7 +64,7 @@ from changelog.scan import parallel_scan
 from changelog.settings import observe as observe_settings
 from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest, PartSum, list_manifests, part_sum_of
 from changelog.state import BOOTSTRAP_KINDS, change_files, retention_floor
-from changelog.store import Store
+from changelog.store import ObjectMissing, Store
 from changelog.timefmt import format_time, from_micros
 from compactor.export_reader import (
     DataFile,
@@ -286,7 +286,10 @@ def withdraw_stale_snapshots(store: Store, table: str, after_us: int) -> list[st
     never a visible half snapshot)."""
     withdrawn = []
     for path, manifest in stale_snapshots(store, table, after_us):
-        delete_snapshot(store, path, manifest, reason="withdrawn by a bootstrap: built without its copy")
+        try:
+            delete_snapshot(store, path, manifest, reason="withdrawn by a bootstrap: built without its copy")
+        except ObjectMissing:  # the compaction that published it withdrew it meanwhile
+            continue
         withdrawn.append(path)
     return withdrawn
 

@@ -201,14 +201,28 @@ def _sql_state(store: Store, second: float) -> dict[str, Any]:
     return {key: json.loads(item) for key, item in rows}
 
 
+def _first_copy_then(store: Store, tmp_path: Path, first: dict[str, Any], other: dict[str, Any]) -> None:
+    """An earlier export holding ``first``, then ``other`` inserted 40 s after EXPORT_SECOND."""
+    bootstrap_from_export(store, TABLE, str(write_export(tmp_path / "b0", TABLE, [first],
+                                                         "2023-11-14T22:10:00.000Z", files=1)))
+    capture_batch(store, [lambda_record(TABLE, "INSERT", _key(other), EXPORT_SECOND + 40, 300, new=other)],
+                  decode_lambda_record, source="test")
+
+
+def _lose_one_change(store: Store, at_us: int, sequence: str) -> None:
+    """Record the gap of one change at ``at_us``, lost from a batch the on-failure queue let expire."""
+    from changelog.gaps import Gap, write_gap
+
+    write_gap(store, TABLE, Gap("shardId-1", (EXPORT_SECOND + 60) * 1_000_000, "batch expired from the "
+                                "on-failure queue", start_us=at_us, end_us=at_us, first_sequence_number=sequence,
+                                last_sequence_number=sequence, source="recover"))
+
+
 @pytest.mark.parametrize("read", [_state, _sql_state], ids=["replay", "sql state_at"])
 def test_an_export_imported_under_a_newer_compaction_does_not_hide_a_late_change(
         described: Store, tmp_path: Path, read: Any) -> None:
     first, late, other = _item("a", 1, v={"S": "first"}), _item("a", 1, v={"S": "late"}), _item("b", 2)
-    bootstrap_from_export(described, TABLE, str(write_export(tmp_path / "b0", TABLE, [first],
-                                                             "2023-11-14T22:10:00.000Z", files=1)))
-    capture_batch(described, [lambda_record(TABLE, "INSERT", _key(other), EXPORT_SECOND + 40, 300, new=other)],
-                  decode_lambda_record, source="test")
+    _first_copy_then(described, tmp_path, first, other)
     build_snapshot(described, TABLE, (EXPORT_SECOND + 40) * 1_000_000)  # rests on the first export
     # A retried batch lands after that compaction, stamped before the second export's moment.
     capture_batch(described, [lambda_record(TABLE, "MODIFY", _key(late), EXPORT_SECOND - 10, 250, new=late,
@@ -224,18 +238,10 @@ def test_an_export_clearing_a_loss_withdraws_a_newer_snapshot_built_across_that_
         described: Store, tmp_path: Path, read: Any) -> None:
     # The compaction's snapshot was built before the loss was known, so it lacks the lost change; the
     # export that clears the loss holds it. Readers chose the snapshot (the newer) and answered without it.
-    from changelog.gaps import Gap, write_gap
-
     first, lost, other = _item("a", 1, v={"S": "first"}), _item("a", 1, v={"S": "lost"}), _item("b", 2)
-    bootstrap_from_export(described, TABLE, str(write_export(tmp_path / "b0", TABLE, [first],
-                                                             "2023-11-14T22:10:00.000Z", files=1)))
-    capture_batch(described, [lambda_record(TABLE, "INSERT", _key(other), EXPORT_SECOND + 40, 300, new=other)],
-                  decode_lambda_record, source="test")
+    _first_copy_then(described, tmp_path, first, other)
     build_snapshot(described, TABLE, (EXPORT_SECOND + 40) * 1_000_000)
-    lost_at = (EXPORT_SECOND - 20) * 1_000_000
-    write_gap(described, TABLE, Gap("shardId-1", (EXPORT_SECOND + 60) * 1_000_000, "batch expired from the "
-                                    "on-failure queue", start_us=lost_at, end_us=lost_at, first_sequence_number="250",
-                                    last_sequence_number="250", source="recover"))
+    _lose_one_change(described, (EXPORT_SECOND - 20) * 1_000_000, "250")
     result = bootstrap_from_export(described, TABLE, str(_export(tmp_path, [lost, other], files=1)))
     assert len(result.withdrawn) == 1
     assert read(described, EXPORT_SECOND + 40) == _expected([lost, other])
@@ -247,20 +253,13 @@ def test_a_compaction_that_publishes_after_an_export_clearing_a_loss_withdraws_i
     # before it published, so the export's withdrawal missed it and readers chose it.
     import compactor.snapshots
     from changelog.errors import ConflictError
-    from changelog.gaps import Gap, write_gap
 
     first, lost, other = _item("a", 1, v={"S": "first"}), _item("a", 1, v={"S": "lost"}), _item("b", 2)
-    bootstrap_from_export(described, TABLE, str(write_export(tmp_path / "b0", TABLE, [first],
-                                                             "2023-11-14T22:10:00.000Z", files=1)))
-    capture_batch(described, [lambda_record(TABLE, "INSERT", _key(other), EXPORT_SECOND + 40, 300, new=other)],
-                  decode_lambda_record, source="test")
+    _first_copy_then(described, tmp_path, first, other)
     publish = compactor.snapshots.publish_manifest
 
     def export_first(store: Store, path: str, manifest: Any) -> Any:
-        lost_at = (EXPORT_SECOND - 20) * 1_000_000
-        write_gap(store, TABLE, Gap("shardId-1", (EXPORT_SECOND + 60) * 1_000_000, "batch expired from the "
-                                    "on-failure queue", start_us=lost_at, end_us=lost_at,
-                                    first_sequence_number="250", last_sequence_number="250", source="recover"))
+        _lose_one_change(store, (EXPORT_SECOND - 20) * 1_000_000, "250")
         bootstrap_from_export(store, TABLE, str(_export(tmp_path, [lost, other], files=1)))
         return publish(store, path, manifest)
 
@@ -306,15 +305,10 @@ def test_a_change_made_after_the_copy_read_its_item_wins_though_stamped_the_seco
 def test_an_export_does_not_clear_a_loss_among_the_changes_laid_over_it(described: Store, tmp_path: Path) -> None:
     # The change before the copy is laid over it (it may have been made after the copy read the item);
     # its successor, also before the copy, was lost. Clearing the loss answered with the stale change.
-    from changelog.gaps import Gap, write_gap
-
     stale, held = _item("a", 1, v={"S": "stale"}), _item("a", 1, v={"S": "held"})
     capture_batch(described, [lambda_record(TABLE, "MODIFY", _key(stale), EXPORT_SECOND - 1, 300, new=stale)],
                   decode_lambda_record, source="test")
-    lost_at = EXPORT_SECOND * 1_000_000 - 500_000
-    write_gap(described, TABLE, Gap("shardId-1", (EXPORT_SECOND + 60) * 1_000_000, "batch expired from the "
-                                    "on-failure queue", start_us=lost_at, end_us=lost_at, first_sequence_number="301",
-                                    last_sequence_number="301", source="recover"))
+    _lose_one_change(described, EXPORT_SECOND * 1_000_000 - 500_000, "301")
     bootstrap_from_export(described, TABLE, str(_export(tmp_path, [held], files=1)))
     later = _item("z", 9)
     capture_batch(described, [lambda_record(TABLE, "INSERT", _key(later), EXPORT_SECOND + 30, 302, new=later)],

@@ -64,7 +64,7 @@ from changelog.scan import parallel_scan
 from changelog.settings import observe as observe_settings
 from changelog.snapshot import MANIFEST, SNAPSHOT_SCHEMA, Manifest, PartSum, list_manifests, part_sum_of
 from changelog.state import BOOTSTRAP_KINDS, change_files, retention_floor
-from changelog.store import ObjectMissing, Store
+from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 from compactor.export_reader import (
     DataFile,
@@ -286,11 +286,8 @@ def withdraw_stale_snapshots(store: Store, table: str, after_us: int) -> list[st
     never a visible half snapshot)."""
     withdrawn = []
     for path, manifest in stale_snapshots(store, table, after_us):
-        try:
-            delete_snapshot(store, path, manifest, reason="withdrawn by a bootstrap: built without its copy")
-        except ObjectMissing:  # the compaction that published it withdrew it meanwhile
-            continue
-        withdrawn.append(path)
+        if delete_snapshot(store, path, manifest, reason="withdrawn by a bootstrap: built without its copy"):
+            withdrawn.append(path)
     return withdrawn
 
 

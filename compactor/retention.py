@@ -292,16 +292,22 @@ def _clears_nothing_more(bases: set[Base], base: Manifest, losses: tuple[Loss, .
     return all(bridged(loss, manifest_bases(base), base.snapshot_time_us) for loss in cleared)
 
 
-def delete_snapshot(store: Store, manifest_path: str, manifest: Manifest, *, reason: str) -> None:
+def delete_snapshot(store: Store, manifest_path: str, manifest: Manifest, *, reason: str) -> bool:
     """Delete one published snapshot: the manifest first (it disappears at once), then its parts.
 
     A removal record (the manifest's digest and ``reason``) is written before anything is deleted,
-    so the manifest chain stays verifiable and only a removal by hand reads as tampering.
+    so the manifest chain stays verifiable and only a removal by hand reads as tampering. Returns
+    False, deleting nothing, when the manifest is already gone: a bootstrap and the compaction that
+    published the snapshot may both withdraw it at once.
     """
     directory = manifest_path.rsplit("/", 1)[0]
-    write_removal(store, manifest.table_name, manifest_path, reason)
+    try:
+        write_removal(store, manifest.table_name, manifest_path, reason)
+    except ObjectMissing:
+        return False
     store.delete(manifest_path)
     store.delete_many([f"{directory}/{part}" for part in manifest.parts])
+    return True
 
 
 def write_floor(store: Store, table: str, floor_us: int | None, policy: Policy) -> None:

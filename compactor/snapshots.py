@@ -9,7 +9,6 @@ it (``publish_manifest``), so readers can check both the parts and the history.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import uuid
 from dataclasses import dataclass, replace
@@ -50,7 +49,7 @@ from changelog.state import (
     plan_state,
     snapshot_parts,
 )
-from changelog.store import ObjectMissing, Store
+from changelog.store import Store
 from changelog.timefmt import format_time, from_micros
 
 PART_ROWS = 250_000
@@ -127,10 +126,8 @@ def _withdraw_if_built_without_a_copy(store: Store, path: str, manifest: Manifes
     copy = copy_published_since(list_manifests(store, manifest.table_name), known, manifest)
     if copy is None:
         return
-    with contextlib.suppress(ObjectMissing):  # the bootstrap withdrew it meanwhile
-        delete_snapshot(store, path, manifest, reason=f"withdrawn: the {copy.kind} bootstrap at "
-                                                      f"{format_time(copy.snapshot_time)} was published while it was "
-                                                      "built")
+    delete_snapshot(store, path, manifest, reason=f"withdrawn: the {copy.kind} bootstrap at "
+                                                  f"{format_time(copy.snapshot_time)} was published while it was built")
     raise ConflictError(f"a {copy.kind} bootstrap of {manifest.table_name!r} at {format_time(copy.snapshot_time)} "
                         f"was published while the snapshot at {format_time(manifest.snapshot_time)} was built on an "
                         "older copy: the snapshot was withdrawn; run compact again")
